@@ -1,0 +1,55 @@
+# Mimic: `make demo` and `make test` are the two commands a new machine needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+DEBS := libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6
+
+# DDS must never leave this machine, and each run gets its own domain.
+export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
+export ROS_DOMAIN_ID ?= $(shell $(PYTHON) -c 'import random; print(random.SystemRandom().randint(1, 100))')
+export MUJOCO_GL ?= egl
+export PYTHONUNBUFFERED := 1
+
+PYTEST := $(PY) -m pytest -p no:cacheprovider
+
+.PHONY: setup test test-fast test-integration test-e2e bench lint demo clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@missing=$$(for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages for headless rendering: $$missing"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing; \
+	fi
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e ".[hw,dev]"
+	$(PY) -m pip check
+	rm -f $(VENV)/.installed-*; touch $@
+
+# Each tier runs on its own so that a tier that collects nothing fails (pytest exits 5).
+test: setup
+	$(PYTEST) -m unit tests
+	$(PYTEST) -m integration tests
+	@if ls tests/e2e/test_*.py >/dev/null 2>&1; then $(PYTEST) -m e2e tests; fi
+
+test-fast: setup
+	$(PYTEST) -m unit tests
+
+test-integration: setup
+	$(PYTEST) -m integration tests
+
+test-e2e: setup
+	$(PYTEST) -m e2e tests
+
+bench: setup
+	$(PY) -m bench.run $(BENCH_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) runs bench/results .pytest_cache

@@ -1,0 +1,1 @@
+"""Benchmarks: measured numbers, never gates. `make bench` runs every `bench/bench_*.py`."""

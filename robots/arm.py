@@ -1,0 +1,138 @@
+"""The one interface every arm backend implements: hardware (franka, ur, xarm) and the MuJoCo twin.
+
+Small on purpose (GELLO's `Robot` Protocol, LeRobot's device ABC): a controller, a recorder or a
+test can drive any arm through these few methods. Units are SI everywhere: radians, rad/s,
+meters (gripper opening width), seconds (system time, the ROS clock).
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from robots.spec import ArmSpec
+
+
+class ArmError(RuntimeError):
+    """A backend cannot do what was asked (lost connection, not connected, device fault)."""
+
+
+class CommandRefused(ValueError):
+    """A command was outside the spec's limits; the arm was not moved for it."""
+
+
+@dataclass(frozen=True)
+class ArmState:
+    """One measurement of the arm. `t` is the capture time on the system (ROS) clock."""
+
+    t: float
+    q: np.ndarray
+    dq: np.ndarray
+    gripper: float = 0.0
+
+
+@dataclass
+class CommandGuard:
+    """Refuses targets outside joint limits or faster than the velocity limits; shared by all backends.
+
+    The reference for the velocity check is the last accepted target (or the measured pose before the
+    first command). The step is allowed `dq_max * dt` where `dt` is the time since the last accepted
+    command, at least one control period and at most `max_step_time`: a stale reference never licenses
+    a jump, since position-controlled arms would execute it at full speed.
+    """
+
+    spec: ArmSpec
+    max_step_time: float = 0.1
+    tolerance: float = 1e-9
+    _q_ref: np.ndarray | None = field(default=None, init=False)
+    _t_ref: float = field(default=0.0, init=False)
+
+    def reset(self, q_measured: np.ndarray, t: float | None = None) -> None:
+        self._q_ref = np.asarray(q_measured, dtype=float).copy()
+        self._t_ref = time.time() if t is None else t
+
+    def check(self, q_target: np.ndarray, gripper: float | None = None, t: float | None = None) -> np.ndarray:
+        """Return the target as a float array, or raise CommandRefused naming the joint and the limit."""
+        spec = self.spec
+        q = np.asarray(q_target, dtype=float).reshape(-1)
+        if q.shape[0] != spec.dof:
+            raise CommandRefused(f"{spec.name}: command has {q.shape[0]} joints, the arm has {spec.dof}")
+        if not np.all(np.isfinite(q)):
+            raise CommandRefused(f"{spec.name}: command contains NaN or inf")
+        low = q < spec.q_min - self.tolerance
+        high = q > spec.q_max + self.tolerance
+        if low.any() or high.any():
+            i = int(np.flatnonzero(low | high)[0])
+            raise CommandRefused(
+                f"{spec.name}: {spec.joint_names[i]} target {q[i]:.4f} rad outside "
+                f"[{spec.q_min[i]:.4f}, {spec.q_max[i]:.4f}]"
+            )
+        if gripper is not None and not (
+            spec.gripper_min - self.tolerance <= gripper <= spec.gripper_max + self.tolerance
+        ):
+            raise CommandRefused(
+                f"{spec.name}: gripper target {gripper:.4f} m outside [{spec.gripper_min}, {spec.gripper_max}]"
+            )
+        now = time.time() if t is None else t
+        if self._q_ref is not None:
+            dt = min(max(now - self._t_ref, 1.0 / spec.control_rate_hz), self.max_step_time)
+            speed = np.abs(q - self._q_ref) / dt
+            over = speed > spec.dq_max * (1.0 + 1e-6) + self.tolerance / dt
+            if over.any():
+                i = int(np.flatnonzero(over)[0])
+                raise CommandRefused(
+                    f"{spec.name}: {spec.joint_names[i]} step {q[i] - self._q_ref[i]:+.4f} rad in {dt * 1e3:.1f} ms "
+                    f"= {speed[i]:.2f} rad/s exceeds the {spec.dq_max[i]:.2f} rad/s limit"
+                )
+        self._q_ref = q.copy()
+        self._t_ref = now
+        return q
+
+
+class Arm(ABC):
+    """A follower arm. `command` is non-blocking: it sets the target the backend's own loop tracks."""
+
+    spec: ArmSpec
+
+    @property
+    def observation_features(self) -> dict[str, tuple[int, ...]]:
+        """What `state()` reports, known before connecting (LeRobot style), for datasets and policies."""
+        return {"robot0_joint_pos": (self.spec.dof,), "robot0_joint_vel": (self.spec.dof,), "robot0_gripper_width": (1,)}
+
+    @property
+    def action_features(self) -> dict[str, tuple[int, ...]]:
+        return {"robot0_joint_pos_target": (self.spec.dof,), "robot0_gripper_width_target": (1,)}
+
+    @property
+    @abstractmethod
+    def is_connected(self) -> bool: ...
+
+    @abstractmethod
+    def connect(self) -> None: ...
+
+    @abstractmethod
+    def disconnect(self) -> None: ...
+
+    @abstractmethod
+    def state(self) -> ArmState: ...
+
+    @abstractmethod
+    def command(self, q_target: np.ndarray, gripper: float | None = None) -> None:
+        """Set a joint-position target (and gripper width). Raises CommandRefused outside limits."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop commanding and hold the current pose."""
+
+    def __enter__(self) -> Arm:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.stop()
+        finally:
+            self.disconnect()
