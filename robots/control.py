@@ -152,7 +152,9 @@ class FollowController:
         if self._leader is None or t_now - self._leader[0] > self.stale_after_s:
             self.counters.stale_ticks += 1
             if not self._was_stale and self._leader is not None:
-                log.warning("%s: leader stale for > %.0f ms, holding pose", self.spec.name, self.stale_after_s * 1e3)
+                log.warning(
+                    "%s: leader stale for > %.0f ms, holding pose", self.spec.name, self.stale_after_s * 1e3
+                )
             self._was_stale = True
             return None
         self._was_stale = False

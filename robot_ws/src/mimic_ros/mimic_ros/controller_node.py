@@ -1,0 +1,225 @@
+"""Controller node: the only publisher of /robot/joint_command, in follow (teleop) or chunk (deploy) mode.
+
+Wiring: /robot/joint_states (first measurement seeds the controller) + /leader/joint_states (follow) or
+/policy/action_chunk (chunk) -> `robots.control` -> /robot/joint_command at `rate_hz`.
+The control loop runs on its own thread with absolute deadlines (sleep, then a short spin) rather than an
+rclpy timer, because the timer's p99 period error on this machine is ~0.2 ms before any work and the loop
+must stay within 0.5 ms. Subscriptions are served by a single-threaded executor on the main thread.
+
+    python -m mimic_ros.controller_node --arm franka --mode chunk --rate-hz 500 --lead-s 0.1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import rclpy
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import String
+from trajectory_msgs.msg import JointTrajectory
+
+from robots.control import ChunkController, FollowController
+from robots.spec import ArmSpec
+
+GRIPPER_JOINT = "gripper"
+SPIN_S = 0.0003  # the last part of each period is busy-waited: sleep() overshoots by ~0.1 ms
+
+
+@dataclass
+class ControllerConfig:
+    arm: str = "franka"
+    mode: str = "follow"  # follow | chunk
+    rate_hz: float = 500.0
+    lead_s: float = 0.0  # arm command-to-motion latency (chunk mode): latency matching on when > 0
+    stale_after_s: float = 0.1  # follow mode: leader older than this -> hold
+    blend_s: float = 0.1
+    velocity_scale: float = 0.8
+    stats_path: str = ""  # optional JSON of period statistics and safety counters, written on exit
+
+
+def stamp_to_s(stamp) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def s_to_stamp(t: float, msg_stamp) -> None:
+    sec = int(t)
+    msg_stamp.sec, msg_stamp.nanosec = sec, int((t - sec) * 1e9)
+
+
+def chunk_from_msg(msg: JointTrajectory, dof: int) -> tuple[float, float, np.ndarray] | None:
+    """(t_start, dt, rows[H, dof+1]) from a JointTrajectory with uniformly spaced points, else None."""
+    if not msg.points or any(len(p.positions) != dof + 1 for p in msg.points):
+        return None
+    tfs = np.array([p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points])
+    if len(tfs) > 1:
+        steps = np.diff(tfs)
+        if np.ptp(steps) > 1e-4:
+            return None
+        dt = float(steps.mean())
+    else:
+        dt = 0.1
+    rows = np.array([p.positions for p in msg.points], dtype=float)
+    return stamp_to_s(msg.header.stamp) + float(tfs[0]), dt, rows
+
+
+class ControllerNode(Node):
+    def __init__(self, cfg: ControllerConfig, spec: ArmSpec) -> None:
+        super().__init__("controller")
+        if cfg.mode not in ("follow", "chunk"):
+            raise ValueError(f"controller: mode '{cfg.mode}' is not follow or chunk")
+        self.cfg, self.spec = cfg, spec
+        if cfg.mode == "follow":
+            self.ctl = FollowController(spec, cfg.rate_hz, cfg.stale_after_s, cfg.velocity_scale)
+            self.create_subscription(JointState, "/leader/joint_states", self._on_leader, 10)
+        else:
+            self.ctl = ChunkController(
+                spec, cfg.rate_hz, lead_s=cfg.lead_s, blend_s=cfg.blend_s, velocity_scale=cfg.velocity_scale
+            )
+            self.create_subscription(JointTrajectory, "/policy/action_chunk", self._on_chunk, 10)
+        self.create_subscription(JointState, "/robot/joint_states", self._on_state, 10)
+        self.pub = self.create_publisher(JointState, "/robot/joint_command", 10)
+        self.diag = self.create_publisher(String, "/controller/diagnostics", 10)
+        self.names = [*spec.joint_names, GRIPPER_JOINT]
+        self.lock = threading.Lock()
+        self.seeded = threading.Event()
+        self.running = True
+        self.period_errors: list[float] = []
+        self.compute_s: list[float] = []
+        self.commands_sent = 0
+        self._gripper = 0.0
+
+    def _on_state(self, msg: JointState) -> None:
+        if self.seeded.is_set() or len(msg.position) < self.spec.dof:
+            return
+        g = msg.position[self.spec.dof] if len(msg.position) > self.spec.dof else 0.0
+        with self.lock:
+            self.ctl.reset(np.array(msg.position[: self.spec.dof]), g, time.time())
+            self._gripper = g
+        self.seeded.set()
+        self.get_logger().info("seeded from /robot/joint_states; commanding")
+
+    def _on_leader(self, msg: JointState) -> None:
+        dof = self.spec.dof
+        if len(msg.position) < dof:
+            self.ctl.counters.refused += 1
+            return
+        g = msg.position[dof] if len(msg.position) > dof else self._gripper
+        with self.lock:
+            self.ctl.set_leader(stamp_to_s(msg.header.stamp), np.array(msg.position[:dof]), g)
+
+    def _on_chunk(self, msg: JointTrajectory) -> None:
+        parsed = chunk_from_msg(msg, self.spec.dof)
+        with self.lock:
+            if parsed is None:
+                self.ctl.counters.refused += 1
+                return
+            self.ctl.set_chunk(*parsed, t_now=time.time())
+
+    def loop(self) -> None:
+        """Fixed-rate control loop on absolute deadlines; a missed deadline re-anchors instead of bursting."""
+        period = 1.0 / self.cfg.rate_hz
+        while self.running and not self.seeded.wait(0.05):
+            pass
+        next_t = time.perf_counter() + period
+        last = None
+        last_diag = time.monotonic()
+        while self.running:
+            remaining = next_t - time.perf_counter()
+            if remaining > SPIN_S:
+                time.sleep(remaining - SPIN_S)
+            while time.perf_counter() < next_t:
+                pass
+            now_pc = time.perf_counter()
+            if last is not None:
+                self.period_errors.append(abs(now_pc - last - period))
+            last = now_pc
+            t = time.time()
+            with self.lock:
+                out = self.ctl.target(t)
+            if out is not None:
+                q, g = out
+                msg = JointState()
+                s_to_stamp(t, msg.header.stamp)
+                msg.name = self.names
+                msg.position = [*q.tolist(), g]
+                self.pub.publish(msg)
+                self.commands_sent += 1
+            self.compute_s.append(time.perf_counter() - now_pc)
+            next_t += period
+            if time.perf_counter() > next_t:  # overrun: skip the missed ticks
+                next_t = time.perf_counter() + period
+            if time.monotonic() - last_diag > 1.0:
+                last_diag = time.monotonic()
+                self.diag.publish(String(data=json.dumps(self.stats())))
+
+    def stats(self) -> dict:
+        err = np.asarray(self.period_errors[-5000:] or [0.0]) * 1e3
+        comp = np.asarray(self.compute_s[-5000:] or [0.0]) * 1e3
+        with self.lock:
+            counters = self.ctl.counters.as_dict()
+        return {
+            "mode": self.cfg.mode,
+            "rate_hz": self.cfg.rate_hz,
+            "period_error_ms_p50": float(np.median(err)),
+            "period_error_ms_p99": float(np.percentile(err, 99)),
+            "period_error_ms_max": float(err.max()),
+            "tick_compute_ms_p99": float(np.percentile(comp, 99)),
+            "ticks": len(self.period_errors) + 1,
+            "commands_sent": self.commands_sent,
+            "counters": counters,
+        }
+
+
+def parse(argv: list[str]) -> ControllerConfig:
+    p = argparse.ArgumentParser(prog="controller_node", description=__doc__.splitlines()[0])
+    for name, default in asdict(ControllerConfig()).items():
+        p.add_argument("--" + name.replace("_", "-"), type=type(default), default=default)
+    return ControllerConfig(**vars(p.parse_args(argv)))
+
+
+def main(argv: list[str] | None = None, spec: ArmSpec | None = None) -> int:
+    """Run until SIGINT. `spec` overrides `--arm` (tests use their own spec)."""
+    cfg = parse(sys.argv[1:] if argv is None else argv)
+    if spec is None:
+        try:
+            from robots.specs import get_spec
+        except ImportError as e:
+            print(f"controller: cannot load arm specs ({e})", file=sys.stderr)
+            return 2
+        spec = get_spec(cfg.arm)
+    rclpy.init()
+    node = ControllerNode(cfg, spec)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    worker = threading.Thread(target=node.loop, name="control-loop")
+    worker.start()
+    try:
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.running = False
+        worker.join(timeout=2.0)
+        stats = node.stats()
+        print(json.dumps(stats), flush=True)
+        if cfg.stats_path:
+            with open(cfg.stats_path, "w") as f:
+                json.dump(stats, f, indent=1)
+        executor.remove_node(node)
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
