@@ -2,9 +2,8 @@
 
 Wiring: /robot/joint_states (first measurement seeds the controller) + /leader/joint_states (follow) or
 /policy/action_chunk (chunk) -> `robots.control` -> /robot/joint_command at `rate_hz`.
-The control loop runs on its own thread with absolute deadlines (sleep, then a short spin) rather than an
-rclpy timer, because the timer's p99 period error on this machine is ~0.2 ms before any work and the loop
-must stay within 0.5 ms. Subscriptions are served by a single-threaded executor on the main thread.
+The control loop runs on its own thread paced by `robots.control.Pacer` (absolute deadlines) rather than
+an rclpy timer, whose p99 period error on this machine is ~0.2 ms before any work (goal: <= 0.5 ms). Subscriptions are served by a single-threaded executor on the main thread.
 
     python -m mimic_ros.controller_node --arm franka --mode chunk --rate-hz 500 --lead-s 0.1
 """
@@ -16,6 +15,7 @@ import json
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -26,11 +26,10 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 
-from robots.control import ChunkController, FollowController
+from robots.control import ChunkController, FollowController, Pacer
 from robots.spec import ArmSpec
 
 GRIPPER_JOINT = "gripper"
-SPIN_S = 0.0003  # the last part of each period is busy-waited: sleep() overshoots by ~0.1 ms
 
 
 @dataclass
@@ -91,8 +90,9 @@ class ControllerNode(Node):
         self.lock = threading.Lock()
         self.seeded = threading.Event()
         self.running = True
-        self.period_errors: list[float] = []
-        self.compute_s: list[float] = []
+        self.period_errors: deque[float] = deque(maxlen=30_000)  # the last minute at 500 Hz
+        self.compute_s: deque[float] = deque(maxlen=30_000)
+        self.ticks = 0
         self.commands_sent = 0
         self._gripper = 0.0
 
@@ -125,22 +125,16 @@ class ControllerNode(Node):
 
     def loop(self) -> None:
         """Fixed-rate control loop on absolute deadlines; a missed deadline re-anchors instead of bursting."""
-        period = 1.0 / self.cfg.rate_hz
         while self.running and not self.seeded.wait(0.05):
             pass
-        next_t = time.perf_counter() + period
-        last = None
+        pacer = Pacer(self.cfg.rate_hz)
         last_diag = time.monotonic()
         while self.running:
-            remaining = next_t - time.perf_counter()
-            if remaining > SPIN_S:
-                time.sleep(remaining - SPIN_S)
-            while time.perf_counter() < next_t:
-                pass
-            now_pc = time.perf_counter()
-            if last is not None:
-                self.period_errors.append(abs(now_pc - last - period))
-            last = now_pc
+            err = pacer.wait()
+            self.ticks += 1
+            tick_start = time.perf_counter()
+            if err is not None:
+                self.period_errors.append(err)
             t = time.time()
             with self.lock:
                 out = self.ctl.target(t)
@@ -152,17 +146,14 @@ class ControllerNode(Node):
                 msg.position = [*q.tolist(), g]
                 self.pub.publish(msg)
                 self.commands_sent += 1
-            self.compute_s.append(time.perf_counter() - now_pc)
-            next_t += period
-            if time.perf_counter() > next_t:  # overrun: skip the missed ticks
-                next_t = time.perf_counter() + period
+            self.compute_s.append(time.perf_counter() - tick_start)
             if time.monotonic() - last_diag > 1.0:
                 last_diag = time.monotonic()
                 self.diag.publish(String(data=json.dumps(self.stats())))
 
     def stats(self) -> dict:
-        err = np.asarray(self.period_errors[-5000:] or [0.0]) * 1e3
-        comp = np.asarray(self.compute_s[-5000:] or [0.0]) * 1e3
+        err = np.asarray(list(self.period_errors) or [0.0]) * 1e3
+        comp = np.asarray(list(self.compute_s) or [0.0]) * 1e3
         with self.lock:
             counters = self.ctl.counters.as_dict()
         return {
@@ -172,7 +163,7 @@ class ControllerNode(Node):
             "period_error_ms_p99": float(np.percentile(err, 99)),
             "period_error_ms_max": float(err.max()),
             "tick_compute_ms_p99": float(np.percentile(comp, 99)),
-            "ticks": len(self.period_errors) + 1,
+            "ticks": self.ticks,
             "commands_sent": self.commands_sent,
             "counters": counters,
         }
