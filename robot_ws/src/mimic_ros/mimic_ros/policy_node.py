@@ -1,0 +1,255 @@
+"""Policy node: observation window aligned by capture time -> policy.predict -> timed action chunk.
+
+Timing model (DESIGN.md 4): a sample arriving at `t_arrival` on stream s was captured at
+`t_arrival - L_s`. The window ends at `t_obs`, the newest time for which every stream has data, and
+holds `n_obs_steps` samples spaced `1 / control_hz`. Predicted row `i` is meant to execute at
+`t_obs + (i - action_offset) / control_hz` (`action_offset = n_obs_steps - 1`: diffusion_policy's
+convention, the row aligned with the newest observation). Rows due before `t_obs + inference + L_arm`
+can no longer be executed and are dropped; the chunk is stamped with the time of its first kept row.
+With matching off every latency is taken as 0: observations count as current and the chunk starts now.
+Inference runs on a worker thread, never on the ROS callback thread.
+
+    python -m mimic_ros.policy_node --checkpoint ckpt/ --arm franka --cameras scene,wrist \
+        --camera-latency-s 0.15 --arm-latency-s 0.1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Duration
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from sensor_msgs.msg import CompressedImage, JointState
+from std_msgs.msg import String
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from robots.spec import ArmSpec
+
+
+@dataclass
+class PolicyNodeConfig:
+    checkpoint: str = ""
+    arm: str = "franka"
+    cameras: str = "scene,wrist"  # camera names in policy order: camera0_rgb, camera1_rgb, ...
+    camera_latency_s: float = 0.0
+    joint_latency_s: float = 0.0
+    arm_latency_s: float = 0.0
+    matching: bool = True
+    num_inference_steps: int = 0  # 0: the policy's default
+    device: str = "cpu"
+
+
+class StreamBuffer:
+    """The recent samples of one observation stream, keyed by capture time (arrival minus its latency)."""
+
+    def __init__(self, latency_s: float, maxlen: int = 64) -> None:
+        self.latency_s = latency_s
+        self.samples: deque[tuple[float, np.ndarray]] = deque(maxlen=maxlen)
+
+    def add(self, t_arrival: float, value: np.ndarray) -> None:
+        self.samples.append((t_arrival - self.latency_s, value))
+
+    @property
+    def newest(self) -> float | None:
+        return self.samples[-1][0] if self.samples else None
+
+    def at(self, t: float) -> np.ndarray:
+        """The newest sample captured at or before `t` (the oldest one if none is that old)."""
+        best = self.samples[0][1]
+        for tc, v in self.samples:
+            if tc <= t + 1e-9:
+                best = v
+            else:
+                break
+        return best
+
+
+def align_window(
+    buffers: dict[str, StreamBuffer], n_obs_steps: int, dt: float
+) -> tuple[float, dict[str, np.ndarray]] | None:
+    """(t_obs, {key: [n_obs_steps, ...]}) ending at the newest time all streams cover, or None if one is empty."""
+    newest = [b.newest for b in buffers.values()]
+    if any(t is None for t in newest):
+        return None
+    t_obs = min(newest)
+    times = [t_obs - (n_obs_steps - 1 - i) * dt for i in range(n_obs_steps)]
+    return t_obs, {k: np.stack([b.at(t) for t in times]) for k, b in buffers.items()}
+
+
+def timed_chunk(
+    actions: np.ndarray, t_obs: float, dt: float, action_offset: int, t_ready: float, lead_s: float
+) -> tuple[float, np.ndarray] | None:
+    """(t_start, rows) keeping the rows still executable: due at or after `t_ready + lead_s`. None if none is."""
+    due = t_obs + (np.arange(len(actions)) - action_offset) * dt
+    keep = due >= t_ready + lead_s - 1e-9
+    if not keep.any():
+        return None
+    first = int(np.argmax(keep))
+    return float(due[first]), np.asarray(actions[first:], float)
+
+
+class PolicyNode(Node):
+    def __init__(self, cfg: PolicyNodeConfig, spec: ArmSpec, policy) -> None:
+        super().__init__("policy")
+        self.cfg, self.spec, self.policy = cfg, spec, policy
+        lat = (lambda s: s) if cfg.matching else (lambda s: 0.0)
+        self.lead_s = lat(cfg.arm_latency_s)
+        self.dt = 1.0 / float(policy.control_hz)
+        self.action_offset = int(policy.n_obs_steps) - 1
+        self.lock = threading.Lock()
+        self.buffers: dict[str, StreamBuffer] = {}
+        keys = set(policy.obs_keys)
+        if keys & {"robot0_joint_pos", "robot0_gripper_width"}:
+            for key in keys & {"robot0_joint_pos", "robot0_gripper_width"}:
+                self.buffers[key] = StreamBuffer(lat(cfg.joint_latency_s))
+            self.create_subscription(JointState, "/robot/joint_states", self._on_joints, 10)
+        for i, name in enumerate(n for n in cfg.cameras.split(",") if n):
+            key = f"camera{i}_rgb"
+            if key in keys:
+                self.buffers[key] = StreamBuffer(lat(cfg.camera_latency_s), maxlen=8)
+                self.create_subscription(
+                    CompressedImage, f"/cameras/{name}/image/compressed", self._camera_cb(key), 2
+                )
+        missing = keys - set(self.buffers)
+        if missing:
+            raise ValueError(f"policy node: no ROS stream provides observation keys {sorted(missing)}")
+        self.chunk_pub = self.create_publisher(JointTrajectory, "/policy/action_chunk", 10)
+        self.diag_pub = self.create_publisher(String, "/policy/diagnostics", 10)
+        self.running = True
+        self.chunks_sent = 0
+
+    def _on_joints(self, msg: JointState) -> None:
+        t, dof = time.time(), self.spec.dof
+        pos = np.asarray(msg.position, float)
+        with self.lock:
+            if "robot0_joint_pos" in self.buffers:
+                self.buffers["robot0_joint_pos"].add(t, pos[:dof])
+            if "robot0_gripper_width" in self.buffers and len(pos) > dof:
+                self.buffers["robot0_gripper_width"].add(t, pos[dof : dof + 1])
+
+    def _camera_cb(self, key: str) -> Callable[[CompressedImage], None]:
+        def on_image(msg: CompressedImage) -> None:
+            t = time.time()
+            bgr = cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR)
+            if bgr is None:
+                self.get_logger().warning(f"{key}: undecodable image dropped")
+                return
+            with self.lock:
+                self.buffers[key].add(t, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+        return on_image
+
+    def loop(self) -> None:
+        """Replan every `n_action_steps` control steps (receding horizon); publish each chunk on arrival."""
+        replan_s = self.dt * max(1, int(self.policy.n_action_steps))
+        next_t = time.monotonic()
+        steps = self.cfg.num_inference_steps or None
+        while self.running:
+            next_t += replan_s
+            with self.lock:
+                window = align_window(self.buffers, int(self.policy.n_obs_steps), self.dt)
+            if window is not None:
+                t_obs, obs = window
+                if not self.cfg.matching:
+                    t_obs = time.time()  # naive: the newest sample is taken as current
+                t0 = time.time()
+                actions = self.policy.predict(obs, num_inference_steps=steps)
+                t_ready = time.time()
+                chunk = timed_chunk(actions, t_obs, self.dt, self.action_offset, t_ready, self.lead_s)
+                if not self.cfg.matching:
+                    chunk = (t_ready, np.asarray(actions[self.action_offset :], float))
+                if chunk is not None:
+                    self.publish_chunk(*chunk)
+                self.diag_pub.publish(
+                    String(
+                        data=json.dumps(
+                            {
+                                "inference_s": t_ready - t0,
+                                "obs_age_s": t_ready - t_obs,
+                                "chunk_start_in_s": (chunk[0] - t_ready) if chunk else None,
+                                "chunks_sent": self.chunks_sent,
+                            }
+                        )
+                    )
+                )
+            time.sleep(max(0.0, next_t - time.monotonic()))
+            if time.monotonic() > next_t + replan_s:  # inference slower than the replan period
+                next_t = time.monotonic()
+
+    def publish_chunk(self, t_start: float, rows: np.ndarray) -> None:
+        msg = JointTrajectory()
+        msg.header.stamp.sec = int(t_start)
+        msg.header.stamp.nanosec = int((t_start - int(t_start)) * 1e9)
+        msg.joint_names = [*self.spec.joint_names, "gripper"]
+        for i, row in enumerate(rows):
+            ns = int(round(i * self.dt * 1e9))
+            msg.points.append(
+                JointTrajectoryPoint(
+                    positions=row.tolist(), time_from_start=Duration(sec=ns // 10**9, nanosec=ns % 10**9)
+                )
+            )
+        self.chunk_pub.publish(msg)
+        self.chunks_sent += 1
+
+
+def parse(argv: list[str]) -> PolicyNodeConfig:
+    p = argparse.ArgumentParser(prog="policy_node", description=__doc__.splitlines()[0])
+    for name, default in asdict(PolicyNodeConfig()).items():
+        kind = (
+            (lambda s: s.lower() in ("1", "true", "yes", "on"))
+            if isinstance(default, bool)
+            else type(default)
+        )
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=default)
+    return PolicyNodeConfig(**vars(p.parse_args(argv)))
+
+
+def main(argv: list[str] | None = None, spec: ArmSpec | None = None, policy=None) -> int:
+    """Run until SIGINT. `spec` and `policy` override `--arm` and `--checkpoint` (scripted policies in tests)."""
+    cfg = parse(sys.argv[1:] if argv is None else argv)
+    try:
+        if spec is None:
+            from robots.specs import get_spec
+
+            spec = get_spec(cfg.arm)
+        if policy is None:
+            from policies import load_policy
+
+            policy = load_policy(cfg.checkpoint, device=cfg.device)
+    except (ImportError, OSError, ValueError) as e:
+        print(f"policy node: cannot start ({e})", file=sys.stderr)
+        return 2
+    rclpy.init()
+    node = PolicyNode(cfg, spec, policy)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    worker = threading.Thread(target=node.loop, name="inference")
+    worker.start()
+    try:
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.running = False
+        worker.join(timeout=10.0)
+        executor.remove_node(node)
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
