@@ -22,6 +22,7 @@ import numpy as np
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
@@ -186,7 +187,8 @@ def main(argv: list[str] | None = None, spec: ArmSpec | None = None) -> int:
             print(f"controller: cannot load arm specs ({e})", file=sys.stderr)
             return 2
         spec = get_spec(cfg.arm)
-    rclpy.init()
+    # SIGINT raises KeyboardInterrupt here instead of invalidating the context under the worker thread.
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     node = ControllerNode(cfg, spec)
     executor = SingleThreadedExecutor()
     executor.add_node(node)

@@ -30,6 +30,7 @@ import rclpy
 from builtin_interfaces.msg import Duration
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
@@ -230,7 +231,8 @@ def main(argv: list[str] | None = None, spec: ArmSpec | None = None, policy=None
     except (ImportError, OSError, ValueError) as e:
         print(f"policy node: cannot start ({e})", file=sys.stderr)
         return 2
-    rclpy.init()
+    # SIGINT raises KeyboardInterrupt here instead of invalidating the context under the worker thread.
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     node = PolicyNode(cfg, spec, policy)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
