@@ -43,6 +43,7 @@ class SafetyCounters:
     clipped_velocity: int = 0
     workspace: int = 0
     stale_ticks: int = 0
+    stale_chunks: int = 0
     out_of_order: int = 0
 
     def as_dict(self) -> dict[str, int]:
@@ -244,7 +245,7 @@ class ChunkController:
             self.counters.out_of_order += 1
             return False
         if t_now is not None and chunk.t_end < t_now + self.lead_s:
-            self.counters.stale_ticks += 1
+            self.counters.stale_chunks += 1
             return False
         if self.chunk is not None:
             self._old, self._t_switch = self.chunk, None
