@@ -1,0 +1,96 @@
+"""Read-only view of a Mimic dataset store: committed episodes only.
+
+`meta/episode_ends` is the commit point, so every reader slices `data/*` to its last value and
+ignores any uncommitted tail a crashed writer left behind.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+import data.codecs  # noqa: F401  (registers the JPEG codec before any array is opened)
+
+SCHEMA_VERSION = 1
+
+
+class DatasetError(ValueError):
+    """A store that is missing, foreign, truncated or violates the schema; message names path and key."""
+
+
+def open_group(path: str | Path, mode: str = "r") -> zarr.Group:
+    """Open a store (v2 or v3) or raise a one-line DatasetError naming the path."""
+    try:
+        grp = zarr.open_group(str(path), mode=mode)  # type: ignore[arg-type]
+    except Exception as exc:  # zarr raises several types for missing/corrupt metadata
+        raise DatasetError(f"{path}: not a readable zarr group ({type(exc).__name__}: {exc})") from None
+    return grp
+
+
+def check_layout(grp: zarr.Group, path: str | Path) -> np.ndarray:
+    """Validate the data/ + meta/episode_ends layout; return episode_ends (int64)."""
+    for name in ("data", "meta"):
+        if name not in grp:
+            raise DatasetError(f"{path}: missing group {name!r} (not a Mimic/diffusion_policy store)")
+    meta = grp["meta"]
+    if "episode_ends" not in meta:
+        raise DatasetError(f"{path}: missing key 'meta/episode_ends'")
+    try:
+        ends = np.asarray(meta["episode_ends"][:], dtype=np.int64)
+    except Exception as exc:
+        raise DatasetError(f"{path}: key 'meta/episode_ends' unreadable ({exc})") from None
+    if ends.ndim != 1 or (ends.size and (ends[0] < 0 or np.any(np.diff(ends) <= 0))):
+        raise DatasetError(f"{path}: key 'meta/episode_ends' must be strictly increasing non-negative ints")
+    n = int(ends[-1]) if ends.size else 0
+    for key, arr in grp["data"].arrays():
+        if arr.shape[0] < n:
+            raise DatasetError(f"{path}: key 'data/{key}' has {arr.shape[0]} rows < committed {n} (truncated)")
+    return ends
+
+
+class ReplayDataset:
+    """Committed episodes of a store; arrays are read lazily per episode."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self.root = open_group(path, "r")
+        self.episode_ends = check_layout(self.root, path)
+        self._data = self.root["data"]
+
+    @property
+    def n_episodes(self) -> int:
+        return int(self.episode_ends.size)
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.episode_ends[-1]) if self.episode_ends.size else 0
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self.root.attrs)
+
+    @property
+    def keys(self) -> list[str]:
+        return sorted(k for k, _ in self._data.arrays())
+
+    def array(self, key: str) -> zarr.Array:
+        if key not in self.keys:
+            raise DatasetError(f"{self.path}: missing key 'data/{key}' (have {self.keys})")
+        return self._data[key]
+
+    def episode_slice(self, i: int) -> slice:
+        if not 0 <= i < self.n_episodes:
+            raise IndexError(f"{self.path}: episode {i} out of range 0..{self.n_episodes - 1}")
+        start = int(self.episode_ends[i - 1]) if i > 0 else 0
+        return slice(start, int(self.episode_ends[i]))
+
+    def episode(self, i: int, keys: list[str] | None = None) -> dict[str, np.ndarray]:
+        sl = self.episode_slice(i)
+        return {k: np.asarray(self.array(k)[sl]) for k in (keys or self.keys)}
+
+    def read(self, key: str) -> np.ndarray:
+        """All committed rows of one key."""
+        return np.asarray(self.array(key)[: self.n_steps])
