@@ -1,0 +1,151 @@
+"""TwinArm: the MuJoCo twin behind the `robots.arm.Arm` interface, paced to wall-clock time.
+
+A background thread advances physics so that simulated time follows `time.time()`, applies commands once
+their injected delay has passed, and keeps a short history of states so that `state()` and `capture()`
+can return readings as old as the configured latency, stamped with their true capture time.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from collections import deque
+
+import mujoco
+import numpy as np
+
+from robots.arm import Arm, ArmError, ArmState, CommandGuard
+from sim.env import TwinEnv
+from sim.latency import LatencyConfig
+
+_HISTORY_S = 2.0  # seconds of past states kept for delayed readings
+
+
+class TwinArm(Arm):
+    def __init__(self, arm: str = "franka", task: str | None = None, seed: int = 0, realtime: bool = True,
+                 latency: LatencyConfig | None = None):
+        # task None: the bare arm scene (the reach scene, whose goal is a marker without physics).
+        self.env = TwinEnv(task or "reach", arm, seed=seed, cameras=())
+        self.spec = self.env.spec
+        self.seed, self.realtime = seed, realtime
+        self.latency = latency or LatencyConfig()
+        self.guard = CommandGuard(self.spec)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pending: deque[tuple[float, np.ndarray, float | None]] = deque()
+        self._hist_t: deque[float] = deque()
+        self._hist: deque[tuple[np.ndarray, np.ndarray, np.ndarray, float]] = deque()
+        self._scratch = mujoco.MjData(self.env.model)
+        self._connected = False
+
+    # --- Arm interface ------------------------------------------------------------------------------
+    @property
+    def is_connected(self) -> bool:
+        return self._connected
+
+    def connect(self) -> None:
+        if self._connected:
+            return
+        self.env.reset(seed=self.seed)
+        self._record(time.time())
+        self.guard.reset(self.env.data.qpos[self.env.arm_qpos], time.time())
+        self._connected = True
+        if self.realtime:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name=f"twin-{self.spec.name}", daemon=True)
+            self._thread.start()
+
+    def disconnect(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+            self._thread = None
+        self._connected = False
+
+    def state(self) -> ArmState:
+        self._require()
+        t, (q, dq, _, g) = self._delayed(self.latency.draw(self.latency.joint_state_s))
+        return ArmState(t=t, q=q.copy(), dq=dq.copy(), gripper=g)
+
+    def command(self, q_target: np.ndarray, gripper: float | None = None) -> None:
+        self._require()
+        q = self.guard.check(q_target, gripper)
+        due = time.time() + self.latency.draw(self.latency.command_s)
+        with self._lock:
+            self._pending.append((due, q, gripper))
+
+    def stop(self) -> None:
+        if not self._connected:
+            return
+        with self._lock:
+            self._pending.clear()
+            q = self.env.data.qpos[self.env.arm_qpos].copy()
+            self.env.data.ctrl[: self.spec.dof] = q
+        self.guard.reset(q)
+
+    # --- twin extras ---------------------------------------------------------------------------------
+    def capture(self, camera: str = "scene", size: tuple[int, int] = (96, 96)) -> tuple[float, np.ndarray]:
+        """(capture time, uint8 HxWx3) rendered from the scene as it was camera latency ago."""
+        self._require()
+        t, (_, _, qpos, _) = self._delayed(self.latency.draw(self.latency.camera_s))
+        with self._lock:
+            live = self.env.data.qpos.copy()
+            self.env.data.qpos[:] = qpos
+            mujoco.mj_kinematics(self.env.model, self.env.data)
+            img = self.env.render(camera, size)
+            self.env.data.qpos[:] = live
+            mujoco.mj_kinematics(self.env.model, self.env.data)
+        return t, img
+
+    def advance(self, seconds: float) -> None:
+        """Step physics by `seconds` without pacing (realtime=False); readings are stamped with time.time()."""
+        if self.realtime:
+            raise ArmError(f"twin:{self.spec.name}: advance() is for realtime=False; the thread paces physics")
+        self._require()
+        self._simulate(int(round(seconds / self.env.model.opt.timestep)), time.time())
+
+    # --- internals -----------------------------------------------------------------------------------
+    def _require(self) -> None:
+        if not self._connected:
+            raise ArmError(f"twin:{self.spec.name}: not connected; call connect() first")
+
+    def _record(self, t: float) -> None:
+        d, e = self.env.data, self.env
+        self._hist_t.append(t)
+        self._hist.append((d.qpos[e.arm_qpos].copy(), d.qvel[e.arm_qpos].copy(), d.qpos.copy(), e.gripper_width()))
+        while self._hist_t and self._hist_t[0] < t - _HISTORY_S:
+            self._hist_t.popleft()
+            self._hist.popleft()
+
+    def _delayed(self, delay: float):
+        with self._lock:
+            ts = list(self._hist_t)
+            i = max(bisect.bisect_right(ts, time.time() - delay) - 1, 0)
+            return ts[i], self._hist[i]
+
+    def _simulate(self, n: int, now: float) -> None:
+        e, dof = self.env, self.spec.dof
+        with self._lock:
+            while self._pending and self._pending[0][0] <= now:
+                _, q, g = self._pending.popleft()
+                e.data.ctrl[:dof] = q
+                if g is not None:
+                    e.data.ctrl[dof:] = g / 2
+            if n > 0:
+                mujoco.mj_step(e.model, e.data, nstep=n)
+            self._record(now)
+
+    def _run(self) -> None:
+        dt = self.env.model.opt.timestep
+        period = max(1.0 / self.spec.control_rate_hz, dt)
+        t_sim = time.time()
+        while not self._stop.is_set():
+            now = time.time()
+            n = int((now - t_sim) / dt)
+            if n > 50:  # fell behind by >0.1 s (CPU starved): drop the debt instead of bursting
+                t_sim, n = now - 50 * dt, 50
+            t_sim += n * dt
+            self._simulate(n, now)
+            time.sleep(max(0.0, t_sim + period - time.time()))
