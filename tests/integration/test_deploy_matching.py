@@ -57,16 +57,16 @@ BOOT = (
 
 def run_session(procs, matching: bool, seconds: float = 6.0) -> float:
     lead = ARM_S if matching else 0.0
-    ctl_args = ["--mode", "chunk", "--lead-s", str(lead)]
-    pol_args = [
-        "--cameras",
-        "scene",
-        "--camera-latency-s",
-        str(CAMERA_S),
-        "--arm-latency-s",
-        str(ARM_S),
-        "--matching",
-        str(matching),
+    ctl_args = ["--ros-args", "-p", "mode:=chunk", "-p", f"lead_s:={lead}"]
+    pol_args = ["--ros-args"] + [
+        x
+        for a in (
+            "cameras:=scene",
+            f"camera_latency_s:={CAMERA_S}",
+            f"arm_latency_s:={ARM_S}",
+            f"matching:={matching}",
+        )
+        for x in ("-p", a)
     ]
     procs.python(
         "-c",

@@ -5,12 +5,11 @@ Wiring: /robot/joint_states (first measurement seeds the controller) + /leader/j
 The control loop runs on its own thread paced by `robots.control.Pacer` (absolute deadlines) rather than
 an rclpy timer, whose p99 period error on this machine is ~0.2 ms before any work (goal: <= 0.5 ms). Subscriptions are served by a single-threaded executor on the main thread.
 
-    python -m mimic_ros.controller_node --arm franka --mode chunk --rate-hz 500 --lead-s 0.1
+    python -m mimic_ros.controller_node --ros-args -p arm:=franka -p mode:=chunk -p rate_hz:=500 -p lead_s:=0.1
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import threading
@@ -20,6 +19,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import rclpy
+from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
@@ -70,11 +70,43 @@ def chunk_from_msg(msg: JointTrajectory, dof: int) -> tuple[float, float, np.nda
     return stamp_to_s(msg.header.stamp) + float(tfs[0]), dt, rows
 
 
+def declare_config(node: Node, cfg: object) -> None:
+    """Declare every field of a config dataclass as a ROS parameter (default = field value) and read it back.
+
+    Values arrive from `--ros-args -p name:=value` (supervisor and launch file alike). Parameters are
+    dynamically typed so that `lead_s:=0` works, then cast to the field's type; a value that does not
+    cast stops the node with a one-line error naming the parameter.
+    """
+    for name, default in asdict(cfg).items():
+        value = node.declare_parameter(name, default, ParameterDescriptor(dynamic_typing=True)).value
+        try:
+            if isinstance(default, bool) and isinstance(value, str):
+                value = value.lower() in ("1", "true", "yes", "on")
+            setattr(cfg, name, type(default)(value))
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"{node.get_name()}: parameter {name}={value!r} is not a {type(default).__name__}"
+            ) from None
+
+
+def resolve_spec(arm: str) -> ArmSpec:
+    try:
+        from robots.specs import get_spec
+    except ImportError as e:
+        raise ValueError(f"cannot load arm specs ({e})") from None
+    return get_spec(arm)
+
+
 class ControllerNode(Node):
-    def __init__(self, cfg: ControllerConfig, spec: ArmSpec) -> None:
+    def __init__(self, spec: ArmSpec | None = None) -> None:
         super().__init__("controller")
+        cfg = ControllerConfig()
+        declare_config(self, cfg)
         if cfg.mode not in ("follow", "chunk"):
-            raise ValueError(f"controller: mode '{cfg.mode}' is not follow or chunk")
+            raise ValueError(f"parameter mode={cfg.mode!r} is not follow or chunk")
+        if cfg.rate_hz <= 0 or cfg.lead_s < 0 or cfg.blend_s < 0 or not 0 < cfg.velocity_scale <= 1:
+            raise ValueError(f"controller: parameters out of range: {cfg}")
+        spec = spec or resolve_spec(cfg.arm)
         self.cfg, self.spec = cfg, spec
         if cfg.mode == "follow":
             self.ctl = FollowController(spec, cfg.rate_hz, cfg.stale_after_s, cfg.velocity_scale)
@@ -170,26 +202,20 @@ class ControllerNode(Node):
         }
 
 
-def parse(argv: list[str]) -> ControllerConfig:
-    p = argparse.ArgumentParser(prog="controller_node", description=__doc__.splitlines()[0])
-    for name, default in asdict(ControllerConfig()).items():
-        p.add_argument("--" + name.replace("_", "-"), type=type(default), default=default)
-    return ControllerConfig(**vars(p.parse_args(argv)))
-
-
 def main(argv: list[str] | None = None, spec: ArmSpec | None = None) -> int:
-    """Run until SIGINT. `spec` overrides `--arm` (tests use their own spec)."""
-    cfg = parse(sys.argv[1:] if argv is None else argv)
-    if spec is None:
-        try:
-            from robots.specs import get_spec
-        except ImportError as e:
-            print(f"controller: cannot load arm specs ({e})", file=sys.stderr)
-            return 2
-        spec = get_spec(cfg.arm)
+    """Run until SIGINT; parameters come as `--ros-args -p name:=value`. `spec` overrides `arm` (tests)."""
     # SIGINT raises KeyboardInterrupt here instead of invalidating the context under the worker thread.
-    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
-    node = ControllerNode(cfg, spec)
+    rclpy.init(
+        args=sys.argv if argv is None else ["controller", *argv],
+        signal_handler_options=SignalHandlerOptions.NO,
+    )
+    try:
+        node = ControllerNode(spec)
+    except ValueError as e:
+        print(f"controller: {e}", file=sys.stderr)
+        rclpy.shutdown()
+        return 2
+    cfg = node.cfg
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     worker = threading.Thread(target=node.loop, name="control-loop")

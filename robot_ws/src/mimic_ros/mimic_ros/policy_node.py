@@ -9,20 +9,19 @@ can no longer be executed and are dropped; the chunk is stamped with the time of
 With matching off every latency is taken as 0: observations count as current and the chunk starts now.
 Inference runs on a worker thread, never on the ROS callback thread.
 
-    python -m mimic_ros.policy_node --checkpoint ckpt/ --arm franka --cameras scene,wrist \
-        --camera-latency-s 0.15 --arm-latency-s 0.1
+    python -m mimic_ros.policy_node --ros-args -p checkpoint:=ckpt/ -p arm:=franka -p cameras:=scene,wrist \
+        -p camera_latency_s:=0.15 -p arm_latency_s:=0.1
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -35,6 +34,7 @@ from sensor_msgs.msg import CompressedImage, JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from mimic_ros.controller_node import declare_config, resolve_spec
 from robots.spec import ArmSpec
 
 
@@ -101,8 +101,19 @@ def timed_chunk(
 
 
 class PolicyNode(Node):
-    def __init__(self, cfg: PolicyNodeConfig, spec: ArmSpec, policy) -> None:
+    def __init__(self, spec: ArmSpec | None = None, policy=None) -> None:
         super().__init__("policy")
+        cfg = PolicyNodeConfig()
+        declare_config(self, cfg)
+        if min(cfg.camera_latency_s, cfg.joint_latency_s, cfg.arm_latency_s) < 0:
+            raise ValueError(f"policy: latencies must be >= 0: {cfg}")
+        spec = spec or resolve_spec(cfg.arm)
+        if policy is None:
+            try:
+                from policies import load_policy
+            except ImportError as e:
+                raise ValueError(f"cannot load policies ({e})") from None
+            policy = load_policy(cfg.checkpoint, device=cfg.device)
         self.cfg, self.spec, self.policy = cfg, spec, policy
         lat = (lambda s: s) if cfg.matching else (lambda s: 0.0)
         self.lead_s = lat(cfg.arm_latency_s)
@@ -204,36 +215,17 @@ class PolicyNode(Node):
         self.chunks_sent += 1
 
 
-def parse(argv: list[str]) -> PolicyNodeConfig:
-    p = argparse.ArgumentParser(prog="policy_node", description=__doc__.splitlines()[0])
-    for name, default in asdict(PolicyNodeConfig()).items():
-        kind = (
-            (lambda s: s.lower() in ("1", "true", "yes", "on"))
-            if isinstance(default, bool)
-            else type(default)
-        )
-        p.add_argument("--" + name.replace("_", "-"), type=kind, default=default)
-    return PolicyNodeConfig(**vars(p.parse_args(argv)))
-
-
 def main(argv: list[str] | None = None, spec: ArmSpec | None = None, policy=None) -> int:
-    """Run until SIGINT. `spec` and `policy` override `--arm` and `--checkpoint` (scripted policies in tests)."""
-    cfg = parse(sys.argv[1:] if argv is None else argv)
+    """Run until SIGINT; parameters as `--ros-args -p name:=value`. `spec`/`policy` override `arm`/`checkpoint`."""
+    rclpy.init(
+        args=sys.argv if argv is None else ["policy", *argv], signal_handler_options=SignalHandlerOptions.NO
+    )
     try:
-        if spec is None:
-            from robots.specs import get_spec
-
-            spec = get_spec(cfg.arm)
-        if policy is None:
-            from policies import load_policy
-
-            policy = load_policy(cfg.checkpoint, device=cfg.device)
-    except (ImportError, OSError, ValueError) as e:
-        print(f"policy node: cannot start ({e})", file=sys.stderr)
+        node = PolicyNode(spec, policy)
+    except (ValueError, OSError) as e:
+        print(f"policy: {e}", file=sys.stderr)
+        rclpy.shutdown()
         return 2
-    # SIGINT raises KeyboardInterrupt here instead of invalidating the context under the worker thread.
-    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
-    node = PolicyNode(cfg, spec, policy)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     worker = threading.Thread(target=node.loop, name="inference")
