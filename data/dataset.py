@@ -30,6 +30,15 @@ def open_group(path: str | Path, mode: str = "r") -> zarr.Group:
     return grp
 
 
+def committed_prefix(ends: np.ndarray) -> np.ndarray:
+    """Drop a trailing episode end that a killed writer resized for but never wrote (reads as 0)."""
+    if ends.ndim == 1 and ends.size and ends[-1] == 0:
+        return ends[:-1]
+    if ends.ndim == 1 and ends.size >= 2 and ends[-1] <= ends[-2]:
+        return ends[:-1]
+    return ends
+
+
 def check_layout(grp: zarr.Group, path: str | Path) -> np.ndarray:
     """Validate the data/ + meta/episode_ends layout; return episode_ends (int64)."""
     for name in ("data", "meta"):
@@ -42,8 +51,9 @@ def check_layout(grp: zarr.Group, path: str | Path) -> np.ndarray:
         ends = np.asarray(meta["episode_ends"][:], dtype=np.int64)
     except Exception as exc:
         raise DatasetError(f"{path}: key 'meta/episode_ends' unreadable ({exc})") from None
-    if ends.ndim != 1 or (ends.size and (ends[0] < 0 or np.any(np.diff(ends) <= 0))):
-        raise DatasetError(f"{path}: key 'meta/episode_ends' must be strictly increasing non-negative ints")
+    ends = committed_prefix(ends)
+    if ends.ndim != 1 or (ends.size and (ends[0] <= 0 or np.any(np.diff(ends) <= 0))):
+        raise DatasetError(f"{path}: key 'meta/episode_ends' must be strictly increasing positive ints")
     n = int(ends[-1]) if ends.size else 0
     for key, arr in grp["data"].arrays():
         if arr.shape[0] < n:

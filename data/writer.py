@@ -1,0 +1,262 @@
+"""Streaming, crash-safe episode writer: mixed-rate samples in, fixed-grid rows out.
+
+Each stream receives (capture time, value) at its own rate. A grid row at time g is emitted as soon as
+every stream has a sample at or after g: images take the nearest sample, lowdim streams are linearly
+interpolated; `data/<key>_t` keeps the capture time of the nearest sample used, so alignment error
+stays inspectable. Rows are flushed to zarr in small batches (`flush_every_s`), never buffered for a
+whole episode. The commit point is appending to `meta/episode_ends`, written after the rows; zarr's
+local store writes each file atomically (tmp + rename), so a kill at any moment leaves every committed
+episode intact and `DatasetWriter.open()` trims the uncommitted tail.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from data.codecs import JpegCodec
+from data.dataset import SCHEMA_VERSION, DatasetError, committed_prefix, open_group
+
+log = logging.getLogger(__name__)
+
+LOWDIM_CHUNK_ROWS = 1024
+REQUIRED_ATTRS = ("robot", "joint_names")
+DEFAULT_ATTRS: dict[str, Any] = {"robot": "", "joint_names": [], "latencies": {}, "calibration_ids": {},
+                                 "task": ""}
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """One input stream: per-sample shape/dtype, image or lowdim, and the max distance to the grid (s)."""
+
+    shape: tuple[int, ...]
+    dtype: str = "float64"
+    kind: str = "lowdim"
+    tolerance_s: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("lowdim", "image"):
+            raise ValueError(f"StreamSpec.kind must be 'lowdim' or 'image', got {self.kind!r}")
+        if self.kind == "image" and (len(self.shape) != 3 or self.shape[2] != 3 or self.dtype != "uint8"):
+            raise ValueError(f"StreamSpec: image streams are uint8 (H, W, 3), got {self.dtype} {self.shape}")
+        if self.tolerance_s <= 0:
+            raise ValueError(f"StreamSpec.tolerance_s must be > 0, got {self.tolerance_s}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"shape": list(self.shape), "dtype": self.dtype, "kind": self.kind, "tolerance_s": self.tolerance_s}
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> StreamSpec:
+        return StreamSpec(tuple(d["shape"]), d["dtype"], d["kind"], float(d["tolerance_s"]))
+
+
+class _Stream:
+    """Samples of one stream not yet consumed by the grid (always keeps the last one at/before g)."""
+
+    def __init__(self, key: str, spec: StreamSpec) -> None:
+        self.key, self.spec = key, spec
+        self.t: list[float] = []
+        self.v: list[np.ndarray] = []
+
+    def add(self, t: float, value: np.ndarray) -> None:
+        if self.t and t < self.t[-1]:
+            raise ValueError(f"stream {self.key!r}: capture time went backwards ({t:.6f} < {self.t[-1]:.6f})")
+        self.t.append(t)
+        self.v.append(value)
+
+    def ready(self, g: float) -> bool:
+        return bool(self.t) and self.t[-1] >= g
+
+    def sample(self, g: float) -> tuple[np.ndarray, float]:
+        """Value at grid time g and the capture time of the nearest sample; prunes older samples."""
+        ts = self.t
+        i = max(0, int(np.searchsorted(ts, g, side="right")) - 1)  # last sample <= g (or first)
+        j = min(i + 1, len(ts) - 1)
+        near = i if abs(ts[i] - g) <= abs(ts[j] - g) else j
+        gap = abs(ts[near] - g)
+        if gap > self.spec.tolerance_s:
+            raise ValueError(f"stream {self.key!r}: nearest sample is {gap * 1e3:.1f} ms from grid time "
+                             f"{g:.4f} s (tolerance {self.spec.tolerance_s * 1e3:.1f} ms)")
+        if self.spec.kind == "image" or j == i or ts[j] == ts[i] or not np.issubdtype(
+                np.dtype(self.spec.dtype), np.floating):
+            value = self.v[near]
+        else:
+            a = (g - ts[i]) / (ts[j] - ts[i])
+            value = (self.v[i] * (1.0 - a) + self.v[j] * a).astype(self.spec.dtype)
+        t_used = ts[near]
+        del self.t[:i], self.v[:i]
+        return value, t_used
+
+
+class DatasetWriter:
+    """Use `create()` for a new store or `open()` to append to an existing one."""
+
+    def __init__(self, path: str, root: zarr.Group, flush_every_s: float = 0.25) -> None:
+        self.path = path
+        self.root = root
+        self.fps = float(root.attrs["fps"])
+        self.streams = {k: StreamSpec.from_json(v) for k, v in dict(root.attrs["streams"]).items()}
+        self.flush_every_s = flush_every_s
+        self.dropped_steps = 0
+        self._data = root["data"]
+        self._ends = root["meta"]["episode_ends"]
+        self._active: dict[str, _Stream] | None = None
+
+    # ---- construction --------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | Path, fps: float, streams: dict[str, StreamSpec],
+               attrs: dict[str, Any] | None = None, image_quality: int = 90) -> DatasetWriter:
+        """New store (fails if one exists). attrs must name `robot` and `joint_names`."""
+        attrs = dict(attrs or {})
+        missing = [k for k in REQUIRED_ATTRS if k not in attrs]
+        if missing:
+            raise DatasetError(f"{path}: attrs missing {missing}")
+        if fps <= 0:
+            raise DatasetError(f"{path}: fps must be > 0, got {fps}")
+        if "timestamp" in streams or any(k.endswith("_t") for k in streams):
+            raise DatasetError(f"{path}: stream names may not be 'timestamp' or end in '_t'")
+        if Path(str(path)).exists():
+            raise DatasetError(f"{path}: already exists (use DatasetWriter.open to append)")
+        root = zarr.open_group(str(path), mode="w-")
+        root.attrs.update({**DEFAULT_ATTRS, **attrs, "schema_version": SCHEMA_VERSION, "fps": float(fps),
+                           "streams": {k: s.to_json() for k, s in streams.items()}})
+        data = root.create_group("data")
+        for key, s in streams.items():
+            if s.kind == "image":
+                data.create_array(key, shape=(0, *s.shape), chunks=(1, *s.shape), dtype="uint8",
+                                  serializer=JpegCodec(level=image_quality), compressors=None)
+            else:
+                data.create_array(key, shape=(0, *s.shape), chunks=(LOWDIM_CHUNK_ROWS, *s.shape), dtype=s.dtype)
+            data.create_array(f"{key}_t", shape=(0,), chunks=(LOWDIM_CHUNK_ROWS,), dtype="float64")
+        data.create_array("timestamp", shape=(0,), chunks=(LOWDIM_CHUNK_ROWS,), dtype="float64")
+        root.create_group("meta").create_array("episode_ends", shape=(0,), chunks=(LOWDIM_CHUNK_ROWS,),
+                                               dtype="int64")
+        return cls(str(path), root)
+
+    @classmethod
+    def open(cls, path: str | Path) -> DatasetWriter:
+        """Reopen for appending; trims rows past the last commit and reports how many steps it dropped."""
+        root = open_group(path, "r+")
+        if root.attrs.get("schema_version") != SCHEMA_VERSION or "streams" not in root.attrs:
+            raise DatasetError(f"{path}: attrs 'schema_version'/'streams' missing or wrong (not a Mimic store)")
+        ends_arr = root["meta"]["episode_ends"]
+        raw = np.asarray(ends_arr[:], dtype=np.int64)
+        ends = committed_prefix(raw)
+        if ends.size != raw.size:
+            ends_arr.resize((ends.size,))
+        n = int(ends[-1]) if ends.size else 0
+        data = root["data"]
+        written = data["timestamp"].shape[0]
+        for key, arr in data.arrays():
+            if arr.shape[0] < n:
+                raise DatasetError(f"{path}: key 'data/{key}' has {arr.shape[0]} rows < committed {n}")
+            if arr.shape[0] > n:
+                arr.resize((n, *arr.shape[1:]))
+        for partial in Path(str(path)).rglob("*.partial"):  # leftovers of a write killed mid-file
+            partial.unlink(missing_ok=True)
+        w = cls(str(path), root)
+        w.dropped_steps = max(0, written - n)
+        if w.dropped_steps:
+            log.warning("%s: dropped %d uncommitted steps after episode %d", path, w.dropped_steps, ends.size)
+        return w
+
+    # ---- episodes ------------------------------------------------------------------------------
+    @property
+    def n_committed(self) -> int:
+        ends = np.asarray(self._ends[:])
+        return int(ends[-1]) if ends.size else 0
+
+    def begin_episode(self) -> None:
+        if self._active is not None:
+            raise RuntimeError(f"{self.path}: begin_episode() while an episode is open")
+        self._active = {k: _Stream(k, s) for k, s in self.streams.items()}
+        self._start = self.n_committed
+        self._rows = 0
+        self._grid0: float | None = None
+        self._pending: dict[str, list] = {k: [] for k in self._data_keys()}
+        self._last_flush = time.monotonic()
+        self._truncate(self._start)  # rows left by a discarded episode
+
+    def append(self, key: str, t_capture: float, value: Any) -> None:
+        """Add one sample; emits and (periodically) flushes every grid row that became complete."""
+        if self._active is None:
+            raise RuntimeError(f"{self.path}: append({key!r}) outside an episode (call begin_episode)")
+        stream = self._active.get(key)
+        if stream is None:
+            raise KeyError(f"{self.path}: unknown stream {key!r} (have {sorted(self._active)})")
+        arr = np.asarray(value, dtype=stream.spec.dtype)
+        if arr.shape != stream.spec.shape:
+            raise ValueError(f"{self.path}: stream {key!r} expects shape {stream.spec.shape}, got {arr.shape}")
+        stream.add(float(t_capture), arr)
+        self._emit_ready()
+        if time.monotonic() - self._last_flush >= self.flush_every_s:
+            self._flush()
+
+    def end_episode(self) -> int:
+        """Flush and commit; returns the episode's number of steps."""
+        if self._active is None:
+            raise RuntimeError(f"{self.path}: end_episode() outside an episode")
+        self._flush()
+        if self._rows == 0:
+            self.discard_episode()
+            raise ValueError(f"{self.path}: episode has no complete rows (every stream needs samples)")
+        n = self._ends.shape[0]
+        self._ends.resize((n + 1,))
+        self._ends[n] = self._start + self._rows  # the commit
+        rows, self._active = self._rows, None
+        return rows
+
+    def discard_episode(self) -> None:
+        if self._active is None:
+            return
+        self._active = None
+        self._truncate(self._start)
+
+    def close(self) -> None:
+        """Discards an open (uncommitted) episode; committed data is already on disk."""
+        self.discard_episode()
+
+    # ---- internals -----------------------------------------------------------------------------
+    def _data_keys(self) -> list[str]:
+        return [*self.streams, *(f"{k}_t" for k in self.streams), "timestamp"]  # timestamp last
+
+    def _emit_ready(self) -> None:
+        assert self._active is not None
+        streams = self._active.values()
+        if self._grid0 is None:
+            if not all(s.t for s in streams):
+                return
+            self._grid0 = max(s.t[0] for s in streams)
+        while True:
+            g = self._grid0 + self._rows / self.fps
+            if not all(s.ready(g) for s in streams):
+                return
+            for s in streams:
+                value, t_used = s.sample(g)
+                self._pending[s.key].append(value)
+                self._pending[f"{s.key}_t"].append(t_used)
+            self._pending["timestamp"].append(g)
+            self._rows += 1
+
+    def _flush(self) -> None:
+        self._last_flush = time.monotonic()
+        k = len(self._pending["timestamp"])
+        if k == 0:
+            return
+        for key in self._data_keys():
+            arr = self._data[key]
+            n0 = arr.shape[0]
+            arr.resize((n0 + k, *arr.shape[1:]))
+            arr[n0:n0 + k] = np.stack(self._pending[key]).astype(arr.dtype, copy=False)
+            self._pending[key].clear()
+
+    def _truncate(self, n: int) -> None:
+        for _, arr in self._data.arrays():
+            if arr.shape[0] > n:
+                arr.resize((n, *arr.shape[1:]))
