@@ -34,7 +34,7 @@ def _gripper(spec: ArmSpec) -> str:
 <body name="hand" {_pose(trans(0, 0, 0))}>
   <geom name="palm" type="box" size="0.02 {half + 0.02:.4f} 0.025" pos="0 0 0.03" rgba="0.9 0.9 0.9 1" mass="0.4"/>
   <site name="tcp" pos="0 0 {TCP_Z}" size="0.005" rgba="1 0 0 0.5"/>
-  <camera name="wrist" pos="0.06 0 0.0" xyaxes="0 -1 0 0.6 0 0.8" fovy="70"/>
+  <camera name="wrist" pos="0.07 0 0.0" xyaxes="0 1 0 0.954 0 0.3" fovy="75"/>
   <body name="finger_left" pos="0 0.006 {FINGER_Z + 0.025}">
     <joint name="finger_left" type="slide" axis="0 1 0" range="0 {half}" damping="5" armature="0.01"/>
     <geom name="pad_left" {pad}/>

@@ -1,0 +1,60 @@
+"""TwinArm behaves like a hardware backend: paced to wall time, refuses like the others, delays as configured."""
+
+import time
+
+import numpy as np
+import pytest
+
+from robots.arm import ArmError, CommandRefused
+from sim.latency import LatencyConfig
+from sim.twin import TwinArm
+
+
+def _ramp(arm: TwinArm, steps: int, dq: float) -> np.ndarray:
+    q = arm.state().q.copy()
+    for _ in range(steps):
+        time.sleep(0.01)
+        q[0] += dq
+        arm.command(q, 0.04)
+    return q
+
+
+def test_tracks_commands_in_real_time_and_refuses_jumps():
+    with TwinArm("franka") as arm:
+        q = _ramp(arm, 40, 0.005)
+        time.sleep(0.5)
+        s = arm.state()
+        assert abs(s.q[0] - q[0]) < 5e-3
+        assert abs(s.gripper - 0.04) < 2e-3
+        assert abs(time.time() - s.t) < 0.05
+        with pytest.raises(CommandRefused, match="panda_joint1"):
+            arm.command(q + 1.0)
+        with pytest.raises(CommandRefused, match="outside"):
+            arm.command(np.full(7, 5.0))
+
+
+def test_injected_latency_is_observed():
+    lat = LatencyConfig(joint_state_s=0.05, command_s=0.1)
+    with TwinArm("ur5e", latency=lat) as arm:
+        time.sleep(0.2)
+        s = arm.state()
+        assert 0.04 < time.time() - s.t < 0.1
+        q0 = arm.state().q.copy()
+        t_cmd = time.time()
+        time.sleep(0.01)
+        arm.command(q0 + np.r_[0.003, np.zeros(5)])
+        moved_at = None
+        deadline = time.time() + 1.0
+        while time.time() < deadline:
+            st = arm.state()
+            if abs(st.q[0] - q0[0]) > 5e-4:
+                moved_at = st.t
+                break
+            time.sleep(0.002)
+        assert moved_at is not None and 0.08 < moved_at - t_cmd < 0.2
+
+
+def test_not_connected_is_an_error():
+    arm = TwinArm("xarm7")
+    with pytest.raises(ArmError, match="not connected"):
+        arm.state()
