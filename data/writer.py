@@ -212,6 +212,25 @@ class DatasetWriter:
         rows, self._active = self._rows, None
         return rows
 
+    def write_episode(self, rows: dict[str, np.ndarray]) -> int:
+        """Append one already-aligned episode (every data key, `<key>_t` and `timestamp`) and commit.
+
+        For import/merge/split, where rows already sit on the grid; live recording uses append().
+        """
+        if self._active is not None:
+            raise RuntimeError(f"{self.path}: write_episode() while an episode is open")
+        missing = [k for k in self._data_keys() if k not in rows]
+        if missing:
+            raise KeyError(f"{self.path}: episode is missing keys {missing}")
+        n = len(rows["timestamp"])
+        bad = [k for k in self._data_keys() if len(rows[k]) != n]
+        if n == 0 or bad:
+            raise ValueError(f"{self.path}: episode keys {bad or ['timestamp']} have inconsistent/zero length")
+        self.begin_episode()
+        self._pending = {k: list(np.asarray(rows[k])) for k in self._data_keys()}
+        self._rows = n
+        return self.end_episode()
+
     def discard_episode(self) -> None:
         if self._active is None:
             return

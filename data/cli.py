@@ -1,0 +1,149 @@
+"""`mimic dataset <verb>`: info, validate, plot, video, merge, split, import-dp, export-mcap.
+
+Every failure is one line naming the store and key; output files are only created after the input
+passed validation, and a half-written output is removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from data.dataset import DatasetError
+from data.validate import validate
+
+
+def _info(args: argparse.Namespace) -> int:
+    ds, stats = validate(args.path)
+    a = ds.attrs
+    lengths = np.diff(np.concatenate([[0], ds.episode_ends]))
+    print(f"{args.path}: {ds.n_episodes} episodes, {ds.n_steps} steps at {a['fps']:g} Hz "
+          f"(episode length min/mean/max {lengths.min() if lengths.size else 0}/"
+          f"{lengths.mean() if lengths.size else 0:.1f}/{lengths.max() if lengths.size else 0})")
+    print(f"robot={a.get('robot')!r} joints={a.get('joint_names')} task={a.get('task')!r}")
+    print(f"latencies={a.get('latencies')} calibration_ids={a.get('calibration_ids')}")
+    for key in ds.keys:
+        arr = ds.array(key)
+        codec = type(arr.metadata.codecs[0]).__name__ if hasattr(arr.metadata, "codecs") else "v2"
+        err = stats.max_error_s.get(key)
+        extra = f"  max |t - grid| {err * 1e3:.2f} ms" if err is not None else ""
+        print(f"  data/{key:<28} {str(arr.shape[1:]):<16} {str(arr.dtype):<8} {codec}{extra}")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    ds, _ = validate(args.path)
+    print(f"{args.path}: OK ({ds.n_episodes} episodes, {ds.n_steps} steps)")
+    return 0
+
+
+def _output(path: str, fn) -> None:  # noqa: ANN001 - small helper
+    """Run fn(path); remove a partial output if it fails."""
+    if Path(path).exists():
+        raise DatasetError(f"{path}: output already exists")
+    try:
+        fn(path)
+    except BaseException:
+        p = Path(path)
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        raise
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from data.export import plot
+    ds, _ = validate(args.path)
+    _output(args.out, lambda p: plot(ds, p, args.episode))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _video(args: argparse.Namespace) -> int:
+    from data.export import video
+    ds, _ = validate(args.path)
+    _output(args.out, lambda p: print(f"wrote {p}: {video(ds, p, args.episode)} frames"))
+    return 0
+
+
+def _mcap(args: argparse.Namespace) -> int:
+    from data.export import export_mcap
+    ds, _ = validate(args.path)
+    _output(args.out, lambda p: print(f"wrote {p}: {export_mcap(ds, p)} messages"))
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from data.transform import merge
+    _output(args.out, lambda p: print(f"wrote {p}: {merge(args.inputs, p)} episodes"))
+    return 0
+
+
+def _split(args: argparse.Namespace) -> int:
+    from data.transform import split
+    n_tr, n_va = split(args.path, args.train, args.val, args.val_ratio, args.seed)
+    print(f"wrote {args.train}: {n_tr} episodes, {args.val}: {n_va} episodes")
+    return 0
+
+
+def _import_dp(args: argparse.Namespace) -> int:
+    from data.transform import import_dp
+    n = import_dp(args.src, args.out, args.fps, args.robot)
+    validate(args.out)
+    print(f"wrote {args.out}: {n} episodes")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mimic dataset", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="verb", required=True)
+    for name, fn, help_ in (("info", _info, "summary, keys, codecs, alignment error"),
+                            ("validate", _validate, "schema check; exit 1 with one line on violation")):
+        s = sub.add_parser(name, help=help_)
+        s.add_argument("path")
+        s.set_defaults(fn=fn)
+    for name, fn, help_ in (("plot", _plot, "PNG of joint/action trajectories"),
+                            ("video", _video, "MP4 of camera streams side by side")):
+        s = sub.add_parser(name, help=help_)
+        s.add_argument("path")
+        s.add_argument("-o", "--out", required=True)
+        s.add_argument("-e", "--episode", type=int, default=0)
+        s.set_defaults(fn=fn)
+    s = sub.add_parser("export-mcap", help="MCAP with sensor_msgs/JointState and CompressedImage")
+    s.add_argument("path")
+    s.add_argument("-o", "--out", required=True)
+    s.set_defaults(fn=_mcap)
+    s = sub.add_parser("merge", help="concatenate stores with equal fps and streams")
+    s.add_argument("inputs", nargs="+")
+    s.add_argument("-o", "--out", required=True)
+    s.set_defaults(fn=_merge)
+    s = sub.add_parser("split", help="split by episode into train/val stores")
+    s.add_argument("path")
+    s.add_argument("--train", required=True)
+    s.add_argument("--val", required=True)
+    s.add_argument("--val-ratio", type=float, default=0.1)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(fn=_split)
+    s = sub.add_parser("import-dp", help="import a diffusion_policy ReplayBuffer zarr store")
+    s.add_argument("src")
+    s.add_argument("-o", "--out", required=True)
+    s.add_argument("--fps", type=float, default=10.0)
+    s.add_argument("--robot", default="")
+    s.set_defaults(fn=_import_dp)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except (DatasetError, KeyError, ValueError, OSError) as exc:
+        msg = str(exc).strip("'\"").splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"mimic dataset {args.verb}: error: {msg}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
