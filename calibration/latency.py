@@ -54,6 +54,11 @@ def estimate_delay(
     grid_s: float = 1e-3,
 ) -> float:
     """Delay (s) of `x_out` behind `x_ref`, both irregularly sampled, by cross-correlation on a common grid."""
+    return _xcorr_delay(t_ref, x_ref, t_out, x_out, max_delay_s, grid_s)[0]
+
+
+def _xcorr_delay(t_ref, x_ref, t_out, x_out, max_delay_s: float, grid_s: float = 1e-3) -> tuple[float, float]:
+    """(delay, peak correlation in [-1, 1])."""
     t_ref, x_ref, t_out, x_out = (np.asarray(a, float) for a in (t_ref, x_ref, t_out, x_out))
     t0, t1 = max(t_ref[0], t_out[0]), min(t_ref[-1], t_out[-1])
     if t1 - t0 < 4 * max_delay_s:
@@ -78,7 +83,7 @@ def estimate_delay(
         y0, y1, y2 = scores[k - 1 : k + 2]
         denom = y0 - 2 * y1 + y2
         shift = 0.5 * (y0 - y2) / denom if denom != 0 else 0.0
-    return (k + shift) * grid_s
+    return (k + shift) * grid_s, float(scores[k])
 
 
 def measure_arm_latency(
@@ -115,6 +120,32 @@ def measure_arm_latency(
         time.sleep(max(0.0, next_t - time.perf_counter()))
     lat = estimate_delay(np.array(t_cmd), np.array(x_cmd), np.array(t_meas), np.array(x_meas), max_delay_s)
     return lat, {"t_cmd": t_cmd, "x_cmd": x_cmd, "t_meas": t_meas, "x_meas": x_meas}
+
+
+def motion_signal(images: np.ndarray) -> np.ndarray:
+    """One number per frame that follows the arm: the column centroid of pixels differing from the median frame."""
+    gray = np.asarray(images, float)
+    gray = gray.mean(axis=-1) if gray.ndim == 4 else gray
+    diff = np.abs(gray - np.median(gray, axis=0))
+    cols = np.arange(gray.shape[2])
+    return (diff.sum(axis=1) * cols).sum(axis=1) / (diff.sum(axis=(1, 2)) + 1e-9)
+
+
+def camera_latency_from_motion(
+    t_joint: np.ndarray,
+    q_joint: np.ndarray,
+    t_arrival: np.ndarray,
+    images: np.ndarray,
+    max_delay_s: float = 0.5,
+) -> float:
+    """Camera latency (s) from frames of the arm moving one joint, against joint readings stamped at capture.
+
+    Needs no marker in the scene: the arm itself is the time code. Whether the image signal rises or falls
+    with the joint depends on the view, so both signs are tried and the stronger correlation wins.
+    """
+    sig = motion_signal(images)
+    fits = [_xcorr_delay(t_joint, q_joint, t_arrival, sign * sig, max_delay_s) for sign in (1.0, -1.0)]
+    return max(fits, key=lambda f: f[1])[0]
 
 
 def _gray(n: int) -> int:
