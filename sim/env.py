@@ -8,6 +8,7 @@ randomised from the same generator so a seed reproduces an episode.
 from __future__ import annotations
 
 import os
+from collections import deque
 from dataclasses import dataclass
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -16,6 +17,7 @@ import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
 from robots.specs import get_spec  # noqa: E402
+from sim.latency import LatencyConfig  # noqa: E402
 from sim.mjcf import build_model  # noqa: E402
 
 TASKS = ("reach", "pick_place")
@@ -44,7 +46,7 @@ class Randomization:
 
 class TwinEnv:
     def __init__(self, task: str, arm: str, seed: int | None = None, cameras: tuple[str, ...] = ("scene", "wrist"),
-                 image_size: tuple[int, int] = (96, 96), latency=None, randomization: Randomization | None = None):
+                 image_size: tuple[int, int] = (96, 96), latency: LatencyConfig | None = None, randomization: Randomization | None = None):
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
         for c in cameras:
@@ -69,6 +71,9 @@ class TwinEnv:
         self.tcp_site = self.model.site("tcp").id
         self.goal_site = self.model.site("goal").id
         self.t = 0
+        # Per-substep (qpos, qvel) for delayed observations; kept only when latency is injected.
+        self._history: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=int(1.0 / self.model.opt.timestep))
+        self._scratch = mujoco.MjData(self.model)
 
     # --- task state -------------------------------------------------------------------------------
     def _randomize(self) -> None:
@@ -99,14 +104,16 @@ class TwinEnv:
             self.model.site_pos[self.goal_site] = goal
         mujoco.mj_forward(self.model, d)
         self.t = 0
+        self._history.clear()
         return self._obs()
 
-    def object_state(self) -> np.ndarray:
+    def object_state(self, data: mujoco.MjData | None = None) -> np.ndarray:
+        d = self.data if data is None else data
         goal = self.model.site_pos[self.goal_site].copy()
         if self.task == "reach":
             return goal
         adr = self.model.joint("cube").qposadr[0]
-        return np.concatenate([self.data.qpos[adr:adr + 7], goal])
+        return np.concatenate([d.qpos[adr:adr + 7], goal])
 
     def success(self) -> bool:
         tcp = self.data.site_xpos[self.tcp_site]
@@ -121,8 +128,20 @@ class TwinEnv:
         return float(self.data.qpos[self.finger_qpos].sum())
 
     # --- gym API ----------------------------------------------------------------------------------
+    def _snapshot(self, delay_s: float) -> mujoco.MjData:
+        """The live data, or a scratch copy holding the state `delay_s` ago (from the per-substep history)."""
+        k = int(round(delay_s / self.model.opt.timestep))
+        if k <= 0 or not self._history:
+            return self.data
+        qpos, qvel = self._history[max(len(self._history) - 1 - k, 0)]
+        d = self._scratch
+        d.qpos[:], d.qvel[:] = qpos, qvel
+        mujoco.mj_kinematics(self.model, d)
+        return d
+
     def _obs(self) -> dict[str, np.ndarray]:
-        d = self.data
+        lat = self.latency
+        d = self._snapshot(lat.draw(lat.joint_state_s) if lat else 0.0)
         rot = np.zeros(4)
         mujoco.mju_mat2Quat(rot, d.site_xmat[self.tcp_site])
         aa = np.zeros(3)
@@ -130,35 +149,44 @@ class TwinEnv:
         obs = {
             "robot0_joint_pos": d.qpos[self.arm_qpos].copy(),
             "robot0_joint_vel": d.qvel[self.arm_qpos].copy(),
-            "robot0_gripper_width": np.array([self.gripper_width()]),
+            "robot0_gripper_width": np.array([float(d.qpos[self.finger_qpos].sum())]),
             "robot0_eef_pos": d.site_xpos[self.tcp_site].copy(),
             "robot0_eef_rot_axis_angle": aa,
-            "object_state": self.object_state(),
+            "object_state": self.object_state(d),
         }
         for cam in self.cameras:
-            obs[CAMERA_KEYS[cam]] = self.render(cam, self.image_size)
+            frame = self._snapshot(lat.draw(lat.camera_s) if lat else 0.0)
+            obs[CAMERA_KEYS[cam]] = self.render(cam, self.image_size, frame)
         return obs
 
     def step(self, action: np.ndarray):
+        """Apply `action` (after the injected command delay, if any) and simulate one control period."""
         spec = self.spec
         a = np.asarray(action, dtype=float).reshape(-1)
         if a.shape[0] != spec.dof + 1:
             raise ValueError(f"{spec.name}: action has {a.shape[0]} values, expected {spec.dof + 1} (q + gripper)")
-        self.data.ctrl[: spec.dof] = np.clip(a[: spec.dof], spec.q_min, spec.q_max)
-        self.data.ctrl[spec.dof:] = np.clip(a[-1], spec.gripper_min, spec.gripper_max) / 2
-        mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
+        lat = self.latency
+        delay = int(round(lat.draw(lat.command_s) / self.model.opt.timestep)) if lat else 0
+        delay = min(delay, self.n_substeps)
+        for i in range(self.n_substeps):
+            if i == delay:
+                self.data.ctrl[: spec.dof] = np.clip(a[: spec.dof], spec.q_min, spec.q_max)
+                self.data.ctrl[spec.dof:] = np.clip(a[-1], spec.gripper_min, spec.gripper_max) / 2
+            mujoco.mj_step(self.model, self.data)
+            if lat is not None:
+                self._history.append((self.data.qpos.copy(), self.data.qvel.copy()))
         self.t += 1
         ok = self.success()
         return self._obs(), float(ok), ok, self.t >= self.max_steps, {"success": ok}
 
-    def render(self, camera: str, size: tuple[int, int] = (96, 96)) -> np.ndarray:
-        """uint8 HxWx3 image from `camera` ("scene" or "wrist"), offscreen (EGL)."""
+    def render(self, camera: str, size: tuple[int, int] = (96, 96), data: mujoco.MjData | None = None) -> np.ndarray:
+        """uint8 HxWx3 image from `camera` ("scene" or "wrist"), offscreen (EGL), of `data` (default: now)."""
         h, w = size
         key = (h, w)
         if key not in self._renderers:
             self._renderers[key] = mujoco.Renderer(self.model, height=h, width=w)
         rend = self._renderers[key]
-        rend.update_scene(self.data, camera=camera)
+        rend.update_scene(self.data if data is None else data, camera=camera)
         return rend.render().copy()
 
     def close(self) -> None:
@@ -168,6 +196,6 @@ class TwinEnv:
 
 
 def make_env(task: str, arm: str, seed: int | None = None, cameras: tuple[str, ...] = ("scene", "wrist"),
-             image_size: tuple[int, int] = (96, 96), latency=None) -> TwinEnv:
+             image_size: tuple[int, int] = (96, 96), latency: LatencyConfig | None = None) -> TwinEnv:
     return TwinEnv(task, arm, seed=seed, cameras=cameras, image_size=image_size, latency=latency)
 

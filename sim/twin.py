@@ -90,13 +90,10 @@ class TwinArm(Arm):
         """(capture time, uint8 HxWx3) rendered from the scene as it was camera latency ago."""
         self._require()
         t, (_, _, qpos, _) = self._delayed(self.latency.draw(self.latency.camera_s))
-        with self._lock:
-            live = self.env.data.qpos.copy()
-            self.env.data.qpos[:] = qpos
-            mujoco.mj_kinematics(self.env.model, self.env.data)
-            img = self.env.render(camera, size)
-            self.env.data.qpos[:] = live
-            mujoco.mj_kinematics(self.env.model, self.env.data)
+        d = self._scratch
+        d.qpos[:] = qpos
+        mujoco.mj_kinematics(self.env.model, d)
+        img = self.env.render(camera, size, d)
         return t, img
 
     def advance(self, seconds: float) -> None:

@@ -52,3 +52,23 @@ def test_observation_and_images_match_the_contract():
     with pytest.raises(ValueError, match="expected 8"):
         env.step(np.zeros(3))
     env.close()
+
+
+def test_env_latency_delays_observations_and_commands():
+    from sim.latency import LatencyConfig
+
+    live = make_env("reach", "franka", cameras=())
+    late = make_env("reach", "franka", cameras=(), latency=LatencyConfig(joint_state_s=0.1, command_s=0.05))
+    obs_live, obs_late = live.reset(seed=0), late.reset(seed=0)
+    target = obs_live["robot0_joint_pos"] + np.r_[0.1, np.zeros(6)]
+    action = np.concatenate([target, [0.08]])
+    live.step(action)
+    late.step(action)
+    # The 50 ms command delay leaves the delayed arm clearly behind after the first control period.
+    assert late.data.qpos[0] < live.data.qpos[0] - 5e-3
+    for _ in range(3):
+        obs_live, *_ = live.step(action)
+        prev_late_truth = late.data.qpos[:7].copy()
+        obs_late, *_ = late.step(action)
+    # A 0.1 s joint-state delay at 10 Hz shows exactly the previous step's true state.
+    np.testing.assert_allclose(obs_late["robot0_joint_pos"], prev_late_truth, atol=1e-12)
