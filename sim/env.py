@@ -96,7 +96,7 @@ class TwinEnv:
         if self.task == "reach":
             self.model.site_pos[self.goal_site] = [r.uniform(0.35, 0.55), r.uniform(-0.2, 0.2), r.uniform(0.1, 0.35)]
         else:
-            cube = np.array([r.uniform(0.4, 0.55), r.uniform(-0.15, 0.0), CUBE_HALF])
+            cube = np.array([r.uniform(0.45, 0.6), r.uniform(-0.15, 0.0), CUBE_HALF])
             goal = np.array([r.uniform(0.4, 0.55), r.uniform(0.08, 0.2), 0.001])
             adr = self.model.joint("cube").qposadr[0]
             yaw = r.uniform(-np.pi / 4, np.pi / 4)

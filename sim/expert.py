@@ -99,7 +99,8 @@ class Expert:
             self._home_r = d.site_xmat[env.tcp_site].reshape(3, 3).copy()
             self._grasp_r = self._home_r
         p_goal, rot, grip, dwell = self._goal(obs)
-        step = self.speed / env.control_hz
+        slow = env.task == "pick_place" and self.phase in (1, 5)  # vertical approaches: no lateral lag
+        step = (self.speed / 3 if slow else self.speed) / env.control_hz
         delta = p_goal - self.p_cmd
         dist = np.linalg.norm(delta)
         self.p_cmd = p_goal.copy() if dist <= step else self.p_cmd + delta / dist * step
