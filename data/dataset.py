@@ -34,8 +34,6 @@ def committed_prefix(ends: np.ndarray) -> np.ndarray:
     """Drop a trailing episode end that a killed writer resized for but never wrote (reads as 0)."""
     if ends.ndim == 1 and ends.size and ends[-1] == 0:
         return ends[:-1]
-    if ends.ndim == 1 and ends.size >= 2 and ends[-1] <= ends[-2]:
-        return ends[:-1]
     return ends
 
 
