@@ -25,3 +25,22 @@ def test_chunk_drops_rows_that_can_no_longer_execute_and_stamps_the_first_kept()
     t_start, rows = timed_chunk(actions, t_obs=100.0, dt=0.1, action_offset=1, t_ready=100.05, lead_s=0.1)
     assert abs(t_start - 100.2) < 1e-9 and rows[0, 0] == 3.0 and len(rows) == 13
     assert timed_chunk(actions, 100.0, 0.1, 1, t_ready=110.0, lead_s=0.1) is None
+
+
+def test_workspace_parameter_uses_the_spec_kinematics() -> None:
+    import pytest
+    from mimic_ros.controller_node import workspace_box
+
+    from robots.kinematics import forward_kinematics
+    from robots.specs import get_spec
+
+    spec = get_spec("franka")
+    p = forward_kinematics(spec, spec.home)[:3, 3]
+    box = workspace_box(",".join(str(x) for x in [*(p - 0.05), *(p + 0.05)]), spec)
+    assert box.contains(spec.home)
+    q = spec.home.copy()
+    q[0] += 0.5  # swings the flange ~0.15 m sideways
+    assert not box.contains(q)
+    assert workspace_box("", spec) is None
+    with pytest.raises(ValueError, match="workspace"):
+        workspace_box("1,2,3", spec)

@@ -27,7 +27,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 
-from robots.control import ChunkController, FollowController, Pacer
+from robots.control import ChunkController, FollowController, Pacer, WorkspaceBox
 from robots.spec import ArmSpec
 
 GRIPPER_JOINT = "gripper"
@@ -42,6 +42,7 @@ class ControllerConfig:
     stale_after_s: float = 0.1  # follow mode: leader older than this -> hold
     blend_s: float = 0.1
     velocity_scale: float = 0.8
+    workspace: str = ""  # "xmin,ymin,zmin,xmax,ymax,zmax" (m, base frame) the flange must stay in; "" = none
     stats_path: str = ""  # optional JSON of period statistics and safety counters, written on exit
 
 
@@ -97,6 +98,23 @@ def resolve_spec(arm: str) -> ArmSpec:
     return get_spec(arm)
 
 
+def workspace_box(text: str, spec: ArmSpec) -> WorkspaceBox | None:
+    """Parse the `workspace` parameter; the flange position comes from the spec's forward kinematics."""
+    if not text.strip():
+        return None
+    try:
+        v = np.array([float(x) for x in text.split(",")])
+    except ValueError:
+        v = np.array([])
+    if v.size != 6 or np.any(v[:3] >= v[3:]):
+        raise ValueError(
+            f"parameter workspace={text!r} is not 'xmin,ymin,zmin,xmax,ymax,zmax' with min < max"
+        )
+    from robots.kinematics import forward_kinematics
+
+    return WorkspaceBox(lo=v[:3], hi=v[3:], fk=lambda q: forward_kinematics(spec, q))
+
+
 class ControllerNode(Node):
     def __init__(self, spec: ArmSpec | None = None) -> None:
         super().__init__("controller")
@@ -108,12 +126,20 @@ class ControllerNode(Node):
             raise ValueError(f"controller: parameters out of range: {cfg}")
         spec = spec or resolve_spec(cfg.arm)
         self.cfg, self.spec = cfg, spec
+        box = workspace_box(cfg.workspace, spec)
         if cfg.mode == "follow":
-            self.ctl = FollowController(spec, cfg.rate_hz, cfg.stale_after_s, cfg.velocity_scale)
+            self.ctl = FollowController(
+                spec, cfg.rate_hz, cfg.stale_after_s, cfg.velocity_scale, workspace=box
+            )
             self.create_subscription(JointState, "/leader/joint_states", self._on_leader, 10)
         else:
             self.ctl = ChunkController(
-                spec, cfg.rate_hz, lead_s=cfg.lead_s, blend_s=cfg.blend_s, velocity_scale=cfg.velocity_scale
+                spec,
+                cfg.rate_hz,
+                lead_s=cfg.lead_s,
+                blend_s=cfg.blend_s,
+                velocity_scale=cfg.velocity_scale,
+                workspace=box,
             )
             self.create_subscription(JointTrajectory, "/policy/action_chunk", self._on_chunk, 10)
         self.create_subscription(JointState, "/robot/joint_states", self._on_state, 10)
