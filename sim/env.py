@@ -137,6 +137,8 @@ class TwinEnv:
         d = self._scratch
         d.qpos[:], d.qvel[:] = qpos, qvel
         mujoco.mj_kinematics(self.model, d)
+        mujoco.mj_comPos(self.model, d)
+        mujoco.mj_camlight(self.model, d)  # camera and light poses, needed to render this state
         return d
 
     def _obs(self) -> dict[str, np.ndarray]:

@@ -38,6 +38,7 @@ class TwinArm(Arm):
         self._hist_t: deque[float] = deque()
         self._hist: deque[tuple[np.ndarray, np.ndarray, np.ndarray, float]] = deque()
         self._scratch = mujoco.MjData(self.env.model)
+        self._render_s = 0.0  # running estimate of one capture's render time
         self._connected = False
 
     # --- Arm interface ------------------------------------------------------------------------------
@@ -87,13 +88,25 @@ class TwinArm(Arm):
 
     # --- twin extras ---------------------------------------------------------------------------------
     def capture(self, camera: str = "scene", size: tuple[int, int] = (96, 96)) -> tuple[float, np.ndarray]:
-        """(capture time, uint8 HxWx3) rendered from the scene as it was camera latency ago."""
+        """(capture time, uint8 HxWx3) of the scene as it was camera latency ago.
+
+        The frame returns `delay` after its capture time, render included: the snapshot is taken `delay`
+        minus the expected render time ago and any time left over is slept, so the injected camera latency
+        is exactly the capture-to-arrival time a calibration measures.
+        """
         self._require()
-        t, (_, _, qpos, _) = self._delayed(self.latency.draw(self.latency.camera_s))
+        delay = self.latency.draw(self.latency.camera_s)
+        t_start = time.time()
+        t, (_, _, qpos, _) = self._delayed(max(delay - self._render_s, 0.0))
         d = self._scratch
         d.qpos[:] = qpos
         mujoco.mj_kinematics(self.env.model, d)
+        mujoco.mj_comPos(self.env.model, d)
+        mujoco.mj_camlight(self.env.model, d)  # camera and light poses, needed to render this state
         img = self.env.render(camera, size, d)
+        self._render_s = 0.8 * self._render_s + 0.2 * (time.time() - t_start)
+        if delay > 0:
+            time.sleep(max(0.0, t + delay - time.time()))
         return t, img
 
     def advance(self, seconds: float) -> None:

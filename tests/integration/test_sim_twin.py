@@ -58,3 +58,18 @@ def test_not_connected_is_an_error():
     arm = TwinArm("xarm7")
     with pytest.raises(ArmError, match="not connected"):
         arm.state()
+
+
+def test_capture_shows_the_arm_moving_and_is_delayed():
+    with TwinArm("franka", latency=LatencyConfig(camera_s=0.3)) as arm:
+        time.sleep(0.35)
+        t_call = time.time()
+        t0, before = arm.capture("scene", (64, 64))
+        assert 0.28 < t_call - t0 < 0.35
+        _ramp(arm, 40, 0.01)  # joint 1 turns 0.4 rad over ~0.4 s
+        time.sleep(0.1)
+        _, still_old = arm.capture("scene", (64, 64))  # shows the scene 0.3 s ago: mid-motion, not yet settled
+        time.sleep(0.5)
+        _, after = arm.capture("scene", (64, 64))
+    assert np.abs(after.astype(int) - before).max() > 50
+    assert np.abs(after.astype(int) - still_old).max() > 0
