@@ -4,7 +4,7 @@ Each stream receives (capture time, value) at its own rate. A grid row at time g
 every stream has a sample at or after g: images take the nearest sample, lowdim streams are linearly
 interpolated; `data/<key>_t` keeps the capture time of the nearest sample used, so alignment error
 stays inspectable. Rows are flushed to zarr in small batches (`flush_every_s`), never buffered for a
-whole episode. The commit point is appending to `meta/episode_ends`, written after the rows; zarr's
+whole episode, on one background thread so JPEG encoding and file I/O never stall the caller. The commit point is appending to `meta/episode_ends`, written after the rows; zarr's
 local store writes each file atomically (tmp + rename), so a kill at any moment leaves every committed
 episode intact and `DatasetWriter.open()` trims the uncommitted tail.
 """
@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,6 +109,8 @@ class DatasetWriter:
         self._data = root["data"]
         self._ends = root["meta"]["episode_ends"]
         self._active: dict[str, _Stream] | None = None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="dataset-writer")
+        self._inflight: deque[Future] = deque()
 
     # ---- construction --------------------------------------------------------------------------
     @classmethod
@@ -202,7 +206,7 @@ class DatasetWriter:
         """Flush and commit; returns the episode's number of steps."""
         if self._active is None:
             raise RuntimeError(f"{self.path}: end_episode() outside an episode")
-        self._flush()
+        self.flush()
         if self._rows == 0:
             self.discard_episode()
             raise ValueError(f"{self.path}: episode has no complete rows (every stream needs samples)")
@@ -235,11 +239,19 @@ class DatasetWriter:
         if self._active is None:
             return
         self._active = None
+        for rows in self._pending.values():
+            rows.clear()
         self._truncate(self._start)
 
     def close(self) -> None:
         """Discards an open (uncommitted) episode; committed data is already on disk."""
         self.discard_episode()
+        self._pool.shutdown(wait=True)
+
+    def flush(self) -> None:
+        """Write every complete row now and wait until it is on disk (not a commit)."""
+        self._flush()
+        self._drain()
 
     # ---- internals -----------------------------------------------------------------------------
     def _data_keys(self) -> list[str]:
@@ -263,19 +275,34 @@ class DatasetWriter:
             self._pending["timestamp"].append(g)
             self._rows += 1
 
+    MAX_INFLIGHT = 8  # batches queued for the background thread before append() waits (bounds memory)
+
     def _flush(self) -> None:
+        """Hand the pending rows to the writer thread; raises a failure of an earlier batch."""
         self._last_flush = time.monotonic()
-        k = len(self._pending["timestamp"])
-        if k == 0:
+        while self._inflight and (self._inflight[0].done() or len(self._inflight) >= self.MAX_INFLIGHT):
+            self._inflight.popleft().result()
+        if not self._pending["timestamp"]:
             return
-        for key in self._data_keys():
+        batch = {key: np.stack(self._pending[key]) for key in self._data_keys()}
+        for rows in self._pending.values():
+            rows.clear()
+        self._inflight.append(self._pool.submit(self._write_batch, batch))
+
+    def _drain(self) -> None:
+        while self._inflight:
+            self._inflight.popleft().result()
+
+    def _write_batch(self, batch: dict[str, np.ndarray]) -> None:
+        for key in self._data_keys():  # timestamp last: its length bounds the rows fully written
             arr = self._data[key]
             n0 = arr.shape[0]
+            k = len(batch[key])
             arr.resize((n0 + k, *arr.shape[1:]))
-            arr[n0:n0 + k] = np.stack(self._pending[key]).astype(arr.dtype, copy=False)
-            self._pending[key].clear()
+            arr[n0:n0 + k] = batch[key].astype(arr.dtype, copy=False)
 
     def _truncate(self, n: int) -> None:
+        self._drain()
         for _, arr in self._data.arrays():
             if arr.shape[0] > n:
                 arr.resize((n, *arr.shape[1:]))

@@ -97,7 +97,7 @@ def test_discard_and_reopen_trim_uncommitted_rows(tmp_path):
     for i in range(40):
         for k, v in (("robot0_joint_pos", [0, 0, 0]), ("action", [0, 0, 0, 0]), ("camera0_rgb", frame(i))):
             w.append(k, 10 + i / 40, v)
-    w._flush()
+    w.flush()
     w.discard_episode()
     assert ReplayDataset(path).array("timestamp").shape[0] == n0
     # an episode flushed but never committed (as if the process died) is trimmed on open()
@@ -105,7 +105,7 @@ def test_discard_and_reopen_trim_uncommitted_rows(tmp_path):
     for i in range(40):
         for k, v in (("robot0_joint_pos", [0, 0, 0]), ("action", [0, 0, 0, 0]), ("camera0_rgb", frame(i))):
             w.append(k, 20 + i / 40, v)
-    w._flush()
+    w.flush()
     del w
     assert ReplayDataset(path).n_steps == n0  # readers already ignore the tail
     w2 = DatasetWriter.open(path)
