@@ -9,8 +9,9 @@ Safety rule (the one documented rule, shared by both controllers, applied to eve
 2. Joint targets are clipped into `[q_min + margin, q_max - margin]`, the gripper into its range
    (`clipped_position` counts outputs where a clip happened).
 3. The step from the previous output is clipped per joint to `velocity_scale * dq_max * dt`, where
-   `dt` is the time since the previous output, at most two control periods (`clipped_velocity`).
-   `velocity_scale < 1` leaves margin for clock jitter under `robots.arm.CommandGuard`.
+   `dt` is the time since the previous output, at most one control period (`clipped_velocity`).
+   `velocity_scale` (default 0.5) leaves margin for jitter: the backend's `robots.arm.CommandGuard`
+   measures the spacing of commands as they arrive, which can be shorter than the controller's tick.
 4. With a workspace box, an output whose flange position leaves the box is not sent: the previous
    output is held instead (`workspace`).
 Since the previous output is inside the limits and 2. and 3. only shrink towards it, no output ever
@@ -69,7 +70,7 @@ class Limiter:
 
     spec: ArmSpec
     rate_hz: float
-    velocity_scale: float = 0.8
+    velocity_scale: float = 0.5
     margin: float = 1e-3
     workspace: WorkspaceBox | None = None
     counters: SafetyCounters = field(default_factory=SafetyCounters)
@@ -98,7 +99,7 @@ class Limiter:
     def apply(self, q_des: np.ndarray, g_des: float, t: float) -> tuple[np.ndarray, float]:
         if self._q is None:
             raise RuntimeError("controller used before reset(q_measured, gripper, t)")
-        dt = float(np.clip(t - self._t, 0.0, 2.0 / self.rate_hz))
+        dt = float(np.clip(t - self._t, 0.0, 1.0 / self.rate_hz))
         q = np.clip(q_des, self.lo, self.hi)
         g = float(np.clip(g_des, self.spec.gripper_min, self.spec.gripper_max))
         if np.any(q != q_des) or g != g_des:
@@ -124,7 +125,7 @@ class FollowController:
         spec: ArmSpec,
         rate_hz: float,
         stale_after_s: float = 0.1,
-        velocity_scale: float = 0.8,
+        velocity_scale: float = 0.5,
         workspace: WorkspaceBox | None = None,
     ) -> None:
         self.spec = spec
@@ -209,7 +210,7 @@ class ChunkController:
         rate_hz: float,
         lead_s: float = 0.0,
         blend_s: float = 0.1,
-        velocity_scale: float = 0.8,
+        velocity_scale: float = 0.5,
         workspace: WorkspaceBox | None = None,
     ) -> None:
         self.spec = spec

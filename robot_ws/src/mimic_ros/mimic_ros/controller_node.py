@@ -41,7 +41,7 @@ class ControllerConfig:
     lead_s: float = 0.0  # arm command-to-motion latency (chunk mode): latency matching on when > 0
     stale_after_s: float = 0.1  # follow mode: leader older than this -> hold
     blend_s: float = 0.1
-    velocity_scale: float = 0.8
+    velocity_scale: float = 0.5
     workspace: str = ""  # "xmin,ymin,zmin,xmax,ymax,zmax" (m, base frame) the flange must stay in; "" = none
     stats_path: str = ""  # optional JSON of period statistics and safety counters, written on exit
 
