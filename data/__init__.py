@@ -1,1 +1,1 @@
-"""data"""
+"""Zarr episode datasets: streaming writer, reader, sampler, normalizer, CLI (see DESIGN.md)."""

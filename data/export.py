@@ -49,8 +49,10 @@ def plot(ds: ReplayDataset, out: str | Path, episode: int = 0) -> None:
     fig, axes = plt.subplots(len(keys), 1, figsize=(9, 2.4 * len(keys)), sharex=True, squeeze=False)
     for ax, key in zip(axes[:, 0], keys, strict=True):
         y = ep[key].reshape(len(t), -1)
+        names = list(ds.attrs.get("joint_names") or [])
+        labels = names if key == JOINT_KEY and len(names) == y.shape[1] else [str(j) for j in range(y.shape[1])]
         for j in range(y.shape[1]):
-            ax.plot(t, y[:, j], label=f"{j}")
+            ax.plot(t, y[:, j], label=labels[j])
         ax.set_ylabel(key, fontsize=8)
         ax.grid(alpha=0.3)
         if y.shape[1] <= 10:
