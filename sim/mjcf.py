@@ -94,7 +94,7 @@ def scene_xml(spec: ArmSpec, objects: str = "") -> str:
 <worldbody>
   <light name="key" pos="0.5 -0.5 2" dir="0 0.3 -1" directional="true" castshadow="false" diffuse="0.8 0.8 0.8"/>
   <geom name="table" type="box" pos="0.4 0 -0.02" size="0.7 0.7 0.02" rgba="0.6 0.5 0.4 1"/>
-  <camera name="scene" pos="1.15 0 0.75" xyaxes="0 1 0 -0.625 0 0.781" fovy="50"/>
+  <camera name="scene" pos="1.25 0 0.75" xyaxes="0 1 0 -0.5 0 0.866" fovy="50"/>
   <body name="base" pos="0 0 0" euler="0 0 {yaw}">
     <geom type="cylinder" size="0.07 0.01" pos="0 0 0.01" rgba="0.3 0.3 0.3 1" contype="0" conaffinity="0"/>
     {arm_xml(spec)}
