@@ -12,6 +12,7 @@ episode intact and `DatasetWriter.open()` trims the uncommitted tail.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -109,6 +110,7 @@ class DatasetWriter:
         self._data = root["data"]
         self._ends = root["meta"]["episode_ends"]
         self._active: dict[str, _Stream] | None = None
+        self._lock = threading.RLock()  # append() may be called from several ROS callback threads
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="dataset-writer")
         self._inflight: deque[Future] = deque()
 
@@ -177,6 +179,10 @@ class DatasetWriter:
         return int(ends[-1]) if ends.size else 0
 
     def begin_episode(self) -> None:
+        with self._lock:
+            self._begin()
+
+    def _begin(self) -> None:
         if self._active is not None:
             raise RuntimeError(f"{self.path}: begin_episode() while an episode is open")
         self._active = {k: _Stream(k, s) for k, s in self.streams.items()}
@@ -189,6 +195,10 @@ class DatasetWriter:
 
     def append(self, key: str, t_capture: float, value: Any) -> None:
         """Add one sample; emits and (periodically) flushes every grid row that became complete."""
+        with self._lock:
+            self._append(key, t_capture, value)
+
+    def _append(self, key: str, t_capture: float, value: Any) -> None:
         if self._active is None:
             raise RuntimeError(f"{self.path}: append({key!r}) outside an episode (call begin_episode)")
         stream = self._active.get(key)
@@ -204,11 +214,15 @@ class DatasetWriter:
 
     def end_episode(self) -> int:
         """Flush and commit; returns the episode's number of steps."""
+        with self._lock:
+            return self._end()
+
+    def _end(self) -> int:
         if self._active is None:
             raise RuntimeError(f"{self.path}: end_episode() outside an episode")
         self.flush()
         if self._rows == 0:
-            self.discard_episode()
+            self._discard()
             raise ValueError(f"{self.path}: episode has no complete rows (every stream needs samples)")
         n = self._ends.shape[0]
         self._ends.resize((n + 1,))
@@ -236,6 +250,10 @@ class DatasetWriter:
         return self.end_episode()
 
     def discard_episode(self) -> None:
+        with self._lock:
+            self._discard()
+
+    def _discard(self) -> None:
         if self._active is None:
             return
         self._active = None
