@@ -123,12 +123,15 @@ def measure_arm_latency(
 
 
 def motion_signal(images: np.ndarray) -> np.ndarray:
-    """One number per frame that follows the arm: the column centroid of pixels differing from the median frame."""
-    gray = np.asarray(images, float)
-    gray = gray.mean(axis=-1) if gray.ndim == 4 else gray
-    diff = np.abs(gray - np.median(gray, axis=0))
-    cols = np.arange(gray.shape[2])
-    return (diff.sum(axis=1) * cols).sum(axis=1) / (diff.sum(axis=(1, 2)) + 1e-9)
+    """One number per frame that follows the arm: the frames' projection on their first principal component.
+
+    For small motions of one joint the pixels change nearly linearly with the angle, so the leading
+    component is that joint's motion; it was steadier than a centroid of changed pixels on the twin.
+    """
+    x = np.asarray(images, float).reshape(len(images), -1)
+    x -= x.mean(axis=0)
+    u, s, _ = np.linalg.svd(x, full_matrices=False)
+    return u[:, 0] * s[0]
 
 
 def camera_latency_from_motion(
