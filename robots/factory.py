@@ -26,7 +26,28 @@ def _twin(target: str, **kwargs: Any) -> Arm:
     return TwinArm(target or "franka", **kwargs)
 
 
+def _franka(target: str, **kwargs: Any) -> Arm:
+    from robots.franka import FrankaArm
+
+    return FrankaArm(target, **kwargs)
+
+
+def _ur(target: str, **kwargs: Any) -> Arm:
+    from robots.ur import URArm
+
+    return URArm(target, **kwargs)
+
+
+def _xarm(target: str, **kwargs: Any) -> Arm:
+    from robots.xarm import XArm
+
+    return XArm(target, **kwargs)
+
+
 register("twin", _twin)
+register("franka", _franka)
+register("ur", _ur)
+register("xarm", _xarm)
 
 
 def parse_uri(uri: str) -> tuple[str, str]:

@@ -1,0 +1,200 @@
+"""Franka (Panda / FR3) backend on franky-control: joint-position streaming through asynchronous motions.
+
+franky runs libfranka's 1 kHz loop in its own C++ thread; each `command()` target is handed to it as a new
+asynchronous `JointMotion`, which franky re-plans (Ruckig, jerk-limited) from the current state, so a
+stream of targets at `rate_hz` becomes one smooth motion. Our streaming thread feeds the newest target and
+samples the state; a separate watchdog thread notices when the robot's own clock (`RobotState.time`)
+stops advancing, because libfranka itself only gives up on a silent robot after about 1 s and blocks
+state reads meanwhile. After a fault nothing more is sent and every call raises ArmError.
+
+Works against a real robot or `franky-sim -s mujoco` (tests/peers/franky_sim.py). The gripper (Franka
+Hand) is driven with `Gripper.move_async` when the width target changes by more than `gripper_deadband_m`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from robots.arm import Arm, ArmError, ArmState, CommandGuard
+from robots.specs import get_spec
+
+
+@dataclass
+class FrankaConfig:
+    host: str
+    rate_hz: float = 100.0  # how often a new target is handed to franky (its own loop runs at 1 kHz)
+    dynamics_factor: float = 0.5  # franky's relative velocity/acceleration/jerk scaling for re-planned motions
+    stale_after_s: float = 0.1  # robot clock frozen this long = connection lost
+    gripper: bool = True
+    gripper_speed_mps: float = 0.05
+    gripper_deadband_m: float = 0.001
+    gripper_read_every: int = 5  # read the hand's width every N streaming ticks (one UDP read, ~1 ms)
+
+
+class FrankaArm(Arm):
+    """`franka:<host>`: a Franka arm (or franky-sim) behind the Arm interface."""
+
+    def __init__(self, host: str, **kwargs: Any):
+        if not host:
+            raise ValueError("franka: give the robot's FCI host, e.g. franka:172.16.0.2")
+        self.config = FrankaConfig(host=host, **kwargs)
+        self.spec = get_spec("franka")
+        self.name = f"franka:{host}"
+        self.guard = CommandGuard(self.spec)
+        self._robot: Any = None
+        self._gripper: Any = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._state: ArmState | None = None
+        self._target: np.ndarray | None = None
+        self._target_new = False
+        self._gripper_target: float | None = None
+        self._gripper_sent: float | None = None
+        self._robot_time_ms = -1
+        self._fresh_wall = 0.0
+        self._fault: str | None = None
+        self.fault_time: float | None = None  # wall time the fault was latched (tests and logs)
+        self.commands_sent = 0
+
+    # --- Arm interface ------------------------------------------------------------------------------
+    @property
+    def is_connected(self) -> bool:
+        return self._robot is not None and self._fault is None
+
+    def connect(self) -> None:
+        if self._robot is not None:
+            return
+        import franky  # lazy: the hw extra is optional
+
+        cfg = self.config
+        try:
+            robot = franky.Robot(cfg.host, realtime_config=franky.RealtimeConfig.Ignore)
+            robot.relative_dynamics_factor = cfg.dynamics_factor
+            if robot.has_errors:
+                robot.recover_from_errors()
+            gripper = franky.Gripper(cfg.host) if cfg.gripper else None
+        except Exception as e:  # franky raises NetworkException/IncompatibleVersionException/RuntimeError
+            raise ArmError(f"{self.name}: cannot connect: {e}") from None
+        self._robot, self._gripper = robot, gripper
+        self._fault, self.fault_time = None, None
+        self._read_state(read_gripper=True)
+        self.guard.reset(self._state.q, self._state.t)
+        self._stop.clear()
+        self._threads = [threading.Thread(target=self._stream, name=f"{self.name}-stream", daemon=True),
+                         threading.Thread(target=self._watchdog, name=f"{self.name}-watchdog", daemon=True)]
+        for th in self._threads:
+            th.start()
+
+    def disconnect(self) -> None:
+        self._stop.set()
+        for th in self._threads:
+            th.join(timeout=2.0)
+        self._threads = []
+        self._robot = self._gripper = None  # franky closes the connection when the objects go
+
+    def state(self) -> ArmState:
+        self._require()
+        with self._lock:
+            return self._state
+
+    def command(self, q_target: np.ndarray, gripper: float | None = None) -> None:
+        self._require()
+        q = self.guard.check(q_target, gripper)
+        with self._lock:
+            self._raise_if_fault()
+            self._target, self._target_new = q, True
+            if gripper is not None:
+                self._gripper_target = float(gripper)
+
+    def stop(self) -> None:
+        if self._robot is None:
+            return
+        with self._lock:
+            self._target, self._target_new, self._gripper_target = None, False, None
+            faulted = self._fault is not None
+        if not faulted:
+            try:
+                self._robot.stop()  # decelerates the running motion and holds
+            except Exception as e:
+                self._latch(f"{self.name}: stop failed: {e}")
+            self.guard.reset(self._state.q)
+
+    # --- internals -----------------------------------------------------------------------------------
+    def _require(self) -> None:
+        if self._robot is None:
+            raise ArmError(f"{self.name}: not connected; call connect() first")
+        with self._lock:
+            self._raise_if_fault()
+
+    def _raise_if_fault(self) -> None:
+        if self._fault is not None:
+            raise ArmError(self._fault)
+
+    def _latch(self, message: str) -> None:
+        with self._lock:
+            if self._fault is None:
+                self._fault, self.fault_time = message, time.time()
+                self._target, self._target_new = None, False
+        self._stop.set()
+
+    def _read_state(self, read_gripper: bool) -> None:
+        """One state sample; blocks up to libfranka's timeout when no motion runs and the robot is silent."""
+        rs = self._robot.state
+        now = time.time()
+        width = self._gripper.width if (read_gripper and self._gripper is not None) else None
+        robot_ms = int(rs.time.to_msec())
+        with self._lock:
+            if robot_ms != self._robot_time_ms:
+                self._robot_time_ms, self._fresh_wall = robot_ms, now
+            g = width if width is not None else (self._state.gripper if self._state else 0.0)
+            self._state = ArmState(t=now, q=np.array(rs.q, dtype=float), dq=np.array(rs.dq, dtype=float),
+                                   gripper=float(g))
+
+    def _stream(self) -> None:
+        import franky
+
+        period = 1.0 / self.config.rate_hz
+        next_tick = time.perf_counter()
+        tick = 0
+        while not self._stop.is_set():
+            try:
+                self._read_state(read_gripper=tick % self.config.gripper_read_every == 0)
+                with self._lock:
+                    if self._fault is not None:
+                        return
+                    target = self._target if self._target_new else None
+                    self._target_new = False
+                    g = self._gripper_target
+                if target is not None:
+                    self._robot.move(franky.JointMotion(target.tolist()), asynchronous=True)
+                    self.commands_sent += 1
+                if (g is not None and self._gripper is not None
+                        and (self._gripper_sent is None or abs(g - self._gripper_sent) > self.config.gripper_deadband_m)):
+                    self._gripper.move_async(g, self.config.gripper_speed_mps)
+                    self._gripper_sent = g
+            except Exception as e:  # ControlException (reflex), NetworkException, InvalidOperationException
+                self._latch(f"{self.name}: {type(e).__name__}: {e}; stopped commanding")
+                return
+            tick += 1
+            next_tick += period
+            delay = next_tick - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                next_tick = time.perf_counter()  # fell behind: do not burst
+
+    def _watchdog(self) -> None:
+        period = 1.0 / self.config.rate_hz
+        while not self._stop.wait(period):
+            with self._lock:
+                age = time.time() - self._fresh_wall
+            if age > self.config.stale_after_s:
+                self._latch(f"{self.name}: no robot state for {age * 1e3:.0f} ms (connection lost or robot "
+                            f"silent); stopped commanding")
+                return
