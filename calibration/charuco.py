@@ -1,0 +1,102 @@
+"""ChArUco boards: the printed target shared by intrinsics and hand-eye calibration.
+
+A ChArUco board is a chessboard whose white squares hold ArUco markers: the markers make every corner
+identifiable (partial views and arbitrary rotations still work) and the chessboard corners give sub-pixel
+accuracy. One `CharucoBoardSpec` describes the physical board (metres); the same spec renders the texture
+the twin shows and builds OpenCV's detector, so the twin's board and the detector's model never disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class CharucoBoardSpec:
+    """Physical board: squares_x x squares_y squares of `square_m`, markers of `marker_m`, white margin."""
+
+    squares_x: int = 7
+    squares_y: int = 5
+    square_m: float = 0.04
+    marker_m: float = 0.03
+    dictionary: str = "DICT_4X4_50"
+    margin_m: float = 0.01  # white border around the squares (part of the printed sheet)
+
+    def __post_init__(self) -> None:
+        if self.squares_x < 3 or self.squares_y < 3:
+            raise ValueError(f"charuco board needs >= 3x3 squares, got {self.squares_x}x{self.squares_y}")
+        if not 0 < self.marker_m < self.square_m:
+            raise ValueError(f"charuco board: marker_m ({self.marker_m}) must lie in (0, square_m={self.square_m})")
+        if not hasattr(cv2.aruco, self.dictionary):
+            raise ValueError(f"charuco board: unknown ArUco dictionary {self.dictionary!r}")
+
+    @property
+    def size_m(self) -> tuple[float, float]:
+        """(width, height) of the printed sheet including the margin."""
+        return (self.squares_x * self.square_m + 2 * self.margin_m, self.squares_y * self.square_m + 2 * self.margin_m)
+
+    def board(self) -> cv2.aruco.CharucoBoard:
+        d = cv2.aruco.getPredefinedDictionary(getattr(cv2.aruco, self.dictionary))
+        return cv2.aruco.CharucoBoard((self.squares_x, self.squares_y), self.square_m, self.marker_m, d)
+
+    def image(self, px_per_m: float = 4000.0) -> np.ndarray:
+        """The printed sheet as a uint8 grey image (rows top to bottom, board x to the right)."""
+        w, h = (int(round(s * px_per_m)) for s in self.size_m)
+        margin = int(round(self.margin_m * px_per_m))
+        return self.board().generateImage((w, h), marginSize=margin, borderBits=1)
+
+    def corner_points(self) -> np.ndarray:
+        """[N, 3] chessboard corner positions in the board frame (m): OpenCV's, origin at the first square's corner."""
+        return np.asarray(self.board().getChessboardCorners(), np.float64).reshape(-1, 3)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class CharucoDetection:
+    """Corners found in one image: pixel positions [n, 2], their ids, and the matching board points [n, 3]."""
+
+    corners_px: np.ndarray
+    ids: np.ndarray
+    object_points: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class CharucoDetector:
+    """Finds ChArUco corners (sub-pixel refined by OpenCV) in uint8 RGB or grey images."""
+
+    def __init__(self, spec: CharucoBoardSpec) -> None:
+        self.spec = spec
+        self._board = spec.board()
+        params = cv2.aruco.CharucoParameters()
+        self._detector = cv2.aruco.CharucoDetector(self._board, params)
+        self._points = spec.corner_points()
+
+    def detect(self, image: np.ndarray, min_corners: int = 6) -> CharucoDetection | None:
+        """Corners in `image`, or None when fewer than `min_corners` are found (too few for a pose)."""
+        grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+        corners, ids, _, _ = self._detector.detectBoard(grey)
+        if ids is None or len(ids) < min_corners:
+            return None
+        ids = ids.reshape(-1)
+        return CharucoDetection(corners.reshape(-1, 2).astype(np.float64), ids, self._points[ids])
+
+
+def board_pose(det: CharucoDetection, camera_matrix: np.ndarray, dist: np.ndarray | None = None) -> np.ndarray:
+    """T_cam_board (4x4, OpenCV camera frame: x right, y down, z forward) from one detection by PnP."""
+    ok, rvec, tvec = cv2.solvePnP(det.object_points, det.corners_px, camera_matrix,
+                                  np.zeros(5) if dist is None else dist, flags=cv2.SOLVEPNP_ITERATIVE)
+    if not ok:
+        raise ValueError("charuco: solvePnP failed on a detection")
+    rvec, tvec = cv2.solvePnPRefineLM(det.object_points, det.corners_px, camera_matrix,
+                                      np.zeros(5) if dist is None else dist, rvec, tvec)
+    t = np.eye(4)
+    t[:3, :3] = cv2.Rodrigues(rvec)[0]
+    t[:3, 3] = tvec.reshape(3)
+    return t

@@ -1,0 +1,113 @@
+"""Hand-eye calibration: where the wrist camera sits on the flange, from views of a fixed ChArUco board.
+
+Eye-in-hand: the board stays put while the arm moves; for every view the robot reports T_base_flange and
+PnP gives T_cam_board. The unknown mount X = T_flange_cam satisfies A_i X = X B_i for every pair of views
+(cv2.calibrateHandEye solves it; Park's method by default, the others are a flag away). The board's pose
+in the base, T_base_flange X T_cam_board, must then be the same in every view: its spread is the
+calibration's own consistency check and is reported with the result.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from calibration.charuco import CharucoBoardSpec, CharucoDetector, board_pose
+from calibration.intrinsics import Intrinsics
+
+METHODS = {
+    "tsai": cv2.CALIB_HAND_EYE_TSAI,
+    "park": cv2.CALIB_HAND_EYE_PARK,
+    "horaud": cv2.CALIB_HAND_EYE_HORAUD,
+    "andreff": cv2.CALIB_HAND_EYE_ANDREFF,
+    "daniilidis": cv2.CALIB_HAND_EYE_DANIILIDIS,
+}
+
+
+@dataclass
+class HandEye:
+    """T_flange_cam (4x4, m; camera in OpenCV convention) and how consistent the views were with it."""
+
+    t_flange_cam: np.ndarray
+    method: str
+    n_views: int
+    board_spread_mm: float  # RMS distance of the board origin (in the base) from its mean over views
+    board_spread_deg: float  # RMS angle of the board orientation from its mean over views
+    details: dict = field(default_factory=dict)
+    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+    def save(self, path: str | Path) -> None:
+        d = {**self.__dict__, "t_flange_cam": self.t_flange_cam.tolist()}
+        Path(path).write_text(json.dumps(d, indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path) -> HandEye:
+        try:
+            d = json.loads(Path(path).read_text())
+            d["t_flange_cam"] = np.asarray(d["t_flange_cam"], float).reshape(4, 4)
+            return cls(**d)
+        except (OSError, json.JSONDecodeError, TypeError, KeyError, ValueError) as e:
+            raise ValueError(f"{path}: not a hand-eye file ({e})") from None
+
+
+def pose_error(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """(translation distance in m, rotation angle in degrees) between two 4x4 poses."""
+    d = np.linalg.inv(a) @ b
+    cos = np.clip((np.trace(d[:3, :3]) - 1) / 2, -1.0, 1.0)
+    return float(np.linalg.norm(a[:3, 3] - b[:3, 3])), float(np.degrees(np.arccos(cos)))
+
+
+def solve_hand_eye(t_base_flange: list[np.ndarray], t_cam_board: list[np.ndarray],
+                   method: str = "park") -> np.ndarray:
+    """X = T_flange_cam from paired poses (>= 3 views with rotations about non-parallel axes)."""
+    if method not in METHODS:
+        raise ValueError(f"hand-eye: method must be one of {sorted(METHODS)}, got {method!r}")
+    if len(t_base_flange) != len(t_cam_board) or len(t_base_flange) < 3:
+        raise ValueError(f"hand-eye: need >= 3 paired views, got {len(t_base_flange)} flange poses and "
+                         f"{len(t_cam_board)} board poses")
+    r, t = cv2.calibrateHandEye([a[:3, :3] for a in t_base_flange], [a[:3, 3] for a in t_base_flange],
+                                [b[:3, :3] for b in t_cam_board], [b[:3, 3] for b in t_cam_board],
+                                method=METHODS[method])
+    x = np.eye(4)
+    x[:3, :3], x[:3, 3] = r, np.asarray(t).reshape(3)
+    return x
+
+
+def board_in_base_spread(t_base_flange: list[np.ndarray], t_cam_board: list[np.ndarray],
+                         x: np.ndarray) -> tuple[float, float]:
+    """(RMS mm, RMS deg) spread of T_base_board over the views: ~0 when X and the data agree."""
+    boards = [a @ x @ b for a, b in zip(t_base_flange, t_cam_board, strict=True)]
+    mean_p = np.mean([b[:3, 3] for b in boards], axis=0)
+    u, _, vt = np.linalg.svd(np.sum([b[:3, :3] for b in boards], axis=0))
+    mean = np.eye(4)
+    mean[:3, :3] = u @ np.diag([1, 1, np.linalg.det(u @ vt)]) @ vt
+    mean[:3, 3] = mean_p
+    errs = np.array([pose_error(mean, b) for b in boards])
+    return float(np.sqrt(np.mean(errs[:, 0] ** 2)) * 1e3), float(np.sqrt(np.mean(errs[:, 1] ** 2)))
+
+
+def calibrate_hand_eye(t_base_flange: list[np.ndarray], images: list[np.ndarray], intrinsics: Intrinsics,
+                       board: CharucoBoardSpec, method: str = "park", min_corners: int = 10) -> HandEye:
+    """Hand-eye from flange poses and the wrist camera's images taken at them (views without a board skip)."""
+    if len(t_base_flange) != len(images):
+        raise ValueError(f"hand-eye: {len(t_base_flange)} flange poses but {len(images)} images")
+    detector = CharucoDetector(board)
+    flanges, boards, used = [], [], []
+    for i, (pose, im) in enumerate(zip(t_base_flange, images, strict=True)):
+        det = detector.detect(im, min_corners)
+        if det is None:
+            continue
+        flanges.append(np.asarray(pose, float))
+        boards.append(board_pose(det, intrinsics.camera_matrix, intrinsics.dist))
+        used.append(i)
+    if len(used) < 3:
+        raise ValueError(f"hand-eye: board found (>= {min_corners} corners) in {len(used)} of {len(images)} "
+                         "views, need 3")
+    x = solve_hand_eye(flanges, boards, method)
+    mm, deg = board_in_base_spread(flanges, boards, x)
+    return HandEye(x, method, len(used), mm, deg, {"views_used": used, "board": board.to_json()})
