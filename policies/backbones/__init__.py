@@ -1,0 +1,18 @@
+"""Denoiser backbones: net(sample [B, H, A], time [B], obs_features [B, T, F]) -> [B, H, A]."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from policies.backbones.transformer import TransformerDenoiser
+from policies.backbones.unet import ConditionalUnet1D
+from policies.config import PolicyConfig
+
+
+def make_backbone(cfg: PolicyConfig, action_dim: int, obs_feature_dim: int) -> nn.Module:
+    if cfg.backbone == "unet":
+        return ConditionalUnet1D(action_dim, obs_feature_dim * cfg.n_obs_steps, cfg.unet)
+    return TransformerDenoiser(action_dim, obs_feature_dim, cfg.horizon, cfg.n_obs_steps, cfg.transformer)
+
+
+__all__ = ["ConditionalUnet1D", "TransformerDenoiser", "make_backbone"]

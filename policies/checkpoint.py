@@ -1,0 +1,109 @@
+"""Checkpoint directory: everything needed to run a policy, nothing executable (no pickle).
+
+    <ckpt>/model.safetensors       policy weights (the EMA weights when saved by training)
+    <ckpt>/normalizer.safetensors  data.normalizer stats ("<key>.scale" / "<key>.offset")
+    <ckpt>/config.yaml             {policy: PolicyConfig, train: TrainConfig or {}}
+    <ckpt>/shape_meta.json         observation keys/shapes, action dim, control rate, arm, task
+    <ckpt>/provenance.json         git commit, dataset path, steps, wall time, seed, ...
+
+A directory is written next to its final name and renamed into place, so a reader (the policy node,
+`mimic eval`) never sees a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from data.normalizer import Normalizer
+from policies.config import ConfigError, policy_config_from_dict, to_dict
+from policies.policy import Policy, ShapeMeta
+
+FILES = ("model.safetensors", "normalizer.safetensors", "config.yaml", "shape_meta.json", "provenance.json")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory that is missing, incomplete or inconsistent; the message names the file."""
+
+
+def git_commit(repo: Path | None = None) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo or Path(__file__).resolve().parents[1],
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def tensors_for_save(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+
+
+def save_checkpoint(path: str | Path, policy: Policy, train_cfg: dict[str, Any] | None = None,
+                    provenance: dict[str, Any] | None = None) -> Path:
+    """Write `policy` (its current weights) to directory `path`, replacing an existing one atomically."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(tensors_for_save(policy.state_dict()), str(tmp / "model.safetensors"))
+    save_file(tensors_for_save(policy.normalizer.state_dict()), str(tmp / "normalizer.safetensors"))
+    (tmp / "config.yaml").write_text(yaml.safe_dump({"policy": to_dict(policy.cfg), "train": train_cfg or {}},
+                                                    sort_keys=False))
+    (tmp / "shape_meta.json").write_text(json.dumps(policy.shape_meta.to_json(), indent=2))
+    prov = {"git_commit": git_commit(), "format": "mimic-policy-v1", **(provenance or {})}
+    (tmp / "provenance.json").write_text(json.dumps(prov, indent=2, default=str))
+    old = path.with_name(path.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if path.exists():
+        path.rename(old)
+    tmp.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
+
+
+def load_policy(path: str | Path, device: str = "cpu") -> Policy:
+    """A ready policy (eval mode, on `device`) from a checkpoint directory."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: not a checkpoint directory")
+    for name in FILES[:4]:
+        if not (path / name).is_file():
+            raise CheckpointError(f"{path}: missing {name}")
+    try:
+        cfg_all = yaml.safe_load((path / "config.yaml").read_text()) or {}
+        policy_cfg = policy_config_from_dict(cfg_all.get("policy", {}))
+    except (yaml.YAMLError, ConfigError) as e:
+        raise CheckpointError(f"{path / 'config.yaml'}: {str(e).splitlines()[0]}") from None
+    meta = ShapeMeta.from_json(read_json(path / "shape_meta.json"))
+    try:
+        normalizer = Normalizer().load_state_dict(load_file(str(path / "normalizer.safetensors")))
+        weights = load_file(str(path / "model.safetensors"))
+    except Exception as e:  # safetensors raises its own error types for truncated/foreign files
+        raise CheckpointError(f"{path}: weights unreadable ({type(e).__name__}: {e})") from None
+    policy = Policy(policy_cfg, meta, normalizer)
+    try:
+        policy.load_state_dict(weights, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path / 'model.safetensors'}: does not match config.yaml "
+                              f"({str(e).splitlines()[0]})") from None
+    return policy.to(device).eval()
+
+
+def load_provenance(path: str | Path) -> dict[str, Any]:
+    p = Path(path) / "provenance.json"
+    return read_json(p) if p.is_file() else {}

@@ -1,0 +1,261 @@
+"""Policy and training configuration: dataclasses, YAML in/out, `--set a.b=value` overrides.
+
+One nested dataclass tree is the single source of truth: the YAML file a user writes, the overrides on
+the command line, and the config stored inside a checkpoint all go through `from_dict`/`to_dict`, and
+unknown keys are an error naming the key (a typo must not silently train the default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+GENERATORS = ("diffusion", "edm", "flow", "consistency")
+BACKBONES = ("unet", "transformer")
+
+
+class ConfigError(ValueError):
+    """A config file or override that names an unknown field or holds a value of the wrong type."""
+
+
+@dataclass
+class UnetConfig:
+    """1D temporal Conv UNet (diffusion_policy's ConditionalUnet1D): FiLM from time + observation features."""
+
+    down_dims: list[int] = field(default_factory=lambda: [64, 128, 256])
+    kernel_size: int = 5
+    n_groups: int = 8
+    time_embed_dim: int = 128
+
+
+@dataclass
+class TransformerConfig:
+    """Action tokens self-attend and cross-attend to [time, obs step 1..n] tokens (non-causal)."""
+
+    d_model: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    dropout: float = 0.1
+
+
+@dataclass
+class ImageEncoderConfig:
+    """ResNet-18-style trunk (widths w, 2w, 4w, 8w; two BasicBlocks per stage), GroupNorm, one per camera."""
+
+    width: int = 32
+    feature_dim: int = 64
+    pooling: str = "spatial_softmax"  # or "avg"
+    num_keypoints: int = 32
+    crop_ratio: float = 0.9  # random crop while training, centre crop at inference; 1.0 disables
+
+
+@dataclass
+class GeneratorConfig:
+    """Knobs of all generators; each reads its own. Sigmas are in normalised action units ([-1, 1])."""
+
+    num_inference_steps: int = 0  # default for predict(); 0: the generator's own default
+    # diffusion (DDPM training, DDPM/DDIM sampling via diffusers)
+    num_train_timesteps: int = 100
+    beta_schedule: str = "squaredcos_cap_v2"
+    prediction_type: str = "epsilon"
+    scheduler: str = "ddim"  # ddim | ddpm
+    # edm / consistency (Karras et al. 2022 preconditioning; BESO; Consistency Policy)
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    sigma_data: float = 0.5
+    rho: float = 7.0
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    sampler: str = "euler"  # edm and flow: euler | heun
+    # flow matching
+    time_sampling: str = "uniform"  # uniform | logit_normal
+    # consistency distillation
+    teacher: str = ""  # checkpoint directory of an edm policy (required for consistency)
+    cd_bins: int = 18  # Karras discretisation N of the teacher's ODE
+    cd_solver: str = "heun"  # teacher ODE step: euler | heun
+    cd_huber_c: float = 0.0  # pseudo-Huber constant; 0 -> squared error
+
+
+@dataclass
+class PolicyConfig:
+    obs_keys: list[str] = field(default_factory=lambda: ["robot0_joint_pos", "robot0_gripper_width", "object_state"])
+    n_obs_steps: int = 2
+    horizon: int = 16
+    n_action_steps: int = 8
+    generator: str = "flow"
+    backbone: str = "unet"
+    lowdim_norm: str = "minmax"
+    unet: UnetConfig = field(default_factory=UnetConfig)
+    transformer: TransformerConfig = field(default_factory=TransformerConfig)
+    image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    gen: GeneratorConfig = field(default_factory=GeneratorConfig)
+
+    def validate(self) -> None:
+        if self.generator not in GENERATORS:
+            raise ConfigError(f"policy.generator: {self.generator!r} is not one of {GENERATORS}")
+        if self.backbone not in BACKBONES:
+            raise ConfigError(f"policy.backbone: {self.backbone!r} is not one of {BACKBONES}")
+        if not 1 <= self.n_obs_steps <= self.horizon:
+            raise ConfigError(f"policy: need 1 <= n_obs_steps ({self.n_obs_steps}) <= horizon ({self.horizon})")
+        if not 1 <= self.n_action_steps <= self.horizon - self.n_obs_steps + 1:
+            raise ConfigError(f"policy.n_action_steps: {self.n_action_steps} must be in 1.."
+                              f"{self.horizon - self.n_obs_steps + 1} (horizon - n_obs_steps + 1)")
+        if self.backbone == "unet" and self.horizon % (2 ** (len(self.unet.down_dims) - 1)):
+            raise ConfigError(f"policy.horizon: {self.horizon} must be divisible by "
+                              f"{2 ** (len(self.unet.down_dims) - 1)} for a UNet with {len(self.unet.down_dims)} levels")
+        if self.generator == "consistency" and not self.gen.teacher:
+            raise ConfigError("policy.gen.teacher: a consistency policy needs the checkpoint of an edm teacher")
+        if not self.obs_keys:
+            raise ConfigError("policy.obs_keys: at least one observation key is required")
+
+
+@dataclass
+class RecordConfig:
+    """Record the dataset from the twin's scripted expert when `dataset` does not exist yet (episodes > 0)."""
+
+    arm: str = "franka"
+    task: str = "pick_place"
+    episodes: int = 0
+    seed: int = 0
+    cameras: list[str] = field(default_factory=list)
+    image_size: list[int] = field(default_factory=lambda: [96, 96])
+
+
+@dataclass
+class EvalConfig:
+    """Periodic twin rollouts during training (0 episodes disables them)."""
+
+    arm: str = "franka"
+    task: str = "pick_place"
+    episodes: int = 0
+    every: int = 0  # steps; 0 -> only at the end
+    seed: int = 100_000  # far from recording seeds so rollouts are held-out scenes
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = ""
+    run_dir: str = "runs/policy"
+    seed: int = 0
+    steps: int = 2000
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-6
+    warmup_steps: int = 100
+    ema_power: float = 0.75
+    ema_max_decay: float = 0.9999
+    bf16: bool = False
+    threads: int = 0  # torch intra-op threads per process; 0 leaves torch's default
+    val_ratio: float = 0.05
+    val_every: int = 250
+    ckpt_every: int = 500
+    log_every: int = 50
+    device: str = "cpu"
+    resume: bool = True  # continue from <run_dir>/train_state when it exists
+    grad_clip: float = 1.0
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    record: RecordConfig = field(default_factory=RecordConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> None:
+        self.policy.validate()
+        if not self.dataset:
+            raise ConfigError("dataset: path of the training store is required")
+        for name in ("steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
+
+
+# ---- dict / YAML ------------------------------------------------------------------------------------
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return from_dict(tp, value, where)
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_convert(inner, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    try:
+        if tp is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return value.lower() in ("true", "1", "yes")
+            return bool(value)
+        if tp is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if tp is float:
+            return float(value)
+        if tp is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {value!r} is not a valid {tp.__name__}") from None
+    return value
+
+
+def from_dict(cls: type, d: dict[str, Any], where: str = "") -> Any:
+    """Build dataclass `cls` from a nested dict; unknown keys raise ConfigError naming them."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ConfigError(f"{where or 'config'}: unknown field(s) {unknown} (known: {sorted(names)})")
+    kwargs = {k: _convert(hints[k], v, f"{where}.{k}" if where else k) for k, v in d.items()}
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """`a.b.c=value` strings into the nested dict (values parsed as YAML scalars/lists)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        key, raw = item.split("=", 1)
+        node = d
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {p!r} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw) if raw else ""
+    return d
+
+
+def load_train_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    """YAML file (or defaults when path is None) + overrides -> validated TrainConfig."""
+    d: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            d = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"{p}: top level must be a mapping")
+    d = apply_overrides(d, overrides or [])
+    cfg = from_dict(TrainConfig, d)
+    cfg.validate()
+    return cfg
+
+
+def policy_config_from_dict(d: dict[str, Any]) -> PolicyConfig:
+    cfg = from_dict(PolicyConfig, d, "policy")
+    cfg.validate()
+    return cfg

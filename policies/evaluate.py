@@ -1,0 +1,185 @@
+"""`mimic eval <checkpoint> --arm A --task T --episodes N [--video-dir D]`: roll a policy out on the twin.
+
+Plain Python, no ROS: sim.make_env stepped at its control rate with receding-horizon execution. Every
+n_action_steps the policy sees the last n_obs_steps observations and the rows
+[n_obs_steps - 1, n_obs_steps - 1 + n_action_steps) of its chunk are executed (diffusion_policy's
+convention, the one the policy node uses). Evaluation seeds default to 100000+ so scenes are never
+ones the demonstrations were recorded on (sim.record uses 0, 1, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from sim.env import CAMERA_KEYS, make_env
+
+KEY_TO_CAMERA = {v: k for k, v in CAMERA_KEYS.items()}
+DEFAULT_SEED = 100_000
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (95% for z = 1.96); (0, 1) for n = 0."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z**2 / n
+    centre = (p + z**2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass
+class EvalResult:
+    arm: str
+    task: str
+    episodes: int
+    successes: int
+    success_rate: float
+    ci_low: float
+    ci_high: float
+    outcomes: list[bool] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    episode_steps: list[int] = field(default_factory=list)
+    num_inference_steps: int | None = None
+    inference_ms_p50: float = 0.0
+    inference_ms_p99: float = 0.0
+    wall_s: float = 0.0
+    videos: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"{self.arm}/{self.task}: success {self.successes}/{self.episodes} = {self.success_rate:.1%} "
+                f"(95% CI {self.ci_low:.1%}-{self.ci_high:.1%}), chunk {self.inference_ms_p50:.1f} ms p50 / "
+                f"{self.inference_ms_p99:.1f} ms p99, {self.wall_s:.0f} s")
+
+
+def rollout(policy, env, seed: int, num_inference_steps: int | None = None, video_size: tuple[int, int] | None = None
+            ) -> tuple[bool, int, list[float], list[np.ndarray]]:
+    """One episode -> (success, steps, chunk inference times [s], frames if video_size)."""
+    obs = env.reset(seed=seed)
+    policy.reset()
+    hist: deque[dict[str, np.ndarray]] = deque([obs] * policy.n_obs_steps, maxlen=policy.n_obs_steps)
+    first = policy.n_obs_steps - 1
+    times: list[float] = []
+    frames: list[np.ndarray] = []
+
+    def frame() -> None:
+        if video_size is not None:
+            frames.append(np.concatenate([env.render("scene", video_size), env.render("wrist", video_size)], 1))
+
+    frame()
+    success, steps = False, 0
+    while steps < env.max_steps:
+        window = {k: np.stack([o[k] for o in hist]) for k in policy.obs_keys}
+        t0 = time.perf_counter()
+        chunk = policy.predict(window, num_inference_steps=num_inference_steps)
+        times.append(time.perf_counter() - t0)
+        for action in chunk[first:first + policy.n_action_steps]:
+            obs, _, term, trunc, info = env.step(action)
+            hist.append(obs)
+            steps += 1
+            frame()
+            if term or trunc:
+                return bool(info["success"]), steps, times, frames
+    return success, steps, times, frames
+
+
+def evaluate(policy, arm: str, task: str, episodes: int, seed: int = DEFAULT_SEED,
+             num_inference_steps: int | None = None, video_dir: str | Path | None = None, n_videos: int = 3,
+             video_size: tuple[int, int] = (192, 256), progress: bool = True) -> EvalResult:
+    """Roll `policy` out for `episodes` seeded episodes (seed, seed+1, ...); MP4s of the first n_videos."""
+    if episodes < 1:
+        raise ValueError(f"eval: episodes must be >= 1, got {episodes}")
+    cams = []
+    for k in getattr(policy, "image_keys", ()):
+        if k not in KEY_TO_CAMERA:
+            raise ValueError(f"eval: policy image key {k!r} is not a twin camera ({sorted(KEY_TO_CAMERA)})")
+        cams.append(KEY_TO_CAMERA[k])
+    image_size = (96, 96)
+    if cams:
+        image_size = tuple(policy.shape_meta.obs_shapes[policy.image_keys[0]][:2])
+    env = make_env(task, arm, seed=seed, cameras=tuple(cams), image_size=image_size)
+    vdir = Path(video_dir) if video_dir else None
+    if vdir is not None:
+        vdir.mkdir(parents=True, exist_ok=True)
+    result = EvalResult(arm, task, episodes, 0, 0.0, 0.0, 1.0, num_inference_steps=num_inference_steps)
+    all_times: list[float] = []
+    t_start = time.monotonic()
+    bar = tqdm(range(episodes), desc=f"eval {arm}/{task}", disable=not progress, unit="ep")
+    try:
+        for i in bar:
+            ep_seed = seed + i
+            want_video = vdir is not None and i < n_videos
+            ok, steps, times, frames = rollout(policy, env, ep_seed, num_inference_steps,
+                                               video_size if want_video else None)
+            result.outcomes.append(ok)
+            result.seeds.append(ep_seed)
+            result.episode_steps.append(steps)
+            all_times += times
+            if want_video and vdir is not None:
+                out = vdir / f"{task}_{arm}_seed{ep_seed}_{'success' if ok else 'fail'}.mp4"
+                import imageio.v3 as iio
+
+                iio.imwrite(out, np.stack(frames), fps=env.control_hz, codec="libx264")
+                result.videos.append(str(out))
+            bar.set_postfix(success=f"{sum(result.outcomes)}/{len(result.outcomes)}")
+    finally:
+        env.close()
+    result.successes = int(sum(result.outcomes))
+    result.success_rate = result.successes / episodes
+    result.ci_low, result.ci_high = wilson_interval(result.successes, episodes)
+    if all_times:
+        result.inference_ms_p50 = float(np.median(all_times) * 1e3)
+        result.inference_ms_p99 = float(np.percentile(all_times, 99) * 1e3)
+    result.wall_s = time.monotonic() - t_start
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="mimic eval", description="roll a checkpoint out on a twin task")
+    ap.add_argument("checkpoint", help="checkpoint directory (e.g. <run_dir>/checkpoint)")
+    ap.add_argument("--arm", default=None, help="twin arm (default: the arm the policy was trained on)")
+    ap.add_argument("--task", default=None, help="twin task (default: the policy's training task)")
+    ap.add_argument("--episodes", type=int, default=50)
+    ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    ap.add_argument("--steps", type=int, default=None, help="num_inference_steps (default: the policy's)")
+    ap.add_argument("--video-dir", default=None, help="write MP4s of the first --videos rollouts here")
+    ap.add_argument("--videos", type=int, default=3)
+    ap.add_argument("--json", default=None, help="also write the result as JSON to this file")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 on a shared machine)")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args(argv)
+    from policies.checkpoint import CheckpointError, load_policy
+
+    torch.set_num_threads(max(1, args.threads))
+    try:
+        policy = load_policy(args.checkpoint, device=args.device)
+        arm = args.arm or policy.shape_meta.arm
+        task = args.task or policy.shape_meta.task
+        if not arm or not task:
+            raise ValueError(f"{args.checkpoint}: checkpoint names no arm/task; pass --arm and --task")
+        res = evaluate(policy, arm, task, args.episodes, seed=args.seed, num_inference_steps=args.steps,
+                       video_dir=args.video_dir, n_videos=args.videos)
+    except (CheckpointError, ValueError, KeyError) as e:
+        print(f"mimic eval: {e}", file=sys.stderr)
+        return 2
+    print(res.summary())
+    for v in res.videos:
+        print(f"  video: {v}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(asdict(res), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""The generator interface (see the package docstring)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from policies.config import GeneratorConfig
+
+Net = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class Generator:
+    default_steps = 10
+
+    def __init__(self, cfg: GeneratorConfig) -> None:
+        self.cfg = cfg
+
+    def steps(self, num_inference_steps: int | None) -> int:
+        n = num_inference_steps or self.cfg.num_inference_steps or self.default_steps
+        if n < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {n}")
+        return int(n)
+
+    def loss(self, net: Net, x0: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sample(self, net: Net, cond: torch.Tensor, shape: tuple[int, ...], num_inference_steps: int | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def randn(shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)

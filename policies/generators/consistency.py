@@ -1,0 +1,64 @@
+"""Consistency policy: a one-to-three-step student distilled from an EDM teacher (Consistency Policy).
+
+Consistency distillation (Song et al. 2023): on the teacher's Karras discretisation sigma_0 < ... < sigma_N,
+take x at sigma_{n+1}, run one teacher ODE step (Heun or Euler) down to sigma_n, and train the student
+f(x, sigma) so that f(x_{n+1}, sigma_{n+1}) == stopgrad f(x_n, sigma_n). The boundary condition
+f(x, sigma_min) = x is built into the parameterisation (c_skip -> 1, c_out -> 0), so every sigma maps
+to the clean chunk; sampling is one call at sigma_max, optionally refined by re-noising to lower sigmas.
+The student starts from the teacher's weights; its c_in / c_noise match the teacher's EDM ones.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from policies.generators.base import Generator, Net, randn
+from policies.generators.diffusion import NOISE_SCALE, EDMGenerator, karras_sigmas
+
+
+class ConsistencyGenerator(Generator):
+    default_steps = 1
+
+    def consistency_fn(self, net: Net, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        c = self.cfg
+        sd, s = c.sigma_data, sigma[:, None, None]
+        c_skip = sd**2 / ((s - c.sigma_min) ** 2 + sd**2)
+        c_out = (s - c.sigma_min) * sd / (s**2 + sd**2).sqrt()
+        c_in = 1 / (s**2 + sd**2).sqrt()
+        return c_skip * x + c_out * net(c_in * x, sigma.log() / 4 * NOISE_SCALE, cond)
+
+    def distill_loss(self, net: Net, x0: torch.Tensor, cond: torch.Tensor, teacher: EDMGenerator, teacher_net: Net,
+                     teacher_cond: torch.Tensor) -> torch.Tensor:
+        c = self.cfg
+        b = x0.shape[0]
+        sigmas = karras_sigmas(c.cd_bins + 1, c.sigma_min, c.sigma_max, c.rho, x0.device).flip(0)  # ascending
+        n = torch.randint(0, c.cd_bins, (b,), device=x0.device)
+        s_lo, s_hi = sigmas[n], sigmas[n + 1]
+        x_hi = x0 + s_hi[:, None, None] * torch.randn_like(x0)
+        with torch.no_grad():
+            d_hi = (x_hi - teacher.denoise(teacher_net, x_hi, s_hi, teacher_cond)) / s_hi[:, None, None]
+            dt = (s_lo - s_hi)[:, None, None]
+            x_lo = x_hi + dt * d_hi
+            if c.cd_solver == "heun":
+                d_lo = (x_lo - teacher.denoise(teacher_net, x_lo, s_lo, teacher_cond)) / s_lo[:, None, None]
+                x_lo = x_hi + dt * 0.5 * (d_hi + d_lo)
+            target = self.consistency_fn(net, x_lo, s_lo, cond)  # stop-gradient target (mu = 0, as in iCT)
+        pred = self.consistency_fn(net, x_hi, s_hi, cond)
+        err = (pred.float() - target.float()) ** 2
+        if c.cd_huber_c > 0:
+            err = (err.flatten(1).sum(1) + c.cd_huber_c**2).sqrt() - c.cd_huber_c
+        return err.mean()
+
+    def loss(self, net: Net, x0: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("a consistency policy trains by distillation: use distill_loss with its EDM teacher")
+
+    def sample(self, net: Net, cond: torch.Tensor, shape: tuple[int, ...], num_inference_steps: int | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        c, n = self.cfg, self.steps(num_inference_steps)
+        sigmas = karras_sigmas(n + 1, c.sigma_min, c.sigma_max, c.rho, cond.device)[:n]
+        b = shape[0]
+        x = self.consistency_fn(net, randn(shape, cond, generator) * sigmas[0], sigmas[0].expand(b), cond)
+        for s in sigmas[1:]:
+            noisy = x + (s**2 - c.sigma_min**2).clamp(min=0).sqrt() * randn(shape, cond, generator)
+            x = self.consistency_fn(net, noisy, s.expand(b), cond)
+        return x

@@ -1,0 +1,152 @@
+"""Policy: observation encoder + denoiser backbone + generator + normaliser, behind the deploy contract.
+
+`predict(obs_window)` takes raw observations (low-dim in dataset units, images uint8 HWC) for the last
+`n_obs_steps` steps and returns `horizon` absolute actions; row i belongs to time step
+i - (n_obs_steps - 1) relative to the newest observation (diffusion_policy's convention), so the rows
+to execute now are [n_obs_steps - 1, n_obs_steps - 1 + n_action_steps).
+`forward(batch)` is the training loss, so DDP can wrap the whole module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from data.normalizer import Normalizer
+from policies.backbones import make_backbone
+from policies.config import PolicyConfig
+from policies.encoders import ObsEncoder
+from policies.generators import ConsistencyGenerator, EDMGenerator, make_generator
+
+
+@dataclass
+class ShapeMeta:
+    """What a checkpoint needs to rebuild the network and check inputs, independent of the dataset."""
+
+    obs_shapes: dict[str, list[int]]  # per-step shape; images (H, W, 3) uint8
+    action_dim: int
+    control_hz: float = 10.0
+    image_keys: list[str] = field(default_factory=list)
+    arm: str = ""
+    task: str = ""
+    joint_names: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> ShapeMeta:
+        return ShapeMeta(**d)
+
+
+class Policy(nn.Module):
+    def __init__(self, cfg: PolicyConfig, shape_meta: ShapeMeta, normalizer: Normalizer) -> None:
+        super().__init__()
+        cfg.validate()
+        missing = [k for k in cfg.obs_keys if k not in shape_meta.obs_shapes]
+        if missing:
+            raise ValueError(f"policy: observation keys {missing} have no shape in shape_meta")
+        self.cfg, self.shape_meta, self.normalizer = cfg, shape_meta, normalizer
+        self.obs_keys = tuple(cfg.obs_keys)
+        self.n_obs_steps, self.horizon, self.n_action_steps = cfg.n_obs_steps, cfg.horizon, cfg.n_action_steps
+        self.action_dim = int(shape_meta.action_dim)
+        self.control_hz = float(shape_meta.control_hz)
+        self.image_keys = tuple(k for k in self.obs_keys if k in shape_meta.image_keys)
+        lowdim = {k: int(np.prod(shape_meta.obs_shapes[k])) for k in self.obs_keys if k not in self.image_keys}
+        images = {k: tuple(shape_meta.obs_shapes[k][:2]) for k in self.image_keys}
+        self.encoder = ObsEncoder(lowdim, images, cfg.image)
+        self.backbone = make_backbone(cfg, self.action_dim, self.encoder.feature_dim)
+        self.generator = make_generator(cfg.generator, cfg.gen)
+        self._teacher: list[Policy] = []  # consistency only; a list so it is not a registered submodule
+        self._rng: torch.Generator | None = None
+
+    # ---- consistency distillation ------------------------------------------------------------
+    def set_teacher(self, teacher: Policy) -> None:
+        """Freeze `teacher` (an edm policy) and initialise this student's networks from it."""
+        if not isinstance(self.generator, ConsistencyGenerator):
+            raise ValueError("set_teacher: only a consistency policy distils from a teacher")
+        if not isinstance(teacher.generator, EDMGenerator):
+            raise ValueError(f"consistency teacher must be an 'edm' policy, got {teacher.cfg.generator!r}")
+        self.encoder.load_state_dict(teacher.encoder.state_dict())
+        self.backbone.load_state_dict(teacher.backbone.state_dict())
+        teacher.eval().requires_grad_(False)
+        self._teacher = [teacher]
+
+    # ---- shared pieces -----------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def normalize_obs(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: obs[k] if k in self.image_keys else self.normalizer.normalize(k, obs[k]) for k in self.obs_keys}
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Training loss for a batch {"obs": {key: [B, T, ...]}, "action": [B, H, A]} (images [B,T,3,H,W] 0..1)."""
+        nobs = self.encoder.augment(self.normalize_obs(batch["obs"]), train=True)
+        x0 = self.normalizer.normalize("action", batch["action"])
+        cond = self.encoder(nobs)
+        if isinstance(self.generator, ConsistencyGenerator):
+            if not self._teacher:
+                raise RuntimeError("consistency policy: call set_teacher(edm_policy) before training")
+            teacher = self._teacher[0]
+            with torch.no_grad():
+                teacher_cond = teacher.encoder(nobs)
+            return self.generator.distill_loss(self.backbone, x0, cond, teacher.generator, teacher.backbone,
+                                               teacher_cond)
+        return self.generator.loss(self.backbone, x0, cond)
+
+    @torch.no_grad()
+    def sample_actions(self, obs: dict[str, torch.Tensor], num_inference_steps: int | None = None,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+        """Batched obs tensors (dataset units; images [B,T,3,H,W] 0..1) -> absolute actions [B, H, A]."""
+        nobs = self.encoder.augment(self.normalize_obs(obs), train=False)
+        cond = self.encoder(nobs)
+        b = cond.shape[0]
+        x = self.generator.sample(self.backbone, cond, (b, self.horizon, self.action_dim), num_inference_steps,
+                                  generator)
+        return self.normalizer.unnormalize("action", x)
+
+    # ---- deploy contract ---------------------------------------------------------------------
+    def obs_to_tensors(self, obs_window: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        """Check and convert one raw observation window into a batch of one."""
+        out = {}
+        dev = self.device
+        for k in self.obs_keys:
+            if k not in obs_window:
+                raise KeyError(f"policy.predict: observation key {k!r} missing (have {sorted(obs_window)})")
+            x = np.asarray(obs_window[k])
+            want = (self.n_obs_steps, *self.shape_meta.obs_shapes[k])
+            if x.shape != want:
+                raise ValueError(f"policy.predict: {k!r} has shape {x.shape}, expected {want} "
+                                 f"(n_obs_steps={self.n_obs_steps})")
+            if k in self.image_keys:
+                t = torch.from_numpy(np.ascontiguousarray(x)).to(dev).permute(0, 3, 1, 2).float().div_(255.0)
+            else:
+                t = torch.from_numpy(x.astype(np.float32)).to(dev)
+            out[k] = t[None]
+        return out
+
+    def predict(self, obs_window: dict[str, np.ndarray], num_inference_steps: int | None = None) -> np.ndarray:
+        """Raw observation window -> [horizon, action_dim] absolute actions (numpy, float64)."""
+        was_training = self.training
+        self.eval()
+        try:
+            acts = self.sample_actions(self.obs_to_tensors(obs_window), num_inference_steps, self._rng)
+        finally:
+            self.train(was_training)
+        return acts[0].double().cpu().numpy()
+
+    def reset(self) -> None:
+        """No recurrent state; re-seeds nothing (sampling noise comes from torch's global RNG or `seed`)."""
+
+    def seed(self, seed: int | None) -> None:
+        """Make predict() reproducible (its own RNG) or, with None, use torch's global RNG again."""
+        if seed is None:
+            self._rng = None
+            return
+        self._rng = torch.Generator(device=self.device)
+        self._rng.manual_seed(int(seed))

@@ -1,0 +1,368 @@
+"""`mimic train <config.yaml> [--set key=value ...]`: train a policy; also `train(cfg) -> run_dir`.
+
+Run directory layout (all written by rank 0):
+
+    <run_dir>/checkpoint/        the policy (EMA weights) -> policies.load_policy(<run_dir>/checkpoint)
+    <run_dir>/train_state/       raw weights, EMA, AdamW state, step: what `resume` continues from
+    <run_dir>/config.yaml        the resolved config
+    <run_dir>/metrics.csv        step, wall time, lr, losses, validation, rollout success
+    <run_dir>/loss.png, success.png
+
+The same entry point runs under `torchrun --nproc_per_node N -m policies.train cfg.yaml`: DDP over gloo
+on CPU (NCCL on CUDA), each rank draws its own batches of batch_size / N windows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from data.dataset import DatasetError, ReplayDataset
+from data.torch_dataset import WindowDataset
+from policies.checkpoint import CheckpointError, load_policy, save_checkpoint, tensors_for_save
+from policies.config import ConfigError, TrainConfig, load_train_config, to_dict
+from policies.data import WindowBatches, widen_small_ranges
+from policies.policy import Policy, ShapeMeta
+
+CHECKPOINT_DIR = "checkpoint"
+STATE_DIR = "train_state"
+METRIC_FIELDS = ("step", "wall_s", "lr", "loss", "val_loss", "val_action_mse", "success_rate", "samples_per_s")
+MIN_LOWDIM_RANGE = 0.02  # see policies.data.widen_small_ranges
+
+
+# ---- small helpers ---------------------------------------------------------------------------------
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up to cfg.lr, then cosine decay to 0 at cfg.steps."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+class EMA:
+    """diffusion_policy's EMA: decay = 1 - (1 + step)^-power, capped; the averaged copy is what ships."""
+
+    def __init__(self, model: Policy, power: float, max_decay: float) -> None:
+        teacher, model._teacher = model._teacher, []
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        model._teacher = teacher
+        self.power, self.max_decay, self.step = power, max_decay, 0
+
+    @torch.no_grad()
+    def update(self, model: Policy) -> None:
+        self.step += 1
+        decay = min(self.max_decay, max(0.0, 1 - (1 + self.step) ** -self.power))
+        for p_ema, p in zip(self.model.parameters(), model.parameters(), strict=True):
+            p_ema.mul_(decay).add_(p.detach(), alpha=1 - decay)
+        for b_ema, b in zip(self.model.buffers(), model.buffers(), strict=True):
+            b_ema.copy_(b)
+
+
+def dist_info() -> tuple[int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def shape_meta_for(ds: ReplayDataset, obs_keys: list[str], image_keys: set[str]) -> ShapeMeta:
+    attrs = ds.attrs
+    return ShapeMeta(
+        obs_shapes={k: list(ds.array(k).shape[1:]) for k in obs_keys},
+        action_dim=int(ds.array("action").shape[1]), control_hz=float(attrs.get("fps", 10.0)),
+        image_keys=sorted(image_keys), arm=str(attrs.get("robot", "")), task=str(attrs.get("task", "")),
+        joint_names=list(attrs.get("joint_names", [])))
+
+
+def ensure_dataset(cfg: TrainConfig, rank: int) -> None:
+    if Path(cfg.dataset).exists() or cfg.record.episodes <= 0:
+        if not Path(cfg.dataset).exists() and "://" not in cfg.dataset:
+            raise DatasetError(f"{cfg.dataset}: dataset not found (set record.episodes to record it from the twin)")
+        return
+    if rank == 0:
+        from sim.record import record_expert_dataset
+
+        r = cfg.record
+        record_expert_dataset(cfg.dataset, r.arm, r.task, r.episodes, seed=r.seed, cameras=tuple(r.cameras),
+                              image_size=(r.image_size[0], r.image_size[1]))
+
+
+def save_state(run_dir: Path, policy: Policy, ema: EMA, opt: torch.optim.Optimizer, step: int, wall_s: float) -> None:
+    """Everything resume needs, as safetensors + JSON (no pickle)."""
+    tmp = run_dir / (STATE_DIR + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    save_file(tensors_for_save(policy.state_dict()), str(tmp / "model.safetensors"))
+    save_file(tensors_for_save(ema.model.state_dict()), str(tmp / "ema.safetensors"))
+    osd = opt.state_dict()
+    flat = {f"{i}.{name}": torch.as_tensor(v) for i, st in osd["state"].items() for name, v in st.items()}
+    save_file(tensors_for_save(flat), str(tmp / "optim.safetensors"))
+    (tmp / "state.json").write_text(json.dumps({"step": step, "wall_s": wall_s, "ema_step": ema.step,
+                                                "param_groups": osd["param_groups"]}))
+    final = run_dir / STATE_DIR
+    old = run_dir / (STATE_DIR + ".old")
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    if old.exists():
+        for f in old.iterdir():
+            f.unlink()
+        old.rmdir()
+
+
+def load_state(run_dir: Path, policy: Policy, ema: EMA, opt: torch.optim.Optimizer) -> tuple[int, float]:
+    d = run_dir / STATE_DIR
+    meta = json.loads((d / "state.json").read_text())
+    policy.load_state_dict(load_file(str(d / "model.safetensors")))
+    ema.model.load_state_dict(load_file(str(d / "ema.safetensors")))
+    ema.step = int(meta["ema_step"])
+    flat = load_file(str(d / "optim.safetensors"))
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, v in flat.items():
+        i, name = key.split(".", 1)
+        state.setdefault(int(i), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return int(meta["step"]), float(meta["wall_s"])
+
+
+class Metrics:
+    """metrics.csv (appended, so a resumed run continues the same file) + PNG plots."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / "metrics.csv"
+        self.run_dir = run_dir
+        if not self.path.exists():
+            with self.path.open("w", newline="") as f:
+                csv.writer(f).writerow(METRIC_FIELDS)
+
+    def log(self, **row: Any) -> None:
+        with self.path.open("a", newline="") as f:
+            csv.writer(f).writerow(["" if row.get(k) is None else row[k] for k in METRIC_FIELDS])
+
+    def rows(self) -> list[dict[str, str]]:
+        with self.path.open() as f:
+            return list(csv.DictReader(f))
+
+    def plot(self) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = self.rows()
+
+        def series(name: str, x: str = "step") -> tuple[list[float], list[float]]:
+            pts = [(float(r[x]), float(r[name])) for r in rows if r.get(name)]
+            return [p[0] for p in pts], [p[1] for p in pts]
+
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for name in ("loss", "val_loss", "val_action_mse"):
+            xs, ys = series(name)
+            if xs:
+                ax.plot(xs, ys, label=name, marker="." if name != "loss" else None)
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss (normalised units)")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(self.run_dir / "loss.png", dpi=90)
+        plt.close(fig)
+        xs, ys = series("success_rate", "wall_s")
+        if xs:
+            fig, ax = plt.subplots(figsize=(7, 4))
+            ax.plot([x / 60 for x in xs], ys, marker="o")
+            ax.set_xlabel("training wall time [min]")
+            ax.set_ylabel("twin rollout success")
+            ax.set_ylim(-0.02, 1.02)
+            ax.grid(alpha=0.3)
+            fig.tight_layout()
+            fig.savefig(self.run_dir / "success.png", dpi=90)
+            plt.close(fig)
+
+
+@torch.no_grad()
+def validate(policy: Policy, batches: WindowBatches, seed: int, batch_size: int, n_batches: int = 4,
+             device: str = "cpu") -> tuple[float, float]:
+    """(mean loss, action MSE of sampled chunks in normalised units) on fixed val windows and fixed noise."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        n = min(len(batches), batch_size * n_batches)
+        ids = rng.choice(len(batches), n, replace=False)
+        losses, mses = [], []
+        for chunk in np.array_split(ids, max(1, math.ceil(n / batch_size))):
+            b = batches.batch(chunk, device)
+            was = policy.training
+            policy.eval()
+            if policy._teacher or policy.cfg.generator != "consistency":
+                losses.append(float(policy(b)))
+            pred = policy.sample_actions(b["obs"])
+            policy.train(was)
+            norm = policy.normalizer
+            mses.append(float(((norm.normalize("action", pred) - norm.normalize("action", b["action"])) ** 2).mean()))
+    return (float(np.mean(losses)) if losses else float("nan")), float(np.mean(mses))
+
+
+# ---- training --------------------------------------------------------------------------------------
+def train(cfg: TrainConfig, progress: bool = True) -> Path:
+    """Train per `cfg`; returns the run directory (policy at <run_dir>/checkpoint)."""
+    cfg.validate()
+    rank, world = dist_info()
+    device = cfg.device
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    if device.startswith("cuda") and world > 1:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        torch.cuda.set_device(device)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    run_dir = Path(cfg.run_dir)
+    try:
+        ensure_dataset(cfg, rank)
+        if world > 1:
+            dist.barrier()
+        pc = cfg.policy
+        common = dict(obs_keys=pc.obs_keys, n_obs_steps=pc.n_obs_steps, horizon=pc.horizon,
+                      n_action_steps=pc.n_action_steps, val_ratio=cfg.val_ratio, seed=cfg.seed)
+        train_windows = WindowDataset(cfg.dataset, split="train", **common)
+        data = WindowBatches(train_windows, progress=progress and rank == 0)
+        val = WindowBatches(WindowDataset(cfg.dataset, split="val", **common)) \
+            if cfg.val_ratio > 0 and train_windows.replay.n_episodes > 1 else None
+        meta = shape_meta_for(train_windows.replay, pc.obs_keys, train_windows.image_keys)
+        teacher = None
+        if pc.generator == "consistency":
+            teacher = load_policy(pc.gen.teacher, device=device)
+            if tuple(teacher.obs_keys) != tuple(pc.obs_keys) or teacher.horizon != pc.horizon:
+                raise ConfigError(f"policy.gen.teacher {pc.gen.teacher}: obs_keys/horizon differ from the student's")
+            normalizer = teacher.normalizer  # the student must live in the teacher's normalised space
+        else:
+            lowdim = [k for k in pc.obs_keys if k not in train_windows.image_keys]
+            modes = {"action": "minmax", **{k: pc.lowdim_norm for k in lowdim},
+                     **{k: "identity" for k in train_windows.image_keys}}
+            normalizer = widen_small_ranges(train_windows.get_normalizer(modes), lowdim, MIN_LOWDIM_RANGE)
+        policy = Policy(pc, meta, normalizer).to(device)
+        if teacher is not None:
+            policy.set_teacher(teacher)
+        ema = EMA(policy, cfg.ema_power, cfg.ema_max_decay)
+        opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.95, 0.999), weight_decay=cfg.weight_decay)
+        step, wall0 = 0, 0.0
+        if cfg.resume and (run_dir / STATE_DIR / "state.json").exists():
+            step, wall0 = load_state(run_dir, policy, ema, opt)
+        if rank == 0:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        metrics = Metrics(run_dir) if rank == 0 else None
+        model: torch.nn.Module = policy
+        if world > 1:
+            model = torch.nn.parallel.DistributedDataParallel(policy)
+        local_bs = max(1, cfg.batch_size // world)
+        rng = np.random.default_rng([cfg.seed, rank, step])
+        n_params = sum(p.numel() for p in policy.parameters())
+        bar = tqdm(total=cfg.steps, initial=step, desc=f"train {pc.generator}/{pc.backbone} {n_params / 1e6:.2f}M",
+                   disable=not (progress and rank == 0), unit="step")
+        t_start = time.monotonic()
+        t_log, n_log, losses = time.monotonic(), 0, []
+
+        def wall() -> float:
+            return wall0 + time.monotonic() - t_start
+
+        def provenance() -> dict[str, Any]:
+            return {"dataset": str(cfg.dataset), "steps": step, "wall_s": round(wall(), 1), "seed": cfg.seed,
+                    "world_size": world, "n_params": n_params, "train_episodes": int(train_windows.train_mask.sum()),
+                    "train_windows": len(data), "teacher": pc.gen.teacher or None}
+
+        def checkpoint() -> None:
+            save_checkpoint(run_dir / CHECKPOINT_DIR, ema.model, to_dict(cfg), provenance())
+            save_state(run_dir, policy, ema, opt, step, wall())
+
+        def rollouts() -> float | None:
+            if cfg.eval.episodes <= 0:
+                return None
+            from policies.evaluate import evaluate
+
+            res = evaluate(ema.model, cfg.eval.arm, cfg.eval.task, cfg.eval.episodes, seed=cfg.eval.seed,
+                           progress=False)
+            tqdm.write(f"step {step}: success {res.success_rate:.0%} [{res.ci_low:.0%}, {res.ci_high:.0%}] "
+                       f"over {res.episodes} rollouts")
+            return res.success_rate
+
+        policy.train()
+        while step < cfg.steps:
+            lr = lr_at(cfg, step)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            batch = data.batch(rng.integers(0, len(data), local_bs), device)
+            with torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16,
+                                enabled=cfg.bf16):
+                loss = model(batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
+            opt.step()
+            ema.update(policy)
+            step += 1
+            n_log += local_bs * world
+            losses.append(loss.item())
+            bar.update(1)
+            if rank != 0:
+                continue
+            row: dict[str, Any] = {}
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                sps = n_log / max(1e-9, time.monotonic() - t_log)
+                row.update(loss=round(float(np.mean(losses)), 6), lr=lr, samples_per_s=round(sps, 1))
+                bar.set_postfix(loss=f"{np.mean(losses):.4f}", sps=f"{sps:.0f}")
+                t_log, n_log, losses = time.monotonic(), 0, []
+            if val is not None and (step % cfg.val_every == 0 or step == cfg.steps):
+                vl, vm = validate(ema.model, val, cfg.seed, min(cfg.batch_size, 256), device=device)
+                row.update(val_loss=round(vl, 6), val_action_mse=round(vm, 6))
+            if step % cfg.ckpt_every == 0 or step == cfg.steps:
+                checkpoint()
+            if cfg.eval.episodes > 0 and ((cfg.eval.every and step % cfg.eval.every == 0) or step == cfg.steps):
+                row["success_rate"] = rollouts()
+            if row and metrics is not None:
+                metrics.log(step=step, wall_s=round(wall(), 2), **row)
+        bar.close()
+        if rank == 0 and metrics is not None:
+            if not (run_dir / CHECKPOINT_DIR).exists():  # resumed at/after the last step
+                checkpoint()
+            metrics.plot()
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+    return run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="mimic train", description="train a policy from a YAML config")
+    ap.add_argument("config", help="YAML config (see policies/configs/)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config field, e.g. --set steps=500 --set policy.generator=diffusion")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_train_config(args.config, args.set)
+        run_dir = train(cfg, progress=not args.no_progress)
+    except (ConfigError, DatasetError, CheckpointError, FileNotFoundError) as e:
+        print(f"mimic train: {e}", file=sys.stderr)
+        return 2
+    if dist_info()[0] == 0:
+        print(f"{run_dir / CHECKPOINT_DIR}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Record scripted-expert demonstrations from the twin into a Mimic Zarr store.
+
+The store carries the cross-team dataset keys (robot0_joint_pos, robot0_gripper_width, object_state,
+camera<i>_rgb, action) plus robot0_eef_pos / robot0_eef_rot_axis_angle, written through
+data.writer.DatasetWriter exactly as a teleoperated session would, so a policy trained on it trains
+on the same schema as one recorded through ROS. Sample times are synthetic (10 Hz grid, episodes a
+gap apart) because the twin runs unpaced here; the writer's alignment is then exact.
+
+Failed expert episodes are kept only when `keep_failed` is set: the per-episode expert outcome is
+stored in root attrs `expert_success` (list of bool, one per recorded episode, in order) and
+`expert_seeds`, so a training run knows which seeds the demos came from and evaluation can use others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from data.writer import DatasetWriter, StreamSpec
+from sim.env import CAMERA_KEYS, make_env
+from sim.expert import make_expert
+
+LOWDIM_KEYS = ("robot0_joint_pos", "robot0_gripper_width", "robot0_eef_pos", "robot0_eef_rot_axis_angle",
+               "object_state")
+EPISODE_GAP_S = 100.0  # synthetic time between episodes: far beyond any stream tolerance
+
+
+@dataclass
+class RecordStats:
+    """What came out of a recording run."""
+
+    path: Path
+    episodes: int  # committed episodes
+    attempted: int  # expert rollouts run (failures included)
+    steps: int  # committed rows
+    expert_success_rate: float  # over attempted rollouts
+
+
+def record_expert_dataset(path: str | Path, arm: str, task: str, episodes: int, seed: int = 0,
+                          cameras: tuple[str, ...] = (), image_size: tuple[int, int] = (96, 96),
+                          keep_failed: bool = False, max_attempts: int | None = None,
+                          progress: bool = True) -> Path:
+    """Roll out the scripted expert for `episodes` successful episodes (seeds seed, seed+1, ...) -> store path.
+
+    An episode ends at the expert's success (plus nothing after it) or at the task's step limit.
+    Unsuccessful rollouts are skipped unless `keep_failed`; at most `max_attempts` (default 2x episodes)
+    rollouts are tried. Raises ValueError for an empty/impossible request; the store must not exist.
+    """
+    return record_expert_dataset_stats(path, arm, task, episodes, seed, cameras, image_size, keep_failed,
+                                       max_attempts, progress).path
+
+
+def record_expert_dataset_stats(path: str | Path, arm: str, task: str, episodes: int, seed: int = 0,
+                                cameras: tuple[str, ...] = (), image_size: tuple[int, int] = (96, 96),
+                                keep_failed: bool = False, max_attempts: int | None = None,
+                                progress: bool = True) -> RecordStats:
+    """record_expert_dataset, returning counts and the expert's success rate as well."""
+    if episodes < 1:
+        raise ValueError(f"record: episodes must be >= 1, got {episodes}")
+    path = Path(path)
+    env = make_env(task, arm, seed=seed, cameras=tuple(cameras), image_size=tuple(image_size))
+    expert = make_expert(env)
+    obs = env.reset(seed=seed)
+    dof = env.spec.dof
+    streams = {k: StreamSpec(tuple(np.asarray(obs[k]).shape)) for k in LOWDIM_KEYS}
+    for cam in cameras:
+        streams[CAMERA_KEYS[cam]] = StreamSpec((*image_size, 3), "uint8", "image")
+    streams["action"] = StreamSpec((dof + 1,))
+    attrs = {"robot": arm, "joint_names": list(env.spec.joint_names), "task": task,
+             "latencies": {}, "source": "sim.record scripted expert"}
+    writer = DatasetWriter.create(path, env.control_hz, streams, attrs)
+    max_attempts = max_attempts if max_attempts is not None else 2 * episodes
+    outcomes: list[bool] = []
+    seeds: list[int] = []
+    attempted = ok_total = steps = 0
+    bar = tqdm(total=episodes, desc=f"record {task}/{arm}", disable=not progress, unit="ep")
+    try:
+        while len(outcomes) < episodes and attempted < max_attempts:
+            ep_seed = seed + attempted
+            attempted += 1
+            obs = env.reset(seed=ep_seed)
+            expert.reset()
+            rows: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
+            success = False
+            for _ in range(env.max_steps):
+                act = expert.act(obs)
+                rows.append((obs, act))
+                obs, _, term, trunc, info = env.step(act)
+                if term or trunc:
+                    success = bool(info["success"])
+                    break
+            ok_total += success
+            if not success and not keep_failed:
+                continue
+            t0 = len(outcomes) * EPISODE_GAP_S
+            writer.begin_episode()
+            for i, (o, act) in enumerate(rows):
+                t = t0 + i / env.control_hz
+                for k in LOWDIM_KEYS:
+                    writer.append(k, t, o[k])
+                for cam in cameras:
+                    writer.append(CAMERA_KEYS[cam], t, o[CAMERA_KEYS[cam]])
+                writer.append("action", t, act)
+            steps += writer.end_episode()
+            outcomes.append(success)
+            seeds.append(ep_seed)
+            bar.update(1)
+            bar.set_postfix(expert_ok=f"{ok_total}/{attempted}")
+    finally:
+        bar.close()
+        writer.root.attrs.update({"expert_success": outcomes, "expert_seeds": seeds})
+        writer.close()
+        env.close()
+    if len(outcomes) < episodes:
+        raise ValueError(f"record: only {len(outcomes)}/{episodes} successful expert episodes for {task} on {arm} "
+                         f"after {attempted} attempts (store kept at {path})")
+    return RecordStats(path, len(outcomes), attempted, steps, ok_total / max(attempted, 1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="record scripted-expert twin demonstrations into a Mimic Zarr store")
+    ap.add_argument("path")
+    ap.add_argument("--arm", default="franka")
+    ap.add_argument("--task", default="pick_place")
+    ap.add_argument("--episodes", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cameras", default="", help="comma-separated: scene,wrist")
+    ap.add_argument("--image-size", default="96x96", help="HxW")
+    ap.add_argument("--keep-failed", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        h, w = (int(v) for v in args.image_size.lower().split("x"))
+        cams = tuple(c for c in args.cameras.split(",") if c)
+        stats = record_expert_dataset_stats(args.path, args.arm, args.task, args.episodes, args.seed, cams, (h, w),
+                                            keep_failed=args.keep_failed)
+    except (ValueError, KeyError) as e:
+        print(f"record: {e}", file=sys.stderr)
+        return 2
+    print(f"{stats.path}: {stats.episodes} episodes, {stats.steps} steps, expert success "
+          f"{stats.expert_success_rate:.0%} over {stats.attempted} rollouts")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
