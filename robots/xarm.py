@@ -1,0 +1,215 @@
+"""xArm7 backend on xarm-python-sdk: servo mode (mode 1) joint streaming with `set_servo_angle_j`.
+
+The SDK keeps a report socket (port 30003, 'real' report: joint angles, state and mode) and answers
+requests on port 502. Our streaming thread sends the newest accepted target every control period
+(`rate_hz`, 250 Hz by default as UFactory recommends for servo mode); a watchdog thread latches a fault when
+the report stream goes quiet for `stale_after_s`, when the SDK reports the control socket closed, or when a
+servo command returns a non-zero code (controller error, wrong/corrupt answer, timeout), or when the SDK drops the report socket (it does so on
+a frame whose length prefix is wrong). After a fault
+nothing more is sent and every call raises ArmError.
+
+The SDK gives no joint velocities in the real report, so `dq` is the difference of successive reports.
+Gripper: the xArm Gripper sits behind the controller's tool-RS485 Modbus pass-through, which the protocol peer
+used in tests does not emulate; `command(gripper=...)` is range-checked but not sent, `state().gripper` is
+always 0.0, and `gripper_supported = False` says so to callers.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from robots.arm import Arm, ArmError, ArmState, CommandGuard
+from robots.specs import get_spec
+
+
+@dataclass
+class XArmConfig:
+    host: str
+    rate_hz: float = 250.0
+    stale_after_s: float = 0.1  # no report for this long = connection lost
+    command_timeout_s: float = 0.05  # how long the SDK waits for a servo command's answer
+    connect_timeout_s: float = 5.0
+
+
+class XArm(Arm):
+    """`xarm:<host>`: a UFactory xArm7 (or the protocol peer) behind the Arm interface."""
+
+    gripper_supported = False
+
+    def __init__(self, host: str, **kwargs: Any):
+        if not host:
+            raise ValueError("xarm: give the controller's IP, e.g. xarm:192.168.1.185")
+        self.config = XArmConfig(host=host, **kwargs)
+        self.spec = get_spec("xarm7")
+        self.name = f"xarm:{host}"
+        self.guard = CommandGuard(self.spec)
+        self._api: Any = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._state: ArmState | None = None
+        self._report_wall = 0.0
+        self._target: np.ndarray | None = None
+        self._target_new = False
+        self._fault: str | None = None
+        self.fault_time: float | None = None
+        self.commands_sent = 0
+
+    # --- Arm interface ------------------------------------------------------------------------------
+    @property
+    def is_connected(self) -> bool:
+        return self._api is not None and self._fault is None
+
+    def connect(self) -> None:
+        if self._api is not None:
+            return
+        from xarm.wrapper import XArmAPI  # lazy: the hw extra is optional
+
+        cfg = self.config
+        try:
+            api = XArmAPI(cfg.host, is_radian=True, report_type="real", check_joint_limit=False,
+                          do_not_open=True)
+            api.connect()
+        except Exception as e:
+            raise ArmError(f"{self.name}: cannot connect: {e}") from None
+        if not api.connected:
+            raise ArmError(f"{self.name}: cannot connect to {cfg.host}:502")
+        self._api = api
+        self._fault, self.fault_time = None, None
+        api.register_report_callback(self._on_report, report_cartesian=False, report_joints=True,
+                                     report_state=True, report_error_code=True, report_warn_code=False,
+                                     report_mtable=False, report_mtbrake=False, report_cmd_num=False)
+        try:
+            for name, code in (("motion_enable", api.motion_enable(True)), ("set_mode(1)", api.set_mode(1)),
+                               ("set_state(0)", api.set_state(0))):
+                if code != 0:
+                    raise ArmError(f"{self.name}: {name} failed with code {code} (error {api.error_code})")
+            deadline = time.time() + cfg.connect_timeout_s
+            while self._state is None or api.mode != 1 or api.state not in (0, 1, 2):
+                if time.time() > deadline:
+                    raise ArmError(f"{self.name}: no servo-mode report within {cfg.connect_timeout_s:.1f} s "
+                                   f"(mode {api.mode}, state {api.state})")
+                time.sleep(0.01)
+        except Exception:
+            self._api = None
+            api.disconnect()
+            raise
+        api.set_timeout(cfg.command_timeout_s)
+        self.guard.reset(self._state.q, self._state.t)
+        self._stop.clear()
+        self._threads = [threading.Thread(target=self._stream, name=f"{self.name}-stream", daemon=True),
+                         threading.Thread(target=self._watchdog, name=f"{self.name}-watchdog", daemon=True)]
+        for th in self._threads:
+            th.start()
+
+    def disconnect(self) -> None:
+        self._stop.set()
+        for th in self._threads:
+            th.join(timeout=2.0)
+        self._threads = []
+        if self._api is not None:
+            api, self._api = self._api, None
+            try:
+                api.release_report_callback(self._on_report)
+                api.disconnect()
+            except Exception:
+                pass  # the connection may already be gone; nothing else to release
+
+    def state(self) -> ArmState:
+        self._require()
+        with self._lock:
+            return self._state
+
+    def command(self, q_target: np.ndarray, gripper: float | None = None) -> None:
+        self._require()
+        q = self.guard.check(q_target, gripper)
+        with self._lock:
+            self._raise_if_fault()
+            self._target, self._target_new = q, True
+
+    def stop(self) -> None:
+        """Stop streaming; servo mode holds the last target, which is where the arm already is or is going."""
+        if self._api is None:
+            return
+        with self._lock:
+            self._target, self._target_new = None, False
+            q = self._state.q if self._state is not None else None
+        if q is not None:
+            self.guard.reset(q)
+
+    # --- internals -----------------------------------------------------------------------------------
+    def _require(self) -> None:
+        if self._api is None:
+            raise ArmError(f"{self.name}: not connected; call connect() first")
+        with self._lock:
+            self._raise_if_fault()
+
+    def _raise_if_fault(self) -> None:
+        if self._fault is not None:
+            raise ArmError(self._fault)
+
+    def _latch(self, message: str) -> None:
+        with self._lock:
+            if self._fault is None:
+                self._fault, self.fault_time = message, time.time()
+                self._target, self._target_new = None, False
+        self._stop.set()
+
+    def _on_report(self, report: dict) -> None:
+        now = time.time()
+        q = np.asarray(report["joints"][: self.spec.dof], dtype=float)
+        with self._lock:
+            prev = self._state
+            dq = np.zeros_like(q)
+            if prev is not None and now - prev.t > 1e-4:
+                dq = (q - prev.q) / (now - prev.t)
+            self._state = ArmState(t=now, q=q, dq=dq, gripper=0.0)
+            self._report_wall = now
+        if report.get("error_code"):
+            self._latch(f"{self.name}: controller error code {report['error_code']}; stopped commanding")
+
+    def _stream(self) -> None:
+        period = 1.0 / self.config.rate_hz
+        next_tick = time.perf_counter()
+        while not self._stop.is_set():
+            with self._lock:
+                if self._fault is not None:
+                    return
+                target = self._target if self._target_new else None
+                self._target_new = False
+            if target is not None:
+                try:
+                    code = self._api.set_servo_angle_j(target.tolist(), is_radian=True)
+                except Exception as e:
+                    code = f"{type(e).__name__}: {e}"
+                self.commands_sent += 1
+                if code != 0:
+                    self._latch(f"{self.name}: servo command failed (SDK code {code}); stopped commanding")
+                    return
+            next_tick += period
+            delay = next_tick - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                next_tick = time.perf_counter()
+
+    def _watchdog(self) -> None:
+        period = 1.0 / self.config.rate_hz
+        while not self._stop.wait(period):
+            api = self._api
+            with self._lock:
+                age = time.time() - self._report_wall
+            if api is None:
+                return
+            if not api.connected:
+                self._latch(f"{self.name}: control connection closed by the controller; stopped commanding")
+            elif not getattr(api.arm, "reported", True):  # the SDK drops the report socket on a bad frame
+                self._latch(f"{self.name}: report stream closed (bad frame or connection lost); stopped commanding")
+            elif age > self.config.stale_after_s:
+                self._latch(f"{self.name}: no report for {age * 1e3:.0f} ms (connection lost or controller "
+                            f"silent); stopped commanding")

@@ -1,0 +1,273 @@
+"""An xArm controller peer: the register protocol on TCP 502 and the 'real' report stream on TCP 30003.
+
+What xarm-python-sdk 1.18.4 speaks (learned from its source, written from scratch here):
+- Port 502, "private Modbus-TCP": request = transaction id (u16 BE), protocol id (u16 BE: 2, or 3 once the
+  SDK turns on its heartbeat for firmware >= 1.8.6), length (u16 BE, counts the register byte and the data),
+  register (u8), data. Response = the same header with length = 2 + len(data), the register, a state byte
+  (bit 0x40 error, 0x20 warning, 0x10 not ready) and the data. Angles and speeds are fp32 little-endian.
+- Port 30003 ("real" report, 87 bytes): total length (u32 BE), state | mode << 4 (u8), command count
+  (u16 BE), 7 joint angles, 6 pose values and 7 joint torques (fp32 LE).
+
+The simulated arm is a first-order servo (time constant `tau_s`) integrated at `physics_hz`; in servo mode
+(mode 1, state 0, motion enabled) each SERVOJ target becomes the setpoint. Unknown registers answer success
+with zero data so the SDK's bookkeeping calls at connect time go through.
+
+The SDK hard-codes the ports, so the peer takes an exclusive file lock first and fails with a clear error if
+another run holds it or a port is busy. Fault injection (`inject`): "silence" (no reports, no answers),
+"corrupt" (a report frame with a wrong length prefix and a reply with a wrong protocol id), "disconnect"
+(every client socket closed, no new connections).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import math
+import socket
+import struct
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+LOCK_PATH = Path("/tmp/mimic-xarm-peer.lock")
+CONTROL_PORT = 502
+REPORT_PORT = 30003
+
+# Register numbers (the SDK's XCONF.UxbusReg)
+GET_VERSION, GET_ROBOT_SN, MOTION_EN, SET_STATE, GET_STATE, GET_CMDNUM, GET_ERROR = 1, 2, 11, 12, 13, 14, 15
+SET_MODE, MOVE_SERVOJ = 19, 29
+
+
+class PeerError(RuntimeError):
+    pass
+
+
+class XArmPeer:
+    def __init__(self, host: str = "127.0.0.1", dof: int = 7, q0: np.ndarray | None = None,
+                 report_hz: float = 250.0, physics_hz: float = 500.0, tau_s: float = 0.02):
+        self.host, self.dof = host, dof
+        self.q = np.zeros(dof) if q0 is None else np.asarray(q0, dtype=float).copy()
+        self.q_set = self.q.copy()
+        self.report_hz, self.physics_hz, self.tau_s = report_hz, physics_hz, tau_s
+        self.mode, self.state, self.enabled = 0, 4, False  # state 4 = stopped until set_state(0)
+        self.cmd_count = 0
+        self.servoj_count = 0  # SERVOJ requests received: what "nothing reached the peer" checks
+        self.servoj_last: np.ndarray | None = None
+        self.fault: str | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._lockfile = None
+        self._servers: list[socket.socket] = []
+        self._clients: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+    def start(self) -> XArmPeer:
+        self._lockfile = open(LOCK_PATH, "w")
+        try:
+            fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lockfile.close()
+            raise PeerError(f"xArm peer: {LOCK_PATH} is held by another run (the SDK fixes ports "
+                            f"{CONTROL_PORT}/{REPORT_PORT}, so only one peer per machine)") from None
+        try:
+            for port, handler in ((CONTROL_PORT, self._serve_control), (REPORT_PORT, self._serve_report)):
+                srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    srv.bind((self.host, port))
+                except OSError as e:
+                    srv.close()
+                    raise PeerError(f"xArm peer: cannot bind {self.host}:{port}: {e}") from None
+                srv.listen(2)
+                srv.settimeout(0.1)
+                self._servers.append(srv)
+                self._spawn(self._accept_loop, srv, handler)
+            self._spawn(self._physics)
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for s in self._servers + self._clients:
+            _close(s)
+        for th in self._threads:
+            th.join(timeout=2.0)
+        self._servers, self._clients, self._threads = [], [], []
+        if self._lockfile is not None:
+            fcntl.flock(self._lockfile, fcntl.LOCK_UN)
+            self._lockfile.close()
+            self._lockfile = None
+
+    def __enter__(self) -> XArmPeer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def inject(self, fault: str | None) -> None:
+        """'silence', 'corrupt', 'disconnect' or None (healthy)."""
+        if fault not in (None, "silence", "corrupt", "disconnect"):
+            raise ValueError(f"xArm peer: unknown fault {fault!r}")
+        with self._lock:
+            self.fault = fault
+            clients = list(self._clients) if fault == "disconnect" else []
+        for c in clients:
+            _close(c)
+
+    # --- internals -----------------------------------------------------------------------------------
+    def _spawn(self, target, *args) -> None:
+        th = threading.Thread(target=target, args=args, daemon=True, name=f"xarm-peer-{target.__name__}")
+        self._threads.append(th)
+        th.start()
+
+    def _accept_loop(self, srv: socket.socket, handler) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except (TimeoutError, OSError):
+                continue
+            if self.fault == "disconnect":
+                _close(conn)
+                continue
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                self._clients.append(conn)
+            self._spawn(handler, conn)
+
+    def _physics(self) -> None:
+        dt = 1.0 / self.physics_hz
+        alpha = 1.0 - math.exp(-dt / self.tau_s)
+        next_t = time.perf_counter()
+        while not self._stop.is_set():
+            with self._lock:
+                if self.fault != "silence":
+                    self.q += alpha * (self.q_set - self.q)
+            next_t += dt
+            time.sleep(max(0.0, next_t - time.perf_counter()))
+
+    def _serve_report(self, conn: socket.socket) -> None:
+        period = 1.0 / self.report_hz
+        next_t = time.perf_counter()
+        try:
+            while not self._stop.is_set():
+                with self._lock:
+                    fault = self.fault
+                    frame = self._report_frame()
+                if fault == "disconnect":
+                    return
+                if fault == "corrupt":
+                    frame = struct.pack(">I", 999) + frame[4:]  # length prefix disagrees with the stream
+                if fault != "silence":
+                    conn.sendall(frame)
+                next_t += period
+                time.sleep(max(0.0, next_t - time.perf_counter()))
+        except OSError:
+            pass
+        finally:
+            _close(conn)
+
+    def _report_frame(self) -> bytes:
+        angles = np.zeros(7)
+        angles[: self.dof] = self.q
+        body = struct.pack(">BH", (self.state & 0x0F) | (self.mode << 4), self.cmd_count & 0xFFFF)
+        body += struct.pack("<7f", *angles) + struct.pack("<6f", 200.0, 0.0, 300.0, math.pi, 0.0, 0.0)
+        body += struct.pack("<7f", *([0.0] * 7))
+        return struct.pack(">I", 4 + len(body)) + body
+
+    def _serve_control(self, conn: socket.socket) -> None:
+        buf = b""
+        try:
+            while not self._stop.is_set():
+                try:
+                    chunk = conn.recv(4096)
+                except TimeoutError:
+                    continue
+                if not chunk:
+                    return
+                buf += chunk
+                while len(buf) >= 6:
+                    length = struct.unpack(">H", buf[4:6])[0]
+                    if len(buf) < 6 + length:
+                        break
+                    frame, buf = buf[: 6 + length], buf[6 + length:]
+                    reply = self._handle(frame)
+                    if reply is not None:
+                        conn.sendall(reply)
+        except OSError:
+            pass
+        finally:
+            _close(conn)
+
+    def _handle(self, frame: bytes) -> bytes | None:
+        trans_id, prot_id, _ = struct.unpack(">HHH", frame[:6])
+        if prot_id == 0 or len(frame) < 7:  # standard Modbus (gripper pass-through) is not served
+            return None
+        reg, data = frame[6], frame[7:]
+        with self._lock:
+            fault = self.fault
+            if fault in ("silence", "disconnect"):
+                return None
+            if reg == 0 and prot_id == 3:
+                return None  # heartbeat frame (0,0,0,1,0,2,0,0): no answer
+            out = self._register(reg, data)
+            if fault == "corrupt":
+                prot_id ^= 0x55  # the SDK checks the protocol id of every answer
+            state = 0x10 if self.state in (4, 5) and reg == MOVE_SERVOJ else 0
+        return struct.pack(">HHHBB", trans_id, prot_id, 2 + len(out), reg, state) + out
+
+    def _register(self, reg: int, data: bytes) -> bytes:
+        if reg == GET_VERSION:
+            return b"7,7,XI1303000000,AC1303000000,v2.3.0".ljust(40, b"\0")
+        if reg == GET_ROBOT_SN:
+            return b"XI1303000000".ljust(40, b"\0")
+        if reg == MOTION_EN:
+            self.enabled = bool(data[1]) if len(data) > 1 else False
+            return b""
+        if reg == SET_MODE:
+            self.mode = data[0]
+            self.state = 4  # the controller stops on a mode change until set_state(0)
+            return b""
+        if reg == SET_STATE:
+            self.state = data[0] if self.enabled or data[0] != 0 else 4
+            if self.state == 4:
+                self.q_set = self.q.copy()
+            return b""
+        if reg == GET_STATE:
+            return bytes([self.state])
+        if reg == GET_CMDNUM:
+            return struct.pack(">H", self.cmd_count)
+        if reg == GET_ERROR:
+            return b"\0\0"
+        if reg == MOVE_SERVOJ:
+            target = np.array(struct.unpack("<7f", data[:28]))[: self.dof]
+            self.servoj_count += 1
+            self.servoj_last = target
+            if self.mode == 1 and self.state == 0 and self.enabled:
+                self.q_set = target
+            return b""
+        return bytes(64)  # anything else: success, zeros
+
+
+def _close(s: socket.socket) -> None:
+    try:
+        s.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    try:
+        s.close()
+    except OSError:
+        pass
+
+
+if __name__ == "__main__":  # a standalone peer for trying the backend by hand: python -m tests.peers.xarm_peer
+    with XArmPeer(q0=np.array([0.0, -0.3, 0.0, 0.9, 0.0, 1.2, 0.0])) as peer:
+        print(f"xArm peer on {peer.host}:{CONTROL_PORT} and :{REPORT_PORT}; Ctrl-C to stop", flush=True)
+        try:
+            while True:
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            pass
