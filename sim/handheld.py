@@ -12,6 +12,7 @@ principal point at the image centre, (W - 1) / 2 and (H - 1) / 2 in OpenCV's pix
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -20,7 +21,7 @@ import numpy as np  # noqa: E402
 
 from calibration.charuco import CharucoBoardSpec  # noqa: E402
 from robots.specs import get_spec  # noqa: E402
-from sim.mjcf import scene_xml  # noqa: E402
+from sim.mjcf import _gripper, scene_xml  # noqa: E402  (_gripper: the arm twins' own hand)
 
 # MuJoCo cameras look along -z with y up; OpenCV's look along +z with y down.
 MJ_TO_CV = np.diag([1.0, -1.0, -1.0])
@@ -249,3 +250,268 @@ class ArmBoardScene:
 
     def close(self) -> None:
         self._renderer.close()
+
+
+# ---- the free-floating handheld gripper --------------------------------------------------------
+def _handheld_xml(gripper_spec, objects: str) -> str:
+    """Table, task objects and the arm twins' own gripper (same palm, fingers, TCP and wrist camera) on a
+    free "flange" body welded to a mocap target: the person's hand moves the target, the gripper follows
+    through a stiff weld with real velocities (a kinematic mocap gripper would teleport and its pads could
+    never lift a cube by friction). Its wrist images look like the arms' twins', which is what makes
+    handheld demos deployable on an arm."""
+    half = gripper_spec.gripper_max / 2
+    fingers = "".join(f'<position name="act_finger_{s}" joint="finger_{s}" kp="300" ctrlrange="0 {half}" '
+                      'forcerange="-15 15"/>' for s in ("left", "right"))
+    return f"""<mujoco model="handheld_gripper">
+<compiler angle="radian" autolimits="true"/>
+<option timestep="0.002" integrator="implicitfast" cone="elliptic" impratio="10"/>
+<visual><quality shadowsize="0"/><global offwidth="640" offheight="480"/></visual>
+<worldbody>
+  <light name="key" pos="0.5 -0.5 2" dir="0 0.3 -1" directional="true" castshadow="false" diffuse="0.8 0.8 0.8"/>
+  <geom name="table" type="box" pos="0.4 0 -0.02" size="0.7 0.7 0.02" rgba="0.6 0.5 0.4 1"/>
+  <camera name="scene" pos="1.25 0 0.75" xyaxes="0 1 0 -0.5 0 0.866" fovy="50"/>
+  <body name="hand_target" mocap="true" pos="0.45 0 0.4"/>
+  <body name="flange" pos="0.45 0 0.4" gravcomp="1"><freejoint name="hand"/>{_gripper(gripper_spec)}</body>
+  {objects}
+</worldbody>
+<equality><weld body1="hand_target" body2="flange" relpose="0 0 0 1 0 0 0" solref="0.004 1"/></equality>
+<actuator>{fingers}</actuator>
+</mujoco>"""
+
+
+def _aa(rot: np.ndarray) -> np.ndarray:
+    q, aa = _quat(rot), np.zeros(3)
+    mujoco.mju_quat2Vel(aa, q, 1.0)
+    return aa
+
+
+def _rot(aa: np.ndarray) -> np.ndarray:
+    q, m = np.zeros(4), np.zeros(9)
+    aa = np.asarray(aa, float)
+    angle = float(np.linalg.norm(aa))
+    mujoco.mju_axisAngle2Quat(q, aa / angle if angle > 1e-12 else np.array([1.0, 0, 0]), angle)
+    mujoco.mju_quat2Mat(m, q)
+    return m.reshape(3, 3)
+
+
+@dataclass
+class PoseSample:
+    """One reading of the gripper's tracker: sim time (s), TCP position (m), TCP orientation (quat wxyz)."""
+
+    t: float
+    position: np.ndarray
+    quat: np.ndarray
+
+
+class HandheldEnv:
+    """pick_place with a free-floating gripper: TwinEnv's scene, randomisation and success test, no arm.
+
+    Action = absolute TCP target [position (3, m), axis-angle (3, rad), gripper width (m)]; the hand moves
+    there along a straight line (slerp for rotation) over one 10 Hz control period, the fingers through
+    the same position servos as the arm twins'. Observations carry the end-effector keys only. Every step
+    also returns the high-rate tracker samples (`pose_hz`) and wrist frames (`camera_hz`) taken during it
+    (info["pose_samples"], info["frames"]) so capture can be tested with real streams, not grid values.
+    """
+
+    task = "pick_place"
+
+    def __init__(self, seed: int | None = None, image_size: tuple[int, int] = (96, 96), gripper_like: str = "franka",
+                 pose_hz: float = 100.0, camera_hz: float = 10.0, randomization=None) -> None:
+        from sim.env import _OBJECTS, Randomization
+
+        self.spec = get_spec(gripper_like)  # the gripper's dimensions (width range) come from this arm's hand
+        self.model = mujoco.MjModel.from_xml_string(_handheld_xml(self.spec, _OBJECTS["pick_place"]))
+        self.data = mujoco.MjData(self.model)
+        self.image_size = tuple(image_size)
+        self.randomization = randomization or Randomization()
+        self.control_hz = 10.0
+        self.n_substeps = int(round(1.0 / (self.control_hz * self.model.opt.timestep)))
+        self.pose_every = max(1, int(round(1.0 / (pose_hz * self.model.opt.timestep))))
+        self.camera_every = max(1, int(round(1.0 / (camera_hz * self.model.opt.timestep))))
+        self.max_steps = 160
+        self._rng = np.random.default_rng(seed)
+        self.tcp_site = self.model.site("tcp").id
+        self.goal_site = self.model.site("goal").id
+        self.finger_qpos = np.array([self.model.joint(f"finger_{s}").qposadr[0] for s in ("left", "right")])
+        self._cube_adr = self.model.joint("cube").qposadr[0]
+        self._cam0 = self.model.cam_pos.copy()
+        self._light0 = self.model.light_diffuse.copy()
+        self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+        self._hand_adr = self.model.joint("hand").qposadr[0]
+        for body in ("hand", "finger_left", "finger_right"):  # the weld holds the pose, not a fight with gravity
+            self.model.body_gravcomp[self.model.body(body).id] = 1.0
+        mujoco.mj_forward(self.model, self.data)
+        # TCP in the flange frame: fixed by the gripper model
+        self.flange_tcp = np.linalg.inv(body_pose(self.model, self.data, "flange")) @ homogeneous(
+            self.data.site_xpos[self.tcp_site], self.data.site_xmat[self.tcp_site].reshape(3, 3))
+        self.t = 0
+
+    # --- pose of the hand ------------------------------------------------------------------------
+    def _set_tcp(self, pos: np.ndarray, rot: np.ndarray, teleport: bool = False) -> None:
+        """Move the hand's target so the TCP goes to (pos, rot); `teleport` also places the gripper there."""
+        flange = homogeneous(pos, rot) @ np.linalg.inv(self.flange_tcp)
+        self.data.mocap_pos[0] = flange[:3, 3]
+        self.data.mocap_quat[0] = _quat(flange[:3, :3])
+        if teleport:
+            self.data.qpos[self._hand_adr:self._hand_adr + 3] = flange[:3, 3]
+            self.data.qpos[self._hand_adr + 3:self._hand_adr + 7] = _quat(flange[:3, :3])
+            self.data.qvel[self.model.joint("hand").dofadr[0]:][:6] = 0.0
+
+    def tcp_pose(self) -> tuple[np.ndarray, np.ndarray]:
+        """(position, 3x3 rotation) of the TCP now."""
+        return self.data.site_xpos[self.tcp_site].copy(), self.data.site_xmat[self.tcp_site].reshape(3, 3).copy()
+
+    def camera_mount(self) -> np.ndarray:
+        """T_tcp_cam (OpenCV convention) of the wrist camera: the handheld's own hand-eye ground truth."""
+        p, r = self.tcp_pose()
+        return np.linalg.inv(homogeneous(p, r)) @ camera_pose_cv(self.model, self.data, "wrist")
+
+    # --- task ------------------------------------------------------------------------------------
+    def reset(self, seed: int | None = None, tcp_start: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Same cube/goal/colour/light draws as TwinEnv pick_place; the hand starts above the table, fingers down."""
+        from sim.env import CUBE_HALF
+
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        r, m, d = self._rng, self.model, self.data
+        mujoco.mj_resetData(m, d)
+        if self.randomization.colors:
+            m.geom_rgba[m.geom("cube").id, :3] = r.uniform(0.2, 1.0, 3)
+        m.light_diffuse[:] = self._light0 * (1 + r.uniform(-1, 1) * self.randomization.light)
+        m.cam_pos[:] = self._cam0 + r.uniform(-1, 1, self._cam0.shape) * self.randomization.camera_pos_m
+        cube = np.array([r.uniform(0.45, 0.6), r.uniform(-0.15, 0.0), CUBE_HALF])
+        goal = np.array([r.uniform(0.4, 0.55), r.uniform(0.08, 0.2), 0.001])
+        yaw = r.uniform(-np.pi / 4, np.pi / 4)
+        d.qpos[self._cube_adr:self._cube_adr + 7] = [*cube, np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)]
+        m.site_pos[self.goal_site] = goal
+        start = tcp_start if tcp_start is not None else np.array([r.uniform(0.35, 0.45), r.uniform(-0.1, 0.1),
+                                                                  r.uniform(0.2, 0.3)])
+        hand_yaw = r.uniform(-0.3, 0.3)
+        c, s = np.cos(hand_yaw), np.sin(hand_yaw)
+        self.home_rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]]) @ np.diag([1.0, -1.0, -1.0])
+        self._set_tcp(start, self.home_rot, teleport=True)
+        self._target = (start.copy(), self.home_rot.copy())
+        d.qpos[self.finger_qpos] = self.spec.gripper_max / 2
+        d.ctrl[:] = self.spec.gripper_max / 2
+        mujoco.mj_forward(m, d)
+        self.t = 0
+        return self._obs()
+
+    def object_state(self) -> np.ndarray:
+        goal = self.model.site_pos[self.goal_site].copy()
+        return np.concatenate([self.data.qpos[self._cube_adr:self._cube_adr + 7], goal])
+
+    def gripper_width(self) -> float:
+        return float(self.data.qpos[self.finger_qpos].sum())
+
+    def success(self) -> bool:
+        from sim.env import CUBE_HALF
+
+        cube = self.data.qpos[self._cube_adr:self._cube_adr + 3]
+        goal = self.model.site_pos[self.goal_site]
+        return bool(np.linalg.norm(cube[:2] - goal[:2]) < 0.03 and cube[2] < CUBE_HALF + 0.005
+                    and self.gripper_width() > 0.045)
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        p, r = self.tcp_pose()
+        return {"robot0_eef_pos": p, "robot0_eef_rot_axis_angle": _aa(r),
+                "robot0_gripper_width": np.array([self.gripper_width()]), "object_state": self.object_state(),
+                "camera1_rgb": self.render("wrist", self.image_size)}
+
+    def _pose_sample(self) -> PoseSample:
+        p, r = self.tcp_pose()
+        return PoseSample(float(self.data.time), p, _quat(r))
+
+    def step(self, action: np.ndarray):
+        """Move the hand to the TCP target over one control period; returns gym's 5-tuple.
+
+        info: success, pose_samples (PoseSample list at pose_hz), widths [(t, m)] at pose_hz and
+        frames [(t, wrist image)] at camera_hz, all stamped with sim time at capture.
+        """
+        a = np.asarray(action, float).reshape(-1)
+        if a.shape[0] != 7:
+            raise ValueError(f"handheld: action has {a.shape[0]} values, expected 7 (tcp pos, axis-angle, width)")
+        p0, r0 = self._target  # interpolate target to target: the weld's small lag never accumulates
+        r1 = _rot(a[3:6])
+        self._target = (a[:3].copy(), r1)
+        q0, q1 = _quat(r0), _quat(r1)
+        if np.dot(q0, q1) < 0:
+            q1 = -q1
+        self.data.ctrl[:] = np.clip(a[6], self.spec.gripper_min, self.spec.gripper_max) / 2
+        poses, widths, frames = [], [], []
+        for i in range(1, self.n_substeps + 1):
+            f = i / self.n_substeps
+            q = (1 - f) * q0 + f * q1  # nlerp: steps are small, so it matches slerp closely
+            m = np.zeros(9)
+            mujoco.mju_quat2Mat(m, q / np.linalg.norm(q))
+            self._set_tcp((1 - f) * p0 + f * a[:3], m.reshape(3, 3))
+            mujoco.mj_step(self.model, self.data)
+            if i % self.pose_every == 0:
+                mujoco.mj_kinematics(self.model, self.data)
+                poses.append(self._pose_sample())
+                widths.append((float(self.data.time), self.gripper_width()))
+            if i % self.camera_every == 0:
+                mujoco.mj_forward(self.model, self.data)
+                frames.append((float(self.data.time), self.render("wrist", self.image_size)))
+        mujoco.mj_forward(self.model, self.data)
+        self.t += 1
+        ok = self.success()
+        info = {"success": ok, "pose_samples": poses, "widths": widths, "frames": frames}
+        return self._obs(), float(ok), ok, self.t >= self.max_steps, info
+
+    def render(self, camera: str = "wrist", size: tuple[int, int] = (96, 96)) -> np.ndarray:
+        h, w = size
+        if (h, w) not in self._renderers:
+            self._renderers[(h, w)] = mujoco.Renderer(self.model, height=h, width=w)
+        rend = self._renderers[(h, w)]
+        rend.update_scene(self.data, camera=camera)
+        return rend.render().copy()
+
+    def close(self) -> None:
+        for r in self._renderers.values():
+            r.close()
+        self._renderers.clear()
+
+
+class HandheldExpert:
+    """The arm twins' scripted pick-place plan (sim.expert.Expert's waypoints) executed by a hand, no IK.
+
+    Position moves at the same bounded speed; orientation turns at most `max_turn_rad_s` like a wrist.
+    """
+
+    def __init__(self, env: HandheldEnv, speed_m_s: float = 0.3, max_turn_rad_s: float = 1.5) -> None:
+        from sim.expert import Expert
+
+        self.env, self.max_turn = env, max_turn_rad_s
+        self._plan = Expert.__new__(Expert)  # only its waypoint planner (_goal) is used: no arm to solve IK for
+        self._plan.env, self._plan.speed = env, speed_m_s
+        self.reset()
+
+    def reset(self) -> None:
+        self._plan.reset()
+        self.r_cmd: np.ndarray | None = None
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        plan, env = self._plan, self.env
+        if plan.p_cmd is None:
+            plan.p_cmd = obs["robot0_eef_pos"].copy()
+            plan._home_r = env.home_rot
+            plan._grasp_r = env.home_rot
+            self.r_cmd = _rot(obs["robot0_eef_rot_axis_angle"])
+        p_goal, rot, grip, dwell = plan._goal(obs)
+        slow = plan.phase in (1, 5)  # vertical approaches, as the arm expert
+        step = (plan.speed / 3 if slow else plan.speed) / env.control_hz
+        delta = p_goal - plan.p_cmd
+        dist = np.linalg.norm(delta)
+        plan.p_cmd = p_goal.copy() if dist <= step else plan.p_cmd + delta / dist * step
+        turn = _aa(rot @ self.r_cmd.T)
+        ang = float(np.linalg.norm(turn))
+        lim = self.max_turn / env.control_hz
+        self.r_cmd = (_rot(turn * min(1.0, lim / ang)) if ang > 1e-9 else np.eye(3)) @ self.r_cmd
+        settled = np.linalg.norm(obs["robot0_eef_pos"] - p_goal) < 0.006 and ang < 0.02
+        if dist <= step and settled:
+            if plan.wait >= dwell:
+                plan.phase, plan.wait = plan.phase + 1, 0
+            else:
+                plan.wait += 1
+        return np.concatenate([plan.p_cmd, _aa(self.r_cmd), [grip]])
