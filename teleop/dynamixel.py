@@ -1,0 +1,318 @@
+"""Dynamixel Protocol 2.0: packet codec (for the emulated bus) and a thin reader over the real dynamixel-sdk.
+
+Two halves that share the wire constants below, so the emulator and the driver cannot disagree:
+- `crc16`, `stuff`/`unstuff`, `instruction_packet`/`status_packet`, `parse_packet`: the byte format from
+  the ROBOTIS Protocol 2.0 e-manual (header FF FF FD 00, ID, LEN, INST, params, CRC-16/0x8005 little-endian;
+  any FF FF FD inside the payload is sent as FF FF FD FD and LEN counts the stuffed bytes).
+- `DynamixelBus`: opens a port with the ROBOTIS SDK, pings servos and GroupSyncReads present positions,
+  turning every SDK result code into a `BusError` that names the servo, never a silent zero.
+
+Control-table addresses are those of the X series (XL330, XM430, XC330), which GELLO leaders are built from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+HEADER = b"\xff\xff\xfd\x00"
+BROADCAST_ID = 0xFE
+STATUS = 0x55
+
+# Instructions
+PING, READ, WRITE, REG_WRITE, ACTION, FACTORY_RESET, REBOOT, CLEAR = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x08, 0x10
+SYNC_READ, SYNC_WRITE, FAST_SYNC_READ, BULK_READ, BULK_WRITE = 0x82, 0x83, 0x8A, 0x92, 0x93
+
+# Status error numbers (low 7 bits of the error byte); 0x80 is the hardware-alert bit.
+ERR_RESULT_FAIL, ERR_INSTRUCTION, ERR_CRC, ERR_DATA_RANGE, ERR_DATA_LENGTH, ERR_DATA_LIMIT, ERR_ACCESS = range(1, 8)
+
+# X-series control table (address, size in bytes)
+ADDR_MODEL_NUMBER = (0, 2)
+ADDR_FIRMWARE_VERSION = (6, 1)
+ADDR_ID = (7, 1)
+ADDR_BAUD_RATE = (8, 1)
+ADDR_RETURN_DELAY_TIME = (9, 1)  # units of 2 us
+ADDR_OPERATING_MODE = (11, 1)
+ADDR_TORQUE_ENABLE = (64, 1)
+ADDR_STATUS_RETURN_LEVEL = (68, 1)
+ADDR_GOAL_POSITION = (116, 4)
+ADDR_PRESENT_POSITION = (132, 4)
+EEPROM_END = 64  # addresses below this are writable only with torque off
+
+TICKS_PER_REV = 4096
+RAD_PER_TICK = 2.0 * math.pi / TICKS_PER_REV
+
+# Baud-rate register value <-> bits per second (X series)
+BAUD_CODES = {0: 9600, 1: 57600, 2: 115200, 3: 1_000_000, 4: 2_000_000, 5: 3_000_000, 6: 4_000_000}
+MODEL_XL330_M288 = 1200
+MODEL_XL330_M077 = 1190
+
+
+def _crc_table() -> list[int]:
+    table = []
+    for i in range(256):
+        crc = i << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x8005) if crc & 0x8000 else (crc << 1)
+        table.append(crc & 0xFFFF)
+    return table
+
+
+_CRC_TABLE = _crc_table()
+
+
+def crc16(data: bytes | bytearray) -> int:
+    """CRC-16 (polynomial 0x8005, initial 0, not reflected) as Protocol 2.0 computes it over header..params."""
+    crc = 0
+    for b in data:
+        crc = ((crc << 8) ^ _CRC_TABLE[((crc >> 8) ^ b) & 0xFF]) & 0xFFFF
+    return crc
+
+
+def stuff(payload: bytes) -> bytes:
+    """Insert 0xFD after every FF FF FD inside the payload, so the receiver never sees a false header."""
+    out = bytearray()
+    for b in payload:
+        out.append(b)
+        if b == 0xFD and len(out) >= 3 and out[-3] == 0xFF and out[-2] == 0xFF:
+            out.append(0xFD)
+    return bytes(out)
+
+
+def unstuff(payload: bytes) -> bytes:
+    """Inverse of `stuff`: drop the FD that follows each FF FF FD."""
+    out = bytearray()
+    i = 0
+    while i < len(payload):
+        b = payload[i]
+        out.append(b)
+        if b == 0xFD and len(out) >= 3 and out[-3] == 0xFF and out[-2] == 0xFF and i + 1 < len(payload) \
+                and payload[i + 1] == 0xFD:
+            i += 1  # skip the stuffing byte
+        i += 1
+    return bytes(out)
+
+
+def _frame(servo_id: int, payload: bytes) -> bytes:
+    body = stuff(payload)
+    head = HEADER + bytes([servo_id]) + (len(body) + 2).to_bytes(2, "little")
+    packet = head + body
+    return packet + crc16(packet).to_bytes(2, "little")
+
+
+def instruction_packet(servo_id: int, instruction: int, params: bytes = b"") -> bytes:
+    return _frame(servo_id, bytes([instruction]) + params)
+
+
+def status_packet(servo_id: int, error: int = 0, params: bytes = b"") -> bytes:
+    return _frame(servo_id, bytes([STATUS, error]) + params)
+
+
+@dataclass(frozen=True)
+class Packet:
+    servo_id: int
+    instruction: int  # STATUS for a status packet
+    params: bytes  # unstuffed; for a status packet the error byte comes first
+    crc_ok: bool
+
+
+def parse_packet(buf: bytearray) -> tuple[Packet | None, int]:
+    """Find the first complete packet in `buf`: (packet or None, bytes consumed). Leading garbage is skipped.
+
+    A packet whose CRC does not match is returned with `crc_ok=False` (a servo answers those with a CRC
+    error status); when `buf` holds no complete packet, (None, bytes of garbage safe to drop) is returned.
+    """
+    start = buf.find(HEADER)
+    if start < 0:
+        return None, max(0, len(buf) - 3)  # keep a possible partial header
+    if len(buf) < start + 7:
+        return None, start
+    length = int.from_bytes(buf[start + 5 : start + 7], "little")
+    if length < 3 or length > 1024:
+        return None, start + 1  # not a real header: resynchronise one byte later
+    end = start + 7 + length
+    if len(buf) < end:
+        return None, start
+    raw = bytes(buf[start:end])
+    crc_ok = crc16(raw[:-2]) == int.from_bytes(raw[-2:], "little")
+    payload = unstuff(raw[7:-2])
+    return Packet(raw[4], payload[0], payload[1:], crc_ok), end
+
+
+class BusError(RuntimeError):
+    """A servo did not answer properly; `servo_id` names it (None when the whole port failed)."""
+
+    def __init__(self, message: str, servo_id: int | None = None) -> None:
+        super().__init__(message)
+        self.servo_id = servo_id
+
+
+def tune_port_latency(port_path: str, ser: object) -> list[str]:
+    """Best-effort FTDI tuning (ASYNC_LOW_LATENCY, sysfs latency_timer = 1 ms); returns what was not possible.
+
+    A USB-serial adapter buffers for 16 ms by default, which caps a GELLO at ~30 Hz. A pty (the emulated
+    bus) has neither the ioctl nor the sysfs file: both are tolerated, and reported once at debug level.
+    """
+    skipped = []
+    try:
+        ser.set_low_latency_mode(True)  # type: ignore[attr-defined]
+    except (OSError, ValueError, NotImplementedError, AttributeError) as e:
+        skipped.append(f"low-latency mode ({type(e).__name__})")
+    name = Path(os.path.realpath(port_path)).name
+    timer = Path(f"/sys/bus/usb-serial/devices/{name}/latency_timer")
+    try:
+        if timer.read_text().strip() != "1":
+            timer.write_text("1")
+    except OSError:
+        skipped.append("sysfs latency_timer")
+    if skipped:
+        log.debug("%s: no %s (not an FTDI adapter?)", port_path, ", ".join(skipped))
+    return skipped
+
+
+def ticks_to_signed(value: int) -> int:
+    """Present Position is an int32 the SDK hands back as unsigned."""
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value & 0x80000000 else value
+
+
+class DynamixelBus:
+    """One serial port with Protocol 2.0 servos, through the ROBOTIS dynamixel-sdk (pyserial underneath).
+
+    Thread-safe: one transaction at a time. Every failure raises `BusError` naming the servo.
+    """
+
+    def __init__(self, port: str, baudrate: int) -> None:
+        self.port_name = port
+        self.baudrate = int(baudrate)
+        self._lock = threading.Lock()
+        self._port = None
+        self._ph = None
+        self._group = None
+        self._group_ids: tuple[int, ...] = ()
+        self.byte_time_s = 10.0 / self.baudrate  # 8N1: 10 bits on the wire per byte
+
+    @property
+    def is_open(self) -> bool:
+        return self._port is not None
+
+    def open(self) -> None:
+        import dynamixel_sdk as sdk
+        import serial
+
+        if not Path(self.port_name).exists():
+            raise BusError(f"{self.port_name}: no such serial port (is the U2D2 / USB adapter plugged in?)")
+        port = sdk.PortHandler(self.port_name)
+        try:
+            ok = port.openPort() and port.setBaudRate(self.baudrate)
+        except (serial.SerialException, OSError) as e:
+            raise BusError(f"{self.port_name}: cannot open ({e})") from None
+        if not ok:
+            with contextlib.suppress(Exception):
+                port.closePort()
+            raise BusError(f"{self.port_name}: baud rate {self.baudrate} not supported by the SDK")
+        tune_port_latency(self.port_name, port.ser)
+        self._port, self._ph = port, sdk.PacketHandler(2.0)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._port is not None:
+                with contextlib.suppress(Exception):
+                    self._port.closePort()
+            self._port = self._ph = self._group = None
+
+    def _require(self) -> None:
+        if self._port is None:
+            raise BusError(f"{self.port_name}: bus not open")
+
+    def _reason(self, result: int, error: int = 0) -> str:
+        import dynamixel_sdk as sdk
+
+        if result == sdk.COMM_RX_TIMEOUT:
+            return "no status packet (timeout): servo silent, unpowered or missing"
+        if result == sdk.COMM_RX_CORRUPT:
+            return "corrupt status packet (CRC error or truncated)"
+        if result != sdk.COMM_SUCCESS:
+            return self._ph.getTxRxResult(result).replace("[TxRxResult] ", "")
+        return self._ph.getRxPacketError(error).replace("[RxPacketError] ", "")
+
+    def _io(self, fn, *args):
+        import termios
+
+        import serial
+
+        try:
+            return fn(*args)
+        except (serial.SerialException, OSError, termios.error, TypeError, IndexError) as e:
+            # TypeError/IndexError: the SDK indexes into what a dying port returned
+            raise BusError(f"{self.port_name}: port failed ({type(e).__name__}: {e}); adapter unplugged?") from None
+
+    def ping(self, servo_id: int) -> int:
+        """Model number of `servo_id`, or BusError."""
+        self._require()
+        with self._lock:
+            model, result, error = self._io(self._ph.ping, self._port, servo_id)
+        if result != 0 or error:
+            raise BusError(
+                f"{self.port_name}: servo {servo_id} did not answer PING at {self.baudrate} baud: "
+                f"{self._reason(result, error)}",
+                servo_id,
+            )
+        return int(model)
+
+    def read(self, servo_id: int, address: tuple[int, int]) -> int:
+        self._require()
+        addr, size = address
+        fn = {1: self._ph.read1ByteTxRx, 2: self._ph.read2ByteTxRx, 4: self._ph.read4ByteTxRx}[size]
+        with self._lock:
+            value, result, error = self._io(fn, self._port, servo_id, addr)
+        if result != 0 or error:
+            raise BusError(f"{self.port_name}: servo {servo_id}: read @{addr} failed: {self._reason(result, error)}",
+                           servo_id)
+        return int(value)
+
+    def write(self, servo_id: int, address: tuple[int, int], value: int) -> None:
+        self._require()
+        addr, size = address
+        fn = {1: self._ph.write1ByteTxRx, 2: self._ph.write2ByteTxRx, 4: self._ph.write4ByteTxRx}[size]
+        with self._lock:
+            result, error = self._io(fn, self._port, servo_id, addr, int(value))
+        if result != 0 or error:
+            raise BusError(f"{self.port_name}: servo {servo_id}: write @{addr} failed: {self._reason(result, error)}",
+                           servo_id)
+
+    def sync_read_positions(self, servo_ids: tuple[int, ...]) -> tuple[float, np.ndarray]:
+        """One GroupSyncRead of Present Position: (time the servos latched it, signed ticks per servo).
+
+        The time is when the instruction packet has finished arriving at the servos (each servo samples
+        its encoder on receipt), estimated from the send time and the packet length at the bus baud rate.
+        """
+        import dynamixel_sdk as sdk
+
+        self._require()
+        addr, size = ADDR_PRESENT_POSITION
+        with self._lock:
+            if self._group is None or self._group_ids != tuple(servo_ids):
+                self._group = sdk.GroupSyncRead(self._port, self._ph, addr, size)
+                for sid in servo_ids:
+                    self._group.addParam(sid)
+                self._group_ids = tuple(servo_ids)
+            group = self._group
+            t_send = time.time()
+            result = self._io(group.txRxPacket)
+            if result != sdk.COMM_SUCCESS:
+                failed = next((sid for sid in servo_ids if not group.data_dict.get(sid)), servo_ids[0])
+                raise BusError(f"{self.port_name}: servo {failed}: {self._reason(result)}", failed)
+            ticks = np.array([ticks_to_signed(group.getData(sid, addr, size)) for sid in servo_ids], dtype=np.int64)
+        t_latch = t_send + (14 + len(servo_ids)) * self.byte_time_s
+        return t_latch, ticks

@@ -1,0 +1,198 @@
+"""GELLO leader arm: Dynamixel servos read through the ROBOTIS dynamixel-sdk, mapped to follower joints.
+
+    leader = GelloLeader(GelloConfig(port="/dev/ttyUSB0", calibration="gello_franka.json", follower="franka"))
+    leader.connect()
+    r = leader.read()        # LeaderReading(t, q (follower joints, rad, clipped to limits), gripper (m))
+
+One GroupSyncRead of Present Position per `read()` covers every joint servo and the trigger, so the rate
+is whatever the bus allows (about 40 Hz at 57,600 baud and 600+ Hz at 1 Mbaud with 8 servos; see
+bench/bench_teleop.py). At connect the servos' Return Delay Time is set to 0 so they answer back to back.
+
+Unwrapping (GELLO issue #19): servos restart their turn count at power-on, so a joint can read 2*pi off
+between sessions. At connect each joint is put within pi of the calibration's reference pose (the
+follower's home, where the operator starts); during a session a jump by a whole turn between two
+readings (a servo brown-out) is unwrapped, since a hand cannot turn a joint that far in a few ms.
+
+Failures (timeout, CRC error, missing servo, unplugged adapter, implausible jump) raise `LeaderError`
+naming the servo; the caller holds the follower (teleop.leader). One retry absorbs a single glitch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from calibration.gello import GelloCalibration
+from robots.specs import get_spec
+from teleop import dynamixel as dx
+from teleop.dynamixel import BusError, DynamixelBus
+from teleop.leader import Leader, LeaderError, LeaderReading
+from teleop.mapping import clip_to_limits, default_map, trigger_to_width
+
+__all__ = ["GelloConfig", "GelloLeader", "LeaderError", "LeaderReading"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GelloConfig:
+    port: str
+    calibration: str | Path
+    follower: str = "franka"
+    baudrate: int | None = None  # None: the calibration file's
+    retries: int = 1  # extra sync reads after a failed one before LeaderError
+    max_joint_speed_rad_s: float = 30.0  # faster than any hand: a bigger step is a bad reading, not motion
+    jump_slack_rad: float = 0.2  # added to speed * dt: timing jitter between servo sampling and the stamp
+    return_delay_us: float | None = 0.0  # written at connect; None leaves the servos' setting alone
+
+
+class GelloLeader(Leader):
+    def __init__(self, config: GelloConfig) -> None:
+        self.config = config
+        self.follower = config.follower
+        get_spec(config.follower)  # unknown arm -> ValueError now, not at connect
+        self.map = default_map(config.follower)
+        self.calibration: GelloCalibration | None = None
+        self.bus: DynamixelBus | None = None
+        self._turns: np.ndarray | None = None
+        self._last: tuple[float, np.ndarray] | None = None
+        self.reads = 0
+        self.failures = 0
+        self.unwraps = 0
+
+    @property
+    def is_connected(self) -> bool:
+        return self.bus is not None and self.bus.is_open
+
+    # --- connect -----------------------------------------------------------------------------------
+    def connect(self) -> None:
+        cfg = self.config
+        try:
+            cal = GelloCalibration.load(cfg.calibration)
+        except ValueError as e:
+            raise LeaderError(str(e)) from None
+        spec = self.spec
+        if cal.follower != cfg.follower:
+            raise LeaderError(f"{cfg.calibration}: calibrated for follower {cal.follower!r}, not {cfg.follower!r}")
+        if len(cal.joints) != self.map.leader_dof:
+            raise LeaderError(
+                f"{cfg.calibration}: {len(cal.joints)} joint servos, a {cfg.follower} leader has {self.map.leader_dof}"
+            )
+        self.calibration = cal
+        baud = int(cfg.baudrate or cal.baudrate)
+        bus = DynamixelBus(cfg.port, baud)
+        try:
+            bus.open()
+            for sid in cal.servo_ids:
+                bus.ping(sid)
+            if cfg.return_delay_us is not None:
+                self._set_return_delay(bus, cal.servo_ids, cfg.return_delay_us)
+        except BusError as e:
+            bus.close()
+            raise LeaderError(f"GELLO ({cal.device_id}): {e}", e.servo_id) from None
+        self.bus = bus
+        try:
+            t, raw = self._sync_read()
+        except LeaderError:
+            self.disconnect()
+            raise
+        n = len(cal.joints)
+        self._turns = cal.turns_near_reference(raw[:n])
+        q = cal.leader_angles(raw[:n], self._turns)
+        self._last = (t, q)
+        far = np.abs(q - cal.reference) > math.radians(60)
+        log.info("GELLO %s on %s at %d baud (follower %s, %d servos)", cal.device_id, cfg.port, baud,
+                 cfg.follower, len(cal.servo_ids))
+        if far.any():
+            names = ", ".join(spec.joint_names[i] for i in np.flatnonzero(far))
+            log.warning("GELLO %s: %s more than 60 deg from the reference pose at connect; turns were chosen "
+                        "nearest to it (start the leader near the follower's home)", cal.device_id, names)
+
+    @staticmethod
+    def _set_return_delay(bus: DynamixelBus, ids: tuple[int, ...], delay_us: float) -> None:
+        value = int(round(delay_us / 2))
+        for sid in ids:
+            if bus.read(sid, dx.ADDR_RETURN_DELAY_TIME) == value:
+                continue
+            if bus.read(sid, dx.ADDR_TORQUE_ENABLE):
+                log.info("servo %d: torque on, Return Delay Time (EEPROM) left as it is", sid)
+                continue
+            bus.write(sid, dx.ADDR_RETURN_DELAY_TIME, value)
+
+    def disconnect(self) -> None:
+        if self.bus is not None:
+            self.bus.close()
+        self.bus = None
+        self._last = None
+
+    # --- read --------------------------------------------------------------------------------------
+    def _sync_read(self) -> tuple[float, np.ndarray]:
+        """(latch time, raw angles in rad for every servo), retried; LeaderError naming the servo."""
+        if self.bus is None or self.calibration is None:
+            raise LeaderError(f"GELLO on {self.config.port}: read() before connect()")
+        cal = self.calibration
+        error: BusError | None = None
+        for _ in range(1 + max(0, self.config.retries)):
+            try:
+                t, ticks = self.bus.sync_read_positions(cal.servo_ids)
+                return t, ticks * dx.RAD_PER_TICK
+            except BusError as e:
+                error = e
+                self.failures += 1
+                if e.servo_id is None:
+                    break  # the port itself failed: retrying cannot help
+        raise LeaderError(f"GELLO ({cal.device_id}): {error}", error.servo_id)
+
+    def read_leader(self) -> tuple[float, np.ndarray, float]:
+        """(capture time, leader joint angles unwrapped, trigger closing fraction): before the follower map."""
+        cal = self.calibration
+        t, raw = self._sync_read()
+        n = len(cal.joints)
+        q = cal.leader_angles(raw[:n], self._turns)
+        t_last, q_last = self._last
+        allowed = self.config.max_joint_speed_rad_s * max(t - t_last, 0.0) + self.config.jump_slack_rad
+        step = q - q_last
+        wraps = np.round(step / (2 * math.pi))
+        # a whole-turn jump that no hand could make, which is a small step once unwrapped, is a servo restart
+        restarted = (wraps != 0) & (np.abs(step) > allowed) & (np.abs(step - 2 * math.pi * wraps) <= allowed)
+        if restarted.any():
+            wraps = np.where(restarted, wraps, 0.0)
+            self._turns = self._turns - wraps
+            q = q - 2 * math.pi * wraps
+            self.unwraps += 1
+            log.warning("GELLO %s: servo(s) %s restarted (turn count jumped); unwrapped", cal.device_id,
+                        [cal.joints[i].servo_id for i in np.flatnonzero(restarted)])
+        step = np.abs(q - q_last)
+        if np.any(step > allowed):
+            i = int(np.argmax(step - allowed))
+            self.failures += 1
+            raise LeaderError(
+                f"GELLO ({cal.device_id}): servo {cal.joints[i].servo_id}: position jumped {step[i]:.3f} rad in "
+                f"{(t - t_last) * 1e3:.1f} ms (more than {self.config.max_joint_speed_rad_s} rad/s): bad reading",
+                cal.joints[i].servo_id,
+            )
+        self._last = (t, q)
+        fraction = cal.gripper.fraction(raw[n]) if cal.gripper is not None else 0.0
+        return t, q, fraction
+
+    def read(self) -> LeaderReading:
+        """One reading in the follower's joint space, clipped to its limits; LeaderError on any fault."""
+        t, q_leader, fraction = self.read_leader()
+        spec = self.spec
+        q = clip_to_limits(self.map.to_follower(q_leader), spec)
+        self.reads += 1
+        return LeaderReading(t=t, q=q, gripper=trigger_to_width(fraction, spec))
+
+
+def measure_read_rate(leader: GelloLeader, seconds: float = 1.0) -> float:
+    """Readings per second over `seconds` of back-to-back reads (for benchmarks and the CLI)."""
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        leader.read()
+        n += 1
+    return n / (time.perf_counter() - t0)
