@@ -1,8 +1,17 @@
-"""TwinEnv: gym-style tasks (reach, pick_place) on any spec'd arm, 10 Hz control with physics sub-steps.
+"""TwinEnv: gym-style tasks (reach, pick_place, push_t) on any spec'd arm, 10 Hz control with physics sub-steps.
 
 Actions are absolute joint targets plus a gripper width, exactly what a hardware backend accepts, so a
 policy trained here deploys unchanged. Resets are seeded; object poses, colours, light and camera pose are
-randomised from the same generator so a seed reproduces an episode.
+randomised from the same generator so a seed reproduces an episode (knobs: `Randomization`).
+
+`object_state` layout per task (what /objects/state carries and the dataset key `object_state` holds):
+- reach [3]: goal x, y, z (m)
+- pick_place [10]: cube x, y, z (m), cube quaternion w, x, y, z, goal x, y, z (m)
+- push_t [6]: T block x, y (m, its centre of mass), yaw (rad, in [-pi, pi)), goal x, y, yaw
+
+Success per task: reach, the TCP within 2 cm of the goal; pick_place, the cube released on the table within
+3 cm of the goal; push_t, Diffusion Policy's criterion: the block covers >= 95 % of the goal T's area
+(`info["coverage"]` reports the score every step, and the reward is min(coverage / 0.95, 1) as in DP).
 """
 
 from __future__ import annotations
@@ -19,8 +28,9 @@ import numpy as np  # noqa: E402
 from robots.specs import get_spec  # noqa: E402
 from sim.latency import LatencyConfig  # noqa: E402
 from sim.mjcf import build_model  # noqa: E402
+from sim.tasks import push_t  # noqa: E402
 
-TASKS = ("reach", "pick_place")
+TASKS = ("reach", "pick_place", "push_t")
 CUBE_HALF = 0.02  # m
 CAMERA_KEYS = {"scene": "camera0_rgb", "wrist": "camera1_rgb"}
 
@@ -31,17 +41,49 @@ _OBJECTS = {
     <geom name="cube" type="box" size="{CUBE_HALF} {CUBE_HALF} {CUBE_HALF}" mass="0.05" rgba="0.8 0.1 0.1 1"
           friction="1.5 0.02 0.001" condim="4"/></body>
   <site name="goal" type="cylinder" pos="0.5 0.2 0.001" size="0.04 0.001" rgba="0 0.8 0 0.6"/>""",
+    # A T of two boxes on a free body whose frame is the T's centre of mass; the goal is a flat green T.
+    "push_t": f"""
+  <body name="tee" pos="0.5 0 0"><freejoint name="tee"/>
+    <geom name="tee_bar" type="box" size="{push_t.BAR_HALF[0]} {push_t.BAR_HALF[1]} {push_t.HEIGHT / 2}"
+          pos="{push_t.BAR_CENTER[0]} {push_t.BAR_CENTER[1]:.9f} {push_t.HEIGHT / 2}" density="500"
+          rgba="0.47 0.53 0.6 1" condim="4"/>
+    <geom name="tee_stem" type="box" size="{push_t.STEM_HALF[0]} {push_t.STEM_HALF[1]} {push_t.HEIGHT / 2}"
+          pos="{push_t.STEM_CENTER[0]} {push_t.STEM_CENTER[1]:.9f} {push_t.HEIGHT / 2}" density="500"
+          rgba="0.47 0.53 0.6 1" condim="4"/></body>
+  <site name="goal" pos="0.5 0 0.0011" size="0.004" rgba="0 0.6 0 1"/>
+  <site name="goal_bar" type="box" pos="0.5 0 0.0005" size="{push_t.BAR_HALF[0]} {push_t.BAR_HALF[1]} 0.0005"
+        rgba="0.3 0.9 0.3 0.7"/>
+  <site name="goal_stem" type="box" pos="0.5 0 0.0005" size="{push_t.STEM_HALF[0]} {push_t.STEM_HALF[1]} 0.0005"
+        rgba="0.3 0.9 0.3 0.7"/>""",
 }
-_MAX_STEPS = {"reach": 60, "pick_place": 160}
+_MAX_STEPS = {"reach": 60, "pick_place": 160, "push_t": 300}
+PUSH_T_GOAL = np.array([0.5, 0.0, np.pi / 4])  # x, y (m), yaw (rad): fixed, as in Diffusion Policy
+PUSH_T_SUCCESS_COVERAGE = 0.95
+PUSH_T_TCP_Z = 0.02  # m: pusher height, pad tips 1 cm above the table, below the block's 3 cm top
 
 
 @dataclass
 class Randomization:
-    """Domain-randomisation knobs; zero disables each one."""
+    """Domain-randomisation knobs, drawn at every reset from the episode's seed; zero/False disables each one.
 
-    colors: bool = True
+    The defaults are what the datasets so far were recorded with; the knobs added later (camera rotation,
+    light direction, table colour) default to off so existing seeds reproduce the same episodes.
+    """
+
+    object_pose: float = 1.0  # fraction of each task's spawn ranges used (0: every episode at the nominal pose)
+    colors: bool = True  # object colour (cube, T block)
     light: float = 0.2  # +/- relative diffuse intensity
-    camera_pos_m: float = 0.01  # +/- scene-camera position jitter
+    camera_pos_m: float = 0.01  # +/- position jitter of every camera (scene and wrist mount)
+    camera_rot_rad: float = 0.0  # +/- rotation jitter of every camera about its own x, y, z axes
+    light_dir_rad: float = 0.0  # +/- tilt of the key light's direction
+    table_color: float = 0.0  # +/- change of the table's RGB
+
+    def __post_init__(self) -> None:
+        for name in ("object_pose", "light", "camera_pos_m", "camera_rot_rad", "light_dir_rad", "table_color"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"Randomization.{name} must be >= 0, got {getattr(self, name)}")
+        if self.object_pose > 1:
+            raise ValueError(f"Randomization.object_pose is a fraction of the spawn range (0..1), got {self.object_pose}")
 
 
 class TwinEnv:
@@ -63,7 +105,11 @@ class TwinEnv:
         self._rng = np.random.default_rng(seed)
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
         self._cam0 = self.model.cam_pos.copy()
+        self._cam_quat0 = self.model.cam_quat.copy()
         self._light0 = self.model.light_diffuse.copy()
+        self._light_dir0 = self.model.light_dir.copy()
+        self._table = self.model.geom("table").id
+        self._table_rgba0 = self.model.geom_rgba[self._table].copy()
         dof = self.spec.dof
         self.arm_qpos = np.arange(dof)
         self.finger_qpos = np.array([self.model.joint("finger_left").qposadr[0],
@@ -77,45 +123,106 @@ class TwinEnv:
 
     # --- task state -------------------------------------------------------------------------------
     def _randomize(self) -> None:
-        r, m = self._rng, self.model
-        if self.randomization.colors and self.task == "pick_place":
+        r, m, k = self._rng, self.model, self.randomization
+        if k.colors and self.task == "pick_place":
             m.geom_rgba[m.geom("cube").id, :3] = r.uniform(0.2, 1.0, 3)
-        m.light_diffuse[:] = self._light0 * (1 + r.uniform(-1, 1) * self.randomization.light)
-        m.cam_pos[:] = self._cam0 + r.uniform(-1, 1, self._cam0.shape) * self.randomization.camera_pos_m
+        m.light_diffuse[:] = self._light0 * (1 + r.uniform(-1, 1) * k.light)
+        m.cam_pos[:] = self._cam0 + r.uniform(-1, 1, self._cam0.shape) * k.camera_pos_m
+        # Knobs added after the first datasets draw only when enabled, so default seeds keep their episodes.
+        if k.colors and self.task == "push_t":
+            rgb = r.uniform(0.25, 0.75, 3)
+            for g in ("tee_bar", "tee_stem"):
+                m.geom_rgba[m.geom(g).id, :3] = rgb
+        if k.camera_rot_rad > 0:
+            for i in range(m.ncam):
+                aa = r.uniform(-1, 1, 3) * k.camera_rot_rad
+                dq, q = np.zeros(4), np.zeros(4)
+                mujoco.mju_axisAngle2Quat(dq, aa / max(np.linalg.norm(aa), 1e-12), float(np.linalg.norm(aa)))
+                mujoco.mju_mulQuat(q, self._cam_quat0[i], dq)
+                m.cam_quat[i] = q
+        if k.light_dir_rad > 0:
+            for i in range(m.nlight):
+                d = self._light_dir0[i] + np.r_[r.uniform(-1, 1, 2) * np.tan(k.light_dir_rad), 0.0]
+                m.light_dir[i] = d / np.linalg.norm(d)
+        if k.table_color > 0:
+            m.geom_rgba[self._table, :3] = np.clip(self._table_rgba0[:3] + r.uniform(-1, 1, 3) * k.table_color, 0, 1)
+
+    def _spawn(self, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        """Uniform in [low, high] shrunk about its centre by Randomization.object_pose."""
+        low, high = np.asarray(low, float), np.asarray(high, float)
+        if self.randomization.object_pose == 1.0:
+            return self._rng.uniform(low, high)
+        mid, half = (low + high) / 2, (high - low) / 2 * self.randomization.object_pose
+        return self._rng.uniform(mid - half, mid + half)
 
     def reset(self, seed: int | None = None) -> dict[str, np.ndarray]:
         if seed is not None:
             self._rng = np.random.default_rng(seed)
         mujoco.mj_resetData(self.model, self.data)
-        d, r, spec = self.data, self._rng, self.spec
+        d, spec = self.data, self.spec
+        # push_t pushes with the fingers closed (a pusher), the other tasks start half open.
+        width = 0.0 if self.task == "push_t" else spec.gripper_max
         d.qpos[self.arm_qpos] = spec.home
         d.ctrl[: spec.dof] = spec.home
-        d.qpos[self.finger_qpos] = spec.gripper_max / 2
-        d.ctrl[spec.dof:] = spec.gripper_max / 2
+        d.qpos[self.finger_qpos] = width / 2
+        d.ctrl[spec.dof:] = width / 2
         self._randomize()
         if self.task == "reach":
-            self.model.site_pos[self.goal_site] = [r.uniform(0.35, 0.55), r.uniform(-0.2, 0.2), r.uniform(0.1, 0.35)]
-        else:
-            cube = np.array([r.uniform(0.45, 0.6), r.uniform(-0.15, 0.0), CUBE_HALF])
-            goal = np.array([r.uniform(0.4, 0.55), r.uniform(0.08, 0.2), 0.001])
+            self.model.site_pos[self.goal_site] = self._spawn([0.35, -0.2, 0.1], [0.55, 0.2, 0.35])
+        elif self.task == "pick_place":
+            cube = np.r_[self._spawn([0.45, -0.15], [0.6, 0.0]), CUBE_HALF]
+            goal = np.r_[self._spawn([0.4, 0.08], [0.55, 0.2]), 0.001]
             adr = self.model.joint("cube").qposadr[0]
-            yaw = r.uniform(-np.pi / 4, np.pi / 4)
+            yaw = float(self._spawn([-np.pi / 4], [np.pi / 4])[0])
             d.qpos[adr:adr + 7] = [*cube, np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)]
             self.model.site_pos[self.goal_site] = goal
+        else:
+            self._reset_push_t()
         mujoco.mj_forward(self.model, d)
         self.t = 0
         self._history.clear()
         return self._obs()
 
-    def object_state(self, data: mujoco.MjData | None = None) -> np.ndarray:
+    def _reset_push_t(self) -> None:
+        """Goal T drawn at PUSH_T_GOAL, block anywhere in reach at any yaw but not already (nearly) at the goal."""
+        m, goal = self.model, PUSH_T_GOAL
+        for name, center in (("goal", np.zeros(2)), ("goal_bar", push_t.BAR_CENTER), ("goal_stem", push_t.STEM_CENTER)):
+            sid = m.site(name).id
+            m.site_pos[sid, :2] = push_t.to_world(goal, center[None])[0]
+            m.site_quat[sid] = [np.cos(goal[2] / 2), 0, 0, np.sin(goal[2] / 2)]
+        for _ in range(100):
+            pose = self._spawn([0.40, -0.15, -np.pi], [0.58, 0.15, np.pi])
+            if push_t.coverage(pose, goal) < 0.5 or self.randomization.object_pose == 0:
+                break
+        adr = m.joint("tee").qposadr[0]
+        self.data.qpos[adr:adr + 7] = [pose[0], pose[1], 0.0, np.cos(pose[2] / 2), 0, 0, np.sin(pose[2] / 2)]
+
+    def tee_pose(self, data: mujoco.MjData | None = None) -> np.ndarray:
+        """push_t: the block's (x, y, yaw) in the table plane (m, rad)."""
         d = self.data if data is None else data
+        adr = self.model.joint("tee").qposadr[0]
+        w, x, y, z = d.qpos[adr + 3:adr + 7]
+        yaw = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+        return np.array([d.qpos[adr], d.qpos[adr + 1], float(push_t.wrap(yaw))])
+
+    def object_state(self, data: mujoco.MjData | None = None) -> np.ndarray:
+        """The task's object state (layout in the module docstring), as a tracker would report it."""
+        d = self.data if data is None else data
+        if self.task == "push_t":
+            return np.concatenate([self.tee_pose(d), PUSH_T_GOAL])
         goal = self.model.site_pos[self.goal_site].copy()
         if self.task == "reach":
             return goal
         adr = self.model.joint("cube").qposadr[0]
         return np.concatenate([d.qpos[adr:adr + 7], goal])
 
+    def coverage(self) -> float:
+        """push_t: fraction of the goal T covered by the block (Diffusion Policy's score)."""
+        return push_t.coverage(self.tee_pose(), PUSH_T_GOAL)
+
     def success(self) -> bool:
+        if self.task == "push_t":
+            return self.coverage() >= PUSH_T_SUCCESS_COVERAGE
         tcp = self.data.site_xpos[self.tcp_site]
         goal = self.model.site_pos[self.goal_site]
         if self.task == "reach":
@@ -179,7 +286,12 @@ class TwinEnv:
                 self._history.append((self.data.qpos.copy(), self.data.qvel.copy()))
         self.t += 1
         ok = self.success()
-        return self._obs(), float(ok), ok, self.t >= self.max_steps, {"success": ok}
+        info: dict[str, float | bool] = {"success": ok}
+        reward = float(ok)
+        if self.task == "push_t":
+            info["coverage"] = self.coverage()
+            reward = min(info["coverage"] / PUSH_T_SUCCESS_COVERAGE, 1.0)
+        return self._obs(), reward, ok, self.t >= self.max_steps, info
 
     def render(self, camera: str, size: tuple[int, int] = (96, 96), data: mujoco.MjData | None = None) -> np.ndarray:
         """uint8 HxWx3 image from `camera` ("scene" or "wrist"), offscreen (EGL), of `data` (default: now)."""
@@ -198,6 +310,9 @@ class TwinEnv:
 
 
 def make_env(task: str, arm: str, seed: int | None = None, cameras: tuple[str, ...] = ("scene", "wrist"),
-             image_size: tuple[int, int] = (96, 96), latency: LatencyConfig | None = None) -> TwinEnv:
-    return TwinEnv(task, arm, seed=seed, cameras=cameras, image_size=image_size, latency=latency)
+             image_size: tuple[int, int] = (96, 96), latency: LatencyConfig | None = None,
+             randomization: Randomization | None = None) -> TwinEnv:
+    """A task on an arm's twin: `task` in TASKS, `arm` a robots.specs name, cameras "scene"/"wrist" at (H, W)."""
+    return TwinEnv(task, arm, seed=seed, cameras=cameras, image_size=image_size, latency=latency,
+                   randomization=randomization)
 

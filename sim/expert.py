@@ -3,14 +3,26 @@
 The expert plans on a scratch MjData (never the env's), moves the TCP at a bounded Cartesian speed so IK
 stays local, keeps the fingers vertical with their closing axis on a cube face, and returns absolute
 joint targets, the same action space as a teleoperator.
+
+push_t: fingers closed and vertical, the TCP at a fixed height above the table; sim.tasks.push_t's planner
+picks each short push (contact point, direction, length) by predicting the block's motion, routes the
+pusher around the block (either way round when both are about as long, so demonstrations are multimodal
+as in Diffusion Policy's Push-T), and replans after every push from the block pose it observes.
+
+The expert reads only `robot0_joint_pos` and `object_state` from an observation (the TCP position is
+recomputed from the joints when `robot0_eef_pos` is absent), so it can also run on what a ROS session
+publishes (/robot/joint_states, /objects/state).
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import mujoco
 import numpy as np
 
-from sim.env import CUBE_HALF, TwinEnv
+from sim.env import CUBE_HALF, PUSH_T_TCP_Z, TwinEnv
+from sim.tasks.push_t import PushConfig, PushPlanner
 
 DOWN = np.diag([1.0, -1.0, -1.0])
 
@@ -21,13 +33,17 @@ def _rz(a: float) -> np.ndarray:
 
 
 class Expert:
-    def __init__(self, env: TwinEnv, speed_m_s: float = 0.3, damping: float = 0.05):
+    def __init__(self, env: TwinEnv, speed_m_s: float = 0.3, damping: float = 0.05, push: PushConfig | None = None):
         self.env, self.speed, self.damping = env, speed_m_s, damping
+        self.push_cfg = push or PushConfig()
         self._d = mujoco.MjData(env.model)
         self.reset()
 
     def reset(self) -> None:
         self.phase, self.wait, self.q_cmd, self.p_cmd = 0, 0, None, None
+        self._waypoints: list[tuple[np.ndarray, float]] = []  # push_t: (TCP target, speed m/s) still to visit
+        self._planner: PushPlanner | None = None
+        self._settle = False
 
     # --- IK -----------------------------------------------------------------------------------------
     def ik(self, q0: np.ndarray, p: np.ndarray, r: np.ndarray, iters: int = 30) -> np.ndarray:
@@ -88,29 +104,86 @@ class Expert:
             self._grasp_r = rot
         return np.asarray(p, float), rot, g, dwell
 
+    def _tcp(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """Measured TCP position: from the observation, or forward kinematics of the measured joints."""
+        if "robot0_eef_pos" in obs:
+            return np.asarray(obs["robot0_eef_pos"], float)
+        d, env = self._d, self.env
+        d.qpos[env.arm_qpos] = obs["robot0_joint_pos"]
+        mujoco.mj_kinematics(env.model, d)
+        return d.site_xpos[env.tcp_site].copy()
+
+    def _push_t(self, obs: dict[str, np.ndarray], tcp: np.ndarray) -> np.ndarray:
+        """push_t: the next commanded TCP position (already limited to the segment's speed)."""
+        s = np.asarray(obs["object_state"], float)
+        pose, goal = s[:3], s[3:6]
+        if self._planner is None:  # seeded by the episode's start pose: reproducible, different per episode
+            seed = int.from_bytes(np.round(s, 6).tobytes()[:8], "little") % (2**63)
+            cfg = dataclasses.replace(self.push_cfg, pusher_yaw_rad=self._home_yaw)
+            self._planner = PushPlanner(cfg, np.random.default_rng(seed))
+        if not self._waypoints:
+            plan = self._planner.plan(pose, goal, self.p_cmd[:2])
+            if plan is None:  # no push predicted to help: step back from the block (once) and look again
+                away = self.p_cmd[:2] - pose[:2]
+                target = self.p_cmd[:2] + 0.01 * away / max(np.linalg.norm(away), 1e-9)
+                if np.linalg.norm(target - pose[:2]) > 0.16 or self.p_cmd[2] > PUSH_T_TCP_Z + 0.005:
+                    target = self.p_cmd[:2]
+                self._waypoints = [(np.r_[target, self.p_cmd[2]], self.push_cfg.travel_speed_m_s)]
+            else:
+                pts = [np.r_[w, PUSH_T_TCP_Z] for w in plan.waypoints]
+                travel, push = self.push_cfg.travel_speed_m_s, self.push_cfg.push_speed_m_s
+                if self.p_cmd[2] > PUSH_T_TCP_Z + 0.005:  # still above the table: fly over to the first push
+                    pre, end = pts[-2], pts[-1]
+                    self._waypoints = [(np.r_[pre[:2], PUSH_T_TCP_Z + 0.06], travel), (pre, travel / 2), (end, push)]
+                else:
+                    self._waypoints = list(zip(pts, plan.speeds, strict=True))
+        if self._settle:  # at the pre-contact point: let the arm catch up before it pushes
+            if np.linalg.norm(tcp - self.p_cmd) > 0.004:
+                return self.p_cmd.copy()
+            self._settle = False
+        target, speed = self._waypoints[0]
+        step = speed / self.env.control_hz
+        delta = target - self.p_cmd
+        dist = float(np.linalg.norm(delta))
+        if dist <= step:
+            self._waypoints.pop(0)
+            self._settle = len(self._waypoints) == 1
+            return target.copy()
+        return self.p_cmd + delta / dist * step
+
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         env = self.env
+        tcp = self._tcp(obs)
         if self.q_cmd is None:
-            self.q_cmd = obs["robot0_joint_pos"].copy()
-            self.p_cmd = obs["robot0_eef_pos"].copy()
+            self.q_cmd = np.asarray(obs["robot0_joint_pos"], float).copy()
+            self.p_cmd = tcp.copy()
             d = self._d
             d.qpos[env.arm_qpos] = env.spec.home
             mujoco.mj_kinematics(env.model, d)
             self._home_r = d.site_xmat[env.tcp_site].reshape(3, 3).copy()
             self._grasp_r = self._home_r
+            self._home_yaw = float(np.arctan2(self._home_r[1, 0], self._home_r[0, 0]))
+        if env.task == "push_t":
+            self.p_cmd = self._push_t(obs, tcp)
+            return self._track(self.p_cmd, _rz(self._home_yaw) @ DOWN, 0.0)
         p_goal, rot, grip, dwell = self._goal(obs)
         slow = env.task == "pick_place" and self.phase in (1, 5)  # vertical approaches: no lateral lag
         step = (self.speed / 3 if slow else self.speed) / env.control_hz
         delta = p_goal - self.p_cmd
         dist = np.linalg.norm(delta)
         self.p_cmd = p_goal.copy() if dist <= step else self.p_cmd + delta / dist * step
-        settled = np.linalg.norm(obs["robot0_eef_pos"] - p_goal) < 0.006
+        settled = np.linalg.norm(tcp - p_goal) < 0.006
         if dist <= step and settled:
             if self.wait >= dwell:
                 self.phase, self.wait = self.phase + 1, 0
             else:
                 self.wait += 1
-        q = self.ik(self.q_cmd, self.p_cmd, rot)
+        return self._track(self.p_cmd, rot, grip)
+
+    def _track(self, p: np.ndarray, rot: np.ndarray, grip: float) -> np.ndarray:
+        """Joint targets reaching TCP pose (p, rot) by IK from the last command, within the velocity limits."""
+        env = self.env
+        q = self.ik(self.q_cmd, p, rot)
         lim = 0.8 * env.spec.dq_max / env.control_hz
         self.q_cmd = self.q_cmd + np.clip(q - self.q_cmd, -lim, lim)
         return np.concatenate([self.q_cmd, [grip]])

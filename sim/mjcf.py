@@ -3,6 +3,10 @@
 Each DH row becomes one body whose fixed placement is post_{i-1} @ pre_i (see robots.kinematics), a hinge
 about its local z, a capsule to the next joint origin and an approximate mass; the flange site sits where
 forward_kinematics puts the flange. A parallel-jaw gripper, table, lights and two cameras complete the scene.
+
+Arm and gripper geoms collide with the scene (table, task objects) but not with each other: the capsules of
+neighbouring links overlap by construction, and MuJoCo only exempts parent/child pairs, so without this the
+constraint solver fought the position servos with kilonewtons of phantom self-contact.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from robots.spec import ArmSpec
 FINGER_Z = 0.06  # m from the flange to where the finger pads start
 TCP_Z = 0.10  # m from the flange to the grasp point, 1 cm above the pad tips
 BASE_YAW = {"ur5e": math.pi}  # UR's base frame faces -x at home; turn it so every arm works toward +x
+ARM_COLLISION = 'contype="2" conaffinity="1"'  # collides with contype-1 scene geoms, never with itself
 
 
 def _pose(t: np.ndarray) -> str:
@@ -29,10 +34,12 @@ def _pose(t: np.ndarray) -> str:
 
 def _gripper(spec: ArmSpec) -> str:
     half = spec.gripper_max / 2
-    pad = 'type="box" size="0.008 0.006 0.025" friction="1.5 0.02 0.001" condim="4" rgba="0.2 0.2 0.2 1" mass="0.05"'
+    pad = f'type="box" size="0.008 0.006 0.025" friction="1.5 0.02 0.001" condim="4" rgba="0.2 0.2 0.2 1" mass="0.05" ' \
+        f'{ARM_COLLISION}'
     return f"""
 <body name="hand" {_pose(trans(0, 0, 0))}>
-  <geom name="palm" type="box" size="0.02 {half + 0.02:.4f} 0.025" pos="0 0 0.03" rgba="0.9 0.9 0.9 1" mass="0.4"/>
+  <geom name="palm" type="box" size="0.02 {half + 0.02:.4f} 0.025" pos="0 0 0.03" rgba="0.9 0.9 0.9 1" mass="0.4"
+        {ARM_COLLISION}/>
   <site name="tcp" pos="0 0 {TCP_Z}" size="0.005" rgba="1 0 0 0.5"/>
   <camera name="wrist" pos="0.07 0 0.0" xyaxes="0 1 0 0.954 0 0.3" fovy="75"/>
   <body name="finger_left" pos="0 0.006 {FINGER_Z + 0.025}">
@@ -58,9 +65,10 @@ def arm_xml(spec: ArmSpec) -> str:
         end = nxt[:3, 3]
         mass = max(0.6, 3.0 * (1 - i / n))
         if np.linalg.norm(end) > 1e-6:
-            geom = f'<geom type="capsule" fromto="0 0 0 {end[0]:.12g} {end[1]:.12g} {end[2]:.12g}" size="0.045" mass="{mass:.3f}"/>'
+            geom = f'<geom type="capsule" fromto="0 0 0 {end[0]:.12g} {end[1]:.12g} {end[2]:.12g}" size="0.045" mass="{mass:.3f}" ' \
+                f'{ARM_COLLISION}/>'
         else:
-            geom = f'<geom type="sphere" size="0.05" mass="{mass:.3f}"/>'
+            geom = f'<geom type="sphere" size="0.05" mass="{mass:.3f}" {ARM_COLLISION}/>'
         lo, hi = spec.q_min[i], spec.q_max[i]
         links.append(
             f'<body name="link{i + 1}" {_pose(placements[i])} gravcomp="1">'

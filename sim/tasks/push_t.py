@@ -1,0 +1,275 @@
+"""Push-T on a real arm: the T block's geometry, Diffusion Policy's coverage score, and a pushing planner.
+
+The block matches Diffusion Policy's Push-T T (a 4x1 bar over a 1x3 stem, 30 px units) at 1 unit = 3 cm:
+a 12 x 3 cm bar and a 3 x 9 cm stem, 3 cm tall. Its body frame sits at the centre of mass (so yaw turns
+about the point the quasi-static model uses), bar along +x at +y, stem toward -y. Poses are (x, y, yaw)
+in the table plane, meters and radians.
+
+The closed fingers are a rectangular pusher at a fixed yaw. For each contact point the planner places the
+pusher so that its corner nearest the block touches that point (so the contact the model assumes is the
+one that happens) and predicts the push with the quasi-static ellipsoidal limit-surface model of a sticking
+point contact (Lynch, Maekawa & Tanie 1992): cheap enough to
+score hundreds of candidate pushes (contact point x direction x length) every time it replans, so the
+expert replans after each short push and corrects for the model's errors with feedback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+UNIT = 0.03  # m per Diffusion Policy "scale" unit
+BAR_HALF = np.array([2.0 * UNIT, 0.5 * UNIT])  # half extents (x, y)
+STEM_HALF = np.array([0.5 * UNIT, 1.5 * UNIT])
+HEIGHT = 0.03  # m
+_BAR_AREA, _STEM_AREA = 4 * BAR_HALF.prod(), 4 * STEM_HALF.prod()
+# Centre of mass below the bar's top edge, then each part's centre in the COM frame.
+_COM_DEPTH = (_BAR_AREA * BAR_HALF[1] + _STEM_AREA * (2 * BAR_HALF[1] + STEM_HALF[1])) / (_BAR_AREA + _STEM_AREA)
+BAR_CENTER = np.array([0.0, _COM_DEPTH - BAR_HALF[1]])
+STEM_CENTER = np.array([0.0, _COM_DEPTH - 2 * BAR_HALF[1] - STEM_HALF[1]])
+
+# Counter-clockwise outline in the block frame (8 corners) and each edge's outward normal.
+_yb0, _yb1 = BAR_CENTER[1] - BAR_HALF[1], BAR_CENTER[1] + BAR_HALF[1]
+_ys0 = STEM_CENTER[1] - STEM_HALF[1]
+_bx, _sx = BAR_HALF[0], STEM_HALF[0]
+OUTLINE = np.array([(-_bx, _yb0), (-_sx, _yb0), (-_sx, _ys0), (_sx, _ys0), (_sx, _yb0), (_bx, _yb0), (_bx, _yb1),
+                    (-_bx, _yb1)])
+_EDGE_VEC = np.roll(OUTLINE, -1, axis=0) - OUTLINE
+NORMALS = np.stack([_EDGE_VEC[:, 1], -_EDGE_VEC[:, 0]], axis=1) / np.linalg.norm(_EDGE_VEC, axis=1, keepdims=True)
+CIRCUM_RADIUS = float(np.linalg.norm(OUTLINE, axis=1).max())
+
+
+def _grid(half: np.ndarray, center: np.ndarray, step: float) -> np.ndarray:
+    xs = np.arange(-half[0] + step / 2, half[0], step)
+    ys = np.arange(-half[1] + step / 2, half[1], step)
+    return np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2) + center
+
+
+# Equal-area samples of the T (2 mm grid): coverage and the limit surface's moment integral use them.
+SAMPLES = np.concatenate([_grid(BAR_HALF, BAR_CENTER, 0.002), _grid(STEM_HALF, STEM_CENTER, 0.002)])
+# Ellipsoidal limit surface constant for uniform pressure: c = max friction moment / max friction force.
+LIMIT_C = float(np.linalg.norm(SAMPLES, axis=1).mean())
+
+
+def rot2(theta: np.ndarray | float) -> np.ndarray:
+    c, s = np.cos(theta), np.sin(theta)
+    return np.array([[c, -s], [s, c]])
+
+
+def wrap(a: np.ndarray | float) -> np.ndarray | float:
+    """Angle(s) wrapped to [-pi, pi)."""
+    return (np.asarray(a) + np.pi) % (2 * np.pi) - np.pi
+
+
+def to_world(pose: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    return pts @ rot2(pose[2]).T + pose[:2]
+
+
+def to_block(pose: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    return (pts - pose[:2]) @ rot2(pose[2])
+
+
+def inside(pts_block: np.ndarray) -> np.ndarray:
+    """Which block-frame points lie inside the T."""
+    p = np.asarray(pts_block)
+    in_bar = np.all(np.abs(p - BAR_CENTER) <= BAR_HALF, axis=-1)
+    in_stem = np.all(np.abs(p - STEM_CENTER) <= STEM_HALF, axis=-1)
+    return in_bar | in_stem
+
+
+def coverage(pose: np.ndarray, goal: np.ndarray) -> float:
+    """Fraction of the goal T's area covered by the block (Diffusion Policy's Push-T score), in [0, 1]."""
+    return float(inside(to_block(pose, to_world(goal, SAMPLES))).mean())
+
+
+def signed_distance(pts_block: np.ndarray) -> np.ndarray:
+    """Distance (m) from block-frame points to the T's outline, negative inside."""
+    p = np.asarray(pts_block, float).reshape(-1, 1, 2)
+    a, e = OUTLINE[None], _EDGE_VEC[None]
+    t = np.clip(((p - a) * e).sum(-1) / (e * e).sum(-1), 0.0, 1.0)
+    dist = np.linalg.norm(p - (a + t[..., None] * e), axis=-1).min(axis=1)
+    return np.where(inside(p[:, 0]), -dist, dist)
+
+
+def pose_error(pose: np.ndarray, goal: np.ndarray) -> tuple[float, float]:
+    """(position error m, absolute yaw error rad) between two (x, y, yaw) poses."""
+    return float(np.linalg.norm(pose[:2] - goal[:2])), float(abs(wrap(pose[2] - goal[2])))
+
+
+def quasi_static_twist(contact: np.ndarray, push: np.ndarray) -> np.ndarray:
+    """Block-frame (vx, vy, omega) per unit pusher motion for a sticking point contact (Lynch's model).
+
+    `contact` [N, 2] are contact points relative to the centre of mass, `push` [N, 2] pusher velocities,
+    both in the block frame.
+    """
+    px, py = contact[:, 0], contact[:, 1]
+    ux, uy = push[:, 0], push[:, 1]
+    c2 = LIMIT_C**2
+    den = c2 + px**2 + py**2
+    vx = ((c2 + px**2) * ux + px * py * uy) / den
+    vy = (px * py * ux + (c2 + py**2) * uy) / den
+    return np.stack([vx, vy, (px * vy - py * vx) / c2], axis=1)
+
+
+@dataclass
+class PushConfig:
+    """The scripted pusher: geometry, speeds and what it optimises. Distances m, angles rad, speeds m/s."""
+
+    pusher_half_m: tuple[float, float] = (0.008, 0.012)  # closed pads' half extents along the tool's x, y
+    pusher_yaw_rad: float = 0.0  # the tool x axis' yaw in the world (the expert sets it from the arm's home)
+    contact_spacing_m: float = 0.006
+    push_angles_rad: tuple[float, ...] = (-0.5, -0.25, 0.0, 0.25, 0.5)  # about the inward normal, in the friction cone
+    push_lengths_m: tuple[float, ...] = (0.004, 0.01, 0.025, 0.05, 0.09)
+    clearance_m: float = 0.012  # gap between pusher and block before a push starts
+    travel_speed_m_s: float = 0.25
+    push_speed_m_s: float = 0.07
+    yaw_weight_m: float = 0.06  # 1 rad of yaw error counts like this many meters of position error
+    overhead_s: float = 0.5  # fixed time per push (settling at the pre-contact point), favours longer pushes
+    workspace_min: tuple[float, float] = (0.28, -0.30)  # pusher centre limits in the arm's base frame
+    workspace_max: tuple[float, float] = (0.66, 0.30)
+    side_tie: float = 0.25  # arcs within this fraction of each other: either way round is fine (multimodal)
+    sub_steps: int = 8  # integration steps of the quasi-static model per candidate push
+
+
+@dataclass
+class Push:
+    """A planned push: pusher centre waypoints (world xy) and the speed to take each at."""
+
+    waypoints: list[np.ndarray]
+    speeds: list[float]
+    predicted_cost: float
+
+
+@dataclass
+class PushPlanner:
+    cfg: PushConfig = field(default_factory=PushConfig)
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+
+    def __post_init__(self) -> None:
+        hx, hy = self.cfg.pusher_half_m
+        self.pusher_radius = float(np.hypot(hx, hy))
+        pts, normals = [], []
+        for a, e, n in zip(OUTLINE, _EDGE_VEC, NORMALS, strict=True):
+            length = float(np.linalg.norm(e))
+            k = max(int(length / self.cfg.contact_spacing_m), 1)
+            for s in (np.arange(k) + 0.5) / k:
+                pts.append(a + s * e)
+                normals.append(n)
+        self._contacts, self._normals = np.array(pts), np.array(normals)
+
+    def cost(self, pose: np.ndarray, goal: np.ndarray) -> np.ndarray | float:
+        d = np.asarray(pose)[..., :2] - goal[:2]
+        return np.sqrt((d**2).sum(-1) + (self.cfg.yaw_weight_m * wrap(np.asarray(pose)[..., 2] - goal[2])) ** 2)
+
+    def _candidates(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """All (contact, outward normal, push direction, length) combinations, block frame."""
+        c, n = self._contacts, self._normals
+        rows = []
+        for ang in self.cfg.push_angles_rad:
+            d = -n @ rot2(ang).T
+            for length in self.cfg.push_lengths_m:
+                rows.append((c, n, d, np.full(len(c), length)))
+        return tuple(np.concatenate([r[i] for r in rows]) for i in range(4))  # type: ignore[return-value]
+
+    def _simulate(self, pose: np.ndarray, contact: np.ndarray, push_b: np.ndarray, length: np.ndarray) -> np.ndarray:
+        """Block poses after pushing `length` along the world direction fixed at the push's start."""
+        n = len(contact)
+        k = self.cfg.sub_steps
+        push_w = push_b @ rot2(pose[2]).T
+        x = np.tile(pose, (n, 1)).astype(float)
+        ds = length / k
+        for _ in range(k):
+            c, s = np.cos(x[:, 2]), np.sin(x[:, 2])
+            ub = np.stack([c * push_w[:, 0] + s * push_w[:, 1], -s * push_w[:, 0] + c * push_w[:, 1]], axis=1)
+            tw = quasi_static_twist(contact, ub)
+            x[:, 0] += (c * tw[:, 0] - s * tw[:, 1]) * ds
+            x[:, 1] += (s * tw[:, 0] + c * tw[:, 1]) * ds
+            x[:, 2] += tw[:, 2] * ds
+        return x
+
+    def _route(self, start: np.ndarray, end: np.ndarray, pose: np.ndarray) -> tuple[list[np.ndarray], float]:
+        """Waypoints from `start` to `end` (world xy) that keep the pusher clear of the block, and their length.
+
+        Straight when the segment is clear; otherwise out to a circle around the block and round it, the
+        shorter way, or either way (seeded coin) when the two are about as long: the multimodality of Push-T.
+        """
+        r_p = self.pusher_radius
+        seg = start + np.linspace(0, 1, 12)[:, None] * (end - start)
+        if signed_distance(to_block(pose, seg)).min() > r_p + 0.002:
+            return [end], float(np.linalg.norm(end - start))
+        radius = CIRCUM_RADIUS + r_p + 0.012
+        center = pose[:2]
+        a0 = np.arctan2(*(start - center)[::-1])
+        a1 = np.arctan2(*(end - center)[::-1])
+        ccw = float(wrap(a1 - a0)) % (2 * np.pi)
+        cw = 2 * np.pi - ccw
+        if min(ccw, cw) / max(ccw, cw) > 1 - self.cfg.side_tie:
+            sign = 1.0 if self.rng.random() < 0.5 else -1.0
+        else:
+            sign = 1.0 if ccw < cw else -1.0
+        sweep = ccw if sign > 0 else cw
+        n_arc = max(int(np.ceil(sweep / 0.35)), 1)
+        pts = [center + radius * np.array([np.cos(a0), np.sin(a0)])]
+        pts += [center + radius * np.array([np.cos(a0 + sign * sweep * i / n_arc), np.sin(a0 + sign * sweep * i / n_arc)])
+                for i in range(1, n_arc + 1)]
+        pts.append(end)
+        length = float(np.linalg.norm(pts[0] - start)) + sweep * radius + float(np.linalg.norm(end - pts[-2]))
+        return pts, length
+
+    def _in_workspace(self, pts: np.ndarray) -> np.ndarray:
+        lo, hi = np.array(self.cfg.workspace_min), np.array(self.cfg.workspace_max)
+        return np.all((pts >= lo) & (pts <= hi), axis=-1)
+
+    def _pusher_corners(self, yaw_block: float) -> np.ndarray:
+        """The pusher's 4 corners and 4 edge midpoints relative to its centre, in the block frame [8, 2]."""
+        hx, hy = self.cfg.pusher_half_m
+        local = np.array([(hx, hy), (-hx, hy), (-hx, -hy), (hx, -hy), (hx, 0), (-hx, 0), (0, hy), (0, -hy)])
+        return local @ rot2(self.cfg.pusher_yaw_rad - yaw_block).T
+
+    def _overlaps(self, centers: np.ndarray, yaw_block: float, margin: float) -> np.ndarray:
+        """Whether the pusher (shrunk by `margin`, grown when negative) at block-frame `centers` overlaps the T."""
+        hx, hy = self.cfg.pusher_half_m
+        rel = self._pusher_corners(yaw_block)
+        scale = np.array([max(hx - margin, 1e-4) / hx, max(hy - margin, 1e-4) / hy])
+        local = np.array([(hx, hy), (-hx, hy), (-hx, -hy), (hx, -hy), (hx, 0), (-hx, 0), (0, hy), (0, -hy)]) * scale
+        rel = local @ rot2(self.cfg.pusher_yaw_rad - yaw_block).T
+        pts = centers[:, None, :] + rel[None]
+        hit = inside(pts).any(axis=1)
+        # T corners inside the pusher rectangle (the pusher's sides against the T's convex corners).
+        r = rot2(self.cfg.pusher_yaw_rad - yaw_block)
+        d = (OUTLINE[None] - centers[:, None, :]) @ r  # T corners in the pusher frame
+        in_rect = (np.abs(d[..., 0]) < hx * scale[0]) & (np.abs(d[..., 1]) < hy * scale[1])
+        return hit | in_rect.any(axis=1)
+
+    def plan(self, pose: np.ndarray, goal: np.ndarray, pusher: np.ndarray) -> Push | None:
+        """The best next push from the pusher's position `pusher` (world xy), or None when none helps."""
+        cfg = self.cfg
+        contact, normal, push_b, length = self._candidates()
+        corners = self._pusher_corners(pose[2])[:4]
+        # The corner deepest toward the block touches the contact point.
+        lead = corners[np.argmin(normal @ corners.T, axis=1)]
+        touch = contact - lead  # pusher centre at contact
+        pre = touch - push_b * cfg.clearance_m
+        ok = ~self._overlaps(touch, pose[2], 5e-4) & ~self._overlaps(pre, pose[2], -1e-3)
+        end_b = touch + push_b * length[:, None]
+        pre_w, end_w = to_world(pose, pre), to_world(pose, end_b)
+        ok &= self._in_workspace(pre_w) & self._in_workspace(end_w)
+        idx = np.flatnonzero(ok)
+        if idx.size == 0:
+            return None
+        after = self._simulate(pose, contact[idx], push_b[idx], length[idx])
+        pred = self.cost(after, goal)
+        # The push that gains the most per second of arm time (travel, straight-line estimate, then push).
+        gain = self.cost(pose, goal) - pred
+        seconds = (np.linalg.norm(pre_w[idx] - pusher, axis=1) / cfg.travel_speed_m_s
+                   + (length[idx] + cfg.clearance_m) / cfg.push_speed_m_s + cfg.overhead_s)
+        rate = np.where(gain > 1e-4, gain / seconds, -np.inf)
+        best = int(np.argmax(rate))
+        if not np.isfinite(rate[best]):
+            return None
+        i = idx[best]
+        route, _ = self._route(pusher, pre_w[i], pose)
+        waypoints = route + [end_w[i]]
+        speeds = [cfg.travel_speed_m_s] * len(route) + [cfg.push_speed_m_s]
+        return Push(waypoints=waypoints, speeds=speeds, predicted_cost=float(pred[best]))
