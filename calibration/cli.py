@@ -1,0 +1,49 @@
+"""`mimic calibrate <what> ...`: one subcommand per calibration, each in the module that computes it.
+
+    mimic calibrate gello --port /dev/ttyUSB0 --arm franka --out gello_franka.json
+    mimic calibrate gello --emulate --arm franka --out gello_franka.json   # no hardware: an emulated leader
+
+To add a calibration, add a line to SUBCOMMANDS naming a module with `configure(parser)` and
+`run(args) -> int`. A subcommand whose module does not exist yet is not listed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+
+# name -> (module with configure/run, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "gello": ("calibration.gello", "GELLO leader joint offsets and signs -> calibration JSON"),
+}
+
+
+def _available() -> dict[str, tuple[str, str]]:
+    return {name: entry for name, entry in SUBCOMMANDS.items() if importlib.util.find_spec(entry[0]) is not None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mimic calibrate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True, metavar="{" + ",".join(_available()) + "}")
+    modules = {}
+    for name, (module_name, text) in _available().items():
+        module = importlib.import_module(module_name)
+        module.configure(sub.add_parser(name, help=text, description=text,
+                                        formatter_class=argparse.RawDescriptionHelpFormatter))
+        modules[name] = module
+    args = parser.parse_args(argv)
+    try:
+        return int(modules[args.what].run(args) or 0)
+    except (ValueError, RuntimeError, OSError) as e:  # one clear line, never a traceback, for bad input
+        print(f"mimic calibrate {args.what}: {e}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, EOFError):
+        print(f"\nmimic calibrate {args.what}: aborted, nothing written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
