@@ -111,3 +111,31 @@ def calibrate_hand_eye(t_base_flange: list[np.ndarray], images: list[np.ndarray]
     x = solve_hand_eye(flanges, boards, method)
     mm, deg = board_in_base_spread(flanges, boards, x)
     return HandEye(x, method, len(used), mm, deg, {"views_used": used, "board": board.to_json()})
+
+
+# ---- timing of the pose stream against the (wrist) camera --------------------------------------
+def pose_stream_latency(t_pose_arrival: np.ndarray, positions: np.ndarray, t_frame_arrival: np.ndarray,
+                        frames: np.ndarray, camera_latency_s: float, max_offset_s: float = 0.3) -> float:
+    """Capture-to-arrival latency (s) of a pose stream, from the gripper swaying in front of its own camera.
+
+    The camera's image motion (calibration.latency.motion_signal) and the pose's displacement along its
+    main direction are the same motion; cross-correlating them by arrival time gives L_camera - L_pose
+    (either sign, up to `max_offset_s`), and the camera's own latency (time-code display,
+    calibration.latency.camera_latency) turns that into L_pose. Sway a few cm at ~0.5-1 Hz for >= 5 s.
+    """
+    from calibration.latency import camera_latency_from_motion
+
+    p = np.asarray(positions, float)
+    if p.ndim != 2 or p.shape[1] != 3 or len(p) != len(t_pose_arrival):
+        raise ValueError(f"pose latency: positions must be [n, 3] matching {len(t_pose_arrival)} times, "
+                         f"got {p.shape}")
+    if len(frames) != len(t_frame_arrival) or len(frames) < 10:
+        raise ValueError(f"pose latency: need >= 10 frames with one arrival time each, got {len(frames)} "
+                         f"frames and {len(t_frame_arrival)} times")
+    centred = p - p.mean(axis=0)
+    direction = np.linalg.svd(centred, full_matrices=False)[2][0]
+    x = centred @ direction
+    # Shift the pose stream earlier by max_offset_s so that either ordering is a non-negative delay.
+    d = camera_latency_from_motion(np.asarray(t_pose_arrival, float) - max_offset_s, x,
+                                   np.asarray(t_frame_arrival, float), np.asarray(frames), 2 * max_offset_s)
+    return float(camera_latency_s - (d - max_offset_s))

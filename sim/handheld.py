@@ -394,7 +394,7 @@ class HandheldEnv:
         d.qpos[self.finger_qpos] = self.spec.gripper_max / 2
         d.ctrl[:] = self.spec.gripper_max / 2
         mujoco.mj_forward(m, d)
-        self.t = 0
+        self.t = self._substep = 0
         return self._obs()
 
     def object_state(self) -> np.ndarray:
@@ -446,11 +446,12 @@ class HandheldEnv:
             mujoco.mju_quat2Mat(m, q / np.linalg.norm(q))
             self._set_tcp((1 - f) * p0 + f * a[:3], m.reshape(3, 3))
             mujoco.mj_step(self.model, self.data)
-            if i % self.pose_every == 0:
+            self._substep += 1  # global count: sample rates need not divide the control period
+            if self._substep % self.pose_every == 0:
                 mujoco.mj_kinematics(self.model, self.data)
                 poses.append(self._pose_sample())
                 widths.append((float(self.data.time), self.gripper_width()))
-            if i % self.camera_every == 0:
+            if self._substep % self.camera_every == 0:
                 mujoco.mj_forward(self.model, self.data)
                 frames.append((float(self.data.time), self.render("wrist", self.image_size)))
         mujoco.mj_forward(self.model, self.data)
@@ -515,3 +516,22 @@ class HandheldExpert:
             else:
                 plan.wait += 1
         return np.concatenate([plan.p_cmd, _aa(self.r_cmd), [grip]])
+
+
+def wave_capture(env: HandheldEnv, duration_s: float = 6.0, amplitude_m: float = 0.015,
+                 freqs_hz: tuple[float, ...] = (0.45, 0.8), seed: int = 0):
+    """The hand sways sideways above the table (a sum of sines: one clear correlation peak) for timing
+    calibration; returns capture-time-stamped (t_pose [n], positions [n, 3], t_frames [m], frames [m]).
+    """
+    obs = env.reset(seed=seed, tcp_start=np.array([0.5, -0.05, 0.22]))
+    start, aa = obs["robot0_eef_pos"].copy(), obs["robot0_eef_rot_axis_angle"].copy()
+    t_pose, pos, t_frames, frames = [], [], [], []
+    for k in range(int(round(duration_s * env.control_hz))):
+        t = (k + 1) / env.control_hz
+        offset = amplitude_m * sum(np.sin(2 * np.pi * f * t) for f in freqs_hz) / len(freqs_hz)
+        _, _, _, _, info = env.step(np.concatenate([start + [0.0, offset, 0.0], aa, [env.spec.gripper_max]]))
+        t_pose += [s.t for s in info["pose_samples"]]
+        pos += [s.position for s in info["pose_samples"]]
+        t_frames += [t for t, _ in info["frames"]]
+        frames += [img for _, img in info["frames"]]
+    return np.array(t_pose), np.array(pos), np.array(t_frames), np.stack(frames)

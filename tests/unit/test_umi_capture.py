@@ -1,0 +1,77 @@
+"""Handheld capture pieces: axis-angle continuity, action/width join, input errors, pose-stream latency."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from calibration.handeye import pose_stream_latency
+from data.validate import validate
+from teleop.handheld import HandheldCapture, HandheldCaptureConfig, continuous_axis_angle
+
+
+def test_axis_angle_stays_continuous_through_pi():
+    """A TCP pointing down sits near rotation angle pi: turning through it must not jump the stored values."""
+    axis = np.array([1.0, 0.3, 0.1]) / np.linalg.norm([1.0, 0.3, 0.1])
+    rots = Rotation.from_rotvec(np.linspace(np.pi - 0.3, np.pi + 0.3, 101)[:, None] * axis)
+    prev, out = None, []
+    for q in rots.as_quat(scalar_first=True):
+        prev = continuous_axis_angle(q, prev)
+        out.append(prev)
+    out = np.array(out)
+    assert np.abs(np.diff(out, axis=0)).max() < 0.02
+    np.testing.assert_allclose(Rotation.from_rotvec(out).as_matrix(), rots.as_matrix(), atol=1e-9)
+    shortest = rots.as_rotvec()
+    assert np.abs(np.diff(shortest, axis=0)).max() > 3  # what a naive conversion would have stored
+
+
+def test_capture_joins_width_into_actions_and_names_bad_input(tmp_path):
+    cfg = HandheldCaptureConfig(image_size=(8, 8), pose_latency_s=0.01, gripper_latency_s=0.0, camera_latency_s=0.02)
+    cap = HandheldCapture.create(tmp_path / "h.zarr", cfg)
+    with pytest.raises(RuntimeError, match="pose outside an episode"):
+        cap.on_pose(0.0, np.zeros(3), [1, 0, 0, 0])
+    cap.begin_episode()
+    img = np.full((8, 8, 3), 100, np.uint8)
+    for k in range(301):  # 3 s: poses 100 Hz, widths 50 Hz closing linearly, frames 30 Hz
+        t = k * 0.01
+        cap.on_pose(t + 0.01, [t, 0.0, 0.2], [0, 1, 0, 0])
+        if k % 2 == 0:
+            cap.on_gripper(t, 0.08 - 0.02 * t)
+        if k % 3 == 0:
+            cap.on_frame(t + 0.02, img)
+    with pytest.raises(ValueError, match="not a rotation"):
+        cap.on_pose(3.1, np.zeros(3), [0, 0, 0, 0])
+    with pytest.raises(ValueError, match=r"expected uint8 \(8, 8, 3\)"):
+        cap.on_frame(3.1, np.zeros((8, 8), np.uint8))
+    with pytest.raises(ValueError, match="3 finite values"):
+        cap.on_pose(3.1, [0.0, np.nan, 0.0], [1, 0, 0, 0])
+    rows = cap.end_episode()
+    cap.close()
+    assert 25 <= rows <= 31
+    ds, _ = validate(tmp_path / "h.zarr")
+    ep = ds.episode(0)
+    g = ep["timestamp"]
+    np.testing.assert_allclose(ep["robot0_eef_pos"][:, 0], g, atol=1e-9)  # latency removed: pos x == time
+    np.testing.assert_allclose(ep["action"][:, 6], 0.08 - 0.02 * g, atol=1e-9)  # width interpolated at pose time
+    np.testing.assert_allclose(ep["robot0_gripper_width"][:, 0], ep["action"][:, 6], atol=1e-9)
+    np.testing.assert_allclose(np.abs(ep["robot0_eef_rot_axis_angle"][:, 0]), np.pi, atol=1e-9)
+
+
+@pytest.mark.parametrize(("pose_s", "camera_s"), [(0.04, 0.12), (0.15, 0.05)])
+def test_pose_stream_latency_against_the_wrist_camera(pose_s, camera_s):
+    from sim.handheld import HandheldEnv, wave_capture
+
+    env = HandheldEnv(seed=0, image_size=(96, 96), camera_hz=30.0)
+    t_pose, pos, t_frames, frames = wave_capture(env, duration_s=6.0)
+    env.close()
+    rng = np.random.default_rng(1)
+    jitter = 0.004
+    est = pose_stream_latency(t_pose + pose_s + rng.uniform(0, jitter, len(t_pose)), pos,
+                              t_frames + camera_s + rng.uniform(0, jitter, len(t_frames)), frames,
+                              camera_latency_s=camera_s + jitter / 2)
+    truth = pose_s + jitter / 2
+    print(f"pose latency: true {truth * 1e3:.1f} ms, estimated {est * 1e3:.1f} ms")
+    assert abs(est - truth) < 0.005
+    with pytest.raises(ValueError, match="positions must be"):
+        pose_stream_latency(t_pose, pos[:, :2], t_frames, frames, 0.0)
