@@ -25,8 +25,10 @@ from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
+from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from mimic_ros.runtime import announce_ready
 from robots.control import ChunkController, FollowController, Pacer, WorkspaceBox
 from robots.spec import ArmSpec
 
@@ -145,6 +147,8 @@ class ControllerNode(Node):
         self.create_subscription(JointState, "/robot/joint_states", self._on_state, 10)
         self.pub = self.create_publisher(JointState, "/robot/joint_command", 10)
         self.diag = self.create_publisher(String, "/controller/diagnostics", 10)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self.reset_after = 0.0  # joint states captured before this time cannot seed (see _on_reset)
         self.names = [*spec.joint_names, GRIPPER_JOINT]
         self.lock = threading.Lock()
         self.seeded = threading.Event()
@@ -155,8 +159,21 @@ class ControllerNode(Node):
         self.commands_sent = 0
         self._gripper = 0.0
 
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        """Forget the old targets and re-seed from the next measurement (the twin was reset, the arm moved).
+
+        Until a joint state captured after this call arrives, the loop sends nothing: the arm holds.
+        """
+        with self.lock:
+            self.seeded.clear()
+            self.reset_after = time.time()
+        response.success, response.message = True, "re-seeding from the next /robot/joint_states"
+        return response
+
     def _on_state(self, msg: JointState) -> None:
         if self.seeded.is_set() or len(msg.position) < self.spec.dof:
+            return
+        if stamp_to_s(msg.header.stamp) < self.reset_after:
             return
         g = msg.position[self.spec.dof] if len(msg.position) > self.spec.dof else 0.0
         with self.lock:
@@ -196,7 +213,7 @@ class ControllerNode(Node):
                 self.period_errors.append(err)
             t = time.time()
             with self.lock:
-                out = self.ctl.target(t)
+                out = self.ctl.target(t) if self.seeded.is_set() else None
             if out is not None:
                 q, g = out
                 msg = JointState()
@@ -246,6 +263,7 @@ def main(argv: list[str] | None = None, spec: ArmSpec | None = None) -> int:
     executor.add_node(node)
     worker = threading.Thread(target=node.loop, name="control-loop")
     worker.start()
+    announce_ready(node)
     try:
         while rclpy.ok():
             executor.spin_once(timeout_sec=0.1)

@@ -32,9 +32,11 @@ from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, JointState
 from std_msgs.msg import String
+from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from mimic_ros.controller_node import declare_config, resolve_spec
+from mimic_ros.runtime import announce_ready
 from robots.spec import ArmSpec
 
 
@@ -109,11 +111,7 @@ class PolicyNode(Node):
             raise ValueError(f"policy: latencies must be >= 0: {cfg}")
         spec = spec or resolve_spec(cfg.arm)
         if policy is None:
-            try:
-                from policies import load_policy
-            except ImportError as e:
-                raise ValueError(f"cannot load policies ({e})") from None
-            policy = load_policy(cfg.checkpoint, device=cfg.device)
+            policy = load_checkpoint(cfg.checkpoint, cfg.device)
         self.cfg, self.spec, self.policy = cfg, spec, policy
         lat = (lambda s: s) if cfg.matching else (lambda s: 0.0)
         self.lead_s = lat(cfg.arm_latency_s)
@@ -133,13 +131,34 @@ class PolicyNode(Node):
                 self.create_subscription(
                     CompressedImage, f"/cameras/{name}/image/compressed", self._camera_cb(key), 2
                 )
+        if "object_state" in keys:
+            self.buffers["object_state"] = StreamBuffer(lat(cfg.joint_latency_s))
+            self.create_subscription(JointState, "/objects/state", self._on_objects, 10)
         missing = keys - set(self.buffers)
         if missing:
             raise ValueError(f"policy node: no ROS stream provides observation keys {sorted(missing)}")
         self.chunk_pub = self.create_publisher(JointTrajectory, "/policy/action_chunk", 10)
         self.diag_pub = self.create_publisher(String, "/policy/diagnostics", 10)
+        self.create_service(Trigger, "~/reset", self._on_reset)
         self.running = True
         self.chunks_sent = 0
+        self.episode = 0  # bumped by ~/reset; a window built before it is never used after it
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        """New episode: drop buffered observations (they show the old scene) and the policy's state."""
+        with self.lock:
+            for b in self.buffers.values():
+                b.samples.clear()
+            self.episode += 1
+            if hasattr(self.policy, "reset"):
+                self.policy.reset()
+        response.success, response.message = True, f"episode {self.episode}"
+        return response
+
+    def _on_objects(self, msg: JointState) -> None:
+        t = time.time()
+        with self.lock:
+            self.buffers["object_state"].add(t, np.asarray(msg.position, float))
 
     def _on_joints(self, msg: JointState) -> None:
         t, dof = time.time(), self.spec.dof
@@ -171,6 +190,7 @@ class PolicyNode(Node):
             next_t += replan_s
             with self.lock:
                 window = align_window(self.buffers, int(self.policy.n_obs_steps), self.dt)
+                episode = self.episode
             if window is not None:
                 t_obs, obs = window
                 if not self.cfg.matching:
@@ -181,7 +201,7 @@ class PolicyNode(Node):
                 chunk = timed_chunk(actions, t_obs, self.dt, self.action_offset, t_ready, self.lead_s)
                 if not self.cfg.matching:
                     chunk = (t_ready, np.asarray(actions[self.action_offset :], float))
-                if chunk is not None:
+                if chunk is not None and episode == self.episode:
                     self.publish_chunk(*chunk)
                 self.diag_pub.publish(
                     String(
@@ -215,6 +235,25 @@ class PolicyNode(Node):
         self.chunks_sent += 1
 
 
+def load_checkpoint(checkpoint: str, device: str):
+    """`policies.load_policy(checkpoint)`, or `py:module:factory` for a scripted policy object (tests, baselines)."""
+    if checkpoint.startswith("py:"):
+        import importlib
+
+        module, _, attr = checkpoint[3:].partition(":")
+        try:
+            return getattr(importlib.import_module(module), attr)()
+        except (ImportError, AttributeError) as e:
+            raise ValueError(f"parameter checkpoint={checkpoint!r}: {e}") from None
+    if not checkpoint:
+        raise ValueError("parameter checkpoint is empty")
+    try:
+        from policies import load_policy
+    except ImportError as e:
+        raise ValueError(f"cannot load policies ({e})") from None
+    return load_policy(checkpoint, device=device)
+
+
 def main(argv: list[str] | None = None, spec: ArmSpec | None = None, policy=None) -> int:
     """Run until SIGINT; parameters as `--ros-args -p name:=value`. `spec`/`policy` override `arm`/`checkpoint`."""
     rclpy.init(
@@ -230,6 +269,7 @@ def main(argv: list[str] | None = None, spec: ArmSpec | None = None, policy=None
     executor.add_node(node)
     worker = threading.Thread(target=node.loop, name="inference")
     worker.start()
+    announce_ready(node)
     try:
         while rclpy.ok():
             executor.spin_once(timeout_sec=0.1)

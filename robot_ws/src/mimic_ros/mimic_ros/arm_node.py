@@ -1,0 +1,244 @@
+"""Arm node: one `robots.arm.Arm` backend on the ROS graph.
+
+Wiring: `robots.factory.make_arm(backend)` -> /robot/joint_states at `state_rate_hz`;
+/robot/joint_command -> `Arm.command` (a refused command is counted and logged, never fatal: the arm
+keeps its last accepted target). On the twin (`backend:=twin:<arm>`) the node also plays the scene:
+/objects/state (the tracker-like object stream of the contract), /cameras/<name>/image/compressed
+rendered with `TwinArm.capture`, /sim/status (JSON: episode, seed, live and latched task success) and
+the `/sim/reset` service (std_srvs/Trigger) that starts episode i with seed `seed + i`.
+
+Injected latency goes through `sim.latency.LatencyConfig`: joint-state and command delays inside the
+twin; the camera delay is applied here, by holding each rendered frame until `capture time + delay`
+before publishing it (stamped with its capture time). The result is what the twin's own delayed capture
+gives, but the renderer (one EGL context, one thread) is never blocked sleeping out the latency, so two
+cameras keep their rate at 150 ms latency.
+
+    python -m mimic_ros.arm_node --ros-args -p backend:=twin:franka -p task:=pick_place -p seed:=100
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from rclpy.qos import DurabilityPolicy, QoSProfile
+from sensor_msgs.msg import CompressedImage, JointState
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from mimic_ros.msgs import GRIPPER_JOINT, joint_state, jpeg_image
+from mimic_ros.params import ParamError, declare_config, param
+from mimic_ros.runtime import ManagedNode, run_node
+from robots.arm import ArmError, CommandRefused
+
+LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+@dataclass
+class ArmNodeConfig:
+    backend: str = param("twin:franka", "arm URI for robots.factory.make_arm: twin:<arm>, franka:<host>, "
+                                        "ur:<host>, xarm:<host>")
+    task: str = param("", "twin only: task scene, reach or pick_place ('' = the bare arm)",
+                      choices=("", "reach", "pick_place"))
+    seed: int = param(0, "twin only: seed of episode 0; /sim/reset number i seeds seed + i", range=(0, 2**31 - 1))
+    state_rate_hz: float = param(100.0, "rate of /robot/joint_states and /objects/state (Hz)", range=(1.0, 1000.0))
+    cameras: str = param("scene,wrist", "twin only: comma-separated cameras rendered to "
+                                        "/cameras/<name>/image/compressed ('' = none)")
+    camera_rate_hz: float = param(15.0, "twin only: frame rate of each camera (Hz)", range=(0.5, 60.0))
+    image_height: int = param(96, "twin only: rendered image height (px)", range=(16, 1080))
+    image_width: int = param(96, "twin only: rendered image width (px)", range=(16, 1920))
+    jpeg_quality: int = param(90, "JPEG quality of published frames", range=(10, 100))
+    camera_latency_s: float = param(0.0, "twin only: injected capture-to-arrival delay of frames (s)",
+                                    range=(0.0, 1.0))
+    joint_latency_s: float = param(0.0, "twin only: injected age of joint-state readings (s)", range=(0.0, 1.0))
+    command_latency_s: float = param(0.0, "twin only: injected command-to-motion delay (s)", range=(0.0, 1.0))
+    latency_jitter_s: float = param(0.0, "twin only: uniform extra delay in [0, jitter] per sample (s)",
+                                    range=(0.0, 0.5))
+    status_rate_hz: float = param(5.0, "rate of /sim/status (Hz)", range=(0.5, 100.0))
+
+
+class ArmNode(ManagedNode):
+    def __init__(self) -> None:
+        super().__init__("arm")
+        cfg = ArmNodeConfig()
+        declare_config(self, cfg)
+        self.cfg = cfg
+        from robots.factory import make_arm, parse_uri
+        from sim.latency import LatencyConfig
+
+        scheme, _ = parse_uri(cfg.backend)
+        self.is_twin = scheme == "twin"
+        kwargs = {}
+        if self.is_twin:
+            kwargs = dict(task=cfg.task or None, seed=cfg.seed, latency=LatencyConfig(
+                joint_state_s=cfg.joint_latency_s, command_s=cfg.command_latency_s,
+                jitter_s=cfg.latency_jitter_s, seed=cfg.seed))
+        elif cfg.task or cfg.camera_latency_s or cfg.joint_latency_s or cfg.command_latency_s:
+            raise ParamError(f"arm: task/latency parameters are for twin backends, not {cfg.backend!r}")
+        try:
+            self.arm = make_arm(cfg.backend, **kwargs)
+        except KeyError as e:  # unknown arm name in the spec table
+            raise ParamError(f"arm: backend={cfg.backend!r}: {e}") from None
+        self.spec = self.arm.spec
+        self.names = [*self.spec.joint_names, GRIPPER_JOINT]
+        self.camera_names = [c for c in cfg.cameras.split(",") if c] if self.is_twin else []
+        if self.is_twin:
+            from sim.env import CAMERA_KEYS
+
+            bad = [c for c in self.camera_names if c not in CAMERA_KEYS]
+            if bad:
+                raise ParamError(f"arm: parameter cameras: unknown twin camera(s) {bad}; known {list(CAMERA_KEYS)}")
+        self.camera_delay = LatencyConfig(camera_s=cfg.camera_latency_s, jitter_s=cfg.latency_jitter_s,
+                                          seed=cfg.seed + 1)
+        try:
+            self.arm.connect()
+        except (ArmError, OSError) as e:
+            raise ParamError(f"arm: cannot connect to {cfg.backend}: {e}") from None
+
+        self.device_lock = threading.Lock()  # held across a reset so no reader sees a half-reset twin
+        self.episode, self.seed = 0, cfg.seed
+        self.succeeded = False
+        self.counts = {"commands": 0, "refused": 0, "ignored": 0, "states": 0}
+        self.frames = {c: 0 for c in self.camera_names}
+        self._last_refusal_log = 0.0
+
+        self.state_pub = self.create_publisher(JointState, "/robot/joint_states", 10)
+        # Deep queue: a stalled executor must not drop commands, or the next one is a jump the guard refuses.
+        self.create_subscription(JointState, "/robot/joint_command", self._on_command, 100)
+        self.status_pub = self.create_publisher(String, "/sim/status" if self.is_twin else "/arm/status", LATCHED)
+        if self.is_twin:
+            self.object_pub = self.create_publisher(JointState, "/objects/state", 10)
+            self.camera_pubs = {c: self.create_publisher(CompressedImage, f"/cameras/{c}/image/compressed", 2)
+                                for c in self.camera_names}
+            self.create_service(Trigger, "/sim/reset", self._on_reset)
+
+    # --- ROS callbacks ------------------------------------------------------------------------------
+    def _on_command(self, msg: JointState) -> None:
+        dof = self.spec.dof
+        if len(msg.position) < dof:
+            self.counts["refused"] += 1
+            return
+        q = np.asarray(msg.position[:dof], float)
+        g = float(msg.position[dof]) if len(msg.position) > dof else None
+        try:
+            with self.device_lock:
+                self.arm.command(q, g)
+            self.counts["commands"] += 1
+        except CommandRefused as e:
+            self.counts["refused"] += 1
+            if time.monotonic() - self._last_refusal_log > 1.0:
+                self._last_refusal_log = time.monotonic()
+                self.get_logger().warning(f"command refused ({self.counts['refused']} so far): {e}")
+        except ArmError:
+            self.counts["ignored"] += 1
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        """New seeded episode: the twin's scene is re-randomised and the arm put back at home."""
+        with self.device_lock:
+            self.arm.stop()
+            self.arm.disconnect()
+            self.episode += 1
+            self.seed = self.cfg.seed + self.episode
+            self.arm.seed = self.seed
+            self.arm.connect()
+            self.succeeded = False
+        self.get_logger().info(f"episode {self.episode}: twin reset with seed {self.seed}")
+        self._publish_status()
+        response.success = True
+        response.message = json.dumps({"episode": self.episode, "seed": self.seed})
+        return response
+
+    # --- workers ------------------------------------------------------------------------------------
+    def workers(self):
+        return (self._state_loop, self._camera_loop) if self.camera_names else (self._state_loop,)
+
+    def _twin_scene(self) -> tuple[np.ndarray, bool]:
+        """(object_state, task success) read consistently with the twin's physics thread."""
+        arm = self.arm
+        with arm._lock:  # the physics thread steps env.data under this lock
+            return arm.env.object_state().copy(), bool(arm.env.success()) if self.cfg.task else False
+
+    def _state_loop(self) -> None:
+        period = 1.0 / self.cfg.state_rate_hz
+        status_every = max(1, int(round(self.cfg.state_rate_hz / self.cfg.status_rate_hz)))
+        next_t, tick, last_t = time.monotonic(), 0, None
+        while self.running:
+            with self.device_lock:
+                if not self.arm.is_connected:
+                    s = None
+                else:
+                    s = self.arm.state()
+                    if self.is_twin:
+                        t_obj = time.time()
+                        obj, ok = self._twin_scene()
+                        self.succeeded = self.succeeded or ok
+            if s is not None and s.t == last_t:  # physics has not advanced since (CPU starved): no duplicate
+                s = None
+            if s is not None:
+                last_t = s.t
+                self.state_pub.publish(joint_state(s.t, self.names, [*s.q, s.gripper], [*s.dq, 0.0]))
+                self.counts["states"] += 1
+                if self.is_twin:
+                    names = [f"object_state[{i}]" for i in range(len(obj))]
+                    self.object_pub.publish(joint_state(t_obj, names, obj))
+                    self._success_now = ok
+            tick += 1
+            if tick % status_every == 0:
+                self._publish_status()
+            next_t += period
+            time.sleep(max(0.0, next_t - time.monotonic()))
+            if time.monotonic() > next_t + 10 * period:  # starved: re-anchor instead of bursting
+                next_t = time.monotonic()
+
+    def _publish_status(self) -> None:
+        status = {"backend": self.cfg.backend, "episode": self.episode, "seed": self.seed, "task": self.cfg.task,
+                  "success": bool(getattr(self, "_success_now", False)), "succeeded": self.succeeded,
+                  **self.counts, "frames": dict(self.frames), "t": time.time()}
+        self.status_pub.publish(String(data=json.dumps(status)))
+
+    def _camera_loop(self) -> None:
+        """Render every camera at `camera_rate_hz`; publish each frame once its injected delay has passed."""
+        cfg = self.cfg
+        size = (cfg.image_height, cfg.image_width)
+        period = 1.0 / cfg.camera_rate_hz
+        due: list[tuple[float, int, str, float, np.ndarray]] = []  # heap of (publish at, seq, camera, t, rgb)
+        seq, next_capture = 0, time.time()
+        while self.running:
+            now = time.time()
+            if now >= next_capture:
+                next_capture += period
+                if next_capture < now:  # rendering slower than the rate: skip, do not burst
+                    next_capture = now + period
+                for cam in self.camera_names:
+                    with self.device_lock:
+                        if not self.arm.is_connected:
+                            continue
+                        t, rgb = self.arm.capture(cam, size)
+                    seq += 1
+                    heapq.heappush(due, (t + self.camera_delay.draw(cfg.camera_latency_s), seq, cam, t, rgb))
+            while due and due[0][0] <= time.time():
+                _, _, cam, t, rgb = heapq.heappop(due)
+                self.camera_pubs[cam].publish(jpeg_image(t, rgb, cfg.jpeg_quality, frame_id=cam))
+                self.frames[cam] += 1
+            wake = min(next_capture, due[0][0]) if due else next_capture
+            time.sleep(min(0.05, max(0.0, wake - time.time())))
+        self.arm.env.close()  # the EGL context belongs to this thread: free it here, not in a finaliser
+
+    def close(self) -> None:
+        self._publish_status()
+        self.arm.stop()
+        self.arm.disconnect()
+        print(json.dumps({"arm": self.counts, "frames": self.frames}), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_node("arm", ArmNode, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

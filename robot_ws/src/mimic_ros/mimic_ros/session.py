@@ -1,0 +1,234 @@
+"""Session YAML: which nodes a session runs, with which parameters and remaps, and which ones it needs.
+
+One file drives both the supervisor (`mimic session up <yaml>`) and the ROS 2 launch files, so a session
+means the same thing with or without a ROS install. Schema (unknown keys are errors, so typos surface):
+
+    session: teleop_twin            # a name for logs
+    ready_timeout_s: 60             # default per-node wait for its ready line (s)
+    stop_timeout_s: 10              # SIGINT -> SIGKILL grace for the whole session (s)
+    nodes:
+      - name: arm                   # ROS node name (and log prefix)
+        executable: arm_node        # entry point in setup.py == module mimic_ros.<executable>
+        required: true              # its death stops the session with an error (default true)
+        enabled: true               # false: listed for reference, not started (e.g. an optional recorder)
+        ends_session: false         # true: its exit ends the session with its exit status (operator, evaluator)
+        ready_timeout_s: 60         # optional per-node override
+        parameters: {backend: "twin:franka", task: pick_place}
+        remaps: {/robot/joint_states: /follower/joint_states}
+
+String parameters may use ${ENV_VAR}. Overrides use `node.key=value` (value parsed as YAML): a node field
+(`enabled`, `required`, `ends_session`, `ready_timeout_s`) or else a parameter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PACKAGE = "mimic_ros"
+NODE_FIELDS = ("enabled", "required", "ends_session", "ready_timeout_s")
+
+
+class SessionError(ValueError):
+    """The session file or an override is wrong; the message names the file and the field."""
+
+
+@dataclass
+class NodeSpec:
+    name: str
+    executable: str
+    package: str = PACKAGE
+    parameters: dict[str, Any] = field(default_factory=dict)
+    remaps: dict[str, str] = field(default_factory=dict)
+    required: bool = True
+    enabled: bool = True
+    ends_session: bool = False
+    ready_timeout_s: float | None = None
+
+    @property
+    def module(self) -> str:
+        return f"{self.package}.{self.executable}"
+
+    def ros_args(self) -> list[str]:
+        """`--ros-args` for this node: its name, its parameters (`-p k:=v`) and remaps (`-r a:=b`)."""
+        args = ["--ros-args", "-r", f"__node:={self.name}"]
+        for key, value in self.parameters.items():
+            args += ["-p", f"{key}:={format_value(value)}"]
+        for src, dst in self.remaps.items():
+            args += ["-r", f"{src}:={dst}"]
+        return args
+
+
+@dataclass
+class Session:
+    name: str
+    path: str
+    nodes: list[NodeSpec]
+    ready_timeout_s: float = 60.0
+    stop_timeout_s: float = 10.0
+
+    def node(self, name: str) -> NodeSpec:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise SessionError(f"{self.path}: no node named {name!r} (nodes: {', '.join(n.name for n in self.nodes)})")
+
+    @property
+    def enabled_nodes(self) -> list[NodeSpec]:
+        return [n for n in self.nodes if n.enabled]
+
+
+def format_value(value: Any) -> str:
+    """A parameter value as ROS's `-p name:=value` parses it (YAML): strings quoted, lists comma-joined."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        value = ",".join(str(v) for v in value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(value)
+
+
+def config_dir() -> Path:
+    """Where the packaged session files live: the source tree, or the colcon install's share directory."""
+    here = Path(__file__).resolve().parent.parent / "config"
+    if here.is_dir():
+        return here
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory(PACKAGE)) / "config"
+    except Exception:  # noqa: BLE001 - no ament index: only the source layout exists
+        return here
+
+
+def resolve_path(name_or_path: str) -> Path:
+    """A path as given, or the name of a packaged session (`teleop_twin` -> config/teleop_twin.yaml)."""
+    p = Path(name_or_path)
+    if p.exists():
+        return p
+    for candidate in (config_dir() / name_or_path, config_dir() / f"{name_or_path}.yaml"):
+        if candidate.exists():
+            return candidate
+    known = ", ".join(sorted(q.stem for q in config_dir().glob("*.yaml")))
+    raise SessionError(f"{name_or_path}: no such session file (packaged sessions: {known})")
+
+
+def _expand(value: Any) -> Any:
+    return os.path.expandvars(value) if isinstance(value, str) else value
+
+
+def _node(path: str, i: int, raw: Any) -> NodeSpec:
+    where = f"{path}: nodes[{i}]"
+    if not isinstance(raw, dict):
+        raise SessionError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    known = {f.name for f in fields(NodeSpec)}
+    unknown = set(raw) - known
+    if unknown:
+        raise SessionError(f"{where}: unknown key(s) {sorted(unknown)} (known: {sorted(known)})")
+    for key in ("name", "executable"):
+        if not isinstance(raw.get(key), str) or not raw[key]:
+            raise SessionError(f"{where}: '{key}' must be a non-empty string")
+    where = f"{path}: node {raw['name']!r}"
+    params = raw.get("parameters") or {}
+    remaps = raw.get("remaps") or {}
+    if not isinstance(params, dict) or not isinstance(remaps, dict):
+        raise SessionError(f"{where}: 'parameters' and 'remaps' must be mappings")
+    for key, value in params.items():
+        if not isinstance(value, (str, int, float, bool, list)):
+            raise SessionError(f"{where}: parameter {key!r} has unsupported value {value!r}")
+    for key in ("required", "enabled", "ends_session"):
+        if key in raw and not isinstance(raw[key], bool):
+            raise SessionError(f"{where}: '{key}' must be true or false, got {raw[key]!r}")
+    timeout = raw.get("ready_timeout_s")
+    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise SessionError(f"{where}: 'ready_timeout_s' must be a positive number, got {timeout!r}")
+    return NodeSpec(
+        name=raw["name"], executable=raw["executable"], package=raw.get("package", PACKAGE),
+        parameters={str(k): _expand(v) for k, v in params.items()},
+        remaps={str(k): str(v) for k, v in remaps.items()},
+        required=raw.get("required", True), enabled=raw.get("enabled", True),
+        ends_session=raw.get("ends_session", False),
+        ready_timeout_s=float(timeout) if timeout is not None else None,
+    )
+
+
+def parse_session(text: str, path: str = "<session>") -> Session:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" line {mark.line + 1}" if mark is not None else ""
+        raise SessionError(f"{path}:{at} not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(raw, dict):
+        raise SessionError(f"{path}: expected a mapping with 'nodes'")
+    unknown = set(raw) - {"session", "nodes", "ready_timeout_s", "stop_timeout_s", "description"}
+    if unknown:
+        raise SessionError(f"{path}: unknown top-level key(s) {sorted(unknown)}")
+    nodes_raw = raw.get("nodes")
+    if not isinstance(nodes_raw, list) or not nodes_raw:
+        raise SessionError(f"{path}: 'nodes' must be a non-empty list")
+    nodes = [_node(path, i, n) for i, n in enumerate(nodes_raw)]
+    names = [n.name for n in nodes]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise SessionError(f"{path}: duplicate node name(s) {sorted(dup)}")
+    timeouts = {}
+    for key in ("ready_timeout_s", "stop_timeout_s"):
+        if key in raw:
+            if not isinstance(raw[key], (int, float)) or raw[key] <= 0:
+                raise SessionError(f"{path}: '{key}' must be a positive number, got {raw[key]!r}")
+            timeouts[key] = float(raw[key])
+    return Session(name=str(raw.get("session") or Path(path).stem), path=path, nodes=nodes, **timeouts)
+
+
+def apply_override(session: Session, text: str) -> None:
+    """Apply `node.key=value` in place (value parsed as YAML, so `true`, `3`, `0.1` get their types)."""
+    target, eq, value_text = text.partition("=")
+    node_name, dot, key = target.partition(".")
+    if not eq or not dot or not node_name or not key:
+        raise SessionError(f"--set {text!r}: expected node.parameter=value")
+    node = session.node(node_name)
+    try:
+        value = yaml.safe_load(value_text) if value_text.strip() else ""
+    except yaml.YAMLError:
+        value = value_text
+    if value is None:
+        value = ""
+    if key in NODE_FIELDS:
+        expected = float if key == "ready_timeout_s" else bool
+        if not isinstance(value, (int, float) if expected is float else bool):
+            raise SessionError(f"--set {text!r}: {key} must be a {expected.__name__}")
+        idx = session.nodes.index(node)
+        session.nodes[idx] = replace(node, **{key: expected(value)})
+        return
+    if not isinstance(value, (str, int, float, bool, list)):
+        value = value_text
+    node.parameters[key] = _expand(value)
+
+
+def load_session(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Session:
+    """Read a session file (a path or a packaged session's name) and apply `node.key=value` overrides."""
+    path = resolve_path(name_or_path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SessionError(f"{path}: cannot read ({e.strerror})") from None
+    session = parse_session(text, str(path))
+    for o in overrides:
+        apply_override(session, o)
+    return session
+
+
+def launch_description_entities(session: Session) -> list[dict[str, Any]]:
+    """What a launch file needs per enabled node (package, executable, name, parameters, remappings, required)."""
+    return [
+        {"package": n.package, "executable": n.executable, "name": n.name, "parameters": dict(n.parameters),
+         "remappings": list(n.remaps.items()), "required": n.required, "ends_session": n.ends_session}
+        for n in session.enabled_nodes
+    ]
