@@ -1,0 +1,220 @@
+"""UR5e backend on ur-rtde: RTDEReceiveInterface for state, RTDEControlInterface servoJ streaming at 500 Hz.
+
+ur_rtde uploads its own control script to the robot (port 30003) and then drives it through RTDE registers;
+`servoJ(q, 0, 0, dt, lookahead_time, gain)` writes a target that the script's servo thread tracks. Our
+streaming thread re-sends the newest accepted target every control period (servoj wants a fresh target
+each `dt`) and samples the receive interface. ur_rtde itself notices a silent controller only after
+about 2.5 s, so a watchdog thread latches a fault when the controller's own clock (RTDE `timestamp`)
+has not advanced for `stale_after_s`. A sample that cannot be real (non-finite, a clock running backwards
+or jumping, joints far outside their range) is treated as a corrupt stream, and a servoJ that returns false
+or raises (script stopped, socket closed) as a lost connection. After a fault nothing more is sent and
+every call raises ArmError.
+
+ur_rtde's constructors and calls hold the GIL; they are short except the constructors, which wait for
+the controller (bounded by ur_rtde's own timeouts).
+
+Gripper: not implemented. UR grippers (Robotiq 2F-85 through the URCap socket on 63352, or tool I/O) are
+separate devices; `command(gripper=...)` is range-checked but not sent, `state().gripper` is 0.0 and
+`gripper_supported = False` says so to callers.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from robots.arm import Arm, ArmError, ArmState, CommandGuard
+from robots.specs import get_spec
+
+_STATE_VARIABLES = ["timestamp", "actual_q", "actual_qd", "runtime_state", "robot_status_bits"]
+
+
+@dataclass
+class URConfig:
+    host: str
+    rate_hz: float = 500.0  # servoJ period; UR's RTDE runs at 500 Hz on e-Series
+    lookahead_time_s: float = 0.1  # servoj smoothing, [0.03, 0.2]
+    gain: float = 300.0  # servoj proportional gain, [100, 2000]
+    stale_after_s: float = 0.1  # controller clock frozen this long = connection lost
+    max_clock_jump_s: float = 1.0  # a controller clock step larger than this = corrupt data
+
+
+class URArm(Arm):
+    """`ur:<host>`: a UR5e (or the RTDE protocol peer) behind the Arm interface."""
+
+    gripper_supported = False
+
+    def __init__(self, host: str, **kwargs: Any):
+        if not host:
+            raise ValueError("ur: give the robot's IP, e.g. ur:192.168.1.102")
+        self.config = URConfig(host=host, **kwargs)
+        self.spec = get_spec("ur5e")
+        self.name = f"ur:{host}"
+        self.guard = CommandGuard(self.spec)
+        self._recv: Any = None
+        self._ctrl: Any = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._state: ArmState | None = None
+        self._controller_time = -1.0
+        self._fresh_wall = 0.0
+        self._target: np.ndarray | None = None
+        self._fault: str | None = None
+        self.fault_time: float | None = None
+        self.commands_sent = 0
+
+    # --- Arm interface ------------------------------------------------------------------------------
+    @property
+    def is_connected(self) -> bool:
+        return self._ctrl is not None and self._fault is None
+
+    def connect(self) -> None:
+        if self._ctrl is not None:
+            return
+        import rtde_control  # lazy: the hw extra is optional
+        import rtde_receive
+
+        cfg = self.config
+        try:
+            self._recv = rtde_receive.RTDEReceiveInterface(cfg.host, cfg.rate_hz, _STATE_VARIABLES)
+            self._ctrl = rtde_control.RTDEControlInterface(cfg.host, cfg.rate_hz)
+        except Exception as e:  # RuntimeError from ur_rtde: refused, timeout, script did not start, ...
+            self._recv = self._ctrl = None
+            raise ArmError(f"{self.name}: cannot connect: {e}") from None
+        self._fault, self.fault_time = None, None
+        self._controller_time = -1.0
+        self._sample()
+        if self._fault is not None:
+            raise ArmError(self._fault)
+        self.guard.reset(self._state.q, self._state.t)
+        self._stop.clear()
+        self._threads = [threading.Thread(target=self._stream, name=f"{self.name}-stream", daemon=True),
+                         threading.Thread(target=self._watchdog, name=f"{self.name}-watchdog", daemon=True)]
+        for th in self._threads:
+            th.start()
+
+    def disconnect(self) -> None:
+        self._stop.set()
+        for th in self._threads:
+            th.join(timeout=2.0)
+        self._threads = []
+        ctrl, recv, self._ctrl, self._recv = self._ctrl, self._recv, None, None
+        if ctrl is None:
+            return
+        try:
+            if self._fault is None:
+                ctrl.stopScript()  # leave the robot without our program running
+            ctrl.disconnect()
+            recv.disconnect()
+        except Exception:
+            pass  # the connection may already be gone; nothing else to release
+
+    def state(self) -> ArmState:
+        self._require()
+        with self._lock:
+            return self._state
+
+    def command(self, q_target: np.ndarray, gripper: float | None = None) -> None:
+        self._require()
+        q = self.guard.check(q_target, gripper)
+        with self._lock:
+            self._raise_if_fault()
+            self._target = q
+
+    def stop(self) -> None:
+        """Stop streaming and let the robot decelerate to a hold (servoStop)."""
+        if self._ctrl is None:
+            return
+        with self._lock:
+            self._target = None
+            faulted = self._fault is not None
+            q = self._state.q if self._state is not None else None
+        if not faulted:
+            try:
+                self._ctrl.servoStop()
+            except Exception as e:
+                self._latch(f"{self.name}: servoStop failed: {e}")
+        if q is not None:
+            self.guard.reset(q)
+
+    # --- internals -----------------------------------------------------------------------------------
+    def _require(self) -> None:
+        if self._ctrl is None:
+            raise ArmError(f"{self.name}: not connected; call connect() first")
+        with self._lock:
+            self._raise_if_fault()
+
+    def _raise_if_fault(self) -> None:
+        if self._fault is not None:
+            raise ArmError(self._fault)
+
+    def _latch(self, message: str) -> None:
+        with self._lock:
+            if self._fault is None:
+                self._fault, self.fault_time = message, time.time()
+                self._target = None
+        self._stop.set()
+
+    def _sample(self) -> None:
+        """Read the receive interface; validate a new controller sample before anyone can act on it."""
+        r = self._recv
+        controller_time = r.getTimestamp()
+        if controller_time == self._controller_time:
+            return
+        now = time.time()
+        q, dq = np.array(r.getActualQ(), dtype=float), np.array(r.getActualQd(), dtype=float)
+        margin = 0.5
+        bad = (not np.isfinite(controller_time) or not np.all(np.isfinite(q)) or not np.all(np.isfinite(dq))
+               or controller_time < self._controller_time
+               or (self._controller_time >= 0 and controller_time - self._controller_time > self.config.max_clock_jump_s)
+               or np.any(q < self.spec.q_min - margin) or np.any(q > self.spec.q_max + margin))
+        if bad:
+            self._latch(f"{self.name}: corrupt state from the controller (t={controller_time:.6g}, "
+                        f"q={np.array2string(q, precision=3)}); stopped commanding")
+            return
+        with self._lock:
+            self._controller_time, self._fresh_wall = controller_time, now
+            self._state = ArmState(t=now, q=q, dq=dq, gripper=0.0)
+
+    def _stream(self) -> None:
+        cfg = self.config
+        period = 1.0 / cfg.rate_hz
+        next_tick = time.perf_counter()
+        while not self._stop.is_set():
+            try:
+                self._sample()
+                with self._lock:
+                    if self._fault is not None:
+                        return
+                    target = self._target
+                if target is not None:
+                    ok = self._ctrl.servoJ(target.tolist(), 0.0, 0.0, period, cfg.lookahead_time_s, cfg.gain)
+                    self.commands_sent += 1
+                    if not ok:
+                        self._latch(f"{self.name}: servoJ refused (control script not running or connection "
+                                    f"lost); stopped commanding")
+                        return
+            except Exception as e:  # RuntimeError from ur_rtde when the socket is gone
+                self._latch(f"{self.name}: {type(e).__name__}: {e}; stopped commanding")
+                return
+            next_tick += period
+            delay = next_tick - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                next_tick = time.perf_counter()
+
+    def _watchdog(self) -> None:
+        period = 1.0 / self.config.rate_hz
+        while not self._stop.wait(period):
+            with self._lock:
+                age = time.time() - self._fresh_wall
+            if age > self.config.stale_after_s:
+                self._latch(f"{self.name}: no controller state for {age * 1e3:.0f} ms (connection lost or "
+                            f"controller silent); stopped commanding")
+                return
