@@ -100,3 +100,67 @@ def board_pose(det: CharucoDetection, camera_matrix: np.ndarray, dist: np.ndarra
     t[:3, :3] = cv2.Rodrigues(rvec)[0]
     t[:3, 3] = tvec.reshape(3)
     return t
+
+
+def draw_detection(image: np.ndarray, det: CharucoDetection | None, camera_matrix: np.ndarray | None = None,
+                   dist: np.ndarray | None = None, t_cam_board: np.ndarray | None = None) -> np.ndarray:
+    """A copy of `image` (RGB) with the detected corners and, given a pose, the board's axes drawn on it."""
+    out = np.ascontiguousarray(image.copy() if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2RGB))
+    if det is None:
+        cv2.putText(out, "no board", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (255, 0, 0), 2)
+        return out
+    cv2.aruco.drawDetectedCornersCharuco(out, det.corners_px.reshape(-1, 1, 2).astype(np.float32),
+                                         det.ids.reshape(-1, 1), (0, 255, 0))
+    if camera_matrix is not None and t_cam_board is not None:
+        rvec = cv2.Rodrigues(t_cam_board[:3, :3])[0]
+        cv2.drawFrameAxes(out, camera_matrix, np.zeros(5) if dist is None else dist, rvec, t_cam_board[:3, 3], 0.05, 2)
+    return out
+
+
+def mosaic(images: list[np.ndarray], cols: int = 5, width: int = 320) -> np.ndarray:
+    """Images scaled to `width` and tiled row by row (uint8 RGB), for a calibration report PNG."""
+    tiles = []
+    for img in images:
+        h = int(round(img.shape[0] * width / img.shape[1]))
+        tiles.append(cv2.resize(img, (width, h), interpolation=cv2.INTER_AREA))
+    h = max(t.shape[0] for t in tiles)
+    rows = []
+    for i in range(0, len(tiles), cols):
+        row = [np.pad(t, ((0, h - t.shape[0]), (0, 0), (0, 0))) for t in tiles[i:i + cols]]
+        row += [np.zeros_like(row[0])] * (cols - len(row))
+        rows.append(np.concatenate(row, axis=1))
+    return np.concatenate(rows, axis=0)
+
+
+def write_png(path: str, rgb: np.ndarray) -> None:
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+        raise ValueError(f"{path}: could not write PNG (does the folder exist?)")
+
+
+def add_board_args(parser) -> None:
+    """--squares X Y --square M --marker M --dictionary NAME: the printed board, shared by the calibration CLIs."""
+    d = CharucoBoardSpec()
+    parser.add_argument("--squares", type=int, nargs=2, default=(d.squares_x, d.squares_y), metavar=("X", "Y"))
+    parser.add_argument("--square", type=float, default=d.square_m, help="square side (m)")
+    parser.add_argument("--marker", type=float, default=d.marker_m, help="marker side (m)")
+    parser.add_argument("--dictionary", default=d.dictionary)
+
+
+def board_from_args(a) -> CharucoBoardSpec:
+    return CharucoBoardSpec(a.squares[0], a.squares[1], a.square, a.marker, a.dictionary)
+
+
+def load_images(pattern: str) -> list[np.ndarray]:
+    """RGB images matching a glob, sorted by name; ValueError naming the pattern/file when unusable."""
+    import glob
+
+    paths = sorted(glob.glob(pattern))
+    if not paths:
+        raise ValueError(f"{pattern}: no image files match")
+    out = []
+    for p in paths:
+        img = cv2.imread(p, cv2.IMREAD_COLOR)
+        if img is None:
+            raise ValueError(f"{p}: not a readable image")
+        out.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+    return out

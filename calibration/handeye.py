@@ -139,3 +139,102 @@ def pose_stream_latency(t_pose_arrival: np.ndarray, positions: np.ndarray, t_fra
     d = camera_latency_from_motion(np.asarray(t_pose_arrival, float) - max_offset_s, x,
                                    np.asarray(t_frame_arrival, float), np.asarray(frames), 2 * max_offset_s)
     return float(camera_latency_s - (d - max_offset_s))
+
+
+def collect_twin_views(arm: str, n_views: int = 15, seed: int = 1, size: tuple[int, int] = (480, 640)):
+    """Hand-eye data from an arm twin: (flange poses, wrist images, true T_flange_cam).
+
+    Views are planned around the board with a CAD-like mount guess (1 cm / 3 deg off the truth) and
+    reached by IK; only the flange poses MuJoCo reports afterwards enter the calibration.
+    """
+    from sim.handheld import ArmBoardScene, board_center, random_views
+
+    scene = ArmBoardScene(arm, size=size)
+    scene.set_joints(scene.spec.home)
+    truth = scene.true_camera_mount()
+    cad = truth.copy()
+    cad[:3, 3] += 0.01
+    c, s = np.cos(0.05), np.sin(0.05)
+    cad[:3, :3] = cad[:3, :3] @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+    detector = CharucoDetector(scene.board)
+    flanges, images = [], []
+    for view in random_views(board_center(scene.board, scene.board_pose), 4 * n_views, seed=seed,
+                             distance_m=(0.28, 0.45), max_tilt_deg=35, max_roll_rad=0.8):
+        if scene.move_camera_to(view, cad) > 0.01:
+            continue
+        img = scene.render_wrist()
+        if detector.detect(img, 10) is None:
+            continue
+        flanges.append(scene.flange_pose())
+        images.append(img)
+        if len(images) == n_views:
+            break
+    scene.close()
+    return flanges, images, truth
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m calibration.handeye (--twin ARM | --poses P.json --images GLOB --intrinsics K.json) --out he.json`."""
+    import argparse
+    import sys
+
+    from calibration.charuco import (
+        add_board_args,
+        board_from_args,
+        draw_detection,
+        load_images,
+        mosaic,
+        write_png,
+    )
+    from calibration.intrinsics import calibrate_intrinsics
+
+    p = argparse.ArgumentParser(prog="calibration.handeye", description="Wrist camera to flange (eye-in-hand).")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--twin", metavar="ARM", help="collect views on this arm's MuJoCo twin (franka, ur5e, xarm7)")
+    src.add_argument("--poses", help="JSON list of 4x4 T_base_flange, one per image in sorted --images order")
+    p.add_argument("--images", help="glob of wrist-camera images of the fixed board")
+    p.add_argument("--intrinsics", help="intrinsics JSON (calibration.intrinsics); --twin calibrates its own")
+    p.add_argument("--method", default="park", choices=sorted(METHODS))
+    p.add_argument("--out", required=True)
+    p.add_argument("--png", help="mosaic of the views with detected corners and board axes")
+    add_board_args(p)
+    a = p.parse_args(argv)
+    try:
+        board = board_from_args(a)
+        truth = None
+        if a.twin:
+            flanges, images, truth = collect_twin_views(a.twin)
+            intr = calibrate_intrinsics(images, board)
+        else:
+            if not a.images or not a.intrinsics:
+                raise ValueError("--poses needs --images and --intrinsics")
+            try:
+                flanges = [np.asarray(t, float).reshape(4, 4) for t in json.loads(Path(a.poses).read_text())]
+            except (OSError, json.JSONDecodeError, ValueError, TypeError) as e:
+                raise ValueError(f"{a.poses}: not a JSON list of 4x4 poses ({e})") from None
+            images = load_images(a.images)
+            intr = Intrinsics.load(a.intrinsics)
+        he = calibrate_hand_eye(flanges, images, intr, board, a.method)
+        he.save(a.out)
+        t = he.t_flange_cam[:3, 3] * 1e3
+        print(f"{a.out}: camera at [{t[0]:.2f} {t[1]:.2f} {t[2]:.2f}] mm in the flange frame, {he.n_views} views, "
+              f"board spread {he.board_spread_mm:.3f} mm / {he.board_spread_deg:.3f} deg")
+        if truth is not None:
+            mm, deg = pose_error(truth, he.t_flange_cam)
+            print(f"twin truth: error {mm * 1e3:.3f} mm / {deg:.3f} deg")
+        if a.png:
+            det = CharucoDetector(board)
+            tiles = []
+            for img in images:
+                d = det.detect(img)
+                pose = board_pose(d, intr.camera_matrix, intr.dist) if d is not None else None
+                tiles.append(draw_detection(img, d, intr.camera_matrix, intr.dist, pose))
+            write_png(a.png, mosaic(tiles))
+    except (ValueError, OSError, KeyError) as e:
+        print(f"calibration.handeye: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

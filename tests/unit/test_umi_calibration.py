@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calibration.charuco import CharucoDetector, board_pose
-from calibration.handeye import HandEye, calibrate_hand_eye, pose_error
+from calibration.charuco import CharucoBoardSpec, CharucoDetector, board_pose
+from calibration.handeye import HandEye, calibrate_hand_eye, collect_twin_views, pose_error
 from calibration.intrinsics import Intrinsics, calibrate_intrinsics
-from sim.handheld import ArmBoardScene, BoardScene, board_center, camera_pose_cv, random_views
+from sim.handheld import ArmBoardScene, BoardScene
 
 
 @pytest.fixture(scope="module")
@@ -47,31 +47,11 @@ def test_board_frame_matches_mujoco(board_views):
 
 @pytest.mark.parametrize("arm", ["franka", "ur5e", "xarm7"])
 def test_hand_eye_recovers_the_wrist_camera_mount(arm, tmp_path):
-    scene = ArmBoardScene(arm, size=(480, 640))
-    scene.set_joints(scene.spec.home)
-    truth = scene.true_camera_mount()
-    assert np.allclose(truth, np.linalg.inv(scene.flange_pose()) @ camera_pose_cv(scene.model, scene.data, "wrist"))
-    cad = truth.copy()  # plan views with a CAD-like guess 1 cm / ~3 deg off; only measured flange poses are used
-    cad[:3, 3] += 0.01
-    c, s = np.cos(0.05), np.sin(0.05)
-    cad[:3, :3] = cad[:3, :3] @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
-    detector = CharucoDetector(scene.board)
-    flanges, images = [], []
-    for view in random_views(board_center(scene.board, scene.board_pose), 40, seed=1, distance_m=(0.28, 0.45),
-                             max_tilt_deg=35, max_roll_rad=0.8):
-        if scene.move_camera_to(view, cad) > 0.01:
-            continue
-        img = scene.render_wrist()
-        if detector.detect(img, 10) is None:
-            continue
-        flanges.append(scene.flange_pose())
-        images.append(img)
-        if len(images) == 15:
-            break
-    scene.close()
+    flanges, images, truth = collect_twin_views(arm, n_views=15)  # views planned with a mount guess 1 cm/3 deg off
     assert len(images) >= 10
-    intr = calibrate_intrinsics(images, scene.board, distortion="standard")  # the camera's own intrinsics first
-    he = calibrate_hand_eye(flanges, images, intr, scene.board)
+    board = CharucoBoardSpec()
+    intr = calibrate_intrinsics(images, board, distortion="standard")  # the camera's own intrinsics first
+    he = calibrate_hand_eye(flanges, images, intr, board)
     dist_m, ang_deg = pose_error(truth, he.t_flange_cam)
     print(f"{arm}: hand-eye error {dist_m * 1e3:.3f} mm {ang_deg:.3f} deg over {he.n_views} views; "
           f"board spread {he.board_spread_mm:.3f} mm {he.board_spread_deg:.3f} deg")
@@ -79,6 +59,16 @@ def test_hand_eye_recovers_the_wrist_camera_mount(arm, tmp_path):
     assert he.board_spread_mm < 2.0
     he.save(tmp_path / "he.json")
     np.testing.assert_allclose(HandEye.load(tmp_path / "he.json").t_flange_cam, he.t_flange_cam)
+
+
+def test_true_mount_is_the_mjcf_wrist_camera():
+    scene = ArmBoardScene("franka")
+    scene.set_joints(scene.spec.home)
+    mount = scene.true_camera_mount()
+    scene.set_joints(scene.spec.home + 0.3)  # a property of the hand: the same in any configuration
+    np.testing.assert_allclose(scene.true_camera_mount(), mount, atol=1e-9)
+    np.testing.assert_allclose(mount[:3, 3], [0.07, 0.0, 0.0], atol=1e-9)  # sim/mjcf.py: <camera pos="0.07 0 0">
+    scene.close()
 
 
 def test_bad_inputs_get_one_line_errors(board_views, tmp_path):
