@@ -1,0 +1,230 @@
+"""Policies in-process: sampler maths against ideal denoisers, every generator x backbone trains and
+samples, window batches match WindowDataset, checkpoints round-trip through safetensors only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from policies.config import ConfigError, GeneratorConfig, PolicyConfig, load_train_config
+from policies.generators import DDPMGenerator, EDMGenerator, FlowGenerator, make_generator
+from policies.generators.diffusion import NOISE_SCALE
+
+torch.set_num_threads(1)
+
+TINY_UNET = {"down_dims": [16, 32], "time_embed_dim": 32, "n_groups": 4}
+TINY_TF = {"d_model": 32, "n_layers": 1, "n_heads": 2, "dropout": 0.0}
+X_STAR = torch.tensor([0.3, -0.7, 0.1])  # the single "data point" for ideal-denoiser tests
+
+
+def _ideal_flow_net(x, t_scaled, cond):
+    t = (t_scaled / 100.0)[:, None, None]
+    return (x - X_STAR) / t  # exact velocity of the straight path from X_STAR to x at time t
+
+
+def _ideal_edm_raw(gen: EDMGenerator):
+    """The raw F whose preconditioned D(x, sigma) is exactly X_STAR."""
+    sd = gen.cfg.sigma_data
+
+    def net(x_in, c_noise, cond):
+        sigma = torch.exp(c_noise / NOISE_SCALE * 4)[:, None, None]
+        x = x_in * (sigma**2 + sd**2).sqrt()
+        c_skip = sd**2 / (sigma**2 + sd**2)
+        c_out = sigma * sd / (sigma**2 + sd**2).sqrt()
+        return (X_STAR - c_skip * x) / c_out
+    return net
+
+
+@pytest.mark.parametrize("steps", [1, 3, 10])
+@pytest.mark.parametrize("sampler", ["euler", "heun"])
+def test_flow_sampler_lands_on_the_data_with_the_exact_velocity(steps, sampler):
+    gen = FlowGenerator(GeneratorConfig(sampler=sampler))
+    out = gen.sample(_ideal_flow_net, torch.zeros(4, 1), (4, 5, 3), steps)
+    torch.testing.assert_close(out, X_STAR.expand(4, 5, 3), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("steps", [1, 3, 16])
+@pytest.mark.parametrize("sampler", ["euler", "heun"])
+def test_edm_sampler_lands_on_the_data_with_the_ideal_denoiser(steps, sampler):
+    gen = EDMGenerator(GeneratorConfig(sampler=sampler))
+    out = gen.sample(_ideal_edm_raw(gen), torch.zeros(2, 1), (2, 4, 3), steps)
+    torch.testing.assert_close(out, X_STAR.expand(2, 4, 3), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "ddpm"])
+def test_ddpm_sampler_lands_on_the_data_with_the_ideal_epsilon(scheduler):
+    gen = DDPMGenerator(GeneratorConfig(scheduler=scheduler))
+    abar = gen.train_scheduler.alphas_cumprod
+
+    def eps(x, t, cond):
+        a = abar[t.long()][:, None, None]
+        return (x - a.sqrt() * X_STAR) / (1 - a).sqrt()
+    out = gen.sample(eps, torch.zeros(2, 1), (2, 4, 3), 10 if scheduler == "ddim" else 100)
+    torch.testing.assert_close(out, X_STAR.expand(2, 4, 3), atol=2e-3, rtol=0)
+
+
+def test_consistency_boundary_condition_is_identity_at_sigma_min():
+    gen = make_generator("consistency", GeneratorConfig(teacher="x"))
+    x = torch.randn(3, 4, 2)
+    out = gen.consistency_fn(lambda a, b, c: torch.full_like(a, 9.0), x, torch.full((3,), gen.cfg.sigma_min), None)
+    torch.testing.assert_close(out, x)
+
+
+# ---- policies on a real (tiny) twin dataset -----------------------------------------------------------
+@pytest.fixture(scope="module")
+def reach_store(tmp_path_factory):
+    from sim.record import record_expert_dataset
+
+    path = tmp_path_factory.mktemp("store") / "reach.zarr"
+    return record_expert_dataset(path, "franka", "reach", episodes=3, cameras=("scene", "wrist"),
+                                 image_size=(32, 32), progress=False)
+
+
+def _policy(store, generator="flow", backbone="unet", obs_keys=("robot0_joint_pos", "object_state")):
+    from data.torch_dataset import WindowDataset
+    from policies.data import WindowBatches, widen_small_ranges
+    from policies.policy import Policy
+    from policies.train import shape_meta_for
+
+    cfg = PolicyConfig(obs_keys=list(obs_keys), horizon=8, n_obs_steps=2, n_action_steps=4, generator=generator,
+                       backbone=backbone)
+    cfg.unet = type(cfg.unet)(**TINY_UNET)
+    cfg.transformer = type(cfg.transformer)(**TINY_TF)
+    cfg.image.width, cfg.image.feature_dim, cfg.image.num_keypoints = 8, 16, 8
+    if generator == "consistency":
+        cfg.gen.teacher = "unused-in-unit-tests"
+    ds = WindowDataset(store, list(obs_keys), n_obs_steps=2, horizon=8, val_ratio=0.34, seed=0)
+    lowdim = [k for k in obs_keys if k not in ds.image_keys]
+    norm = ds.get_normalizer({"action": "minmax", **{k: "minmax" for k in lowdim},
+                              **{k: "identity" for k in ds.image_keys}})
+    norm = widen_small_ranges(norm, lowdim, 0.02)
+    return Policy(cfg, shape_meta_for(ds.replay, list(obs_keys), ds.image_keys), norm), WindowBatches(ds), ds
+
+
+def test_window_batches_match_window_dataset_items(reach_store):
+    _, batches, ds = _policy(reach_store)
+    ids = np.arange(len(ds))
+    b = batches.batch(ids)
+    for i in [0, 1, len(ds) // 2, len(ds) - 1]:  # first windows are edge-padded, last ones padded after
+        item = ds[int(i)]
+        torch.testing.assert_close(b["action"][i], item["action"])
+        for k in ds.obs_keys:
+            torch.testing.assert_close(b["obs"][k][i], item["obs"][k])
+
+
+@pytest.mark.parametrize("generator", ["flow", "diffusion", "edm"])
+@pytest.mark.parametrize("backbone", ["unet", "transformer"])
+def test_generator_backbone_trains_and_predicts_absolute_chunks(reach_store, generator, backbone):
+    torch.manual_seed(0)
+    policy, batches, _ = _policy(reach_store, generator, backbone)
+    opt = torch.optim.AdamW(policy.parameters(), lr=3e-3)
+    rng = np.random.default_rng(0)
+    losses = []
+    for _ in range(30):
+        loss = policy(batches.batch(rng.integers(0, len(batches), 32)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.isfinite(losses).all() and np.mean(losses[-5:]) < np.mean(losses[:5])
+    window = {k: batches.arrays[k][:2].astype(np.float64) for k in policy.obs_keys}
+    for steps in (1, 3):
+        chunk = policy.predict(window, num_inference_steps=steps)
+        assert chunk.shape == (8, 8) and np.isfinite(chunk).all()
+
+
+def test_consistency_student_distils_from_an_edm_teacher(reach_store):
+    teacher, batches, _ = _policy(reach_store, "edm")
+    student, _, _ = _policy(reach_store, "consistency")
+    student.normalizer = teacher.normalizer
+    student.set_teacher(teacher)
+    torch.testing.assert_close(student.backbone.state_dict(), teacher.backbone.state_dict())
+    opt = torch.optim.AdamW(student.parameters(), lr=1e-3)
+    for _ in range(3):
+        loss = student(batches.batch(np.arange(16)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert np.isfinite(loss.item())
+    assert all(not p.requires_grad for p in teacher.parameters())
+    window = {k: batches.arrays[k][:2].astype(np.float64) for k in student.obs_keys}
+    assert student.predict(window, num_inference_steps=1).shape == (8, 8)
+
+
+def test_visuomotor_policy_two_cameras_uint8_window(reach_store):
+    keys = ("robot0_joint_pos", "camera0_rgb", "camera1_rgb")
+    policy, batches, _ = _policy(reach_store, "flow", "unet", keys)
+    assert policy.image_keys == ("camera0_rgb", "camera1_rgb")
+    loss = policy(batches.batch(np.arange(8)))
+    loss.backward()
+    assert all(p.grad is not None for p in policy.encoder.images.parameters())
+    window = {k: batches.arrays[k][:2] for k in keys}
+    assert window["camera0_rgb"].dtype == np.uint8
+    assert policy.predict(window, 1).shape == (8, 8)
+    with pytest.raises(ValueError, match="camera1_rgb"):
+        policy.predict({**window, "camera1_rgb": window["camera1_rgb"][:1]})
+    with pytest.raises(KeyError, match="camera0_rgb"):
+        policy.predict({k: v for k, v in window.items() if k != "camera0_rgb"})
+
+
+def test_checkpoint_round_trip_is_safetensors_only(reach_store, tmp_path):
+    from policies import CheckpointError, load_policy, save_checkpoint
+
+    policy, batches, _ = _policy(reach_store, "edm", "transformer")
+    ckpt = save_checkpoint(tmp_path / "ckpt", policy, {"note": "unit"}, {"dataset": str(reach_store), "steps": 0})
+    assert sorted(p.suffix for p in ckpt.iterdir()) == [".json", ".json", ".safetensors", ".safetensors", ".yaml"]
+    loaded = load_policy(ckpt)
+    window = {k: batches.arrays[k][:2].astype(np.float64) for k in policy.obs_keys}
+    policy.seed(7)
+    loaded.seed(7)
+    np.testing.assert_allclose(loaded.predict(window), policy.eval().predict(window), atol=1e-6)
+    assert (loaded.obs_keys, loaded.n_obs_steps, loaded.horizon, loaded.n_action_steps, loaded.action_dim,
+            loaded.control_hz) == (("robot0_joint_pos", "object_state"), 2, 8, 4, 8, 10.0)
+    (ckpt / "normalizer.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="normalizer.safetensors"):
+        load_policy(ckpt)
+    with pytest.raises(CheckpointError, match="not a checkpoint"):
+        load_policy(tmp_path / "nope")
+
+
+# ---- config, schedule, statistics -----------------------------------------------------------------
+def test_config_yaml_overrides_and_errors(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("dataset: d.zarr\nsteps: 10\npolicy:\n  generator: edm\n")
+    cfg = load_train_config(p, ["policy.unet.down_dims=[8,16]", "bf16=true", "policy.obs_keys=a,b"])
+    assert (cfg.steps, cfg.policy.generator, cfg.policy.unet.down_dims, cfg.bf16) == (10, "edm", [8, 16], True)
+    assert cfg.policy.obs_keys == ["a", "b"]
+    with pytest.raises(ConfigError, match="stpes"):
+        load_train_config(p, ["stpes=3"])
+    with pytest.raises(ConfigError, match="steps"):
+        load_train_config(p, ["steps=many"])
+    with pytest.raises(ConfigError, match="generator"):
+        load_train_config(p, ["policy.generator=gan"])
+    with pytest.raises(ConfigError, match="teacher"):
+        load_train_config(p, ["policy.generator=consistency"])
+
+
+def test_lr_warmup_then_cosine_and_wilson_interval():
+    from policies.config import TrainConfig
+    from policies.evaluate import wilson_interval
+    from policies.train import lr_at
+
+    cfg = TrainConfig(dataset="x", lr=1.0, steps=110, warmup_steps=10)
+    assert lr_at(cfg, 0) == pytest.approx(0.1) and lr_at(cfg, 9) == pytest.approx(1.0)
+    assert lr_at(cfg, 60) == pytest.approx(0.5) and lr_at(cfg, 110) == pytest.approx(0.0, abs=1e-12)
+    lo, hi = wilson_interval(10, 10)
+    assert lo == pytest.approx(0.7225, abs=1e-3) and hi == 1.0
+    lo, hi = wilson_interval(45, 50)
+    assert lo == pytest.approx(0.7864, abs=1e-3) and hi == pytest.approx(0.9565, abs=1e-3)
+
+
+def test_small_ranges_are_widened_not_amplified():
+    from data.normalizer import Normalizer
+    from policies.data import widen_small_ranges
+
+    x = np.stack([np.linspace(0, 1, 50), 1e-4 * np.sin(np.arange(50))], 1)
+    norm = widen_small_ranges(Normalizer().fit({"s": x}, {"s": "minmax"}), ["s"], 0.02)
+    y = norm.normalize("s", x)
+    assert y[:, 0].min() == pytest.approx(-1) and y[:, 0].max() == pytest.approx(1)
+    assert np.abs(y[:, 1]).max() < 0.02  # 1e-4 stays small instead of being stretched to +-1
