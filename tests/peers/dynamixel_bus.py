@@ -1,0 +1,41 @@
+"""The Dynamixel Protocol 2.0 bus peer for tests: the emulated bus lives in the package (the demo and the
+operator node need it too), so tests import it from here under the peers' roof.
+
+    python -m tests.peers.dynamixel_bus --arm franka --seconds 30   # prints the pty path; the leader sways
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import numpy as np
+
+from calibration.gello import example_calibration
+from robots.specs import get_spec
+from teleop.emulated_bus import FAULTS, EmulatedDynamixelBus
+
+__all__ = ["EmulatedDynamixelBus", "FAULTS", "main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arm", default="franka")
+    ap.add_argument("--baud", type=int, default=57600)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--calibration", help="write the bus's calibration here (for a GelloLeader to use)")
+    args = ap.parse_args(argv)
+    spec = get_spec(args.arm)
+    cal = example_calibration(args.arm, baudrate=args.baud)
+    if args.calibration:
+        cal.save(args.calibration)
+    with EmulatedDynamixelBus(cal, start_pose=spec.home) as bus:
+        bus.follow(lambda t: (spec.home + 0.2 * math.sin(0.5 * t) * np.ones(spec.dof), 0.04))
+        print(bus.port, flush=True)
+        time.sleep(args.seconds)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
