@@ -1,0 +1,86 @@
+"""Teleop numbers: GELLO leader read rate through the real dynamixel-sdk on the emulated bus, and camera fps.
+
+Leader: 7 joint servos + trigger (Franka GELLO), one GroupSyncRead of Present Position per read, with the
+bus emulating the wire time of every byte at 57,600 baud (GELLO's default) and at 1 Mbaud, and the
+servos' Return Delay Time as the driver leaves it (0 us) or at the factory default (500 us). The ideal
+column is what the bytes alone allow: (instruction + 8 status packets) * 10 bits / baud + return delays;
+the rest is the SDK's polling and the emulator sharing this machine's cores.
+
+Camera: the driver reading the MJPEG peer (tests/peers/mjpeg_server.py, 320x240 JPEG) on loopback at the
+peer's 30 fps and at 120 fps (the receive ceiling).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import BenchResult, percentiles
+from calibration.gello import example_calibration
+from robots.camera import Camera, CameraConfig
+from robots.specs import get_spec
+from teleop.emulated_bus import EmulatedDynamixelBus
+from teleop.gello import GelloConfig, GelloLeader
+
+
+def _ideal_hz(baud: int, n_servos: int, return_delay_s: float) -> float:
+    byte_s = 10.0 / baud
+    instruction = 14 + n_servos
+    status = 15 * n_servos  # 11 bytes + 4 data bytes each
+    return 1.0 / ((instruction + status) * byte_s + n_servos * return_delay_s)
+
+
+def leader_rate(baud: int, return_delay_us: float | None, seconds: float) -> dict:
+    spec = get_spec("franka")
+    cal = example_calibration("franka", baudrate=baud)
+    with tempfile.TemporaryDirectory() as tmp, EmulatedDynamixelBus(cal, start_pose=spec.home) as bus:
+        path = cal.save(Path(tmp) / "gello.json")
+        bus.follow(lambda t: (spec.home + 0.2 * math.sin(t) * np.ones(7), 0.04))
+        leader = GelloLeader(GelloConfig(port=bus.port, calibration=path, follower="franka",
+                                         return_delay_us=return_delay_us))
+        with leader:
+            delay_s = bus.servos[1].return_delay_s
+            durations, errors = [], 0
+            t_end = time.perf_counter() + seconds
+            while time.perf_counter() < t_end:
+                t0 = time.perf_counter()
+                try:
+                    leader.read()
+                except Exception:  # counted, not fatal: the rate is what matters here
+                    errors += 1
+                durations.append(time.perf_counter() - t0)
+    p = percentiles(durations)
+    return {"what": "gello read", "baud": baud, "return_delay_us": round(delay_s * 1e6),
+            "reads_per_s": len(durations) / seconds, "ideal_per_s": _ideal_hz(baud, 8, delay_s),
+            "read_p50_ms": p["p50"], "read_p99_ms": p["p99"], "errors": errors}
+
+
+def camera_rate(fps: float, seconds: float) -> dict:
+    from tests.peers.mjpeg_server import MjpegServer
+
+    with MjpegServer(fps=fps, size=(240, 320), max_seconds=seconds + 20) as server:
+        with Camera(CameraConfig(source=server.url, name="bench", fps=fps)) as cam:
+            n0, t0 = cam.frames, time.perf_counter()
+            time.sleep(seconds)
+            received = (cam.frames - n0) / (time.perf_counter() - t0)
+            dropped = cam.dropped
+    return {"what": "mjpeg camera", "peer_fps": fps, "received_fps": received, "dropped": dropped}
+
+
+def run(quick: bool) -> BenchResult:
+    seconds = 1.5 if quick else 5.0
+    result = BenchResult("teleop")
+    for baud in (57_600, 1_000_000):
+        for delay in (0.0, None):
+            result.rows.append(leader_rate(baud, delay, seconds))
+    for fps in (30.0, 120.0):
+        result.rows.append(camera_rate(fps, seconds))
+    rates = {(r["baud"], r["return_delay_us"]): r["reads_per_s"] for r in result.rows if r["what"] == "gello read"}
+    result.ratios["1M_vs_57600_read_rate"] = rates[(1_000_000, 0)] / rates[(57_600, 0)]
+    result.ratios["57600_return_delay_0_vs_500us"] = rates[(57_600, 0)] / rates[(57_600, 500)]
+    result.notes.append("emulated bus and SDK share this machine's cores; the SDK busy-polls one while reading")
+    return result
