@@ -1,4 +1,10 @@
-"""`mimic sim list` and `mimic sim show <arm> <task> [--out file.mp4|png] [--seed N]` (expert rollout, headless)."""
+"""`mimic sim list|show|experts`: the twins' arms and tasks, an expert episode to look at, expert success tables.
+
+- `mimic sim show <arm> <task> [--out file.mp4|png] [--seed N] [--size H W]`: one scripted-expert episode,
+  scene and wrist camera side by side, rendered headless to an MP4 or a PNG strip of 6 moments.
+- `mimic sim experts [--arms ...] [--tasks ...] [--episodes N] [--seed S]`: success rate (and mean episode
+  length) of the scripted experts per arm and task, seeds S..S+N-1, printed as a table.
+"""
 
 from __future__ import annotations
 
@@ -40,6 +46,35 @@ def _show(arm: str, task: str, out: Path, seed: int, size: tuple[int, int]) -> i
     return 0
 
 
+def expert_success(arm: str, task: str, seeds: range) -> tuple[float, float]:
+    """(success rate, mean steps per episode) of the scripted expert over `seeds` (physics only, no cameras)."""
+    env = make_env(task, arm, cameras=())
+    expert = make_expert(env)
+    ok, steps = 0, 0
+    for s in tqdm(seeds, desc=f"{arm}/{task}", unit="ep", leave=False):
+        obs = env.reset(seed=s)
+        expert.reset()
+        info = {"success": False}
+        for _ in range(env.max_steps):
+            obs, _, term, trunc, info = env.step(expert.act(obs))
+            steps += 1
+            if term or trunc:
+                break
+        ok += bool(info["success"])
+    return ok / len(seeds), steps / len(seeds)
+
+
+def _experts(arms: list[str], tasks: list[str], episodes: int, seed: int) -> int:
+    seeds = range(seed, seed + episodes)
+    print(f"scripted expert success, seeds {seed}..{seed + episodes - 1}")
+    print(f"{'arm':<8} {'task':<11} {'success':>8} {'mean steps':>11}")
+    for arm in arms:
+        for task in tasks:
+            rate, steps = expert_success(arm, task, seeds)
+            print(f"{arm:<8} {task:<11} {rate:>8.0%} {steps:>11.1f}", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="mimic sim", description="MuJoCo twins of the supported arms")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -50,11 +85,20 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("--out", type=Path, default=Path("sim_show.mp4"), help=".mp4 video or .png strip")
     show.add_argument("--seed", type=int, default=0)
     show.add_argument("--size", type=int, nargs=2, default=(240, 320), metavar=("H", "W"))
+    ex = sub.add_parser("experts", help="scripted-expert success rate per arm and task")
+    ex.add_argument("--arms", nargs="+", choices=ARM_NAMES, default=list(ARM_NAMES))
+    ex.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    ex.add_argument("--episodes", type=int, default=100)
+    ex.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     if a.cmd == "list":
         print("arms: " + " ".join(ARM_NAMES))
         print("tasks: " + " ".join(TASKS))
         return 0
+    if a.cmd == "experts":
+        if a.episodes < 1:
+            p.error(f"--episodes {a.episodes}: need at least 1")
+        return _experts(a.arms, a.tasks, a.episodes, a.seed)
     if a.out.suffix.lower() not in (".mp4", ".png"):
         p.error(f"--out {a.out}: use a .mp4 or .png file name")
     return _show(a.arm, a.task, a.out, a.seed, tuple(a.size))

@@ -43,7 +43,8 @@ class Expert:
         self.phase, self.wait, self.q_cmd, self.p_cmd = 0, 0, None, None
         self._waypoints: list[tuple[np.ndarray, float]] = []  # push_t: (TCP target, speed m/s) still to visit
         self._planner: PushPlanner | None = None
-        self._settle = False
+        self._settle_steps, self._settle_tol = 0, 0.0  # push_t: control steps left to wait for the arm, tolerance m
+        self.route_sides: list[int] = []  # push_t: per planned push, 0 straight / +1 ccw / -1 cw round the block
 
     # --- IK -----------------------------------------------------------------------------------------
     def ik(self, q0: np.ndarray, p: np.ndarray, r: np.ndarray, iters: int = 30) -> np.ndarray:
@@ -121,6 +122,12 @@ class Expert:
             seed = int.from_bytes(np.round(s, 6).tobytes()[:8], "little") % (2**63)
             cfg = dataclasses.replace(self.push_cfg, pusher_yaw_rad=self._home_yaw)
             self._planner = PushPlanner(cfg, np.random.default_rng(seed))
+        # Let the arm catch up (bounded wait) before a push starts, and before replanning after one, so the
+        # push the planner chose is the push that happens, however short.
+        if self._settle_steps > 0 and np.linalg.norm(tcp - self.p_cmd) > self._settle_tol:
+            self._settle_steps -= 1
+            return self.p_cmd.copy()
+        self._settle_steps = 0
         if not self._waypoints:
             plan = self._planner.plan(pose, goal, self.p_cmd[:2])
             if plan is None:  # no push predicted to help: step back from the block (once) and look again
@@ -130,6 +137,7 @@ class Expert:
                     target = self.p_cmd[:2]
                 self._waypoints = [(np.r_[target, self.p_cmd[2]], self.push_cfg.travel_speed_m_s)]
             else:
+                self.route_sides.append(plan.side)
                 pts = [np.r_[w, PUSH_T_TCP_Z] for w in plan.waypoints]
                 travel, push = self.push_cfg.travel_speed_m_s, self.push_cfg.push_speed_m_s
                 if self.p_cmd[2] > PUSH_T_TCP_Z + 0.005:  # still above the table: fly over to the first push
@@ -137,17 +145,14 @@ class Expert:
                     self._waypoints = [(np.r_[pre[:2], PUSH_T_TCP_Z + 0.06], travel), (pre, travel / 2), (end, push)]
                 else:
                     self._waypoints = list(zip(pts, plan.speeds, strict=True))
-        if self._settle:  # at the pre-contact point: let the arm catch up before it pushes
-            if np.linalg.norm(tcp - self.p_cmd) > 0.004:
-                return self.p_cmd.copy()
-            self._settle = False
         target, speed = self._waypoints[0]
         step = speed / self.env.control_hz
         delta = target - self.p_cmd
         dist = float(np.linalg.norm(delta))
         if dist <= step:
             self._waypoints.pop(0)
-            self._settle = len(self._waypoints) == 1
+            if len(self._waypoints) <= 1:  # reached the pre-contact point, or the end of the push
+                self._settle_steps, self._settle_tol = 5, (0.004 if self._waypoints else 0.0015)
             return target.copy()
         return self.p_cmd + delta / dist * step
 

@@ -80,8 +80,14 @@ def board_center(board: CharucoBoardSpec, pose: np.ndarray) -> np.ndarray:
     return (pose @ np.array([bw / 2 - m, bh / 2 - m, 0, 1.0]))[:3]
 
 
-def random_views(centre: np.ndarray, n: int, seed: int = 0, distance_m: tuple[float, float] = (0.3, 0.55),
-                 max_tilt_deg: float = 40.0, max_roll_rad: float = np.pi) -> list[np.ndarray]:
+def random_views(
+    centre: np.ndarray,
+    n: int,
+    seed: int = 0,
+    distance_m: tuple[float, float] = (0.3, 0.55),
+    max_tilt_deg: float = 40.0,
+    max_roll_rad: float = np.pi,
+) -> list[np.ndarray]:
     """Camera poses above a board: varied distance, tilt, azimuth and roll (what a person does)."""
     rng = np.random.default_rng(seed)
     views = []
@@ -104,15 +110,21 @@ def board_asset_xml(board: CharucoBoardSpec, name: str = "charuco") -> str:
     x0, x1, y0, y1, z1 = -m, bw - m, -m, bh - m, 0.003
     verts = " ".join(f"{x} {y} {z}" for z in (0, z1) for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1)))
     texcoord = " ".join(["0 0 1 0 1 1 0 1"] * 2)
-    faces = "0 2 1 0 3 2 4 5 6 4 6 7 0 1 5 0 5 4 1 2 6 1 6 5 2 3 7 2 7 6 3 0 4 3 4 7"  # face z=0 looks along -z
-    return (f'<texture name="{name}" type="2d" builtin="flat" width="{img_w}" height="{img_h}" rgb1="1 1 1"/>'
-            f'<material name="{name}" texture="{name}" emission="0.7" specular="0" shininess="0"/>'
-            f'<mesh name="{name}" vertex="{verts}" texcoord="{texcoord}" face="{faces}"/>')
+    faces = (
+        "0 2 1 0 3 2 4 5 6 4 6 7 0 1 5 0 5 4 1 2 6 1 6 5 2 3 7 2 7 6 3 0 4 3 4 7"  # face z=0 looks along -z
+    )
+    return (
+        f'<texture name="{name}" type="2d" builtin="flat" width="{img_w}" height="{img_h}" rgb1="1 1 1"/>'
+        f'<material name="{name}" texture="{name}" emission="0.7" specular="0" shininess="0"/>'
+        f'<mesh name="{name}" vertex="{verts}" texcoord="{texcoord}" face="{faces}"/>'
+    )
 
 
 def board_body_xml(pose: np.ndarray, name: str = "charuco") -> str:
-    return (f'<body name="{name}" {_pose_attr(pose)}><geom name="{name}" type="mesh" mesh="{name}" '
-            f'material="{name}" contype="0" conaffinity="0" mass="0.1"/></body>')
+    return (
+        f'<body name="{name}" {_pose_attr(pose)}><geom name="{name}" type="mesh" mesh="{name}" '
+        f'material="{name}" contype="0" conaffinity="0" mass="0.1"/></body>'
+    )
 
 
 def apply_board_texture(model: mujoco.MjModel, board: CharucoBoardSpec, name: str = "charuco") -> None:
@@ -121,7 +133,7 @@ def apply_board_texture(model: mujoco.MjModel, board: CharucoBoardSpec, name: st
     tid = model.texture(name).id
     h, w, n = model.tex_height[tid], model.tex_width[tid], model.tex_nchannel[tid]
     adr = model.tex_adr[tid]
-    model.tex_data[adr:adr + h * w * n] = np.repeat(img.reshape(-1), n)
+    model.tex_data[adr : adr + h * w * n] = np.repeat(img.reshape(-1), n)
 
 
 def body_pose(model: mujoco.MjModel, data: mujoco.MjData, body: str) -> np.ndarray:
@@ -140,13 +152,19 @@ def _with_assets(xml: str, assets: str) -> str:
 class BoardScene:
     """A board on a table and a free camera (a mocap rig) to photograph it from any pose."""
 
-    def __init__(self, board: CharucoBoardSpec | None = None, fovy_deg: float = 55.0,
-                 size: tuple[int, int] = (480, 640), board_pose: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        board: CharucoBoardSpec | None = None,
+        fovy_deg: float = 55.0,
+        size: tuple[int, int] = (480, 640),
+        board_pose: np.ndarray | None = None,
+    ) -> None:
         self.board = board or CharucoBoardSpec()
         self.size = tuple(size)
         # Face up on the table: board z (into the board) points down.
-        self.board_pose = board_pose if board_pose is not None else homogeneous([0.35, 0.1, 0.001],
-                                                                                np.diag([1.0, -1, -1]))
+        self.board_pose = (
+            board_pose if board_pose is not None else homogeneous([0.35, 0.1, 0.001], np.diag([1.0, -1, -1]))
+        )
         h, w = self.size
         xml = f"""<mujoco model="charuco_scene"><compiler angle="radian"/>
 <asset>{board_asset_xml(self.board)}</asset>
@@ -176,8 +194,9 @@ class BoardScene:
     def board_center(self) -> np.ndarray:
         return board_center(self.board, self.board_pose)
 
-    def random_views(self, n: int, seed: int = 0, distance_m: tuple[float, float] = (0.3, 0.55),
-                     max_tilt_deg: float = 40.0) -> list[np.ndarray]:
+    def random_views(
+        self, n: int, seed: int = 0, distance_m: tuple[float, float] = (0.3, 0.55), max_tilt_deg: float = 40.0
+    ) -> list[np.ndarray]:
         return random_views(self.board_center(), n, seed, distance_m, max_tilt_deg)
 
     def close(self) -> None:
@@ -191,22 +210,32 @@ class ArmBoardScene:
     MuJoCo (what the robot would report) and the wrist camera's render of the board.
     """
 
-    def __init__(self, arm: str, board: CharucoBoardSpec | None = None, size: tuple[int, int] = (480, 640),
-                 board_pose: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        arm: str,
+        board: CharucoBoardSpec | None = None,
+        size: tuple[int, int] = (480, 640),
+        board_pose: np.ndarray | None = None,
+    ) -> None:
         self.spec = get_spec(arm)
         self.board = board or CharucoBoardSpec()
         self.size = tuple(size)
-        self.board_pose = board_pose if board_pose is not None else homogeneous([0.36, 0.12, 0.001],
-                                                                                np.diag([1.0, -1, -1]))
+        self.board_pose = (
+            board_pose if board_pose is not None else homogeneous([0.36, 0.12, 0.001], np.diag([1.0, -1, -1]))
+        )
         xml = _with_assets(scene_xml(self.spec, board_body_xml(self.board_pose)), board_asset_xml(self.board))
         h, w = self.size
-        xml = xml.replace('offwidth="640" offheight="480"', f'offwidth="{max(w, 640)}" offheight="{max(h, 480)}"')
+        xml = xml.replace(
+            'offwidth="640" offheight="480"', f'offwidth="{max(w, 640)}" offheight="{max(h, 480)}"'
+        )
         self.model = mujoco.MjModel.from_xml_string(xml)
         apply_board_texture(self.model, self.board)
         self.data = mujoco.MjData(self.model)
         self.arm_qpos = np.arange(self.spec.dof)
         self._flange = self.model.site("flange").id
-        self.tcp_site = self.model.site("tcp").id  # with model/spec/arm_qpos: what sim.expert.Expert's IK reads
+        self.tcp_site = self.model.site(
+            "tcp"
+        ).id  # with model/spec/arm_qpos: what sim.expert.Expert's IK reads
         self._renderer = mujoco.Renderer(self.model, height=h, width=w)
         fingers = [self.model.joint(f"finger_{s}").qposadr[0] for s in ("left", "right")]
         self.data.qpos[fingers] = self.spec.gripper_max / 2  # open: the fingers hide the least board
@@ -227,7 +256,8 @@ class ArmBoardScene:
         flange = t_world_cam @ np.linalg.inv(mount_guess)
         self.set_joints(self.spec.home)
         flange_tcp = np.linalg.inv(self.flange_pose()) @ homogeneous(
-            self.data.site_xpos[self.tcp_site], self.data.site_xmat[self.tcp_site].reshape(3, 3))
+            self.data.site_xpos[self.tcp_site], self.data.site_xmat[self.tcp_site].reshape(3, 3)
+        )
         tcp = flange @ flange_tcp
         q = Expert(self).ik(self.spec.home.copy(), tcp[:3, 3], tcp[:3, :3], iters=200)
         self.set_joints(q)
@@ -260,8 +290,11 @@ def _handheld_xml(gripper_spec, objects: str) -> str:
     never lift a cube by friction). Its wrist images look like the arms' twins', which is what makes
     handheld demos deployable on an arm."""
     half = gripper_spec.gripper_max / 2
-    fingers = "".join(f'<position name="act_finger_{s}" joint="finger_{s}" kp="300" ctrlrange="0 {half}" '
-                      'forcerange="-15 15"/>' for s in ("left", "right"))
+    fingers = "".join(
+        f'<position name="act_finger_{s}" joint="finger_{s}" kp="300" ctrlrange="0 {half}" '
+        'forcerange="-15 15"/>'
+        for s in ("left", "right")
+    )
     return f"""<mujoco model="handheld_gripper">
 <compiler angle="radian" autolimits="true"/>
 <option timestep="0.002" integrator="implicitfast" cone="elliptic" impratio="10"/>
@@ -315,8 +348,15 @@ class HandheldEnv:
 
     task = "pick_place"
 
-    def __init__(self, seed: int | None = None, image_size: tuple[int, int] = (96, 96), gripper_like: str = "franka",
-                 pose_hz: float = 100.0, camera_hz: float = 10.0, randomization=None) -> None:
+    def __init__(
+        self,
+        seed: int | None = None,
+        image_size: tuple[int, int] = (96, 96),
+        gripper_like: str = "franka",
+        pose_hz: float = 100.0,
+        camera_hz: float = 10.0,
+        randomization=None,
+    ) -> None:
         from sim.env import _OBJECTS, Randomization
 
         self.spec = get_spec(gripper_like)  # the gripper's dimensions (width range) come from this arm's hand
@@ -338,12 +378,17 @@ class HandheldEnv:
         self._light0 = self.model.light_diffuse.copy()
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
         self._hand_adr = self.model.joint("hand").qposadr[0]
-        for body in ("hand", "finger_left", "finger_right"):  # the weld holds the pose, not a fight with gravity
+        for body in (
+            "hand",
+            "finger_left",
+            "finger_right",
+        ):  # the weld holds the pose, not a fight with gravity
             self.model.body_gravcomp[self.model.body(body).id] = 1.0
         mujoco.mj_forward(self.model, self.data)
         # TCP in the flange frame: fixed by the gripper model
         self.flange_tcp = np.linalg.inv(body_pose(self.model, self.data, "flange")) @ homogeneous(
-            self.data.site_xpos[self.tcp_site], self.data.site_xmat[self.tcp_site].reshape(3, 3))
+            self.data.site_xpos[self.tcp_site], self.data.site_xmat[self.tcp_site].reshape(3, 3)
+        )
         self.t = 0
 
     # --- pose of the hand ------------------------------------------------------------------------
@@ -353,13 +398,15 @@ class HandheldEnv:
         self.data.mocap_pos[0] = flange[:3, 3]
         self.data.mocap_quat[0] = _quat(flange[:3, :3])
         if teleport:
-            self.data.qpos[self._hand_adr:self._hand_adr + 3] = flange[:3, 3]
-            self.data.qpos[self._hand_adr + 3:self._hand_adr + 7] = _quat(flange[:3, :3])
-            self.data.qvel[self.model.joint("hand").dofadr[0]:][:6] = 0.0
+            self.data.qpos[self._hand_adr : self._hand_adr + 3] = flange[:3, 3]
+            self.data.qpos[self._hand_adr + 3 : self._hand_adr + 7] = _quat(flange[:3, :3])
+            self.data.qvel[self.model.joint("hand").dofadr[0] :][:6] = 0.0
 
     def tcp_pose(self) -> tuple[np.ndarray, np.ndarray]:
         """(position, 3x3 rotation) of the TCP now."""
-        return self.data.site_xpos[self.tcp_site].copy(), self.data.site_xmat[self.tcp_site].reshape(3, 3).copy()
+        return self.data.site_xpos[self.tcp_site].copy(), self.data.site_xmat[self.tcp_site].reshape(
+            3, 3
+        ).copy()
 
     def camera_mount(self) -> np.ndarray:
         """T_tcp_cam (OpenCV convention) of the wrist camera: the handheld's own hand-eye ground truth."""
@@ -382,10 +429,13 @@ class HandheldEnv:
         cube = np.array([r.uniform(0.45, 0.6), r.uniform(-0.15, 0.0), CUBE_HALF])
         goal = np.array([r.uniform(0.4, 0.55), r.uniform(0.08, 0.2), 0.001])
         yaw = r.uniform(-np.pi / 4, np.pi / 4)
-        d.qpos[self._cube_adr:self._cube_adr + 7] = [*cube, np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)]
+        d.qpos[self._cube_adr : self._cube_adr + 7] = [*cube, np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)]
         m.site_pos[self.goal_site] = goal
-        start = tcp_start if tcp_start is not None else np.array([r.uniform(0.35, 0.45), r.uniform(-0.1, 0.1),
-                                                                  r.uniform(0.2, 0.3)])
+        start = (
+            tcp_start
+            if tcp_start is not None
+            else np.array([r.uniform(0.35, 0.45), r.uniform(-0.1, 0.1), r.uniform(0.2, 0.3)])
+        )
         hand_yaw = r.uniform(-0.3, 0.3)
         c, s = np.cos(hand_yaw), np.sin(hand_yaw)
         self.home_rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]]) @ np.diag([1.0, -1.0, -1.0])
@@ -399,7 +449,7 @@ class HandheldEnv:
 
     def object_state(self) -> np.ndarray:
         goal = self.model.site_pos[self.goal_site].copy()
-        return np.concatenate([self.data.qpos[self._cube_adr:self._cube_adr + 7], goal])
+        return np.concatenate([self.data.qpos[self._cube_adr : self._cube_adr + 7], goal])
 
     def gripper_width(self) -> float:
         return float(self.data.qpos[self.finger_qpos].sum())
@@ -407,16 +457,23 @@ class HandheldEnv:
     def success(self) -> bool:
         from sim.env import CUBE_HALF
 
-        cube = self.data.qpos[self._cube_adr:self._cube_adr + 3]
+        cube = self.data.qpos[self._cube_adr : self._cube_adr + 3]
         goal = self.model.site_pos[self.goal_site]
-        return bool(np.linalg.norm(cube[:2] - goal[:2]) < 0.03 and cube[2] < CUBE_HALF + 0.005
-                    and self.gripper_width() > 0.045)
+        return bool(
+            np.linalg.norm(cube[:2] - goal[:2]) < 0.03
+            and cube[2] < CUBE_HALF + 0.005
+            and self.gripper_width() > 0.045
+        )
 
     def _obs(self) -> dict[str, np.ndarray]:
         p, r = self.tcp_pose()
-        return {"robot0_eef_pos": p, "robot0_eef_rot_axis_angle": _aa(r),
-                "robot0_gripper_width": np.array([self.gripper_width()]), "object_state": self.object_state(),
-                "camera1_rgb": self.render("wrist", self.image_size)}
+        return {
+            "robot0_eef_pos": p,
+            "robot0_eef_rot_axis_angle": _aa(r),
+            "robot0_gripper_width": np.array([self.gripper_width()]),
+            "object_state": self.object_state(),
+            "camera1_rgb": self.render("wrist", self.image_size),
+        }
 
     def _pose_sample(self) -> PoseSample:
         p, r = self.tcp_pose()
@@ -430,7 +487,9 @@ class HandheldEnv:
         """
         a = np.asarray(action, float).reshape(-1)
         if a.shape[0] != 7:
-            raise ValueError(f"handheld: action has {a.shape[0]} values, expected 7 (tcp pos, axis-angle, width)")
+            raise ValueError(
+                f"handheld: action has {a.shape[0]} values, expected 7 (tcp pos, axis-angle, width)"
+            )
         p0, r0 = self._target  # interpolate target to target: the weld's small lag never accumulates
         r1 = _rot(a[3:6])
         self._target = (a[:3].copy(), r1)
@@ -484,7 +543,9 @@ class HandheldExpert:
         from sim.expert import Expert
 
         self.env, self.max_turn = env, max_turn_rad_s
-        self._plan = Expert.__new__(Expert)  # only its waypoint planner (_goal) is used: no arm to solve IK for
+        self._plan = Expert.__new__(
+            Expert
+        )  # only its waypoint planner (_goal) is used: no arm to solve IK for
         self._plan.env, self._plan.speed = env, speed_m_s
         self.reset()
 
@@ -518,8 +579,13 @@ class HandheldExpert:
         return np.concatenate([plan.p_cmd, _aa(self.r_cmd), [grip]])
 
 
-def wave_capture(env: HandheldEnv, duration_s: float = 6.0, amplitude_m: float = 0.015,
-                 freqs_hz: tuple[float, ...] = (0.45, 0.8), seed: int = 0):
+def wave_capture(
+    env: HandheldEnv,
+    duration_s: float = 6.0,
+    amplitude_m: float = 0.015,
+    freqs_hz: tuple[float, ...] = (0.45, 0.8),
+    seed: int = 0,
+):
     """The hand sways sideways above the table (a sum of sines: one clear correlation peak) for timing
     calibration; returns capture-time-stamped (t_pose [n], positions [n, 3], t_frames [m], frames [m]).
     """
@@ -535,3 +601,32 @@ def wave_capture(env: HandheldEnv, duration_s: float = 6.0, amplitude_m: float =
         t_frames += [t for t, _ in info["frames"]]
         frames += [img for _, img in info["frames"]]
     return np.array(t_pose), np.array(pos), np.array(t_frames), np.stack(frames)
+
+
+def demo_video(out_path: str, seed: int = 0, size: tuple[int, int] = (240, 320)) -> bool:
+    """One scripted handheld episode as scene | wrist side by side: .mp4 video or .png strip; returns success."""
+    from pathlib import Path
+
+    import imageio.v3 as iio
+
+    out = Path(out_path)
+    if out.suffix.lower() not in (".mp4", ".png"):
+        raise ValueError(f"{out}: use a .mp4 or .png file name")
+    env = HandheldEnv(seed=seed)
+    expert = HandheldExpert(env)
+    obs = env.reset(seed=seed)
+    frames, ok = [], False
+    for _ in range(env.max_steps):
+        frames.append(np.concatenate([env.render("scene", size), env.render("wrist", size)], axis=1))
+        obs, _, ok, trunc, _ = env.step(expert.act(obs))
+        if ok or trunc:
+            break
+    frames.append(np.concatenate([env.render("scene", size), env.render("wrist", size)], axis=1))
+    env.close()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".png":
+        picks = np.linspace(0, len(frames) - 1, 6).round().astype(int)
+        iio.imwrite(out, np.concatenate([frames[i] for i in picks], axis=0))
+    else:
+        iio.imwrite(out, np.stack(frames), fps=env.control_hz, codec="libx264")
+    return bool(ok)

@@ -120,7 +120,7 @@ class PushConfig:
     pusher_yaw_rad: float = 0.0  # the tool x axis' yaw in the world (the expert sets it from the arm's home)
     contact_spacing_m: float = 0.006
     push_angles_rad: tuple[float, ...] = (-0.5, -0.25, 0.0, 0.25, 0.5)  # about the inward normal, in the friction cone
-    push_lengths_m: tuple[float, ...] = (0.004, 0.01, 0.025, 0.05, 0.09)
+    push_lengths_m: tuple[float, ...] = (0.002, 0.005, 0.01, 0.025, 0.05, 0.09)
     clearance_m: float = 0.012  # gap between pusher and block before a push starts
     travel_speed_m_s: float = 0.25
     push_speed_m_s: float = 0.07
@@ -138,7 +138,8 @@ class Push:
 
     waypoints: list[np.ndarray]
     speeds: list[float]
-    predicted_cost: float
+    predicted_cost: float  # the planner's cost (m) of the block pose it predicts after the push
+    side: int = 0  # how the pusher got there: 0 straight, +1 round the block counter-clockwise, -1 clockwise
 
 
 @dataclass
@@ -188,34 +189,36 @@ class PushPlanner:
             x[:, 2] += tw[:, 2] * ds
         return x
 
-    def _route(self, start: np.ndarray, end: np.ndarray, pose: np.ndarray) -> tuple[list[np.ndarray], float]:
-        """Waypoints from `start` to `end` (world xy) that keep the pusher clear of the block, and their length.
+    def _route(self, start: np.ndarray, end: np.ndarray, pose: np.ndarray) -> tuple[list[np.ndarray], int]:
+        """Waypoints from `start` to `end` (world xy) that keep the pusher clear of the block, and the way round.
 
-        Straight when the segment is clear; otherwise out to a circle around the block and round it, the
-        shorter way, or either way (seeded coin) when the two are about as long: the multimodality of Push-T.
+        Straight (side 0) when the segment is clear; otherwise out to a circle around the block and round it
+        counter-clockwise (+1) or clockwise (-1): the shorter way, or a seeded coin when the two are about as
+        long (the multimodality of Push-T), never a way that leaves the workspace when the other stays in it.
         """
         r_p = self.pusher_radius
-        seg = start + np.linspace(0, 1, 12)[:, None] * (end - start)
+        seg = start + np.linspace(0, 1, 24)[:, None] * (end - start)
         if signed_distance(to_block(pose, seg)).min() > r_p + 0.002:
-            return [end], float(np.linalg.norm(end - start))
+            return [end], 0
         radius = CIRCUM_RADIUS + r_p + 0.012
         center = pose[:2]
         a0 = np.arctan2(*(start - center)[::-1])
         a1 = np.arctan2(*(end - center)[::-1])
-        ccw = float(wrap(a1 - a0)) % (2 * np.pi)
-        cw = 2 * np.pi - ccw
-        if min(ccw, cw) / max(ccw, cw) > 1 - self.cfg.side_tie:
-            sign = 1.0 if self.rng.random() < 0.5 else -1.0
+        sweeps = {1: float(wrap(a1 - a0)) % (2 * np.pi)}
+        sweeps[-1] = 2 * np.pi - sweeps[1]
+        arcs = {}
+        for sign, sweep in sweeps.items():
+            n_arc = max(int(np.ceil(sweep / 0.35)), 1)
+            angles = a0 + sign * sweep * np.arange(n_arc + 1) / n_arc
+            arcs[sign] = center + radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+        inside_ws = {s: bool(self._in_workspace(a).all()) for s, a in arcs.items()}
+        if inside_ws[1] != inside_ws[-1]:
+            sign = 1 if inside_ws[1] else -1
+        elif min(sweeps.values()) / max(sweeps.values()) > 1 - self.cfg.side_tie:
+            sign = 1 if self.rng.random() < 0.5 else -1
         else:
-            sign = 1.0 if ccw < cw else -1.0
-        sweep = ccw if sign > 0 else cw
-        n_arc = max(int(np.ceil(sweep / 0.35)), 1)
-        pts = [center + radius * np.array([np.cos(a0), np.sin(a0)])]
-        pts += [center + radius * np.array([np.cos(a0 + sign * sweep * i / n_arc), np.sin(a0 + sign * sweep * i / n_arc)])
-                for i in range(1, n_arc + 1)]
-        pts.append(end)
-        length = float(np.linalg.norm(pts[0] - start)) + sweep * radius + float(np.linalg.norm(end - pts[-2]))
-        return pts, length
+            sign = 1 if sweeps[1] < sweeps[-1] else -1
+        return [*arcs[sign], end], sign
 
     def _in_workspace(self, pts: np.ndarray) -> np.ndarray:
         lo, hi = np.array(self.cfg.workspace_min), np.array(self.cfg.workspace_max)
@@ -264,12 +267,12 @@ class PushPlanner:
         gain = self.cost(pose, goal) - pred
         seconds = (np.linalg.norm(pre_w[idx] - pusher, axis=1) / cfg.travel_speed_m_s
                    + (length[idx] + cfg.clearance_m) / cfg.push_speed_m_s + cfg.overhead_s)
-        rate = np.where(gain > 1e-4, gain / seconds, -np.inf)
+        rate = np.where(gain > 1e-5, gain / seconds, -np.inf)
         best = int(np.argmax(rate))
         if not np.isfinite(rate[best]):
             return None
         i = idx[best]
-        route, _ = self._route(pusher, pre_w[i], pose)
+        route, side = self._route(pusher, pre_w[i], pose)
         waypoints = route + [end_w[i]]
         speeds = [cfg.travel_speed_m_s] * len(route) + [cfg.push_speed_m_s]
-        return Push(waypoints=waypoints, speeds=speeds, predicted_cost=float(pred[best]))
+        return Push(waypoints=waypoints, speeds=speeds, predicted_cost=float(pred[best]), side=side)

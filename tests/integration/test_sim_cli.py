@@ -1,6 +1,7 @@
 """`mimic sim list|show` end to end: a real expert rollout rendered headless to PNG and MP4."""
 
 import imageio.v3 as iio
+import numpy as np
 import pytest
 
 from sim.cli import main
@@ -9,7 +10,7 @@ from sim.cli import main
 def test_list(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "franka ur5e xarm7" in out and "pick_place" in out
+    assert "franka ur5e xarm7" in out and "pick_place" in out and "push_t" in out
 
 
 @pytest.mark.parametrize("suffix", [".png", ".mp4"])
@@ -23,3 +24,18 @@ def test_show_writes_a_viewable_file(tmp_path, suffix):
 def test_bad_out_suffix_is_one_line_error(tmp_path):
     with pytest.raises(SystemExit):
         main(["show", "franka", "reach", "--out", str(tmp_path / "x.gif")])
+
+
+def test_show_push_t_strip_shows_the_block_reaching_the_goal(tmp_path, capsys):
+    out = tmp_path / "push_t.png"
+    assert main(["show", "franka", "push_t", "--out", str(out), "--seed", "3", "--size", "48", "64"]) == 0
+    assert "success=True" in capsys.readouterr().out
+    strip = iio.imread(out)
+    assert strip.shape == (6 * 48, 2 * 64, 3)  # 6 moments, scene | wrist
+    assert not np.array_equal(strip[:48], strip[-48:])  # the scene changed over the episode
+
+
+def test_experts_prints_a_success_table(capsys):
+    assert main(["experts", "--arms", "xarm7", "--tasks", "reach", "push_t", "--episodes", "2", "--seed", "5"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("xarm7")]
+    assert [r[:3] for r in rows] == [["xarm7", "reach", "100%"], ["xarm7", "push_t", "100%"]]
