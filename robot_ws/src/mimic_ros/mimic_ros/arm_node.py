@@ -1,8 +1,8 @@
 """Arm node: one `robots.arm.Arm` backend on the ROS graph.
 
 Wiring: `robots.factory.make_arm(backend)` -> /robot/joint_states at `state_rate_hz`;
-/robot/joint_command -> `Arm.command` (a refused command is counted and logged, never fatal: the arm
-keeps its last accepted target). On the twin (`backend:=twin:<arm>`) the node also plays the scene:
+/robot/joint_command -> `Arm.command`, steps squeezed by transport jitter spread to the velocity limit
+(`_smooth`); a refused command is counted and logged, never fatal: the arm keeps its last accepted target. On the twin (`backend:=twin:<arm>`) the node also plays the scene:
 /objects/state (the tracker-like object stream of the contract), /cameras/<name>/image/compressed
 rendered with `TwinArm.capture`, /sim/status (JSON: episode, seed, live and latched task success) and
 the `/sim/reset` service (std_srvs/Trigger) that starts episode i with seed `seed + i`.
@@ -103,7 +103,9 @@ class ArmNode(ManagedNode):
         self.device_lock = threading.Lock()  # held across a reset so no reader sees a half-reset twin
         self.episode, self.seed = 0, cfg.seed
         self.succeeded = False
-        self.counts = {"commands": 0, "refused": 0, "ignored": 0, "states": 0}
+        self.counts = {"commands": 0, "refused": 0, "smoothed": 0, "ignored": 0, "states": 0}
+        self._q_ref: np.ndarray | None = None  # last executed command and when (see _smooth)
+        self._t_ref = 0.0
         self.frames = {c: 0 for c in self.camera_names}
         self._last_refusal_log = 0.0
 
@@ -127,7 +129,9 @@ class ArmNode(ManagedNode):
         g = float(msg.position[dof]) if len(msg.position) > dof else None
         try:
             with self.device_lock:
+                q = self._smooth(q)
                 self.arm.command(q, g)
+                self._q_ref, self._t_ref = q, time.time()
             self.counts["commands"] += 1
         except CommandRefused as e:
             self.counts["refused"] += 1
@@ -136,6 +140,26 @@ class ArmNode(ManagedNode):
                 self.get_logger().warning(f"command refused ({self.counts['refused']} so far): {e}")
         except ArmError:
             self.counts["ignored"] += 1
+
+    def _smooth(self, q: np.ndarray) -> np.ndarray:
+        """Clip the step from the last executed command to what the velocity limit allows in the time since.
+
+        The controller rate-limits on its own clock, but commands reach this process with transport jitter:
+        two sent 2 ms apart can arrive 0.1 ms apart and then look twice as fast as they are, and one refusal
+        leaves the arm's guard behind the controller for good (every later step looks even faster). Steps
+        squeezed by jitter are therefore spread here (counted as `smoothed`); the arm's own guard still
+        refuses targets outside the joint limits. `dt` follows `CommandGuard`'s rule.
+        """
+        if self._q_ref is None or q.shape != self._q_ref.shape or not np.all(np.isfinite(q)):
+            return q
+        spec = self.spec
+        dt = min(max(time.time() - self._t_ref, 1.0 / spec.control_rate_hz), 0.1)
+        max_step = 0.95 * np.asarray(spec.dq_max, float) * dt
+        step = q - self._q_ref
+        if np.all(np.abs(step) <= max_step):
+            return q
+        self.counts["smoothed"] += 1
+        return self._q_ref + np.clip(step, -max_step, max_step)
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         """New seeded episode: the twin's scene is re-randomised and the arm put back at home."""
@@ -146,6 +170,7 @@ class ArmNode(ManagedNode):
             self.seed = self.cfg.seed + self.episode
             self.arm.seed = self.seed
             self.arm.connect()
+            self._q_ref = None  # the guard starts from the measured pose; the first command sets ours
             self.succeeded = False
         self.get_logger().info(f"episode {self.episode}: twin reset with seed {self.seed}")
         self._publish_status()

@@ -75,8 +75,9 @@ class EvaluatorNode(ManagedNode):
 
     def _episode(self, i: int) -> dict:
         cfg = self.cfg
+        self.reset_ctl.call(cfg.timeout_s)  # stop executing the old episode's chunks now...
         reply = json.loads(self.reset_sim.call(cfg.timeout_s).message)
-        self.reset_ctl.call(cfg.timeout_s)
+        self.reset_ctl.call(cfg.timeout_s)  # ...and re-seed from the reset arm
         if cfg.reset_policy:
             self.reset_pol.call(cfg.timeout_s)
         if cfg.record:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import mujoco
 import numpy as np
+from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 
@@ -50,6 +51,8 @@ class OperatorConfig:
     max_steps: int = param(0, "expert steps per episode before giving up (0: the task's limit)", range=(0, 100_000))
     hold_steps: int = param(5, "expert steps recorded after the twin reports success", range=(0, 1000))
     home_s: float = param(2.0, "time to walk the leader back home between episodes (s)", range=(0.1, 30.0))
+    retries: int = param(2, "re-records of an episode whose recording stalled (discarded, not committed)",
+                         range=(0, 100))
     record: bool = param(True, "drive the recorder (~/start, ~/stop)")
     recorder: str = param("/recorder", "recorder node namespace whose services are called")
     reset_controller: bool = param(True, "call /controller/reset after each twin reset")
@@ -155,6 +158,9 @@ class OperatorNode(ManagedNode):
         self.create_subscription(JointState, "/robot/joint_states", self.joints, 10)
         self.create_subscription(JointState, "/objects/state", self.objects, 10)
         self.create_subscription(String, "/sim/status", self.sim_status, 10)
+        self.rec_status = Latest()
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.create_subscription(String, f"{cfg.recorder.rstrip('/')}/status", self.rec_status, latched)
         self.reset_sim = TriggerClient(self, "/sim/reset")
         self.reset_ctl = TriggerClient(self, "/controller/reset")
         rec = cfg.recorder.rstrip("/")
@@ -188,12 +194,15 @@ class OperatorNode(ManagedNode):
             alive = lambda: self.running  # noqa: E731
             self.joints.wait(0, self.cfg.timeout_s, "/robot/joint_states", alive)
             self.objects.wait(0, self.cfg.timeout_s, "/objects/state", alive)
-            for i in range(self.cfg.episodes):
-                if not self.running:
-                    break
-                self.results.append(self._episode(i))
-            self.exit_code = 0 if len(self.results) == self.cfg.episodes and all(
-                r["committed"] or not self.cfg.record for r in self.results) else 1
+            retries = self.cfg.retries
+            while len(self.committed()) < self.cfg.episodes and self.running:
+                result = self._episode(len(self.committed()))
+                self.results.append(result)
+                if result.get("discarded"):
+                    if retries == 0:
+                        raise ServiceError(f"episode {result['episode']} stalled again: {result['discarded']}")
+                    retries -= 1
+            self.exit_code = 0 if len(self.committed()) == self.cfg.episodes else 1
         except (ServiceError, TimeoutError) as e:
             self.get_logger().error(f"operator stopped: {e}")
             self.exit_code = 1
@@ -201,8 +210,14 @@ class OperatorNode(ManagedNode):
             self._report()
             self.done.set()
 
+    def committed(self) -> list[dict]:
+        """Episodes that count: committed by the recorder (or every finished one when not recording)."""
+        return [r for r in self.results if r["committed"] or (not self.cfg.record and not r.get("discarded"))]
+
     def _episode(self, i: int) -> dict:
         cfg, period = self.cfg, 1.0 / self.env.control_hz
+        if cfg.reset_controller:  # hold during the reset, then re-seed from the reset arm
+            self.reset_ctl.call(cfg.timeout_s)
         reply = json.loads(self.reset_sim.call(cfg.timeout_s).message)
         t_reset = time.time()
         if cfg.reset_controller:
@@ -232,12 +247,20 @@ class OperatorNode(ManagedNode):
                 break
             next_t += period
             time.sleep(max(0.0, next_t - time.monotonic()))
+        discarded = None
         if cfg.record:
-            resp = self.rec_stop.call(cfg.timeout_s, must_succeed=False)
-            committed = resp.success
-            rec_info = json.loads(resp.message) if resp.success else {"error": resp.message}
+            stalled = self.rec_status.json().get("stalled") if self.rec_status.msg is not None else None
+            if stalled and cfg.retries > 0:  # a person would redo a take the recorder could not keep whole
+                self.rec_discard.call(cfg.timeout_s, must_succeed=False)
+                discarded = f"recording stalled ({stalled})"
+                self.get_logger().warning(f"episode {i}: {discarded}: discarded, recording it again")
+            else:
+                resp = self.rec_stop.call(cfg.timeout_s, must_succeed=False)
+                committed = resp.success
+                rec_info = json.loads(resp.message) if resp.success else {"error": resp.message}
         result = {"episode": i, "seed": reply["seed"], "success": success_step is not None, "steps": steps,
-                  "success_step": success_step, "committed": committed, "recorder": rec_info}
+                  "success_step": success_step, "committed": committed, "recorder": rec_info,
+                  "discarded": discarded}
         self.get_logger().info(f"episode {i} (seed {reply['seed']}): expert "
                                f"{'succeeded at step ' + str(success_step) if success_step else 'failed'}"
                                f", {steps} steps" + (f", recorded {rec_info}" if cfg.record else ""))
@@ -266,17 +289,18 @@ class OperatorNode(ManagedNode):
             time.sleep(0.05)
 
     def _report(self) -> None:
-        rows = self.results
         lines = [f"{'episode':>7} {'seed':>6} {'success':>7} {'steps':>5} {'recorded':>8}"]
-        lines += [f"{r['episode']:>7} {r['seed']:>6} {str(r['success']):>7} {r['steps']:>5} "
-                  f"{r['recorder'].get('steps', '-') if r['committed'] else '-':>8}" for r in rows]
+        for r in self.results:
+            rec = r["recorder"].get("steps", "-") if r["committed"] else ("discarded" if r["discarded"] else "-")
+            lines.append(f"{r['episode']:>7} {r['seed']:>6} {str(r['success']):>7} {r['steps']:>5} {rec:>8}")
+        rows = self.committed()
         n_ok = sum(r["success"] for r in rows)
-        lines.append(f"expert success {n_ok}/{len(rows)}")
+        lines.append(f"expert success {n_ok}/{len(rows)} (attempts discarded: {len(self.results) - len(rows)})")
         for line in lines:
             print(line, flush=True)
         if self.cfg.results_path:
-            Path(self.cfg.results_path).write_text(json.dumps({"episodes": rows, "success": n_ok,
-                                                               "n": len(rows)}, indent=1))
+            Path(self.cfg.results_path).write_text(json.dumps(
+                {"episodes": rows, "success": n_ok, "n": len(rows), "attempts": self.results}, indent=1))
 
     def close(self) -> None:
         self.leader.close()

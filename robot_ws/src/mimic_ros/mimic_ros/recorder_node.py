@@ -11,7 +11,8 @@ Survival:
   the open episode is lost; `trimmed_steps` in the status says how much).
 - A stream whose samples stop (a gap wider than twice its tolerance, or nothing for that long) stalls the
   episode: nothing more is appended, the rows before the stall are kept, and ~/stop commits them with a
-  mark in the root attrs (`episode_marks[<index>]`) saying which stream stalled where. Nothing is padded.
+  mark in the root attrs (`episode_marks[<index>]`) saying which stream stalled where. Nothing is padded,
+  with one exact exception: while the controller is silent (holding), `action` carries the held target.
 - A sample out of capture-time order, or arriving while stalled, is dropped and counted.
 
 Status (std_msgs/String JSON, latched) on ~/status at 2 Hz and after every service call: recording,
@@ -96,14 +97,17 @@ class RecorderNode(ManagedNode):
         self.dropped: dict[str, int] = {}
         self.last_episode: dict = {}
         self.after_stall = 0  # samples not written because the episode had stalled
+        self.action_holds = 0  # held commands carried forward in this episode (see _hold_action)
 
-        self.create_subscription(JointState, "/robot/joint_states", self._on_joints, 50)
+        # Queues hold ~2 s of each stream, so a recorder briefly starved of CPU loses nothing (DDS keeps the
+        # last `depth` samples per subscription and silently drops older ones).
+        self.create_subscription(JointState, "/robot/joint_states", self._on_joints, 400)
         if cfg.action:
-            self.create_subscription(JointState, "/robot/joint_command", self._on_command, 100)
+            self.create_subscription(JointState, "/robot/joint_command", self._on_command, 1000)
         if cfg.objects:
-            self.create_subscription(JointState, "/objects/state", self._on_objects, 50)
+            self.create_subscription(JointState, "/objects/state", self._on_objects, 400)
         for name, key in self.camera_keys.items():
-            self.create_subscription(CompressedImage, f"/cameras/{name}/image/compressed", self._camera_cb(key), 10)
+            self.create_subscription(CompressedImage, f"/cameras/{name}/image/compressed", self._camera_cb(key), 60)
         self.create_service(Trigger, "~/start", self._on_start)
         self.create_service(Trigger, "~/stop", self._on_stop)
         self.create_service(Trigger, "~/discard", self._on_discard)
@@ -208,6 +212,22 @@ class RecorderNode(ManagedNode):
         t, pos = stamp_to_s(msg.header.stamp), np.asarray(msg.position, float)
         self._add("robot0_joint_pos", t, pos[:dof])
         self._add("robot0_gripper_width", t, pos[dof:dof + 1])
+        self._hold_action(t)
+
+    def _hold_action(self, t: float) -> None:
+        """While the controller is silent (it holds when its leader goes stale), the arm keeps its last target.
+
+        That target is what the arm is commanded, so it is what `action` records: once the newest command is
+        older than the tolerance, the joint-state clock carries it forward (counted as `action_holds`).
+        Cameras and joints are never filled in this way: their silence is a stall.
+        """
+        if not (self.recording and self.cfg.action) or self.stalled or self.failed or "action" not in self.episode_keys:
+            return
+        last = self.last_t.get("action")
+        if last is not None and t - last > self.writer.streams["action"].tolerance_s:
+            self._add("action", t, self.latest["action"])
+            self.received["action"] -= 1  # a carried value, not a received message
+            self.action_holds += 1
 
     def _on_command(self, msg: JointState) -> None:
         if len(msg.position) < self.spec.dof + 1:
@@ -259,6 +279,7 @@ class RecorderNode(ManagedNode):
         self.episode_keys: set[str] = set()  # keys with a sample in this episode (a gap is measured from it)
         self.dropped = {}
         self.after_stall = 0
+        self.action_holds = 0
         return self._reply(response, True, f"recording episode {self._n_episodes()}")
 
     def _stream_specs_keys(self) -> list[str]:
@@ -286,7 +307,7 @@ class RecorderNode(ManagedNode):
             self.writer.root.attrs[MARKS_ATTR] = marks
             return self._reply(response, False, f"episode discarded: {e}")
         self.last_episode = {"index": index, "steps": steps, "stalled": self.stalled, "dropped": dict(self.dropped),
-                             "samples_after_stall": self.after_stall}
+                             "samples_after_stall": self.after_stall, "action_holds": self.action_holds}
         self.get_logger().info(f"episode {index} committed: {steps} steps"
                                + (f" (marked: {self.stalled})" if self.stalled else ""))
         return self._reply(response, True, json.dumps(self.last_episode))
@@ -316,7 +337,7 @@ class RecorderNode(ManagedNode):
         return {"path": self.cfg.path, "recording": self.recording, "episodes": self._n_episodes(),
                 "steps": int(getattr(self.writer, "_rows", 0)) if self.recording else 0,
                 "received": dict(self.received), "dropped": dict(self.dropped), "stalled": self.stalled,
-                "samples_after_stall": self.after_stall,
+                "samples_after_stall": self.after_stall, "action_holds": self.action_holds,
                 "failed": self.failed, "trimmed_steps": self.trimmed_steps, "last_episode": self.last_episode}
 
     def _publish_status(self) -> None:

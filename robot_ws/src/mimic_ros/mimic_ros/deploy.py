@@ -1,0 +1,113 @@
+"""`mimic deploy <checkpoint> --arm twin:franka --task pick_place`: a checkpoint through the ROS deploy session.
+
+Runs `config/deploy_twin.yaml` under the supervisor (arm node on the twin with injected latency, controller
+in chunk mode, policy node, optional rollout recorder, evaluator), then prints the per-episode table and
+the success rate. The twin's injected latencies are ground truth; matching compensates with the same
+values unless `--match-camera-s/--match-arm-s` give others (e.g. calibrated ones); `--no-matching` runs
+the naive loop on the same seeds, for the with/without comparison.
+
+    mimic deploy runs/pp/ckpt --arm twin:franka --task pick_place --episodes 10 \
+        --camera-latency-s 0.15 --arm-latency-s 0.1 [--no-matching] [--record rollouts.zarr]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from mimic_ros.session import SessionError, load_session
+from mimic_ros.supervisor import EXIT_BAD_SESSION, run_session
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mimic deploy", description=__doc__.split("\n\n")[0])
+    p.add_argument("checkpoint", help="checkpoint directory (policies.load_policy), or py:module:factory")
+    p.add_argument("--arm", default="twin:franka", help="arm URI; deploy evaluates on twins (twin:<arm>)")
+    p.add_argument("--task", default="pick_place", help="twin task (reach, pick_place, ...)")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--episode-s", type=float, default=20.0, help="time limit per episode (s)")
+    p.add_argument("--seed", type=int, default=100_000, help="seed of episode 1 is seed+1, and so on")
+    p.add_argument("--cameras", default="scene,wrist", help="twin cameras, in the policy's camera order")
+    p.add_argument("--camera-latency-s", type=float, default=0.15, help="injected camera latency (s)")
+    p.add_argument("--arm-latency-s", type=float, default=0.1, help="injected command-to-motion latency (s)")
+    p.add_argument("--match-camera-s", type=float, default=None, help="camera latency used for matching")
+    p.add_argument("--match-arm-s", type=float, default=None, help="arm latency used for matching")
+    p.add_argument("--no-matching", action="store_true", help="naive loop: no latency compensation")
+    p.add_argument("--num-inference-steps", type=int, default=0, help="0: the policy's default")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--record", default="", metavar="ZARR", help="record the rollouts to this store")
+    p.add_argument("--results", default="", metavar="JSON", help="write per-episode results here")
+    p.add_argument("--session", default="deploy_twin", help="session YAML to start from")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.KEY=VALUE",
+                   help="further session overrides (applied last)")
+    return p
+
+
+def session_overrides(args: argparse.Namespace, results_path: str) -> list[str]:
+    """The deploy arguments as session overrides (`node.param=value`)."""
+    scheme, _, arm = args.arm.partition(":")
+    match_cam = args.camera_latency_s if args.match_camera_s is None else args.match_camera_s
+    match_arm = args.arm_latency_s if args.match_arm_s is None else args.match_arm_s
+    matching = not args.no_matching
+    sets = {
+        "arm.backend": args.arm, "arm.task": args.task, "arm.seed": args.seed, "arm.cameras": args.cameras,
+        "arm.camera_latency_s": args.camera_latency_s, "arm.command_latency_s": args.arm_latency_s,
+        "controller.arm": arm, "controller.lead_s": match_arm if matching else 0.0,
+        "policy.checkpoint": args.checkpoint, "policy.arm": arm, "policy.cameras": args.cameras,
+        "policy.camera_latency_s": match_cam, "policy.arm_latency_s": match_arm,
+        "policy.matching": matching, "policy.num_inference_steps": args.num_inference_steps,
+        "policy.device": args.device,
+        "evaluator.episodes": args.episodes, "evaluator.episode_s": args.episode_s,
+        "evaluator.results_path": results_path,
+    }
+    if args.record:
+        sets.update({"recorder.enabled": True, "recorder.path": args.record, "recorder.arm": arm,
+                     "recorder.task": args.task, "recorder.cameras": args.cameras,
+                     "recorder.latencies_json": json.dumps({"camera_s": args.camera_latency_s,
+                                                            "arm_s": args.arm_latency_s}),
+                     "evaluator.record": True})
+    return [f"{k}={json.dumps(v) if isinstance(v, str) else v}" for k, v in sets.items()] + list(args.overrides)
+
+
+def print_table(results: dict, args: argparse.Namespace) -> None:
+    rows = results.get("episodes", [])
+    print(f"\nmimic deploy {args.checkpoint} on {args.arm} / {args.task}: camera {args.camera_latency_s * 1e3:.0f} ms, "
+          f"arm {args.arm_latency_s * 1e3:.0f} ms injected; matching {'off' if args.no_matching else 'on'}")
+    print(f"{'episode':>7} {'seed':>7} {'success':>7} {'time_s':>7}")
+    for r in rows:
+        t = f"{r['time_to_success_s']:.1f}" if r.get("time_to_success_s") is not None else "-"
+        print(f"{r['episode']:>7} {r['seed']:>7} {str(r['success']):>7} {t:>7}")
+    n, ok = len(rows), sum(bool(r["success"]) for r in rows)
+    print(f"success {ok}/{n}" + (f" = {100.0 * ok / n:.0f}%" if n else ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.arm.startswith("twin:"):
+        print(f"mimic deploy: --arm {args.arm}: deploy scores episodes on a twin (twin:<arm>); on hardware run "
+              "`mimic session up deploy_franka` (a person resets the scene)", file=sys.stderr)
+        return 2
+    if args.episodes < 1 or args.episode_s <= 0 or min(args.camera_latency_s, args.arm_latency_s) < 0:
+        print("mimic deploy: --episodes >= 1, --episode-s > 0 and latencies >= 0 are required", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="mimic-deploy-") as tmp:
+        results_path = args.results or str(Path(tmp) / "results.json")
+        try:
+            session = load_session(args.session, session_overrides(args, results_path))
+        except SessionError as e:
+            print(f"mimic deploy: {e}", file=sys.stderr)
+            return EXIT_BAD_SESSION
+        code = run_session(session)
+        if not Path(results_path).exists():
+            print(f"mimic deploy: the session ended (status {code}) without results", file=sys.stderr)
+            return code or 1
+        results = json.loads(Path(results_path).read_text())
+    print_table(results, args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
