@@ -25,11 +25,22 @@ def _recording(res: BenchResult, quick: bool) -> None:
     episodes = 2 if quick else 10
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        out = record_twin(f"{tmp}/h.zarr", episodes, seed=0, injected=TwinStreamLatency(0.03, 0.01, 0.08, 0.004),
-                          progress=False)
+        out = record_twin(
+            f"{tmp}/h.zarr",
+            episodes,
+            seed=0,
+            injected=TwinStreamLatency(0.03, 0.01, 0.08, 0.004),
+            progress=False,
+        )
         dt = time.perf_counter() - t0
-    res.rows.append({"what": "record_twin", "episodes": out["episodes"],
-                     "rows_per_s": round(out["rows"] / dt, 1), "realtime_x": round(out["rows"] / 10.0 / dt, 2)})
+    res.rows.append(
+        {
+            "what": "record_twin",
+            "episodes": out["episodes"],
+            "rows_per_s": round(out["rows"] / dt, 1),
+            "realtime_x": round(out["rows"] / 10.0 / dt, 2),
+        }
+    )
 
 
 def _ingestion(res: BenchResult, quick: bool) -> None:
@@ -54,8 +65,14 @@ def _ingestion(res: BenchResult, quick: bool) -> None:
         cap.end_episode()
         cap.close()
     p = percentiles(per_pose)
-    res.rows.append({"what": "capture on_pose", "p50_ms": round(p["p50"], 3),
-                     "p99_ms": round(p["p99"], 3), "max_ms": round(p["max"], 2)})
+    res.rows.append(
+        {
+            "what": "capture on_pose",
+            "p50_ms": round(p["p50"], 3),
+            "p99_ms": round(p["p99"], 3),
+            "max_ms": round(p["max"], 2),
+        }
+    )
 
 
 def _relative(res: BenchResult, quick: bool) -> None:
@@ -63,8 +80,13 @@ def _relative(res: BenchResult, quick: bool) -> None:
 
     tf = RelativeTrajectory()
     rng = np.random.default_rng(0)
-    item = {"obs": {"robot0_eef_pos": rng.normal(size=(2, 3)), "robot0_eef_rot_axis_angle": rng.normal(size=(2, 3))},
-            "action": np.concatenate([rng.normal(size=(16, 6)), rng.uniform(0, 0.08, (16, 1))], 1)}
+    item = {
+        "obs": {
+            "robot0_eef_pos": rng.normal(size=(2, 3)),
+            "robot0_eef_rot_axis_angle": rng.normal(size=(2, 3)),
+        },
+        "action": np.concatenate([rng.normal(size=(16, 6)), rng.uniform(0, 0.08, (16, 1))], 1),
+    }
     rel = tf.encode_window(item)
     ref = tf.reference(item["obs"])
     reps = 200 if quick else 2000
@@ -85,16 +107,28 @@ def _calibration(res: BenchResult, quick: bool) -> None:
     intr = calibrate_intrinsics(images, scene.board, distortion="standard")
     dt = time.perf_counter() - t0
     k = scene.camera_matrix()
-    res.rows.append({"what": "intrinsics", "solve_s": round(dt, 3),
-                     "fx_err_pct": round(abs(intr.fx - k[0, 0]) / k[0, 0] * 100, 4), "rms_px": round(intr.rms_px, 3)})
+    res.rows.append(
+        {
+            "what": "intrinsics",
+            "solve_s": round(dt, 3),
+            "fx_err_pct": round(abs(intr.fx - k[0, 0]) / k[0, 0] * 100, 4),
+            "rms_px": round(intr.rms_px, 3),
+        }
+    )
     scene.close()
     for arm in ("franka",) if quick else ("franka", "ur5e", "xarm7"):
         sc = ArmBoardScene(arm)
         sc.set_joints(sc.spec.home)
         truth = sc.true_camera_mount()
         flanges, imgs = [], []
-        for v in random_views(board_center(sc.board, sc.board_pose), 20, seed=1, distance_m=(0.28, 0.45),
-                              max_tilt_deg=35, max_roll_rad=0.8):
+        for v in random_views(
+            board_center(sc.board, sc.board_pose),
+            20,
+            seed=1,
+            distance_m=(0.28, 0.45),
+            max_tilt_deg=35,
+            max_roll_rad=0.8,
+        ):
             if sc.move_camera_to(v, truth) < 0.01:
                 flanges.append(sc.flange_pose())
                 imgs.append(sc.render_wrist())
@@ -103,8 +137,15 @@ def _calibration(res: BenchResult, quick: bool) -> None:
         he = calibrate_hand_eye(flanges, imgs, intr, sc.board)
         dt = time.perf_counter() - t0
         mm, deg = pose_error(truth, he.t_flange_cam)
-        res.rows.append({"what": f"hand-eye {arm}", "views": he.n_views, "solve_s": round(dt, 3),
-                         "err_mm": round(mm * 1e3, 3), "err_deg": round(deg, 3)})
+        res.rows.append(
+            {
+                "what": f"hand-eye {arm}",
+                "views": he.n_views,
+                "solve_s": round(dt, 3),
+                "err_mm": round(mm * 1e3, 3),
+                "err_deg": round(deg, 3),
+            }
+        )
         sc.close()
 
 
@@ -114,9 +155,13 @@ def run(quick: bool) -> BenchResult:
     _ingestion(res, quick)
     _relative(res, quick)
     _calibration(res, quick)
-    res.notes += ["record_twin: 96x96 wrist camera at 29.4 Hz, pose and width at 100 Hz, into a Zarr store",
-                  "capture on_pose: a 200 Hz pose stream with width 50 Hz and frames 29 Hz, grid rows emitted",
-                  "relative encode: 2 obs steps + 16 actions; decode: one 16 x 10 chunk (per inference)",
-                  "intrinsics: 15 views at 480x640; hand-eye solve includes the wrist camera's intrinsics"]
-    res.notes.append("record_twin runs the twin unpaced (sim time), so realtime_x > 1 means faster than a person")
+    res.notes += [
+        "record_twin: 96x96 wrist camera at 29.4 Hz, pose and width at 100 Hz, into a Zarr store",
+        "capture on_pose: a 200 Hz pose stream with width 50 Hz and frames 29 Hz, grid rows emitted",
+        "relative encode: 2 obs steps + 16 actions; decode: one 16 x 10 chunk (per inference)",
+        "intrinsics: 15 views at 480x640; hand-eye solve includes the wrist camera's intrinsics",
+    ]
+    res.notes.append(
+        "record_twin runs the twin unpaced (sim time), so realtime_x > 1 means faster than a person"
+    )
     return res

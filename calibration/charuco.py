@@ -29,14 +29,19 @@ class CharucoBoardSpec:
         if self.squares_x < 3 or self.squares_y < 3:
             raise ValueError(f"charuco board needs >= 3x3 squares, got {self.squares_x}x{self.squares_y}")
         if not 0 < self.marker_m < self.square_m:
-            raise ValueError(f"charuco board: marker_m ({self.marker_m}) must lie in (0, square_m={self.square_m})")
+            raise ValueError(
+                f"charuco board: marker_m ({self.marker_m}) must lie in (0, square_m={self.square_m})"
+            )
         if not hasattr(cv2.aruco, self.dictionary):
             raise ValueError(f"charuco board: unknown ArUco dictionary {self.dictionary!r}")
 
     @property
     def size_m(self) -> tuple[float, float]:
         """(width, height) of the printed sheet including the margin."""
-        return (self.squares_x * self.square_m + 2 * self.margin_m, self.squares_y * self.square_m + 2 * self.margin_m)
+        return (
+            self.squares_x * self.square_m + 2 * self.margin_m,
+            self.squares_y * self.square_m + 2 * self.margin_m,
+        )
 
     def board(self) -> cv2.aruco.CharucoBoard:
         d = cv2.aruco.getPredefinedDictionary(getattr(cv2.aruco, self.dictionary))
@@ -88,32 +93,48 @@ class CharucoDetector:
         return CharucoDetection(corners.reshape(-1, 2).astype(np.float64), ids, self._points[ids])
 
 
-def board_pose(det: CharucoDetection, camera_matrix: np.ndarray, dist: np.ndarray | None = None) -> np.ndarray:
+def board_pose(
+    det: CharucoDetection, camera_matrix: np.ndarray, dist: np.ndarray | None = None
+) -> np.ndarray:
     """T_cam_board (4x4, OpenCV camera frame: x right, y down, z forward) from one detection by PnP."""
-    ok, rvec, tvec = cv2.solvePnP(det.object_points, det.corners_px, camera_matrix,
-                                  np.zeros(5) if dist is None else dist, flags=cv2.SOLVEPNP_ITERATIVE)
+    ok, rvec, tvec = cv2.solvePnP(
+        det.object_points,
+        det.corners_px,
+        camera_matrix,
+        np.zeros(5) if dist is None else dist,
+        flags=cv2.SOLVEPNP_ITERATIVE,
+    )
     if not ok:
         raise ValueError("charuco: solvePnP failed on a detection")
-    rvec, tvec = cv2.solvePnPRefineLM(det.object_points, det.corners_px, camera_matrix,
-                                      np.zeros(5) if dist is None else dist, rvec, tvec)
+    rvec, tvec = cv2.solvePnPRefineLM(
+        det.object_points, det.corners_px, camera_matrix, np.zeros(5) if dist is None else dist, rvec, tvec
+    )
     t = np.eye(4)
     t[:3, :3] = cv2.Rodrigues(rvec)[0]
     t[:3, 3] = tvec.reshape(3)
     return t
 
 
-def draw_detection(image: np.ndarray, det: CharucoDetection | None, camera_matrix: np.ndarray | None = None,
-                   dist: np.ndarray | None = None, t_cam_board: np.ndarray | None = None) -> np.ndarray:
+def draw_detection(
+    image: np.ndarray,
+    det: CharucoDetection | None,
+    camera_matrix: np.ndarray | None = None,
+    dist: np.ndarray | None = None,
+    t_cam_board: np.ndarray | None = None,
+) -> np.ndarray:
     """A copy of `image` (RGB) with the detected corners and, given a pose, the board's axes drawn on it."""
     out = np.ascontiguousarray(image.copy() if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2RGB))
     if det is None:
         cv2.putText(out, "no board", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (255, 0, 0), 2)
         return out
-    cv2.aruco.drawDetectedCornersCharuco(out, det.corners_px.reshape(-1, 1, 2).astype(np.float32),
-                                         det.ids.reshape(-1, 1), (0, 255, 0))
+    cv2.aruco.drawDetectedCornersCharuco(
+        out, det.corners_px.reshape(-1, 1, 2).astype(np.float32), det.ids.reshape(-1, 1), (0, 255, 0)
+    )
     if camera_matrix is not None and t_cam_board is not None:
         rvec = cv2.Rodrigues(t_cam_board[:3, :3])[0]
-        cv2.drawFrameAxes(out, camera_matrix, np.zeros(5) if dist is None else dist, rvec, t_cam_board[:3, 3], 0.05, 2)
+        cv2.drawFrameAxes(
+            out, camera_matrix, np.zeros(5) if dist is None else dist, rvec, t_cam_board[:3, 3], 0.05, 2
+        )
     return out
 
 
@@ -126,7 +147,7 @@ def mosaic(images: list[np.ndarray], cols: int = 5, width: int = 320) -> np.ndar
     h = max(t.shape[0] for t in tiles)
     rows = []
     for i in range(0, len(tiles), cols):
-        row = [np.pad(t, ((0, h - t.shape[0]), (0, 0), (0, 0))) for t in tiles[i:i + cols]]
+        row = [np.pad(t, ((0, h - t.shape[0]), (0, 0), (0, 0))) for t in tiles[i : i + cols]]
         row += [np.zeros_like(row[0])] * (cols - len(row))
         rows.append(np.concatenate(row, axis=1))
     return np.concatenate(rows, axis=0)
@@ -140,7 +161,9 @@ def write_png(path: str, rgb: np.ndarray) -> None:
 def add_board_args(parser) -> None:
     """--squares X Y --square M --marker M --dictionary NAME: the printed board, shared by the calibration CLIs."""
     d = CharucoBoardSpec()
-    parser.add_argument("--squares", type=int, nargs=2, default=(d.squares_x, d.squares_y), metavar=("X", "Y"))
+    parser.add_argument(
+        "--squares", type=int, nargs=2, default=(d.squares_x, d.squares_y), metavar=("X", "Y")
+    )
     parser.add_argument("--square", type=float, default=d.square_m, help="square side (m)")
     parser.add_argument("--marker", type=float, default=d.marker_m, help="marker side (m)")
     parser.add_argument("--dictionary", default=d.dictionary)

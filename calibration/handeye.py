@@ -62,24 +62,32 @@ def pose_error(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(np.linalg.norm(a[:3, 3] - b[:3, 3])), float(np.degrees(np.arccos(cos)))
 
 
-def solve_hand_eye(t_base_flange: list[np.ndarray], t_cam_board: list[np.ndarray],
-                   method: str = "park") -> np.ndarray:
+def solve_hand_eye(
+    t_base_flange: list[np.ndarray], t_cam_board: list[np.ndarray], method: str = "park"
+) -> np.ndarray:
     """X = T_flange_cam from paired poses (>= 3 views with rotations about non-parallel axes)."""
     if method not in METHODS:
         raise ValueError(f"hand-eye: method must be one of {sorted(METHODS)}, got {method!r}")
     if len(t_base_flange) != len(t_cam_board) or len(t_base_flange) < 3:
-        raise ValueError(f"hand-eye: need >= 3 paired views, got {len(t_base_flange)} flange poses and "
-                         f"{len(t_cam_board)} board poses")
-    r, t = cv2.calibrateHandEye([a[:3, :3] for a in t_base_flange], [a[:3, 3] for a in t_base_flange],
-                                [b[:3, :3] for b in t_cam_board], [b[:3, 3] for b in t_cam_board],
-                                method=METHODS[method])
+        raise ValueError(
+            f"hand-eye: need >= 3 paired views, got {len(t_base_flange)} flange poses and "
+            f"{len(t_cam_board)} board poses"
+        )
+    r, t = cv2.calibrateHandEye(
+        [a[:3, :3] for a in t_base_flange],
+        [a[:3, 3] for a in t_base_flange],
+        [b[:3, :3] for b in t_cam_board],
+        [b[:3, 3] for b in t_cam_board],
+        method=METHODS[method],
+    )
     x = np.eye(4)
     x[:3, :3], x[:3, 3] = r, np.asarray(t).reshape(3)
     return x
 
 
-def board_in_base_spread(t_base_flange: list[np.ndarray], t_cam_board: list[np.ndarray],
-                         x: np.ndarray) -> tuple[float, float]:
+def board_in_base_spread(
+    t_base_flange: list[np.ndarray], t_cam_board: list[np.ndarray], x: np.ndarray
+) -> tuple[float, float]:
     """(RMS mm, RMS deg) spread of T_base_board over the views: ~0 when X and the data agree."""
     boards = [a @ x @ b for a, b in zip(t_base_flange, t_cam_board, strict=True)]
     mean_p = np.mean([b[:3, 3] for b in boards], axis=0)
@@ -91,8 +99,14 @@ def board_in_base_spread(t_base_flange: list[np.ndarray], t_cam_board: list[np.n
     return float(np.sqrt(np.mean(errs[:, 0] ** 2)) * 1e3), float(np.sqrt(np.mean(errs[:, 1] ** 2)))
 
 
-def calibrate_hand_eye(t_base_flange: list[np.ndarray], images: list[np.ndarray], intrinsics: Intrinsics,
-                       board: CharucoBoardSpec, method: str = "park", min_corners: int = 10) -> HandEye:
+def calibrate_hand_eye(
+    t_base_flange: list[np.ndarray],
+    images: list[np.ndarray],
+    intrinsics: Intrinsics,
+    board: CharucoBoardSpec,
+    method: str = "park",
+    min_corners: int = 10,
+) -> HandEye:
     """Hand-eye from flange poses and the wrist camera's images taken at them (views without a board skip)."""
     if len(t_base_flange) != len(images):
         raise ValueError(f"hand-eye: {len(t_base_flange)} flange poses but {len(images)} images")
@@ -106,16 +120,23 @@ def calibrate_hand_eye(t_base_flange: list[np.ndarray], images: list[np.ndarray]
         boards.append(board_pose(det, intrinsics.camera_matrix, intrinsics.dist))
         used.append(i)
     if len(used) < 3:
-        raise ValueError(f"hand-eye: board found (>= {min_corners} corners) in {len(used)} of {len(images)} "
-                         "views, need 3")
+        raise ValueError(
+            f"hand-eye: board found (>= {min_corners} corners) in {len(used)} of {len(images)} views, need 3"
+        )
     x = solve_hand_eye(flanges, boards, method)
     mm, deg = board_in_base_spread(flanges, boards, x)
     return HandEye(x, method, len(used), mm, deg, {"views_used": used, "board": board.to_json()})
 
 
 # ---- timing of the pose stream against the (wrist) camera --------------------------------------
-def pose_stream_latency(t_pose_arrival: np.ndarray, positions: np.ndarray, t_frame_arrival: np.ndarray,
-                        frames: np.ndarray, camera_latency_s: float, max_offset_s: float = 0.3) -> float:
+def pose_stream_latency(
+    t_pose_arrival: np.ndarray,
+    positions: np.ndarray,
+    t_frame_arrival: np.ndarray,
+    frames: np.ndarray,
+    camera_latency_s: float,
+    max_offset_s: float = 0.3,
+) -> float:
     """Capture-to-arrival latency (s) of a pose stream, from the gripper swaying in front of its own camera.
 
     The camera's image motion (calibration.latency.motion_signal) and the pose's displacement along its
@@ -127,17 +148,25 @@ def pose_stream_latency(t_pose_arrival: np.ndarray, positions: np.ndarray, t_fra
 
     p = np.asarray(positions, float)
     if p.ndim != 2 or p.shape[1] != 3 or len(p) != len(t_pose_arrival):
-        raise ValueError(f"pose latency: positions must be [n, 3] matching {len(t_pose_arrival)} times, "
-                         f"got {p.shape}")
+        raise ValueError(
+            f"pose latency: positions must be [n, 3] matching {len(t_pose_arrival)} times, got {p.shape}"
+        )
     if len(frames) != len(t_frame_arrival) or len(frames) < 10:
-        raise ValueError(f"pose latency: need >= 10 frames with one arrival time each, got {len(frames)} "
-                         f"frames and {len(t_frame_arrival)} times")
+        raise ValueError(
+            f"pose latency: need >= 10 frames with one arrival time each, got {len(frames)} "
+            f"frames and {len(t_frame_arrival)} times"
+        )
     centred = p - p.mean(axis=0)
     direction = np.linalg.svd(centred, full_matrices=False)[2][0]
     x = centred @ direction
     # Shift the pose stream earlier by max_offset_s so that either ordering is a non-negative delay.
-    d = camera_latency_from_motion(np.asarray(t_pose_arrival, float) - max_offset_s, x,
-                                   np.asarray(t_frame_arrival, float), np.asarray(frames), 2 * max_offset_s)
+    d = camera_latency_from_motion(
+        np.asarray(t_pose_arrival, float) - max_offset_s,
+        x,
+        np.asarray(t_frame_arrival, float),
+        np.asarray(frames),
+        2 * max_offset_s,
+    )
     return float(camera_latency_s - (d - max_offset_s))
 
 
@@ -158,8 +187,14 @@ def collect_twin_views(arm: str, n_views: int = 15, seed: int = 1, size: tuple[i
     cad[:3, :3] = cad[:3, :3] @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
     detector = CharucoDetector(scene.board)
     flanges, images = [], []
-    for view in random_views(board_center(scene.board, scene.board_pose), 4 * n_views, seed=seed,
-                             distance_m=(0.28, 0.45), max_tilt_deg=35, max_roll_rad=0.8):
+    for view in random_views(
+        board_center(scene.board, scene.board_pose),
+        4 * n_views,
+        seed=seed,
+        distance_m=(0.28, 0.45),
+        max_tilt_deg=35,
+        max_roll_rad=0.8,
+    ):
         if scene.move_camera_to(view, cad) > 0.01:
             continue
         img = scene.render_wrist()
@@ -188,9 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     from calibration.intrinsics import calibrate_intrinsics
 
-    p = argparse.ArgumentParser(prog="calibration.handeye", description="Wrist camera to flange (eye-in-hand).")
+    p = argparse.ArgumentParser(
+        prog="calibration.handeye", description="Wrist camera to flange (eye-in-hand)."
+    )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--twin", metavar="ARM", help="collect views on this arm's MuJoCo twin (franka, ur5e, xarm7)")
+    src.add_argument(
+        "--twin", metavar="ARM", help="collect views on this arm's MuJoCo twin (franka, ur5e, xarm7)"
+    )
     src.add_argument("--poses", help="JSON list of 4x4 T_base_flange, one per image in sorted --images order")
     p.add_argument("--images", help="glob of wrist-camera images of the fixed board")
     p.add_argument("--intrinsics", help="intrinsics JSON (calibration.intrinsics); --twin calibrates its own")
@@ -217,8 +256,10 @@ def main(argv: list[str] | None = None) -> int:
         he = calibrate_hand_eye(flanges, images, intr, board, a.method)
         he.save(a.out)
         t = he.t_flange_cam[:3, 3] * 1e3
-        print(f"{a.out}: camera at [{t[0]:.2f} {t[1]:.2f} {t[2]:.2f}] mm in the flange frame, {he.n_views} views, "
-              f"board spread {he.board_spread_mm:.3f} mm / {he.board_spread_deg:.3f} deg")
+        print(
+            f"{a.out}: camera at [{t[0]:.2f} {t[1]:.2f} {t[2]:.2f}] mm in the flange frame, {he.n_views} views, "
+            f"board spread {he.board_spread_mm:.3f} mm / {he.board_spread_deg:.3f} deg"
+        )
         if truth is not None:
             mm, deg = pose_error(truth, he.t_flange_cam)
             print(f"twin truth: error {mm * 1e3:.3f} mm / {deg:.3f} deg")

@@ -72,11 +72,18 @@ class Intrinsics:
             raise ValueError(f"{path}: not an intrinsics file ({e})") from None
 
 
-def calibrate_intrinsics(images: list[np.ndarray], board: CharucoBoardSpec, min_corners: int = 8,
-                         distortion: str = "standard", min_views: int = 5) -> Intrinsics:
+def calibrate_intrinsics(
+    images: list[np.ndarray],
+    board: CharucoBoardSpec,
+    min_corners: int = 8,
+    distortion: str = "standard",
+    min_views: int = 5,
+) -> Intrinsics:
     """Intrinsics from uint8 images of `board`; raises ValueError naming the shortfall if too few views."""
     if distortion not in DISTORTION_FLAGS:
-        raise ValueError(f"intrinsics: distortion must be one of {sorted(DISTORTION_FLAGS)}, got {distortion!r}")
+        raise ValueError(
+            f"intrinsics: distortion must be one of {sorted(DISTORTION_FLAGS)}, got {distortion!r}"
+        )
     if not images:
         raise ValueError("intrinsics: no images given")
     size = tuple(images[0].shape[:2])
@@ -91,14 +98,23 @@ def calibrate_intrinsics(images: list[np.ndarray], board: CharucoBoardSpec, min_
             img.append(det.corners_px.astype(np.float32))
             used.append(i)
     if len(used) < min_views:
-        raise ValueError(f"intrinsics: board found (>= {min_corners} corners) in {len(used)} of {len(images)} "
-                         f"images, need {min_views}")
+        raise ValueError(
+            f"intrinsics: board found (>= {min_corners} corners) in {len(used)} of {len(images)} "
+            f"images, need {min_views}"
+        )
     h, w = size
     k0 = np.array([[w, 0, (w - 1) / 2], [0, w, (h - 1) / 2], [0, 0, 1.0]])
-    rms, k, dist, _, _ = cv2.calibrateCamera(obj, img, (w, h), k0, np.zeros(5),
-                                             flags=cv2.CALIB_USE_INTRINSIC_GUESS | DISTORTION_FLAGS[distortion])
-    return Intrinsics(np.asarray(k, float), np.asarray(dist, float).reshape(-1), (h, w), float(rms), len(used),
-                      {"views_used": used, "distortion": distortion, "board": board.to_json()})
+    rms, k, dist, _, _ = cv2.calibrateCamera(
+        obj, img, (w, h), k0, np.zeros(5), flags=cv2.CALIB_USE_INTRINSIC_GUESS | DISTORTION_FLAGS[distortion]
+    )
+    return Intrinsics(
+        np.asarray(k, float),
+        np.asarray(dist, float).reshape(-1),
+        (h, w),
+        float(rms),
+        len(used),
+        {"views_used": used, "distortion": distortion, "board": board.to_json()},
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         write_png,
     )
 
-    p = argparse.ArgumentParser(prog="calibration.intrinsics", description="Camera intrinsics from ChArUco views.")
+    p = argparse.ArgumentParser(
+        prog="calibration.intrinsics", description="Camera intrinsics from ChArUco views."
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", help="glob of board images, e.g. 'calib/*.png'")
     src.add_argument("--twin", action="store_true", help="render 15 views of the board in the MuJoCo twin")
@@ -139,11 +157,15 @@ def main(argv: list[str] | None = None) -> int:
             images = load_images(a.images)
         intr = calibrate_intrinsics(images, board, distortion=a.distortion)
         intr.save(a.out)
-        print(f"{a.out}: fx {intr.fx:.2f} fy {intr.fy:.2f} cx {intr.cx:.2f} cy {intr.cy:.2f} px, "
-              f"rms {intr.rms_px:.3f} px over {intr.n_views} views")
+        print(
+            f"{a.out}: fx {intr.fx:.2f} fy {intr.fy:.2f} cx {intr.cx:.2f} cy {intr.cy:.2f} px, "
+            f"rms {intr.rms_px:.3f} px over {intr.n_views} views"
+        )
         if truth is not None:
-            print(f"twin truth: f {truth[0, 0]:.2f} cx {truth[0, 2]:.2f} cy {truth[1, 2]:.2f} px "
-                  f"(fx error {abs(intr.fx - truth[0, 0]) / truth[0, 0] * 100:.3f} %)")
+            print(
+                f"twin truth: f {truth[0, 0]:.2f} cx {truth[0, 2]:.2f} cy {truth[1, 2]:.2f} px "
+                f"(fx error {abs(intr.fx - truth[0, 0]) / truth[0, 0] * 100:.3f} %)"
+            )
         if a.png:
             det = CharucoDetector(board)
             tiles = []

@@ -106,7 +106,9 @@ class RelativeTrajectory:
     def action_dim(self, absolute_dim: int) -> int:
         """Width of a relative action row for an absolute row of `absolute_dim` ([pos, aa, extra...])."""
         if absolute_dim < 6:
-            raise ValueError(f"relative actions need rows [pos(3), axis-angle(3), ...], got width {absolute_dim}")
+            raise ValueError(
+                f"relative actions need rows [pos(3), axis-angle(3), ...], got width {absolute_dim}"
+            )
         return absolute_dim - 3 + self.rot_dim
 
     def obs_dim(self, key: str, absolute_dim: int) -> int:
@@ -172,8 +174,12 @@ class RelativeTrajectory:
         return rot6d_to_matrix(r) if self.rotation == "rot6d" else axis_angle_to_matrix(r)
 
     def to_json(self) -> dict[str, Any]:
-        return {"rotation": self.rotation, "relative_obs": self.relative_obs, "pos_key": self.pos_key,
-                "rot_key": self.rot_key}
+        return {
+            "rotation": self.rotation,
+            "relative_obs": self.relative_obs,
+            "pos_key": self.pos_key,
+            "rot_key": self.rot_key,
+        }
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> RelativeTrajectory:

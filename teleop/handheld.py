@@ -18,7 +18,9 @@ valid rotation for every consumer (scipy, data.relative).
 
 Raw arrival times of every sample are kept per episode in `raw/episode_<k>/<stream>_arrival_t`, and the
 latencies used in root attrs `latencies`; `data/<key>_t` holds the capture time of each grid row's sample.
-No ROS imports: the ROS recorder node and the twin driver (`record_twin`) both feed this class.
+No ROS imports: the ROS recorder node and the twin driver (`record_twin`) both feed this class. Times
+passed in are arrival times; a source that already stamps capture time (a ROS header stamped by a driver
+that applied its calibration, DESIGN.md 3) passes that stamp with the stream's latency set to 0 here.
 """
 
 from __future__ import annotations
@@ -38,8 +40,15 @@ from data.writer import DatasetWriter, StreamSpec
 
 EEF_KEYS = ("robot0_eef_pos", "robot0_eef_rot_axis_angle", "robot0_gripper_width")
 CAMERA_KEY = "camera0_rgb"
-ACTION_LAYOUT = ["eef_pos_x", "eef_pos_y", "eef_pos_z", "eef_rot_axis_angle_x", "eef_rot_axis_angle_y",
-                 "eef_rot_axis_angle_z", "gripper_width"]
+ACTION_LAYOUT = [
+    "eef_pos_x",
+    "eef_pos_y",
+    "eef_pos_z",
+    "eef_rot_axis_angle_x",
+    "eef_rot_axis_angle_y",
+    "eef_rot_axis_angle_z",
+    "gripper_width",
+]
 RAW_STREAMS = ("pose", "gripper", "camera")
 
 
@@ -92,23 +101,50 @@ class HandheldCapture:
     @staticmethod
     def streams(config: HandheldCaptureConfig) -> dict[str, StreamSpec]:
         lo = config.lowdim_tolerance_s
-        return {"robot0_eef_pos": StreamSpec((3,), tolerance_s=lo),
-                "robot0_eef_rot_axis_angle": StreamSpec((3,), tolerance_s=lo),
-                "robot0_gripper_width": StreamSpec((1,), tolerance_s=lo),
-                CAMERA_KEY: StreamSpec((*config.image_size, 3), "uint8", "image", config.camera_tolerance_s),
-                "action": StreamSpec((7,), tolerance_s=lo)}
+        return {
+            "robot0_eef_pos": StreamSpec((3,), tolerance_s=lo),
+            "robot0_eef_rot_axis_angle": StreamSpec((3,), tolerance_s=lo),
+            "robot0_gripper_width": StreamSpec((1,), tolerance_s=lo),
+            CAMERA_KEY: StreamSpec((*config.image_size, 3), "uint8", "image", config.camera_tolerance_s),
+            "action": StreamSpec((7,), tolerance_s=lo),
+        }
 
     @classmethod
-    def create(cls, path: str | Path, config: HandheldCaptureConfig | None = None,
-               attrs: dict[str, Any] | None = None) -> HandheldCapture:
+    def create(
+        cls,
+        path: str | Path,
+        config: HandheldCaptureConfig | None = None,
+        attrs: dict[str, Any] | None = None,
+    ) -> HandheldCapture:
         """New store with the handheld schema; `attrs` adds e.g. camera_mount, gripper, calibration_ids."""
         config = config or HandheldCaptureConfig()
-        base = {"robot": "handheld", "joint_names": [], "task": config.task, "capture": "handheld",
-                "latencies": {"pose_s": config.pose_latency_s, "gripper_s": config.gripper_latency_s,
-                              "camera_s": config.camera_latency_s},
-                "action_layout": ACTION_LAYOUT, "eef_frame": "tcp",
-                "handheld_config": {**asdict(config), "image_size": list(config.image_size)}}
-        return cls(DatasetWriter.create(path, config.fps, cls.streams(config), {**base, **(attrs or {})}), config)
+        base = {
+            "robot": "handheld",
+            "joint_names": [],
+            "task": config.task,
+            "capture": "handheld",
+            "latencies": {
+                "pose_s": config.pose_latency_s,
+                "gripper_s": config.gripper_latency_s,
+                "camera_s": config.camera_latency_s,
+            },
+            "action_layout": ACTION_LAYOUT,
+            "eef_frame": "tcp",
+            "handheld_config": {**asdict(config), "image_size": list(config.image_size)},
+        }
+        return cls(
+            DatasetWriter.create(path, config.fps, cls.streams(config), {**base, **(attrs or {})}), config
+        )
+
+    @classmethod
+    def open(cls, path: str | Path) -> HandheldCapture:
+        """Append to an existing handheld store (its config comes from root attrs)."""
+        writer = DatasetWriter.open(path)
+        cfg = writer.root.attrs.get("handheld_config")
+        if cfg is None:
+            writer.close()
+            raise ValueError(f"{path}: root attr 'handheld_config' missing (not a handheld store)")
+        return cls(writer, HandheldCaptureConfig(**{**cfg, "image_size": tuple(cfg["image_size"])}))
 
     # ---- episodes ------------------------------------------------------------------------------
     def begin_episode(self) -> None:
@@ -123,7 +159,9 @@ class HandheldCapture:
         self._check_open("pose")
         pos = np.asarray(position, float).reshape(-1)
         if pos.shape != (3,) or not np.all(np.isfinite(pos)):
-            raise ValueError(f"handheld: pose position must be 3 finite values, got {np.asarray(position).tolist()}")
+            raise ValueError(
+                f"handheld: pose position must be 3 finite values, got {np.asarray(position).tolist()}"
+            )
         t = float(t_arrival) - self.config.pose_latency_s
         aa = continuous_axis_angle(quat_wxyz, self._prev_aa)
         self._prev_aa = aa
@@ -149,8 +187,10 @@ class HandheldCapture:
         img = np.asarray(image)
         want = (*self.config.image_size, 3)
         if img.shape != want or img.dtype != np.uint8:
-            raise ValueError(f"handheld: camera frame is {img.dtype} {img.shape}, expected uint8 {want} "
-                             "(resize before capture; HandheldCaptureConfig.image_size)")
+            raise ValueError(
+                f"handheld: camera frame is {img.dtype} {img.shape}, expected uint8 {want} "
+                "(resize before capture; HandheldCaptureConfig.image_size)"
+            )
         self._raw["camera"].append(float(t_arrival))
         self.writer.append(CAMERA_KEY, float(t_arrival) - self.config.camera_latency_s, img)
 
@@ -217,19 +257,29 @@ class TwinStreamLatency:
 def _arrivals(info: dict, t0: float, inj: TwinStreamLatency, rng: np.random.Generator) -> list[tuple]:
     """(arrival time, stream, payload) for every sample one HandheldEnv step produced."""
     out = []
-    for base, kind, items in ((inj.pose_s, "pose", [(s.t, (s.position, s.quat)) for s in info["pose_samples"]]),
-                              (inj.gripper_s, "gripper", [(t, (w,)) for t, w in info["widths"]]),
-                              (inj.camera_s, "camera", [(t, (img,)) for t, img in info["frames"]])):
+    for base, kind, items in (
+        (inj.pose_s, "pose", [(s.t, (s.position, s.quat)) for s in info["pose_samples"]]),
+        (inj.gripper_s, "gripper", [(t, (w,)) for t, w in info["widths"]]),
+        (inj.camera_s, "camera", [(t, (img,)) for t, img in info["frames"]]),
+    ):
         for t, payload in items:
             jit = float(rng.uniform(0, inj.jitter_s)) if inj.jitter_s > 0 else 0.0
             out.append((t0 + t + base + jit, kind, payload))
     return out
 
 
-def record_twin(path: str | Path, episodes: int, seed: int = 0, image_size: tuple[int, int] = (96, 96),
-                injected: TwinStreamLatency | None = None, config: HandheldCaptureConfig | None = None,
-                pose_hz: float = 100.0, camera_hz: float = 30.0, max_attempts: int | None = None,
-                progress: bool = True) -> dict[str, Any]:
+def record_twin(
+    path: str | Path,
+    episodes: int,
+    seed: int = 0,
+    image_size: tuple[int, int] = (96, 96),
+    injected: TwinStreamLatency | None = None,
+    config: HandheldCaptureConfig | None = None,
+    pose_hz: float = 100.0,
+    camera_hz: float = 30.0,
+    max_attempts: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Scripted handheld pick-place demos on the twin through HandheldCapture -> counts and success rate.
 
     The twin runs unpaced; sample times are its sim time plus a per-episode offset, arrival = capture +
@@ -244,15 +294,22 @@ def record_twin(path: str | Path, episodes: int, seed: int = 0, image_size: tupl
     if episodes < 1:
         raise ValueError(f"record_twin: episodes must be >= 1, got {episodes}")
     inj = injected or TwinStreamLatency()
-    config = config or HandheldCaptureConfig(image_size=tuple(image_size), pose_latency_s=inj.pose_s,
-                                             gripper_latency_s=inj.gripper_s, camera_latency_s=inj.camera_s)
+    config = config or HandheldCaptureConfig(
+        image_size=tuple(image_size),
+        pose_latency_s=inj.pose_s,
+        gripper_latency_s=inj.gripper_s,
+        camera_latency_s=inj.camera_s,
+    )
     env = HandheldEnv(seed=seed, image_size=tuple(image_size), pose_hz=pose_hz, camera_hz=camera_hz)
     expert = HandheldExpert(env)
     rng = np.random.default_rng(seed)
     env.reset(seed=seed)
-    attrs = {"camera_mount_tcp_cam": env.camera_mount().tolist(), "gripper_max": env.spec.gripper_max,
-             "source": "teleop.handheld.record_twin scripted hand", "tcp_offset_from_flange_m":
-             env.flange_tcp[:3, 3].tolist()}
+    attrs = {
+        "camera_mount_tcp_cam": env.camera_mount().tolist(),
+        "gripper_max": env.spec.gripper_max,
+        "source": "teleop.handheld.record_twin scripted hand",
+        "tcp_offset_from_flange_m": env.flange_tcp[:3, 3].tolist(),
+    }
     cap = HandheldCapture.create(path, config, attrs)
     max_attempts = max_attempts or 2 * episodes
     seeds, attempted, rows = [], 0, 0
@@ -295,9 +352,16 @@ def record_twin(path: str | Path, episodes: int, seed: int = 0, image_size: tupl
         cap.close()
         env.close()
     if len(seeds) < episodes:
-        raise ValueError(f"record_twin: only {len(seeds)}/{episodes} successful handheld demos in {attempted} tries")
-    return {"path": str(path), "episodes": len(seeds), "attempted": attempted, "rows": rows,
-            "success_rate": len(seeds) / attempted}
+        raise ValueError(
+            f"record_twin: only {len(seeds)}/{episodes} successful handheld demos in {attempted} tries"
+        )
+    return {
+        "path": str(path),
+        "episodes": len(seeds),
+        "attempted": attempted,
+        "rows": rows,
+        "success_rate": len(seeds) / attempted,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -309,13 +373,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-size", type=int, nargs=2, default=(96, 96))
     p.add_argument("--pose-latency", type=float, default=0.0, help="injected pose-stream latency (s)")
     p.add_argument("--camera-latency", type=float, default=0.0, help="injected camera latency (s)")
+    p.add_argument("--video", help="also write the first demo as scene | wrist .mp4 (or .png strip)")
     a = p.parse_args(argv)
     if Path(a.out).exists():
         print(f"teleop.handheld: {a.out}: already exists", file=sys.stderr)
         return 2
     try:
-        out = record_twin(a.out, a.episodes, a.seed, tuple(a.image_size),
-                          TwinStreamLatency(pose_s=a.pose_latency, camera_s=a.camera_latency))
+        out = record_twin(
+            a.out,
+            a.episodes,
+            a.seed,
+            tuple(a.image_size),
+            TwinStreamLatency(pose_s=a.pose_latency, camera_s=a.camera_latency),
+        )
+        if a.video:
+            from sim.handheld import demo_video
+
+            demo_video(a.video, seed=a.seed)
     except ValueError as e:
         print(f"teleop.handheld: {e}", file=sys.stderr)
         return 1

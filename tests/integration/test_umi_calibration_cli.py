@@ -15,7 +15,10 @@ from calibration.intrinsics import main as intrinsics_main
 
 
 def test_intrinsics_then_hand_eye_from_files(tmp_path, capsys):
-    assert intrinsics_main(["--twin", "--out", str(tmp_path / "cam.json"), "--png", str(tmp_path / "cam.png")]) == 0
+    assert (
+        intrinsics_main(["--twin", "--out", str(tmp_path / "cam.json"), "--png", str(tmp_path / "cam.png")])
+        == 0
+    )
     assert "fx error" in capsys.readouterr().out
     assert Intrinsics.load(tmp_path / "cam.json").n_views == 15
     assert cv2.imread(str(tmp_path / "cam.png")).std() > 10
@@ -28,24 +31,59 @@ def test_intrinsics_then_hand_eye_from_files(tmp_path, capsys):
     for i, img in enumerate(images):
         write_png(str(tmp_path / "views" / f"{i:03d}.png"), img)
     (tmp_path / "poses.json").write_text(json.dumps([f.tolist() for f in flanges]))
-    assert intrinsics_main(["--images", str(tmp_path / "views" / "*.png"), "--out", str(tmp_path / "wrist.json")]) == 0
-    assert handeye_main(["--poses", str(tmp_path / "poses.json"), "--images", str(tmp_path / "views" / "*.png"),
-                         "--intrinsics", str(tmp_path / "wrist.json"), "--out", str(tmp_path / "he.json"),
-                         "--png", str(tmp_path / "he.png")]) == 0
+    assert (
+        intrinsics_main(
+            ["--images", str(tmp_path / "views" / "*.png"), "--out", str(tmp_path / "wrist.json")]
+        )
+        == 0
+    )
+    assert (
+        handeye_main(
+            [
+                "--poses",
+                str(tmp_path / "poses.json"),
+                "--images",
+                str(tmp_path / "views" / "*.png"),
+                "--intrinsics",
+                str(tmp_path / "wrist.json"),
+                "--out",
+                str(tmp_path / "he.json"),
+                "--png",
+                str(tmp_path / "he.png"),
+            ]
+        )
+        == 0
+    )
     mm, deg = pose_error(truth, HandEye.load(tmp_path / "he.json").t_flange_cam)
     assert mm < 0.002 and deg < 0.5  # PNG round trip (lossless) keeps the accuracy
     assert cv2.imread(str(tmp_path / "he.png")) is not None
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
-    assert intrinsics_main(["--images", str(tmp_path / "none" / "*.png"), "--out", str(tmp_path / "c.json")]) == 2
+    assert (
+        intrinsics_main(["--images", str(tmp_path / "none" / "*.png"), "--out", str(tmp_path / "c.json")])
+        == 2
+    )
     assert "no image files match" in capsys.readouterr().err
     assert handeye_main(["--twin", "robotx", "--out", str(tmp_path / "h.json")]) == 2
     assert "unknown arm 'robotx'" in capsys.readouterr().err
     (tmp_path / "poses.json").write_text("[1, 2]")
     cv2.imwrite(str(tmp_path / "a.png"), np.zeros((8, 8, 3), np.uint8))
-    assert handeye_main(["--poses", str(tmp_path / "poses.json"), "--images", str(tmp_path / "a.png"),
-                         "--intrinsics", str(tmp_path / "missing.json"), "--out", str(tmp_path / "h.json")]) == 2
+    assert (
+        handeye_main(
+            [
+                "--poses",
+                str(tmp_path / "poses.json"),
+                "--images",
+                str(tmp_path / "a.png"),
+                "--intrinsics",
+                str(tmp_path / "missing.json"),
+                "--out",
+                str(tmp_path / "h.json"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.startswith("calibration.handeye:") and "poses.json" in err and "\n" not in err
     assert not (tmp_path / "h.json").exists()

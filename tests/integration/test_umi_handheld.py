@@ -47,7 +47,10 @@ def test_handheld_capture_compensates_stream_latencies(tmp_path):
     assert good["episodes"] == 2 and good["success_rate"] == 1.0
     naive = HandheldCaptureConfig(pose_latency_s=0.0, gripper_latency_s=0.0, camera_latency_s=0.0)
     record_twin(tmp_path / "naive.zarr", 1, seed=3, injected=INJECTED, config=naive, progress=False)
-    err_good, err_naive = _position_error_mm(tmp_path / "good.zarr"), _position_error_mm(tmp_path / "naive.zarr")
+    err_good, err_naive = (
+        _position_error_mm(tmp_path / "good.zarr"),
+        _position_error_mm(tmp_path / "naive.zarr"),
+    )
     print(f"TCP position error on the grid: compensated {err_good:.2f} mm, uncompensated {err_naive:.2f} mm")
     assert err_good < 2.5  # jitter (<= 4 ms) x hand speed (<= 0.3 m/s) + interpolation
     assert err_naive > 3 * err_good
@@ -57,12 +60,20 @@ def test_handheld_capture_compensates_stream_latencies(tmp_path):
     assert attrs["robot"] == "handheld" and attrs["joint_names"] == []
     assert attrs["latencies"] == {"pose_s": 0.05, "gripper_s": 0.02, "camera_s": 0.08}
     assert len(attrs["action_layout"]) == 7 and np.asarray(attrs["camera_mount_tcp_cam"]).shape == (4, 4)
-    assert set(ds.keys) >= {"robot0_eef_pos", "robot0_eef_rot_axis_angle", "robot0_gripper_width", "camera0_rgb",
-                            "action", "camera0_rgb_t"}
+    assert set(ds.keys) >= {
+        "robot0_eef_pos",
+        "robot0_eef_rot_axis_angle",
+        "robot0_gripper_width",
+        "camera0_rgb",
+        "action",
+        "camera0_rgb_t",
+    }
     assert not any(k.startswith("robot0_joint") for k in ds.keys)  # no arm in the data
     assert max(stats.max_error_s.values()) < 0.02
     ep = ds.episode(1)
-    np.testing.assert_allclose(ep["action"][:, :3], ep["robot0_eef_pos"], atol=1e-9)  # UMI: action = pose reached
+    np.testing.assert_allclose(
+        ep["action"][:, :3], ep["robot0_eef_pos"], atol=1e-9
+    )  # UMI: action = pose reached
     assert np.abs(np.diff(ep["robot0_eef_rot_axis_angle"], axis=0)).max() < 0.5  # continuous, no pi flips
     assert ep["camera0_rgb"].std() > 5  # rendered wrist views, not blank
     raw = zarr.open_group(str(tmp_path / "good.zarr"), mode="r")["raw"]["episode_1"]
@@ -71,14 +82,52 @@ def test_handheld_capture_compensates_stream_latencies(tmp_path):
     assert 25 < 1 / np.median(np.diff(np.asarray(raw["camera_arrival_t"][:]))) < 35
 
     # what a generator trains on: relative windows whose predictions map back to absolute poses
-    base = WindowDataset(tmp_path / "good.zarr", obs_keys=["camera0_rgb", "robot0_eef_pos",
-                                                            "robot0_eef_rot_axis_angle", "robot0_gripper_width"],
-                         n_obs_steps=2, horizon=16, val_ratio=0.0)
+    base = WindowDataset(
+        tmp_path / "good.zarr",
+        obs_keys=["camera0_rgb", "robot0_eef_pos", "robot0_eef_rot_axis_angle", "robot0_gripper_width"],
+        n_obs_steps=2,
+        horizon=16,
+        val_ratio=0.0,
+    )
     rel = RelativeWindowDataset(base, RelativeTrajectory(rotation="rot6d"))
     batch = next(iter(torch.utils.data.DataLoader(rel, batch_size=8)))
-    assert batch["action"].shape == (8, 16, 10) and batch["obs"]["robot0_eef_rot_axis_angle"].shape == (8, 2, 6)
+    assert batch["action"].shape == (8, 16, 10) and batch["obs"]["robot0_eef_rot_axis_angle"].shape == (
+        8,
+        2,
+        6,
+    )
     assert batch["obs"]["camera0_rgb"].shape == (8, 2, 3, 96, 96)
     item, raw_item = rel[20], base[20]
     back = rel.transform.decode_actions(item["action"].numpy(), rel.transform.reference(raw_item["obs"]))
     np.testing.assert_allclose(back[:, :3], raw_item["action"][:, :3].numpy(), atol=1e-5)
     np.testing.assert_allclose(back[:, 6], raw_item["action"][:, 6].numpy(), atol=1e-6)
+
+
+def test_record_cli_writes_store_and_video(tmp_path, capsys):
+    import imageio.v3 as iio
+
+    from teleop.handheld import main
+
+    out = tmp_path / "cli.zarr"
+    assert (
+        main(
+            [
+                str(out),
+                "--episodes",
+                "1",
+                "--seed",
+                "5",
+                "--pose-latency",
+                "0.03",
+                "--video",
+                str(tmp_path / "demo.mp4"),
+            ]
+        )
+        == 0
+    )
+    ds, _ = validate(out)
+    assert ds.n_episodes == 1 and ds.attrs["latencies"]["pose_s"] == 0.03
+    video = iio.imread(tmp_path / "demo.mp4", index=None)
+    assert video.shape[0] > 30 and video.shape[-1] == 3 and video.std() > 5
+    assert main([str(out), "--episodes", "1"]) == 2  # refuses to overwrite
+    assert "already exists" in capsys.readouterr().err

@@ -40,7 +40,9 @@ def _replay(env, expert, actions: np.ndarray, gripper_max: float) -> bool:
     for t in range(n + 10):
         if t % CHUNK == 0:
             i = min(t, n - 2)
-            rel = tf.encode_actions(actions[i + 1:i + 1 + CHUNK], pose_to_matrix(actions[i, :3], actions[i, 3:6]))
+            rel = tf.encode_actions(
+                actions[i + 1 : i + 1 + CHUNK], pose_to_matrix(actions[i, :3], actions[i, 3:6])
+            )
             here = pose_to_matrix(obs["robot0_eef_pos"], obs["robot0_eef_rot_axis_angle"])
             chunk = tf.decode_actions(rel, here)  # row k: the pose k+1 steps after the chunk start
         a = chunk[min(t % CHUNK, len(chunk) - 1)]
@@ -66,4 +68,6 @@ def test_relative_replay_of_handheld_demos_succeeds_on_each_arm(demos, arm):
 
 
 def test_grasp_command():
-    np.testing.assert_allclose(grasp_command([0.038, 0.059, 0.061, 0.08, 0.09], 0.08), [0, 0, 0.061, 0.08, 0.08])
+    np.testing.assert_allclose(
+        grasp_command([0.038, 0.059, 0.061, 0.08, 0.09], 0.08), [0, 0, 0.061, 0.08, 0.08]
+    )

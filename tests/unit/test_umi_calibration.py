@@ -25,7 +25,12 @@ def test_intrinsics_within_one_percent_of_the_renderer(board_views, distortion, 
     scene, _, images = board_views
     intr = calibrate_intrinsics(images, scene.board, distortion=distortion)
     truth = scene.camera_matrix()
-    for got, want in ((intr.fx, truth[0, 0]), (intr.fy, truth[1, 1]), (intr.cx, truth[0, 2]), (intr.cy, truth[1, 2])):
+    for got, want in (
+        (intr.fx, truth[0, 0]),
+        (intr.fy, truth[1, 1]),
+        (intr.cx, truth[0, 2]),
+        (intr.cy, truth[1, 2]),
+    ):
         assert abs(got - want) / want < 0.01, (got, want)
     assert intr.rms_px < 0.5 and intr.n_views >= 12
     intr.save(tmp_path / "cam.json")
@@ -47,14 +52,18 @@ def test_board_frame_matches_mujoco(board_views):
 
 @pytest.mark.parametrize("arm", ["franka", "ur5e", "xarm7"])
 def test_hand_eye_recovers_the_wrist_camera_mount(arm, tmp_path):
-    flanges, images, truth = collect_twin_views(arm, n_views=15)  # views planned with a mount guess 1 cm/3 deg off
+    flanges, images, truth = collect_twin_views(
+        arm, n_views=15
+    )  # views planned with a mount guess 1 cm/3 deg off
     assert len(images) >= 10
     board = CharucoBoardSpec()
     intr = calibrate_intrinsics(images, board, distortion="standard")  # the camera's own intrinsics first
     he = calibrate_hand_eye(flanges, images, intr, board)
     dist_m, ang_deg = pose_error(truth, he.t_flange_cam)
-    print(f"{arm}: hand-eye error {dist_m * 1e3:.3f} mm {ang_deg:.3f} deg over {he.n_views} views; "
-          f"board spread {he.board_spread_mm:.3f} mm {he.board_spread_deg:.3f} deg")
+    print(
+        f"{arm}: hand-eye error {dist_m * 1e3:.3f} mm {ang_deg:.3f} deg over {he.n_views} views; "
+        f"board spread {he.board_spread_mm:.3f} mm {he.board_spread_deg:.3f} deg"
+    )
     assert dist_m < 0.002 and ang_deg < 0.5
     assert he.board_spread_mm < 2.0
     he.save(tmp_path / "he.json")
@@ -67,7 +76,9 @@ def test_true_mount_is_the_mjcf_wrist_camera():
     mount = scene.true_camera_mount()
     scene.set_joints(scene.spec.home + 0.3)  # a property of the hand: the same in any configuration
     np.testing.assert_allclose(scene.true_camera_mount(), mount, atol=1e-9)
-    np.testing.assert_allclose(mount[:3, 3], [0.07, 0.0, 0.0], atol=1e-9)  # sim/mjcf.py: <camera pos="0.07 0 0">
+    np.testing.assert_allclose(
+        mount[:3, 3], [0.07, 0.0, 0.0], atol=1e-9
+    )  # sim/mjcf.py: <camera pos="0.07 0 0">
     scene.close()
 
 
@@ -79,8 +90,12 @@ def test_bad_inputs_get_one_line_errors(board_views, tmp_path):
     with pytest.raises(ValueError, match="distortion"):
         calibrate_intrinsics(images, scene.board, distortion="fisheye")
     with pytest.raises(ValueError, match="3 flange poses but 2 images"):
-        calibrate_hand_eye([np.eye(4)] * 3, images[:2], Intrinsics(scene.camera_matrix(), np.zeros(5), (480, 640)),
-                           scene.board)
+        calibrate_hand_eye(
+            [np.eye(4)] * 3,
+            images[:2],
+            Intrinsics(scene.camera_matrix(), np.zeros(5), (480, 640)),
+            scene.board,
+        )
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
     with pytest.raises(ValueError, match="bad.json: not an intrinsics file"):

@@ -27,7 +27,9 @@ def test_axis_angle_stays_continuous_through_pi():
 
 
 def test_capture_joins_width_into_actions_and_names_bad_input(tmp_path):
-    cfg = HandheldCaptureConfig(image_size=(8, 8), pose_latency_s=0.01, gripper_latency_s=0.0, camera_latency_s=0.02)
+    cfg = HandheldCaptureConfig(
+        image_size=(8, 8), pose_latency_s=0.01, gripper_latency_s=0.0, camera_latency_s=0.02
+    )
     cap = HandheldCapture.create(tmp_path / "h.zarr", cfg)
     with pytest.raises(RuntimeError, match="pose outside an episode"):
         cap.on_pose(0.0, np.zeros(3), [1, 0, 0, 0])
@@ -53,25 +55,68 @@ def test_capture_joins_width_into_actions_and_names_bad_input(tmp_path):
     ep = ds.episode(0)
     g = ep["timestamp"]
     np.testing.assert_allclose(ep["robot0_eef_pos"][:, 0], g, atol=1e-9)  # latency removed: pos x == time
-    np.testing.assert_allclose(ep["action"][:, 6], 0.08 - 0.02 * g, atol=1e-9)  # width interpolated at pose time
+    np.testing.assert_allclose(
+        ep["action"][:, 6], 0.08 - 0.02 * g, atol=1e-9
+    )  # width interpolated at pose time
     np.testing.assert_allclose(ep["robot0_gripper_width"][:, 0], ep["action"][:, 6], atol=1e-9)
     np.testing.assert_allclose(np.abs(ep["robot0_eef_rot_axis_angle"][:, 0]), np.pi, atol=1e-9)
 
 
-@pytest.mark.parametrize(("pose_s", "camera_s"), [(0.04, 0.12), (0.15, 0.05)])
-def test_pose_stream_latency_against_the_wrist_camera(pose_s, camera_s):
+@pytest.fixture(scope="module")
+def wave():
+    """The hand swaying above the table: capture-time pose samples (100 Hz) and wrist frames (29.4 Hz)."""
     from sim.handheld import HandheldEnv, wave_capture
 
     env = HandheldEnv(seed=0, image_size=(96, 96), camera_hz=30.0)
-    t_pose, pos, t_frames, frames = wave_capture(env, duration_s=6.0)
+    yield wave_capture(env, duration_s=6.0)
     env.close()
+
+
+@pytest.mark.parametrize(("pose_s", "camera_s"), [(0.04, 0.12), (0.15, 0.05)])
+def test_pose_stream_latency_against_the_wrist_camera(wave, pose_s, camera_s):
+    t_pose, pos, t_frames, frames = wave
     rng = np.random.default_rng(1)
     jitter = 0.004
-    est = pose_stream_latency(t_pose + pose_s + rng.uniform(0, jitter, len(t_pose)), pos,
-                              t_frames + camera_s + rng.uniform(0, jitter, len(t_frames)), frames,
-                              camera_latency_s=camera_s + jitter / 2)
+    est = pose_stream_latency(
+        t_pose + pose_s + rng.uniform(0, jitter, len(t_pose)),
+        pos,
+        t_frames + camera_s + rng.uniform(0, jitter, len(t_frames)),
+        frames,
+        camera_latency_s=camera_s + jitter / 2,
+    )
     truth = pose_s + jitter / 2
     print(f"pose latency: true {truth * 1e3:.1f} ms, estimated {est * 1e3:.1f} ms")
     assert abs(est - truth) < 0.005
     with pytest.raises(ValueError, match="positions must be"):
         pose_stream_latency(t_pose, pos[:, :2], t_frames, frames, 0.0)
+
+
+def test_reopen_appends_episodes_and_refuses_arm_stores(tmp_path):
+    cfg = HandheldCaptureConfig(image_size=(8, 8), pose_latency_s=0.02)
+    img = np.zeros((8, 8, 3), np.uint8)
+
+    def episode(cap: HandheldCapture, t0: float) -> int:
+        cap.begin_episode()
+        for k in range(101):
+            t = t0 + k * 0.01
+            cap.on_pose(t, [k * 0.001, 0, 0], [1, 0, 0, 0])
+            cap.on_gripper(t, 0.05)
+            cap.on_frame(t, img)
+        return cap.end_episode()
+
+    cap = HandheldCapture.create(tmp_path / "h.zarr", cfg)
+    episode(cap, 0.0)
+    cap.close()
+    cap = HandheldCapture.open(tmp_path / "h.zarr")
+    assert cap.config.pose_latency_s == 0.02 and cap.config.image_size == (8, 8)
+    episode(cap, 100.0)
+    cap.close()
+    ds, _ = validate(tmp_path / "h.zarr")
+    assert ds.n_episodes == 2
+    from data.writer import DatasetWriter, StreamSpec
+
+    DatasetWriter.create(
+        tmp_path / "arm.zarr", 10.0, {"x": StreamSpec((1,))}, {"robot": "franka", "joint_names": []}
+    )
+    with pytest.raises(ValueError, match="not a handheld store"):
+        HandheldCapture.open(tmp_path / "arm.zarr")

@@ -29,7 +29,9 @@ def _trajectory(rng: np.random.Generator, n: int) -> np.ndarray:
 def _same_pose(a: np.ndarray, b: np.ndarray) -> None:
     """Rows [pos, aa, ...] describe the same poses (axis-angle is compared as rotations, not numbers)."""
     np.testing.assert_allclose(a[:, :3], b[:, :3], atol=1e-9)
-    np.testing.assert_allclose(pose_to_matrix(a[:, :3], a[:, 3:6]), pose_to_matrix(b[:, :3], b[:, 3:6]), atol=1e-9)
+    np.testing.assert_allclose(
+        pose_to_matrix(a[:, :3], a[:, 3:6]), pose_to_matrix(b[:, :3], b[:, 3:6]), atol=1e-9
+    )
     np.testing.assert_allclose(a[:, 6:], b[:, 6:], atol=1e-12)
 
 
@@ -53,7 +55,9 @@ def test_relative_actions_do_not_depend_on_the_world_frame():
     obs = {"robot0_eef_pos": traj[:2, :3], "robot0_eef_rot_axis_angle": traj[:2, 3:6]}
     world = pose_to_matrix(np.array([0.3, -1.2, 0.5]), np.array([0.2, -0.4, 1.9]))  # a different base frame
     moved = world @ pose_to_matrix(traj[:, :3], traj[:, 3:6])
-    traj2 = np.concatenate([moved[:, :3, 3], Rotation.from_matrix(moved[:, :3, :3]).as_rotvec(), traj[:, 6:]], 1)
+    traj2 = np.concatenate(
+        [moved[:, :3, 3], Rotation.from_matrix(moved[:, :3, :3]).as_rotvec(), traj[:, 6:]], 1
+    )
     obs2 = {"robot0_eef_pos": traj2[:2, :3], "robot0_eef_rot_axis_angle": traj2[:2, 3:6]}
     a1 = tf.encode_actions(traj, tf.reference(obs))
     a2 = tf.encode_actions(traj2, tf.reference(obs2))
@@ -71,7 +75,9 @@ def test_rot6d_recovers_rotations_and_repairs_noisy_output():
     np.testing.assert_allclose(rot6d_to_matrix(matrix_to_rot6d(rots)), rots, atol=1e-12)
     noisy = matrix_to_rot6d(rots) + np.random.default_rng(0).normal(0, 0.01, (100, 6))
     fixed = rot6d_to_matrix(noisy)
-    np.testing.assert_allclose(fixed @ np.swapaxes(fixed, 1, 2), np.broadcast_to(np.eye(3), (100, 3, 3)), atol=1e-12)
+    np.testing.assert_allclose(
+        fixed @ np.swapaxes(fixed, 1, 2), np.broadcast_to(np.eye(3), (100, 3, 3)), atol=1e-12
+    )
     assert np.allclose(np.linalg.det(fixed), 1.0)
 
 
@@ -79,10 +85,17 @@ def test_window_item_torch_and_dataset_wrapper():
     rng = np.random.default_rng(2)
     traj = _trajectory(rng, 18)
     img = torch.rand(2, 3, 8, 8)
-    items = [{"obs": {"robot0_eef_pos": torch.tensor(traj[i:i + 2, :3], dtype=torch.float32),
-                      "robot0_eef_rot_axis_angle": torch.tensor(traj[i:i + 2, 3:6], dtype=torch.float32),
-                      "camera0_rgb": img},
-              "action": torch.tensor(traj[i:i + 16], dtype=torch.float32)} for i in range(3)]
+    items = [
+        {
+            "obs": {
+                "robot0_eef_pos": torch.tensor(traj[i : i + 2, :3], dtype=torch.float32),
+                "robot0_eef_rot_axis_angle": torch.tensor(traj[i : i + 2, 3:6], dtype=torch.float32),
+                "camera0_rgb": img,
+            },
+            "action": torch.tensor(traj[i : i + 16], dtype=torch.float32),
+        }
+        for i in range(3)
+    ]
     ds = RelativeWindowDataset(items)
     out = ds[0]
     assert out["action"].shape == (16, 10) and out["action"].dtype == torch.float32
