@@ -192,9 +192,10 @@ class DynamixelBus:
     Thread-safe: one transaction at a time. Every failure raises `BusError` naming the servo.
     """
 
-    def __init__(self, port: str, baudrate: int) -> None:
+    def __init__(self, port: str, baudrate: int, attempts: int = 3) -> None:
         self.port_name = port
         self.baudrate = int(baudrate)
+        self.attempts = max(1, attempts)  # for ping/read/write (setup); sync reads are retried by the caller
         self._lock = threading.Lock()
         self._port = None
         self._ph = None
@@ -257,11 +258,22 @@ class DynamixelBus:
             # TypeError/IndexError: the SDK indexes into what a dying port returned
             raise BusError(f"{self.port_name}: port failed ({type(e).__name__}: {e}); adapter unplugged?") from None
 
+    def _retry(self, fn, *args):
+        """One transaction, repeated up to `attempts` times while it times out or arrives corrupt."""
+        import dynamixel_sdk as sdk
+
+        for _ in range(self.attempts):
+            with self._lock:
+                out = self._io(fn, self._port, *args)
+            result = out[-2] if len(out) == 3 else out[0]
+            if result not in (sdk.COMM_RX_TIMEOUT, sdk.COMM_RX_CORRUPT):
+                break
+        return out
+
     def ping(self, servo_id: int) -> int:
         """Model number of `servo_id`, or BusError."""
         self._require()
-        with self._lock:
-            model, result, error = self._io(self._ph.ping, self._port, servo_id)
+        model, result, error = self._retry(self._ph.ping, servo_id)
         if result != 0 or error:
             raise BusError(
                 f"{self.port_name}: servo {servo_id} did not answer PING at {self.baudrate} baud: "
@@ -274,8 +286,7 @@ class DynamixelBus:
         self._require()
         addr, size = address
         fn = {1: self._ph.read1ByteTxRx, 2: self._ph.read2ByteTxRx, 4: self._ph.read4ByteTxRx}[size]
-        with self._lock:
-            value, result, error = self._io(fn, self._port, servo_id, addr)
+        value, result, error = self._retry(fn, servo_id, addr)
         if result != 0 or error:
             raise BusError(f"{self.port_name}: servo {servo_id}: read @{addr} failed: {self._reason(result, error)}",
                            servo_id)
@@ -285,8 +296,7 @@ class DynamixelBus:
         self._require()
         addr, size = address
         fn = {1: self._ph.write1ByteTxRx, 2: self._ph.write2ByteTxRx, 4: self._ph.write4ByteTxRx}[size]
-        with self._lock:
-            result, error = self._io(fn, self._port, servo_id, addr, int(value))
+        result, error = self._retry(fn, servo_id, addr, int(value))
         if result != 0 or error:
             raise BusError(f"{self.port_name}: servo {servo_id}: write @{addr} failed: {self._reason(result, error)}",
                            servo_id)
