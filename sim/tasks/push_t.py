@@ -220,6 +220,20 @@ class PushPlanner:
             sign = 1 if sweeps[1] < sweeps[-1] else -1
         return [*arcs[sign], end], sign
 
+    def _travel_estimate(self, start: np.ndarray, ends: np.ndarray, pose: np.ndarray) -> np.ndarray:
+        """Route length (m) from `start` to each of `ends` [N, 2] as _route would take it: straight if clear,
+        else radially out to the circle round the block, the shorter way round it, and in."""
+        s = np.linspace(0, 1, 10)[None, :, None]
+        seg = start[None, None] + s * (ends[:, None] - start[None, None])
+        blocked = (signed_distance(to_block(pose, seg.reshape(-1, 2))).reshape(len(ends), -1)
+                   < self.pusher_radius + 0.002).any(axis=1)
+        straight = np.linalg.norm(ends - start, axis=1)
+        radius = CIRCUM_RADIUS + self.pusher_radius + 0.012
+        v0, v1 = start - pose[:2], ends - pose[:2]
+        turn = np.abs(wrap(np.arctan2(v1[:, 1], v1[:, 0]) - np.arctan2(v0[1], v0[0])))
+        arc = abs(radius - np.linalg.norm(v0)) + turn * radius + np.abs(radius - np.linalg.norm(v1, axis=1))
+        return np.where(blocked, arc, straight)
+
     def _in_workspace(self, pts: np.ndarray) -> np.ndarray:
         lo, hi = np.array(self.cfg.workspace_min), np.array(self.cfg.workspace_max)
         return np.all((pts >= lo) & (pts <= hi), axis=-1)
@@ -263,9 +277,9 @@ class PushPlanner:
             return None
         after = self._simulate(pose, contact[idx], push_b[idx], length[idx])
         pred = self.cost(after, goal)
-        # The push that gains the most per second of arm time (travel, straight-line estimate, then push).
+        # The push that gains the most per second of arm time (travel, then the push itself).
         gain = self.cost(pose, goal) - pred
-        seconds = (np.linalg.norm(pre_w[idx] - pusher, axis=1) / cfg.travel_speed_m_s
+        seconds = (self._travel_estimate(pusher, pre_w[idx], pose) / cfg.travel_speed_m_s
                    + (length[idx] + cfg.clearance_m) / cfg.push_speed_m_s + cfg.overhead_s)
         rate = np.where(gain > 1e-5, gain / seconds, -np.inf)
         best = int(np.argmax(rate))

@@ -73,3 +73,72 @@ def test_capture_shows_the_arm_moving_and_is_delayed():
         _, after = arm.capture("scene", (64, 64))
     assert np.abs(after.astype(int) - before).max() > 50
     assert np.abs(after.astype(int) - still_old).max() > 0
+
+
+def test_state_age_follows_the_injected_jitter_and_its_ground_truth():
+    lat = LatencyConfig(joint_state_s=0.05, jitter_s=0.04, seed=3)
+    with TwinArm("ur5e", latency=lat) as arm:
+        time.sleep(0.2)
+        ages = []
+        for _ in range(60):
+            ages.append(time.time() - arm.state().t)
+            time.sleep(0.003)
+    ages = np.array(ages)
+    # Readings are snapshots every control period (2 ms on the UR), so an age is up to one period younger.
+    assert ages.min() > 0.05 - 0.004 and ages.max() < 0.09 + 0.02
+    assert np.ptp(ages) > 0.02  # jitter is there, not a constant
+    assert abs(ages.mean() - lat.ground_truth()["joint_state_s"]) < 0.012
+
+
+def _refusals(arm, q0: np.ndarray) -> list[str]:
+    """Messages of the refusals for a battery of bad commands, timing numbers masked."""
+    import re
+
+    bad = [q0 + np.r_[0.0, 0.0, 0.0, 10.0, 0.0, 0.0, 0.0], np.r_[q0[:6], np.nan], q0[:6], q0 + np.r_[0, 0.5, 0, 0, 0, 0, 0]]
+    out = []
+    for q in bad:
+        with pytest.raises(CommandRefused) as e:
+            arm.command(q)
+        out.append(re.sub(r"in [\d.]+ ms = [\d.]+ rad/s", "in <t> ms = <v> rad/s", str(e.value)))
+    with pytest.raises(CommandRefused) as e:
+        arm.command(q0, gripper=0.5)
+    out.append(str(e.value))
+    return out
+
+
+def test_refusals_match_the_xarm_hardware_backend_exactly():
+    """Same commands, same refusals, same messages, and neither arm moves (the xArm through its protocol peer)."""
+    from robots.factory import make_arm
+    from robots.specs import get_spec
+    from tests.peers.xarm_peer import PeerError, XArmPeer
+
+    home = get_spec("xarm7").home
+    deadline = time.monotonic() + 60
+    while True:  # the SDK fixes the peer's ports: wait for another run's peer to finish
+        try:
+            peer = XArmPeer(q0=home).start()
+            break
+        except PeerError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+    try:
+        hw = make_arm("xarm:127.0.0.1")
+        hw.connect()
+        try:
+            time.sleep(0.2)
+            n_servoj = peer.servoj_count
+            hw_msgs = _refusals(hw, hw.state().q)
+            time.sleep(0.1)
+            assert peer.servoj_count == n_servoj  # nothing refused reached the controller
+        finally:
+            hw.disconnect()
+    finally:
+        peer.stop()
+    with TwinArm("xarm7") as twin:
+        q0 = twin.state().q.copy()
+        twin_msgs = _refusals(twin, q0)
+        time.sleep(0.1)
+        assert np.abs(twin.state().q - q0).max() < 5e-3  # settling sag only; the refused steps were 0.5-10 rad
+    assert twin_msgs == hw_msgs
+    assert "joint4" in twin_msgs[0] and "NaN" in twin_msgs[1] and "gripper" in twin_msgs[-1]
