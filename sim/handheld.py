@@ -374,8 +374,12 @@ class HandheldEnv:
         self.goal_site = self.model.site("goal").id
         self.finger_qpos = np.array([self.model.joint(f"finger_{s}").qposadr[0] for s in ("left", "right")])
         self._cube_adr = self.model.joint("cube").qposadr[0]
-        self._cam0 = self.model.cam_pos.copy()
-        self._light0 = self.model.light_diffuse.copy()
+        # What TwinEnv._randomize reads: reused so every knob and the draw order stay TwinEnv's
+        self.task = "pick_place"
+        self._cam0, self._cam_quat0 = self.model.cam_pos.copy(), self.model.cam_quat.copy()
+        self._light0, self._light_dir0 = self.model.light_diffuse.copy(), self.model.light_dir.copy()
+        self._table = self.model.geom("table").id
+        self._table_rgba0 = self.model.geom_rgba[self._table].copy()
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
         self._hand_adr = self.model.joint("hand").qposadr[0]
         for body in (
@@ -389,6 +393,7 @@ class HandheldEnv:
         self.flange_tcp = np.linalg.inv(body_pose(self.model, self.data, "flange")) @ homogeneous(
             self.data.site_xpos[self.tcp_site], self.data.site_xmat[self.tcp_site].reshape(3, 3)
         )
+        self.nominal_camera_mount = self.camera_mount()  # before any reset jitters the camera
         self.t = 0
 
     # --- pose of the hand ------------------------------------------------------------------------
@@ -404,31 +409,28 @@ class HandheldEnv:
 
     def tcp_pose(self) -> tuple[np.ndarray, np.ndarray]:
         """(position, 3x3 rotation) of the TCP now."""
-        return self.data.site_xpos[self.tcp_site].copy(), self.data.site_xmat[self.tcp_site].reshape(
-            3, 3
-        ).copy()
+        rot = self.data.site_xmat[self.tcp_site].reshape(3, 3).copy()
+        return self.data.site_xpos[self.tcp_site].copy(), rot
 
     def camera_mount(self) -> np.ndarray:
-        """T_tcp_cam (OpenCV convention) of the wrist camera: the handheld's own hand-eye ground truth."""
+        """T_tcp_cam (OpenCV) of the wrist camera now (Randomization.camera_pos_m jitters it per episode)."""
         p, r = self.tcp_pose()
         return np.linalg.inv(homogeneous(p, r)) @ camera_pose_cv(self.model, self.data, "wrist")
 
     # --- task ------------------------------------------------------------------------------------
     def reset(self, seed: int | None = None, tcp_start: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """Same cube/goal/colour/light draws as TwinEnv pick_place; the hand starts above the table, fingers down."""
-        from sim.env import CUBE_HALF
+        """TwinEnv pick_place's draws, in its order (same seed, same cube, goal, colours, light, camera
+        jitter); then the hand's start above the table, fingers down, drawn after them."""
+        from sim.env import CUBE_HALF, TwinEnv
 
         if seed is not None:
             self._rng = np.random.default_rng(seed)
         r, m, d = self._rng, self.model, self.data
         mujoco.mj_resetData(m, d)
-        if self.randomization.colors:
-            m.geom_rgba[m.geom("cube").id, :3] = r.uniform(0.2, 1.0, 3)
-        m.light_diffuse[:] = self._light0 * (1 + r.uniform(-1, 1) * self.randomization.light)
-        m.cam_pos[:] = self._cam0 + r.uniform(-1, 1, self._cam0.shape) * self.randomization.camera_pos_m
-        cube = np.array([r.uniform(0.45, 0.6), r.uniform(-0.15, 0.0), CUBE_HALF])
-        goal = np.array([r.uniform(0.4, 0.55), r.uniform(0.08, 0.2), 0.001])
-        yaw = r.uniform(-np.pi / 4, np.pi / 4)
+        TwinEnv._randomize(self)  # type: ignore[arg-type]  (reads only the attributes set in __init__)
+        cube = np.r_[TwinEnv._spawn(self, [0.45, -0.15], [0.6, 0.0]), CUBE_HALF]  # type: ignore[arg-type]
+        goal = np.r_[TwinEnv._spawn(self, [0.4, 0.08], [0.55, 0.2]), 0.001]  # type: ignore[arg-type]
+        yaw = float(TwinEnv._spawn(self, [-np.pi / 4], [np.pi / 4])[0])  # type: ignore[arg-type]
         d.qpos[self._cube_adr : self._cube_adr + 7] = [*cube, np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)]
         m.site_pos[self.goal_site] = goal
         start = (

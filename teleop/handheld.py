@@ -279,13 +279,14 @@ def record_twin(
     camera_hz: float = 30.0,
     max_attempts: int | None = None,
     progress: bool = True,
+    randomization: Any = None,
 ) -> dict[str, Any]:
     """Scripted handheld pick-place demos on the twin through HandheldCapture -> counts and success rate.
 
     The twin runs unpaced; sample times are its sim time plus a per-episode offset, arrival = capture +
     injected latency (+ jitter), so the capture's latency compensation is exercised against ground truth.
     Only successful demonstrations are committed (like sim.record); `config` defaults to the injected
-    latencies as the calibrated ones.
+    latencies as the calibrated ones; `randomization` is sim.env.Randomization (TwinEnv's knobs, same draws).
     """
     from tqdm import tqdm
 
@@ -300,12 +301,18 @@ def record_twin(
         gripper_latency_s=inj.gripper_s,
         camera_latency_s=inj.camera_s,
     )
-    env = HandheldEnv(seed=seed, image_size=tuple(image_size), pose_hz=pose_hz, camera_hz=camera_hz)
+    env = HandheldEnv(
+        seed=seed,
+        image_size=tuple(image_size),
+        pose_hz=pose_hz,
+        camera_hz=camera_hz,
+        randomization=randomization,
+    )
     expert = HandheldExpert(env)
     rng = np.random.default_rng(seed)
     env.reset(seed=seed)
     attrs = {
-        "camera_mount_tcp_cam": env.camera_mount().tolist(),
+        "camera_mount_tcp_cam": env.nominal_camera_mount.tolist(),
         "gripper_max": env.spec.gripper_max,
         "source": "teleop.handheld.record_twin scripted hand",
         "tcp_offset_from_flange_m": env.flange_tcp[:3, 3].tolist(),
