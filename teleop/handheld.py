@@ -26,7 +26,9 @@ that applied its calibration, DESIGN.md 3) passes that stamp with the stream's l
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
+import threading
 from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -91,12 +93,24 @@ def continuous_axis_angle(quat_wxyz: np.ndarray, previous: np.ndarray | None) ->
     return min(cands, key=lambda c: float(np.linalg.norm(c - previous)))
 
 
+def _locked(method):
+    """Run a HandheldCapture method under its lock (pose, width and frame callbacks may race)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 class HandheldCapture:
     """Feed samples as they arrive (on_pose / on_gripper / on_frame) between begin_episode and end_episode."""
 
     def __init__(self, writer: DatasetWriter, config: HandheldCaptureConfig) -> None:
         self.writer, self.config = writer, config
         self._open = False
+        self._lock = threading.RLock()  # a ROS recorder calls on_* from several callback threads
 
     @staticmethod
     def streams(config: HandheldCaptureConfig) -> dict[str, StreamSpec]:
@@ -147,6 +161,7 @@ class HandheldCapture:
         return cls(writer, HandheldCaptureConfig(**{**cfg, "image_size": tuple(cfg["image_size"])}))
 
     # ---- episodes ------------------------------------------------------------------------------
+    @_locked
     def begin_episode(self) -> None:
         self.writer.begin_episode()
         self._open = True
@@ -155,6 +170,7 @@ class HandheldCapture:
         self._widths: deque[tuple[float, float]] = deque()
         self._raw: dict[str, list[float]] = {s: [] for s in RAW_STREAMS}
 
+    @_locked
     def on_pose(self, t_arrival: float, position: np.ndarray, quat_wxyz: np.ndarray) -> None:
         self._check_open("pose")
         pos = np.asarray(position, float).reshape(-1)
@@ -171,6 +187,7 @@ class HandheldCapture:
         self._poses.append((t, pos, aa))
         self._emit_actions()
 
+    @_locked
     def on_gripper(self, t_arrival: float, width_m: float) -> None:
         self._check_open("gripper")
         w = float(width_m)
@@ -182,6 +199,7 @@ class HandheldCapture:
         self._widths.append((t, w))
         self._emit_actions()
 
+    @_locked
     def on_frame(self, t_arrival: float, image: np.ndarray) -> None:
         self._check_open("camera")
         img = np.asarray(image)
@@ -194,6 +212,7 @@ class HandheldCapture:
         self._raw["camera"].append(float(t_arrival))
         self.writer.append(CAMERA_KEY, float(t_arrival) - self.config.camera_latency_s, img)
 
+    @_locked
     def end_episode(self) -> int:
         """Commit the episode (rows up to the last time every stream covers); returns its number of rows."""
         self._check_open("end_episode")
@@ -205,6 +224,7 @@ class HandheldCapture:
             raw.create_array(f"{name}_arrival_t", data=np.asarray(ts, np.float64), overwrite=True)
         return rows
 
+    @_locked
     def discard_episode(self) -> None:
         self._open = False
         self.writer.discard_episode()

@@ -120,3 +120,34 @@ def test_reopen_appends_episodes_and_refuses_arm_stores(tmp_path):
     )
     with pytest.raises(ValueError, match="not a handheld store"):
         HandheldCapture.open(tmp_path / "arm.zarr")
+
+
+def test_streams_from_concurrent_callback_threads(tmp_path):
+    """As a ROS recorder feeds it: three threads, wall-clock arrival stamps, one store that validates."""
+    import threading
+    import time
+
+    cfg = HandheldCaptureConfig(image_size=(8, 8), pose_latency_s=0.005, camera_latency_s=0.03)
+    cap = HandheldCapture.create(tmp_path / "h.zarr", cfg)
+    cap.begin_episode()
+    stop = time.monotonic() + 1.5
+
+    def feed(period_s: float, push) -> None:
+        while time.monotonic() < stop:
+            push(time.time())
+            time.sleep(period_s)
+
+    threads = [
+        threading.Thread(target=feed, args=(0.005, lambda t: cap.on_pose(t, [0.1, 0.0, 0.2], [0, 1, 0, 0]))),
+        threading.Thread(target=feed, args=(0.02, lambda t: cap.on_gripper(t, 0.04))),
+        threading.Thread(target=feed, args=(0.033, lambda t: cap.on_frame(t, np.zeros((8, 8, 3), np.uint8)))),
+    ]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=10)
+    rows = cap.end_episode()
+    cap.close()
+    ds, _ = validate(tmp_path / "h.zarr")
+    assert 8 <= rows <= 16 and ds.n_steps == rows  # ~1.4 s of overlap at 10 Hz, whatever the scheduling
+    np.testing.assert_allclose(ds.episode(0)["action"][:, 6], 0.04)
