@@ -21,7 +21,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
-READY_LINE = "MIMIC_NODE_READY"
+from mimic_ros.session import READY_LINE  # one definition, shared with the supervisor
 
 
 def announce_ready(node: Node) -> None:

@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 PACKAGE = "mimic_ros"
+READY_LINE = "MIMIC_NODE_READY"  # a node prints `READY_LINE <name>` on stdout once it is up (runtime.run_node)
 NODE_FIELDS = ("enabled", "required", "ends_session", "ready_timeout_s")
 
 

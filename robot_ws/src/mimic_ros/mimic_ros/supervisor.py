@@ -28,8 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mimic_ros.runtime import READY_LINE
-from mimic_ros.session import NodeSpec, Session, SessionError, load_session
+from mimic_ros.session import READY_LINE, NodeSpec, Session, SessionError, load_session
 
 EXIT_FAILED, EXIT_INTERRUPTED, EXIT_BAD_SESSION = 1, 130, 2
 _PR_SET_PDEATHSIG = 1
@@ -48,6 +47,7 @@ class Running:
     proc: subprocess.Popen
     ready: threading.Event = field(default_factory=threading.Event)
     reader: threading.Thread | None = None
+    reported: bool = False  # its exit has been handled
 
 
 class Supervisor:
@@ -149,9 +149,9 @@ class Supervisor:
                     return self._finish(EXIT_INTERRUPTED, "interrupted: stopping all nodes")
                 for node in self.nodes:
                     rc = node.proc.poll()
-                    if rc is None or getattr(node, "reported", False):
+                    if rc is None or node.reported:
                         continue
-                    node.reported = True  # type: ignore[attr-defined]
+                    node.reported = True
                     if node.spec.ends_session:
                         return self._finish(rc, f"{node.spec.name} finished with status {rc}: ending the session")
                     if node.spec.required:
