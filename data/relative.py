@@ -116,18 +116,20 @@ class RelativeTrajectory:
 
     # -- reference --------------------------------------------------------------------------------
     def reference(self, obs_window: dict[str, Any]) -> np.ndarray:
-        """T_ref (4x4): the pose at the newest step of an observation window ([n_obs, 3] per key)."""
+        """T_ref: the pose at the newest step of an observation window; [n_obs, 3] per key gives a 4x4,
+        a batch [B, n_obs, 3] gives [B, 4, 4]."""
         for key in (self.pos_key, self.rot_key):
             if key not in obs_window:
                 raise KeyError(f"relative trajectory: observation window lacks key {key!r}")
-        return pose_to_matrix(_np(obs_window[self.pos_key])[-1], _np(obs_window[self.rot_key])[-1])
+        pos, aa = _np(obs_window[self.pos_key]), _np(obs_window[self.rot_key])
+        return pose_to_matrix(pos[..., -1, :], aa[..., -1, :])
 
     # -- actions ----------------------------------------------------------------------------------
     def encode_actions(self, actions: np.ndarray, ref: np.ndarray) -> np.ndarray:
-        """[H, 6+E] absolute rows -> [H, 3+rot_dim+E] rows relative to `ref`."""
+        """[..., H, 6+E] absolute rows -> [..., H, 3+rot_dim+E] rows relative to `ref` ([..., 4, 4])."""
         a = _np(actions)
         self.action_dim(a.shape[-1])
-        rel = invert(ref) @ pose_to_matrix(a[..., :3], a[..., 3:6])
+        rel = invert(ref)[..., None, :, :] @ pose_to_matrix(a[..., :3], a[..., 3:6])
         return np.concatenate([rel[..., :3, 3], self._encode_rot(rel[..., :3, :3]), a[..., 6:]], axis=-1)
 
     def decode_actions(self, actions_rel: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -140,7 +142,7 @@ class RelativeTrajectory:
         rel[..., :3, :3] = self._decode_rot(a[..., 3:k])
         rel[..., :3, 3] = a[..., :3]
         rel[..., 3, 3] = 1.0
-        pos, aa = matrix_to_pose(np.asarray(ref, np.float64) @ rel)
+        pos, aa = matrix_to_pose(np.asarray(ref, np.float64)[..., None, :, :] @ rel)
         return np.concatenate([pos, aa, a[..., k:]], axis=-1)
 
     # -- observations -----------------------------------------------------------------------------
@@ -150,13 +152,14 @@ class RelativeTrajectory:
         if not self.relative_obs:
             return out
         ref = self.reference(obs_window) if ref is None else ref
-        rel = invert(ref) @ pose_to_matrix(_np(out[self.pos_key]), _np(out[self.rot_key]))
+        rel = invert(ref)[..., None, :, :] @ pose_to_matrix(_np(out[self.pos_key]), _np(out[self.rot_key]))
         out[self.pos_key] = rel[..., :3, 3]
         out[self.rot_key] = self._encode_rot(rel[..., :3, :3])
         return out
 
     def encode_window(self, item: dict[str, Any]) -> dict[str, Any]:
-        """A WindowDataset item {"obs": {...}, "action": [H, A]} (torch or numpy) -> the relative item.
+        """A WindowDataset item {"obs": {...}, "action": [H, A]} or a batch of them ([B, ...] everywhere, as
+        policies.data.WindowBatches gathers), torch or numpy -> the relative item or batch.
 
         Returns the same container type it was given (torch float32 tensors for torch input).
         """

@@ -102,6 +102,21 @@ def test_handheld_capture_compensates_stream_latencies(tmp_path):
     np.testing.assert_allclose(back[:, :3], raw_item["action"][:, :3].numpy(), atol=1e-5)
     np.testing.assert_allclose(back[:, 6], raw_item["action"][:, 6].numpy(), atol=1e-6)
 
+    # the policies package's in-RAM batch path takes the same transform on whole batches
+    from policies.data import WindowBatches
+
+    batches = WindowBatches(base)
+    ids = np.arange(8)
+    fast = rel.transform.encode_window(batches.batch(ids))
+    slow = torch.utils.data.default_collate([rel[int(i)] for i in ids])
+    torch.testing.assert_close(fast["action"], slow["action"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        fast["obs"]["robot0_eef_rot_axis_angle"],
+        slow["obs"]["robot0_eef_rot_axis_angle"],
+        atol=1e-5,
+        rtol=1e-5,
+    )
+
 
 def test_record_cli_writes_store_and_video(tmp_path, capsys):
     import imageio.v3 as iio

@@ -119,3 +119,38 @@ def test_bad_configuration_and_shapes_are_named():
         RelativeTrajectory().encode_actions(np.zeros((3, 4)), np.eye(4))
     with pytest.raises(KeyError, match="robot0_eef_pos"):
         RelativeTrajectory().reference({"robot0_eef_rot_axis_angle": np.zeros((2, 3))})
+
+
+def test_batches_encode_like_items():
+    """policies.data.WindowBatches gathers [B, T, ...] batches: one call must equal B per-item calls."""
+    rng = np.random.default_rng(5)
+    items = []
+    for _ in range(4):
+        traj = _trajectory(rng, 18)
+        items.append(
+            {
+                "obs": {"robot0_eef_pos": traj[:2, :3], "robot0_eef_rot_axis_angle": traj[:2, 3:6]},
+                "action": traj[2:],
+            }
+        )
+    batch = {
+        "obs": {k: np.stack([it["obs"][k] for it in items]) for k in items[0]["obs"]},
+        "action": np.stack([it["action"] for it in items]),
+    }
+    tf = RelativeTrajectory()
+    out = tf.encode_window(batch)
+    for i, it in enumerate(items):
+        one = tf.encode_window(it)
+        np.testing.assert_allclose(out["action"][i], one["action"], atol=1e-12)
+        for k in one["obs"]:
+            np.testing.assert_allclose(out["obs"][k][i], one["obs"][k], atol=1e-12)
+    ref = tf.reference(batch["obs"])
+    assert ref.shape == (4, 4, 4)
+    _same_pose(tf.decode_actions(out["action"], ref).reshape(-1, 7), batch["action"].reshape(-1, 7))
+    tb = {
+        "obs": {k: torch.tensor(v, dtype=torch.float32) for k, v in batch["obs"].items()},
+        "action": torch.tensor(batch["action"], dtype=torch.float32),
+    }
+    out_t = tf.encode_window(tb)
+    assert out_t["action"].dtype == torch.float32 and out_t["action"].shape == (4, 16, 10)
+    np.testing.assert_allclose(out_t["action"].numpy(), out["action"], atol=1e-4)
