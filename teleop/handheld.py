@@ -66,6 +66,9 @@ class HandheldCaptureConfig:
     lowdim_tolerance_s: float = 0.05  # max distance from a grid time to the nearest pose/width sample
     camera_tolerance_s: float = 0.06  # ... and to the nearest frame (a 30 Hz camera is 17 ms away at most)
     task: str = "pick_place (handheld)"
+    # T_tracked_tcp (4x4 nested lists, m): from the frame the pose stream reports to the TCP. None: the
+    # stream reports the TCP. For SLAM on the wrist camera it is inv(T_tcp_cam), the camera mount.
+    tracked_to_tcp: list[list[float]] | None = None
 
     def __post_init__(self) -> None:
         for name in ("pose_latency_s", "gripper_latency_s", "camera_latency_s"):
@@ -73,6 +76,16 @@ class HandheldCaptureConfig:
                 raise ValueError(f"HandheldCaptureConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.fps <= 0:
             raise ValueError(f"HandheldCaptureConfig.fps must be > 0, got {self.fps}")
+        if self.tracked_to_tcp is not None:
+            t = np.asarray(self.tracked_to_tcp, float)
+            rot = t[:3, :3] if t.shape == (4, 4) else np.zeros((3, 3))
+            if (
+                t.shape != (4, 4)
+                or not np.allclose(rot @ rot.T, np.eye(3), atol=1e-6)
+                or np.linalg.det(rot) < 0
+            ):
+                raise ValueError("HandheldCaptureConfig.tracked_to_tcp must be a 4x4 rigid transform")
+            self.tracked_to_tcp = t.tolist()
 
 
 def continuous_axis_angle(quat_wxyz: np.ndarray, previous: np.ndarray | None) -> np.ndarray:
@@ -179,6 +192,8 @@ class HandheldCapture:
                 f"handheld: pose position must be 3 finite values, got {np.asarray(position).tolist()}"
             )
         t = float(t_arrival) - self.config.pose_latency_s
+        if self.config.tracked_to_tcp is not None:
+            pos, quat_wxyz = self._to_tcp(pos, quat_wxyz)
         aa = continuous_axis_angle(quat_wxyz, self._prev_aa)
         self._prev_aa = aa
         self._raw["pose"].append(float(t_arrival))
@@ -233,6 +248,17 @@ class HandheldCapture:
         self.writer.close()
 
     # ---- internals -----------------------------------------------------------------------------
+    def _to_tcp(self, pos: np.ndarray, quat_wxyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The TCP pose from the tracked frame's: T_world_tcp = T_world_tracked @ T_tracked_tcp."""
+        q = np.asarray(quat_wxyz, float).reshape(4)
+        if not np.isfinite(q).all() or np.linalg.norm(q) < 1e-6:
+            raise ValueError(f"handheld: pose quaternion {q.tolist()} is not a rotation")
+        t = np.eye(4)
+        t[:3, :3] = Rotation.from_quat(q / np.linalg.norm(q), scalar_first=True).as_matrix()
+        t[:3, 3] = pos
+        tcp = t @ np.asarray(self.config.tracked_to_tcp)
+        return tcp[:3, 3], Rotation.from_matrix(tcp[:3, :3]).as_quat(scalar_first=True)
+
     def _check_open(self, what: str) -> None:
         if not self._open:
             raise RuntimeError(f"handheld: {what} outside an episode (call begin_episode)")

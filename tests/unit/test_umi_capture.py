@@ -151,3 +151,41 @@ def test_streams_from_concurrent_callback_threads(tmp_path):
     ds, _ = validate(tmp_path / "h.zarr")
     assert 8 <= rows <= 16 and ds.n_steps == rows  # ~1.4 s of overlap at 10 Hz, whatever the scheduling
     np.testing.assert_allclose(ds.episode(0)["action"][:, 6], 0.04)
+
+
+def test_slam_camera_poses_become_tcp_poses(tmp_path):
+    """A pose stream of the wrist camera (SLAM, UMI's source) + the camera mount -> the TCP's poses."""
+    from sim.env import Randomization
+    from sim.handheld import HandheldEnv, camera_pose_cv, homogeneous
+
+    env = HandheldEnv(seed=2, randomization=Randomization(camera_pos_m=0.0))
+    obs = env.reset(seed=2)
+    tcp_cam = env.nominal_camera_mount
+    cfg = HandheldCaptureConfig(image_size=(8, 8), tracked_to_tcp=np.linalg.inv(tcp_cam).tolist())
+    cap = HandheldCapture.create(tmp_path / "h.zarr", cfg)
+    cap.begin_episode()
+    truth = []
+    img = np.zeros((8, 8, 3), np.uint8)
+    for k in range(21):
+        if k:
+            action = np.r_[
+                obs["robot0_eef_pos"] + [0.01, -0.005, 0.004], obs["robot0_eef_rot_axis_angle"] * 0.98, 0.08
+            ]
+            obs, *_ = env.step(action)
+        t = k / 10
+        cam = camera_pose_cv(env.model, env.data, "wrist")
+        cap.on_pose(t, cam[:3, 3], Rotation.from_matrix(cam[:3, :3]).as_quat(scalar_first=True))
+        cap.on_gripper(t, 0.08)
+        cap.on_frame(t, img)
+        p, r = env.tcp_pose()
+        truth.append(homogeneous(p, r))
+    env.close()
+    assert cap.end_episode() == 21
+    cap.close()
+    ep = validate(tmp_path / "h.zarr")[0].episode(0)
+    truth = np.stack(truth)
+    np.testing.assert_allclose(ep["robot0_eef_pos"], truth[:, :3, 3], atol=1e-6)
+    rot = Rotation.from_rotvec(ep["robot0_eef_rot_axis_angle"]).as_matrix()
+    np.testing.assert_allclose(rot, truth[:, :3, :3], atol=1e-6)
+    with pytest.raises(ValueError, match="tracked_to_tcp must be a 4x4 rigid transform"):
+        HandheldCaptureConfig(tracked_to_tcp=(2 * np.eye(4)).tolist())
