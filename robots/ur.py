@@ -163,6 +163,9 @@ class URArm(Arm):
     def _sample(self) -> None:
         """Read the receive interface; validate a new controller sample before anyone can act on it."""
         r = self._recv
+        if not (r.isConnected() and self._ctrl.isConnected()):
+            self._latch(f"{self.name}: RTDE connection closed by the controller; stopped commanding")
+            return
         controller_time = r.getTimestamp()
         if controller_time == self._controller_time:
             return

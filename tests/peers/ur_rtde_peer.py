@@ -15,7 +15,8 @@ What it emulates (learned from the RTDE guide and ur_rtde's behaviour, written f
 - Dashboard (29999): the few queries ur_rtde makes (serial number, PolyScope version, remote control,
   robot/safety mode, program state, stop/play...).
 
-The SDK hard-codes the ports, so the peer takes an exclusive file lock and fails clearly if a port is busy.
+ur_rtde hard-codes the ports, so the peer takes the machine-wide arm-peer port lock (shared with the xArm
+peer: both need 30003), waiting a bounded time for another run, and fails clearly if a port stays busy.
 Faults (`inject`): "silence" (no data packages, inputs ignored), "corrupt" (data packages of the right
 size and recipe whose values are random bytes), "disconnect" (all client sockets closed, no new ones accepted).
 """
@@ -23,7 +24,6 @@ size and recipe whose values are random bytes), "disconnect" (all client sockets
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import math
 import signal
@@ -33,11 +33,11 @@ import sys
 import threading
 import time
 from collections import deque
-from pathlib import Path
 
 import numpy as np
 
-LOCK_PATH = Path("/tmp/mimic-ur-peer.lock")
+from tests.peers.xarm_peer import PeerError, acquire_port_lock, bind_fixed, release_port_lock
+
 RTDE_PORT, DASHBOARD_PORT, SCRIPT_PORT = 30004, 29999, 30003
 SERVOJ, SERVO_STOP, STOP_SCRIPT = 11, 16, 255
 READY, DONE = 1, 2
@@ -79,10 +79,6 @@ def var_type(name: str) -> str:
     if "_bit_register_" in name:
         return "BOOL"
     return "NOT_FOUND"
-
-
-class PeerError(RuntimeError):
-    pass
 
 
 class _Conn:
@@ -127,25 +123,11 @@ class URPeer:
 
     # --- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> URPeer:
-        self._lockfile = open(LOCK_PATH, "w")
-        try:
-            fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lockfile.close()
-            raise PeerError(f"UR peer: {LOCK_PATH} is held by another run (ur_rtde fixes ports "
-                            f"{RTDE_PORT}/{DASHBOARD_PORT}/{SCRIPT_PORT}, so only one peer per machine)") from None
+        self._lockfile = acquire_port_lock("UR peer")
         try:
             for port, handler in ((RTDE_PORT, self._serve_rtde), (DASHBOARD_PORT, self._serve_dashboard),
                                   (SCRIPT_PORT, self._serve_script)):
-                srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    srv.bind((self.host, port))
-                except OSError as e:
-                    srv.close()
-                    raise PeerError(f"UR peer: cannot bind {self.host}:{port}: {e}") from None
-                srv.listen(4)
-                srv.settimeout(0.1)
+                srv = bind_fixed(self.host, port, "UR peer")
                 self._servers.append(srv)
                 self._spawn(self._accept_loop, srv, handler)
             self._spawn(self._controller)
@@ -162,8 +144,7 @@ class URPeer:
             th.join(timeout=2.0)
         self._servers, self._clients, self._threads = [], [], []
         if self._lockfile is not None:
-            fcntl.flock(self._lockfile, fcntl.LOCK_UN)
-            self._lockfile.close()
+            release_port_lock(self._lockfile)
             self._lockfile = None
 
     def __enter__(self) -> URPeer:
@@ -512,7 +493,7 @@ class _Admin:
 class URPeerClient:
     """Test-side handle on a peer process started with `procs.python("-m", "tests.peers.ur_rtde_peer", ...)`."""
 
-    def __init__(self, proc, timeout_s: float = 10.0):
+    def __init__(self, proc, timeout_s: float = 150.0):  # the peer may wait for another run's port lock
         self.proc = proc
         line, seen = "", []
         deadline = time.time() + timeout_s

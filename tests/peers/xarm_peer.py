@@ -12,8 +12,8 @@ The simulated arm is a first-order servo (time constant `tau_s`) integrated at `
 (mode 1, state 0, motion enabled) each SERVOJ target becomes the setpoint. Unknown registers answer success
 with zero data so the SDK's bookkeeping calls at connect time go through.
 
-The SDK hard-codes the ports, so the peer takes an exclusive file lock first and fails with a clear error if
-another run holds it or a port is busy. Fault injection (`inject`): "silence" (no reports, no answers),
+The SDK hard-codes the ports, so the peer first takes a machine-wide file lock shared with the UR peer (both
+use 30003), waiting a bounded time for another run, and fails with a clear error if a port stays busy. Fault injection (`inject`): "silence" (no reports, no answers),
 "corrupt" (a report frame with a wrong length prefix and a reply with a wrong protocol id), "disconnect"
 (every client socket closed, no new connections).
 """
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import fcntl
 import math
+import os
 import socket
 import struct
 import threading
@@ -30,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-LOCK_PATH = Path("/tmp/mimic-xarm-peer.lock")
+# One lock for every fixed-port arm peer: UR's script port and xArm's real-time report port are both 30003.
+PORT_LOCK_PATH = Path("/tmp/mimic-arm-peer-ports.lock")
 CONTROL_PORT = 502
 REPORT_PORT = 30003
 
@@ -41,6 +43,54 @@ SET_MODE, MOVE_SERVOJ = 19, 29
 
 class PeerError(RuntimeError):
     pass
+
+
+def acquire_port_lock(who: str, wait_s: float = 120.0):
+    """Take the machine-wide lock on the SDK-fixed ports, waiting (bounded) for another run to release it."""
+    f = open(PORT_LOCK_PATH, "a+")
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                f.close()
+                raise PeerError(f"{who}: {PORT_LOCK_PATH} still held by {holder} after {wait_s:.0f} s (the SDKs fix "
+                                f"ports 502, 29999, 30003, 30004: one arm peer per machine at a time)") from None
+            time.sleep(0.1)
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} ({who})")
+    f.flush()
+    return f
+
+
+def release_port_lock(f) -> None:
+    fcntl.flock(f, fcntl.LOCK_UN)
+    f.close()
+
+
+def bind_fixed(host: str, port: int, who: str, retry_s: float = 3.0) -> socket.socket:
+    """A listening socket on a port the SDK hard-codes; a clear PeerError if something else keeps it busy."""
+    deadline = time.monotonic() + retry_s
+    while True:
+        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            srv.bind((host, port))
+            break
+        except OSError as e:
+            srv.close()
+            if time.monotonic() > deadline:
+                raise PeerError(f"{who}: port {host}:{port} is busy ({e.strerror}); the SDK cannot use another "
+                                f"port, so stop whatever listens there") from None
+            time.sleep(0.1)
+    srv.listen(4)
+    srv.settimeout(0.1)
+    return srv
 
 
 class XArmPeer:
@@ -64,24 +114,10 @@ class XArmPeer:
 
     # --- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> XArmPeer:
-        self._lockfile = open(LOCK_PATH, "w")
-        try:
-            fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lockfile.close()
-            raise PeerError(f"xArm peer: {LOCK_PATH} is held by another run (the SDK fixes ports "
-                            f"{CONTROL_PORT}/{REPORT_PORT}, so only one peer per machine)") from None
+        self._lockfile = acquire_port_lock("xArm peer")
         try:
             for port, handler in ((CONTROL_PORT, self._serve_control), (REPORT_PORT, self._serve_report)):
-                srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    srv.bind((self.host, port))
-                except OSError as e:
-                    srv.close()
-                    raise PeerError(f"xArm peer: cannot bind {self.host}:{port}: {e}") from None
-                srv.listen(2)
-                srv.settimeout(0.1)
+                srv = bind_fixed(self.host, port, "xArm peer")
                 self._servers.append(srv)
                 self._spawn(self._accept_loop, srv, handler)
             self._spawn(self._physics)
@@ -98,8 +134,7 @@ class XArmPeer:
             th.join(timeout=2.0)
         self._servers, self._clients, self._threads = [], [], []
         if self._lockfile is not None:
-            fcntl.flock(self._lockfile, fcntl.LOCK_UN)
-            self._lockfile.close()
+            release_port_lock(self._lockfile)
             self._lockfile = None
 
     def __enter__(self) -> XArmPeer:
