@@ -1,0 +1,96 @@
+"""Hardware backends without a robot: factory schemes, specs, clear errors, and the peers' port lock.
+
+Connecting to 127.0.0.99 (nothing listens there) goes through each real SDK and must fail fast with one
+line naming the backend and the host, never a traceback from inside the SDK.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import numpy as np
+import pytest
+
+from robots.arm import Arm, ArmError, CommandRefused
+from robots.factory import make_arm, parse_uri
+from tests.peers import xarm_peer
+
+pytestmark = pytest.mark.timeout(60)
+
+BACKENDS = [("franka", "franka"), ("ur", "ur5e"), ("xarm", "xarm7")]
+
+
+@pytest.mark.parametrize("scheme, spec_name", BACKENDS)
+def test_factory_builds_unconnected_backend(scheme, spec_name):
+    arm = make_arm(f"{scheme}:10.0.0.2")
+    assert isinstance(arm, Arm) and not arm.is_connected
+    assert arm.spec.name == spec_name
+    assert arm.observation_features["robot0_joint_pos"] == (arm.spec.dof,)
+    with pytest.raises(ArmError, match=rf"^{scheme}:10\.0\.0\.2: not connected"):
+        arm.state()
+    with pytest.raises(ArmError, match="not connected"):
+        arm.command(arm.spec.home)
+
+
+@pytest.mark.parametrize("scheme", ["franka", "ur", "xarm"])
+def test_missing_host_is_a_clear_error(scheme):
+    with pytest.raises(ValueError, match=rf"^{scheme}: give the"):
+        make_arm(f"{scheme}:")
+
+
+def test_unknown_scheme_names_the_known_ones():
+    with pytest.raises(ValueError, match=r"unknown backend 'kuka'.*franka:<\.\.\.>.*ur:<\.\.\.>.*xarm:<\.\.\.>"):
+        parse_uri("kuka:1.2.3.4")
+
+
+def test_unknown_option_is_rejected():
+    with pytest.raises(TypeError, match="rate"):
+        make_arm("ur:10.0.0.2", rate=5)
+
+
+@pytest.mark.parametrize("scheme", ["franka", "ur", "xarm"])
+def test_connect_to_nothing_fails_fast_with_one_line(scheme):
+    arm = make_arm(f"{scheme}:127.0.0.99")
+    t0 = time.monotonic()
+    with pytest.raises(ArmError) as info:
+        arm.connect()
+    assert time.monotonic() - t0 < 10.0
+    message = str(info.value)
+    assert message.startswith(f"{scheme}:127.0.0.99: cannot connect") and "\n" not in message
+    assert not arm.is_connected
+
+
+def test_guard_refuses_before_anything_is_sent():
+    """The refusal happens in the shared CommandGuard, so it needs no connection to prove the limits used."""
+    arm = make_arm("xarm:10.0.0.2")
+    arm.guard.reset(arm.spec.home, t=0.0)
+    bad = arm.spec.home.copy()
+    bad[3] = 4.5
+    with pytest.raises(CommandRefused, match="joint4 target 4.5000 rad outside"):
+        arm.guard.check(bad, t=0.1)
+    assert np.allclose(arm.guard._q_ref, arm.spec.home)  # the refused target did not become the reference
+
+
+def test_port_lock_is_exclusive_and_names_the_holder():
+    held = xarm_peer.acquire_port_lock("holder")
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(xarm_peer.PeerError, match=r"still held by pid \d+ \(holder\) after 0 s"):
+            xarm_peer.acquire_port_lock("second", wait_s=0.3)
+        assert time.monotonic() - t0 >= 0.3
+    finally:
+        xarm_peer.release_port_lock(held)
+    xarm_peer.release_port_lock(xarm_peer.acquire_port_lock("third", wait_s=1.0))  # free again
+
+
+def test_busy_port_is_a_clear_error():
+    squatter = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen(1)
+    port = squatter.getsockname()[1]
+    try:
+        with pytest.raises(xarm_peer.PeerError, match=rf"xArm peer: port 127\.0\.0\.1:{port} is busy"):
+            xarm_peer.bind_fixed("127.0.0.1", port, "xArm peer", retry_s=0.2)
+    finally:
+        squatter.close()
