@@ -158,6 +158,7 @@ class HandheldCapture:
             "action_layout": ACTION_LAYOUT,
             "eef_frame": "tcp",
             "handheld_config": {**asdict(config), "image_size": list(config.image_size)},
+            "raw_timestamps": "raw/episode_<k>/<pose|gripper|camera>_arrival_t: every sample's arrival time (s)",
         }
         return cls(
             DatasetWriter.create(path, config.fps, cls.streams(config), {**base, **(attrs or {})}), config
@@ -287,6 +288,17 @@ def grasp_command(width_m: np.ndarray | float, gripper_max_m: float, close_below
     """
     w = np.asarray(width_m, float)
     return np.where(w < close_below * gripper_max_m, 0.0, np.minimum(w, gripper_max_m))
+
+
+def read_raw_arrivals(path: str | Path, episode: int) -> dict[str, np.ndarray]:
+    """Arrival times (s) of every pose / gripper / camera sample of one committed episode."""
+    try:
+        group = zarr.open_group(str(path), mode="r")["raw"][f"episode_{episode}"]
+    except (KeyError, FileNotFoundError):
+        raise ValueError(
+            f"{path}: no raw timestamps for episode {episode} (group 'raw/episode_{episode}')"
+        ) from None
+    return {name: np.asarray(group[f"{name}_arrival_t"][:]) for name in RAW_STREAMS}
 
 
 # ---- the twin as the person holding the gripper ----------------------------------------------------

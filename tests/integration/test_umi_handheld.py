@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import zarr
 
 from data.relative import RelativeTrajectory, RelativeWindowDataset
 from data.torch_dataset import WindowDataset
 from data.validate import validate
-from teleop.handheld import HandheldCaptureConfig, TwinStreamLatency, record_twin
+from teleop.handheld import HandheldCaptureConfig, TwinStreamLatency, read_raw_arrivals, record_twin
 
 INJECTED = TwinStreamLatency(pose_s=0.05, gripper_s=0.02, camera_s=0.08, jitter_s=0.004)
 
@@ -76,10 +75,10 @@ def test_handheld_capture_compensates_stream_latencies(tmp_path):
     )  # UMI: action = pose reached
     assert np.abs(np.diff(ep["robot0_eef_rot_axis_angle"], axis=0)).max() < 0.5  # continuous, no pi flips
     assert ep["camera0_rgb"].std() > 5  # rendered wrist views, not blank
-    raw = zarr.open_group(str(tmp_path / "good.zarr"), mode="r")["raw"]["episode_1"]
-    pose_arrivals = np.asarray(raw["pose_arrival_t"][:])
+    raw = read_raw_arrivals(tmp_path / "good.zarr", 1)
+    pose_arrivals = raw["pose"]
     assert np.all(np.diff(pose_arrivals) >= 0) and 80 < 1 / np.median(np.diff(pose_arrivals)) < 120
-    assert 25 < 1 / np.median(np.diff(np.asarray(raw["camera_arrival_t"][:]))) < 35
+    assert 25 < 1 / np.median(np.diff(raw["camera"])) < 35
 
     # what a generator trains on: relative windows whose predictions map back to absolute poses
     base = WindowDataset(
@@ -146,3 +145,12 @@ def test_record_cli_writes_store_and_video(tmp_path, capsys):
     assert video.shape[0] > 30 and video.shape[-1] == 3 and video.std() > 5
     assert main([str(out), "--episodes", "1"]) == 2  # refuses to overwrite
     assert "already exists" in capsys.readouterr().err
+
+
+def test_raw_timestamps_of_a_missing_episode_are_a_one_line_error(tmp_path):
+    import pytest
+
+    record_twin(tmp_path / "h.zarr", 1, seed=1, progress=False)
+    assert set(read_raw_arrivals(tmp_path / "h.zarr", 0)) == {"pose", "gripper", "camera"}
+    with pytest.raises(ValueError, match="no raw timestamps for episode 3"):
+        read_raw_arrivals(tmp_path / "h.zarr", 3)
