@@ -67,7 +67,7 @@ def test_teleop_session_records_pick_place_through_the_emulated_gello(procs, tmp
         obj = ds.read("object_state")[rows]
         q = ds.read("robot0_joint_pos")[rows]
         assert len(obj) == ep["recorder"]["steps"] >= 30
-        assert np.ptp(q, axis=0).max() > 0.2, "the arm did not move in episode %d" % i
+        assert np.ptp(q, axis=0).max() > 0.2, f"the arm did not move in episode {i}"
         assert np.ptp(ds.read("camera0_rgb")[rows][:, ::8, ::8].astype(float), axis=0).max() > 0
         if ep["success"] and str(i) not in marks:
             cube, goal = obj[-1, :3], obj[-1, 7:10]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import MISSING, Field, field, fields
 from typing import Any
 
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 
 
@@ -33,15 +33,9 @@ def describe(f: Field) -> ParameterDescriptor:
     d = ParameterDescriptor(description=text, dynamic_typing=True)
     lo_hi = meta.get("range")
     if lo_hi is not None:
+        # Shown by `ros2 param describe`; enforced by cast_and_check() with a message naming the node, not by
+        # integer_range/floating_point_range, which rclpy applies only when the value's type matches exactly.
         d.additional_constraints = f"range [{lo_hi[0]}, {lo_hi[1]}]"
-        # Descriptive only: with dynamic typing rclpy would not enforce them; cast_and_check() does.
-        if isinstance(f.default, bool):
-            pass
-        elif isinstance(f.default, int):
-            d.integer_range = [IntegerRange(from_value=int(lo_hi[0]), to_value=int(lo_hi[1]), step=0)]
-        elif isinstance(f.default, float):
-            d.floating_point_range = [FloatingPointRange(from_value=float(lo_hi[0]), to_value=float(lo_hi[1]),
-                                                         step=0.0)]
     return d
 
 
