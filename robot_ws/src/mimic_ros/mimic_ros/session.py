@@ -233,3 +233,35 @@ def launch_description_entities(session: Session) -> list[dict[str, Any]]:
          "remappings": list(n.remaps.items()), "required": n.required, "ends_session": n.ends_session}
         for n in session.enabled_nodes
     ]
+
+
+def launch_description(default_session: str):
+    """A `launch.LaunchDescription` running a session file: what `launch/<session>.launch.py` returns.
+
+    Launch arguments: `session:=<yaml path or packaged name>` (default `default_session`) and
+    `set:="node.key=value;node.key=value"` (the supervisor's --set). Required and `ends_session` nodes
+    shut the launch down when they exit, as the supervisor does; launch starts the nodes together rather
+    than in order, so a node that needs another (the leader opening the operator's bus) waits for it itself.
+    Imports launch/launch_ros only here: they exist on a ROS install, not in the project venv.
+    """
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import Node
+
+    def nodes(context, *args, **kwargs):
+        sets = [s for s in LaunchConfiguration("set").perform(context).split(";") if s.strip()]
+        session = load_session(LaunchConfiguration("session").perform(context), sets)
+        actions = []
+        for spec in launch_description_entities(session):
+            on_exit = [Shutdown(reason=f"{spec['name']} exited")] if spec["required"] or spec["ends_session"] else []
+            actions.append(Node(package=spec["package"], executable=spec["executable"], name=spec["name"],
+                                parameters=[spec["parameters"]], remappings=spec["remappings"], output="screen",
+                                emulate_tty=True, on_exit=on_exit))
+        return actions
+
+    return LaunchDescription([
+        DeclareLaunchArgument("session", default_value=default_session, description="session YAML or name"),
+        DeclareLaunchArgument("set", default_value="", description="overrides: node.key=value;..."),
+        OpaqueFunction(function=nodes),
+    ])
