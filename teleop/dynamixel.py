@@ -192,10 +192,11 @@ class DynamixelBus:
     Thread-safe: one transaction at a time. Every failure raises `BusError` naming the servo.
     """
 
-    def __init__(self, port: str, baudrate: int, attempts: int = 3) -> None:
+    def __init__(self, port: str, baudrate: int, attempts: int = 3, poll_s: float = 1e-3) -> None:
         self.port_name = port
         self.baudrate = int(baudrate)
         self.attempts = max(1, attempts)  # for ping/read/write (setup); sync reads are retried by the caller
+        self.poll_s = poll_s  # blocking-read slice instead of the SDK's busy spin (0: the SDK's spin)
         self._lock = threading.Lock()
         self._port = None
         self._ph = None
@@ -223,6 +224,10 @@ class DynamixelBus:
                 port.closePort()
             raise BusError(f"{self.port_name}: baud rate {self.baudrate} not supported by the SDK")
         tune_port_latency(self.port_name, port.ser)
+        # The SDK opens the port non-blocking and spins on it while waiting for a status packet, burning a
+        # core and starving every other Python thread of the GIL. A short blocking read waits in select()
+        # instead; each wait ends as soon as the bytes asked for are in, so a read costs at most `poll_s` more.
+        port.ser.timeout = self.poll_s
         self._port, self._ph = port, sdk.PacketHandler(2.0)
 
     def close(self) -> None:

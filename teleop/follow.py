@@ -3,8 +3,8 @@
     log = follow(leader, arm, rate_hz=200, seconds=10)     # both connected
     plot_follow(log, "tracking.png")
 
-The loop is the controller node's, in plain Python (for scripts, tests and benchmarks): read the leader,
-hand the reading to the FollowController, send what it returns. A `LeaderError` is logged and the
+The loop is the controller node's, in plain Python (for scripts, tests and benchmarks): the leader is
+read on its own thread, the newest reading goes to the FollowController, and what it returns is sent. A `LeaderError` is logged and the
 loop goes on; the controller sends nothing once the newest reading is stale, so the arm holds (the
 rule in teleop.leader). Everything is recorded for plots and error statistics.
 """
@@ -12,6 +12,7 @@ rule in teleop.leader). Everything is recorded for plots and error statistics.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,40 +49,60 @@ def follow(
     arm: Arm,
     rate_hz: float,
     seconds: float,
-    stale_after_s: float = 0.05,
+    stale_after_s: float = 0.1,
     on_tick: Callable[[float], None] | None = None,
 ) -> FollowLog:
     """Run the follow loop for `seconds` at `rate_hz` (leader and arm connected); `on_tick(t_since_start)`
-    runs first on every tick (tests inject faults there)."""
+    runs first on every tick (tests inject faults there).
+
+    The leader is read on its own thread at whatever rate its bus allows (as the leader node publishes),
+    so a slow bus (GELLO at 57,600 baud: ~40 Hz) does not slow the control loop, whose velocity limit is
+    per tick.
+    """
     ctl = FollowController(arm.spec, rate_hz, stale_after_s=stale_after_s)
     s = arm.state()
     ctl.reset(s.q, s.gripper, time.time())
     out = FollowLog()
     nan = np.full(arm.spec.dof, np.nan)
-    last_leader = nan
+    newest: list = [None]  # the reader thread's latest LeaderReading
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                newest[0] = leader.read()
+            except LeaderError as e:
+                out.leader_errors.append((time.time(), e.servo_id, str(e)))
+                if len(out.leader_errors) == 1 or out.leader_errors[-2][0] < time.time() - 1.0:
+                    log.warning("leader: %s (holding the arm)", e)
+                time.sleep(0.001)
+
+    thread = threading.Thread(target=reader, name="leader-reader", daemon=True)
+    thread.start()
+    last_leader, seen = nan, None
     pacer = Pacer(rate_hz)
     t0 = time.time()
-    while (t := time.time()) - t0 < seconds:
-        pacer.wait()
-        if on_tick is not None:
-            on_tick(t - t0)
-        try:
-            r = leader.read()
-            ctl.set_leader(r.t, r.q, r.gripper)
-            last_leader = r.q
-        except LeaderError as e:
-            out.leader_errors.append((t, e.servo_id, str(e)))
-            if len(out.leader_errors) == 1 or out.leader_errors[-2][0] < t - 1.0:
-                log.warning("leader: %s (holding the arm)", e)
-        target = ctl.target(time.time())
-        if target is not None:
-            arm.command(*target)
-        st = arm.state()
-        out.t.append(t)
-        out.leader_q.append(np.asarray(last_leader, float))
-        out.command_q.append(nan if target is None else target[0])
-        out.arm_t.append(st.t)
-        out.arm_q.append(st.q.copy())
+    try:
+        while (t := time.time()) - t0 < seconds:
+            pacer.wait()
+            if on_tick is not None:
+                on_tick(t - t0)
+            r = newest[0]
+            if r is not None and r is not seen:
+                ctl.set_leader(r.t, r.q, r.gripper)
+                last_leader, seen = r.q, r
+            target = ctl.target(time.time())
+            if target is not None:
+                arm.command(*target)
+            st = arm.state()
+            out.t.append(t)
+            out.leader_q.append(np.asarray(last_leader, float))
+            out.command_q.append(nan if target is None else target[0])
+            out.arm_t.append(st.t)
+            out.arm_q.append(st.q.copy())
+    finally:
+        stop.set()
+        thread.join(timeout=2.0)
     out.counters = ctl.counters.as_dict()
     return out
 
