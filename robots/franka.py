@@ -57,6 +57,7 @@ class FrankaArm(Arm):
         self._robot: Any = None
         self._gripper: Any = None
         self._lock = threading.Lock()
+        self._send_lock = threading.RLock()  # held around every send; a fault is latched only between sends
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._state: ArmState | None = None
@@ -127,14 +128,16 @@ class FrankaArm(Arm):
     def stop(self) -> None:
         if self._robot is None:
             return
-        with self._lock:
-            self._target, self._target_prev, self._gripper_target = None, None, None
-            faulted = self._fault is not None
+        with self._send_lock:  # no velocity motion toward the old target can follow the stop
+            with self._lock:
+                self._target, self._target_prev, self._gripper_target = None, None, None
+                faulted = self._fault is not None
+            if not faulted:
+                try:
+                    self._robot.stop()  # decelerates the running motion and holds
+                except Exception as e:
+                    self._latch(f"{self.name}: stop failed: {e}")
         if not faulted:
-            try:
-                self._robot.stop()  # decelerates the running motion and holds
-            except Exception as e:
-                self._latch(f"{self.name}: stop failed: {e}")
             self.guard.reset(self._state.q)
 
     # --- internals -----------------------------------------------------------------------------------
@@ -149,10 +152,12 @@ class FrankaArm(Arm):
             raise ArmError(self._fault)
 
     def _latch(self, message: str) -> None:
-        with self._lock:
-            if self._fault is None:
-                self._fault, self.fault_time = message, time.time()
-                self._target, self._target_prev = None, None
+        """Record the first fault; waits for a send in flight, so that once the fault is visible nothing more goes out."""
+        with self._send_lock:
+            with self._lock:
+                if self._fault is None:
+                    self._fault, self.fault_time = message, time.time()
+                    self._target, self._target_prev = None, None
         self._stop.set()
 
     def _read_state(self, read_gripper: bool) -> None:
@@ -192,18 +197,19 @@ class FrankaArm(Arm):
         while not self._stop.is_set():
             try:
                 self._read_state(read_gripper=tick % cfg.gripper_read_every == 0)
-                with self._lock:
-                    if self._fault is not None:
-                        return
-                    q, g = self._state.q, self._gripper_target
-                velocity = self._velocity(q, time.time())
-                if velocity is not None:
-                    self._robot.move(franky.JointVelocityMotion(velocity.tolist(), hold), asynchronous=True)
-                    self.commands_sent += 1
-                if (g is not None and self._gripper is not None
-                        and (self._gripper_sent is None or abs(g - self._gripper_sent) > cfg.gripper_deadband_m)):
-                    self._gripper.move_async(g, cfg.gripper_speed_mps)
-                    self._gripper_sent = g
+                with self._send_lock:
+                    with self._lock:
+                        if self._fault is not None:
+                            return
+                        q, g = self._state.q, self._gripper_target
+                    velocity = self._velocity(q, time.time())
+                    if velocity is not None:
+                        self._robot.move(franky.JointVelocityMotion(velocity.tolist(), hold), asynchronous=True)
+                        self.commands_sent += 1
+                    if (g is not None and self._gripper is not None
+                            and (self._gripper_sent is None or abs(g - self._gripper_sent) > cfg.gripper_deadband_m)):
+                        self._gripper.move_async(g, cfg.gripper_speed_mps)
+                        self._gripper_sent = g
             except Exception as e:  # ControlException (reflex), NetworkException, InvalidOperationException
                 self._latch(f"{self.name}: {type(e).__name__}: {e}; stopped commanding")
                 return

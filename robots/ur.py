@@ -13,13 +13,16 @@ every call raises ArmError.
 ur_rtde's constructors and calls hold the GIL; they are short except the constructors, which wait for
 the controller (bounded by ur_rtde's own timeouts).
 
-Gripper: not implemented. UR grippers (Robotiq 2F-85 through the URCap socket on 63352, or tool I/O) are
-separate devices; `command(gripper=...)` is range-checked but not sent, `state().gripper` is 0.0 and
-`gripper_supported = False` says so to callers.
+Gripper: with `gripper=True`, a Robotiq 2F-85 through its URCap's text socket (port 63352: `SET POS n`,
+`GET POS`), activated at connect and driven from its own 50 Hz thread; position 0..255 maps linearly onto
+the spec's width range (open..closed). Without it (the default: not every UR carries a Robotiq)
+`command(gripper=...)` is range-checked but not sent, `state().gripper` is 0.0 and `gripper_supported`
+is False.
 """
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -41,12 +44,66 @@ class URConfig:
     gain: float = 300.0  # servoj proportional gain, [100, 2000]
     stale_after_s: float = 0.1  # controller clock frozen this long = connection lost
     max_clock_jump_s: float = 1.0  # a controller clock step larger than this = corrupt data
+    gripper: bool = False  # a Robotiq 2F-85 with its URCap socket
+    gripper_port: int = 63352
+    gripper_rate_hz: float = 50.0
+    gripper_speed: int = 255  # Robotiq units 0..255
+    gripper_force: int = 100
+
+
+class RobotiqSocket:
+    """The Robotiq URCap's ASCII protocol: `SET VAR n` answers `ack`, `GET VAR` answers `VAR n`."""
+
+    def __init__(self, host: str, port: int, timeout_s: float = 0.5):
+        self.where = f"Robotiq gripper at {host}:{port}"
+        try:
+            self.sock = socket.create_connection((host, port), timeout=timeout_s)
+        except OSError as e:
+            raise ArmError(f"{self.where}: {e.strerror or e}") from None
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.file = self.sock.makefile("rwb")
+
+    def _ask(self, line: str) -> str:
+        try:
+            self.file.write(line.encode() + b"\n")
+            self.file.flush()
+            answer = self.file.readline().decode().strip()
+        except OSError as e:
+            raise ArmError(f"{self.where}: {line!r}: {e.strerror or e}") from None
+        if not answer:
+            raise ArmError(f"{self.where}: connection closed during {line!r}")
+        return answer
+
+    def set(self, **values: int) -> None:
+        line = "SET " + " ".join(f"{k} {int(v)}" for k, v in values.items())
+        if (answer := self._ask(line)) != "ack":
+            raise ArmError(f"{self.where}: {line!r} answered {answer!r}")
+
+    def get(self, var: str) -> int:
+        answer = self._ask(f"GET {var}").split()
+        if len(answer) != 2 or answer[0] != var or not answer[1].lstrip("-").isdigit():
+            raise ArmError(f"{self.where}: GET {var} answered {' '.join(answer)!r}")
+        return int(answer[1])
+
+    def activate(self, speed: int, force: int, timeout_s: float = 5.0) -> None:
+        self.set(ACT=1)
+        deadline = time.monotonic() + timeout_s
+        while self.get("STA") != 3:
+            if time.monotonic() > deadline:
+                raise ArmError(f"{self.where}: not activated within {timeout_s:.0f} s")
+            time.sleep(0.02)
+        self.set(GTO=1, SPE=speed, FOR=force)
+
+    def close(self) -> None:
+        try:
+            self.file.close()
+            self.sock.close()
+        except OSError:
+            pass
 
 
 class URArm(Arm):
     """`ur:<host>`: a UR5e (or the RTDE protocol peer) behind the Arm interface."""
-
-    gripper_supported = False
 
     def __init__(self, host: str, **kwargs: Any):
         if not host:
@@ -54,10 +111,15 @@ class URArm(Arm):
         self.config = URConfig(host=host, **kwargs)
         self.spec = get_spec("ur5e")
         self.name = f"ur:{host}"
+        self.gripper_supported = self.config.gripper
+        self._gripper: RobotiqSocket | None = None
+        self._gripper_target: float | None = None
+        self._gripper_width = 0.0
         self.guard = CommandGuard(self.spec)
         self._recv: Any = None
         self._ctrl: Any = None
         self._lock = threading.Lock()
+        self._send_lock = threading.RLock()  # held around every send; a fault is latched only between sends
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._state: ArmState | None = None
@@ -86,6 +148,14 @@ class URArm(Arm):
         except Exception as e:  # RuntimeError from ur_rtde: refused, timeout, script did not start, ...
             self._recv = self._ctrl = None
             raise ArmError(f"{self.name}: cannot connect: {e}") from None
+        if cfg.gripper:
+            try:
+                self._gripper = RobotiqSocket(cfg.host, cfg.gripper_port)
+                self._gripper.activate(cfg.gripper_speed, cfg.gripper_force)
+                self._gripper_width = self._width(self._gripper.get("POS"))
+            except ArmError as e:
+                self.disconnect()
+                raise ArmError(f"{self.name}: {e}") from None
         self._fault, self.fault_time = None, None
         self._controller_time = -1.0
         self._sample()
@@ -95,6 +165,8 @@ class URArm(Arm):
         self._stop.clear()
         self._threads = [threading.Thread(target=self._stream, name=f"{self.name}-stream", daemon=True),
                          threading.Thread(target=self._watchdog, name=f"{self.name}-watchdog", daemon=True)]
+        if self._gripper is not None:
+            self._threads.append(threading.Thread(target=self._gripper_loop, name=f"{self.name}-gripper", daemon=True))
         for th in self._threads:
             th.start()
 
@@ -103,6 +175,9 @@ class URArm(Arm):
         for th in self._threads:
             th.join(timeout=2.0)
         self._threads = []
+        if self._gripper is not None:
+            self._gripper.close()
+            self._gripper = None
         ctrl, recv, self._ctrl, self._recv = self._ctrl, self._recv, None, None
         if ctrl is None:
             return
@@ -125,20 +200,23 @@ class URArm(Arm):
         with self._lock:
             self._raise_if_fault()
             self._target = q
+            if gripper is not None:
+                self._gripper_target = float(gripper)
 
     def stop(self) -> None:
         """Stop streaming and let the robot decelerate to a hold (servoStop)."""
         if self._ctrl is None:
             return
-        with self._lock:
-            self._target = None
-            faulted = self._fault is not None
-            q = self._state.q if self._state is not None else None
-        if not faulted:
-            try:
-                self._ctrl.servoStop()
-            except Exception as e:
-                self._latch(f"{self.name}: servoStop failed: {e}")
+        with self._send_lock:  # no servoJ of the old target can follow the servoStop
+            with self._lock:
+                self._target = None
+                faulted = self._fault is not None
+                q = self._state.q if self._state is not None else None
+            if not faulted:
+                try:
+                    self._ctrl.servoStop()
+                except Exception as e:
+                    self._latch(f"{self.name}: servoStop failed: {e}")
         if q is not None:
             self.guard.reset(q)
 
@@ -154,10 +232,12 @@ class URArm(Arm):
             raise ArmError(self._fault)
 
     def _latch(self, message: str) -> None:
-        with self._lock:
-            if self._fault is None:
-                self._fault, self.fault_time = message, time.time()
-                self._target = None
+        """Record the first fault; waits for a send in flight, so that once the fault is visible nothing more goes out."""
+        with self._send_lock:
+            with self._lock:
+                if self._fault is None:
+                    self._fault, self.fault_time = message, time.time()
+                    self._target = None
         self._stop.set()
 
     def _sample(self) -> None:
@@ -182,7 +262,7 @@ class URArm(Arm):
             return
         with self._lock:
             self._controller_time, self._fresh_wall = controller_time, now
-            self._state = ArmState(t=now, q=q, dq=dq, gripper=0.0)
+            self._state = ArmState(t=now, q=q, dq=dq, gripper=self._gripper_width)
 
     def _stream(self) -> None:
         cfg = self.config
@@ -191,17 +271,18 @@ class URArm(Arm):
         while not self._stop.is_set():
             try:
                 self._sample()
-                with self._lock:
-                    if self._fault is not None:
-                        return
-                    target = self._target
-                if target is not None:
-                    ok = self._ctrl.servoJ(target.tolist(), 0.0, 0.0, period, cfg.lookahead_time_s, cfg.gain)
-                    self.commands_sent += 1
-                    if not ok:
-                        self._latch(f"{self.name}: servoJ refused (control script not running or connection "
-                                    f"lost); stopped commanding")
-                        return
+                with self._send_lock:
+                    with self._lock:
+                        if self._fault is not None:
+                            return
+                        target = self._target
+                    if target is not None:
+                        ok = self._ctrl.servoJ(target.tolist(), 0.0, 0.0, period, cfg.lookahead_time_s, cfg.gain)
+                        self.commands_sent += 1
+                        if not ok:
+                            self._latch(f"{self.name}: servoJ refused (control script not running or connection "
+                                        f"lost); stopped commanding")
+                            return
             except Exception as e:  # RuntimeError from ur_rtde when the socket is gone
                 self._latch(f"{self.name}: {type(e).__name__}: {e}; stopped commanding")
                 return
@@ -211,6 +292,33 @@ class URArm(Arm):
                 time.sleep(delay)
             else:
                 next_tick = time.perf_counter()
+
+    def _width(self, position: int) -> float:
+        """Robotiq position (0 open .. 255 closed) -> opening width in meters."""
+        lo, hi = self.spec.gripper_min, self.spec.gripper_max
+        return hi - (hi - lo) * min(max(position, 0), 255) / 255.0
+
+    def _position(self, width: float) -> int:
+        lo, hi = self.spec.gripper_min, self.spec.gripper_max
+        return int(round(255.0 * (hi - width) / (hi - lo)))
+
+    def _gripper_loop(self) -> None:
+        period = 1.0 / self.config.gripper_rate_hz
+        sent: int | None = None
+        while not self._stop.wait(period):
+            with self._lock:
+                target = self._gripper_target
+            try:
+                with self._send_lock:
+                    if self._fault is not None:
+                        return
+                    if target is not None and (position := self._position(target)) != sent:
+                        self._gripper.set(POS=position)
+                        sent = position
+                self._gripper_width = self._width(self._gripper.get("POS"))
+            except ArmError as e:
+                self._latch(f"{self.name}: {e}; stopped commanding")
+                return
 
     def _watchdog(self) -> None:
         period = 1.0 / self.config.rate_hz

@@ -50,6 +50,7 @@ class XArm(Arm):
         self.guard = CommandGuard(self.spec)
         self._api: Any = None
         self._lock = threading.Lock()
+        self._send_lock = threading.RLock()  # held around every send; a fault is latched only between sends
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._state: ArmState | None = None
@@ -154,10 +155,12 @@ class XArm(Arm):
             raise ArmError(self._fault)
 
     def _latch(self, message: str) -> None:
-        with self._lock:
-            if self._fault is None:
-                self._fault, self.fault_time = message, time.time()
-                self._target, self._target_new = None, False
+        """Record the first fault; waits for a send in flight, so that once the fault is visible nothing more goes out."""
+        with self._send_lock:
+            with self._lock:
+                if self._fault is None:
+                    self._fault, self.fault_time = message, time.time()
+                    self._target, self._target_new = None, False
         self._stop.set()
 
     def _on_report(self, report: dict) -> None:
@@ -177,20 +180,21 @@ class XArm(Arm):
         period = 1.0 / self.config.rate_hz
         next_tick = time.perf_counter()
         while not self._stop.is_set():
-            with self._lock:
-                if self._fault is not None:
-                    return
-                target = self._target if self._target_new else None
-                self._target_new = False
-            if target is not None:
-                try:
-                    code = self._api.set_servo_angle_j(target.tolist(), is_radian=True)
-                except Exception as e:
-                    code = f"{type(e).__name__}: {e}"
-                self.commands_sent += 1
-                if code != 0:
-                    self._latch(f"{self.name}: servo command failed (SDK code {code}); stopped commanding")
-                    return
+            with self._send_lock:
+                with self._lock:
+                    if self._fault is not None:
+                        return
+                    target = self._target if self._target_new else None
+                    self._target_new = False
+                if target is not None:
+                    try:
+                        code = self._api.set_servo_angle_j(target.tolist(), is_radian=True)
+                    except Exception as e:
+                        code = f"{type(e).__name__}: {e}"
+                    self.commands_sent += 1
+                    if code != 0:
+                        self._latch(f"{self.name}: servo command failed (SDK code {code}); stopped commanding")
+                        return
             next_tick += period
             delay = next_tick - time.perf_counter()
             if delay > 0:

@@ -78,6 +78,25 @@ def test_connect_state_stream_and_track(peer):
     assert not peer.stats()["program_running"]  # disconnect stopped our script on the robot
 
 
+def test_robotiq_gripper_through_its_urcap_socket(peer):
+    arm = make_arm("ur:127.0.0.1", gripper=True, stale_after_s=STALE_S)
+    arm.connect()
+    try:
+        assert arm.gripper_supported
+        assert peer.stats()["robotiq"]["STA"] == 3  # activated at connect
+        assert arm.state().gripper == pytest.approx(SPEC.gripper_max)  # position 0 = open
+        q = arm.state().q
+        arm.command(q, gripper=0.04)
+        deadline = time.time() + 5.0
+        while time.time() < deadline and abs(arm.state().gripper - 0.04) > 0.0005:
+            arm.command(q, gripper=0.04)
+            time.sleep(0.02)
+        assert arm.state().gripper == pytest.approx(0.04, abs=0.0005)  # one Robotiq tick is 0.33 mm
+        assert peer.stats()["robotiq"]["POS"] == round(255 * (SPEC.gripper_max - 0.04) / SPEC.gripper_max)
+    finally:
+        arm.disconnect()
+
+
 def test_refuses_out_of_limit_and_too_fast(peer):
     arm = make_arm("ur:127.0.0.1", stale_after_s=STALE_S)
     arm.connect()

@@ -12,6 +12,8 @@ What it emulates (learned from the RTDE guide and ur_rtde's behaviour, written f
   (1 ready, 2 done with command), and for servoJ (command 11) takes q from input_double_register_0..5.
   Command 16 stops servoing, 255 stops the script. Other commands are acknowledged as done, not executed.
 - Joints follow the servo target as a first-order system (`tau_s`) integrated at 500 Hz.
+- Robotiq 2F-85 URCap socket (63352): SET/GET of ACT, GTO, POS, SPE, FOR; STA, OBJ, FLT read back; the
+  position (0 open .. 255 closed) moves toward its target at `ROBOTIQ_TICKS_PER_S` scaled by SPE.
 - Dashboard (29999): the few queries ur_rtde makes (serial number, PolyScope version, remote control,
   robot/safety mode, program state, stop/play...).
 
@@ -38,7 +40,8 @@ import numpy as np
 
 from tests.peers.xarm_peer import PeerError, acquire_port_lock, bind_fixed, release_port_lock
 
-RTDE_PORT, DASHBOARD_PORT, SCRIPT_PORT = 30004, 29999, 30003
+RTDE_PORT, DASHBOARD_PORT, SCRIPT_PORT, ROBOTIQ_PORT = 30004, 29999, 30003, 63352
+ROBOTIQ_TICKS_PER_S = 500.0  # a 2F-85 at full speed closes its 0..255 range in about half a second
 SERVOJ, SERVO_STOP, STOP_SCRIPT = 11, 16, 255
 READY, DONE = 1, 2
 RUNTIME_STOPPED, RUNTIME_PLAYING = 1, 2
@@ -110,6 +113,9 @@ class URPeer:
         self.scripts_received = 0
         self.servoj_count = 0  # servoJ input packages received: what "nothing reached the peer" checks
         self.servoj_last: np.ndarray | None = None
+        self.robotiq = {"ACT": 0, "GTO": 0, "POS": 0, "SPE": 255, "FOR": 100, "STA": 0, "OBJ": 0, "FLT": 0}
+        self.robotiq_target = 0
+        self.robotiq_pos = 0.0
         self.fault: str | None = None
         self.t0 = time.time()
         self._rng = np.random.default_rng(0)
@@ -126,7 +132,7 @@ class URPeer:
         self._lockfile = acquire_port_lock("UR peer")
         try:
             for port, handler in ((RTDE_PORT, self._serve_rtde), (DASHBOARD_PORT, self._serve_dashboard),
-                                  (SCRIPT_PORT, self._serve_script)):
+                                  (SCRIPT_PORT, self._serve_script), (ROBOTIQ_PORT, self._serve_robotiq)):
                 srv = bind_fixed(self.host, port, "UR peer")
                 self._servers.append(srv)
                 self._spawn(self._accept_loop, srv, handler)
@@ -339,6 +345,7 @@ class URPeer:
                     if self.servoing:
                         self.q += alpha * (self.servo_target - self.q)
                     self.qd = (self.q - q_prev) / dt
+                    self._robotiq_step(dt)
             next_t += dt
             time.sleep(max(0.0, next_t - time.perf_counter()))
 
@@ -362,6 +369,53 @@ class URPeer:
             self.out_int[o] = 0
         else:
             self.out_int[o] = DONE
+
+    # --- Robotiq gripper (the URCap's socket on 63352) ---------------------------------------------------
+    def _robotiq_step(self, dt: float) -> None:
+        g = self.robotiq
+        if g["ACT"] and g["STA"] != 3:
+            g["STA"] = 3  # activation completes at once here
+        if g["STA"] == 3 and g["GTO"]:
+            step = ROBOTIQ_TICKS_PER_S * dt * g["SPE"] / 255.0
+            self.robotiq_pos += float(np.clip(self.robotiq_target - self.robotiq_pos, -step, step))
+            g["OBJ"] = 3 if abs(self.robotiq_pos - self.robotiq_target) < 0.5 else 0  # 3 = at the requested position
+        g["POS"] = int(round(self.robotiq_pos))
+
+    def _serve_robotiq(self, sock: socket.socket) -> None:
+        """Robotiq URCap text protocol: `SET VAR value [VAR value ...]` -> `ack`, `GET VAR` -> `VAR value`."""
+        buf = b""
+        try:
+            while not self._stop.is_set():
+                try:
+                    chunk = sock.recv(4096)
+                except TimeoutError:
+                    continue
+                if not chunk:
+                    return
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    words = line.decode().split()
+                    with self._lock:
+                        fault = self.fault
+                        if fault in ("silence", "disconnect"):
+                            continue
+                        if words[:1] == ["SET"] and len(words) >= 3:
+                            for var, value in zip(words[1::2], words[2::2], strict=False):
+                                if var == "POS":  # the request; GET POS reports where the fingers are
+                                    self.robotiq_target = min(max(int(value), 0), 255)
+                                else:
+                                    self.robotiq[var] = int(value)
+                            answer = "ack"
+                        elif words[:1] == ["GET"] and len(words) == 2 and words[1] in self.robotiq:
+                            answer = f"{words[1]} {self.robotiq[words[1]]}"
+                        else:
+                            answer = "?"
+                    sock.sendall(answer.encode() + b"\n")
+        except OSError:
+            pass
+        finally:
+            _close(sock)
 
     # --- script upload and dashboard --------------------------------------------------------------------
     def _serve_script(self, sock: socket.socket) -> None:
@@ -486,7 +540,7 @@ class _Admin:
         with peer._lock:
             return {"servoj_count": peer.servoj_count, "program_running": peer.program_running,
                     "scripts_received": peer.scripts_received, "servoing": peer.servoing,
-                    "q": peer.q.tolist(), "fault": peer.fault,
+                    "q": peer.q.tolist(), "fault": peer.fault, "robotiq": dict(peer.robotiq),
                     "servoj_last": None if peer.servoj_last is None else peer.servoj_last.tolist()}
 
 
