@@ -289,6 +289,10 @@ class EmulatedDynamixelBus:
 
     def _respond(self, packet: dx.Packet, t_done: float) -> None:
         host_baud = self._host_baud()
+        if self.emulate_baud:  # servos act (and latch their encoders) once the instruction has fully arrived
+            delay = t_done - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
         with self._lock:
             baud_before = {id(s): s.baudrate for s in self.servos.values()}
             if not packet.crc_ok:
