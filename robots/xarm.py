@@ -32,7 +32,7 @@ class XArmConfig:
     host: str
     rate_hz: float = 250.0
     stale_after_s: float = 0.1  # no report for this long = connection lost
-    command_timeout_s: float = 0.05  # how long the SDK waits for a servo command's answer
+    command_timeout_s: float = 0.1  # how long the SDK waits for a servo command's answer (= stale_after_s)
     connect_timeout_s: float = 5.0
 
 
