@@ -167,11 +167,14 @@ class FrankaArm(Arm):
         width = self._gripper.width if (read_gripper and self._gripper is not None) else None
         robot_ms = int(rs.time.to_msec())
         with self._lock:
-            if robot_ms != self._robot_time_ms:
+            prev = self._state
+            if robot_ms != self._robot_time_ms:  # a new sample: stamp it with its arrival on the system clock
                 self._robot_time_ms, self._fresh_wall = robot_ms, now
-            g = width if width is not None else (self._state.gripper if self._state else 0.0)
-            self._state = ArmState(t=now, q=np.array(rs.q, dtype=float), dq=np.array(rs.dq, dtype=float),
-                                   gripper=float(g))
+                g = width if width is not None else (prev.gripper if prev else 0.0)
+                self._state = ArmState(t=now, q=np.array(rs.q, dtype=float), dq=np.array(rs.dq, dtype=float),
+                                       gripper=float(g))
+            elif width is not None and prev is not None:  # same arm sample, newer hand reading
+                self._state = ArmState(t=prev.t, q=prev.q, dq=prev.dq, gripper=float(width))
 
     def _velocity(self, q: np.ndarray, now: float) -> np.ndarray | None:
         """The streamed joint velocity for measured `q`, or None when there is no target to track."""
