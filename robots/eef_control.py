@@ -1,0 +1,129 @@
+"""End-effector chunk mode: timed TCP-pose chunks -> joint targets within limits, through IK, in plain Python.
+
+A handheld-trained policy predicts TCP poses, not joint angles. This controller solves each chunk point
+by damped least-squares IK (robots.ik), seeded from the previous point so consecutive solutions stay on
+one branch, and hands the joint-space chunk to robots.control.ChunkController, whose timing (lead,
+blend, stale chunks) and Limiter (the one safety rule: finite input, joint-limit clip, velocity clip,
+workspace hold) then apply unchanged to every output.
+
+Unreachable poses are refused, never approximated: a point whose IK residual exceeds
+`max_pos_err_m` / `max_rot_err_rad` (out of reach, or only reachable outside the joint limits, since the
+solver never leaves them) ends the chunk there. The rest of the chunk holds the last reachable target
+and `counters.unreachable_points` / `unreachable_chunks` count what was refused; a chunk whose first
+point is unreachable is refused whole and the arm keeps following what it had (then holds).
+
+Chunk rows are [tcp position (3, m), axis-angle (3, rad), gripper width (m)] in the arm's base frame
+(the twins' world frame), the layout of handheld stores' `action` and of policies.eef's predictions.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from robots.control import ChunkController, SafetyCounters, WorkspaceBox
+from robots.ik import IKResult, IKSolver
+
+log = logging.getLogger(__name__)
+
+EEF_ROW = 7  # [pos (3), axis-angle (3), gripper width]
+
+
+@dataclass
+class EefCounters:
+    """What the IK stage refused (the Limiter's own counters live in `SafetyCounters`)."""
+
+    unreachable_points: int = 0
+    unreachable_chunks: int = 0  # chunks cut short or refused because of an unreachable point
+    ik_points: int = 0
+    max_pos_err_m: float = 0.0  # worst residual among accepted points
+    max_rot_err_rad: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(self.__dict__)
+
+
+def poses_to_matrices(rows: np.ndarray) -> np.ndarray:
+    """[N, >=6] rows [pos, axis-angle, ...] -> [N, 4, 4] homogeneous poses."""
+    t = np.zeros((len(rows), 4, 4))
+    t[:, :3, :3] = Rotation.from_rotvec(rows[:, 3:6]).as_matrix()
+    t[:, :3, 3] = rows[:, :3]
+    t[:, 3, 3] = 1.0
+    return t
+
+
+class EefChunkController:
+    """Execute timed TCP-pose chunks on a joint-position arm; clocked by the caller like ChunkController."""
+
+    def __init__(
+        self,
+        ik: IKSolver,
+        rate_hz: float,
+        lead_s: float = 0.0,
+        blend_s: float = 0.1,
+        velocity_scale: float = 0.5,
+        workspace: WorkspaceBox | None = None,
+        max_pos_err_m: float = 0.005,
+        max_rot_err_rad: float = 0.05,
+    ) -> None:
+        if max_pos_err_m <= 0 or max_rot_err_rad <= 0:
+            raise ValueError("EefChunkController: max_pos_err_m and max_rot_err_rad must be > 0")
+        self.ik, self.spec = ik, ik.spec
+        self.max_pos_err_m, self.max_rot_err_rad = max_pos_err_m, max_rot_err_rad
+        self.joint = ChunkController(
+            ik.spec, rate_hz, lead_s=lead_s, blend_s=blend_s, velocity_scale=velocity_scale, workspace=workspace
+        )
+        self.counters: SafetyCounters = self.joint.counters
+        self.eef_counters = EefCounters()
+        self.last_solutions: list[IKResult] = []
+
+    def reset(self, q_measured: np.ndarray, gripper: float, t: float) -> None:
+        self.joint.reset(q_measured, gripper, t)
+
+    def solve_chunk(self, poses: np.ndarray, q_seed: np.ndarray) -> tuple[np.ndarray, int]:
+        """[N, 7] TCP rows -> ([n_ok, dof + 1] joint rows, n_ok): IK point by point, stopping at the first
+        point whose residual is over the threshold."""
+        rows, self.last_solutions = [], []
+        q = np.asarray(q_seed, float)
+        for t, row in zip(poses_to_matrices(poses), poses, strict=True):
+            res = self.ik.solve(q, t)
+            self.eef_counters.ik_points += 1
+            self.last_solutions.append(res)
+            if not res.within(self.max_pos_err_m, self.max_rot_err_rad):
+                break
+            e = self.eef_counters
+            e.max_pos_err_m = max(e.max_pos_err_m, res.pos_err_m)
+            e.max_rot_err_rad = max(e.max_rot_err_rad, res.rot_err_rad)
+            q = res.q
+            rows.append(np.concatenate([q, [row[6]]]))
+        return np.array(rows).reshape(-1, self.spec.dof + 1), len(rows)
+
+    def set_chunk(self, t_start: float, dt: float, poses: np.ndarray, t_now: float | None = None) -> bool:
+        """Accept a TCP chunk (point i executes at t_start + i * dt); False when refused (counted)."""
+        p = np.asarray(poses, float)
+        if p.ndim != 2 or p.shape[0] < 1 or p.shape[1] != EEF_ROW or not np.all(np.isfinite(p)):
+            self.counters.refused += 1
+            return False
+        last = self.joint.limiter.last
+        if last is None:
+            raise RuntimeError("EefChunkController used before reset(q_measured, gripper, t)")
+        q_rows, n_ok = self.solve_chunk(p, last[0])
+        if n_ok < len(p):
+            self.eef_counters.unreachable_points += len(p) - n_ok
+            self.eef_counters.unreachable_chunks += 1
+            res = self.last_solutions[-1]
+            log.warning(
+                "%s: TCP target %s unreachable (IK residual %.1f mm / %.3f rad), holding the last reachable one",
+                self.spec.name, np.round(p[n_ok, :3], 3).tolist(), res.pos_err_m * 1e3, res.rot_err_rad,
+            )
+            if n_ok == 0:
+                return False
+            q_rows = np.concatenate([q_rows, np.repeat(q_rows[-1:], len(p) - n_ok, axis=0)])
+        return self.joint.set_chunk(t_start, dt, q_rows, t_now)
+
+    def target(self, t_now: float) -> tuple[np.ndarray, float] | None:
+        """Limited joint target and gripper width for wall time `t_now`, or None (hold) when no chunk covers it."""
+        return self.joint.target(t_now)
