@@ -219,3 +219,36 @@ def test_camera_node_publishes_a_video_file_stamped_at_capture(procs, client, tm
     assert len(got) > 15
     lag = np.array([arr - t for t, arr in got])
     assert np.all(lag >= 0.05 - 1e-3)  # stamped capture time = arrival - calibrated latency
+
+
+def test_keyboard_trigger_records_an_episode(procs, tmp_path) -> None:
+    store = tmp_path / "keys.zarr"
+    start_node(procs, "arm_node", ARM)
+    start_node(procs, "recorder_node", {"path": str(store), "cameras": "scene", "action": False})
+    keys = procs.python("-m", "mimic_ros.keys", stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(keys.stdout), daemon=True).start()
+
+    def press(key: str, expect: str, timeout: float = 30.0) -> None:
+        n = len(lines)
+        keys.stdin.write(key + "\n")
+        keys.stdin.flush()
+        deadline = time.monotonic() + timeout
+        while not any(expect in line for line in lines[n:]):
+            assert time.monotonic() < deadline, f"no {expect!r} after {key!r}:\n{''.join(lines)}"
+            time.sleep(0.05)
+
+    for _ in range(50):  # the recorder needs a second of samples on every stream first
+        press("s", ": ")
+        if any("start: ok" in line for line in lines):
+            break
+        time.sleep(0.3)
+    time.sleep(1.5)
+    press("e", "stop: ok")
+    press("d", "discard: refused: not recording")
+    keys.stdin.write("q\n")
+    keys.stdin.flush()
+    assert keys.wait(timeout=20) == 0
+    ds, _ = validate(store)
+    assert ds.n_episodes == 1 and ds.episode_slice(0).stop >= 8
