@@ -56,6 +56,10 @@ _OBJECTS = {
   <site name="goal_stem" type="box" pos="0.5 0 0.0005" size="{push_t.STEM_HALF[0]} {push_t.STEM_HALF[1]} 0.0005"
         rgba="0.3 0.9 0.3 0.7"/>""",
 }
+# The T slides on the table with mu = 0.5 (an explicit pair: MuJoCo would otherwise take the larger of the two
+# geoms' frictions, the table's 1.0) while the rubber pads keep their grip on it (1.5, no slip in the pushes).
+_CONTACTS = {"push_t": "".join(f'<pair geom1="{g}" geom2="table" friction="0.5 0.5 0.005 0.0001 0.0001"/>'
+                               for g in ("tee_bar", "tee_stem")) + '<exclude body1="tee" body2="world"/>'}
 _MAX_STEPS = {"reach": 60, "pick_place": 160, "push_t": 300}
 # Task-specific scene-camera placement (position, look-at point), m. push_t looks down from the far side
 # of the table, close enough that the T fills a 96x96 view and the arm (behind it) hides little; other tasks keep the
@@ -99,7 +103,7 @@ class TwinEnv:
             if c not in CAMERA_KEYS:
                 raise ValueError(f"unknown camera {c!r}; known: {', '.join(CAMERA_KEYS)}")
         self.task, self.spec = task, get_spec(arm)
-        self.model = build_model(self.spec, _OBJECTS[task])
+        self.model = build_model(self.spec, _OBJECTS[task], _CONTACTS.get(task, ""))
         self.data = mujoco.MjData(self.model)
         if task in _SCENE_CAMERA:
             _aim_camera(self.model, "scene", *_SCENE_CAMERA[task])

@@ -9,6 +9,13 @@ picks each short push (contact point, direction, length) by predicting the block
 pusher around the block (either way round when both are about as long, so demonstrations are multimodal
 as in Diffusion Policy's Push-T), and replans after every push from the block pose it observes.
 
+Measured with `mimic sim experts --episodes 100` (seeds 0..99, success / mean 10 Hz steps per episode):
+
+    arm      reach        pick_place   push_t (coverage >= 95 %, 300 steps max)
+    franka   100 % / 11   100 % / 70   100 % / 127
+    ur5e     100 % /  9   100 % / 67   100 % / 123
+    xarm7    100 % /  6   100 % / 64   100 % / 119
+
 The expert reads only `robot0_joint_pos` and `object_state` from an observation (the TCP position is
 recomputed from the joints when `robot0_eef_pos` is absent), so it can also run on what a ROS session
 publishes (/robot/joint_states, /objects/state).

@@ -92,8 +92,13 @@ def actuators_xml(spec: ArmSpec) -> str:
     return "".join(acts)
 
 
-def scene_xml(spec: ArmSpec, objects: str = "") -> str:
-    """A complete model: table top at z=0, the arm at the origin, `objects` (task bodies) in the world."""
+def scene_xml(spec: ArmSpec, objects: str = "", contacts: str = "") -> str:
+    """A complete model: table top at z=0, the arm at the origin, `objects` (task bodies) in the world.
+
+    `contacts` adds <contact> children (pairs, excludes) for the task. The first link never touches the table
+    it is bolted to (its capsule starts at the base, inside the table top for UR and xArm, where the contact
+    used to brake the base joint).
+    """
     yaw = BASE_YAW.get(spec.name, 0.0)
     return f"""<mujoco model="{spec.name}_twin">
 <compiler angle="radian" autolimits="true"/>
@@ -109,13 +114,14 @@ def scene_xml(spec: ArmSpec, objects: str = "") -> str:
   </body>
   {objects}
 </worldbody>
+<contact><exclude body1="world" body2="link1"/>{contacts}</contact>
 <actuator>{actuators_xml(spec)}</actuator>
 </mujoco>"""
 
 
-def build_model(spec: ArmSpec, objects: str = "") -> mujoco.MjModel:
+def build_model(spec: ArmSpec, objects: str = "", contacts: str = "") -> mujoco.MjModel:
     """Compile the scene; a failure names the arm (the XML is generated, so it is a bug here, not user input)."""
     try:
-        return mujoco.MjModel.from_xml_string(scene_xml(spec, objects))
+        return mujoco.MjModel.from_xml_string(scene_xml(spec, objects, contacts))
     except ValueError as e:
         raise RuntimeError(f"{spec.name}: generated MJCF failed to compile: {e}") from None

@@ -197,8 +197,7 @@ class PushPlanner:
         long (the multimodality of Push-T), never a way that leaves the workspace when the other stays in it.
         """
         r_p = self.pusher_radius
-        seg = start + np.linspace(0, 1, 24)[:, None] * (end - start)
-        if signed_distance(to_block(pose, seg)).min() > r_p + 0.002:
+        if not self._blocked(start, end[None], pose)[0]:
             return [end], 0
         radius = CIRCUM_RADIUS + r_p + 0.012
         center = pose[:2]
@@ -220,13 +219,22 @@ class PushPlanner:
             sign = 1 if sweeps[1] < sweeps[-1] else -1
         return [*arcs[sign], end], sign
 
+    def _blocked(self, start: np.ndarray, ends: np.ndarray, pose: np.ndarray, n: int = 16) -> np.ndarray:
+        """Whether the straight moves from `start` to each of `ends` [N, 2] would sweep the pusher into the block.
+
+        The first `clearance_m` of a move is not checked: after a push the pusher starts touching the block,
+        and backing off from it is fine.
+        """
+        s = np.linspace(0, 1, n)[None, :]
+        length = np.linalg.norm(ends - start, axis=1)[:, None]
+        seg = start[None, None] + s[..., None] * (ends[:, None] - start[None, None])
+        near = signed_distance(to_block(pose, seg.reshape(-1, 2))).reshape(len(ends), n) < self.pusher_radius + 0.002
+        return (near & (s * length >= self.cfg.clearance_m)).any(axis=1)
+
     def _travel_estimate(self, start: np.ndarray, ends: np.ndarray, pose: np.ndarray) -> np.ndarray:
         """Route length (m) from `start` to each of `ends` [N, 2] as _route would take it: straight if clear,
         else radially out to the circle round the block, the shorter way round it, and in."""
-        s = np.linspace(0, 1, 10)[None, :, None]
-        seg = start[None, None] + s * (ends[:, None] - start[None, None])
-        blocked = (signed_distance(to_block(pose, seg.reshape(-1, 2))).reshape(len(ends), -1)
-                   < self.pusher_radius + 0.002).any(axis=1)
+        blocked = self._blocked(start, ends, pose)
         straight = np.linalg.norm(ends - start, axis=1)
         radius = CIRCUM_RADIUS + self.pusher_radius + 0.012
         v0, v1 = start - pose[:2], ends - pose[:2]
