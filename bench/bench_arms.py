@@ -51,9 +51,13 @@ def _drive(arm, seconds: float, rate_hz: float) -> dict:
         next_tick += 1.0 / rate_hz
         time.sleep(max(0.0, next_tick - time.perf_counter()))
     elapsed = time.time() - t0
-    return {"cmd_hz": round((arm.commands_sent - sent0) / elapsed, 1), "state_hz": round(len(stamps) / elapsed, 1),
-            "track_rms_rad": round(float(np.sqrt(np.mean(np.square(errs)))), 4), "elapsed": elapsed,
-            "trace": np.array(trace)}
+    return {
+        "cmd_hz": round((arm.commands_sent - sent0) / elapsed, 1),
+        "state_hz": round(len(stamps) / elapsed, 1),
+        "track_rms_rad": round(float(np.sqrt(np.mean(np.square(errs)))), 4),
+        "elapsed": elapsed,
+        "trace": np.array(trace),
+    }
 
 
 def _detect(arm, inject) -> float:
@@ -99,9 +103,14 @@ def _ur(seconds: float) -> dict:
     from tests.peers.ur_rtde_peer import URPeerClient
 
     spec = get_spec("ur5e")
-    proc = subprocess.Popen([sys.executable, "-m", "tests.peers.ur_rtde_peer", "--q0", *map(str, spec.home)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.peers.ur_rtde_peer", "--q0", *map(str, spec.home)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+        start_new_session=True,
+    )
     try:
         peer = URPeerClient(proc)
         arm = make_arm("ur:127.0.0.1", stale_after_s=STALE_S)
@@ -173,8 +182,11 @@ def run(quick: bool) -> BenchResult:
     res = BenchResult(name="arms")
     traces: dict[str, np.ndarray] = {}
     seconds = 2.0 if quick else 10.0
-    for name, fn, rate in (("xarm", _xarm, get_spec("xarm7").control_rate_hz),
-                           ("ur", _ur, get_spec("ur5e").control_rate_hz), ("franka", _franka, 100.0)):
+    for name, fn, rate in (
+        ("xarm", _xarm, get_spec("xarm7").control_rate_hz),
+        ("ur", _ur, get_spec("ur5e").control_rate_hz),
+        ("franka", _franka, 100.0),
+    ):
         try:
             row = fn(seconds)
         except Exception as e:  # one backend's SDK missing must not hide the others
@@ -187,7 +199,9 @@ def run(quick: bool) -> BenchResult:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         _plot(traces, path)
         res.notes.append(f"tracking plot: {os.path.relpath(path, REPO)}")
-    res.notes.append(f"{seconds:.0f} s of a 0.2 rad 0.5 Hz sine per backend, peers on 127.0.0.1; "
-                     f"silence_detect_ms = peer silenced -> ArmError latched (stale_after_s {STALE_S * 1e3:.0f} ms + one period)")
+    res.notes.append(
+        f"{seconds:.0f} s of a 0.2 rad 0.5 Hz sine per backend, peers on 127.0.0.1; "
+        f"silence_detect_ms = peer silenced -> ArmError latched "
+        f"(stale_after_s {STALE_S * 1e3:.0f} ms + one period)"
+    )
     return res
-

@@ -93,11 +93,14 @@ class FrankaArm(Arm):
             raise ArmError(f"{self.name}: cannot connect: {e}") from None
         self._robot, self._gripper = robot, gripper
         self._fault, self.fault_time = None, None
+        self._state, self._robot_time_ms = None, -1
         self._read_state(read_gripper=True)
         self.guard.reset(self._state.q, self._state.t)
         self._stop.clear()
-        self._threads = [threading.Thread(target=self._stream, name=f"{self.name}-stream", daemon=True),
-                         threading.Thread(target=self._watchdog, name=f"{self.name}-watchdog", daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._stream, name=f"{self.name}-stream", daemon=True),
+            threading.Thread(target=self._watchdog, name=f"{self.name}-watchdog", daemon=True),
+        ]
         for th in self._threads:
             th.start()
 
@@ -152,7 +155,7 @@ class FrankaArm(Arm):
             raise ArmError(self._fault)
 
     def _latch(self, message: str) -> None:
-        """Record the first fault; waits for a send in flight, so that once the fault is visible nothing more goes out."""
+        """Record the first fault after any send in flight, so once it is visible nothing more goes out."""
         with self._send_lock:
             with self._lock:
                 if self._fault is None:
@@ -171,8 +174,9 @@ class FrankaArm(Arm):
             if robot_ms != self._robot_time_ms:  # a new sample: stamp it with its arrival on the system clock
                 self._robot_time_ms, self._fresh_wall = robot_ms, now
                 g = width if width is not None else (prev.gripper if prev else 0.0)
-                self._state = ArmState(t=now, q=np.array(rs.q, dtype=float), dq=np.array(rs.dq, dtype=float),
-                                       gripper=float(g))
+                self._state = ArmState(
+                    t=now, q=np.array(rs.q, dtype=float), dq=np.array(rs.dq, dtype=float), gripper=float(g)
+                )
             elif width is not None and prev is not None:  # same arm sample, newer hand reading
                 self._state = ArmState(t=prev.t, q=prev.q, dq=prev.dq, gripper=float(width))
 
@@ -207,10 +211,17 @@ class FrankaArm(Arm):
                         q, g = self._state.q, self._gripper_target
                     velocity = self._velocity(q, time.time())
                     if velocity is not None:
-                        self._robot.move(franky.JointVelocityMotion(velocity.tolist(), hold), asynchronous=True)
+                        self._robot.move(
+                            franky.JointVelocityMotion(velocity.tolist(), hold), asynchronous=True
+                        )
                         self.commands_sent += 1
-                    if (g is not None and self._gripper is not None
-                            and (self._gripper_sent is None or abs(g - self._gripper_sent) > cfg.gripper_deadband_m)):
+                    if (
+                        g is not None
+                        and self._gripper is not None
+                        and (
+                            self._gripper_sent is None or abs(g - self._gripper_sent) > cfg.gripper_deadband_m
+                        )
+                    ):
                         self._gripper.move_async(g, cfg.gripper_speed_mps)
                         self._gripper_sent = g
             except Exception as e:  # ControlException (reflex), NetworkException, InvalidOperationException
@@ -230,6 +241,8 @@ class FrankaArm(Arm):
             with self._lock:
                 age = time.time() - self._fresh_wall
             if age > self.config.stale_after_s:
-                self._latch(f"{self.name}: no robot state for {age * 1e3:.0f} ms (connection lost or robot "
-                            f"silent); stopped commanding")
+                self._latch(
+                    f"{self.name}: no robot state for {age * 1e3:.0f} ms (connection lost or robot "
+                    f"silent); stopped commanding"
+                )
                 return

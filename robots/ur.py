@@ -157,16 +157,20 @@ class URArm(Arm):
                 self.disconnect()
                 raise ArmError(f"{self.name}: {e}") from None
         self._fault, self.fault_time = None, None
-        self._controller_time = -1.0
+        self._controller_time, self._state = -1.0, None
         self._sample()
         if self._fault is not None:
             raise ArmError(self._fault)
         self.guard.reset(self._state.q, self._state.t)
         self._stop.clear()
-        self._threads = [threading.Thread(target=self._stream, name=f"{self.name}-stream", daemon=True),
-                         threading.Thread(target=self._watchdog, name=f"{self.name}-watchdog", daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._stream, name=f"{self.name}-stream", daemon=True),
+            threading.Thread(target=self._watchdog, name=f"{self.name}-watchdog", daemon=True),
+        ]
         if self._gripper is not None:
-            self._threads.append(threading.Thread(target=self._gripper_loop, name=f"{self.name}-gripper", daemon=True))
+            self._threads.append(
+                threading.Thread(target=self._gripper_loop, name=f"{self.name}-gripper", daemon=True)
+            )
         for th in self._threads:
             th.start()
 
@@ -232,7 +236,7 @@ class URArm(Arm):
             raise ArmError(self._fault)
 
     def _latch(self, message: str) -> None:
-        """Record the first fault; waits for a send in flight, so that once the fault is visible nothing more goes out."""
+        """Record the first fault after any send in flight, so once it is visible nothing more goes out."""
         with self._send_lock:
             with self._lock:
                 if self._fault is None:
@@ -252,13 +256,23 @@ class URArm(Arm):
         now = time.time()
         q, dq = np.array(r.getActualQ(), dtype=float), np.array(r.getActualQd(), dtype=float)
         margin = 0.5
-        bad = (not np.isfinite(controller_time) or not np.all(np.isfinite(q)) or not np.all(np.isfinite(dq))
-               or controller_time < self._controller_time
-               or (self._controller_time >= 0 and controller_time - self._controller_time > self.config.max_clock_jump_s)
-               or np.any(q < self.spec.q_min - margin) or np.any(q > self.spec.q_max + margin))
+        bad = (
+            not np.isfinite(controller_time)
+            or not np.all(np.isfinite(q))
+            or not np.all(np.isfinite(dq))
+            or controller_time < self._controller_time
+            or (
+                self._controller_time >= 0
+                and controller_time - self._controller_time > self.config.max_clock_jump_s
+            )
+            or np.any(q < self.spec.q_min - margin)
+            or np.any(q > self.spec.q_max + margin)
+        )
         if bad:
-            self._latch(f"{self.name}: corrupt state from the controller (t={controller_time:.6g}, "
-                        f"q={np.array2string(q, precision=3)}); stopped commanding")
+            self._latch(
+                f"{self.name}: corrupt state from the controller (t={controller_time:.6g}, "
+                f"q={np.array2string(q, precision=3)}); stopped commanding"
+            )
             return
         with self._lock:
             self._controller_time, self._fresh_wall = controller_time, now
@@ -277,11 +291,15 @@ class URArm(Arm):
                             return
                         target = self._target
                     if target is not None:
-                        ok = self._ctrl.servoJ(target.tolist(), 0.0, 0.0, period, cfg.lookahead_time_s, cfg.gain)
+                        ok = self._ctrl.servoJ(
+                            target.tolist(), 0.0, 0.0, period, cfg.lookahead_time_s, cfg.gain
+                        )
                         self.commands_sent += 1
                         if not ok:
-                            self._latch(f"{self.name}: servoJ refused (control script not running or connection "
-                                        f"lost); stopped commanding")
+                            self._latch(
+                                f"{self.name}: servoJ refused (control script not running or connection "
+                                f"lost); stopped commanding"
+                            )
                             return
             except Exception as e:  # RuntimeError from ur_rtde when the socket is gone
                 self._latch(f"{self.name}: {type(e).__name__}: {e}; stopped commanding")
@@ -326,6 +344,8 @@ class URArm(Arm):
             with self._lock:
                 age = time.time() - self._fresh_wall
             if age > self.config.stale_after_s:
-                self._latch(f"{self.name}: no controller state for {age * 1e3:.0f} ms (connection lost or "
-                            f"controller silent); stopped commanding")
+                self._latch(
+                    f"{self.name}: no controller state for {age * 1e3:.0f} ms (connection lost or "
+                    f"controller silent); stopped commanding"
+                )
                 return

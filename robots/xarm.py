@@ -1,11 +1,12 @@
 """xArm7 backend on xarm-python-sdk: servo mode (mode 1) joint streaming with `set_servo_angle_j`.
 
 The SDK keeps a report socket (port 30003, 'real' report: joint angles, state and mode) and answers
-requests on port 502. Our streaming thread sends the newest accepted target every control period
-(`rate_hz`, 250 Hz by default as UFactory recommends for servo mode); a watchdog thread latches a fault when
-the report stream goes quiet for `stale_after_s`, when the SDK reports the control socket closed, or when a
-servo command returns a non-zero code (controller error, wrong/corrupt answer, timeout), or when the SDK drops the report socket (it does so on
-a frame whose length prefix is wrong). After a fault
+requests on port 502. Our streaming thread sends each newly accepted target at its next tick (at most
+`rate_hz`, 250 Hz by default as UFactory recommends for servo mode; servo mode holds the last one). A
+watchdog thread latches a fault when the report stream goes quiet for `stale_after_s`, when the SDK reports
+the control socket closed, when a servo command returns a non-zero code (controller error, wrong/corrupt
+answer, timeout), or when the SDK drops the report socket (it does so on a frame whose length prefix is
+wrong). After a fault
 nothing more is sent and every call raises ArmError.
 
 The SDK gives no joint velocities in the real report, so `dq` is the difference of successive reports.
@@ -73,28 +74,42 @@ class XArm(Arm):
 
         cfg = self.config
         try:
-            api = XArmAPI(cfg.host, is_radian=True, report_type="real", check_joint_limit=False,
-                          do_not_open=True)
+            api = XArmAPI(
+                cfg.host, is_radian=True, report_type="real", check_joint_limit=False, do_not_open=True
+            )
             api.connect()
         except Exception as e:
             raise ArmError(f"{self.name}: cannot connect: {e}") from None
         if not api.connected:
             raise ArmError(f"{self.name}: cannot connect to {cfg.host}:502")
-        self._api = api
+        self._api, self._state = api, None
         self._fault, self.fault_time = None, None
-        api.register_report_callback(self._on_report, report_cartesian=False, report_joints=True,
-                                     report_state=True, report_error_code=True, report_warn_code=False,
-                                     report_mtable=False, report_mtbrake=False, report_cmd_num=False)
+        api.register_report_callback(
+            self._on_report,
+            report_cartesian=False,
+            report_joints=True,
+            report_state=True,
+            report_error_code=True,
+            report_warn_code=False,
+            report_mtable=False,
+            report_mtbrake=False,
+            report_cmd_num=False,
+        )
         try:
-            for name, code in (("motion_enable", api.motion_enable(True)), ("set_mode(1)", api.set_mode(1)),
-                               ("set_state(0)", api.set_state(0))):
-                if code != 0:
+            for name, call in (
+                ("motion_enable", lambda: api.motion_enable(True)),
+                ("set_mode(1)", lambda: api.set_mode(1)),
+                ("set_state(0)", lambda: api.set_state(0)),
+            ):
+                if (code := call()) != 0:
                     raise ArmError(f"{self.name}: {name} failed with code {code} (error {api.error_code})")
             deadline = time.time() + cfg.connect_timeout_s
             while self._state is None or api.mode != 1 or api.state not in (0, 1, 2):
                 if time.time() > deadline:
-                    raise ArmError(f"{self.name}: no servo-mode report within {cfg.connect_timeout_s:.1f} s "
-                                   f"(mode {api.mode}, state {api.state})")
+                    raise ArmError(
+                        f"{self.name}: no servo-mode report within {cfg.connect_timeout_s:.1f} s "
+                        f"(mode {api.mode}, state {api.state})"
+                    )
                 time.sleep(0.01)
         except Exception:
             self._api = None
@@ -103,8 +118,10 @@ class XArm(Arm):
         api.set_timeout(cfg.command_timeout_s)
         self.guard.reset(self._state.q, self._state.t)
         self._stop.clear()
-        self._threads = [threading.Thread(target=self._stream, name=f"{self.name}-stream", daemon=True),
-                         threading.Thread(target=self._watchdog, name=f"{self.name}-watchdog", daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._stream, name=f"{self.name}-stream", daemon=True),
+            threading.Thread(target=self._watchdog, name=f"{self.name}-watchdog", daemon=True),
+        ]
         for th in self._threads:
             th.start()
 
@@ -155,7 +172,7 @@ class XArm(Arm):
             raise ArmError(self._fault)
 
     def _latch(self, message: str) -> None:
-        """Record the first fault; waits for a send in flight, so that once the fault is visible nothing more goes out."""
+        """Record the first fault after any send in flight, so once it is visible nothing more goes out."""
         with self._send_lock:
             with self._lock:
                 if self._fault is None:
@@ -193,7 +210,9 @@ class XArm(Arm):
                         code = f"{type(e).__name__}: {e}"
                     self.commands_sent += 1
                     if code != 0:
-                        self._latch(f"{self.name}: servo command failed (SDK code {code}); stopped commanding")
+                        self._latch(
+                            f"{self.name}: servo command failed (SDK code {code}); stopped commanding"
+                        )
                         return
             next_tick += period
             delay = next_tick - time.perf_counter()
@@ -213,7 +232,11 @@ class XArm(Arm):
             if not api.connected:
                 self._latch(f"{self.name}: control connection closed by the controller; stopped commanding")
             elif not getattr(api.arm, "reported", True):  # the SDK drops the report socket on a bad frame
-                self._latch(f"{self.name}: report stream closed (bad frame or connection lost); stopped commanding")
+                self._latch(
+                    f"{self.name}: report stream closed (bad frame or connection lost); stopped commanding"
+                )
             elif age > self.config.stale_after_s:
-                self._latch(f"{self.name}: no report for {age * 1e3:.0f} ms (connection lost or controller "
-                            f"silent); stopped commanding")
+                self._latch(
+                    f"{self.name}: no report for {age * 1e3:.0f} ms (connection lost or controller "
+                    f"silent); stopped commanding"
+                )

@@ -24,7 +24,9 @@ SCHED_MARGIN_S = 0.15
 # Staleness threshold for these tests: the backends default to 0.1 s (hardware), but peers and simulator share
 # a 2-core machine whose load can starve them for longer; the detection bound below is derived from it.
 STALE_S = 0.25
-MIN_RATE_FRACTION = 0.6  # of the backend's rate, achieved under load (bench/bench_arms.py reports the real rate)
+MIN_RATE_FRACTION = (
+    0.6  # of the backend's rate, achieved under load (bench/bench_arms.py reports the real rate)
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,9 @@ def sim():
     s.stop()
 
 
-def stream(arm, seconds: float, amplitude: float = 0.15, freq_hz: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+def stream(
+    arm, seconds: float, amplitude: float = 0.15, freq_hz: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
     """Sine on joint 1 around the current pose at the backend's rate; returns (start pose, last target)."""
     q0 = arm.state().q.copy()
     t0 = time.time()
@@ -70,7 +74,7 @@ def test_connect_state_stream_and_track(sim):
         for _ in range(20):
             stamps.append(arm.state().t)
             time.sleep(0.011)
-        # State keeps being refreshed (every 10 ms) with system-clock stamps; a read may repeat the last sample.
+        # State keeps being refreshed (every 10 ms) with system-clock stamps; a read may repeat a sample.
         assert np.all(np.diff(stamps) >= 0) and len(set(stamps)) >= 10
     finally:
         arm.stop()
@@ -113,7 +117,7 @@ def test_refuses_out_of_limit_and_too_fast(sim):
 
 
 def _fault_test(host: str, inject, observable_s: float, **kwargs) -> None:
-    """Stream, inject, keep commanding: ArmError within one period of the fault being observable, then silence."""
+    """Stream, inject, keep commanding: ArmError within a period of the fault being observable, then quiet."""
     arm = make_arm(f"franka:{host}", rate_hz=RATE_HZ, stale_after_s=STALE_S, **kwargs)
     arm.connect()
     try:
@@ -166,7 +170,9 @@ def test_corrupt_frames_raise_within_a_period(sim):
     proxy = FrankaProxy(sim.host)
     proxy.start()
     try:
-        _fault_test(proxy.host, lambda: proxy.inject("corrupt"), 0.0, gripper=False)  # the proxy relays no gripper
+        _fault_test(
+            proxy.host, lambda: proxy.inject("corrupt"), 0.0, gripper=False
+        )  # the proxy relays no gripper
         assert proxy.datagrams_to_client > 0  # the arm really ran through the proxy
     finally:
         proxy.stop()

@@ -27,13 +27,22 @@ SCHED_MARGIN_S = 0.15  # slack for thread wake-ups on a loaded 2-core machine
 # Staleness threshold for these tests: the backends default to 0.1 s (hardware), but peers and simulator share
 # a 2-core machine whose load can starve them for longer; the detection bound below is derived from it.
 STALE_S = 0.25
-MIN_RATE_FRACTION = 0.6  # of the backend's rate, achieved under load (bench/bench_arms.py reports the real rate)
+MIN_RATE_FRACTION = (
+    0.6  # of the backend's rate, achieved under load (bench/bench_arms.py reports the real rate)
+)
 
 
 @pytest.fixture
 def peer(procs):
-    proc = procs.python("-m", "tests.peers.ur_rtde_peer", "--q0", *map(str, SPEC.home),
-                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = procs.python(
+        "-m",
+        "tests.peers.ur_rtde_peer",
+        "--q0",
+        *map(str, SPEC.home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     client = URPeerClient(proc)
     yield client
     client.close()
@@ -65,7 +74,9 @@ def test_connect_state_stream_and_track(peer):
         q0, target = stream(arm, 2.0)
         stats = peer.stats()
         # servoJ reached the controller at (nearly) 500 Hz for 2 s, whatever the caller's rate.
-        assert stats["servoj_count"] - before >= MIN_RATE_FRACTION * 2.0 * RATE_HZ, stats["servoj_count"] - before
+        assert stats["servoj_count"] - before >= MIN_RATE_FRACTION * 2.0 * RATE_HZ, (
+            stats["servoj_count"] - before
+        )
         time.sleep(0.2)
         assert np.allclose(peer.stats()["servoj_last"], target)
         assert np.abs(arm.state().q - target).max() < 0.01

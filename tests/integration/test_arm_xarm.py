@@ -24,7 +24,9 @@ SCHED_MARGIN_S = 0.15  # slack for thread wake-ups on a loaded 2-core machine
 # Staleness threshold for these tests: the backends default to 0.1 s (hardware), but peers and simulator share
 # a 2-core machine whose load can starve them for longer; the detection bound below is derived from it.
 STALE_S = 0.25
-MIN_RATE_FRACTION = 0.6  # of the backend's rate, achieved under load (bench/bench_arms.py reports the real rate)
+MIN_RATE_FRACTION = (
+    0.6  # of the backend's rate, achieved under load (bench/bench_arms.py reports the real rate)
+)
 
 
 @pytest.fixture
@@ -60,7 +62,9 @@ def test_connect_state_stream_and_track(peer):
         assert peer.mode == 1 and peer.state == 0 and peer.enabled  # servo mode, ready
         q0, target, n = stream(arm, 2.0)
         assert n >= MIN_RATE_FRACTION * 2.0 * RATE_HZ
-        assert peer.servoj_count >= MIN_RATE_FRACTION * n  # targets reached the controller at (nearly) the backend rate
+        assert (
+            peer.servoj_count >= MIN_RATE_FRACTION * n
+        )  # targets reached the controller at (nearly) the backend rate
         time.sleep(0.2)
         assert np.allclose(peer.servoj_last, target, atol=1e-5)
         assert np.abs(arm.state().q - target).max() < 0.01

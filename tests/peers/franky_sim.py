@@ -32,11 +32,17 @@ class FrankySim:
         self._log: list[str] = []
 
     def start(self) -> str:
-        """Start the simulator and return the host to connect to; raises RuntimeError with its log on failure."""
+        """Start the simulator and return the host to connect to; RuntimeError with its log on failure."""
         exe = Path(sys.executable).with_name("franky-sim")
         env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen([str(exe), "-s", "mujoco"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, start_new_session=True, env=env)
+        self.proc = subprocess.Popen(
+            [str(exe), "-s", "mujoco"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            env=env,
+        )
         found = threading.Event()
         threading.Thread(target=self._pump, args=(found,), daemon=True).start()
         if not found.wait(self.start_timeout_s) or self.host is None:
@@ -88,7 +94,7 @@ class FrankySim:
 
 
 class FrankaProxy:
-    """A man in the middle between libfranka and franky-sim, for the fault the simulator cannot make: corrupt frames.
+    """A relay between libfranka and franky-sim for the fault the simulator cannot make: corrupt frames.
 
     libfranka talks TCP to <host>:1337 and receives robot state as UDP datagrams on a port it announces in
     its Connect message; it sends commands back to the address the state came from. The proxy listens on
@@ -178,7 +184,9 @@ class FrankaProxy:
                         if first and len(data) >= 16:  # Connect: <III header, then <HH version, udp port
                             version, port = struct.unpack_from("<HH", data, 12)
                             client_udp = (client.getpeername()[0], port)
-                            data = data[:12] + struct.pack("<HH", version, udp_sim.getsockname()[1]) + data[16:]
+                            data = (
+                                data[:12] + struct.pack("<HH", version, udp_sim.getsockname()[1]) + data[16:]
+                            )
                             first = False
                         sim.sendall(data)
                     elif s is sim:

@@ -20,7 +20,8 @@ What it emulates (learned from the RTDE guide and ur_rtde's behaviour, written f
 ur_rtde hard-codes the ports, so the peer takes the machine-wide arm-peer port lock (shared with the xArm
 peer: both need 30003), waiting a bounded time for another run, and fails clearly if a port stays busy.
 Faults (`inject`): "silence" (no data packages, inputs ignored), "corrupt" (data packages of the right
-size and recipe whose values are random bytes), "disconnect" (all client sockets closed, no new ones accepted).
+size and recipe whose values are random bytes), "disconnect" (all client sockets closed, no new ones
+accepted).
 """
 
 from __future__ import annotations
@@ -47,25 +48,61 @@ READY, DONE = 1, 2
 RUNTIME_STOPPED, RUNTIME_PLAYING = 1, 2
 
 # RTDE type names and their struct codes (big-endian on the wire).
-_TYPES = {"DOUBLE": "d", "VECTOR6D": "6d", "VECTOR3D": "3d", "VECTOR6INT32": "6i", "VECTOR6UINT32": "6I",
-          "INT32": "i", "UINT32": "I", "UINT64": "Q", "UINT8": "B", "BOOL": "?"}
+_TYPES = {
+    "DOUBLE": "d",
+    "VECTOR6D": "6d",
+    "VECTOR3D": "3d",
+    "VECTOR6INT32": "6i",
+    "VECTOR6UINT32": "6I",
+    "INT32": "i",
+    "UINT32": "I",
+    "UINT64": "Q",
+    "UINT8": "B",
+    "BOOL": "?",
+}
 _VAR_TYPES = {
-    "timestamp": "DOUBLE", "actual_execution_time": "DOUBLE", "speed_scaling": "DOUBLE",
-    "target_speed_fraction": "DOUBLE", "actual_momentum": "DOUBLE", "actual_main_voltage": "DOUBLE",
-    "actual_robot_voltage": "DOUBLE", "actual_robot_current": "DOUBLE", "payload": "DOUBLE",
-    "standard_analog_input0": "DOUBLE", "standard_analog_input1": "DOUBLE",
-    "standard_analog_output0": "DOUBLE", "standard_analog_output1": "DOUBLE", "speed_slider_fraction": "DOUBLE",
-    "actual_tool_accelerometer": "VECTOR3D", "payload_cog": "VECTOR3D", "elbow_position": "VECTOR3D",
-    "robot_mode": "INT32", "safety_mode": "INT32", "safety_status": "INT32", "tool_output_voltage": "INT32",
-    "runtime_state": "UINT32", "robot_status_bits": "UINT32", "safety_status_bits": "UINT32",
-    "output_bit_registers0_to_31": "UINT32", "output_bit_registers32_to_63": "UINT32", "speed_slider_mask": "UINT32",
-    "actual_digital_input_bits": "UINT64", "actual_digital_output_bits": "UINT64",
-    "joint_mode": "VECTOR6INT32", "payload_inertia": "VECTOR6D",
-    "standard_digital_output_mask": "UINT8", "standard_digital_output": "UINT8",
-    "configurable_digital_output_mask": "UINT8", "configurable_digital_output": "UINT8",
-    "tool_digital_output_mask": "UINT8", "tool_digital_output": "UINT8",
-    "standard_analog_output_mask": "UINT8", "standard_analog_output_type": "UINT8",
-    "standard_analog_output_0": "DOUBLE", "standard_analog_output_1": "DOUBLE", "external_force_torque": "VECTOR6D",
+    "timestamp": "DOUBLE",
+    "actual_execution_time": "DOUBLE",
+    "speed_scaling": "DOUBLE",
+    "target_speed_fraction": "DOUBLE",
+    "actual_momentum": "DOUBLE",
+    "actual_main_voltage": "DOUBLE",
+    "actual_robot_voltage": "DOUBLE",
+    "actual_robot_current": "DOUBLE",
+    "payload": "DOUBLE",
+    "standard_analog_input0": "DOUBLE",
+    "standard_analog_input1": "DOUBLE",
+    "standard_analog_output0": "DOUBLE",
+    "standard_analog_output1": "DOUBLE",
+    "speed_slider_fraction": "DOUBLE",
+    "actual_tool_accelerometer": "VECTOR3D",
+    "payload_cog": "VECTOR3D",
+    "elbow_position": "VECTOR3D",
+    "robot_mode": "INT32",
+    "safety_mode": "INT32",
+    "safety_status": "INT32",
+    "tool_output_voltage": "INT32",
+    "runtime_state": "UINT32",
+    "robot_status_bits": "UINT32",
+    "safety_status_bits": "UINT32",
+    "output_bit_registers0_to_31": "UINT32",
+    "output_bit_registers32_to_63": "UINT32",
+    "speed_slider_mask": "UINT32",
+    "actual_digital_input_bits": "UINT64",
+    "actual_digital_output_bits": "UINT64",
+    "joint_mode": "VECTOR6INT32",
+    "payload_inertia": "VECTOR6D",
+    "standard_digital_output_mask": "UINT8",
+    "standard_digital_output": "UINT8",
+    "configurable_digital_output_mask": "UINT8",
+    "configurable_digital_output": "UINT8",
+    "tool_digital_output_mask": "UINT8",
+    "tool_digital_output": "UINT8",
+    "standard_analog_output_mask": "UINT8",
+    "standard_analog_output_type": "UINT8",
+    "standard_analog_output_0": "DOUBLE",
+    "standard_analog_output_1": "DOUBLE",
+    "external_force_torque": "VECTOR6D",
     "ft_raw_wrench": "VECTOR6D",
 }
 
@@ -98,8 +135,14 @@ class _Conn:
 
 
 class URPeer:
-    def __init__(self, host: str = "127.0.0.1", q0: np.ndarray | None = None, rate_hz: float = 500.0,
-                 tau_s: float = 0.02, serial_number: str = "20215300001"):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        q0: np.ndarray | None = None,
+        rate_hz: float = 500.0,
+        tau_s: float = 0.02,
+        serial_number: str = "20215300001",
+    ):
         self.host = host
         self.q = np.zeros(6) if q0 is None else np.asarray(q0, dtype=float).copy()
         self.qd = np.zeros(6)
@@ -131,8 +174,12 @@ class URPeer:
     def start(self) -> URPeer:
         self._lockfile = acquire_port_lock("UR peer")
         try:
-            for port, handler in ((RTDE_PORT, self._serve_rtde), (DASHBOARD_PORT, self._serve_dashboard),
-                                  (SCRIPT_PORT, self._serve_script), (ROBOTIQ_PORT, self._serve_robotiq)):
+            for port, handler in (
+                (RTDE_PORT, self._serve_rtde),
+                (DASHBOARD_PORT, self._serve_dashboard),
+                (SCRIPT_PORT, self._serve_script),
+                (ROBOTIQ_PORT, self._serve_robotiq),
+            ):
                 srv = bind_fixed(self.host, port, "UR peer")
                 self._servers.append(srv)
                 self._spawn(self._accept_loop, srv, handler)
@@ -249,7 +296,9 @@ class URPeer:
             if any(n.startswith("input_int_register_") and int(n.rsplit("_", 1)[1]) >= 24 for n in names):
                 self.reg_offset = 24
             self.log.append(f"inputs {recipe} {names}")
-            self._send(conn, "I", bytes([recipe if "NOT_FOUND" not in types else 0]) + ",".join(types).encode())
+            self._send(
+                conn, "I", bytes([recipe if "NOT_FOUND" not in types else 0]) + ",".join(types).encode()
+            )
         elif kind == "S":
             conn.started = True
             self._send(conn, "S", b"\x01")
@@ -275,7 +324,7 @@ class URPeer:
                 o = self.reg_offset
                 if f"input_int_register_{o}" in names and self.in_int[o] == SERVOJ:
                     self.servoj_count += 1
-                    self.servoj_last = np.array(self.in_double[o: o + 6])
+                    self.servoj_last = np.array(self.in_double[o : o + 6])
         else:
             self.log.append(f"unhandled RTDE message {kind!r}")
 
@@ -357,7 +406,7 @@ class URPeer:
         if cmd == 0:
             self.out_int[o] = READY
         elif cmd == SERVOJ:
-            self.servo_target = np.array(self.in_double[o: o + 6])
+            self.servo_target = np.array(self.in_double[o : o + 6])
             self.servoing = True
             self.out_int[o] = READY
         elif cmd == SERVO_STOP:
@@ -378,7 +427,9 @@ class URPeer:
         if g["STA"] == 3 and g["GTO"]:
             step = ROBOTIQ_TICKS_PER_S * dt * g["SPE"] / 255.0
             self.robotiq_pos += float(np.clip(self.robotiq_target - self.robotiq_pos, -step, step))
-            g["OBJ"] = 3 if abs(self.robotiq_pos - self.robotiq_target) < 0.5 else 0  # 3 = at the requested position
+            g["OBJ"] = (
+                3 if abs(self.robotiq_pos - self.robotiq_target) < 0.5 else 0
+            )  # 3 = at the requested position
         g["POS"] = int(round(self.robotiq_pos))
 
     def _serve_robotiq(self, sock: socket.socket) -> None:
@@ -538,14 +589,20 @@ class _Admin:
             peer.inject(words[1] if len(words) > 1 and words[1] != "none" else None)
             return {"ok": True}
         with peer._lock:
-            return {"servoj_count": peer.servoj_count, "program_running": peer.program_running,
-                    "scripts_received": peer.scripts_received, "servoing": peer.servoing,
-                    "q": peer.q.tolist(), "fault": peer.fault, "robotiq": dict(peer.robotiq),
-                    "servoj_last": None if peer.servoj_last is None else peer.servoj_last.tolist()}
+            return {
+                "servoj_count": peer.servoj_count,
+                "program_running": peer.program_running,
+                "scripts_received": peer.scripts_received,
+                "servoing": peer.servoing,
+                "q": peer.q.tolist(),
+                "fault": peer.fault,
+                "robotiq": dict(peer.robotiq),
+                "servoj_last": None if peer.servoj_last is None else peer.servoj_last.tolist(),
+            }
 
 
 class URPeerClient:
-    """Test-side handle on a peer process started with `procs.python("-m", "tests.peers.ur_rtde_peer", ...)`."""
+    """Test-side handle on a peer process (`procs.python("-m", "tests.peers.ur_rtde_peer", ...)`)."""
 
     def __init__(self, proc, timeout_s: float = 150.0):  # the peer may wait for another run's port lock
         self.proc = proc
@@ -586,9 +643,12 @@ def _print_log(peer: URPeer) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="UR RTDE/dashboard/script peer on 127.0.0.1 (ports fixed by ur_rtde)")
-    ap.add_argument("--q0", type=float, nargs=6, default=[0.0, -math.pi / 2, math.pi / 2, -math.pi / 2,
-                                                           -math.pi / 2, 0.0])
+    ap = argparse.ArgumentParser(
+        description="UR RTDE/dashboard/script peer on 127.0.0.1 (ports fixed by ur_rtde)"
+    )
+    ap.add_argument(
+        "--q0", type=float, nargs=6, default=[0.0, -math.pi / 2, math.pi / 2, -math.pi / 2, -math.pi / 2, 0.0]
+    )
     ap.add_argument("--verbose", action="store_true", help="print what the client sets up and uploads")
     args = ap.parse_args(argv)
     peer = URPeer(q0=np.array(args.q0))
@@ -599,7 +659,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     admin = _Admin(peer)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
-    print(f"READY rtde={RTDE_PORT} dashboard={DASHBOARD_PORT} script={SCRIPT_PORT} admin={admin.port}", flush=True)
+    print(
+        f"READY rtde={RTDE_PORT} dashboard={DASHBOARD_PORT} script={SCRIPT_PORT} admin={admin.port}",
+        flush=True,
+    )
     if args.verbose:
         threading.Thread(target=_print_log, args=(peer,), daemon=True).start()
     try:

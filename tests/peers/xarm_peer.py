@@ -13,9 +13,10 @@ The simulated arm is a first-order servo (time constant `tau_s`) integrated at `
 with zero data so the SDK's bookkeeping calls at connect time go through.
 
 The SDK hard-codes the ports, so the peer first takes a machine-wide file lock shared with the UR peer (both
-use 30003), waiting a bounded time for another run, and fails with a clear error if a port stays busy. Fault injection (`inject`): "silence" (no reports, no answers),
-"corrupt" (a report frame with a wrong length prefix and a reply with a wrong protocol id), "disconnect"
-(every client socket closed, no new connections).
+use 30003), waiting a bounded time for another run, and fails with a clear error if a port stays busy.
+Fault injection (`inject`): "silence" (no reports, no answers), "corrupt" (a report frame with a wrong
+length prefix and a reply with a wrong protocol id), "disconnect" (every client socket closed, no new
+connections).
 """
 
 from __future__ import annotations
@@ -58,8 +59,10 @@ def acquire_port_lock(who: str, wait_s: float = 120.0):
                 f.seek(0)
                 holder = f.read().strip() or "another process"
                 f.close()
-                raise PeerError(f"{who}: {PORT_LOCK_PATH} still held by {holder} after {wait_s:.0f} s (the SDKs fix "
-                                f"ports 502, 29999, 30003, 30004: one arm peer per machine at a time)") from None
+                raise PeerError(
+                    f"{who}: {PORT_LOCK_PATH} still held by {holder} after {wait_s:.0f} s (the SDKs fix "
+                    f"ports 502, 29999, 30003, 30004: one arm peer per machine at a time)"
+                ) from None
             time.sleep(0.1)
     f.seek(0)
     f.truncate()
@@ -85,8 +88,10 @@ def bind_fixed(host: str, port: int, who: str, retry_s: float = 3.0) -> socket.s
         except OSError as e:
             srv.close()
             if time.monotonic() > deadline:
-                raise PeerError(f"{who}: port {host}:{port} is busy ({e.strerror}); the SDK cannot use another "
-                                f"port, so stop whatever listens there") from None
+                raise PeerError(
+                    f"{who}: port {host}:{port} is busy ({e.strerror}); the SDK cannot use another "
+                    f"port, so stop whatever listens there"
+                ) from None
             time.sleep(0.1)
     srv.listen(4)
     srv.settimeout(0.1)
@@ -94,8 +99,15 @@ def bind_fixed(host: str, port: int, who: str, retry_s: float = 3.0) -> socket.s
 
 
 class XArmPeer:
-    def __init__(self, host: str = "127.0.0.1", dof: int = 7, q0: np.ndarray | None = None,
-                 report_hz: float = 250.0, physics_hz: float = 500.0, tau_s: float = 0.02):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        dof: int = 7,
+        q0: np.ndarray | None = None,
+        report_hz: float = 250.0,
+        physics_hz: float = 500.0,
+        tau_s: float = 0.02,
+    ):
         self.host, self.dof = host, dof
         self.q = np.zeros(dof) if q0 is None else np.asarray(q0, dtype=float).copy()
         self.q_set = self.q.copy()
@@ -228,7 +240,7 @@ class XArmPeer:
                     length = struct.unpack(">H", buf[4:6])[0]
                     if len(buf) < 6 + length:
                         break
-                    frame, buf = buf[: 6 + length], buf[6 + length:]
+                    frame, buf = buf[: 6 + length], buf[6 + length :]
                     reply = self._handle(frame)
                     if reply is not None:
                         conn.sendall(reply)
@@ -298,7 +310,9 @@ def _close(s: socket.socket) -> None:
         pass
 
 
-if __name__ == "__main__":  # a standalone peer for trying the backend by hand: python -m tests.peers.xarm_peer
+if (
+    __name__ == "__main__"
+):  # a standalone peer for trying the backend by hand: python -m tests.peers.xarm_peer
     with XArmPeer(q0=np.array([0.0, -0.3, 0.0, 0.9, 0.0, 1.2, 0.0])) as peer:
         print(f"xArm peer on {peer.host}:{CONTROL_PORT} and :{REPORT_PORT}; Ctrl-C to stop", flush=True)
         try:

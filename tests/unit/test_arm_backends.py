@@ -40,7 +40,9 @@ def test_missing_host_is_a_clear_error(scheme):
 
 
 def test_unknown_scheme_names_the_known_ones():
-    with pytest.raises(ValueError, match=r"unknown backend 'kuka'.*franka:<\.\.\.>.*ur:<\.\.\.>.*xarm:<\.\.\.>"):
+    with pytest.raises(
+        ValueError, match=r"unknown backend 'kuka'.*franka:<\.\.\.>.*ur:<\.\.\.>.*xarm:<\.\.\.>"
+    ):
         parse_uri("kuka:1.2.3.4")
 
 
