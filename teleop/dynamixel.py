@@ -192,11 +192,14 @@ class DynamixelBus:
     Thread-safe: one transaction at a time. Every failure raises `BusError` naming the servo.
     """
 
-    def __init__(self, port: str, baudrate: int, attempts: int = 3, poll_s: float = 1e-3) -> None:
+    def __init__(self, port: str, baudrate: int, attempts: int = 3, poll_s: float = 1e-3,
+                 latency_timer_ms: float = 16.0) -> None:
         self.port_name = port
         self.baudrate = int(baudrate)
         self.attempts = max(1, attempts)  # for ping/read/write (setup); sync reads are retried by the caller
         self.poll_s = poll_s  # blocking-read slice instead of the SDK's busy spin (0: the SDK's spin)
+        # status timeout = wire time + 2 * latency_timer_ms + 2 ms (the SDK's formula; 16 ms is the FTDI default)
+        self.latency_timer_ms = latency_timer_ms
         self._lock = threading.Lock()
         self._port = None
         self._ph = None
@@ -214,7 +217,14 @@ class DynamixelBus:
 
         if not Path(self.port_name).exists():
             raise BusError(f"{self.port_name}: no such serial port (is the U2D2 / USB adapter plugged in?)")
-        port = sdk.PortHandler(self.port_name)
+        latency_ms = self.latency_timer_ms
+
+        class Port(sdk.PortHandler):  # the SDK hard-codes a 16 ms FTDI latency timer into every timeout
+            def setPacketTimeout(self, packet_length):
+                self.packet_start_time = self.getCurrentTime()
+                self.packet_timeout = self.tx_time_per_byte * packet_length + 2.0 * latency_ms + 2.0
+
+        port = Port(self.port_name)
         try:
             ok = port.openPort() and port.setBaudRate(self.baudrate)
         except (serial.SerialException, OSError) as e:
@@ -275,6 +285,15 @@ class DynamixelBus:
                 break
         return out
 
+    @staticmethod
+    def _fast_sync_read(group) -> int:
+        import dynamixel_sdk as sdk
+
+        try:
+            return group.fastSyncRead()
+        except (IndexError, TypeError):
+            return sdk.COMM_RX_CORRUPT  # the SDK indexes past the end of a truncated fast packet
+
     def ping(self, servo_id: int) -> int:
         """Model number of `servo_id`, or BusError."""
         self._require()
@@ -306,11 +325,14 @@ class DynamixelBus:
             raise BusError(f"{self.port_name}: servo {servo_id}: write @{addr} failed: {self._reason(result, error)}",
                            servo_id)
 
-    def sync_read_positions(self, servo_ids: tuple[int, ...]) -> tuple[float, np.ndarray]:
+    def sync_read_positions(self, servo_ids: tuple[int, ...], fast: bool = False) -> tuple[float, np.ndarray]:
         """One GroupSyncRead of Present Position: (time the servos latched it, signed ticks per servo).
 
         The time is when the instruction packet has finished arriving at the servos (each servo samples
         its encoder on receipt), estimated from the send time and the packet length at the bus baud rate.
+        `fast` uses Fast Sync Read (one status packet for all servos: fewer bytes, one return delay; X
+        series firmware 46+); since its failure cannot say which servo broke the chain, a failed fast
+        read is repeated as a plain sync read, which names the servo (or recovers the reading).
         """
         import dynamixel_sdk as sdk
 
@@ -323,8 +345,13 @@ class DynamixelBus:
                     self._group.addParam(sid)
                 self._group_ids = tuple(servo_ids)
             group = self._group
-            t_send = time.time()
-            result = self._io(group.txRxPacket)
+            result = sdk.COMM_RX_CORRUPT
+            if fast:
+                t_send = time.time()
+                result = self._io(self._fast_sync_read, group)
+            if result != sdk.COMM_SUCCESS:
+                t_send = time.time()
+                result = self._io(group.txRxPacket)
             if result != sdk.COMM_SUCCESS:
                 failed = next((sid for sid in servo_ids if not group.data_dict.get(sid)), servo_ids[0])
                 raise BusError(f"{self.port_name}: servo {failed}: {self._reason(result)}", failed)

@@ -302,10 +302,10 @@ class EmulatedDynamixelBus:
             else:
                 replies = self._handle(packet)
             # a servo at another baud rate hears noise and never answers (a new baud rate applies after the reply)
-            replies = [(s, r) for s, r in replies if host_baud is None or baud_before.get(id(s), s.baudrate) == host_baud]
+            replies = [r for r in replies if host_baud is None or baud_before.get(id(r[0]), r[0].baudrate) == host_baud]
             out = []
-            for servo, reply in replies:
-                fault = servo.take_fault()
+            for servo, reply, *pre_faulted in replies:
+                fault = None if pre_faulted else servo.take_fault()
                 if fault in ("silence", "missing"):
                     continue
                 if fault == "corrupt":
@@ -365,10 +365,10 @@ class EmulatedDynamixelBus:
             return replies
         if inst in (dx.SYNC_READ, dx.FAST_SYNC_READ) and broadcast and len(prm) >= 5:
             addr, n = int.from_bytes(prm[0:2], "little"), int.from_bytes(prm[2:4], "little")
+            if inst == dx.FAST_SYNC_READ:
+                return self._fast_sync_reply(bytes(prm[4:]), addr, n)
             servos = [s for s in (self._present(sid) for sid in prm[4:]) if s is not None]
-            if inst == dx.SYNC_READ:
-                return [(s, self._read_reply(s, addr, n)) for s in servos]
-            return self._fast_sync_reply(servos, addr, n)
+            return [(s, self._read_reply(s, addr, n)) for s in servos]
         if inst == dx.SYNC_WRITE and broadcast and len(prm) >= 4:
             addr, n = int.from_bytes(prm[0:2], "little"), int.from_bytes(prm[2:4], "little")
             for i in range(4, len(prm) - n, n + 1):
@@ -402,20 +402,35 @@ class EmulatedDynamixelBus:
         s.refresh()
         return dx.status_packet(s.servo_id, 0, bytes(s.table[addr : addr + n]))
 
-    def _fast_sync_reply(self, servos: list[EmulatedServo], addr: int, n: int) -> list[tuple[EmulatedServo, bytes]]:
-        """One packet for all servos: [err, id, data, crc] per servo; each crc covers the packet so far."""
-        if not servos or addr + n > TABLE_SIZE:
+    def _fast_sync_reply(self, ids: bytes, addr: int, n: int) -> list[tuple]:
+        """One packet for all servos: [err, id, data, crc] per servo, each crc covering the packet so far and
+        the last one the packet's own. Each servo appends its part after the previous one, so a silent
+        servo truncates the packet there and a corrupt one spoils the CRC. Faults are applied here."""
+        if not ids or addr + n > TABLE_SIZE:
             return []
+        head = dx.HEADER + bytes([dx.BROADCAST_ID]) + (1 + (n + 4) * len(ids)).to_bytes(2, "little")
         body = bytearray([dx.STATUS])
-        for i, s in enumerate(servos):
-            s.refresh()
-            body += bytes([0, s.servo_id]) + s.table[addr : addr + n]
-            if i < len(servos) - 1:
-                head = dx.HEADER + bytes([dx.BROADCAST_ID]) + ((n + 4) * len(servos) + 1).to_bytes(2, "little")
+        first, complete, corrupt = None, True, False
+        for i, sid in enumerate(ids):
+            servo = self.servos.get(sid)
+            fault = "missing" if servo is None else servo.take_fault()
+            if fault in ("silence", "missing"):
+                complete = False
+                break
+            first = first or servo
+            corrupt |= fault == "corrupt"
+            servo.refresh()
+            body += bytes([0, sid]) + servo.table[addr : addr + n]
+            if i < len(ids) - 1:
                 body += dx.crc16(head + body).to_bytes(2, "little")
-        head = dx.HEADER + bytes([dx.BROADCAST_ID]) + (len(body) + 2).to_bytes(2, "little")
-        packet = head + body
-        return [(servos[0], packet + dx.crc16(packet).to_bytes(2, "little"))]
+        if first is None:
+            return []
+        packet = bytearray(head + body)
+        if complete:
+            packet += dx.crc16(packet).to_bytes(2, "little")
+        if corrupt:
+            packet[-1] ^= 0xFF
+        return [(first, bytes(packet), "faults applied")]
 
     def _write(self, s: EmulatedServo, addr: int, data: bytes) -> int:
         end = addr + len(data)

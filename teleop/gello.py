@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,10 @@ class GelloConfig:
     max_joint_speed_rad_s: float = 30.0  # faster than any hand: a bigger step is a bad reading, not motion
     jump_slack_rad: float = 0.2  # added to speed * dt: timing jitter between servo sampling and the stamp
     return_delay_us: float | None = 0.0  # written at connect; None leaves the servos' setting alone
+    fast_sync_read: bool = False  # one status packet for all servos (X-series firmware 46+): ~1.5x the rate
+    # status timeout = wire time + 2 * latency_timer_ms + 2 ms. 16: the FTDI default the SDK assumes; 1-2 with a
+    # tuned adapter finds faults sooner; an emulated bus on a loaded machine may need more (scheduling stalls)
+    latency_timer_ms: float = 16.0
 
 
 class GelloLeader(Leader):
@@ -64,6 +69,7 @@ class GelloLeader(Leader):
         self.reads = 0
         self.failures = 0
         self.unwraps = 0
+        self._read_lock = threading.Lock()  # read() from several threads: one unwrap state, updated in order
 
     @property
     def is_connected(self) -> bool:
@@ -85,7 +91,7 @@ class GelloLeader(Leader):
             )
         self.calibration = cal
         baud = int(cfg.baudrate or cal.baudrate)
-        bus = DynamixelBus(cfg.port, baud)
+        bus = DynamixelBus(cfg.port, baud, latency_timer_ms=cfg.latency_timer_ms)
         try:
             bus.open()
             for sid in cal.servo_ids:
@@ -139,7 +145,7 @@ class GelloLeader(Leader):
         error: BusError | None = None
         for _ in range(1 + max(0, self.config.retries)):
             try:
-                t, ticks = self.bus.sync_read_positions(cal.servo_ids)
+                t, ticks = self.bus.sync_read_positions(cal.servo_ids, fast=self.config.fast_sync_read)
                 return t, ticks * dx.RAD_PER_TICK
             except BusError as e:
                 error = e
@@ -150,6 +156,10 @@ class GelloLeader(Leader):
 
     def read_leader(self) -> tuple[float, np.ndarray, float]:
         """(capture time, leader joint angles unwrapped, trigger closing fraction): before the follower map."""
+        with self._read_lock:
+            return self._read_leader()
+
+    def _read_leader(self) -> tuple[float, np.ndarray, float]:
         cal = self.calibration
         t, raw = self._sync_read()
         n = len(cal.joints)
