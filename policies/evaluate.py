@@ -94,10 +94,37 @@ def rollout(policy, env, seed: int, num_inference_steps: int | None = None, vide
     return success, steps, times, frames
 
 
+def _episode(policy, env, ep_seed: int, num_inference_steps: int | None, video: Path | None,
+             video_size: tuple[int, int]) -> tuple[bool, int, list[float], str | None]:
+    ok, steps, times, frames = rollout(policy, env, ep_seed, num_inference_steps,
+                                       video_size if video is not None else None)
+    out = None
+    if video is not None:
+        import imageio.v3 as iio
+
+        out = str(video.with_name(video.name.format(outcome="success" if ok else "fail")))
+        iio.imwrite(out, np.stack(frames), fps=env.control_hz, codec="libx264")
+    return ok, steps, times, out
+
+
+_WORKER: dict = {}  # per worker process: the policy (inherited through fork) and its env
+
+
+def _worker_run(job: tuple) -> tuple[bool, int, list[float], str | None]:
+    task, arm, cams, image_size, ep_seed, steps, video, video_size = job
+    if "env" not in _WORKER:
+        torch.set_num_threads(1)
+        _WORKER["env"] = make_env(task, arm, seed=ep_seed, cameras=cams, image_size=image_size)
+    return _episode(_WORKER["policy"], _WORKER["env"], ep_seed, steps, video, video_size)
+
+
 def evaluate(policy, arm: str, task: str, episodes: int, seed: int = DEFAULT_SEED,
              num_inference_steps: int | None = None, video_dir: str | Path | None = None, n_videos: int = 3,
-             video_size: tuple[int, int] = (192, 256), progress: bool = True) -> EvalResult:
-    """Roll `policy` out for `episodes` seeded episodes (seed, seed+1, ...); MP4s of the first n_videos."""
+             video_size: tuple[int, int] = (192, 256), progress: bool = True, workers: int = 1) -> EvalResult:
+    """Roll `policy` out for `episodes` seeded episodes (seed, seed+1, ...); MP4s of the first n_videos.
+
+    workers > 1 fans the episodes out over forked processes (each with its own env and one torch thread).
+    """
     if episodes < 1:
         raise ValueError(f"eval: episodes must be >= 1, got {episodes}")
     cams = []
@@ -108,33 +135,43 @@ def evaluate(policy, arm: str, task: str, episodes: int, seed: int = DEFAULT_SEE
     image_size = (96, 96)
     if cams:
         image_size = tuple(policy.shape_meta.obs_shapes[policy.image_keys[0]][:2])
-    env = make_env(task, arm, seed=seed, cameras=tuple(cams), image_size=image_size)
     vdir = Path(video_dir) if video_dir else None
     if vdir is not None:
         vdir.mkdir(parents=True, exist_ok=True)
+    jobs = [(task, arm, tuple(cams), image_size, seed + i, num_inference_steps,
+             vdir / f"{task}_{arm}_seed{seed + i}_{{outcome}}.mp4" if vdir is not None and i < n_videos else None,
+             video_size) for i in range(episodes)]
     result = EvalResult(arm, task, episodes, 0, 0.0, 0.0, 1.0, num_inference_steps=num_inference_steps)
     all_times: list[float] = []
     t_start = time.monotonic()
-    bar = tqdm(range(episodes), desc=f"eval {arm}/{task}", disable=not progress, unit="ep")
+    bar = tqdm(total=episodes, desc=f"eval {arm}/{task}", disable=not progress, unit="ep")
+    make_env(task, arm, cameras=tuple(cams), image_size=image_size).close()  # bad arm/task: fail here, once
     try:
-        for i in bar:
-            ep_seed = seed + i
-            want_video = vdir is not None and i < n_videos
-            ok, steps, times, frames = rollout(policy, env, ep_seed, num_inference_steps,
-                                               video_size if want_video else None)
-            result.outcomes.append(ok)
-            result.seeds.append(ep_seed)
-            result.episode_steps.append(steps)
-            all_times += times
-            if want_video and vdir is not None:
-                out = vdir / f"{task}_{arm}_seed{ep_seed}_{'success' if ok else 'fail'}.mp4"
-                import imageio.v3 as iio
+        if workers > 1:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
 
-                iio.imwrite(out, np.stack(frames), fps=env.control_hz, codec="libx264")
-                result.videos.append(str(out))
-            bar.set_postfix(success=f"{sum(result.outcomes)}/{len(result.outcomes)}")
+            _WORKER.clear()
+            _WORKER["policy"] = policy
+            with ProcessPoolExecutor(min(workers, episodes), mp_context=mp.get_context("fork")) as pool:
+                outcomes = pool.map(_worker_run, jobs)
+                for job, out in zip(jobs, outcomes, strict=True):
+                    _collect(result, all_times, job[4], out)
+                    bar.update(1)
+                    bar.set_postfix(success=f"{sum(result.outcomes)}/{len(result.outcomes)}")
+            _WORKER.clear()
+        else:
+            env = make_env(task, arm, seed=seed, cameras=tuple(cams), image_size=image_size)
+            try:
+                for job in jobs:
+                    _collect(result, all_times, job[4], _episode(policy, env, job[4], num_inference_steps, job[6],
+                                                                 video_size))
+                    bar.update(1)
+                    bar.set_postfix(success=f"{sum(result.outcomes)}/{len(result.outcomes)}")
+            finally:
+                env.close()
     finally:
-        env.close()
+        bar.close()
     result.successes = int(sum(result.outcomes))
     result.success_rate = result.successes / episodes
     result.ci_low, result.ci_high = wilson_interval(result.successes, episodes)
@@ -143,6 +180,16 @@ def evaluate(policy, arm: str, task: str, episodes: int, seed: int = DEFAULT_SEE
         result.inference_ms_p99 = float(np.percentile(all_times, 99) * 1e3)
     result.wall_s = time.monotonic() - t_start
     return result
+
+
+def _collect(result: EvalResult, all_times: list[float], ep_seed: int, out: tuple) -> None:
+    ok, steps, times, video = out
+    result.outcomes.append(bool(ok))
+    result.seeds.append(ep_seed)
+    result.episode_steps.append(int(steps))
+    all_times += times
+    if video:
+        result.videos.append(video)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None, help="also write the result as JSON to this file")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 on a shared machine)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--workers", type=int, default=1, help="rollout processes (forked; one torch thread each)")
     args = ap.parse_args(argv)
     from policies.checkpoint import CheckpointError, load_policy
 
@@ -169,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         if not arm or not task:
             raise ValueError(f"{args.checkpoint}: checkpoint names no arm/task; pass --arm and --task")
         res = evaluate(policy, arm, task, args.episodes, seed=args.seed, num_inference_steps=args.steps,
-                       video_dir=args.video_dir, n_videos=args.videos)
+                       video_dir=args.video_dir, n_videos=args.videos, workers=args.workers)
     except (CheckpointError, ValueError, KeyError) as e:
         print(f"mimic eval: {e}", file=sys.stderr)
         return 2

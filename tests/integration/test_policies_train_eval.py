@@ -63,7 +63,7 @@ def test_train_resume_then_eval_with_video(store, config, tmp_path, procs):
 
     out = tmp_path / "eval.json"
     r = _run(procs, ["-m", "mimic.cli", "eval", str(run / "checkpoint"), "--episodes", "2", "--steps", "2", "--video-dir",
-               str(tmp_path / "videos"), "--videos", "1", "--json", str(out)])
+               str(tmp_path / "videos"), "--videos", "1", "--workers", "2", "--json", str(out)])
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(out.read_text())
     assert (res["arm"], res["task"], res["episodes"], len(res["outcomes"])) == ("franka", "reach", 2, 2)
