@@ -6,13 +6,14 @@ requests on port 502. Our streaming thread sends each newly accepted target at i
 watchdog thread latches a fault when the report stream goes quiet for `stale_after_s`, when the SDK reports
 the control socket closed, when a servo command returns a non-zero code (controller error, wrong/corrupt
 answer, timeout), or when the SDK drops the report socket (it does so on a frame whose length prefix is
-wrong). After a fault
-nothing more is sent and every call raises ArmError.
+wrong). After a fault nothing more is sent and every call raises ArmError.
 
 The SDK gives no joint velocities in the real report, so `dq` is the difference of successive reports.
-Gripper: the xArm Gripper sits behind the controller's tool-RS485 Modbus pass-through, which the protocol peer
-used in tests does not emulate; `command(gripper=...)` is range-checked but not sent, `state().gripper` is
-always 0.0, and `gripper_supported = False` says so to callers.
+Gripper: with `gripper=True`, the xArm Gripper on the tool RS-485 port through the SDK's Modbus gripper
+calls (`set_gripper_position(pulse)`, `get_gripper_position()`), enabled at connect and driven from its own
+thread at `gripper_rate_hz`; 850 pulses = 85 mm open. Without it (the default: not every xArm carries
+one) `command(gripper=...)` is range-checked but not sent, `state().gripper` is 0.0 and
+`gripper_supported` is False.
 """
 
 from __future__ import annotations
@@ -35,12 +36,13 @@ class XArmConfig:
     stale_after_s: float = 0.1  # no report for this long = connection lost
     command_timeout_s: float = 0.1  # how long the SDK waits for a servo command's answer (= stale_after_s)
     connect_timeout_s: float = 5.0
+    gripper: bool = False  # the xArm Gripper on the tool RS-485 port
+    gripper_rate_hz: float = 20.0
+    gripper_speed: int = 1500  # SDK speed units
 
 
 class XArm(Arm):
     """`xarm:<host>`: a UFactory xArm7 (or the protocol peer) behind the Arm interface."""
-
-    gripper_supported = False
 
     def __init__(self, host: str, **kwargs: Any):
         if not host:
@@ -48,6 +50,9 @@ class XArm(Arm):
         self.config = XArmConfig(host=host, **kwargs)
         self.spec = get_spec("xarm7")
         self.name = f"xarm:{host}"
+        self.gripper_supported = self.config.gripper
+        self._gripper_target: float | None = None
+        self._gripper_width = 0.0
         self.guard = CommandGuard(self.spec)
         self._api: Any = None
         self._lock = threading.Lock()
@@ -115,6 +120,11 @@ class XArm(Arm):
             self._api = None
             api.disconnect()
             raise
+        if cfg.gripper:
+            self._enable_gripper(api)
+            with self._lock:
+                st = self._state
+                self._state = ArmState(t=st.t, q=st.q, dq=st.dq, gripper=self._gripper_width)
         api.set_timeout(cfg.command_timeout_s)
         self.guard.reset(self._state.q, self._state.t)
         self._stop.clear()
@@ -122,6 +132,10 @@ class XArm(Arm):
             threading.Thread(target=self._stream, name=f"{self.name}-stream", daemon=True),
             threading.Thread(target=self._watchdog, name=f"{self.name}-watchdog", daemon=True),
         ]
+        if cfg.gripper:
+            self._threads.append(
+                threading.Thread(target=self._gripper_loop, name=f"{self.name}-gripper", daemon=True)
+            )
         for th in self._threads:
             th.start()
 
@@ -149,6 +163,8 @@ class XArm(Arm):
         with self._lock:
             self._raise_if_fault()
             self._target, self._target_new = q, True
+            if gripper is not None:
+                self._gripper_target = float(gripper)
 
     def stop(self) -> None:
         """Stop streaming; servo mode holds the last target, which is where the arm already is or is going."""
@@ -188,7 +204,7 @@ class XArm(Arm):
             dq = np.zeros_like(q)
             if prev is not None and now - prev.t > 1e-4:
                 dq = (q - prev.q) / (now - prev.t)
-            self._state = ArmState(t=now, q=q, dq=dq, gripper=0.0)
+            self._state = ArmState(t=now, q=q, dq=dq, gripper=self._gripper_width)
             self._report_wall = now
         if report.get("error_code"):
             self._latch(f"{self.name}: controller error code {report['error_code']}; stopped commanding")
@@ -220,6 +236,54 @@ class XArm(Arm):
                 time.sleep(delay)
             else:
                 next_tick = time.perf_counter()
+
+    def _enable_gripper(self, api: Any) -> None:
+        steps = (
+            ("set_gripper_mode(0)", lambda: api.set_gripper_mode(0)),
+            ("set_gripper_enable", lambda: api.set_gripper_enable(True)),
+            ("set_gripper_speed", lambda: api.set_gripper_speed(self.config.gripper_speed)),
+        )
+        for name, call in steps:
+            if (code := call()) != 0:
+                self._api = None
+                api.disconnect()
+                raise ArmError(f"{self.name}: gripper {name} failed with code {code}")
+        code, pulses = api.get_gripper_position()
+        if code != 0 or pulses is None:
+            self._api = None
+            api.disconnect()
+            raise ArmError(f"{self.name}: gripper position read failed with code {code}")
+        self._gripper_width = self._width(pulses)
+
+    def _width(self, pulses: float) -> float:
+        """xArm Gripper pulses (0 closed .. 850 open) -> opening width in meters, clipped to the spec."""
+        return float(min(max(pulses / 10000.0, self.spec.gripper_min), self.spec.gripper_max))
+
+    def _gripper_loop(self) -> None:
+        period = 1.0 / self.config.gripper_rate_hz
+        sent: int | None = None
+        while not self._stop.wait(period):
+            api = self._api
+            if api is None:
+                return
+            with self._lock:
+                target = self._gripper_target
+            with self._send_lock:
+                if self._fault is not None:
+                    return
+                if target is not None and (pulses := int(round(target * 10000.0))) != sent:
+                    code = api.set_gripper_position(pulses, wait=False, wait_motion=False)
+                    if code != 0:
+                        self._latch(
+                            f"{self.name}: gripper command failed (SDK code {code}); stopped commanding"
+                        )
+                        return
+                    sent = pulses
+            code, pulses = api.get_gripper_position()
+            if code != 0 or pulses is None:
+                self._latch(f"{self.name}: gripper read failed (SDK code {code}); stopped commanding")
+                return
+            self._gripper_width = self._width(pulses)
 
     def _watchdog(self) -> None:
         period = 1.0 / self.config.rate_hz

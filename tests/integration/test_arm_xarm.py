@@ -76,6 +76,28 @@ def test_connect_state_stream_and_track(peer):
         arm.disconnect()
 
 
+def test_gripper_through_the_tool_rs485_port(peer):
+    arm = make_arm("xarm:127.0.0.1", gripper=True, stale_after_s=STALE_S)
+    arm.connect()
+    try:
+        assert arm.gripper_supported and peer.gripper_enabled  # enabled over Modbus-RTU at connect
+        assert arm.state().gripper == pytest.approx(SPEC.gripper_max)  # 850 pulses = open
+        q = arm.state().q
+        writes = peer.gripper_writes
+        with pytest.raises(CommandRefused, match="gripper target 0.2000 m outside"):
+            arm.command(q, gripper=0.2)
+        time.sleep(0.2)
+        assert peer.gripper_writes == writes  # the refused width never reached the tool bus
+        deadline = time.time() + 5.0
+        while time.time() < deadline and abs(arm.state().gripper - 0.03) > 0.0002:
+            arm.command(q, gripper=0.03)
+            time.sleep(0.02)
+        assert arm.state().gripper == pytest.approx(0.03, abs=0.0002)
+        assert peer.gripper_target == 300
+    finally:
+        arm.disconnect()
+
+
 def test_refuses_out_of_limit_and_too_fast(peer):
     arm = make_arm("xarm:127.0.0.1", stale_after_s=STALE_S)
     arm.connect()

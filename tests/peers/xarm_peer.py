@@ -10,7 +10,9 @@ What xarm-python-sdk 1.18.4 speaks (learned from its source, written from scratc
 
 The simulated arm is a first-order servo (time constant `tau_s`) integrated at `physics_hz`; in servo mode
 (mode 1, state 0, motion enabled) each SERVOJ target becomes the setpoint. Unknown registers answer success
-with zero data so the SDK's bookkeeping calls at connect time go through.
+with zero data so the SDK's bookkeeping calls at connect time go through. The xArm Gripper answers Modbus-RTU
+frames passed through register 124 (tool RS-485): enable, speed, target and current position in pulses
+(0 closed .. 850 open), moving toward its target at the set speed.
 
 The SDK hard-codes the ports, so the peer first takes a machine-wide file lock shared with the UR peer (both
 use 30003), waiting a bounded time for another run, and fails with a clear error if a port stays busy.
@@ -40,6 +42,11 @@ REPORT_PORT = 30003
 # Register numbers (the SDK's XCONF.UxbusReg)
 GET_VERSION, GET_ROBOT_SN, MOTION_EN, SET_STATE, GET_STATE, GET_CMDNUM, GET_ERROR = 1, 2, 11, 12, 13, 14, 15
 SET_MODE, MOVE_SERVOJ = 19, 29
+RS485_RTU, TGPIO_W16B, TGPIO_R16B = 124, 127, 128  # tool RS-485 pass-through, tool-board registers
+RS485_HOST_ID, GRIPPER_ID = 9, 8
+GRIPPER_ENABLE, GRIPPER_MODE, GRIPPER_ERROR, GRIPPER_SPEED = 0x0100, 0x0101, 0x000F, 0x0303
+GRIPPER_TARGET, GRIPPER_POSITION = 0x0700, 0x0702  # 32-bit, pulses: 0 closed .. 850 open (85 mm)
+TOOL_BAUD_REGISTER, TOOL_BAUD_INDEX = 0x0A0B, 11  # index of 2,000,000 baud in the SDK's table
 
 
 class PeerError(RuntimeError):
@@ -116,6 +123,11 @@ class XArmPeer:
         self.cmd_count = 0
         self.servoj_count = 0  # SERVOJ requests received: what "nothing reached the peer" checks
         self.servoj_last: np.ndarray | None = None
+        self.gripper_enabled = False
+        self.gripper_pos = 850.0  # open
+        self.gripper_target = 850
+        self.gripper_speed = 1500.0  # pulses/s (the SDK's default speed value)
+        self.gripper_writes = 0  # RS-485 writes to the gripper that reached the controller
         self.fault: str | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -193,6 +205,11 @@ class XArmPeer:
             with self._lock:
                 if self.fault != "silence":
                     self.q += alpha * (self.q_set - self.q)
+                    if self.gripper_enabled:
+                        step = self.gripper_speed * dt
+                        self.gripper_pos += float(
+                            np.clip(self.gripper_target - self.gripper_pos, -step, step)
+                        )
             next_t += dt
             time.sleep(max(0.0, next_t - time.perf_counter()))
 
@@ -296,7 +313,38 @@ class XArmPeer:
             if self.mode == 1 and self.state == 0 and self.enabled:
                 self.q_set = target
             return b""
+        if reg == TGPIO_R16B:
+            addr = struct.unpack(">H", data[1:3])[0]
+            return struct.pack(">i", TOOL_BAUD_INDEX if addr == TOOL_BAUD_REGISTER else 0)
+        if reg == TGPIO_W16B:
+            return b""
+        if reg == RS485_RTU:
+            return self._gripper_modbus(data)
         return bytes(64)  # anything else: success, zeros
+
+    def _gripper_modbus(self, data: bytes) -> bytes:
+        """The xArm Gripper behind the tool RS-485 port: Modbus-RTU function 0x10 (write) and 0x03 (read)."""
+        host, device, function = data[0], data[1], data[2]
+        addr, count = struct.unpack(">HH", data[3:7])
+        if device != GRIPPER_ID:
+            return bytes([host])  # nobody else on the tool bus
+        if function == 0x10:
+            words = struct.unpack(f">{count}H", data[8 : 8 + 2 * count])
+            self.gripper_writes += 1
+            if addr == GRIPPER_ENABLE:
+                self.gripper_enabled = bool(words[0])
+            elif addr == GRIPPER_SPEED:
+                self.gripper_speed = float(words[0])
+            elif addr == GRIPPER_TARGET and count == 2:
+                self.gripper_target = int(np.clip(struct.unpack(">i", data[8:12])[0], 0, 850))
+            return bytes([host, device, function]) + data[3:7]
+        if function == 0x03:
+            if addr == GRIPPER_POSITION and count == 2:
+                values = struct.pack(">i", int(round(self.gripper_pos)))
+            else:  # error code, mode, ...: zeros
+                values = bytes(2 * count)
+            return bytes([host, device, function, len(values)]) + values
+        return bytes([host, device, function | 0x80, 1])  # illegal function
 
 
 def _close(s: socket.socket) -> None:
