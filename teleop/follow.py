@@ -4,7 +4,9 @@
     plot_follow(log, "tracking.png")
 
 The loop is the controller node's, in plain Python (for scripts, tests and benchmarks): the leader is
-read on its own thread, the newest reading goes to the FollowController, and what it returns is sent. A `LeaderError` is logged and the
+read on its own thread, the newest reading goes to the FollowController, and what it returns is sent.
+A command the arm refuses (its guard measures the spacing of arrivals, which thread switches jitter)
+is counted in `counters["arm_refused"]` and that tick holds. A `LeaderError` is logged and the
 loop goes on; the controller sends nothing once the newest reading is stale, so the arm holds (the
 rule in teleop.leader). Everything is recorded for plots and error statistics.
 """
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robots.arm import Arm
+from robots.arm import Arm, CommandRefused
 from robots.control import FollowController, Pacer
 from teleop.leader import Leader, LeaderError
 
@@ -79,7 +81,7 @@ def follow(
 
     thread = threading.Thread(target=reader, name="leader-reader", daemon=True)
     thread.start()
-    last_leader, seen = nan, None
+    last_leader, seen, refused = nan, None, 0
     pacer = Pacer(rate_hz)
     t0 = time.time()
     try:
@@ -93,7 +95,15 @@ def follow(
                 last_leader, seen = r.q, r
             target = ctl.target(time.time())
             if target is not None:
-                arm.command(*target)
+                try:
+                    arm.command(*target)
+                except CommandRefused as e:
+                    # the limiter spaced this step by its tick, but the arm measured the spacing of arrivals,
+                    # which a thread switch can shrink; the arm keeps its last target, the next tick goes on
+                    refused += 1
+                    target = None
+                    if refused == 1:
+                        log.warning("arm refused a command (%s); holding for this tick", e)
             st = arm.state()
             out.t.append(t)
             out.leader_q.append(np.asarray(last_leader, float))
@@ -103,7 +113,7 @@ def follow(
     finally:
         stop.set()
         thread.join(timeout=2.0)
-    out.counters = ctl.counters.as_dict()
+    out.counters = {**ctl.counters.as_dict(), "arm_refused": refused}
     return out
 
 

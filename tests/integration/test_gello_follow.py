@@ -98,3 +98,4 @@ def test_follower_twin_tracks_the_leader_and_holds_through_a_fault(tmp_path) -> 
     assert len(held) >= 5 and hold_drift < 0.01  # held: no motion while the leader was silent (the person moved on)
     assert max_step <= 0.5 * spec.dq_max.max() / rate + 1e-9  # never a jump, also when the leader came back
     assert rms < 0.05 and err.max() < 0.15
+    assert flog.counters["arm_refused"] <= 0.01 * len(a["t"])  # thread-switch jitter only, and rare
