@@ -278,7 +278,15 @@ def read_raw(port: str, baudrate: int, servo_ids: tuple[int, ...], samples: int 
     try:
         for sid in servo_ids:
             bus.ping(sid)
-        reads = [bus.sync_read_positions(servo_ids)[1] for _ in range(samples)]
+        reads = []
+        for _ in range(samples):
+            for attempt in range(3):  # a glitch must not end a calibration the operator is holding still for
+                try:
+                    reads.append(bus.sync_read_positions(servo_ids)[1])
+                    break
+                except dx.BusError:
+                    if attempt == 2:
+                        raise
     finally:
         bus.close()
     return np.median(np.array(reads, float), axis=0) * dx.RAD_PER_TICK
@@ -288,7 +296,8 @@ def verify_calibration(cal: GelloCalibration, port: str, path: str | Path) -> fl
     """Max |leader reading - reference pose| (rad) through the real driver, with the leader in the reference pose."""
     from teleop.gello import GelloConfig, GelloLeader
 
-    leader = GelloLeader(GelloConfig(port=port, calibration=path, follower=cal.follower, baudrate=cal.baudrate))
+    leader = GelloLeader(GelloConfig(port=port, calibration=path, follower=cal.follower, baudrate=cal.baudrate,
+                                     retries=3))
     leader.connect()
     try:
         _, q, _ = leader.read_leader()

@@ -5,8 +5,10 @@
     r = leader.read()        # LeaderReading(t, q (follower joints, rad, clipped to limits), gripper (m))
 
 One GroupSyncRead of Present Position per `read()` covers every joint servo and the trigger, so the rate
-is whatever the bus allows (about 40 Hz at 57,600 baud and 600+ Hz at 1 Mbaud with 8 servos; see
-bench/bench_teleop.py). At connect the servos' Return Delay Time is set to 0 so they answer back to back.
+is whatever the bus allows: with 8 servos ~37 reads/s at 57,600 baud (41 by wire time), ~55 with
+`fast_sync_read` (61), and ~440 at 1 Mbaud on the emulated bus of a shared machine (700 by wire time);
+see bench/bench_teleop.py. At connect the servos' Return Delay Time is set to 0 so they answer back to
+back (x1.17 at 57,600 baud, x3 at 1 Mbaud over the 500 us factory default).
 
 Unwrapping (GELLO issue #19): servos restart their turn count at power-on, so a joint can read 2*pi off
 between sessions. At connect each joint is put within pi of the calibration's reference pose (the
