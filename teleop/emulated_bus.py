@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 TABLE_SIZE = 148  # X series: up to Backup Ready (147)
 _READ_ONLY = set(range(0, 7)) | {70} | set(range(120, 148))
 FAULTS = ("silence", "corrupt", "missing")
+PARTIAL_TIMEOUT_S = 0.02  # an incomplete packet older than this is line noise
 _TERMIOS_BAUD = {getattr(termios, f"B{b}"): b for b in dx.BAUD_CODES.values() if hasattr(termios, f"B{b}")}
 
 
@@ -262,26 +263,30 @@ class EmulatedDynamixelBus:
 
     def _serve(self) -> None:
         buf = bytearray()
+        t_last_byte = 0.0
         while not self._stop.is_set():
             try:
-                ready, _, _ = select.select([self._master], [], [], 0.05)
-                if not ready:
-                    continue
-                data = os.read(self._master, 4096)
+                ready, _, _ = select.select([self._master], [], [], 0.01 if buf else 0.05)
+                data = os.read(self._master, 4096) if ready else b""
             except (OSError, ValueError):
                 time.sleep(0.01)
                 continue
-            t_arrival = time.perf_counter()
-            buf += data
+            now = time.perf_counter()
+            if data:
+                buf += data
+                t_last_byte = now
+            elif buf and now - t_last_byte > PARTIAL_TIMEOUT_S:
+                # a "header" in line noise that never completed: drop its first byte and look again, as a
+                # servo's receiver times out a partial packet
+                del buf[:1]
             while True:
                 packet, used = dx.parse_packet(buf)
-                frame_len = used
                 del buf[:used]
                 if packet is None:
                     break
                 self.packets += 1
                 # the instruction finishes arriving at the servos after its bytes have crossed the bus
-                t_done = t_arrival + (frame_len * self.byte_time_s if self.emulate_baud else 0.0)
+                t_done = t_last_byte + (used * self.byte_time_s if self.emulate_baud else 0.0)
                 try:
                     self._respond(packet, t_done)
                 except OSError:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import dynamixel_sdk as sdk
+import numpy as np
 import pytest
 
 from calibration.gello import example_calibration
@@ -89,3 +90,25 @@ def test_host_crc_error_baud_and_reboot(bus_and_port) -> None:
     bus.disconnect()
     with pytest.raises(Exception):  # noqa: B017 - pyserial / termios error: the adapter is gone
         ph.ping(port, 4)
+
+
+def test_garbage_on_the_line_and_pty_tuning_are_tolerated(bus_and_port) -> None:
+    bus, port, ph = bus_and_port
+    rng = np.random.default_rng(0)
+    for i in range(20):  # line noise (with stray header bytes) before a real instruction
+        noise = bytes(rng.choice([0xFF, 0xFD, 0x00, 0x01, 0x55], size=int(rng.integers(1, 12))).tolist())
+        if i == 0:
+            noise = b"\xff\xff\xfd\x00\x01\x40\x00"  # a header claiming 64 bytes that never come
+        port.clearPort()
+        port.writePort(noise + dx.instruction_packet(3, dx.PING))
+        deadline = time.monotonic() + 1.0
+        buf = bytearray()
+        while time.monotonic() < deadline:
+            buf += port.readPort(64)
+            packet, _ = dx.parse_packet(buf)
+            if packet is not None:
+                break
+        assert packet is not None and packet.servo_id == 3 and packet.params[0] == 0
+    # what a pty lacks (FTDI low-latency ioctl, sysfs latency_timer) is reported, never raised
+    skipped = dx.tune_port_latency(bus.port, port.ser)
+    assert any("low-latency" in s for s in skipped) and "sysfs latency_timer" in skipped
