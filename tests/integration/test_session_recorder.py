@@ -142,8 +142,9 @@ def test_sigkilled_recorder_loses_only_the_open_episode(procs, client, tmp_path)
 def test_camera_stall_is_reported_and_the_episode_marked_not_padded(procs, client, tmp_path) -> None:
     store = tmp_path / "demos.zarr"
     start_node(procs, "arm_node", {**ARM, "cameras": ""})
+    # joints get a wide tolerance: this test is about the camera, and a CPU-starved twin can pause its joints
     start_node(procs, "recorder_node", {"path": str(store), "cameras": "fake", "action": False,
-                                        "image_tolerance_s": 0.1})
+                                        "image_tolerance_s": 0.1, "tolerance_s": 0.3})
     frame = np.zeros((32, 32, 3), np.uint8)
     camera_on, done = threading.Event(), threading.Event()
 

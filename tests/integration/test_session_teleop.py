@@ -29,6 +29,7 @@ def session_args(tmp_path, episodes: int) -> list[str]:
         "operator.results_path": tmp_path / "operator.json",
         "leader.port": tmp_path / "gello",
         "leader.calibration": tmp_path / "gello.json",
+        "operator.retries": 4,  # a take whose recording stalls (CPU-starved machine) is re-recorded
         "controller.rate_hz": 250,  # the twin follows as well; the shared 2-core CI machine breathes easier
     }
     args = [sys.executable, "-m", "mimic.cli", "session", "up", "teleop_twin"]
