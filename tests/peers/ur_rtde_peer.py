@@ -635,6 +635,10 @@ class URPeerClient:
         self._sock.close()
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _print_log(peer: URPeer) -> None:
     while True:
         while peer.log:
@@ -658,7 +662,7 @@ def main(argv: list[str] | None = None) -> int:
         print(e, flush=True)
         return 2
     admin = _Admin(peer)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    signal.signal(signal.SIGTERM, _interrupt)  # terminate() stops the peer as cleanly as Ctrl-C
     print(
         f"READY rtde={RTDE_PORT} dashboard={DASHBOARD_PORT} script={SCRIPT_PORT} admin={admin.port}",
         flush=True,
