@@ -129,6 +129,9 @@ class TwinEnv:
         self.t = 0
         # Per-substep (qpos, qvel) for delayed observations; kept only when latency is injected.
         self._history: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=int(1.0 / self.model.opt.timestep))
+        # Commands waiting for their injected delay: (sub-step index when due, arm ctrl, finger ctrl).
+        self._pending: deque[tuple[int, np.ndarray, float]] = deque()
+        self._substep = 0
         self._scratch = mujoco.MjData(self.model)
 
     # --- task state -------------------------------------------------------------------------------
@@ -191,6 +194,8 @@ class TwinEnv:
         mujoco.mj_forward(self.model, d)
         self.t = 0
         self._history.clear()
+        self._pending.clear()
+        self._substep = 0
         return self._obs()
 
     def _reset_push_t(self) -> None:
@@ -286,12 +291,18 @@ class TwinEnv:
             raise ValueError(f"{spec.name}: action has {a.shape[0]} values, expected {spec.dof + 1} (q + gripper)")
         lat = self.latency
         delay = int(round(lat.draw(lat.command_s) / self.model.opt.timestep)) if lat else 0
-        delay = min(delay, self.n_substeps)
-        for i in range(self.n_substeps):
-            if i == delay:
-                self.data.ctrl[: spec.dof] = np.clip(a[: spec.dof], spec.q_min, spec.q_max)
-                self.data.ctrl[spec.dof:] = np.clip(a[-1], spec.gripper_min, spec.gripper_max) / 2
+        # Commands queue in order and take effect `delay` sub-steps after they were sent, which may be in a
+        # later control period (a 150 ms command latency at 10 Hz), never dropped.
+        due = max(self._substep + delay, self._pending[-1][0] if self._pending else 0)
+        self._pending.append((due, np.clip(a[: spec.dof], spec.q_min, spec.q_max),
+                              float(np.clip(a[-1], spec.gripper_min, spec.gripper_max)) / 2))
+        for _ in range(self.n_substeps):
+            while self._pending and self._pending[0][0] <= self._substep:
+                _, q, finger = self._pending.popleft()
+                self.data.ctrl[: spec.dof] = q
+                self.data.ctrl[spec.dof:] = finger
             mujoco.mj_step(self.model, self.data)
+            self._substep += 1
             if lat is not None:
                 self._history.append((self.data.qpos.copy(), self.data.qvel.copy()))
         self.t += 1
