@@ -34,11 +34,15 @@ EXIT_FAILED, EXIT_INTERRUPTED, EXIT_BAD_SESSION = 1, 130, 2
 _PR_SET_PDEATHSIG = 1
 
 
+try:  # resolved here, in the parent: the child between fork and exec must not load libraries or take locks
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux: no parent-death signal, teardown relies on stop_all()
+    _prctl = None
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
 
 
 @dataclass
@@ -81,7 +85,8 @@ class Supervisor:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen(
             self.command(spec), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            text=True, bufsize=1, env=env, start_new_session=True, preexec_fn=_die_with_parent,
+            text=True, bufsize=1, env=env, start_new_session=True,
+            preexec_fn=_die_with_parent if _prctl is not None else None,
         )
         node = Running(spec, proc)
         node.reader = threading.Thread(target=self._read, args=(node,), name=f"log-{spec.name}", daemon=True)
