@@ -158,9 +158,16 @@ class URArm(Arm):
                 raise ArmError(f"{self.name}: {e}") from None
         self._fault, self.fault_time = None, None
         self._controller_time, self._state = -1.0, None
-        self._sample()
+        deadline = time.monotonic() + 1.0
+        while self._fault is None and (self._state is None or self._controller_time <= 0.0):
+            self._sample()  # the first sample that is valid and stamped by the controller
+            if time.monotonic() > deadline and self._fault is None:
+                self._fault = f"{self.name}: no controller state within 1 s of connecting"
+            time.sleep(0.002)
         if self._fault is not None:
-            raise ArmError(self._fault)
+            message = self._fault
+            self.disconnect()
+            raise ArmError(message)
         self.guard.reset(self._state.q, self._state.t)
         self._stop.clear()
         self._threads = [
