@@ -79,6 +79,7 @@ class EefChunkController:
         self.counters: SafetyCounters = self.joint.counters
         self.eef_counters = EefCounters()
         self.last_solutions: list[IKResult] = []
+        self._warned = False
 
     def reset(self, q_measured: np.ndarray, gripper: float, t: float) -> None:
         self.joint.reset(q_measured, gripper, t)
@@ -111,14 +112,17 @@ class EefChunkController:
         if last is None:
             raise RuntimeError("EefChunkController used before reset(q_measured, gripper, t)")
         q_rows, n_ok = self.solve_chunk(p, last[0])
-        if n_ok < len(p):
+        if n_ok == len(p):
+            self._warned = False
+        else:
             self.eef_counters.unreachable_points += len(p) - n_ok
             self.eef_counters.unreachable_chunks += 1
             res = self.last_solutions[-1]
-            log.warning(
+            (log.debug if self._warned else log.warning)(  # once per run of refusals, not per chunk
                 "%s: TCP target %s unreachable (IK residual %.1f mm / %.3f rad), holding the last reachable one",
                 self.spec.name, np.round(p[n_ok, :3], 3).tolist(), res.pos_err_m * 1e3, res.rot_err_rad,
             )
+            self._warned = True
             if n_ok == 0:
                 return False
             q_rows = np.concatenate([q_rows, np.repeat(q_rows[-1:], len(p) - n_ok, axis=0)])

@@ -1,0 +1,102 @@
+"""policies.eef's frame-free features: what the network sees must not depend on where the arm's base is."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from data.relative import pose_to_matrix
+from policies.eef import RAW_OBS_KEYS, EefFeatures, object_features
+
+
+def _rz(a: float) -> np.ndarray:
+    return Rotation.from_euler("z", a).as_matrix()
+
+
+def _window(rng: np.random.Generator, n: int = 2) -> dict[str, np.ndarray]:
+    down = np.diag([1.0, -1.0, -1.0])
+    rots = [_rz(rng.uniform(-0.5, 0.5)) @ down for _ in range(n)]
+    yaw = rng.uniform(-0.7, 0.7)
+    cube_q = [np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)]
+    obj = np.r_[rng.uniform([0.4, -0.1, 0.02], [0.6, 0.1, 0.02]), cube_q, rng.uniform(0.4, 0.5, 3)]
+    return {
+        "robot0_eef_pos": rng.uniform([0.3, -0.1, 0.1], [0.5, 0.1, 0.3], (n, 3)),
+        "robot0_eef_rot_axis_angle": Rotation.from_matrix(np.stack(rots)).as_rotvec(),
+        "robot0_gripper_width": rng.uniform(0, 0.08, (n, 1)),
+        "object_state": np.tile(obj, (n, 1)),
+    }
+
+
+def _moved(w: dict[str, np.ndarray], yaw: float, shift: np.ndarray) -> dict[str, np.ndarray]:
+    """The same scene seen from a base frame rotated by `yaw` about z and shifted (another arm's base)."""
+    r = _rz(yaw)
+    q = Rotation.from_euler("z", yaw).as_quat(scalar_first=True)
+    obj = w["object_state"].copy()
+    obj[:, 0:3] = obj[:, 0:3] @ r.T + shift
+    obj[:, 7:10] = obj[:, 7:10] @ r.T + shift
+    cube = Rotation.from_quat(obj[:, 3:7], scalar_first=True)
+    obj[:, 3:7] = (Rotation.from_quat(q, scalar_first=True) * cube).as_quat(scalar_first=True)
+    rot = Rotation.from_matrix(r) * Rotation.from_rotvec(w["robot0_eef_rot_axis_angle"])
+    return {**w, "robot0_eef_pos": w["robot0_eef_pos"] @ r.T + shift, "robot0_eef_rot_axis_angle": rot.as_rotvec(),
+            "object_state": obj}
+
+
+def test_features_are_invariant_to_the_base_frame():
+    rng = np.random.default_rng(0)
+    f = EefFeatures()
+    for _ in range(5):
+        w = _window(rng)
+        a, _ = f.encode_obs(w)
+        b, _ = f.encode_obs(_moved(w, rng.uniform(-np.pi, np.pi), rng.uniform(-1, 1, 3)))
+        for k in a:
+            np.testing.assert_allclose(a[k], b[k], atol=1e-9, err_msg=k)
+
+
+def test_newest_pose_is_identity_and_cube_yaw_has_quarter_turn_symmetry():
+    rng = np.random.default_rng(1)
+    w = _window(rng)
+    inner, ref = EefFeatures().encode_obs(w)
+    np.testing.assert_allclose(inner["robot0_eef_pos"][-1], 0, atol=1e-12)
+    np.testing.assert_allclose(inner["robot0_eef_rot_axis_angle"][-1], [1, 0, 0, 0, 1, 0], atol=1e-12)
+    np.testing.assert_allclose(ref, pose_to_matrix(w["robot0_eef_pos"][-1], w["robot0_eef_rot_axis_angle"][-1]))
+    turned = w["object_state"].copy()
+    turned[:, 3:7] = (Rotation.from_euler("z", np.pi / 2) * Rotation.from_quat(turned[:, 3:7], scalar_first=True)
+                      ).as_quat(scalar_first=True)
+    np.testing.assert_allclose(object_features(turned, ref), object_features(w["object_state"], ref), atol=1e-9)
+
+
+def test_cube_position_is_expressed_in_the_tcp_frame():
+    ref = np.eye(4)
+    ref[:3, :3] = np.diag([1.0, -1.0, -1.0])  # pointing down
+    ref[:3, 3] = [0.5, 0.0, 0.3]
+    state = np.r_[0.55, 0.02, 0.02, 1, 0, 0, 0, 0.4, 0.1, 0.001][None]
+    feat = object_features(state, ref)[0]
+    np.testing.assert_allclose(feat[:3], [0.05, -0.02, 0.28], atol=1e-12)  # cube 28 cm "ahead" along tcp z
+    np.testing.assert_allclose(feat[3:6], [-0.1, -0.1, 0.299], atol=1e-12)
+
+
+def test_batch_encoding_equals_per_window_encoding():
+    rng = np.random.default_rng(2)
+    f = EefFeatures()
+    windows = [_window(rng) for _ in range(4)]
+    actions = [np.column_stack([rng.uniform(0.3, 0.5, (16, 3)), np.tile(w["robot0_eef_rot_axis_angle"][-1], (16, 1)),
+                                rng.uniform(0, 0.08, 16)]) for w in windows]
+    batch = f.encode_batch({"obs": {k: np.stack([w[k] for w in windows]) for k in RAW_OBS_KEYS},
+                            "action": np.stack(actions)})
+    for i, (w, a) in enumerate(zip(windows, actions, strict=True)):
+        inner, ref = f.encode_obs(w)
+        for k, v in inner.items():
+            np.testing.assert_allclose(batch["obs"][k][i].numpy(), v, atol=1e-5, err_msg=k)
+        np.testing.assert_allclose(batch["action"][i].numpy(), f.relative.encode_actions(a, ref), atol=1e-5)
+        back = f.relative.decode_actions(batch["action"][i].numpy(), ref)
+        np.testing.assert_allclose(pose_to_matrix(back[:, :3], back[:, 3:6]), pose_to_matrix(a[:, :3], a[:, 3:6]),
+                                   atol=1e-4)  # axis-angle near pi may come back with the other sign
+        np.testing.assert_allclose(back[:, 6], a[:, 6], atol=1e-6)
+
+
+def test_missing_pose_key_names_it():
+    w = _window(np.random.default_rng(3))
+    del w["robot0_eef_pos"]
+    with pytest.raises(KeyError, match="robot0_eef_pos"):
+        EefFeatures().encode_obs(w)
