@@ -253,3 +253,39 @@ def test_keyboard_trigger_records_an_episode(procs, tmp_path) -> None:
     assert keys.wait(timeout=20) == 0
     ds, _ = validate(store)
     assert ds.n_episodes == 1 and ds.episode_slice(0).stop >= 8
+
+
+def test_leader_node_goes_silent_on_a_servo_fault_and_recovers(procs, client, tmp_path) -> None:
+    from sensor_msgs.msg import JointState
+
+    from calibration.gello import example_calibration
+    from robots.specs import get_spec
+    from teleop.emulated_bus import EmulatedDynamixelBus
+
+    spec = get_spec("franka")
+    cal = example_calibration("franka", baudrate=1_000_000)
+    cal.save(tmp_path / "gello.json")
+    got: list[tuple[float, list[float]]] = []
+    leader_status: dict = {}
+    client.node.create_subscription(JointState, "/leader/joint_states",
+                                    lambda m: got.append((time.time(), list(m.position))), 100)
+    client.node.create_subscription(String, "/leader/status", lambda m: leader_status.update(json.loads(m.data)), 10)
+    with EmulatedDynamixelBus(cal, follower="franka", start_pose=spec.home) as bus:
+        target = spec.home + 0.1
+        bus.set_joint_targets(target, 0.03)
+        start_node(procs, "leader_node", {"port": bus.port, "calibration": str(tmp_path / "gello.json"),
+                                          "follower": "franka", "rate_hz": 100.0, "retry_s": 0.1})
+        client.spin_for(2.0)
+        assert len(got) > 50
+        np.testing.assert_allclose(got[-1][1][:7], target, atol=2e-3)  # encoder quantisation: 1.5 mrad
+        assert abs(got[-1][1][7] - 0.03) < 2e-3
+        servo = cal.servo_ids[2]
+        bus.inject(servo, "silence")
+        client.spin_for(0.5)
+        t_fault, n_fault = time.time(), len(got)
+        client.spin_for(1.5)
+        assert all(t < t_fault for t, _ in got[n_fault:]), "published while a servo was silent"
+        assert leader_status.get("error") and str(servo) in leader_status["error"], leader_status
+        bus.clear_faults()
+        client.spin_for(2.0)
+        assert len(got) - n_fault > 20, "did not resume after the fault cleared"
