@@ -96,9 +96,11 @@ class GelloCalibration:
         q = self.signs * (np.asarray(raw_rad, float) - self.offsets)
         return q if turns is None else q + 2 * math.pi * np.asarray(turns, float)
 
-    def turns_near_reference(self, raw_rad: np.ndarray) -> np.ndarray:
-        """The k per joint that puts each joint within pi of the reference pose (the issue-#19 fix)."""
-        return np.round((self.reference - self.leader_angles(raw_rad)) / (2 * math.pi))
+    def turns_near_reference(self, raw_rad: np.ndarray, anchor: np.ndarray | None = None) -> np.ndarray:
+        """The k per joint that puts each joint within pi of the reference pose (the issue-#19 fix), or of
+        `anchor` (leader angles known a moment ago, e.g. before a reconnect) when given."""
+        target = self.reference if anchor is None else np.asarray(anchor, float)
+        return np.round((target - self.leader_angles(raw_rad)) / (2 * math.pi))
 
     def raw_for(self, q_leader: np.ndarray) -> np.ndarray:
         """Raw angles (k = 0) at which a leader reads `q_leader`: what the emulated bus needs."""

@@ -13,7 +13,9 @@ back (x1.17 at 57,600 baud, x3 at 1 Mbaud over the 500 us factory default).
 Unwrapping (GELLO issue #19): servos restart their turn count at power-on, so a joint can read 2*pi off
 between sessions. At connect each joint is put within pi of the calibration's reference pose (the
 follower's home, where the operator starts); during a session a jump by a whole turn between two
-readings (a servo brown-out) is unwrapped, since a hand cannot turn a joint that far in a few ms.
+readings (a servo brown-out) is unwrapped, since a hand cannot turn a joint that far in a few ms, and a
+reconnect of the same GelloLeader within `reanchor_s` unwraps near the last reading instead of the
+reference pose (a UR joint may legitimately sit more than pi from home when a cable is replugged).
 
 Failures (timeout, CRC error, missing servo, unplugged adapter, implausible jump) raise `LeaderError`
 naming the servo; the caller holds the follower (teleop.leader). One retry absorbs a single glitch.
@@ -56,6 +58,7 @@ class GelloConfig:
     # status timeout = wire time + 2 * latency_timer_ms + 2 ms. 16: the FTDI default the SDK assumes; 1-2 with a
     # tuned adapter finds faults sooner; an emulated bus on a loaded machine may need more (scheduling stalls)
     latency_timer_ms: float = 16.0
+    reanchor_s: float = 10.0  # a reconnect within this long of the last reading unwraps near that reading
 
 
 class GelloLeader(Leader):
@@ -68,6 +71,7 @@ class GelloLeader(Leader):
         self.bus: DynamixelBus | None = None
         self._turns: np.ndarray | None = None
         self._last: tuple[float, np.ndarray] | None = None
+        self._last_good: tuple[float, np.ndarray] | None = None  # survives disconnect(), for a reconnect
         self.reads = 0
         self.failures = 0
         self.unwraps = 0
@@ -110,10 +114,15 @@ class GelloLeader(Leader):
             self.disconnect()
             raise
         n = len(cal.joints)
-        self._turns = cal.turns_near_reference(raw[:n])
+        # reconnecting soon after a good reading (a replugged cable, a servo brown-out): that pose is a far
+        # better anchor for the turn counts than the reference pose, which the arm may be far from by now
+        recent = self._last_good is not None and t - self._last_good[0] < cfg.reanchor_s
+        self._turns = cal.turns_near_reference(raw[:n], self._last_good[1] if recent else None)
         q = cal.leader_angles(raw[:n], self._turns)
         self._last = (t, q)
         far = np.abs(q - cal.reference) > math.radians(60)
+        if recent:
+            far[:] = False
         log.info("GELLO %s on %s at %d baud (follower %s, %d servos)", cal.device_id, cfg.port, baud,
                  cfg.follower, len(cal.servo_ids))
         if far.any():
@@ -188,7 +197,7 @@ class GelloLeader(Leader):
                 f"{(t - t_last) * 1e3:.1f} ms (more than {self.config.max_joint_speed_rad_s} rad/s): bad reading",
                 cal.joints[i].servo_id,
             )
-        self._last = (t, q)
+        self._last = self._last_good = (t, q)
         fraction = cal.gripper.fraction(raw[n]) if cal.gripper is not None else 0.0
         return t, q, fraction
 

@@ -99,3 +99,28 @@ def test_follower_twin_tracks_the_leader_and_holds_through_a_fault(tmp_path) -> 
     assert max_step <= 0.5 * spec.dq_max.max() / rate + 1e-9  # never a jump, also when the leader came back
     assert rms < 0.05 and err.max() < 0.15
     assert flog.counters["arm_refused"] <= 0.01 * len(a["t"])  # thread-switch jitter only, and rare
+
+
+def test_reconnect_unwraps_near_the_last_reading_not_home(tmp_path) -> None:
+    """A UR5e joint may sit 3.5 rad from home (limits +/-2*pi) when the cable is replugged and the servos
+    restart: the reconnect must not read it as 3.5 - 2*pi. A fresh process has only home to go by."""
+    spec = get_spec("ur5e")
+    cal = example_calibration("ur5e", baudrate=1_000_000)
+    path = cal.save(tmp_path / "gello.json")
+    far = spec.home.copy()
+    far[0] = 3.5
+    with EmulatedDynamixelBus(cal, start_pose=spec.home) as bus:
+        leader = GelloLeader(GelloConfig(port=bus.port, calibration=path, follower="ur5e", latency_timer_ms=40.0))
+        with leader:
+            bus.follow(lambda t: (spec.home + (far - spec.home) * min(t / 1.0, 1.0), 0.05))
+            t_end = time.monotonic() + 1.2
+            while time.monotonic() < t_end:
+                r = leader.read()
+            np.testing.assert_allclose(r.q, far, atol=2 * TICK)
+            leader.disconnect()
+            bus.power_cycle()
+            leader.connect()  # same object, seconds later
+            np.testing.assert_allclose(leader.read().q, far, atol=2 * TICK)
+        fresh = GelloLeader(GelloConfig(port=bus.port, calibration=path, follower="ur5e", latency_timer_ms=40.0))
+        with fresh:
+            assert abs(fresh.read().q[0] - (3.5 - 2 * math.pi)) < 2 * TICK  # why operators start near home
