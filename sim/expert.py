@@ -46,7 +46,11 @@ class Expert:
         self._d = mujoco.MjData(env.model)
         self.reset()
 
-    def reset(self) -> None:
+    def reset(self, seed: int | None = None) -> None:
+        """Start a new episode. `seed` drives push_t's either-way-round choices; None derives it from the
+        episode's first observation (reproducible per env seed), a number makes the same start pose give
+        different demonstrations (multimodal data from one initial state)."""
+        self.seed = seed
         self.phase, self.wait, self.q_cmd, self.p_cmd = 0, 0, None, None
         self._waypoints: list[tuple[np.ndarray, float]] = []  # push_t: (TCP target, speed m/s) still to visit
         self._planner: PushPlanner | None = None
@@ -125,8 +129,8 @@ class Expert:
         """push_t: the next commanded TCP position (already limited to the segment's speed)."""
         s = np.asarray(obs["object_state"], float)
         pose, goal = s[:3], s[3:6]
-        if self._planner is None:  # seeded by the episode's start pose: reproducible, different per episode
-            seed = int.from_bytes(np.round(s, 6).tobytes()[:8], "little") % (2**63)
+        if self._planner is None:  # seeded by reset(seed) or by the episode's start pose
+            seed = self.seed if self.seed is not None else int.from_bytes(np.round(s, 6).tobytes()[:8], "little") % (2**63)
             cfg = dataclasses.replace(self.push_cfg, pusher_yaw_rad=self._home_yaw)
             self._planner = PushPlanner(cfg, np.random.default_rng(seed))
         # Let the arm catch up (bounded wait) before a push starts, and before replanning after one, so the
@@ -144,14 +148,15 @@ class Expert:
                     target = self.p_cmd[:2]
                 self._waypoints = [(np.r_[target, self.p_cmd[2]], self.push_cfg.travel_speed_m_s)]
             else:
-                self.route_sides.append(plan.side)
                 pts = [np.r_[w, PUSH_T_TCP_Z] for w in plan.waypoints]
                 travel, push = self.push_cfg.travel_speed_m_s, self.push_cfg.push_speed_m_s
                 if self.p_cmd[2] > PUSH_T_TCP_Z + 0.005:  # still above the table: fly over to the first push
                     pre, end = pts[-2], pts[-1]
                     self._waypoints = [(np.r_[pre[:2], PUSH_T_TCP_Z + 0.06], travel), (pre, travel / 2), (end, push)]
+                    self.route_sides.append(0)
                 else:
                     self._waypoints = list(zip(pts, plan.speeds, strict=True))
+                    self.route_sides.append(plan.side)
         target, speed = self._waypoints[0]
         step = speed / self.env.control_hz
         delta = target - self.p_cmd
