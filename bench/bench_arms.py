@@ -9,6 +9,8 @@ exactly as a controller node would. Reported per backend:
 - `state_hz`: distinct state samples per second seen through `state()`,
 - `track_rms_rad`: RMS of (target - measured) on the moving joint over the run (includes the servo lag),
 - `silence_detect_ms`: time from the peer going silent to the backend's ArmError latch (STALE_S + a period),
+- `corrupt_detect_ms`, `disconnect_detect_ms`: the same for corrupt frames and a dropped connection, on a
+  fresh connection holding its pose (franka: truncated UDP state through `FrankaProxy`; SIGKILL),
 - `sdk_max_hz` (ur, xarm): the SDK's own unpaced command call rate against the same peer.
 """
 
@@ -72,6 +74,21 @@ def _detect(arm, inject) -> float:
     return round(((arm.fault_time or float("nan")) - t) * 1e3, 1)
 
 
+def _fresh_detect(uri: str, inject, clear, **kwargs) -> float:
+    """Connect anew, hold the pose for 0.2 s of commands, inject a fault, return the detection time (ms)."""
+    clear()
+    arm = make_arm(uri, stale_after_s=STALE_S, **kwargs)
+    arm.connect()
+    try:
+        q = arm.state().q
+        for _ in range(20):
+            arm.command(q)
+            time.sleep(0.01)
+        return _detect(arm, inject)
+    finally:
+        arm.disconnect()
+
+
 def _xarm(seconds: float) -> dict:
     from tests.peers.xarm_peer import XArmPeer
 
@@ -84,6 +101,11 @@ def _xarm(seconds: float) -> dict:
         row["peer_hz"] = round((peer.servoj_count - n0) / row.pop("elapsed"), 1)
         row["silence_detect_ms"] = _detect(arm, lambda: peer.inject("silence"))
         arm.disconnect()
+        for fault in ("corrupt", "disconnect"):
+            row[f"{fault}_detect_ms"] = _fresh_detect(
+                "xarm:127.0.0.1", lambda f=fault: peer.inject(f), lambda: peer.inject(None),
+                command_timeout_s=STALE_S,
+            )  # fmt: skip
         peer.inject(None)
         from xarm.wrapper import XArmAPI
 
@@ -120,6 +142,10 @@ def _ur(seconds: float) -> dict:
         row["peer_hz"] = round((peer.stats()["servoj_count"] - n0) / row.pop("elapsed"), 1)
         row["silence_detect_ms"] = _detect(arm, lambda: peer.inject("silence"))
         arm.disconnect()
+        for fault in ("corrupt", "disconnect"):
+            row[f"{fault}_detect_ms"] = _fresh_detect(
+                "ur:127.0.0.1", lambda f=fault: peer.inject(f), lambda: peer.inject(None)
+            )
         peer.inject(None)
         import rtde_control
 
@@ -141,7 +167,7 @@ def _ur(seconds: float) -> dict:
 
 
 def _franka(seconds: float) -> dict:
-    from tests.peers.franky_sim import FrankySim
+    from tests.peers.franky_sim import FrankaProxy, FrankySim
 
     sim = FrankySim()
     host = sim.start()
@@ -153,6 +179,20 @@ def _franka(seconds: float) -> dict:
         row["silence_detect_ms"] = _detect(arm, sim.pause)
         sim.resume()
         arm.disconnect()
+        time.sleep(1.5)  # the simulator notices its client left
+        proxy = FrankaProxy(host)
+        proxy.start()
+        try:
+            row["corrupt_detect_ms"] = _fresh_detect(
+                f"franka:{proxy.host}",
+                lambda: proxy.inject("corrupt"),
+                lambda: proxy.inject(None),
+                gripper=False,
+            )
+        finally:
+            proxy.stop()
+        time.sleep(1.5)
+        row["disconnect_detect_ms"] = _fresh_detect(f"franka:{host}", sim.kill, lambda: None)
     finally:
         sim.stop()
     return row

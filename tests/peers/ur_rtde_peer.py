@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import signal
 import socket
 import struct
@@ -639,6 +640,13 @@ def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
 
+def _exit_with_parent(parent: int) -> None:
+    """A peer must never outlive the test or benchmark that started it (it holds the machine's port lock)."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _print_log(peer: URPeer) -> None:
     while True:
         while peer.log:
@@ -663,6 +671,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     admin = _Admin(peer)
     signal.signal(signal.SIGTERM, _interrupt)  # terminate() stops the peer as cleanly as Ctrl-C
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     print(
         f"READY rtde={RTDE_PORT} dashboard={DASHBOARD_PORT} script={SCRIPT_PORT} admin={admin.port}",
         flush=True,
