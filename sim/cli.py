@@ -2,6 +2,8 @@
 
 - `mimic sim show <arm> <task> [--out file.mp4|png] [--seed N] [--size H W]`: one scripted-expert episode,
   scene and wrist camera side by side, rendered headless to an MP4 or a PNG strip of 6 moments.
+- `mimic sim paths <arm> [--seed S] [--expert-seeds N] [--out paths.png]`: push_t from one start pose with N
+  expert seeds, the TCP paths drawn over the T's start and goal outlines (top view): the multimodality.
 - `mimic sim experts [--arms ...] [--tasks ...] [--episodes N] [--seed S]`: success rate (and mean episode
   length) of the scripted experts per arm and task, seeds S..S+N-1, printed as a table.
 """
@@ -75,6 +77,45 @@ def _experts(arms: list[str], tasks: list[str], episodes: int, seed: int) -> int
     return 0
 
 
+def _paths(arm: str, seed: int, expert_seeds: int, out: Path) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sim.tasks import push_t
+
+    env = make_env("push_t", arm, cameras=())
+    expert = make_expert(env)
+    fig, ax = plt.subplots(figsize=(6, 6))
+    obs = env.reset(seed=seed)
+    for pose, color, label in ((obs["object_state"][:3], "k", "T at start"), (obs["object_state"][3:], "g", "goal")):
+        ring = push_t.to_world(pose, np.vstack([push_t.OUTLINE, push_t.OUTLINE[:1]]))
+        ax.plot(ring[:, 1], ring[:, 0], color=color, lw=2, label=label)
+    for k in tqdm(range(expert_seeds), desc=f"{arm}/push_t seed {seed}", unit="demo"):
+        obs, info, path = env.reset(seed=seed), {"success": False}, []
+        expert.reset(seed=k)
+        for _ in range(env.max_steps):
+            obs, _, term, trunc, info = env.step(expert.act(obs))
+            path.append(obs["robot0_eef_pos"][:2].copy())
+            if term or trunc:
+                break
+        xy = np.array(path)
+        ways = "".join({0: ".", 1: "L", -1: "R"}[w] for w in expert.route_sides)
+        ax.plot(xy[:, 1], xy[:, 0], alpha=0.7, label=f"expert seed {k}: {ways} {'success' if info['success'] else 'failed'}")
+        print(f"expert seed {k}: ways round {ways} (. straight, L counter-clockwise, R clockwise), "
+              f"{len(path)} steps, success={info['success']}")
+    ax.set(xlabel="y (m)", ylabel="x (m)", title=f"push_t on {arm}, env seed {seed}: TCP paths (top view)")
+    ax.invert_xaxis()
+    ax.set_aspect("equal")
+    ax.legend(fontsize=7)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    print(f"{out}: {expert_seeds} demonstrations")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="mimic sim", description="MuJoCo twins of the supported arms")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -85,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("--out", type=Path, default=Path("sim_show.mp4"), help=".mp4 video or .png strip")
     show.add_argument("--seed", type=int, default=0)
     show.add_argument("--size", type=int, nargs=2, default=(240, 320), metavar=("H", "W"))
+    paths = sub.add_parser("paths", help="push_t: TCP paths of several expert seeds from one start pose (PNG)")
+    paths.add_argument("arm", choices=ARM_NAMES)
+    paths.add_argument("--seed", type=int, default=4, help="env seed: the start pose")
+    paths.add_argument("--expert-seeds", type=int, default=5)
+    paths.add_argument("--out", type=Path, default=Path("push_t_paths.png"))
     ex = sub.add_parser("experts", help="scripted-expert success rate per arm and task")
     ex.add_argument("--arms", nargs="+", choices=ARM_NAMES, default=list(ARM_NAMES))
     ex.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
@@ -95,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         print("arms: " + " ".join(ARM_NAMES))
         print("tasks: " + " ".join(TASKS))
         return 0
+    if a.cmd == "paths":
+        if a.out.suffix.lower() != ".png" or a.expert_seeds < 1:
+            p.error(f"paths: --out {a.out} must be a .png and --expert-seeds at least 1")
+        return _paths(a.arm, a.seed, a.expert_seeds, a.out)
     if a.cmd == "experts":
         if a.episodes < 1:
             p.error(f"--episodes {a.episodes}: need at least 1")

@@ -39,3 +39,13 @@ def test_experts_prints_a_success_table(capsys):
     assert main(["experts", "--arms", "xarm7", "--tasks", "reach", "push_t", "--episodes", "2", "--seed", "5"]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("xarm7")]
     assert [r[:3] for r in rows] == [["xarm7", "reach", "100%"], ["xarm7", "push_t", "100%"]]
+
+
+def test_paths_plots_several_demonstrations_from_one_start(tmp_path, capsys):
+    out = tmp_path / "paths.png"
+    assert main(["paths", "franka", "--seed", "4", "--expert-seeds", "3", "--out", str(out)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("expert seed")]
+    assert len(lines) == 3 and all("success=True" in line for line in lines)
+    assert len({line.split("ways round ")[1].split()[0] for line in lines}) >= 2  # not all the same way round
+    img = iio.imread(out)
+    assert img.shape[0] > 300 and img.std() > 10
