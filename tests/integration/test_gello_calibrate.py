@@ -81,7 +81,7 @@ def test_cli_finds_the_assembly_and_the_file_survives_a_power_cycle(procs, tmp_p
 def test_cli_refuses_a_joint_that_did_not_move(procs, tmp_path) -> None:
     spec = get_spec("ur5e")
     with EmulatedDynamixelBus(example_calibration("ur5e"), start_pose=spec.home) as bus:
-        proc = procs.python("-m", "mimic.cli", "calibrate", "gello", "--port", bus.port, "--arm", "ur5e",
+        proc = procs.python("-m", "calibration.cli", "gello", "--port", bus.port, "--arm", "ur5e",
                             "--out", str(tmp_path / "c.json"), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
         _wait_for(proc, "1/3")
@@ -97,3 +97,26 @@ def test_cli_refuses_a_joint_that_did_not_move(procs, tmp_path) -> None:
         assert proc.wait(timeout=30) == 1
         assert "joint 4 (servo 4)" in text and "Traceback" not in text
         assert not (tmp_path / "c.json").exists()
+
+
+def test_cli_emulate_and_bad_input_are_one_line(procs, tmp_path) -> None:
+    out = tmp_path / "xarm.json"
+    proc = procs.python("-m", "mimic.cli", "calibrate", "gello", "--emulate", "--arm", "xarm7", "--out", str(out),
+                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    text = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode == 0, text
+    cal = GelloCalibration.load(out)
+    truth = example_calibration("xarm7")
+    assert [j.sign for j in cal.joints] == [j.sign for j in truth.joints] and cal.verified_max_error_rad < 1e-3
+    for args, message in [(["--arm", "kuka", "--port", "/dev/null"], "unknown arm 'kuka'"),
+                          (["--arm", "franka", "--port", str(tmp_path / "ttyUSB0")], "no such serial port"),
+                          (["--arm", "franka"], "--port is required"),
+                          (["--arm", "franka", "--emulate", "--signs", "1,x"], "--signs: expected")]:
+        # calibration.cli directly: `mimic` finds its verbs by importing packages (torch among them), seconds each
+        proc = procs.python("-m", "calibration.cli", "gello", "--out", str(tmp_path / "c.json"), *args,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        text = proc.communicate(timeout=60)[0].decode()
+        assert proc.returncode == 1 and message in text and "Traceback" not in text, text
+        assert text.startswith("mimic calibrate gello: ")
+        assert len(text.strip().splitlines()) == 1
+    assert not (tmp_path / "c.json").exists()
