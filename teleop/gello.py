@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -55,9 +56,10 @@ class GelloConfig:
     jump_slack_rad: float = 0.2  # added to speed * dt: timing jitter between servo sampling and the stamp
     return_delay_us: float | None = 0.0  # written at connect; None leaves the servos' setting alone
     fast_sync_read: bool = False  # one status packet for all servos (X-series firmware 46+): ~1.5x the rate
-    # status timeout = wire time + 2 * latency_timer_ms + 2 ms. 16: the FTDI default the SDK assumes; 1-2 with a
-    # tuned adapter finds faults sooner; an emulated bus on a loaded machine may need more (scheduling stalls)
-    latency_timer_ms: float = 16.0
+    # status timeout = wire time + 2 * latency_timer_ms + 2 ms. None: 16 ms (the FTDI default the SDK assumes)
+    # for a serial adapter, 40 ms for a pty (an emulated bus is software: the scheduler can hold it back);
+    # 1-2 ms with a tuned FTDI adapter finds faults sooner
+    latency_timer_ms: float | None = None
     reanchor_s: float = 10.0  # a reconnect within this long of the last reading unwraps near that reading
 
 
@@ -97,7 +99,10 @@ class GelloLeader(Leader):
             )
         self.calibration = cal
         baud = int(cfg.baudrate or cal.baudrate)
-        bus = DynamixelBus(cfg.port, baud, latency_timer_ms=cfg.latency_timer_ms)
+        latency_ms = cfg.latency_timer_ms
+        if latency_ms is None:
+            latency_ms = 40.0 if os.path.realpath(cfg.port).startswith("/dev/pts/") else 16.0
+        bus = DynamixelBus(cfg.port, baud, latency_timer_ms=latency_ms)
         try:
             bus.open()
             for sid in cal.servo_ids:

@@ -62,7 +62,7 @@ def test_follower_twin_tracks_the_leader_and_holds_through_a_fault(tmp_path) -> 
         ramp = min(t / 1.0, 1.0)  # starts gently from home
         return spec.home + ramp * amp * np.sin(2 * np.pi * 0.25 * t), 0.04 + 0.03 * math.sin(t)
 
-    rate, fault = 200.0, (3.0, 4.0)  # each failed read blocks ~70 ms (SDK timeout, one retry)
+    rate, fault = 200.0, (3.0, 4.0)  # a failed read takes ~165 ms (82 ms pty status timeout, one retry)
 
     def on_tick(t: float) -> None:
         if fault[0] <= t < fault[1]:
@@ -87,12 +87,12 @@ def test_follower_twin_tracks_the_leader_and_holds_through_a_fault(tmp_path) -> 
     hold_drift = float(np.max(np.ptp(held, axis=0)))
     max_step = float(np.nanmax(steps))
     print(f"follower tracking: rms {rms:.4f} rad, max {err.max():.4f} rad over {len(err)} samples; "
-          f"{len(flog.leader_errors)} LeaderErrors during the fault, drift while holding {hold_drift:.5f} rad, "
+          f"{len(flog.leader_errors)} LeaderErrors, drift while holding {hold_drift:.5f} rad, "
           f"max command step {max_step:.4f} rad")
     assert png.stat().st_size > 10_000
     in_fault = [sid for t, sid, _ in flog.leader_errors if fault[0] <= t - t0 <= fault[1] + 0.2]
     outside = [(round(t - t0, 3), m) for t, sid, m in flog.leader_errors if not fault[0] <= t - t0 <= fault[1] + 0.2]
-    assert len(in_fault) >= 5 and set(in_fault) == {4}
+    assert len(in_fault) >= 3 and set(in_fault) == {4}
     # the emulator shares this process with the twin and the loop: on a loaded machine it can miss a deadline
     assert len(outside) <= 3, outside
     assert len(held) >= 5 and hold_drift < 0.01  # held: no motion while the leader was silent (the person moved on)
