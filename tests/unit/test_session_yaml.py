@@ -98,3 +98,13 @@ def test_env_vars_expand_in_string_parameters(monkeypatch, tmp_path) -> None:
     path = tmp_path / "s.yaml"
     path.write_text("nodes:\n  - {name: r, executable: recorder_node, parameters: {path: \"${MIMIC_TEST_DIR}/d.zarr\"}}\n")
     assert load_session(str(path)).node("r").parameters["path"] == f"{tmp_path}/d.zarr"
+
+
+def test_session_arguments_substitute_into_parameters() -> None:
+    s = load_session("teleop_twin", ["arm=ur5e", "recorder.task=stack ${arm}"])
+    assert s.node("arm").parameters["backend"] == "twin:ur5e"
+    assert {s.node(n).parameters.get("arm") for n in ("controller", "recorder", "operator")} == {"ur5e"}
+    assert s.node("leader").parameters["follower"] == "ur5e" and s.node("recorder").parameters["task"] == "stack ur5e"
+    assert load_session("teleop_twin").node("arm").parameters["backend"] == "twin:franka"
+    with pytest.raises(SessionError, match="session arguments: arm"):
+        load_session("teleop_twin", ["robot=ur5e"])

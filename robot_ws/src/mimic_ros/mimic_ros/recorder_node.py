@@ -98,6 +98,8 @@ class RecorderNode(ManagedNode):
         self.last_episode: dict = {}
         self.after_stall = 0  # samples not written because the episode had stalled
         self.action_holds = 0  # held commands carried forward in this episode (see _hold_action)
+        self.last_hold_t = -1.0
+        self.late_actions = 0  # commands stamped before a recorded hold that arrived after it
 
         # Queues hold ~2 s of each stream, so a recorder briefly starved of CPU loses nothing (DDS keeps the
         # last `depth` samples per subscription and silently drops older ones).
@@ -174,7 +176,9 @@ class RecorderNode(ManagedNode):
         now = time.time()
         prev = self.last_t.get(key)
         if prev is not None and t <= prev:  # a repeat or an out-of-order sample: never written
-            if t < prev:
+            if t < prev and key == "action" and prev == self.last_hold_t:
+                self.late_actions += 1  # sent before a hold we recorded, arrived after it: superseded
+            elif t < prev:
                 self._drop(key)
             return
         self.last_t[key], self.last_arrival[key] = t, now
@@ -218,7 +222,9 @@ class RecorderNode(ManagedNode):
         """While the controller is silent (it holds when its leader goes stale), the arm keeps its last target.
 
         That target is what the arm is commanded, so it is what `action` records: once the newest command is
-        older than the tolerance, the joint-state clock carries it forward (counted as `action_holds`).
+        older than the tolerance, the joint-state clock carries it forward (counted as `action_holds`). A
+        backlog of commands stamped before the hold but delivered after it (a starved controller) is counted
+        as `late_actions`: the arm, too, received them only then.
         Cameras and joints are never filled in this way: their silence is a stall.
         """
         if not (self.recording and self.cfg.action) or self.stalled or self.failed or "action" not in self.episode_keys:
@@ -228,6 +234,7 @@ class RecorderNode(ManagedNode):
             self._add("action", t, self.latest["action"])
             self.received["action"] -= 1  # a carried value, not a received message
             self.action_holds += 1
+            self.last_hold_t = t
 
     def _on_command(self, msg: JointState) -> None:
         if len(msg.position) < self.spec.dof + 1:
@@ -279,7 +286,7 @@ class RecorderNode(ManagedNode):
         self.episode_keys: set[str] = set()  # keys with a sample in this episode (a gap is measured from it)
         self.dropped = {}
         self.after_stall = 0
-        self.action_holds = 0
+        self.action_holds = self.late_actions = 0
         return self._reply(response, True, f"recording episode {self._n_episodes()}")
 
     def _stream_specs_keys(self) -> list[str]:
@@ -307,7 +314,8 @@ class RecorderNode(ManagedNode):
             self.writer.root.attrs[MARKS_ATTR] = marks
             return self._reply(response, False, f"episode discarded: {e}")
         self.last_episode = {"index": index, "steps": steps, "stalled": self.stalled, "dropped": dict(self.dropped),
-                             "samples_after_stall": self.after_stall, "action_holds": self.action_holds}
+                             "samples_after_stall": self.after_stall, "action_holds": self.action_holds,
+                             "late_actions": self.late_actions}
         self.get_logger().info(f"episode {index} committed: {steps} steps"
                                + (f" (marked: {self.stalled})" if self.stalled else ""))
         return self._reply(response, True, json.dumps(self.last_episode))
@@ -338,6 +346,7 @@ class RecorderNode(ManagedNode):
                 "steps": int(getattr(self.writer, "_rows", 0)) if self.recording else 0,
                 "received": dict(self.received), "dropped": dict(self.dropped), "stalled": self.stalled,
                 "samples_after_stall": self.after_stall, "action_holds": self.action_holds,
+                "late_actions": self.late_actions,
                 "failed": self.failed, "trimmed_steps": self.trimmed_steps, "last_episode": self.last_episode}
 
     def _publish_status(self) -> None:

@@ -75,6 +75,7 @@ def run_node(name: str, build: Callable[[], ManagedNode], argv: list[str] | None
             node.close()
         finally:
             executor.remove_node(node)
+            executor.shutdown(timeout_sec=1.0)  # before rclpy.shutdown, or its finaliser fails at exit
             node.destroy_node()
             if rclpy.ok():
                 rclpy.shutdown()

@@ -16,8 +16,9 @@ means the same thing with or without a ROS install. Schema (unknown keys are err
         parameters: {backend: "twin:franka", task: pick_place}
         remaps: {/robot/joint_states: /follower/joint_states}
 
-String parameters may use ${ENV_VAR}. Overrides use `node.key=value` (value parsed as YAML): a node field
-(`enabled`, `required`, `ends_session`, `ready_timeout_s`) or else a parameter.
+Session arguments: `args: {arm: franka}` at the top; string parameters use them as `${arm}` (then
+${ENV_VAR} for the environment). Overrides: `name=value` sets an argument; `node.key=value` (value parsed
+as YAML) sets a node field (`enabled`, `required`, `ends_session`, `ready_timeout_s`) or else a parameter.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class Session:
     nodes: list[NodeSpec]
     ready_timeout_s: float = 60.0
     stop_timeout_s: float = 10.0
+    args: dict[str, Any] = field(default_factory=dict)
 
     def node(self, name: str) -> NodeSpec:
         for n in self.nodes:
@@ -120,8 +122,19 @@ def resolve_path(name_or_path: str) -> Path:
     raise SessionError(f"{name_or_path}: no such session file (packaged sessions: {known})")
 
 
-def _expand(value: Any) -> Any:
-    return os.path.expandvars(value) if isinstance(value, str) else value
+def _expand(value: Any, args: dict[str, Any] | None = None) -> Any:
+    """`${name}` -> session argument `name`, then `${ENV}` -> environment; other values unchanged."""
+    if not isinstance(value, str):
+        return value
+    for name, arg in (args or {}).items():
+        value = value.replace("${" + name + "}", str(arg))
+    return os.path.expandvars(value)
+
+
+def expand_session(session: Session) -> None:
+    """Substitute arguments and environment into every string parameter (after the overrides)."""
+    for node in session.nodes:
+        node.parameters = {k: _expand(v, session.args) for k, v in node.parameters.items()}
 
 
 def _node(path: str, i: int, raw: Any) -> NodeSpec:
@@ -151,7 +164,7 @@ def _node(path: str, i: int, raw: Any) -> NodeSpec:
         raise SessionError(f"{where}: 'ready_timeout_s' must be a positive number, got {timeout!r}")
     return NodeSpec(
         name=raw["name"], executable=raw["executable"], package=raw.get("package", PACKAGE),
-        parameters={str(k): _expand(v) for k, v in params.items()},
+        parameters={str(k): v for k, v in params.items()},
         remaps={str(k): str(v) for k, v in remaps.items()},
         required=raw.get("required", True), enabled=raw.get("enabled", True),
         ends_session=raw.get("ends_session", False),
@@ -168,7 +181,7 @@ def parse_session(text: str, path: str = "<session>") -> Session:
         raise SessionError(f"{path}:{at} not valid YAML ({getattr(e, 'problem', e)})") from None
     if not isinstance(raw, dict):
         raise SessionError(f"{path}: expected a mapping with 'nodes'")
-    unknown = set(raw) - {"session", "nodes", "ready_timeout_s", "stop_timeout_s", "description"}
+    unknown = set(raw) - {"session", "nodes", "ready_timeout_s", "stop_timeout_s", "description", "args"}
     if unknown:
         raise SessionError(f"{path}: unknown top-level key(s) {sorted(unknown)}")
     nodes_raw = raw.get("nodes")
@@ -185,22 +198,30 @@ def parse_session(text: str, path: str = "<session>") -> Session:
             if not isinstance(raw[key], (int, float)) or raw[key] <= 0:
                 raise SessionError(f"{path}: '{key}' must be a positive number, got {raw[key]!r}")
             timeouts[key] = float(raw[key])
-    return Session(name=str(raw.get("session") or Path(path).stem), path=path, nodes=nodes, **timeouts)
+    args = raw.get("args") or {}
+    if not isinstance(args, dict) or not all(isinstance(v, (str, int, float, bool)) for v in args.values()):
+        raise SessionError(f"{path}: 'args' must map names to plain values")
+    return Session(name=str(raw.get("session") or Path(path).stem), path=path, nodes=nodes,
+                   args={str(k): v for k, v in args.items()}, **timeouts)
 
 
 def apply_override(session: Session, text: str) -> None:
     """Apply `node.key=value` in place (value parsed as YAML, so `true`, `3`, `0.1` get their types)."""
     target, eq, value_text = text.partition("=")
     node_name, dot, key = target.partition(".")
-    if not eq or not dot or not node_name or not key:
-        raise SessionError(f"--set {text!r}: expected node.parameter=value")
-    node = session.node(node_name)
     try:
         value = yaml.safe_load(value_text) if value_text.strip() else ""
     except yaml.YAMLError:
         value = value_text
     if value is None:
         value = ""
+    if eq and not dot and target in session.args:
+        session.args[target] = value if isinstance(value, (str, int, float, bool)) else value_text
+        return
+    if not eq or not dot or not node_name or not key:
+        known = f" (session arguments: {', '.join(session.args)})" if session.args else ""
+        raise SessionError(f"--set {text!r}: expected node.parameter=value or argument=value{known}")
+    node = session.node(node_name)
     if key in NODE_FIELDS:
         expected = float if key == "ready_timeout_s" else bool
         if not isinstance(value, (int, float) if expected is float else bool):
@@ -210,7 +231,7 @@ def apply_override(session: Session, text: str) -> None:
         return
     if not isinstance(value, (str, int, float, bool, list)):
         value = value_text
-    node.parameters[key] = _expand(value)
+    node.parameters[key] = value
 
 
 def load_session(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Session:
@@ -223,6 +244,7 @@ def load_session(name_or_path: str, overrides: list[str] | tuple[str, ...] = ())
     session = parse_session(text, str(path))
     for o in overrides:
         apply_override(session, o)
+    expand_session(session)
     return session
 
 
