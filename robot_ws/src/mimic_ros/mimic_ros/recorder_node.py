@@ -272,10 +272,10 @@ class RecorderNode(ManagedNode):
             why = self._create_store()
             if why:
                 return self._reply(response, False, f"cannot start: {why}")
-        missing = set(self.writer.streams) - set(self._stream_specs_keys())
-        if missing:
-            return self._reply(response, False, f"{self.cfg.path}: store has streams {sorted(missing)} this "
-                                                "recorder does not record (use another path)")
+        have, want = set(self.writer.streams), set(self._stream_specs_keys())
+        if have != want:
+            return self._reply(response, False, f"{self.cfg.path}: store streams {sorted(have)} differ from "
+                                                f"this recorder's {sorted(want)} (use another path)")
         now = time.time()
         silent = [k for k in self.writer.streams if now - self.last_arrival.get(k, 0.0) > 1.0]
         if silent:
