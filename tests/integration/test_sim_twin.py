@@ -84,10 +84,10 @@ def test_state_age_follows_the_injected_jitter_and_its_ground_truth():
             ages.append(time.time() - arm.state().t)
             time.sleep(0.003)
     ages = np.array(ages)
-    # Readings are snapshots every control period (2 ms on the UR), so an age is up to one period younger.
-    assert ages.min() > 0.05 - 0.004 and ages.max() < 0.09 + 0.02
+    # A reading is never younger than its drawn delay; older by at most the physics thread's (loaded) period.
+    assert ages.min() >= 0.05 - 1e-3 and ages.max() < 0.09 + 0.04
     assert np.ptp(ages) > 0.02  # jitter is there, not a constant
-    assert abs(ages.mean() - lat.ground_truth()["joint_state_s"]) < 0.012
+    assert abs(ages.mean() - lat.ground_truth()["joint_state_s"]) < 0.02
 
 
 def _refusals(arm, q0: np.ndarray) -> list[str]:
