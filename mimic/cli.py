@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+from pathlib import Path
 
 # verb -> (module, one-line help)
 VERBS: dict[str, tuple[str, str]] = {
@@ -23,15 +24,26 @@ VERBS: dict[str, tuple[str, str]] = {
 }
 
 
+def _module_exists(module: str) -> bool:
+    """Whether `module` can be imported, found on disk without importing its package (torch, rclpy are slow)."""
+    top, _, rest = module.partition(".")
+    try:
+        spec = importlib.util.find_spec(top)
+    except ModuleNotFoundError:
+        return False
+    if spec is None:
+        return False
+    if not rest:
+        return True
+    for base in spec.submodule_search_locations or ():
+        path = Path(base, *rest.split("."))
+        if path.with_suffix(".py").is_file() or (path / "__init__.py").is_file():
+            return True
+    return False
+
+
 def _available() -> dict[str, tuple[str, str]]:
-    found = {}
-    for verb, (module, text) in VERBS.items():
-        try:
-            if importlib.util.find_spec(module) is not None:
-                found[verb] = (module, text)
-        except ModuleNotFoundError:
-            continue
-    return found
+    return {verb: (module, text) for verb, (module, text) in VERBS.items() if _module_exists(module)}
 
 
 def main(argv: list[str] | None = None) -> int:
