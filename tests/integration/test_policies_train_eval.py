@@ -111,3 +111,16 @@ def test_bad_inputs_are_one_line_errors(store, config, tmp_path, procs):
     assert r.returncode == 2 and "missing.zarr" in r.stderr and "Traceback" not in r.stderr
     r = _run(procs, ["-m", "mimic.cli", "eval", str(tmp_path / "no_ckpt"), "--episodes", "1"])
     assert r.returncode == 2 and "no_ckpt" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_train_records_the_dataset_from_the_twin_when_missing(config, tmp_path, procs):
+    store = tmp_path / "recorded.zarr"
+    r = _run(procs, ["-m", "mimic.cli", "train", str(config), "--no-progress",
+                     *_sets([f"dataset={store}", f"run_dir={tmp_path / 'run'}", *TINY, "steps=2", "record.task=reach",
+                             "record.episodes=2", "val_ratio=0"])])
+    assert r.returncode == 0, r.stderr[-2000:]
+    from data.dataset import ReplayDataset
+
+    ds = ReplayDataset(store)
+    assert ds.n_episodes == 2 and ds.attrs["task"] == "reach" and ds.attrs["expert_success"] == [True, True]
+    assert {"robot0_joint_pos", "robot0_gripper_width", "object_state", "action"} <= set(ds.keys)
