@@ -90,6 +90,9 @@ class PolicyConfig:
     generator: str = "flow"
     backbone: str = "unet"
     lowdim_norm: str = "minmax"
+    # Predict the first dims of the action relative to this observation key at the newest step (e.g.
+    # robot0_joint_pos: joint deltas, gripper absolute); predict() still returns absolute actions. "" = absolute.
+    action_relative_to: str = ""
     unet: UnetConfig = field(default_factory=UnetConfig)
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
@@ -112,6 +115,9 @@ class PolicyConfig:
             raise ConfigError("policy.gen.teacher: a consistency policy needs the checkpoint of an edm teacher")
         if not self.obs_keys:
             raise ConfigError("policy.obs_keys: at least one observation key is required")
+        if self.action_relative_to and self.action_relative_to not in self.obs_keys:
+            raise ConfigError(f"policy.action_relative_to: {self.action_relative_to!r} is not one of obs_keys "
+                              f"{self.obs_keys}")
 
 
 @dataclass

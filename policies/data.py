@@ -68,3 +68,18 @@ def widen_small_ranges(normalizer: Normalizer, keys: list[str], min_range: float
             state[f"{k}.scale"] = new_s.float()
             state[f"{k}.offset"] = torch.where(small, -mid * new_s, o).float()
     return Normalizer().load_state_dict(state)
+
+
+def relative_action_normalizer(normalizer: Normalizer, batches: WindowBatches, key: str) -> Normalizer:
+    """Refit the "action" stats on actions relative to `key` at each window's newest observation step.
+
+    Matches Policy.action_reference: the first dims(key) action dims minus the reference, the rest as is.
+    """
+    action = batches.arrays[batches.windows.action_key][batches.rows]  # [N, H, A]
+    ref = batches.arrays[key][batches.rows[:, batches.n_obs_steps - 1]].reshape(len(batches.rows), -1)
+    rel = action.astype(np.float64)
+    rel[..., : ref.shape[1]] -= ref[:, None, :]
+    fitted = Normalizer().fit({"action": rel.reshape(-1, rel.shape[-1])}, {"action": "minmax"}).state_dict()
+    state = normalizer.state_dict()
+    state.update(fitted)
+    return Normalizer().load_state_dict(state)

@@ -61,6 +61,11 @@ class Policy(nn.Module):
         self.encoder = ObsEncoder(lowdim, images, cfg.image)
         self.backbone = make_backbone(cfg, self.action_dim, self.encoder.feature_dim)
         self.generator = make_generator(cfg.generator, cfg.gen)
+        self.relative_key = cfg.action_relative_to
+        self.relative_dims = int(np.prod(shape_meta.obs_shapes[self.relative_key])) if self.relative_key else 0
+        if self.relative_dims > self.action_dim:
+            raise ValueError(f"policy.action_relative_to: {self.relative_key!r} has {self.relative_dims} dims > "
+                             f"action_dim {self.action_dim}")
         self._teacher: list[Policy] = []  # consistency only; a list so it is not a registered submodule
         self._rng: torch.Generator | None = None
 
@@ -81,13 +86,23 @@ class Policy(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def action_reference(self, obs: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """[B, 1, A] offset that turns relative actions into absolute ones (zeros past relative_dims)."""
+        if not self.relative_key:
+            return None
+        ref = obs[self.relative_key][:, -1].flatten(1)
+        pad = ref.new_zeros(ref.shape[0], self.action_dim - self.relative_dims)
+        return torch.cat([ref, pad], 1)[:, None]
+
     def normalize_obs(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: obs[k] if k in self.image_keys else self.normalizer.normalize(k, obs[k]) for k in self.obs_keys}
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         """Training loss for a batch {"obs": {key: [B, T, ...]}, "action": [B, H, A]} (images [B,T,3,H,W] 0..1)."""
         nobs = self.encoder.augment(self.normalize_obs(batch["obs"]), train=True)
-        x0 = self.normalizer.normalize("action", batch["action"])
+        action = batch["action"]
+        ref = self.action_reference(batch["obs"])
+        x0 = self.normalizer.normalize("action", action if ref is None else action - ref)
         cond = self.encoder(nobs)
         if isinstance(self.generator, ConsistencyGenerator):
             if not self._teacher:
@@ -108,7 +123,9 @@ class Policy(nn.Module):
         b = cond.shape[0]
         x = self.generator.sample(self.backbone, cond, (b, self.horizon, self.action_dim), num_inference_steps,
                                   generator)
-        return self.normalizer.unnormalize("action", x)
+        actions = self.normalizer.unnormalize("action", x)
+        ref = self.action_reference(obs)
+        return actions if ref is None else actions + ref
 
     # ---- deploy contract ---------------------------------------------------------------------
     def obs_to_tensors(self, obs_window: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:

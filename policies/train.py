@@ -36,7 +36,7 @@ from data.dataset import DatasetError, ReplayDataset
 from data.torch_dataset import WindowDataset
 from policies.checkpoint import CheckpointError, load_policy, save_checkpoint, tensors_for_save
 from policies.config import ConfigError, TrainConfig, load_train_config, to_dict
-from policies.data import WindowBatches, widen_small_ranges
+from policies.data import WindowBatches, relative_action_normalizer, widen_small_ranges
 from policies.policy import Policy, ShapeMeta
 
 CHECKPOINT_DIR = "checkpoint"
@@ -245,14 +245,18 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         teacher = None
         if pc.generator == "consistency":
             teacher = load_policy(pc.gen.teacher, device=device)
-            if tuple(teacher.obs_keys) != tuple(pc.obs_keys) or teacher.horizon != pc.horizon:
-                raise ConfigError(f"policy.gen.teacher {pc.gen.teacher}: obs_keys/horizon differ from the student's")
+            if (tuple(teacher.obs_keys) != tuple(pc.obs_keys) or teacher.horizon != pc.horizon
+                    or teacher.cfg.action_relative_to != pc.action_relative_to):
+                raise ConfigError(f"policy.gen.teacher {pc.gen.teacher}: obs_keys/horizon/action_relative_to "
+                                  "differ from the student's")
             normalizer = teacher.normalizer  # the student must live in the teacher's normalised space
         else:
             lowdim = [k for k in pc.obs_keys if k not in train_windows.image_keys]
             modes = {"action": "minmax", **{k: pc.lowdim_norm for k in lowdim},
                      **{k: "identity" for k in train_windows.image_keys}}
             normalizer = widen_small_ranges(train_windows.get_normalizer(modes), lowdim, MIN_LOWDIM_RANGE)
+            if pc.action_relative_to:
+                normalizer = relative_action_normalizer(normalizer, data, pc.action_relative_to)
         policy = Policy(pc, meta, normalizer).to(device)
         if teacher is not None:
             policy.set_teacher(teacher)
