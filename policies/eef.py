@@ -287,6 +287,7 @@ class EefConfig:
     rotation: str = "rot6d"  # relative action/obs rotation encoding (data.relative.ROTATIONS)
     record_episodes: int = 0  # record this many handheld demos into `dataset` when it does not exist
     record_seed: int = 0
+    init_from: str = ""  # checkpoint whose (EMA) weights and normaliser start this run (fine-tuning)
 
 
 def load_eef_config(path: str | Path, overrides: list[str] | None = None) -> tuple[TrainConfig, EefConfig]:
@@ -314,7 +315,16 @@ def load_eef_config(path: str | Path, overrides: list[str] | None = None) -> tup
 
 def train_eef(cfg: TrainConfig, eef: EefConfig, progress: bool = True) -> Path:
     """policies.train's loop on relative handheld windows; returns the run dir (policy at run_dir/checkpoint)."""
-    from policies.train import CHECKPOINT_DIR, EMA, Metrics, lr_at, validate
+    from policies.train import (
+        CHECKPOINT_DIR,
+        EMA,
+        STATE_DIR,
+        Metrics,
+        load_state,
+        lr_at,
+        save_state,
+        validate,
+    )
 
     cfg.validate()
     if cfg.threads > 0:
@@ -340,30 +350,44 @@ def train_eef(cfg: TrainConfig, eef: EefConfig, progress: bool = True) -> Path:
     meta = ShapeMeta(obs_shapes=features.inner_shapes(),
                      action_dim=features.relative.action_dim(int(replay.array("action").shape[1])),
                      control_hz=float(replay.attrs.get("fps", 10.0)), arm="handheld", task="pick_place")
-    policy = Policy(inner_cfg, meta, data.normalizer(pc.lowdim_norm, seed=cfg.seed)).to(cfg.device)
+    if eef.init_from:
+        start = load_policy(eef.init_from)
+        if start.cfg.obs_keys != inner_cfg.obs_keys or start.shape_meta.obs_shapes != meta.obs_shapes:
+            raise ConfigError(f"eef.init_from {eef.init_from}: observation keys/shapes differ from this run's")
+        policy = Policy(inner_cfg, meta, start.normalizer).to(cfg.device)
+        try:
+            policy.load_state_dict(start.state_dict())
+        except RuntimeError as e:
+            raise ConfigError(f"eef.init_from {eef.init_from}: network differs ({str(e).splitlines()[0]})") from None
+    else:
+        policy = Policy(inner_cfg, meta, data.normalizer(pc.lowdim_norm, seed=cfg.seed)).to(cfg.device)
     ema = EMA(policy, cfg.ema_power, cfg.ema_max_decay)
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.95, 0.999), weight_decay=cfg.weight_decay)
     run_dir = Path(cfg.run_dir)
+    step, wall0 = 0, 0.0
+    if cfg.resume and (run_dir / STATE_DIR / "state.json").exists():
+        step, wall0 = load_state(run_dir, policy, ema, opt)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump({**to_dict(cfg), "eef": asdict(eef)}, sort_keys=False))
-    (run_dir / "metrics.csv").unlink(missing_ok=True)  # no resume here: a run starts its metrics afresh
     metrics = Metrics(run_dir)
     gripper_max = float(replay.attrs.get("gripper_max", 0.08))
-    rng = np.random.default_rng([cfg.seed, 0, 0])
+    rng = np.random.default_rng([cfg.seed, 0, step])
     n_params = sum(p.numel() for p in policy.parameters())
-    t_start = time.monotonic()
-    step, losses, t_log, n_log = 0, [], time.monotonic(), 0
+    t_start = time.monotonic() - wall0
+    losses, t_log, n_log = [], time.monotonic(), 0
 
     def provenance() -> dict[str, Any]:
         return {"dataset": str(cfg.dataset), "steps": step, "wall_s": round(time.monotonic() - t_start, 1),
                 "seed": cfg.seed, "n_params": n_params, "train_episodes": int(train_windows.train_mask.sum()),
-                "train_windows": len(data), "train_rows": int(replay.n_steps), "representation": "relative eef"}
+                "train_windows": len(data), "train_rows": int(replay.n_steps), "representation": "relative eef",
+                "init_from": eef.init_from or None}
 
     def checkpoint() -> None:
         save_eef_checkpoint(run_dir / CHECKPOINT_DIR, ema.model, features, gripper_max,
                             {**to_dict(cfg), "eef": asdict(eef)}, provenance())
+        save_state(run_dir, policy, ema, opt, step, time.monotonic() - t_start)
 
-    bar = tqdm(total=cfg.steps, desc=f"train eef {pc.generator}/{pc.backbone} {n_params / 1e6:.2f}M",
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"train eef {pc.generator}/{pc.backbone} {n_params / 1e6:.2f}M",
                disable=not progress, unit="step")
     policy.train()
     while step < cfg.steps:
