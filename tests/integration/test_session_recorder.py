@@ -46,7 +46,8 @@ def start_node(procs, module: str, params: dict, timeout: float = 60.0) -> subpr
             raise AssertionError(f"{module} exited before ready:\n{''.join(lines)}")
         lines.append(line)
         if line.startswith(READY):
-            threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+            proc.log = lines  # type: ignore[attr-defined]  # the rest of its output, for failure messages
+            threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
             return proc
     raise AssertionError(f"{module} not ready after {timeout} s:\n{''.join(lines)}")
 
@@ -273,10 +274,12 @@ def test_leader_node_goes_silent_on_a_servo_fault_and_recovers(procs, client, tm
     with EmulatedDynamixelBus(cal, follower="franka", start_pose=spec.home) as bus:
         target = spec.home + 0.1
         bus.set_joint_targets(target, 0.03)
-        start_node(procs, "leader_node", {"port": bus.port, "calibration": str(tmp_path / "gello.json"),
-                                          "follower": "franka", "rate_hz": 100.0, "retry_s": 0.1})
-        client.spin_for(2.0)
-        assert len(got) > 50
+        leader = start_node(procs, "leader_node", {"port": bus.port, "calibration": str(tmp_path / "gello.json"),
+                                                   "follower": "franka", "rate_hz": 100.0, "retry_s": 0.1})
+        deadline = time.monotonic() + 20.0
+        while len(got) <= 50 and time.monotonic() < deadline:
+            client.spin_for(0.2)
+        assert len(got) > 50, "".join(leader.log)[-2000:]
         np.testing.assert_allclose(got[-1][1][:7], target, atol=2e-3)  # encoder quantisation: 1.5 mrad
         assert abs(got[-1][1][7] - 0.03) < 2e-3
         servo = cal.servo_ids[2]
