@@ -4,7 +4,7 @@ The policy is scripted: it implements the Policy contract (obs_keys, horizons, c
 with the twin's pick-place expert run on the observation window the policy node builds from
 /robot/joint_states and /objects/state, so the test needs no trained checkpoint. Everything around it is
 real: supervisor, arm node (twin, 150 ms camera / 100 ms command latency), chunk controller, policy node,
-evaluator, and the success check of the twin task.
+evaluator, the rollout recorder, and the success check of the twin task.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import sys
 
 import mujoco
 import numpy as np
+
+from data.validate import validate
 
 ARM, TASK = "franka", "pick_place"
 
@@ -59,7 +61,8 @@ def test_mimic_deploy_runs_episodes_and_scores_the_twin_task(tmp_path) -> None:
     results = tmp_path / "results.json"
     cmd = [sys.executable, "-m", "mimic.cli", "deploy", f"py:{__name__}:ExpertPolicy", "--arm", f"twin:{ARM}",
            "--task", TASK, "--episodes", "2", "--episode-s", "25", "--cameras", "scene",
-           "--results", str(results), "--set", "arm.camera_rate_hz=10", "--set", "controller.rate_hz=250"]
+           "--results", str(results), "--record", str(tmp_path / "rollouts.zarr"),
+           "--set", "arm.camera_rate_hz=10", "--set", "controller.rate_hz=250"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
@@ -69,3 +72,9 @@ def test_mimic_deploy_runs_episodes_and_scores_the_twin_task(tmp_path) -> None:
     assert "success " in out and "matching on" in out
     print(out[-800:])
     assert data["success"] >= 1, out[-3000:]
+    # the optional recorder keeps each rollout it could record (one stalled at its very start has no rows
+    # to commit on a starved machine, and the evaluator reports it as not recorded)
+    rollouts, _ = validate(tmp_path / "rollouts.zarr")
+    recorded = [e["recorded_steps"] for e in data["episodes"] if e["recorded_steps"]]
+    assert rollouts.n_episodes == len(recorded) >= 1
+    assert rollouts.attrs["latencies"] == {"camera_s": 0.15, "arm_s": 0.1}
