@@ -45,6 +45,10 @@ test-integration: setup
 test-e2e: setup
 	$(PYTEST) -m e2e tests
 
+# The whole loop on the Franka twin; DEMO_ARGS="--arm ur5e", "--quick", "--fresh all" ...
+demo: setup
+	$(PY) -m mimic.cli demo $(DEMO_ARGS)
+
 bench: setup
 	$(PY) -m bench.run $(BENCH_ARGS)
 
