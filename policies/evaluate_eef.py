@@ -44,6 +44,7 @@ START_STEPS = 25  # control periods to go there (2.5 s) and settle
 @dataclass
 class EefEvalResult(EvalResult):
     start: str = "handheld"
+    n_action_steps: int = 0
     unreachable_points: int = 0
     unreachable_chunks: int = 0
     clipped_velocity: int = 0
@@ -76,8 +77,8 @@ def _step(env: TwinEnv, ctrl: EefChunkController, t: float) -> tuple[dict, bool,
 
 
 def rollout_eef(policy, env: TwinEnv, ctrl: EefChunkController, seed: int, start: str | np.ndarray = "handheld",
-                num_inference_steps: int | None = None, video_size: tuple[int, int] | None = None
-                ) -> tuple[bool, int, list[float], list[np.ndarray]]:
+                num_inference_steps: int | None = None, video_size: tuple[int, int] | None = None,
+                n_action_steps: int | None = None) -> tuple[bool, int, list[float], list[np.ndarray]]:
     """One episode -> (success, control steps, chunk inference times [s], frames if video_size).
 
     `start`: "handheld" (drawn by start_pose(seed)), "home" (no move) or an explicit [pos, axis-angle] row.
@@ -119,7 +120,7 @@ def rollout_eef(policy, env: TwinEnv, ctrl: EefChunkController, seed: int, start
         t0 = time.perf_counter()
         chunk = policy.predict(window, num_inference_steps=num_inference_steps)
         times.append(time.perf_counter() - t0)
-        rows = chunk[first:first + policy.n_action_steps].copy()
+        rows = chunk[first:first + (n_action_steps or policy.n_action_steps)].copy()
         rows[:, 6] = grasp_command(rows[:, 6], policy.gripper_max)
         ctrl.set_chunk((k + 1) * dt, dt, rows, t_now=(k + 1) * dt)
         for _ in range(len(rows)):
@@ -134,21 +135,25 @@ def rollout_eef(policy, env: TwinEnv, ctrl: EefChunkController, seed: int, start
 
 def evaluate_eef(policy, arm: str, episodes: int, seed: int = DEFAULT_SEED, start: str = "handheld",
                  num_inference_steps: int | None = None, video_dir: str | Path | None = None, n_videos: int = 3,
-                 video_size: tuple[int, int] = (192, 256), progress: bool = True) -> EefEvalResult:
-    """Roll `policy` (an EefPolicy) out on `arm`'s pick_place for `episodes` seeds (seed, seed+1, ...)."""
+                 video_size: tuple[int, int] = (192, 256), progress: bool = True,
+                 n_action_steps: int | None = None) -> EefEvalResult:
+    """Roll `policy` (an EefPolicy) out on `arm`'s pick_place for `episodes` seeds (seed, seed+1, ...);
+    `n_action_steps` overrides the policy's receding horizon (rows executed per prediction)."""
     if arm not in ARMS:
         raise ValueError(f"evaluate_eef: --arm {arm!r} is not one of {ARMS}")
     if start not in STARTS:
         raise ValueError(f"evaluate_eef: --start {start!r} is not one of {STARTS}")
     if episodes < 1:
         raise ValueError(f"evaluate_eef: episodes must be >= 1, got {episodes}")
+    if n_action_steps is not None and not 1 <= n_action_steps <= policy.horizon - policy.n_obs_steps:
+        raise ValueError(f"evaluate_eef: --action-steps {n_action_steps} must be in 1..{policy.horizon - policy.n_obs_steps}")
     env = make_env("pick_place", arm, seed=seed, cameras=())
     ctrl = EefChunkController(IKSolver(env.model, env.spec), env.control_hz, blend_s=0.0, velocity_scale=0.8)
     vdir = Path(video_dir) if video_dir else None
     if vdir is not None:
         vdir.mkdir(parents=True, exist_ok=True)
     res = EefEvalResult(arm, "pick_place", episodes, 0, 0.0, 0.0, 1.0, num_inference_steps=num_inference_steps,
-                        start=start)
+                        start=start, n_action_steps=n_action_steps or policy.n_action_steps)
     all_times: list[float] = []
     t_start = time.monotonic()
     bar = tqdm(range(episodes), desc=f"eval eef {arm}", disable=not progress, unit="ep")
@@ -157,7 +162,7 @@ def evaluate_eef(policy, arm: str, episodes: int, seed: int = DEFAULT_SEED, star
             ep_seed = seed + i
             want_video = vdir is not None and i < n_videos
             ok, steps, times, frames = rollout_eef(policy, env, ctrl, ep_seed, start, num_inference_steps,
-                                                   video_size if want_video else None)
+                                                   video_size if want_video else None, n_action_steps)
             res.outcomes.append(ok)
             res.seeds.append(ep_seed)
             res.episode_steps.append(steps)
@@ -216,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
     ap.add_argument("--start", default="handheld", choices=STARTS)
     ap.add_argument("--steps", type=int, default=None, help="num_inference_steps (default: the policy's)")
+    ap.add_argument("--action-steps", type=int, default=None,
+                    help="rows executed per prediction (default: the policy's n_action_steps)")
     ap.add_argument("--video-dir", default=None, help="MP4s (scene | wrist) of the first --videos rollouts per arm")
     ap.add_argument("--videos", type=int, default=2)
     ap.add_argument("--json", default=None, help="write all results as JSON here (and a PNG next to it)")
@@ -232,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         prov = load_provenance(args.checkpoint)
         for arm in arms:
             r = evaluate_eef(policy, arm, args.episodes, seed=args.seed, start=args.start,
-                             num_inference_steps=args.steps, video_dir=args.video_dir, n_videos=args.videos)
+                             num_inference_steps=args.steps, video_dir=args.video_dir, n_videos=args.videos,
+                             n_action_steps=args.action_steps)
             r.extra = {k: prov.get(k) for k in ("dataset", "train_episodes", "train_rows", "steps", "wall_s")}
             results.append(r)
             print(f"{r.summary()}; unreachable points {r.unreachable_points}, max IK residual "
