@@ -219,6 +219,10 @@ def run(quick: bool) -> BenchResult:
     res.notes.append("latency: command arrival beside the arm node minus the leader reading's capture stamp; "
                      "exact match of in-limit follow-mode targets; the twin applies a command at its next "
                      "physics step (<= 1 ms) after arrival")
+    res.notes.append("recorder: frames_published/frames_received are status snapshots (20 Hz; the arm node's "
+                     "status lags when its threads are starved), so they agree only to a few dozen frames; "
+                     "'dropped' counts samples the recorder received but could not write; a stall truncates "
+                     "the episode at the stream gap (rows < expected_rows)")
     return res
 
 
