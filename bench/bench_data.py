@@ -95,7 +95,39 @@ def bench_sampler(root: Path, episodes: int, steps: int, samples: int) -> list[d
         dt = time.perf_counter() - t0
         out.append({"measure": f"windows/s {name}", "value": samples / dt, "windows": len(ds)})
     out.append({"measure": "cache build (s)", "value": build, "windows": len(cached)})
+    out.append({"measure": "policy training samples/s (visuomotor, 2 cams 96x96 + joints)",
+                "value": policy_train_rate(cached, batch=32, repeats=3 if samples < 500 else 8)})
     return out
+
+
+def policy_train_rate(ds, batch: int, repeats: int) -> float:
+    """Samples/s of one training step (forward + backward + AdamW) of the small visuomotor policy on real windows.
+
+    The sampler must outrun this: the ratio windows/s : samples/s says whether data loading can starve
+    training. The policy is the one `bench_policies` times (the default UNet, ResNet-18-style encoders).
+    """
+    import torch
+    from torch.utils.data import default_collate
+
+    from bench.bench_policies import make_policy
+
+    shapes = {"robot0_joint_pos": [7], "camera0_rgb": [96, 96, 3], "camera1_rgb": [96, 96, 3]}
+    policy = make_policy("flow", "unet", shapes, image_keys=("camera0_rgb", "camera1_rgb")).train()
+    opt = torch.optim.AdamW(policy.parameters(), lr=1e-4)
+    idx = np.random.default_rng(1).integers(0, len(ds), batch)
+    data = default_collate([ds[int(i)] for i in idx])
+    data["action"] = torch.randn(batch, policy.horizon, policy.action_dim)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        policy(data).backward()
+        opt.step()
+
+    step()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    return batch * repeats / (time.perf_counter() - t0)
 
 
 def run(quick: bool) -> BenchResult:
@@ -112,6 +144,7 @@ def run(quick: bool) -> BenchResult:
         rows = bench_sampler(root, 4 if quick else 20, 100, 200 if quick else 1000)
         res.rows.extend(rows)
         res.ratios["sampler cached/direct"] = rows[1]["value"] / rows[0]["value"]
+        res.ratios["sampler cached windows/s / policy training samples/s"] = rows[1]["value"] / rows[3]["value"]
         res.ratios["frames_dropped"] = float(wr["dropped"])
         res.notes.append("writer: 2x640x480 @30 Hz + 7 joints @500 Hz into a 30 Hz grid, real time, one caller thread + the writer's background thread")
     finally:
