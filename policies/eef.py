@@ -85,7 +85,11 @@ class ObjectTrackedCapture(HandheldCapture):
 
 
 def record_handheld(
-    path: str | Path, episodes: int, seed: int = 0, image_size: tuple[int, int] = (96, 96), progress: bool = True
+    path: str | Path,
+    episodes: int,
+    seed: int = 0,
+    image_size: tuple[int, int] = (96, 96),
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Scripted handheld pick-place demos on the twin (teleop.handheld.record_twin's loop, no injected
     latency) with the object tracker stream; only successful demos are committed."""
@@ -127,8 +131,12 @@ def record_handheld(
                 continue
             samples.sort(key=lambda s: s[0])
             cap.begin_episode()
-            feed = {"pose": cap.on_pose, "gripper": cap.on_gripper, "camera": cap.on_frame,
-                    "objects": cap.on_objects}
+            feed = {
+                "pose": cap.on_pose,
+                "gripper": cap.on_gripper,
+                "camera": cap.on_frame,
+                "objects": cap.on_objects,
+            }
             for t, kind, payload in samples:
                 feed[kind](t, *payload)
             rows += cap.end_episode()
@@ -140,7 +148,9 @@ def record_handheld(
         cap.close()
         env.close()
     if len(seeds) < episodes:
-        raise ValueError(f"record_handheld: only {len(seeds)}/{episodes} successful demos in {attempted} tries")
+        raise ValueError(
+            f"record_handheld: only {len(seeds)}/{episodes} successful demos in {attempted} tries"
+        )
     return {"path": str(path), "episodes": len(seeds), "attempted": attempted, "rows": rows}
 
 
@@ -164,7 +174,7 @@ def object_features(object_state: np.ndarray, ref: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class EefFeatures:
-    """Absolute window/batch -> what the network sees (relative pose history, object_rel, relative actions)."""
+    """Absolute window/batch -> what the network sees (relative pose history, object_rel, actions)."""
 
     relative: RelativeTrajectory = RelativeTrajectory()
 
@@ -173,24 +183,34 @@ class EefFeatures:
         return [POS_KEY, ROT_KEY, WIDTH_KEY, OBJECT_REL_KEY]
 
     def inner_shapes(self) -> dict[str, list[int]]:
-        return {POS_KEY: [3], ROT_KEY: [self.relative.obs_dim(ROT_KEY, 3)], WIDTH_KEY: [1],
-                OBJECT_REL_KEY: [OBJECT_REL_DIM]}
+        return {
+            POS_KEY: [3],
+            ROT_KEY: [self.relative.obs_dim(ROT_KEY, 3)],
+            WIDTH_KEY: [1],
+            OBJECT_REL_KEY: [OBJECT_REL_DIM],
+        }
 
     def encode_obs(self, obs: dict[str, Any]) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """(inner observations, reference pose T_ref) for an absolute window ([T, d] or [B, T, d] per key)."""
         o = {k: _np(obs[k]) for k in RAW_OBS_KEYS}
         ref = self.relative.reference(o)
         rel = self.relative.encode_obs({POS_KEY: o[POS_KEY], ROT_KEY: o[ROT_KEY]}, ref)
-        inner = {POS_KEY: rel[POS_KEY], ROT_KEY: rel[ROT_KEY], WIDTH_KEY: o[WIDTH_KEY],
-                 OBJECT_REL_KEY: object_features(o[OBJECT_KEY], ref)}
+        inner = {
+            POS_KEY: rel[POS_KEY],
+            ROT_KEY: rel[ROT_KEY],
+            WIDTH_KEY: o[WIDTH_KEY],
+            OBJECT_REL_KEY: object_features(o[OBJECT_KEY], ref),
+        }
         return inner, ref
 
     def encode_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
         """{"obs": raw [B, T, ...], "action": [B, H, 7]} -> float32 torch batch in the inner space."""
         inner, ref = self.encode_obs(batch["obs"])
         act = self.relative.encode_actions(_np(batch["action"]), ref)
-        return {"obs": {k: torch.from_numpy(v.astype(np.float32)) for k, v in inner.items()},
-                "action": torch.from_numpy(act.astype(np.float32))}
+        return {
+            "obs": {k: torch.from_numpy(v.astype(np.float32)) for k, v in inner.items()},
+            "action": torch.from_numpy(act.astype(np.float32)),
+        }
 
 
 class EefBatches:
@@ -235,7 +255,9 @@ class EefPolicy:
         self.control_hz = inner.control_hz
         self.shape_meta = inner.shape_meta
 
-    def predict(self, obs_window: dict[str, np.ndarray], num_inference_steps: int | None = None) -> np.ndarray:
+    def predict(
+        self, obs_window: dict[str, np.ndarray], num_inference_steps: int | None = None
+    ) -> np.ndarray:
         for k in self.obs_keys:
             if k not in obs_window:
                 raise KeyError(f"eef policy: observation key {k!r} missing (have {sorted(obs_window)})")
@@ -253,12 +275,22 @@ class EefPolicy:
         self.inner.seed(seed)
 
 
-def save_eef_checkpoint(path: Path, policy: Policy, features: EefFeatures, gripper_max: float,
-                        train_cfg: dict[str, Any], provenance: dict[str, Any]) -> Path:
+def save_eef_checkpoint(
+    path: Path,
+    policy: Policy,
+    features: EefFeatures,
+    gripper_max: float,
+    train_cfg: dict[str, Any],
+    provenance: dict[str, Any],
+) -> Path:
     save_checkpoint(path, policy, train_cfg, provenance)
-    info = {"relative": features.relative.to_json(), "raw_obs_keys": list(RAW_OBS_KEYS),
-            "object_features": "cube_tcp3,goal_tcp3,cos4dyaw,sin4dyaw", "gripper_max": gripper_max,
-            "action_layout": ["tcp_x", "tcp_y", "tcp_z", "aa_x", "aa_y", "aa_z", "gripper_width"]}
+    info = {
+        "relative": features.relative.to_json(),
+        "raw_obs_keys": list(RAW_OBS_KEYS),
+        "object_features": "cube_tcp3,goal_tcp3,cos4dyaw,sin4dyaw",
+        "gripper_max": gripper_max,
+        "action_layout": ["tcp_x", "tcp_y", "tcp_z", "aa_x", "aa_y", "aa_z", "gripper_width"],
+    }
     (path / EEF_JSON).write_text(json.dumps(info, indent=2))
     return path
 
@@ -269,7 +301,9 @@ def load_eef_policy(path: str | Path, device: str = "cpu") -> EefPolicy:
     inner = load_policy(p, device=device)
     f = p / EEF_JSON
     if not f.is_file():
-        raise CheckpointError(f"{f}: missing (not an end-effector policy checkpoint; train it with policies.eef)")
+        raise CheckpointError(
+            f"{f}: missing (not an end-effector policy checkpoint; train it with policies.eef)"
+        )
     try:
         info = json.loads(f.read_text())
         features = EefFeatures(RelativeTrajectory.from_json(info["relative"]))
@@ -314,7 +348,7 @@ def load_eef_config(path: str | Path, overrides: list[str] | None = None) -> tup
 
 
 def train_eef(cfg: TrainConfig, eef: EefConfig, progress: bool = True) -> Path:
-    """policies.train's loop on relative handheld windows; returns the run dir (policy at run_dir/checkpoint)."""
+    """policies.train's loop on relative handheld windows; returns the run dir (policy in checkpoint/)."""
     from policies.train import (
         CHECKPOINT_DIR,
         EMA,
@@ -336,39 +370,66 @@ def train_eef(cfg: TrainConfig, eef: EefConfig, progress: bool = True) -> Path:
         record_handheld(cfg.dataset, eef.record_episodes, seed=eef.record_seed, progress=progress)
     replay = ReplayDataset(cfg.dataset)
     if replay.attrs.get("robot") != "handheld":
-        raise DatasetError(f"{cfg.dataset}: root attr robot={replay.attrs.get('robot')!r}, expected 'handheld'")
+        raise DatasetError(
+            f"{cfg.dataset}: root attr robot={replay.attrs.get('robot')!r}, expected 'handheld'"
+        )
     pc = cfg.policy
-    common = dict(obs_keys=list(RAW_OBS_KEYS), n_obs_steps=pc.n_obs_steps, horizon=pc.horizon,
-                  n_action_steps=pc.n_action_steps, val_ratio=cfg.val_ratio, seed=cfg.seed)
+    common = dict(
+        obs_keys=list(RAW_OBS_KEYS),
+        n_obs_steps=pc.n_obs_steps,
+        horizon=pc.horizon,
+        n_action_steps=pc.n_action_steps,
+        val_ratio=cfg.val_ratio,
+        seed=cfg.seed,
+    )
     features = EefFeatures(RelativeTrajectory(rotation=eef.rotation))
     train_windows = WindowDataset(cfg.dataset, split="train", **common)
     data = EefBatches(train_windows, features, progress=progress)
-    val = EefBatches(WindowDataset(cfg.dataset, split="val", **common), features) \
-        if cfg.val_ratio > 0 and replay.n_episodes > 1 else None
+    val = (
+        EefBatches(WindowDataset(cfg.dataset, split="val", **common), features)
+        if cfg.val_ratio > 0 and replay.n_episodes > 1
+        else None
+    )
     inner_cfg = copy.deepcopy(pc)
     inner_cfg.obs_keys = features.inner_keys
-    meta = ShapeMeta(obs_shapes=features.inner_shapes(),
-                     action_dim=features.relative.action_dim(int(replay.array("action").shape[1])),
-                     control_hz=float(replay.attrs.get("fps", 10.0)), arm="handheld", task="pick_place")
+    meta = ShapeMeta(
+        obs_shapes=features.inner_shapes(),
+        action_dim=features.relative.action_dim(int(replay.array("action").shape[1])),
+        control_hz=float(replay.attrs.get("fps", 10.0)),
+        arm="handheld",
+        task="pick_place",
+    )
+    init_prov: dict[str, Any] = {}
     if eef.init_from:
+        from policies.checkpoint import load_provenance
+
         start = load_policy(eef.init_from)
+        init_prov = load_provenance(eef.init_from)  # so total_steps / total_wall_s cover both stages
         if start.cfg.obs_keys != inner_cfg.obs_keys or start.shape_meta.obs_shapes != meta.obs_shapes:
-            raise ConfigError(f"eef.init_from {eef.init_from}: observation keys/shapes differ from this run's")
+            raise ConfigError(
+                f"eef.init_from {eef.init_from}: observation keys/shapes differ from this run's"
+            )
         policy = Policy(inner_cfg, meta, start.normalizer).to(cfg.device)
         try:
             policy.load_state_dict(start.state_dict())
         except RuntimeError as e:
-            raise ConfigError(f"eef.init_from {eef.init_from}: network differs ({str(e).splitlines()[0]})") from None
+            raise ConfigError(
+                f"eef.init_from {eef.init_from}: network differs ({str(e).splitlines()[0]})"
+            ) from None
     else:
         policy = Policy(inner_cfg, meta, data.normalizer(pc.lowdim_norm, seed=cfg.seed)).to(cfg.device)
     ema = EMA(policy, cfg.ema_power, cfg.ema_max_decay)
-    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.95, 0.999), weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(
+        policy.parameters(), lr=cfg.lr, betas=(0.95, 0.999), weight_decay=cfg.weight_decay
+    )
     run_dir = Path(cfg.run_dir)
     step, wall0 = 0, 0.0
     if cfg.resume and (run_dir / STATE_DIR / "state.json").exists():
         step, wall0 = load_state(run_dir, policy, ema, opt)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump({**to_dict(cfg), "eef": asdict(eef)}, sort_keys=False))
+    (run_dir / "config.yaml").write_text(
+        yaml.safe_dump({**to_dict(cfg), "eef": asdict(eef)}, sort_keys=False)
+    )
     metrics = Metrics(run_dir)
     gripper_max = float(replay.attrs.get("gripper_max", 0.08))
     rng = np.random.default_rng([cfg.seed, 0, step])
@@ -377,18 +438,41 @@ def train_eef(cfg: TrainConfig, eef: EefConfig, progress: bool = True) -> Path:
     losses, t_log, n_log = [], time.monotonic(), 0
 
     def provenance() -> dict[str, Any]:
-        return {"dataset": str(cfg.dataset), "steps": step, "wall_s": round(time.monotonic() - t_start, 1),
-                "seed": cfg.seed, "n_params": n_params, "train_episodes": int(train_windows.train_mask.sum()),
-                "train_windows": len(data), "train_rows": int(replay.n_steps), "representation": "relative eef",
-                "init_from": eef.init_from or None}
+        return {
+            "dataset": str(cfg.dataset),
+            "steps": step,
+            "wall_s": round(time.monotonic() - t_start, 1),
+            "seed": cfg.seed,
+            "n_params": n_params,
+            "train_episodes": int(train_windows.train_mask.sum()),
+            "train_windows": len(data),
+            "train_rows": int(replay.n_steps),
+            "representation": "relative eef",
+            "init_from": eef.init_from or None,
+            "total_steps": step + init_prov.get("total_steps", init_prov.get("steps", 0)),
+            "total_wall_s": round(
+                time.monotonic() - t_start + init_prov.get("total_wall_s", init_prov.get("wall_s", 0.0)), 1
+            ),
+        }
 
     def checkpoint() -> None:
-        save_eef_checkpoint(run_dir / CHECKPOINT_DIR, ema.model, features, gripper_max,
-                            {**to_dict(cfg), "eef": asdict(eef)}, provenance())
+        save_eef_checkpoint(
+            run_dir / CHECKPOINT_DIR,
+            ema.model,
+            features,
+            gripper_max,
+            {**to_dict(cfg), "eef": asdict(eef)},
+            provenance(),
+        )
         save_state(run_dir, policy, ema, opt, step, time.monotonic() - t_start)
 
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"train eef {pc.generator}/{pc.backbone} {n_params / 1e6:.2f}M",
-               disable=not progress, unit="step")
+    bar = tqdm(
+        total=cfg.steps,
+        initial=step,
+        desc=f"train eef {pc.generator}/{pc.backbone} {n_params / 1e6:.2f}M",
+        disable=not progress,
+        unit="step",
+    )
     policy.train()
     while step < cfg.steps:
         lr = lr_at(cfg, step)
@@ -419,8 +503,13 @@ def train_eef(cfg: TrainConfig, eef: EefConfig, progress: bool = True) -> Path:
         if cfg.eval.episodes > 0 and ((cfg.eval.every and step % cfg.eval.every == 0) or step == cfg.steps):
             from policies.evaluate_eef import evaluate_eef
 
-            res = evaluate_eef(EefPolicy(ema.model, features, gripper_max), cfg.eval.arm, cfg.eval.episodes,
-                               seed=cfg.eval.seed, progress=False)
+            res = evaluate_eef(
+                EefPolicy(ema.model, features, gripper_max),
+                cfg.eval.arm,
+                cfg.eval.episodes,
+                seed=cfg.eval.seed,
+                progress=False,
+            )
             tqdm.write(f"step {step}: {res.summary()}")
             row["success_rate"] = res.success_rate
         if row:
@@ -437,7 +526,7 @@ def _np(x: Any) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m policies.eef train CFG.yaml [--set k=v]` | `python -m policies.eef record OUT.zarr --episodes N`."""
+    """`python -m policies.eef train CFG.yaml [--set k=v]` | `... record OUT.zarr --episodes N`."""
     ap = argparse.ArgumentParser(prog="policies.eef", description=main.__doc__)
     sub = ap.add_subparsers(dest="verb", required=True)
     t = sub.add_parser("train", help="train an end-effector policy on a handheld store")
@@ -468,5 +557,15 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["EefBatches", "EefConfig", "EefFeatures", "EefPolicy", "ObjectTrackedCapture", "load_eef_config",
-           "load_eef_policy", "object_features", "record_handheld", "train_eef"]
+__all__ = [
+    "EefBatches",
+    "EefConfig",
+    "EefFeatures",
+    "EefPolicy",
+    "ObjectTrackedCapture",
+    "load_eef_config",
+    "load_eef_policy",
+    "object_features",
+    "record_handheld",
+    "train_eef",
+]

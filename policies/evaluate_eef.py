@@ -76,9 +76,16 @@ def _step(env: TwinEnv, ctrl: EefChunkController, t: float) -> tuple[dict, bool,
     return obs, term, trunc, info
 
 
-def rollout_eef(policy, env: TwinEnv, ctrl: EefChunkController, seed: int, start: str | np.ndarray = "handheld",
-                num_inference_steps: int | None = None, video_size: tuple[int, int] | None = None,
-                n_action_steps: int | None = None) -> tuple[bool, int, list[float], list[np.ndarray]]:
+def rollout_eef(
+    policy,
+    env: TwinEnv,
+    ctrl: EefChunkController,
+    seed: int,
+    start: str | np.ndarray = "handheld",
+    num_inference_steps: int | None = None,
+    video_size: tuple[int, int] | None = None,
+    n_action_steps: int | None = None,
+) -> tuple[bool, int, list[float], list[np.ndarray]]:
     """One episode -> (success, control steps, chunk inference times [s], frames if video_size).
 
     `start`: "handheld" (drawn by start_pose(seed)), "home" (no move) or an explicit [pos, axis-angle] row.
@@ -92,7 +99,9 @@ def rollout_eef(policy, env: TwinEnv, ctrl: EefChunkController, seed: int, start
 
     def frame() -> None:
         if video_size is not None:
-            frames.append(np.concatenate([env.render("scene", video_size), env.render("wrist", video_size)], 1))
+            frames.append(
+                np.concatenate([env.render("scene", video_size), env.render("wrist", video_size)], 1)
+            )
 
     frame()
     if not (isinstance(start, str) and start == "home"):  # straight line to the start pose, then settle
@@ -103,8 +112,9 @@ def rollout_eef(policy, env: TwinEnv, ctrl: EefChunkController, seed: int, start
         n = START_STEPS - 5
         s = np.linspace(0, 1, n + 1)[1:]
         rots = Slerp([0, 1], Rotation.from_rotvec([here[3:], goal[3:]]))(s).as_rotvec()
-        rows = np.column_stack([here[:3] + s[:, None] * (goal[:3] - here[:3]), rots,
-                                np.full(n, env.spec.gripper_max)])
+        rows = np.column_stack(
+            [here[:3] + s[:, None] * (goal[:3] - here[:3]), rots, np.full(n, env.spec.gripper_max)]
+        )
         rows = np.concatenate([rows, np.repeat(rows[-1:], START_STEPS - n, axis=0)])  # settle there
         if not ctrl.set_chunk(dt, dt, rows, t_now=dt):
             raise RuntimeError(f"{env.spec.name}: start pose {np.round(goal[:3], 3).tolist()} unreachable")
@@ -120,7 +130,7 @@ def rollout_eef(policy, env: TwinEnv, ctrl: EefChunkController, seed: int, start
         t0 = time.perf_counter()
         chunk = policy.predict(window, num_inference_steps=num_inference_steps)
         times.append(time.perf_counter() - t0)
-        rows = chunk[first:first + (n_action_steps or policy.n_action_steps)].copy()
+        rows = chunk[first : first + (n_action_steps or policy.n_action_steps)].copy()
         rows[:, 6] = grasp_command(rows[:, 6], policy.gripper_max)
         ctrl.set_chunk((k + 1) * dt, dt, rows, t_now=(k + 1) * dt)
         for _ in range(len(rows)):
@@ -133,10 +143,19 @@ def rollout_eef(policy, env: TwinEnv, ctrl: EefChunkController, seed: int, start
     return False, env.t, times, frames
 
 
-def evaluate_eef(policy, arm: str, episodes: int, seed: int = DEFAULT_SEED, start: str = "handheld",
-                 num_inference_steps: int | None = None, video_dir: str | Path | None = None, n_videos: int = 3,
-                 video_size: tuple[int, int] = (192, 256), progress: bool = True,
-                 n_action_steps: int | None = None) -> EefEvalResult:
+def evaluate_eef(
+    policy,
+    arm: str,
+    episodes: int,
+    seed: int = DEFAULT_SEED,
+    start: str = "handheld",
+    num_inference_steps: int | None = None,
+    video_dir: str | Path | None = None,
+    n_videos: int = 3,
+    video_size: tuple[int, int] = (192, 256),
+    progress: bool = True,
+    n_action_steps: int | None = None,
+) -> EefEvalResult:
     """Roll `policy` (an EefPolicy) out on `arm`'s pick_place for `episodes` seeds (seed, seed+1, ...);
     `n_action_steps` overrides the policy's receding horizon (rows executed per prediction)."""
     if arm not in ARMS:
@@ -146,14 +165,27 @@ def evaluate_eef(policy, arm: str, episodes: int, seed: int = DEFAULT_SEED, star
     if episodes < 1:
         raise ValueError(f"evaluate_eef: episodes must be >= 1, got {episodes}")
     if n_action_steps is not None and not 1 <= n_action_steps <= policy.horizon - policy.n_obs_steps:
-        raise ValueError(f"evaluate_eef: --action-steps {n_action_steps} must be in 1..{policy.horizon - policy.n_obs_steps}")
+        raise ValueError(
+            f"evaluate_eef: --action-steps {n_action_steps} must be in "
+            f"1..{policy.horizon - policy.n_obs_steps}"
+        )
     env = make_env("pick_place", arm, seed=seed, cameras=())
     ctrl = EefChunkController(IKSolver(env.model, env.spec), env.control_hz, blend_s=0.0, velocity_scale=0.8)
     vdir = Path(video_dir) if video_dir else None
     if vdir is not None:
         vdir.mkdir(parents=True, exist_ok=True)
-    res = EefEvalResult(arm, "pick_place", episodes, 0, 0.0, 0.0, 1.0, num_inference_steps=num_inference_steps,
-                        start=start, n_action_steps=n_action_steps or policy.n_action_steps)
+    res = EefEvalResult(
+        arm,
+        "pick_place",
+        episodes,
+        0,
+        0.0,
+        0.0,
+        1.0,
+        num_inference_steps=num_inference_steps,
+        start=start,
+        n_action_steps=n_action_steps or policy.n_action_steps,
+    )
     all_times: list[float] = []
     t_start = time.monotonic()
     bar = tqdm(range(episodes), desc=f"eval eef {arm}", disable=not progress, unit="ep")
@@ -161,8 +193,16 @@ def evaluate_eef(policy, arm: str, episodes: int, seed: int = DEFAULT_SEED, star
         for i in bar:
             ep_seed = seed + i
             want_video = vdir is not None and i < n_videos
-            ok, steps, times, frames = rollout_eef(policy, env, ctrl, ep_seed, start, num_inference_steps,
-                                                   video_size if want_video else None, n_action_steps)
+            ok, steps, times, frames = rollout_eef(
+                policy,
+                env,
+                ctrl,
+                ep_seed,
+                start,
+                num_inference_steps,
+                video_size if want_video else None,
+                n_action_steps,
+            )
             res.outcomes.append(ok)
             res.seeds.append(ep_seed)
             res.episode_steps.append(steps)
@@ -221,9 +261,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
     ap.add_argument("--start", default="handheld", choices=STARTS)
     ap.add_argument("--steps", type=int, default=None, help="num_inference_steps (default: the policy's)")
-    ap.add_argument("--action-steps", type=int, default=None,
-                    help="rows executed per prediction (default: the policy's n_action_steps)")
-    ap.add_argument("--video-dir", default=None, help="MP4s (scene | wrist) of the first --videos rollouts per arm")
+    ap.add_argument(
+        "--action-steps",
+        type=int,
+        default=None,
+        help="rows executed per prediction (default: the policy's n_action_steps)",
+    )
+    ap.add_argument(
+        "--video-dir", default=None, help="MP4s (scene | wrist) of the first --videos rollouts per arm"
+    )
     ap.add_argument("--videos", type=int, default=2)
     ap.add_argument("--json", default=None, help="write all results as JSON here (and a PNG next to it)")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 on a shared machine)")
@@ -238,21 +284,47 @@ def main(argv: list[str] | None = None) -> int:
         policy = load_eef_policy(args.checkpoint)
         prov = load_provenance(args.checkpoint)
         for arm in arms:
-            r = evaluate_eef(policy, arm, args.episodes, seed=args.seed, start=args.start,
-                             num_inference_steps=args.steps, video_dir=args.video_dir, n_videos=args.videos,
-                             n_action_steps=args.action_steps)
-            r.extra = {k: prov.get(k) for k in ("dataset", "train_episodes", "train_rows", "steps", "wall_s")}
+            r = evaluate_eef(
+                policy,
+                arm,
+                args.episodes,
+                seed=args.seed,
+                start=args.start,
+                num_inference_steps=args.steps,
+                video_dir=args.video_dir,
+                n_videos=args.videos,
+                n_action_steps=args.action_steps,
+            )
+            r.extra = {
+                k: prov.get(k)
+                for k in (
+                    "dataset",
+                    "train_episodes",
+                    "train_rows",
+                    "steps",
+                    "wall_s",
+                    "total_steps",
+                    "total_wall_s",
+                    "init_from",
+                )
+            }
             results.append(r)
-            print(f"{r.summary()}; unreachable points {r.unreachable_points}, max IK residual "
-                  f"{r.max_ik_pos_err_mm:.2f} mm", flush=True)
+            print(
+                f"{r.summary()}; unreachable points {r.unreachable_points}, max IK residual "
+                f"{r.max_ik_pos_err_mm:.2f} mm",
+                flush=True,
+            )
     except (CheckpointError, ValueError, KeyError, RuntimeError) as e:
         print(f"policies.evaluate_eef: {e}", file=sys.stderr)
         return 2
     print("\n| arm | episodes | successes | rate | Wilson 95% | start | train demos | train steps |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r.arm} | {r.episodes} | {r.successes} | {r.success_rate:.0%} | {r.ci_low:.0%}-{r.ci_high:.0%} "
-              f"| {r.start} | {r.extra.get('train_episodes')} | {r.extra.get('steps')} |")
+        print(
+            f"| {r.arm} | {r.episodes} | {r.successes} | {r.success_rate:.0%} | "
+            f"{r.ci_low:.0%}-{r.ci_high:.0%} | {r.start} | {r.extra.get('train_episodes')} | "
+            f"{r.extra.get('total_steps') or r.extra.get('steps')} |"
+        )
     for r in results:
         for v in r.videos:
             print(f"  video: {v}")
@@ -260,7 +332,9 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps([asdict(r) for r in results], indent=2))
-        plot_results(results, out.with_suffix(".png"), f"{Path(args.checkpoint).parent.name}, start={args.start}")
+        plot_results(
+            results, out.with_suffix(".png"), f"{Path(args.checkpoint).parent.name}, start={args.start}"
+        )
     return 0
 
 

@@ -74,7 +74,12 @@ class EefChunkController:
         self.ik, self.spec = ik, ik.spec
         self.max_pos_err_m, self.max_rot_err_rad = max_pos_err_m, max_rot_err_rad
         self.joint = ChunkController(
-            ik.spec, rate_hz, lead_s=lead_s, blend_s=blend_s, velocity_scale=velocity_scale, workspace=workspace
+            ik.spec,
+            rate_hz,
+            lead_s=lead_s,
+            blend_s=blend_s,
+            velocity_scale=velocity_scale,
+            workspace=workspace,
         )
         self.counters: SafetyCounters = self.joint.counters
         self.eef_counters = EefCounters()
@@ -119,8 +124,11 @@ class EefChunkController:
             self.eef_counters.unreachable_chunks += 1
             res = self.last_solutions[-1]
             (log.debug if self._warned else log.warning)(  # once per run of refusals, not per chunk
-                "%s: TCP target %s unreachable (IK residual %.1f mm / %.3f rad), holding the last reachable one",
-                self.spec.name, np.round(p[n_ok, :3], 3).tolist(), res.pos_err_m * 1e3, res.rot_err_rad,
+                "%s: TCP target %s unreachable (IK residual %.1f mm / %.3f rad), holding the last reachable",
+                self.spec.name,
+                np.round(p[n_ok, :3], 3).tolist(),
+                res.pos_err_m * 1e3,
+                res.rot_err_rad,
             )
             self._warned = True
             if n_ok == 0:
@@ -129,5 +137,5 @@ class EefChunkController:
         return self.joint.set_chunk(t_start, dt, q_rows, t_now)
 
     def target(self, t_now: float) -> tuple[np.ndarray, float] | None:
-        """Limited joint target and gripper width for wall time `t_now`, or None (hold) when no chunk covers it."""
+        """Limited joint target and gripper width for time `t_now`, or None (hold) when no chunk covers it."""
         return self.joint.target(t_now)

@@ -64,8 +64,9 @@ def pose_error(target: np.ndarray, pos: np.ndarray, rot: np.ndarray) -> np.ndarr
 class IKSolver:
     """IK for one arm's TCP site; owns a scratch MjData, so it never disturbs a running simulation."""
 
-    def __init__(self, model: mujoco.MjModel, spec: ArmSpec, site: str = "tcp",
-                 config: IKConfig | None = None) -> None:
+    def __init__(
+        self, model: mujoco.MjModel, spec: ArmSpec, site: str = "tcp", config: IKConfig | None = None
+    ) -> None:
         self.model, self.spec, self.config = model, spec, config or IKConfig()
         self.data = mujoco.MjData(model)
         try:
@@ -106,11 +107,13 @@ class IKSolver:
         mujoco.mj_comPos(self.model, self.data)
 
     def solve(self, q0: np.ndarray, target: np.ndarray) -> IKResult:
-        """Joint angles reaching TCP pose `target` (4x4), iterated from `q0`; the residual tells whether it did."""
+        """Joint angles reaching TCP pose `target` (4x4), iterated from `q0`; the residual says if it did."""
         cfg, d, site = self.config, self.data, self.site
         target = np.asarray(target, float)
         if target.shape != (4, 4) or not np.all(np.isfinite(target)):
-            raise ValueError(f"IKSolver({self.spec.name}): target must be a finite 4x4 pose, got {target.shape}")
+            raise ValueError(
+                f"IKSolver({self.spec.name}): target must be a finite 4x4 pose, got {target.shape}"
+            )
         q = np.clip(np.asarray(q0, float).reshape(-1), self.lo, self.hi)
         home = np.asarray(self.spec.home, float)
         it = 0

@@ -90,11 +90,32 @@ def test_deployment_path_replays_handheld_demos_to_success(store, arm):
 @pytest.fixture(scope="module")
 def checkpoint(store, tmp_path_factory):
     run = tmp_path_factory.mktemp("eef_run")
-    sets = [f"dataset={store}", f"run_dir={run}", "steps=12", "batch_size=16", "log_every=6", "val_every=12",
-            "ckpt_every=12", "policy.unet.down_dims=[16,32]", "policy.gen.num_inference_steps=2"]
-    out = subprocess.run([sys.executable, "-m", "policies.eef", "train", str(CONFIG), "--no-progress",
-                          *[a for s in sets for a in ("--set", s)]],
-                         cwd=REPO, capture_output=True, text=True, timeout=150)
+    sets = [
+        f"dataset={store}",
+        f"run_dir={run}",
+        "steps=12",
+        "batch_size=16",
+        "log_every=6",
+        "val_every=12",
+        "ckpt_every=12",
+        "policy.unet.down_dims=[16,32]",
+        "policy.gen.num_inference_steps=2",
+    ]
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "policies.eef",
+            "train",
+            str(CONFIG),
+            "--no-progress",
+            *[a for s in sets for a in ("--set", s)],
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert (run / "metrics.csv").read_text().count("\n") >= 3
     return run / "checkpoint"
@@ -115,7 +136,9 @@ def test_trained_policy_predicts_absolute_tcp_chunks_independent_of_the_base_fra
     r, shift = Rotation.from_euler("z", np.pi / 2), np.array([0.2, -0.1, 0.05])
     moved = dict(window)
     moved["robot0_eef_pos"] = r.apply(window["robot0_eef_pos"]) + shift
-    moved["robot0_eef_rot_axis_angle"] = (r * Rotation.from_rotvec(window["robot0_eef_rot_axis_angle"])).as_rotvec()
+    moved["robot0_eef_rot_axis_angle"] = (
+        r * Rotation.from_rotvec(window["robot0_eef_rot_axis_angle"])
+    ).as_rotvec()
     obj = window["object_state"].copy()
     obj[:, :3], obj[:, 7:10] = r.apply(obj[:, :3]) + shift, r.apply(obj[:, 7:10]) + shift
     obj[:, 3:7] = (r * Rotation.from_quat(obj[:, 3:7], scalar_first=True)).as_quat(scalar_first=True)
@@ -123,15 +146,31 @@ def test_trained_policy_predicts_absolute_tcp_chunks_independent_of_the_base_fra
     policy.seed(0)
     chunk_moved = policy.predict(moved)
     np.testing.assert_allclose(chunk_moved[:, :3], r.apply(chunk[:, :3]) + shift, atol=1e-4)
-    np.testing.assert_allclose((r * Rotation.from_rotvec(chunk[:, 3:6])).as_matrix(),
-                               Rotation.from_rotvec(chunk_moved[:, 3:6]).as_matrix(), atol=1e-4)
+    np.testing.assert_allclose(
+        (r * Rotation.from_rotvec(chunk[:, 3:6])).as_matrix(),
+        Rotation.from_rotvec(chunk_moved[:, 3:6]).as_matrix(),
+        atol=1e-4,
+    )
 
 
 def test_evaluate_cli_writes_table_json_png_and_mp4(checkpoint, tmp_path, capsys):
     from policies.evaluate_eef import main  # in-process: the CLI's code path without another torch import
 
-    rc = main([str(checkpoint), "--arm", "ur5e", "--episodes", "1", "--video-dir", str(tmp_path / "vid"),
-               "--videos", "1", "--json", str(tmp_path / "res.json")])
+    rc = main(
+        [
+            str(checkpoint),
+            "--arm",
+            "ur5e",
+            "--episodes",
+            "1",
+            "--video-dir",
+            str(tmp_path / "vid"),
+            "--videos",
+            "1",
+            "--json",
+            str(tmp_path / "res.json"),
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     assert "| ur5e | 1 |" in out

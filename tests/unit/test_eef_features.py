@@ -38,8 +38,12 @@ def _moved(w: dict[str, np.ndarray], yaw: float, shift: np.ndarray) -> dict[str,
     cube = Rotation.from_quat(obj[:, 3:7], scalar_first=True)
     obj[:, 3:7] = (Rotation.from_quat(q, scalar_first=True) * cube).as_quat(scalar_first=True)
     rot = Rotation.from_matrix(r) * Rotation.from_rotvec(w["robot0_eef_rot_axis_angle"])
-    return {**w, "robot0_eef_pos": w["robot0_eef_pos"] @ r.T + shift, "robot0_eef_rot_axis_angle": rot.as_rotvec(),
-            "object_state": obj}
+    return {
+        **w,
+        "robot0_eef_pos": w["robot0_eef_pos"] @ r.T + shift,
+        "robot0_eef_rot_axis_angle": rot.as_rotvec(),
+        "object_state": obj,
+    }
 
 
 def test_features_are_invariant_to_the_base_frame():
@@ -59,11 +63,16 @@ def test_newest_pose_is_identity_and_cube_yaw_has_quarter_turn_symmetry():
     inner, ref = EefFeatures().encode_obs(w)
     np.testing.assert_allclose(inner["robot0_eef_pos"][-1], 0, atol=1e-12)
     np.testing.assert_allclose(inner["robot0_eef_rot_axis_angle"][-1], [1, 0, 0, 0, 1, 0], atol=1e-12)
-    np.testing.assert_allclose(ref, pose_to_matrix(w["robot0_eef_pos"][-1], w["robot0_eef_rot_axis_angle"][-1]))
+    np.testing.assert_allclose(
+        ref, pose_to_matrix(w["robot0_eef_pos"][-1], w["robot0_eef_rot_axis_angle"][-1])
+    )
     turned = w["object_state"].copy()
-    turned[:, 3:7] = (Rotation.from_euler("z", np.pi / 2) * Rotation.from_quat(turned[:, 3:7], scalar_first=True)
-                      ).as_quat(scalar_first=True)
-    np.testing.assert_allclose(object_features(turned, ref), object_features(w["object_state"], ref), atol=1e-9)
+    turned[:, 3:7] = (
+        Rotation.from_euler("z", np.pi / 2) * Rotation.from_quat(turned[:, 3:7], scalar_first=True)
+    ).as_quat(scalar_first=True)
+    np.testing.assert_allclose(
+        object_features(turned, ref), object_features(w["object_state"], ref), atol=1e-9
+    )
 
 
 def test_cube_position_is_expressed_in_the_tcp_frame():
@@ -80,18 +89,28 @@ def test_batch_encoding_equals_per_window_encoding():
     rng = np.random.default_rng(2)
     f = EefFeatures()
     windows = [_window(rng) for _ in range(4)]
-    actions = [np.column_stack([rng.uniform(0.3, 0.5, (16, 3)), np.tile(w["robot0_eef_rot_axis_angle"][-1], (16, 1)),
-                                rng.uniform(0, 0.08, 16)]) for w in windows]
-    batch = f.encode_batch({"obs": {k: np.stack([w[k] for w in windows]) for k in RAW_OBS_KEYS},
-                            "action": np.stack(actions)})
+    actions = [
+        np.column_stack(
+            [
+                rng.uniform(0.3, 0.5, (16, 3)),
+                np.tile(w["robot0_eef_rot_axis_angle"][-1], (16, 1)),
+                rng.uniform(0, 0.08, 16),
+            ]
+        )
+        for w in windows
+    ]
+    batch = f.encode_batch(
+        {"obs": {k: np.stack([w[k] for w in windows]) for k in RAW_OBS_KEYS}, "action": np.stack(actions)}
+    )
     for i, (w, a) in enumerate(zip(windows, actions, strict=True)):
         inner, ref = f.encode_obs(w)
         for k, v in inner.items():
             np.testing.assert_allclose(batch["obs"][k][i].numpy(), v, atol=1e-5, err_msg=k)
         np.testing.assert_allclose(batch["action"][i].numpy(), f.relative.encode_actions(a, ref), atol=1e-5)
         back = f.relative.decode_actions(batch["action"][i].numpy(), ref)
-        np.testing.assert_allclose(pose_to_matrix(back[:, :3], back[:, 3:6]), pose_to_matrix(a[:, :3], a[:, 3:6]),
-                                   atol=1e-4)  # axis-angle near pi may come back with the other sign
+        np.testing.assert_allclose(
+            pose_to_matrix(back[:, :3], back[:, 3:6]), pose_to_matrix(a[:, :3], a[:, 3:6]), atol=1e-4
+        )  # axis-angle near pi may come back with the other sign
         np.testing.assert_allclose(back[:, 6], a[:, 6], atol=1e-6)
 
 
