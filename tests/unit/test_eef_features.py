@@ -119,3 +119,29 @@ def test_missing_pose_key_names_it():
     del w["robot0_eef_pos"]
     with pytest.raises(KeyError, match="robot0_eef_pos"):
         EefFeatures().encode_obs(w)
+
+
+def test_object_tracker_stream_is_checked_and_aligned(tmp_path):
+    from data.dataset import ReplayDataset
+    from policies.eef import ObjectTrackedCapture
+
+    cap = ObjectTrackedCapture.create(tmp_path / "h.zarr")
+    with pytest.raises(RuntimeError, match="outside an episode"):
+        cap.on_objects(0.0, np.zeros(10))
+    cap.begin_episode()
+    with pytest.raises(ValueError, match="object_state must be 10 finite values"):
+        cap.on_objects(0.0, np.zeros(7))
+    img = np.zeros((96, 96, 3), np.uint8)
+    for k in range(31):  # 3 s: pose/width at 100 Hz, camera at 30 Hz, objects at 10 Hz
+        t = k * 0.1
+        cap.on_objects(t, np.r_[0.5 + t, np.zeros(9)])
+        for j in range(10):
+            cap.on_pose(t + j * 0.01, [0.4, 0.0, 0.2], [0.0, 1.0, 0.0, 0.0])
+            cap.on_gripper(t + j * 0.01, 0.08)
+        for j in range(3):
+            cap.on_frame(t + j / 30, img)
+    assert cap.end_episode() > 20
+    cap.close()
+    ds = ReplayDataset(tmp_path / "h.zarr")
+    ep = ds.episode(0)
+    np.testing.assert_allclose(ep["object_state"][:, 0], 0.5 + ep["timestamp"], atol=1e-9)  # interpolated
