@@ -139,10 +139,10 @@ def load_state(run_dir: Path, policy: Policy, ema: EMA, opt: torch.optim.Optimiz
 class Metrics:
     """metrics.csv (appended, so a resumed run continues the same file) + PNG plots."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, fresh: bool = False) -> None:
         self.path = run_dir / "metrics.csv"
         self.run_dir = run_dir
-        if not self.path.exists():
+        if fresh or not self.path.exists():
             with self.path.open("w", newline="") as f:
                 csv.writer(f).writerow(METRIC_FIELDS)
 
@@ -268,7 +268,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         if rank == 0:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        metrics = Metrics(run_dir) if rank == 0 else None
+        metrics = Metrics(run_dir, fresh=step == 0) if rank == 0 else None  # a run from scratch starts a new file
         model: torch.nn.Module = policy
         if world > 1:
             model = torch.nn.parallel.DistributedDataParallel(policy)
