@@ -82,7 +82,7 @@ def run(quick: bool) -> BenchResult:
     torch.set_num_threads(2)
     torch.manual_seed(0)
     res = BenchResult(name="policies")
-    reps = 10 if quick else 100
+    reps = 6 if quick else 100
     bar = tqdm(total=2 * (1 + 4 * len(STEPS) + 1 + 2) + 2, desc="bench policies", unit="case")
     lat: dict[tuple[str, str, int | str], float] = {}
     for backbone in ("unet", "transformer"):
@@ -97,7 +97,7 @@ def run(quick: bool) -> BenchResult:
             policy = make_policy(generator, backbone)
             window = obs_window(policy)
             for steps in STEPS:
-                n = max(3, reps // (10 if steps >= 100 else 1))
+                n = max(2, reps // (10 if steps >= 100 else 1))
                 p = percentiles(time_calls(lambda policy=policy, steps=steps, window=window: policy.predict(window, steps), n,
                                            warmup=1))
                 bar.update(1)
@@ -107,7 +107,7 @@ def run(quick: bool) -> BenchResult:
                 lat[(backbone, generator, steps)] = p["p99"]
             if generator == "diffusion":
                 ddpm = make_policy("diffusion", backbone, scheduler="ddpm")
-                p = percentiles(time_calls(lambda ddpm=ddpm, window=window: ddpm.predict(window, 100), max(3, reps // 10), warmup=1))
+                p = percentiles(time_calls(lambda ddpm=ddpm, window=window: ddpm.predict(window, 100), max(2, reps // 10), warmup=1))
                 bar.update(1)
                 res.rows.append({"backbone": backbone, "generator": "diffusion/ddpm", "steps": 100,
                                  "p50_ms": p["p50"], "p99_ms": p["p99"]})
