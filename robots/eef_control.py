@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import mujoco
 import numpy as np
 from scipy.spatial.transform import Rotation
 
@@ -44,6 +45,19 @@ class EefCounters:
 
     def as_dict(self) -> dict[str, float]:
         return dict(self.__dict__)
+
+
+def _well_formed(p: np.ndarray) -> bool:
+    return p.ndim == 2 and p.shape[0] >= 1 and p.shape[1] == EEF_ROW and bool(np.all(np.isfinite(p)))
+
+
+def tcp_pose_row(t: np.ndarray) -> np.ndarray:
+    """4x4 TCP pose -> [pos (3), axis-angle (3)], converted as sim.env's `robot0_eef_*` observations are
+    (mju_mat2Quat, mju_quat2Vel), so poses from forward kinematics match the twins' and the stores' keys."""
+    quat, aa = np.zeros(4), np.zeros(3)
+    mujoco.mju_mat2Quat(quat, np.ascontiguousarray(t[:3, :3], dtype=float).reshape(-1))
+    mujoco.mju_quat2Vel(aa, quat, 1.0)
+    return np.concatenate([np.asarray(t[:3, 3], float), aa])
 
 
 def poses_to_matrices(rows: np.ndarray) -> np.ndarray:
@@ -107,34 +121,45 @@ class EefChunkController:
             rows.append(np.concatenate([q, [row[6]]]))
         return np.array(rows).reshape(-1, self.spec.dof + 1), len(rows)
 
+    def plan_chunk(self, poses: np.ndarray, q_seed: np.ndarray) -> np.ndarray | None:
+        """The IK stage of set_chunk: [N, 7] TCP rows -> [N, dof + 1] joint rows (unreachable tail held at the
+        last reachable point, counted), or None when the chunk is refused (malformed, or its first point
+        unreachable). Touches only the IK solver and the counters, never the joint controller, so a node can
+        run it outside the lock its control loop takes and hand the rows to `self.joint.set_chunk`."""
+        p = np.asarray(poses, float)
+        if not _well_formed(p):
+            self.counters.refused += 1
+            return None
+        q_rows, n_ok = self.solve_chunk(p, q_seed)
+        if n_ok == len(p):
+            self._warned = False
+            return q_rows
+        self.eef_counters.unreachable_points += len(p) - n_ok
+        self.eef_counters.unreachable_chunks += 1
+        res = self.last_solutions[-1]
+        (log.debug if self._warned else log.warning)(  # once per run of refusals, not per chunk
+            "%s: TCP target %s unreachable (IK residual %.1f mm / %.3f rad), holding the last reachable",
+            self.spec.name,
+            np.round(p[n_ok, :3], 3).tolist(),
+            res.pos_err_m * 1e3,
+            res.rot_err_rad,
+        )
+        self._warned = True
+        if n_ok == 0:
+            return None
+        return np.concatenate([q_rows, np.repeat(q_rows[-1:], len(p) - n_ok, axis=0)])
+
     def set_chunk(self, t_start: float, dt: float, poses: np.ndarray, t_now: float | None = None) -> bool:
         """Accept a TCP chunk (point i executes at t_start + i * dt); False when refused (counted)."""
         p = np.asarray(poses, float)
-        if p.ndim != 2 or p.shape[0] < 1 or p.shape[1] != EEF_ROW or not np.all(np.isfinite(p)):
+        if not _well_formed(p):
             self.counters.refused += 1
             return False
         last = self.joint.limiter.last
         if last is None:
             raise RuntimeError("EefChunkController used before reset(q_measured, gripper, t)")
-        q_rows, n_ok = self.solve_chunk(p, last[0])
-        if n_ok == len(p):
-            self._warned = False
-        else:
-            self.eef_counters.unreachable_points += len(p) - n_ok
-            self.eef_counters.unreachable_chunks += 1
-            res = self.last_solutions[-1]
-            (log.debug if self._warned else log.warning)(  # once per run of refusals, not per chunk
-                "%s: TCP target %s unreachable (IK residual %.1f mm / %.3f rad), holding the last reachable",
-                self.spec.name,
-                np.round(p[n_ok, :3], 3).tolist(),
-                res.pos_err_m * 1e3,
-                res.rot_err_rad,
-            )
-            self._warned = True
-            if n_ok == 0:
-                return False
-            q_rows = np.concatenate([q_rows, np.repeat(q_rows[-1:], len(p) - n_ok, axis=0)])
-        return self.joint.set_chunk(t_start, dt, q_rows, t_now)
+        q_rows = self.plan_chunk(p, last[0])
+        return q_rows is not None and self.joint.set_chunk(t_start, dt, q_rows, t_now)
 
     def target(self, t_now: float) -> tuple[np.ndarray, float] | None:
         """Limited joint target and gripper width for time `t_now`, or None (hold) when no chunk covers it."""
