@@ -6,6 +6,9 @@
     <ckpt>/shape_meta.json         observation keys/shapes, action dim, control rate, arm, task
     <ckpt>/provenance.json         git commit, dataset path, steps, wall time, seed, ...
 
+An end-effector policy (policies.eef) adds `<ckpt>/eef.json`: `load_policy` on it returns the inner relative-space
+network, `load_deployable` the policy a deployment runs (absolute TCP chunks). `action_space(path)` tells them apart.
+
 A directory is written next to its final name and renamed into place, so a reader (the policy node,
 `mimic eval`) never sees a half-written checkpoint.
 """
@@ -26,6 +29,8 @@ from data.normalizer import Normalizer
 from policies.config import ConfigError, policy_config_from_dict, to_dict
 from policies.policy import Policy, ShapeMeta
 
+EEF_JSON = "eef.json"  # marks an end-effector checkpoint (written by policies.eef)
+ACTION_SPACES = ("joint", "eef")  # joint: rows [q, gripper]; eef: rows [tcp pos, axis-angle, gripper]
 FILES = ("model.safetensors", "normalizer.safetensors", "config.yaml", "shape_meta.json", "provenance.json")
 
 
@@ -35,8 +40,13 @@ class CheckpointError(ValueError):
 
 def git_commit(repo: Path | None = None) -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo or Path(__file__).resolve().parents[1],
-                             capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=repo or Path(__file__).resolve().parents[1],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return out.stdout.strip() if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -46,8 +56,12 @@ def tensors_for_save(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
 
 
-def save_checkpoint(path: str | Path, policy: Policy, train_cfg: dict[str, Any] | None = None,
-                    provenance: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    path: str | Path,
+    policy: Policy,
+    train_cfg: dict[str, Any] | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> Path:
     """Write `policy` (its current weights) to directory `path`, replacing an existing one atomically."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -55,8 +69,9 @@ def save_checkpoint(path: str | Path, policy: Policy, train_cfg: dict[str, Any] 
     tmp.mkdir(parents=True)
     save_file(tensors_for_save(policy.state_dict()), str(tmp / "model.safetensors"))
     save_file(tensors_for_save(policy.normalizer.state_dict()), str(tmp / "normalizer.safetensors"))
-    (tmp / "config.yaml").write_text(yaml.safe_dump({"policy": to_dict(policy.cfg), "train": train_cfg or {}},
-                                                    sort_keys=False))
+    (tmp / "config.yaml").write_text(
+        yaml.safe_dump({"policy": to_dict(policy.cfg), "train": train_cfg or {}}, sort_keys=False)
+    )
     (tmp / "shape_meta.json").write_text(json.dumps(policy.shape_meta.to_json(), indent=2))
     prov = {"git_commit": git_commit(), "format": "mimic-policy-v1", **(provenance or {})}
     (tmp / "provenance.json").write_text(json.dumps(prov, indent=2, default=str))
@@ -99,11 +114,31 @@ def load_policy(path: str | Path, device: str = "cpu") -> Policy:
     try:
         policy.load_state_dict(weights, strict=True)
     except RuntimeError as e:
-        raise CheckpointError(f"{path / 'model.safetensors'}: does not match config.yaml "
-                              f"({str(e).splitlines()[0]})") from None
+        raise CheckpointError(
+            f"{path / 'model.safetensors'}: does not match config.yaml ({str(e).splitlines()[0]})"
+        ) from None
     return policy.to(device).eval()
 
 
 def load_provenance(path: str | Path) -> dict[str, Any]:
     p = Path(path) / "provenance.json"
     return read_json(p) if p.is_file() else {}
+
+
+def action_space(path: str | Path) -> str:
+    """The checkpoint's kind: "eef" when it has eef.json (policies.eef), else "joint"; CheckpointError if no dir."""
+    p = Path(path)
+    if not p.is_dir():
+        raise CheckpointError(f"{p}: not a checkpoint directory")
+    return "eef" if (p / EEF_JSON).is_file() else "joint"
+
+
+def load_deployable(path: str | Path, device: str = "cpu") -> Any:
+    """The policy a deployment runs, whatever its kind: policies.eef.EefPolicy for an end-effector checkpoint
+    (its `action_space` is "eef"), else the joint-space Policy of `load_policy`. The one loading entry point
+    of the policy node and evaluation tools."""
+    if action_space(path) == "eef":
+        from policies.eef import load_eef_policy  # policies.eef imports this module
+
+        return load_eef_policy(path, device=device)
+    return load_policy(path, device=device)

@@ -19,7 +19,8 @@ Pieces, each composed from what exists:
   axis-angle (3), gripper width] decoded at the *current* TCP pose; robots.eef_control executes them.
 
 Checkpoint: policies' usual directory plus `eef.json` (relative transform, raw observation keys,
-handheld gripper range). `load_policy` on it returns the inner relative-space Policy only.
+handheld gripper range). `load_policy` on it returns the inner relative-space Policy only;
+policies.checkpoint.load_deployable (what the ROS policy node loads) returns the EefPolicy.
 """
 
 from __future__ import annotations
@@ -43,13 +44,12 @@ from data.normalizer import Normalizer
 from data.relative import RelativeTrajectory
 from data.torch_dataset import WindowDataset
 from data.writer import StreamSpec
-from policies.checkpoint import CheckpointError, load_policy, save_checkpoint
+from policies.checkpoint import EEF_JSON, CheckpointError, load_policy, save_checkpoint
 from policies.config import ConfigError, TrainConfig, from_dict, to_dict
 from policies.data import WindowBatches, widen_small_ranges
 from policies.policy import Policy, ShapeMeta
 from teleop.handheld import HandheldCapture, HandheldCaptureConfig
 
-EEF_JSON = "eef.json"
 POS_KEY, ROT_KEY, WIDTH_KEY, OBJECT_KEY = (
     "robot0_eef_pos",
     "robot0_eef_rot_axis_angle",
@@ -244,6 +244,8 @@ MIN_LOWDIM_RANGE = 0.02  # policies.train's value: caps the gain of dimensions t
 # ---- the deployable policy -----------------------------------------------------------------------------
 class EefPolicy:
     """Deploy-contract wrapper: absolute TCP window in, absolute TCP chunk [horizon, 7] out."""
+
+    action_space = "eef"  # what the ROS policy node and `mimic deploy` dispatch on (policies.checkpoint)
 
     def __init__(self, inner: Policy, features: EefFeatures, gripper_max: float) -> None:
         self.inner, self.features, self.gripper_max = inner, features, float(gripper_max)
