@@ -41,8 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", default="", metavar="ZARR", help="record the rollouts to this store")
     p.add_argument("--results", default="", metavar="JSON", help="write per-episode results here")
     p.add_argument("--session", default="deploy_twin", help="session YAML to start from")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.KEY=VALUE",
-                   help="further session overrides (applied last)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="NODE.KEY=VALUE",
+        help="further session overrides (applied last)",
+    )
     return p
 
 
@@ -53,29 +59,51 @@ def session_overrides(args: argparse.Namespace, results_path: str) -> list[str]:
     match_arm = args.arm_latency_s if args.match_arm_s is None else args.match_arm_s
     matching = not args.no_matching
     sets = {
-        "arm.backend": args.arm, "arm.task": args.task, "arm.seed": args.seed, "arm.cameras": args.cameras,
-        "arm.camera_latency_s": args.camera_latency_s, "arm.command_latency_s": args.arm_latency_s,
-        "controller.arm": arm, "controller.lead_s": match_arm if matching else 0.0,
-        "policy.checkpoint": args.checkpoint, "policy.arm": arm, "policy.cameras": args.cameras,
-        "policy.camera_latency_s": match_cam, "policy.arm_latency_s": match_arm,
-        "policy.matching": matching, "policy.num_inference_steps": args.num_inference_steps,
+        "arm.backend": args.arm,
+        "arm.task": args.task,
+        "arm.seed": args.seed,
+        "arm.cameras": args.cameras,
+        "arm.camera_latency_s": args.camera_latency_s,
+        "arm.command_latency_s": args.arm_latency_s,
+        "controller.arm": arm,
+        "controller.lead_s": match_arm if matching else 0.0,
+        "policy.checkpoint": args.checkpoint,
+        "policy.arm": arm,
+        "policy.cameras": args.cameras,
+        "policy.camera_latency_s": match_cam,
+        "policy.arm_latency_s": match_arm,
+        "policy.matching": matching,
+        "policy.num_inference_steps": args.num_inference_steps,
         "policy.device": args.device,
-        "evaluator.episodes": args.episodes, "evaluator.episode_s": args.episode_s,
+        "evaluator.episodes": args.episodes,
+        "evaluator.episode_s": args.episode_s,
         "evaluator.results_path": results_path,
     }
     if args.record:
-        sets.update({"recorder.enabled": True, "recorder.path": args.record, "recorder.arm": arm,
-                     "recorder.task": args.task, "recorder.cameras": args.cameras,
-                     "recorder.latencies_json": json.dumps({"camera_s": args.camera_latency_s,
-                                                            "arm_s": args.arm_latency_s}),
-                     "evaluator.record": True})
-    return [f"{k}={json.dumps(v) if isinstance(v, str) else v}" for k, v in sets.items()] + list(args.overrides)
+        sets.update(
+            {
+                "recorder.enabled": True,
+                "recorder.path": args.record,
+                "recorder.arm": arm,
+                "recorder.task": args.task,
+                "recorder.cameras": args.cameras,
+                "recorder.latencies_json": json.dumps(
+                    {"camera_s": args.camera_latency_s, "arm_s": args.arm_latency_s}
+                ),
+                "evaluator.record": True,
+            }
+        )
+    return [f"{k}={json.dumps(v) if isinstance(v, str) else v}" for k, v in sets.items()] + list(
+        args.overrides
+    )
 
 
 def print_table(results: dict, args: argparse.Namespace) -> None:
     rows = results.get("episodes", [])
-    print(f"\nmimic deploy {args.checkpoint} on {args.arm} / {args.task}: camera {args.camera_latency_s * 1e3:.0f} ms, "
-          f"arm {args.arm_latency_s * 1e3:.0f} ms injected; matching {'off' if args.no_matching else 'on'}")
+    print(
+        f"\nmimic deploy {args.checkpoint} on {args.arm} / {args.task}: camera {args.camera_latency_s * 1e3:.0f} ms, "
+        f"arm {args.arm_latency_s * 1e3:.0f} ms injected; matching {'off' if args.no_matching else 'on'}"
+    )
     print(f"{'episode':>7} {'seed':>7} {'success':>7} {'time_s':>7}")
     for r in rows:
         t = f"{r['time_to_success_s']:.1f}" if r.get("time_to_success_s") is not None else "-"
@@ -87,11 +115,16 @@ def print_table(results: dict, args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.arm.startswith("twin:"):
-        print(f"mimic deploy: --arm {args.arm}: deploy scores episodes on a twin (twin:<arm>); on hardware run "
-              "`mimic session up deploy_franka` (a person resets the scene)", file=sys.stderr)
+        print(
+            f"mimic deploy: --arm {args.arm}: deploy scores episodes on a twin (twin:<arm>); on hardware run "
+            "`mimic session up deploy_franka` (a person resets the scene)",
+            file=sys.stderr,
+        )
         return 2
     if args.episodes < 1 or args.episode_s <= 0 or min(args.camera_latency_s, args.arm_latency_s) < 0:
-        print("mimic deploy: --episodes >= 1, --episode-s > 0 and latencies >= 0 are required", file=sys.stderr)
+        print(
+            "mimic deploy: --episodes >= 1, --episode-s > 0 and latencies >= 0 are required", file=sys.stderr
+        )
         return 2
     with tempfile.TemporaryDirectory(prefix="mimic-deploy-") as tmp:
         results_path = args.results or str(Path(tmp) / "results.json")

@@ -32,7 +32,9 @@ def joint_state(t: float, names: list[str], position, velocity=None) -> JointSta
 
 def jpeg_image(t: float, rgb: np.ndarray, quality: int = 90, frame_id: str = "") -> CompressedImage:
     """CompressedImage (JPEG) of an RGB uint8 HxWx3 frame; `array.array` fills msg.data in ~1 ms (PLATFORM.md)."""
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    ok, buf = cv2.imencode(
+        ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+    )
     if not ok:
         raise ValueError("JPEG encoding failed")
     msg = CompressedImage(format="jpeg")
