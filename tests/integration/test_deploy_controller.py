@@ -171,4 +171,7 @@ def test_bad_parameter_stops_the_node_with_one_line(procs, tmp_path) -> None:
     proc, _ = start_controller(procs, tmp_path, "mode:=sprint")
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 2
-    assert err.strip().splitlines()[-1] == "controller: parameter mode='sprint' is not follow or chunk"
+    assert (
+        err.strip().splitlines()[-1]
+        == "controller: parameter mode='sprint' is not one of 'follow', 'chunk', 'eef'"
+    )

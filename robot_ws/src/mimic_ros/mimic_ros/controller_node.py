@@ -1,11 +1,33 @@
-"""Controller node: the only publisher of /robot/joint_command, in follow (teleop) or chunk (deploy) mode.
+"""Controller node: the only publisher of /robot/joint_command, in follow (teleop), chunk or eef (deploy) mode.
 
-Wiring: /robot/joint_states (first measurement seeds the controller) + /leader/joint_states (follow) or
-/policy/action_chunk (chunk) -> `robots.control` -> /robot/joint_command at `rate_hz`.
+Wiring: /robot/joint_states (first measurement seeds the controller) + one target source -> /robot/joint_command
+at `rate_hz`:
+- `mode:=follow`: /leader/joint_states (sensor_msgs/JointState) -> `robots.control.FollowController`;
+- `mode:=chunk`: /policy/action_chunk (trajectory_msgs/JointTrajectory, rows [q, gripper]) ->
+  `robots.control.ChunkController`;
+- `mode:=eef`: /policy/eef_chunk (trajectory_msgs/MultiDOFJointTrajectory) -> `robots.eef_control.EefChunkController`.
+
+End-effector mode (`mode:=eef`) executes timed TCP-pose chunks, what a policy trained on handheld (UMI-style)
+demonstrations predicts. Message convention (mimic_ros.msgs): `joint_names` ["tcp", "gripper"], each point two
+transforms: the TCP pose in the arm's base frame (the twin's world frame), then the gripper with its opening
+width (m) in `translation.x`; `header.stamp` = the time the first point executes, uniform `time_from_start`,
+exactly as the joint chunks. Each chunk is solved point by point by damped least-squares IK on the arm's twin
+model (robots.ik; the solve runs on the subscription thread, outside the control loop's lock, seeded with the
+last commanded joints), and the joint chunk then runs through the same ChunkController and Limiter as chunk
+mode: timing (lead_s latency matching, blend_s, stale chunks), joint limits, velocity limits, workspace box.
+A point the IK cannot reach within `max_pos_err_m` / `max_rot_err_rad` is refused, never approximated: the
+chunk ends there and holds its last reachable target (a chunk whose first point is unreachable is refused
+whole and the arm keeps following what it had, then holds). Refusals are counted in the status under
+`eef` (unreachable_points, unreachable_chunks, worst accepted IK residual) next to the Limiter's `counters`;
+the status goes out as JSON on /controller/diagnostics every second and to `stats_path` on exit.
+
 The control loop runs on its own thread paced by `robots.control.Pacer` (absolute deadlines) rather than
-an rclpy timer, whose p99 period error on this machine is ~0.2 ms before any work (goal: <= 0.5 ms). Subscriptions are served by a single-threaded executor on the main thread.
+an rclpy timer, whose p99 period error on this machine is ~0.2 ms before any work (goal: <= 0.5 ms).
+Subscriptions are served by a single-threaded executor on the main thread. Parameters (mimic_ros.params):
+a bad value stops the node at start with one line naming it (exit 2).
 
     python -m mimic_ros.controller_node --ros-args -p arm:=franka -p mode:=chunk -p rate_hz:=500 -p lead_s:=0.1
+    python -m mimic_ros.controller_node --ros-args -p arm:=franka -p mode:=eef -p lead_s:=0.1
 """
 
 from __future__ import annotations
@@ -15,37 +37,61 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import rclpy
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
-from trajectory_msgs.msg import JointTrajectory
+from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 
+from mimic_ros.msgs import EEF_CHUNK_TOPIC, eef_chunk_from_msg
+from mimic_ros.params import ParamError, declare_config, param
 from mimic_ros.runtime import announce_ready
 from robots.control import ChunkController, FollowController, Pacer, WorkspaceBox
 from robots.spec import ArmSpec
 
 GRIPPER_JOINT = "gripper"
+MODES = ("follow", "chunk", "eef")
+CHUNK_TOPIC = "/policy/action_chunk"
 
 
 @dataclass
 class ControllerConfig:
-    arm: str = "franka"
-    mode: str = "follow"  # follow | chunk
-    rate_hz: float = 500.0
-    lead_s: float = 0.0  # arm command-to-motion latency (chunk mode): latency matching on when > 0
-    stale_after_s: float = 0.1  # follow mode: leader older than this -> hold
-    blend_s: float = 0.1
-    velocity_scale: float = 0.5
-    workspace: str = ""  # "xmin,ymin,zmin,xmax,ymax,zmax" (m, base frame) the flange must stay in; "" = none
-    stats_path: str = ""  # optional JSON of period statistics and safety counters, written on exit
+    arm: str = param("franka", "arm spec name (robots.specs): franka, ur5e, xarm7")
+    mode: str = param(
+        "follow",
+        "follow: track /leader/joint_states; chunk: timed joint chunks on /policy/action_chunk; "
+        "eef: timed TCP-pose chunks on /policy/eef_chunk, through IK",
+        choices=MODES,
+    )
+    rate_hz: float = param(
+        500.0, "control rate: /robot/joint_command messages per second", range=(1.0, 2000.0)
+    )
+    lead_s: float = param(
+        0.0, "chunk/eef: arm command-to-motion latency; latency matching on when > 0 (s)", range=(0.0, 2.0)
+    )
+    stale_after_s: float = param(0.1, "follow: a leader older than this -> hold (s)", range=(0.001, 10.0))
+    blend_s: float = param(0.1, "chunk/eef: a new chunk is blended in over this time (s)", range=(0.0, 5.0))
+    velocity_scale: float = param(
+        0.5, "fraction of the spec's joint velocity limits used", range=(0.001, 1.0)
+    )
+    workspace: str = param(
+        "", "'xmin,ymin,zmin,xmax,ymax,zmax' (m, base frame) the flange must stay in; '' = none"
+    )
+    max_pos_err_m: float = param(
+        0.005,
+        "eef: largest IK position residual accepted; a farther target is unreachable (m)",
+        range=(1e-5, 0.1),
+    )
+    max_rot_err_rad: float = param(
+        0.05, "eef: largest IK orientation residual accepted (rad)", range=(1e-4, 1.0)
+    )
+    stats_path: str = param("", "JSON of period statistics and safety counters, written on exit ('' = none)")
 
 
 def stamp_to_s(stamp) -> float:
@@ -73,31 +119,15 @@ def chunk_from_msg(msg: JointTrajectory, dof: int) -> tuple[float, float, np.nda
     return stamp_to_s(msg.header.stamp) + float(tfs[0]), dt, rows
 
 
-def declare_config(node: Node, cfg: object) -> None:
-    """Declare every field of a config dataclass as a ROS parameter (default = field value) and read it back.
-
-    Values arrive from `--ros-args -p name:=value` (supervisor and launch file alike). Parameters are
-    dynamically typed so that `lead_s:=0` works, then cast to the field's type; a value that does not
-    cast stops the node with a one-line error naming the parameter.
-    """
-    for name, default in asdict(cfg).items():
-        value = node.declare_parameter(name, default, ParameterDescriptor(dynamic_typing=True)).value
-        try:
-            if isinstance(default, bool) and isinstance(value, str):
-                value = value.lower() in ("1", "true", "yes", "on")
-            setattr(cfg, name, type(default)(value))
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"{node.get_name()}: parameter {name}={value!r} is not a {type(default).__name__}"
-            ) from None
-
-
 def resolve_spec(arm: str) -> ArmSpec:
     try:
         from robots.specs import get_spec
     except ImportError as e:
         raise ValueError(f"cannot load arm specs ({e})") from None
-    return get_spec(arm)
+    try:
+        return get_spec(arm)
+    except KeyError as e:
+        raise ParamError(f"parameter arm={arm!r}: {e}") from None
 
 
 def workspace_box(text: str, spec: ArmSpec) -> WorkspaceBox | None:
@@ -117,15 +147,21 @@ def workspace_box(text: str, spec: ArmSpec) -> WorkspaceBox | None:
     return WorkspaceBox(lo=v[:3], hi=v[3:], fk=lambda q: forward_kinematics(spec, q))
 
 
+def ik_solver(spec: ArmSpec):
+    """IK on the arm's twin model (the TCP frame handheld poses are expressed in); ParamError if it has none."""
+    from robots.ik import IKSolver
+
+    try:
+        return IKSolver.for_arm(spec)
+    except (KeyError, ValueError) as e:
+        raise ParamError(f"mode=eef needs the twin model of arm {spec.name!r} for IK ({e})") from None
+
+
 class ControllerNode(Node):
     def __init__(self, spec: ArmSpec | None = None) -> None:
         super().__init__("controller")
         cfg = ControllerConfig()
         declare_config(self, cfg)
-        if cfg.mode not in ("follow", "chunk"):
-            raise ValueError(f"parameter mode={cfg.mode!r} is not follow or chunk")
-        if cfg.rate_hz <= 0 or cfg.lead_s < 0 or cfg.blend_s < 0 or not 0 < cfg.velocity_scale <= 1:
-            raise ValueError(f"controller: parameters out of range: {cfg}")
         spec = spec or resolve_spec(cfg.arm)
         self.cfg, self.spec = cfg, spec
         box = workspace_box(cfg.workspace, spec)
@@ -134,7 +170,7 @@ class ControllerNode(Node):
                 spec, cfg.rate_hz, cfg.stale_after_s, cfg.velocity_scale, workspace=box
             )
             self.create_subscription(JointState, "/leader/joint_states", self._on_leader, 10)
-        else:
+        elif cfg.mode == "chunk":
             self.ctl = ChunkController(
                 spec,
                 cfg.rate_hz,
@@ -143,7 +179,21 @@ class ControllerNode(Node):
                 velocity_scale=cfg.velocity_scale,
                 workspace=box,
             )
-            self.create_subscription(JointTrajectory, "/policy/action_chunk", self._on_chunk, 10)
+            self.create_subscription(JointTrajectory, CHUNK_TOPIC, self._on_chunk, 10)
+        else:
+            from robots.eef_control import EefChunkController
+
+            self.ctl = EefChunkController(
+                ik_solver(spec),
+                cfg.rate_hz,
+                lead_s=cfg.lead_s,
+                blend_s=cfg.blend_s,
+                velocity_scale=cfg.velocity_scale,
+                workspace=box,
+                max_pos_err_m=cfg.max_pos_err_m,
+                max_rot_err_rad=cfg.max_rot_err_rad,
+            )
+            self.create_subscription(MultiDOFJointTrajectory, EEF_CHUNK_TOPIC, self._on_eef_chunk, 10)
         self.create_subscription(JointState, "/robot/joint_states", self._on_state, 10)
         self.pub = self.create_publisher(JointState, "/robot/joint_command", 10)
         self.diag = self.create_publisher(String, "/controller/diagnostics", 10)
@@ -199,6 +249,23 @@ class ControllerNode(Node):
                 return
             self.ctl.set_chunk(*parsed, t_now=time.time())
 
+    def _on_eef_chunk(self, msg: MultiDOFJointTrajectory) -> None:
+        """IK outside the lock (the loop keeps its period), then the joint rows into the chunk controller."""
+        parsed = eef_chunk_from_msg(msg)
+        with self.lock:
+            seeded = self.seeded.is_set()
+            last = self.ctl.joint.limiter.last
+            if parsed is None or not seeded or last is None:  # malformed, or no measured arm to seed IK
+                self.ctl.counters.refused += 1
+                return
+            seed = last[0].copy()
+        t_start, dt, poses = parsed
+        rows = self.ctl.plan_chunk(poses, seed)
+        if rows is None:
+            return
+        with self.lock:
+            self.ctl.joint.set_chunk(t_start, dt, rows, t_now=time.time())
+
     def loop(self) -> None:
         """Fixed-rate control loop on absolute deadlines; a missed deadline re-anchors instead of bursting."""
         while self.running and not self.seeded.wait(0.05):
@@ -232,7 +299,8 @@ class ControllerNode(Node):
         comp = np.asarray(list(self.compute_s) or [0.0]) * 1e3
         with self.lock:
             counters = self.ctl.counters.as_dict()
-        return {
+            eef = self.ctl.eef_counters.as_dict() if self.cfg.mode == "eef" else None
+        out = {
             "mode": self.cfg.mode,
             "rate_hz": self.cfg.rate_hz,
             "period_error_ms_p50": float(np.median(err)),
@@ -243,6 +311,9 @@ class ControllerNode(Node):
             "commands_sent": self.commands_sent,
             "counters": counters,
         }
+        if eef is not None:
+            out["eef"] = eef
+        return out
 
 
 def main(argv: list[str] | None = None, spec: ArmSpec | None = None) -> int:
@@ -254,8 +325,9 @@ def main(argv: list[str] | None = None, spec: ArmSpec | None = None) -> int:
     )
     try:
         node = ControllerNode(spec)
-    except ValueError as e:
-        print(f"controller: {e}", file=sys.stderr)
+    except ValueError as e:  # ParamError included: one line naming the parameter
+        text = str(e)
+        print(text if text.startswith("controller:") else f"controller: {text}", file=sys.stderr)
         rclpy.shutdown()
         return 2
     cfg = node.cfg
