@@ -9,6 +9,19 @@ can no longer be executed and are dropped; the chunk is stamped with the time of
 With matching off every latency is taken as 0: observations count as current and the chunk starts now.
 Inference runs on a worker thread, never on the ROS callback thread.
 
+Two kinds of policy (`action_space`, see policies.checkpoint.load_deployable, the one loading entry point):
+- joint (default): rows [q, gripper] -> /policy/action_chunk (trajectory_msgs/JointTrajectory), executed by the
+  controller in `mode:=chunk`;
+- eef (policies.eef.EefPolicy, trained on handheld demonstrations, or a scripted object with
+  `action_space = "eef"`): rows [tcp pos, axis-angle, gripper width] -> /policy/eef_chunk
+  (trajectory_msgs/MultiDOFJointTrajectory, convention in mimic_ros.msgs), executed by the controller in
+  `mode:=eef` (`mimic deploy` picks the mode from the checkpoint). Its observations `robot0_eef_pos` /
+  `robot0_eef_rot_axis_angle` are the TCP pose by forward kinematics of each /robot/joint_states sample on the
+  arm's twin model (robots.ik, converted as the twins' and the handheld stores' keys), `robot0_gripper_width`
+  the measured width; the relative-trajectory encoding and decoding are the policy's own (EefPolicy.predict).
+  An EefPolicy's gripper widths go out through teleop.handheld.grasp_command (close fully below 0.75 x the
+  handheld maximum, as policies.evaluate_eef does: the demos record the measured width, not a command).
+
     python -m mimic_ros.policy_node --ros-args -p checkpoint:=ckpt/ -p arm:=franka -p cameras:=scene,wrist \
         -p camera_latency_s:=0.15 -p arm_latency_s:=0.1
 """
@@ -33,24 +46,37 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
-from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint, MultiDOFJointTrajectory
 
-from mimic_ros.controller_node import declare_config, resolve_spec
+from mimic_ros.controller_node import CHUNK_TOPIC, resolve_spec
+from mimic_ros.msgs import EEF_CHUNK_TOPIC, eef_chunk_msg
+from mimic_ros.params import declare_config, param
 from mimic_ros.runtime import announce_ready
 from robots.spec import ArmSpec
+
+EEF_OBS_KEYS = ("robot0_eef_pos", "robot0_eef_rot_axis_angle")
+JOINT_OBS_KEYS = ("robot0_joint_pos", "robot0_gripper_width", *EEF_OBS_KEYS)
+# chunks published this long with no subscriber -> one warning (a controller in the wrong mode?)
+NO_LISTENER_WARN_S = 5.0
 
 
 @dataclass
 class PolicyNodeConfig:
-    checkpoint: str = ""
-    arm: str = "franka"
-    cameras: str = "scene,wrist"  # camera names in policy order: camera0_rgb, camera1_rgb, ...
-    camera_latency_s: float = 0.0
-    joint_latency_s: float = 0.0
-    arm_latency_s: float = 0.0
-    matching: bool = True
-    num_inference_steps: int = 0  # 0: the policy's default
-    device: str = "cpu"
+    checkpoint: str = param("", "checkpoint directory (policies.load_deployable), or py:module:factory")
+    arm: str = param(
+        "franka", "arm spec name (robots.specs): joint names, and the model for eef observations"
+    )
+    cameras: str = param("scene,wrist", "camera names in policy order: camera0_rgb, camera1_rgb, ...")
+    camera_latency_s: float = param(0.0, "camera capture-to-arrival latency (s)", range=(0.0, 2.0))
+    joint_latency_s: float = param(
+        0.0, "joint-state (and object-state) capture-to-arrival latency (s)", range=(0.0, 2.0)
+    )
+    arm_latency_s: float = param(0.0, "arm command-to-motion latency (s)", range=(0.0, 2.0))
+    matching: bool = param(True, "latency matching (false: observations count as current, chunks start now)")
+    num_inference_steps: int = param(
+        0, "denoising steps per prediction (0: the policy's default)", range=(0, 10_000)
+    )
+    device: str = param("cpu", "torch device of the policy")
 
 
 class StreamBuffer:
@@ -107,12 +133,13 @@ class PolicyNode(Node):
         super().__init__("policy")
         cfg = PolicyNodeConfig()
         declare_config(self, cfg)
-        if min(cfg.camera_latency_s, cfg.joint_latency_s, cfg.arm_latency_s) < 0:
-            raise ValueError(f"policy: latencies must be >= 0: {cfg}")
         spec = spec or resolve_spec(cfg.arm)
         if policy is None:
             policy = load_checkpoint(cfg.checkpoint, cfg.device)
         self.cfg, self.spec, self.policy = cfg, spec, policy
+        self.action_space = getattr(policy, "action_space", "joint")
+        if self.action_space not in ("joint", "eef"):
+            raise ValueError(f"policy: action_space {self.action_space!r} is not joint or eef")
         lat = (lambda s: s) if cfg.matching else (lambda s: 0.0)
         self.lead_s = lat(cfg.arm_latency_s)
         self.dt = 1.0 / float(policy.control_hz)
@@ -120,8 +147,13 @@ class PolicyNode(Node):
         self.lock = threading.Lock()
         self.buffers: dict[str, StreamBuffer] = {}
         keys = set(policy.obs_keys)
-        if keys & {"robot0_joint_pos", "robot0_gripper_width"}:
-            for key in keys & {"robot0_joint_pos", "robot0_gripper_width"}:
+        self.ik = None  # forward kinematics for the robot0_eef_* keys (the arm's twin model)
+        if keys & set(EEF_OBS_KEYS):
+            from mimic_ros.controller_node import ik_solver
+
+            self.ik = ik_solver(spec)
+        if keys & set(JOINT_OBS_KEYS):
+            for key in keys & set(JOINT_OBS_KEYS):
                 self.buffers[key] = StreamBuffer(lat(cfg.joint_latency_s))
             self.create_subscription(JointState, "/robot/joint_states", self._on_joints, 10)
         for i, name in enumerate(n for n in cfg.cameras.split(",") if n):
@@ -137,7 +169,13 @@ class PolicyNode(Node):
         missing = keys - set(self.buffers)
         if missing:
             raise ValueError(f"policy node: no ROS stream provides observation keys {sorted(missing)}")
-        self.chunk_pub = self.create_publisher(JointTrajectory, "/policy/action_chunk", 10)
+        if self.action_space == "eef":
+            self.chunk_pub = self.create_publisher(MultiDOFJointTrajectory, EEF_CHUNK_TOPIC, 10)
+        else:
+            self.chunk_pub = self.create_publisher(JointTrajectory, CHUNK_TOPIC, 10)
+        self.gripper_max = getattr(policy, "gripper_max", None) if self.action_space == "eef" else None
+        self._unheard_since: float | None = None
+        self._warned_unheard = False
         self.diag_pub = self.create_publisher(String, "/policy/diagnostics", 10)
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.running = True
@@ -163,11 +201,23 @@ class PolicyNode(Node):
     def _on_joints(self, msg: JointState) -> None:
         t, dof = time.time(), self.spec.dof
         pos = np.asarray(msg.position, float)
+        if len(pos) < dof or not np.all(np.isfinite(pos)):
+            return
+        tcp = None
+        if self.ik is not None:  # FK outside the lock (the inference thread reads the buffers under it)
+            from robots.eef_control import tcp_pose_row
+
+            tcp = tcp_pose_row(self.ik.fk(pos[:dof]))
         with self.lock:
             if "robot0_joint_pos" in self.buffers:
                 self.buffers["robot0_joint_pos"].add(t, pos[:dof])
             if "robot0_gripper_width" in self.buffers and len(pos) > dof:
                 self.buffers["robot0_gripper_width"].add(t, pos[dof : dof + 1])
+            if tcp is not None:
+                if "robot0_eef_pos" in self.buffers:
+                    self.buffers["robot0_eef_pos"].add(t, tcp[:3])
+                if "robot0_eef_rot_axis_angle" in self.buffers:
+                    self.buffers["robot0_eef_rot_axis_angle"].add(t, tcp[3:])
 
     def _camera_cb(self, key: str) -> Callable[[CompressedImage], None]:
         def on_image(msg: CompressedImage) -> None:
@@ -220,6 +270,26 @@ class PolicyNode(Node):
                 next_t = time.monotonic()
 
     def publish_chunk(self, t_start: float, rows: np.ndarray) -> None:
+        if self.chunk_pub.get_subscription_count() > 0:
+            self._unheard_since = None
+        elif self._unheard_since is None:
+            self._unheard_since = time.monotonic()
+        elif not self._warned_unheard and time.monotonic() - self._unheard_since > NO_LISTENER_WARN_S:
+            self._warned_unheard = True
+            mode = "eef" if self.action_space == "eef" else "chunk"
+            self.get_logger().warning(
+                f"nobody subscribes to {self.chunk_pub.topic_name} ({self.action_space} policy): "
+                f"is the controller running with mode:={mode}?"
+            )
+        if self.action_space == "eef":
+            rows = np.array(rows, float)
+            if self.gripper_max is not None:
+                from teleop.handheld import grasp_command
+
+                rows[:, 6] = grasp_command(rows[:, 6], self.gripper_max)
+            self.chunk_pub.publish(eef_chunk_msg(t_start, self.dt, rows))
+            self.chunks_sent += 1
+            return
         msg = JointTrajectory()
         msg.header.stamp.sec = int(t_start)
         msg.header.stamp.nanosec = int((t_start - int(t_start)) * 1e9)
@@ -236,7 +306,8 @@ class PolicyNode(Node):
 
 
 def load_checkpoint(checkpoint: str, device: str):
-    """`policies.load_policy(checkpoint)`, or `py:module:factory` for a scripted policy object (tests, baselines)."""
+    """`policies.load_deployable(checkpoint)` (a joint Policy or an end-effector EefPolicy), or
+    `py:module:factory` for a scripted policy object (tests, baselines)."""
     if checkpoint.startswith("py:"):
         import importlib
 
@@ -248,10 +319,10 @@ def load_checkpoint(checkpoint: str, device: str):
     if not checkpoint:
         raise ValueError("parameter checkpoint is empty")
     try:
-        from policies import load_policy
+        from policies import load_deployable
     except ImportError as e:
         raise ValueError(f"cannot load policies ({e})") from None
-    return load_policy(checkpoint, device=device)
+    return load_deployable(checkpoint, device=device)
 
 
 def main(argv: list[str] | None = None, spec: ArmSpec | None = None, policy=None) -> int:
@@ -261,8 +332,9 @@ def main(argv: list[str] | None = None, spec: ArmSpec | None = None, policy=None
     )
     try:
         node = PolicyNode(spec, policy)
-    except (ValueError, OSError) as e:
-        print(f"policy: {e}", file=sys.stderr)
+    except (ValueError, OSError) as e:  # ParamError and CheckpointError included: one line
+        text = str(e)
+        print(text if text.startswith("policy:") else f"policy: {text}", file=sys.stderr)
         rclpy.shutdown()
         return 2
     executor = SingleThreadedExecutor()
