@@ -6,6 +6,11 @@ the success rate. The twin's injected latencies are ground truth; matching compe
 values unless `--match-camera-s/--match-arm-s` give others (e.g. calibrated ones); `--no-matching` runs
 the naive loop on the same seeds, for the with/without comparison.
 
+The controller's mode follows the checkpoint's kind (the one place it is chosen): `chunk` for a joint-space
+policy, `eef` for an end-effector policy (policies.eef: the checkpoint has eef.json; a py:module:factory whose
+factory, class or function, has `action_space = "eef"`), whose TCP-pose chunks the controller solves by IK.
+With `mimic session up deploy_twin` set it yourself: `--set controller.mode=eef`.
+
     mimic deploy runs/pp/ckpt --arm twin:franka --task pick_place --episodes 10 \
         --camera-latency-s 0.15 --arm-latency-s 0.1 [--no-matching] [--record rollouts.zarr]
 """
@@ -52,7 +57,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def session_overrides(args: argparse.Namespace, results_path: str) -> list[str]:
+def checkpoint_action_space(checkpoint: str) -> str:
+    """The policy kind, "joint" or "eef", without building it: a directory's (policies.checkpoint.action_space),
+    or the `action_space` attribute of a `py:module:factory`'s factory (default joint); ValueError if unusable."""
+    if checkpoint.startswith("py:"):
+        import importlib
+
+        module, _, attr = checkpoint[3:].partition(":")
+        try:
+            factory = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise ValueError(f"{checkpoint}: {e}") from None
+        return str(getattr(factory, "action_space", "joint"))
+    from policies.checkpoint import action_space
+
+    return action_space(checkpoint)  # CheckpointError (a ValueError) names the path
+
+
+def controller_mode(action_space: str) -> str:
+    return {"joint": "chunk", "eef": "eef"}[action_space]
+
+
+def session_overrides(args: argparse.Namespace, results_path: str, action_space: str = "joint") -> list[str]:
     """The deploy arguments as session overrides (`node.param=value`)."""
     scheme, _, arm = args.arm.partition(":")
     match_cam = args.camera_latency_s if args.match_camera_s is None else args.match_camera_s
@@ -66,6 +92,7 @@ def session_overrides(args: argparse.Namespace, results_path: str) -> list[str]:
         "arm.camera_latency_s": args.camera_latency_s,
         "arm.command_latency_s": args.arm_latency_s,
         "controller.arm": arm,
+        "controller.mode": controller_mode(action_space),
         "controller.lead_s": match_arm if matching else 0.0,
         "policy.checkpoint": args.checkpoint,
         "policy.arm": arm,
@@ -98,11 +125,12 @@ def session_overrides(args: argparse.Namespace, results_path: str) -> list[str]:
     )
 
 
-def print_table(results: dict, args: argparse.Namespace) -> None:
+def print_table(results: dict, args: argparse.Namespace, mode: str = "chunk") -> None:
     rows = results.get("episodes", [])
     print(
         f"\nmimic deploy {args.checkpoint} on {args.arm} / {args.task}: camera {args.camera_latency_s * 1e3:.0f} ms, "
-        f"arm {args.arm_latency_s * 1e3:.0f} ms injected; matching {'off' if args.no_matching else 'on'}"
+        f"arm {args.arm_latency_s * 1e3:.0f} ms injected; matching {'off' if args.no_matching else 'on'}; "
+        f"controller mode {mode}"
     )
     print(f"{'episode':>7} {'seed':>7} {'success':>7} {'time_s':>7}")
     for r in rows:
@@ -126,10 +154,16 @@ def main(argv: list[str] | None = None) -> int:
             "mimic deploy: --episodes >= 1, --episode-s > 0 and latencies >= 0 are required", file=sys.stderr
         )
         return 2
+    try:
+        kind = checkpoint_action_space(args.checkpoint)
+        mode = controller_mode(kind)
+    except (ValueError, KeyError) as e:
+        print(f"mimic deploy: checkpoint {args.checkpoint}: {e}", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory(prefix="mimic-deploy-") as tmp:
         results_path = args.results or str(Path(tmp) / "results.json")
         try:
-            session = load_session(args.session, session_overrides(args, results_path))
+            session = load_session(args.session, session_overrides(args, results_path, kind))
         except SessionError as e:
             print(f"mimic deploy: {e}", file=sys.stderr)
             return EXIT_BAD_SESSION
@@ -138,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mimic deploy: the session ended (status {code}) without results", file=sys.stderr)
             return code or 1
         results = json.loads(Path(results_path).read_text())
-    print_table(results, args)
+    print_table(results, args, mode)
     return code
 
 
