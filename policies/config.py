@@ -130,6 +130,7 @@ class RecordConfig:
     seed: int = 0
     cameras: list[str] = field(default_factory=list)
     image_size: list[int] = field(default_factory=lambda: [96, 96])
+    hold_steps: int = 0  # expert steps recorded after success (sim.record), as the teleop operator does
 
 
 @dataclass

@@ -44,21 +44,23 @@ class RecordStats:
 def record_expert_dataset(path: str | Path, arm: str, task: str, episodes: int, seed: int = 0,
                           cameras: tuple[str, ...] = (), image_size: tuple[int, int] = (96, 96),
                           keep_failed: bool = False, max_attempts: int | None = None,
-                          progress: bool = True) -> Path:
+                          progress: bool = True, hold_steps: int = 0) -> Path:
     """Roll out the scripted expert for `episodes` successful episodes (seeds seed, seed+1, ...) -> store path.
 
-    An episode ends at the expert's success (plus nothing after it) or at the task's step limit.
+    An episode ends at the expert's success plus `hold_steps` more expert steps (the operator node's
+    `hold_steps`: without them a policy never sees the goal held and drifts off after a near miss) or at
+    the task's step limit.
     Unsuccessful rollouts are skipped unless `keep_failed`; at most `max_attempts` (default 2x episodes)
     rollouts are tried. Raises ValueError for an empty/impossible request; the store must not exist.
     """
     return record_expert_dataset_stats(path, arm, task, episodes, seed, cameras, image_size, keep_failed,
-                                       max_attempts, progress).path
+                                       max_attempts, progress, hold_steps).path
 
 
 def record_expert_dataset_stats(path: str | Path, arm: str, task: str, episodes: int, seed: int = 0,
                                 cameras: tuple[str, ...] = (), image_size: tuple[int, int] = (96, 96),
                                 keep_failed: bool = False, max_attempts: int | None = None,
-                                progress: bool = True) -> RecordStats:
+                                progress: bool = True, hold_steps: int = 0) -> RecordStats:
     """record_expert_dataset, returning counts and the expert's success rate as well."""
     if episodes < 1:
         raise ValueError(f"record: episodes must be >= 1, got {episodes}")
@@ -94,6 +96,10 @@ def record_expert_dataset_stats(path: str | Path, arm: str, task: str, episodes:
                 if term or trunc:
                     success = bool(info["success"])
                     break
+            for _ in range(hold_steps if success else 0):
+                act = expert.act(obs)
+                rows.append((obs, act))
+                obs, *_ = env.step(act)
             ok_total += success
             if not success and not keep_failed:
                 continue
@@ -132,12 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cameras", default="", help="comma-separated: scene,wrist")
     ap.add_argument("--image-size", default="96x96", help="HxW")
     ap.add_argument("--keep-failed", action="store_true")
+    ap.add_argument("--hold-steps", type=int, default=0, help="expert steps recorded after success")
     args = ap.parse_args(argv)
     try:
         h, w = (int(v) for v in args.image_size.lower().split("x"))
         cams = tuple(c for c in args.cameras.split(",") if c)
         stats = record_expert_dataset_stats(args.path, args.arm, args.task, args.episodes, args.seed, cams, (h, w),
-                                            keep_failed=args.keep_failed)
+                                            keep_failed=args.keep_failed, hold_steps=args.hold_steps)
     except (ValueError, KeyError) as e:
         print(f"record: {e}", file=sys.stderr)
         return 2
