@@ -1,0 +1,76 @@
+"""The whole loop on the Franka twin, CI-sized: teleop capture -> dataset -> train -> latency-matched deploy.
+
+`mimic demo --quick` runs every stage as a user would (separate ROS processes under the supervisor, the
+emulated GELLO bus read through dynamixel-sdk, the ROS recorder, policies.train on CPU, the ROS deploy
+session with 150 ms camera / 100 ms arm latency injected and matching on).
+
+Threshold: at least SUCCESS_MIN of the deploy episodes must succeed. Reach success needs the TCP within
+2 cm of a goal drawn anywhere in a 20 x 40 x 25 cm box, from the home pose; a frozen policy (holds the arm
+where it is) scores 0 on the same seeds through the same deploy session, checked below, and a policy that
+ignores the goal can only hit one spot of the box, so a broken stage cannot pass.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from tests.conftest import REPO
+
+SUCCESS_MIN = 0.5  # of the --quick run's deploy episodes
+
+
+class FrozenPolicy:
+    """Holds the newest observed joint position and gripper width: the 'policy' of a broken training stage."""
+
+    obs_keys = ("robot0_joint_pos", "robot0_gripper_width", "object_state")
+    n_obs_steps, horizon, n_action_steps, control_hz = 2, 16, 8, 10.0
+
+    def __init__(self) -> None:
+        self.action_dim = 8
+
+    def predict(self, obs_window: dict[str, np.ndarray], num_inference_steps=None) -> np.ndarray:
+        row = np.concatenate([obs_window["robot0_joint_pos"][-1], obs_window["robot0_gripper_width"][-1]])
+        return np.tile(row, (self.horizon, 1))
+
+    def reset(self) -> None:
+        pass
+
+
+def frozen_policy() -> FrozenPolicy:
+    return FrozenPolicy()
+
+
+def _env() -> dict[str, str]:
+    env = os.environ.copy()
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    return env
+
+
+def test_demo_loop_succeeds_and_a_frozen_policy_does_not(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, "-m", "mimic.cli", "demo", "--quick", "--out", str(out)],
+                          cwd=REPO, env=_env(), timeout=2400, capture_output=True, text=True)
+    log = proc.stdout[-6000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0, log
+    report = json.loads((out / "franka" / "report.json").read_text())
+    assert report["demos"]["episodes"] >= 30, report
+    assert Path(report["paths"]["checkpoint"]).is_dir()
+    assert Path(report["paths"]["loss_plot"]).is_file()
+    assert report["episodes"] >= 10
+    assert report["success_rate"] >= SUCCESS_MIN, log
+
+    results = tmp_path / "frozen.json"
+    frozen = subprocess.run(
+        [sys.executable, "-m", "mimic.cli", "deploy", "py:tests.e2e.test_whole_loop:frozen_policy",
+         "--arm", "twin:franka", "--task", "reach", "--episodes", "2", "--episode-s", "10",
+         "--results", str(results)],
+        cwd=REPO, env=_env(), timeout=600, capture_output=True, text=True)
+    assert frozen.returncode == 0, frozen.stdout[-4000:] + frozen.stderr[-2000:]
+    episodes = json.loads(results.read_text())["episodes"]
+    assert len(episodes) == 2 and not any(e["success"] for e in episodes)
