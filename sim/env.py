@@ -1,4 +1,4 @@
-"""TwinEnv: gym-style tasks (reach, pick_place, push_t) on any spec'd arm, 10 Hz control with physics sub-steps.
+"""TwinEnv: gym-style tasks (reach, pick_place, push_t, track) on any spec'd arm, 10 Hz control with physics sub-steps.
 
 Actions are absolute joint targets plus a gripper width, exactly what a hardware backend accepts, so a
 policy trained here deploys unchanged. Resets are seeded; object poses, colours, light and camera pose are
@@ -8,10 +8,17 @@ randomised from the same generator so a seed reproduces an episode (knobs: `Rand
 - reach [3]: goal x, y, z (m)
 - pick_place [10]: cube x, y, z (m), cube quaternion w, x, y, z, goal x, y, z (m)
 - push_t [6]: T block x, y (m, its centre of mass), yaw (rad, in [-pi, pi)), goal x, y, yaw
+- track [6]: goal x, y, z (m), goal velocity vx, vy, vz (m/s), both at the observation's moment
 
 Success per task: reach, the TCP within 2 cm of the goal; pick_place, the cube released on the table within
 3 cm of the goal; push_t, Diffusion Policy's criterion: the block covers >= 95 % of the goal T's area
-(`info["coverage"]` reports the score every step, and the reward is min(coverage / 0.95, 1) as in DP).
+(`info["coverage"]` reports the score every step, and the reward is min(coverage / 0.95, 1) as in DP);
+track, the TCP within 2 cm of the *current* goal for TRACK_HOLD_S of simulated time without a break.
+
+track is the timing-sensitive task: the goal runs counter-clockwise (seen from above) round a horizontal
+circle of TRACK_RADIUS_M at TRACK_SPEED_M_S from a seeded centre and phase, as a function of simulated time
+(`data.time`), so a delayed observation (LatencyConfig, TwinArm's history) shows where the goal *was*, and a
+command that lands late puts the TCP behind it: at 0.15 m/s, 130 ms of lag alone is 2 cm.
 """
 
 from __future__ import annotations
@@ -30,12 +37,13 @@ from sim.latency import LatencyConfig  # noqa: E402
 from sim.mjcf import build_model  # noqa: E402
 from sim.tasks import push_t  # noqa: E402
 
-TASKS = ("reach", "pick_place", "push_t")
+TASKS = ("reach", "pick_place", "push_t", "track")
 CUBE_HALF = 0.02  # m
 CAMERA_KEYS = {"scene": "camera0_rgb", "wrist": "camera1_rgb"}
 
 _OBJECTS = {
     "reach": '<site name="goal" pos="0.5 0 0.2" size="0.02" rgba="0 1 0 0.5"/>',
+    "track": '<site name="goal" pos="0.5 0 0.2" size="0.02" rgba="0 1 0 0.5"/>',
     "pick_place": f"""
   <body name="cube" pos="0.5 0 {CUBE_HALF}"><freejoint name="cube"/>
     <geom name="cube" type="box" size="{CUBE_HALF} {CUBE_HALF} {CUBE_HALF}" mass="0.05" rgba="0.8 0.1 0.1 1"
@@ -60,7 +68,7 @@ _OBJECTS = {
 # geoms' frictions, the table's 1.0) while the rubber pads keep their grip on it (1.5, no slip in the pushes).
 _CONTACTS = {"push_t": "".join(f'<pair geom1="{g}" geom2="table" friction="0.5 0.5 0.005 0.0001 0.0001"/>'
                                for g in ("tee_bar", "tee_stem")) + '<exclude body1="tee" body2="world"/>'}
-_MAX_STEPS = {"reach": 60, "pick_place": 160, "push_t": 300}
+_MAX_STEPS = {"reach": 60, "pick_place": 160, "push_t": 300, "track": 80}
 # Task-specific scene-camera placement (position, look-at point), m. push_t looks down from the far side
 # of the table, close enough that the T fills a 96x96 view and the arm (behind it) hides little; other tasks keep the
 # wide view that calibration results were measured on.
@@ -68,6 +76,10 @@ _SCENE_CAMERA = {"push_t": ((0.82, 0.0, 0.42), (0.47, 0.0, 0.0))}
 PUSH_T_GOAL = np.array([0.5, 0.0, np.pi / 4])  # x, y (m), yaw (rad): fixed, as in Diffusion Policy
 PUSH_T_SUCCESS_COVERAGE = 0.95
 PUSH_T_TCP_Z = 0.02  # m: pusher height, pad tips 1 cm above the table, below the block's 3 cm top
+TRACK_RADIUS_M = 0.08  # track: radius of the goal's circle
+TRACK_SPEED_M_S = 0.15  # track: the goal's speed along it (counter-clockwise seen from above)
+TRACK_TOL_M = 0.02  # track: how close the TCP must stay to the current goal...
+TRACK_HOLD_S = 1.0  # ...for this long (simulated time, every check within tolerance)
 
 
 @dataclass
@@ -127,8 +139,10 @@ class TwinEnv:
         self.tcp_site = self.model.site("tcp").id
         self.goal_site = self.model.site("goal").id
         self.t = 0
-        # Per-substep (qpos, qvel) for delayed observations; kept only when latency is injected.
-        self._history: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=int(1.0 / self.model.opt.timestep))
+        self._near_since: float | None = None
+        self._track_center, self._track_phase = np.array([0.5, 0.0, 0.2]), 0.0
+        # Per-substep (qpos, qvel, time) for delayed observations; kept only when latency is injected.
+        self._history: deque[tuple[np.ndarray, np.ndarray, float]] = deque(maxlen=int(1.0 / self.model.opt.timestep))
         # Commands waiting for their injected delay: (sub-step index when due, arm ctrl, finger ctrl).
         self._pending: deque[tuple[int, np.ndarray, float]] = deque()
         self._substep = 0
@@ -182,6 +196,10 @@ class TwinEnv:
         self._randomize()
         if self.task == "reach":
             self.model.site_pos[self.goal_site] = self._spawn([0.35, -0.2, 0.1], [0.55, 0.2, 0.35])
+        elif self.task == "track":
+            self._track_center = self._spawn([0.42, -0.12, 0.15], [0.53, 0.12, 0.30])
+            self._track_phase = float(self._spawn([0.0], [2 * np.pi])[0])
+            self.model.site_pos[self.goal_site] = self.track_goal(0.0)[0]
         elif self.task == "pick_place":
             cube = np.r_[self._spawn([0.45, -0.15], [0.6, 0.0]), CUBE_HALF]
             goal = np.r_[self._spawn([0.4, 0.08], [0.55, 0.2]), 0.001]
@@ -193,6 +211,7 @@ class TwinEnv:
             self._reset_push_t()
         mujoco.mj_forward(self.model, d)
         self.t = 0
+        self._near_since: float | None = None  # track: simulated time since when the TCP is within tolerance
         self._history.clear()
         self._pending.clear()
         self._substep = 0
@@ -220,9 +239,19 @@ class TwinEnv:
         yaw = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
         return np.array([d.qpos[adr], d.qpos[adr + 1], float(push_t.wrap(yaw))])
 
+    def track_goal(self, t: float) -> tuple[np.ndarray, np.ndarray]:
+        """track: the goal's (position m, velocity m/s) at simulated time `t` of this episode."""
+        w = TRACK_SPEED_M_S / TRACK_RADIUS_M
+        a = self._track_phase + w * t
+        c, s = np.cos(a), np.sin(a)
+        pos = self._track_center + TRACK_RADIUS_M * np.array([c, s, 0.0])
+        return pos, TRACK_SPEED_M_S * np.array([-s, c, 0.0])
+
     def object_state(self, data: mujoco.MjData | None = None) -> np.ndarray:
         """The task's object state (layout in the module docstring), as a tracker would report it."""
         d = self.data if data is None else data
+        if self.task == "track":
+            return np.concatenate(self.track_goal(d.time))
         if self.task == "push_t":
             return np.concatenate([self.tee_pose(d), PUSH_T_GOAL])
         goal = self.model.site_pos[self.goal_site].copy()
@@ -239,6 +268,14 @@ class TwinEnv:
         if self.task == "push_t":
             return self.coverage() >= PUSH_T_SUCCESS_COVERAGE
         tcp = self.data.site_xpos[self.tcp_site]
+        if self.task == "track":  # checked every control step here, more often by the ROS arm node
+            t = float(self.data.time)
+            if np.linalg.norm(tcp - self.track_goal(t)[0]) >= TRACK_TOL_M:
+                self._near_since = None
+                return False
+            if self._near_since is None or t < self._near_since:
+                self._near_since = t
+            return t - self._near_since >= TRACK_HOLD_S - 1e-9
         goal = self.model.site_pos[self.goal_site]
         if self.task == "reach":
             return bool(np.linalg.norm(tcp - goal) < 0.02)
@@ -255,9 +292,9 @@ class TwinEnv:
         k = int(round(delay_s / self.model.opt.timestep))
         if k <= 0 or not self._history:
             return self.data
-        qpos, qvel = self._history[max(len(self._history) - 1 - k, 0)]
+        qpos, qvel, t = self._history[max(len(self._history) - 1 - k, 0)]
         d = self._scratch
-        d.qpos[:], d.qvel[:] = qpos, qvel
+        d.qpos[:], d.qvel[:], d.time = qpos, qvel, t
         mujoco.mj_kinematics(self.model, d)
         mujoco.mj_comPos(self.model, d)
         mujoco.mj_camlight(self.model, d)  # camera and light poses, needed to render this state
@@ -304,7 +341,7 @@ class TwinEnv:
             mujoco.mj_step(self.model, self.data)
             self._substep += 1
             if lat is not None:
-                self._history.append((self.data.qpos.copy(), self.data.qvel.copy()))
+                self._history.append((self.data.qpos.copy(), self.data.qvel.copy(), float(self.data.time)))
         self.t += 1
         ok = self.success()
         info: dict[str, float | bool] = {"success": ok}
@@ -321,6 +358,8 @@ class TwinEnv:
         if key not in self._renderers:
             self._renderers[key] = mujoco.Renderer(self.model, height=h, width=w)
         rend = self._renderers[key]
+        if self.task == "track":  # the goal marker where the goal was at the rendered state's moment
+            self.model.site_pos[self.goal_site] = self.track_goal((self.data if data is None else data).time)[0]
         rend.update_scene(self.data if data is None else data, camera=camera)
         return rend.render().copy()
 

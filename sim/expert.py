@@ -11,10 +11,14 @@ as in Diffusion Policy's Push-T), and replans after every push from the block po
 
 Measured with `mimic sim experts --episodes 100` (seeds 0..99, success / mean 10 Hz steps per episode):
 
-    arm      reach        pick_place   push_t (coverage >= 95 %, 300 steps max)
-    franka   100 % / 11   100 % / 70   100 % / 127
-    ur5e     100 % /  9   100 % / 67   100 % / 123
-    xarm7    100 % /  6   100 % / 64   100 % / 119
+    arm      reach        pick_place   push_t (coverage >= 95 %, 300 steps max)   track (1 s held)
+    franka   100 % / 11   100 % / 70   100 % / 127                                 100 % / 22
+    ur5e     100 % /  9   100 % / 67   100 % / 123                                 100 % / 18
+    xarm7    100 % /  6   100 % / 64   100 % / 119                                 100 % / 16
+
+track: the goal's future is known from one observation (position and velocity on a circle of the task's
+radius, counter-clockwise), so the expert aims at where the goal will be `track_lookahead_s` after the
+observation (the servo's lag), closing in at its Cartesian speed and then following the circle.
 
 The expert reads only `robot0_joint_pos` and `object_state` from an observation (the TCP position is
 recomputed from the joints when `robot0_eef_pos` is absent), so it can also run on what a ROS session
@@ -28,7 +32,7 @@ import dataclasses
 import mujoco
 import numpy as np
 
-from sim.env import CUBE_HALF, PUSH_T_TCP_Z, TwinEnv
+from sim.env import CUBE_HALF, PUSH_T_TCP_Z, TRACK_RADIUS_M, TwinEnv
 from sim.tasks.push_t import PushConfig, PushPlanner
 
 DOWN = np.diag([1.0, -1.0, -1.0])
@@ -40,8 +44,10 @@ def _rz(a: float) -> np.ndarray:
 
 
 class Expert:
-    def __init__(self, env: TwinEnv, speed_m_s: float = 0.3, damping: float = 0.05, push: PushConfig | None = None):
+    def __init__(self, env: TwinEnv, speed_m_s: float = 0.3, damping: float = 0.05, push: PushConfig | None = None,
+                 track_lookahead_s: float = 0.13):
         self.env, self.speed, self.damping = env, speed_m_s, damping
+        self.track_lookahead_s = track_lookahead_s
         self.push_cfg = push or PushConfig()
         self._d = mujoco.MjData(env.model)
         self.reset()
@@ -92,6 +98,8 @@ class Expert:
         home_r = self._home_r
         if env.task == "reach":
             return s[:3], home_r, gmax, 0
+        if env.task == "track":
+            return track_ahead(s, self.track_lookahead_s), home_r, gmax, 0
         if self.phase < 2:  # freeze the grasp site once the cube is held: it moves with the hand after
             self._cube = s[:7].copy()
         cube, goal = self._cube[:3], s[7:10]
@@ -204,6 +212,18 @@ class Expert:
         lim = 0.8 * env.spec.dq_max / env.control_hz
         self.q_cmd = self.q_cmd + np.clip(q - self.q_cmd, -lim, lim)
         return np.concatenate([self.q_cmd, [grip]])
+
+
+def track_ahead(state: np.ndarray, dt: float) -> np.ndarray:
+    """track: the goal's position `dt` seconds after the moment of `state` (position, velocity; env docstring)."""
+    p, v = np.asarray(state[:3], float), np.asarray(state[3:6], float)
+    speed = float(np.linalg.norm(v[:2]))
+    if speed < 1e-9:
+        return p
+    u = v[:2] / speed
+    center = p[:2] + TRACK_RADIUS_M * np.array([-u[1], u[0]])  # left of the velocity: counter-clockwise
+    a = np.arctan2(p[1] - center[1], p[0] - center[0]) + speed / TRACK_RADIUS_M * dt
+    return np.r_[center + TRACK_RADIUS_M * np.array([np.cos(a), np.sin(a)]), p[2]]
 
 
 def make_expert(env: TwinEnv) -> Expert:

@@ -36,8 +36,10 @@ class TwinArm(Arm):
         self._thread: threading.Thread | None = None
         self._pending: deque[tuple[float, np.ndarray, float | None]] = deque()
         self._hist_t: deque[float] = deque()
-        self._hist: deque[tuple[np.ndarray, np.ndarray, np.ndarray, float]] = deque()
+        # (arm q, arm dq, full qpos, gripper width, simulated time) per recorded instant
+        self._hist: deque[tuple[np.ndarray, np.ndarray, np.ndarray, float, float]] = deque()
         self._scratch = mujoco.MjData(self.env.model)
+        self._obj_scratch = mujoco.MjData(self.env.model)  # object_state()'s own: capture() renders from _scratch
         self._render_s = 0.0  # running estimate of one capture's render time
         self._connected = False
 
@@ -50,6 +52,9 @@ class TwinArm(Arm):
         if self._connected:
             return
         self.env.reset(seed=self.seed)
+        with self._lock:  # a new episode: no reading may show the previous one
+            self._hist_t.clear()
+            self._hist.clear()
         self._record(time.time())
         self.guard.reset(self.env.data.qpos[self.env.arm_qpos], time.time())
         self._connected = True
@@ -67,7 +72,7 @@ class TwinArm(Arm):
 
     def state(self) -> ArmState:
         self._require()
-        t, (q, dq, _, g) = self._delayed(self.latency.draw(self.latency.joint_state_s))
+        t, (q, dq, _, g, _) = self._delayed(self.latency.draw(self.latency.joint_state_s))
         return ArmState(t=t, q=q.copy(), dq=dq.copy(), gripper=g)
 
     def command(self, q_target: np.ndarray, gripper: float | None = None) -> None:
@@ -97,9 +102,9 @@ class TwinArm(Arm):
         self._require()
         delay = self.latency.draw(self.latency.camera_s)
         t_start = time.time()
-        t, (_, _, qpos, _) = self._delayed(max(delay - self._render_s, 0.0))
+        t, (_, _, qpos, _, t_sim) = self._delayed(max(delay - self._render_s, 0.0))
         d = self._scratch
-        d.qpos[:] = qpos
+        d.qpos[:], d.time = qpos, t_sim
         mujoco.mj_kinematics(self.env.model, d)
         mujoco.mj_comPos(self.env.model, d)
         mujoco.mj_camlight(self.env.model, d)  # camera and light poses, needed to render this state
@@ -108,6 +113,16 @@ class TwinArm(Arm):
         if delay > 0:
             time.sleep(max(0.0, t + delay - time.time()))
         return t, img
+
+    def object_state(self, delay_s: float = 0.0) -> tuple[float, np.ndarray]:
+        """(capture time, the task's object state) as it was `delay_s` ago: what a tracker working on camera
+        frames that old reports (sim.TwinEnv.object_state; a moving goal is where it was then)."""
+        self._require()
+        t, (_, _, qpos, _, t_sim) = self._delayed(delay_s)
+        with self._lock:
+            d = self._obj_scratch
+            d.qpos[:], d.time = qpos, t_sim
+            return t, self.env.object_state(d).copy()
 
     def advance(self, seconds: float) -> None:
         """Step physics by `seconds` without pacing (realtime=False); readings are stamped with time.time()."""
@@ -124,7 +139,8 @@ class TwinArm(Arm):
     def _record(self, t: float) -> None:
         d, e = self.env.data, self.env
         self._hist_t.append(t)
-        self._hist.append((d.qpos[e.arm_qpos].copy(), d.qvel[e.arm_qpos].copy(), d.qpos.copy(), e.gripper_width()))
+        self._hist.append((d.qpos[e.arm_qpos].copy(), d.qvel[e.arm_qpos].copy(), d.qpos.copy(), e.gripper_width(),
+                           float(d.time)))
         while self._hist_t and self._hist_t[0] < t - _HISTORY_S:
             self._hist_t.popleft()
             self._hist.popleft()

@@ -1,6 +1,6 @@
 """Scripted experts solve the twin tasks (physics only, no rendering, to stay affordable in CI).
 
-CI runs 100 seeds of the contact tasks on the Franka and 20 seeds of every other (task, arm) pair; the
+CI runs 100 seeds of the contact tasks and of track on the Franka and 20 seeds of every other (task, arm) pair; the
 100-seed numbers for every pair are measured by hand (`sim.expert` docstring lists them).
 """
 
@@ -45,13 +45,18 @@ def test_push_t_franka_100_seeds_going_round_either_side():
     assert min(sides[1], sides[-1]) >= 0.2 * (sides[1] + sides[-1]), sides
 
 
+def test_track_franka_100_seeds():
+    assert rollouts("track", "franka", range(100))[0] >= 0.95
+
+
 @pytest.mark.parametrize(("task", "arm"), [(t, a) for t in TASKS for a in ARM_NAMES
-                                           if (t, a) not in (("pick_place", "franka"), ("push_t", "franka"))])
+                                           if (t, a) not in (("pick_place", "franka"), ("push_t", "franka"),
+                                                             ("track", "franka"))])
 def test_expert_20_seeds(task, arm):
     assert rollouts(task, arm, range(1000, 1020))[0] >= 0.95
 
 
-@pytest.mark.parametrize("task", ["pick_place", "push_t"])
+@pytest.mark.parametrize("task", ["pick_place", "push_t", "track"])
 def test_expert_runs_on_what_a_ros_session_publishes(task):
     """The operator node drives the expert from /robot/joint_states and /objects/state only."""
     assert rollouts(task, "ur5e", range(2000, 2003), keys=ROS_KEYS)[0] == 1.0
