@@ -6,6 +6,7 @@ Wiring: `robots.factory.make_arm(backend)` -> /robot/joint_states at `state_rate
 /objects/state (the tracker-like object stream of the contract), /cameras/<name>/image/compressed
 rendered with `TwinArm.capture`, /sim/status (JSON: episode, seed, live and latched task success) and
 the `/sim/reset` service (std_srvs/Trigger) that starts episode i with seed `seed + i`.
+/objects/state is stamped with its capture time, `object_latency_s` before it is published (default 0: live).
 
 Injected latency goes through `sim.latency.LatencyConfig`: joint-state and command delays inside the
 twin; the camera delay is applied here, by holding each rendered frame until `capture time + delay`
@@ -43,8 +44,8 @@ LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 class ArmNodeConfig:
     backend: str = param("twin:franka", "arm URI for robots.factory.make_arm: twin:<arm>, franka:<host>, "
                                         "ur:<host>, xarm:<host>")
-    task: str = param("", "twin only: task scene, reach or pick_place ('' = the bare arm)",
-                      choices=("", "reach", "pick_place"))
+    task: str = param("", "twin only: task scene, a sim.TASKS name ('' = the bare arm)",
+                      choices=("", "reach", "pick_place", "push_t", "track"))
     seed: int = param(0, "twin only: seed of episode 0; /sim/reset number i seeds seed + i", range=(0, 2**31 - 1))
     state_rate_hz: float = param(100.0, "rate of /robot/joint_states and /objects/state (Hz)", range=(1.0, 1000.0))
     cameras: str = param("scene,wrist", "twin only: comma-separated cameras rendered to "
@@ -57,6 +58,8 @@ class ArmNodeConfig:
                                     range=(0.0, 1.0))
     joint_latency_s: float = param(0.0, "twin only: injected age of joint-state readings (s)", range=(0.0, 1.0))
     command_latency_s: float = param(0.0, "twin only: injected command-to-motion delay (s)", range=(0.0, 1.0))
+    object_latency_s: float = param(0.0, "twin only: injected age of /objects/state readings (s): a tracker on "
+                                         "camera frames reports objects as late as the camera", range=(0.0, 1.0))
     latency_jitter_s: float = param(0.0, "twin only: uniform extra delay in [0, jitter] per sample (s)",
                                     range=(0.0, 0.5))
     status_rate_hz: float = param(5.0, "rate of /sim/status (Hz)", range=(0.5, 100.0))
@@ -78,7 +81,7 @@ class ArmNode(ManagedNode):
             kwargs = dict(task=cfg.task or None, seed=cfg.seed, latency=LatencyConfig(
                 joint_state_s=cfg.joint_latency_s, command_s=cfg.command_latency_s,
                 jitter_s=cfg.latency_jitter_s, seed=cfg.seed))
-        elif cfg.task or cfg.camera_latency_s or cfg.joint_latency_s or cfg.command_latency_s:
+        elif cfg.task or cfg.camera_latency_s or cfg.joint_latency_s or cfg.command_latency_s or cfg.object_latency_s:
             raise ParamError(f"arm: task/latency parameters are for twin backends, not {cfg.backend!r}")
         try:
             self.arm = make_arm(cfg.backend, **kwargs)
@@ -95,6 +98,7 @@ class ArmNode(ManagedNode):
                 raise ParamError(f"arm: parameter cameras: unknown twin camera(s) {bad}; known {list(CAMERA_KEYS)}")
         self.camera_delay = LatencyConfig(camera_s=cfg.camera_latency_s, jitter_s=cfg.latency_jitter_s,
                                           seed=cfg.seed + 1)
+        self.object_delay = LatencyConfig(jitter_s=cfg.latency_jitter_s, seed=cfg.seed + 2)
         try:
             self.arm.connect()
         except (ArmError, OSError) as e:
@@ -182,11 +186,13 @@ class ArmNode(ManagedNode):
     def workers(self):
         return (self._state_loop, self._camera_loop) if self.camera_names else (self._state_loop,)
 
-    def _twin_scene(self) -> tuple[np.ndarray, bool]:
-        """(object_state, task success) read consistently with the twin's physics thread."""
+    def _twin_scene(self) -> tuple[float, np.ndarray, bool]:
+        """(capture time, object_state as old as `object_latency_s`, live task success), read consistently with
+        the twin's physics thread."""
         arm = self.arm
+        t, obj = arm.object_state(self.object_delay.draw(self.cfg.object_latency_s))
         with arm._lock:  # the physics thread steps env.data under this lock
-            return arm.env.object_state().copy(), bool(arm.env.success()) if self.cfg.task else False
+            return t, obj, bool(arm.env.success()) if self.cfg.task else False
 
     def _state_loop(self) -> None:
         period = 1.0 / self.cfg.state_rate_hz
@@ -199,8 +205,7 @@ class ArmNode(ManagedNode):
                 else:
                     s = self.arm.state()
                     if self.is_twin:
-                        t_obj = time.time()
-                        obj, ok = self._twin_scene()
+                        t_obj, obj, ok = self._twin_scene()
                         self.succeeded = self.succeeded or ok
             if s is not None and s.t == last_t:  # physics has not advanced since (CPU starved): no duplicate
                 s = None

@@ -13,6 +13,10 @@ With `mimic session up deploy_twin` set it yourself: `--set controller.mode=eef`
 
     mimic deploy runs/pp/ckpt --arm twin:franka --task pick_place --episodes 10 \
         --camera-latency-s 0.15 --arm-latency-s 0.1 [--no-matching] [--record rollouts.zarr]
+
+`--object-latency-s` delays /objects/state too (default 0: the twin reports objects live). A state policy
+sees no camera, so on a moving target (task track) set it to the camera latency, as a tracker working on
+those frames would be: docs/latency_matching.md measures track that way.
 """
 
 from __future__ import annotations
@@ -38,8 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cameras", default="scene,wrist", help="twin cameras, in the policy's camera order")
     p.add_argument("--camera-latency-s", type=float, default=0.15, help="injected camera latency (s)")
     p.add_argument("--arm-latency-s", type=float, default=0.1, help="injected command-to-motion latency (s)")
+    p.add_argument(
+        "--object-latency-s",
+        type=float,
+        default=0.0,
+        help="injected age of /objects/state (s); 0: live. A tracker on camera frames is as late as the camera",
+    )
     p.add_argument("--match-camera-s", type=float, default=None, help="camera latency used for matching")
     p.add_argument("--match-arm-s", type=float, default=None, help="arm latency used for matching")
+    p.add_argument(
+        "--match-object-s", type=float, default=None, help="object-state latency used for matching"
+    )
     p.add_argument("--no-matching", action="store_true", help="naive loop: no latency compensation")
     p.add_argument("--num-inference-steps", type=int, default=0, help="0: the policy's default")
     p.add_argument("--device", default="cpu")
@@ -83,6 +96,7 @@ def session_overrides(args: argparse.Namespace, results_path: str, action_space:
     scheme, _, arm = args.arm.partition(":")
     match_cam = args.camera_latency_s if args.match_camera_s is None else args.match_camera_s
     match_arm = args.arm_latency_s if args.match_arm_s is None else args.match_arm_s
+    match_obj = args.object_latency_s if args.match_object_s is None else args.match_object_s
     matching = not args.no_matching
     sets = {
         "arm.backend": args.arm,
@@ -91,6 +105,7 @@ def session_overrides(args: argparse.Namespace, results_path: str, action_space:
         "arm.cameras": args.cameras,
         "arm.camera_latency_s": args.camera_latency_s,
         "arm.command_latency_s": args.arm_latency_s,
+        "arm.object_latency_s": args.object_latency_s,
         "controller.arm": arm,
         "controller.mode": controller_mode(action_space),
         "controller.lead_s": match_arm if matching else 0.0,
@@ -99,6 +114,7 @@ def session_overrides(args: argparse.Namespace, results_path: str, action_space:
         "policy.cameras": args.cameras,
         "policy.camera_latency_s": match_cam,
         "policy.arm_latency_s": match_arm,
+        "policy.object_latency_s": match_obj,
         "policy.matching": matching,
         "policy.num_inference_steps": args.num_inference_steps,
         "policy.device": args.device,
@@ -129,8 +145,8 @@ def print_table(results: dict, args: argparse.Namespace, mode: str = "chunk") ->
     rows = results.get("episodes", [])
     print(
         f"\nmimic deploy {args.checkpoint} on {args.arm} / {args.task}: camera {args.camera_latency_s * 1e3:.0f} ms, "
-        f"arm {args.arm_latency_s * 1e3:.0f} ms injected; matching {'off' if args.no_matching else 'on'}; "
-        f"controller mode {mode}"
+        f"arm {args.arm_latency_s * 1e3:.0f} ms, objects {args.object_latency_s * 1e3:.0f} ms injected; "
+        f"matching {'off' if args.no_matching else 'on'}; controller mode {mode}"
     )
     print(f"{'episode':>7} {'seed':>7} {'success':>7} {'time_s':>7}")
     for r in rows:
@@ -149,7 +165,11 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.episodes < 1 or args.episode_s <= 0 or min(args.camera_latency_s, args.arm_latency_s) < 0:
+    if (
+        args.episodes < 1
+        or args.episode_s <= 0
+        or min(args.camera_latency_s, args.arm_latency_s, args.object_latency_s) < 0
+    ):
         print(
             "mimic deploy: --episodes >= 1, --episode-s > 0 and latencies >= 0 are required", file=sys.stderr
         )

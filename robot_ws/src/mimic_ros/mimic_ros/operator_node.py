@@ -40,7 +40,7 @@ from mimic_ros.runtime import ManagedNode, run_node
 @dataclass
 class OperatorConfig:
     arm: str = param("franka", "follower arm (robots.specs name); must match the arm node's twin")
-    task: str = param("pick_place", "twin task the expert performs", choices=("reach", "pick_place", "push_t"))
+    task: str = param("pick_place", "twin task the expert performs", choices=("reach", "pick_place", "push_t", "track"))
     episodes: int = param(5, "episodes to record", range=(1, 10_000))
     output: str = param("bus", "how the person moves the leader", choices=("bus", "topic"))
     bus_link: str = param("", "bus output: path of a symlink to the emulated bus pty (the leader node's port)")

@@ -71,6 +71,11 @@ class PolicyNodeConfig:
     joint_latency_s: float = param(
         0.0, "joint-state (and object-state) capture-to-arrival latency (s)", range=(0.0, 2.0)
     )
+    object_latency_s: float = param(
+        -1.0,
+        "object-state capture-to-arrival latency (s), e.g. a tracker's on camera frames (< 0: joint_latency_s)",
+        range=(-1.0, 2.0),
+    )
     arm_latency_s: float = param(0.0, "arm command-to-motion latency (s)", range=(0.0, 2.0))
     matching: bool = param(True, "latency matching (false: observations count as current, chunks start now)")
     num_inference_steps: int = param(
@@ -164,7 +169,8 @@ class PolicyNode(Node):
                     CompressedImage, f"/cameras/{name}/image/compressed", self._camera_cb(key), 2
                 )
         if "object_state" in keys:
-            self.buffers["object_state"] = StreamBuffer(lat(cfg.joint_latency_s))
+            obj_s = cfg.joint_latency_s if cfg.object_latency_s < 0 else cfg.object_latency_s
+            self.buffers["object_state"] = StreamBuffer(lat(obj_s))
             self.create_subscription(JointState, "/objects/state", self._on_objects, 10)
         missing = keys - set(self.buffers)
         if missing:
