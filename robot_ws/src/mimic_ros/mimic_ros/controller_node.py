@@ -43,7 +43,6 @@ import numpy as np
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
@@ -51,7 +50,7 @@ from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 
 from mimic_ros.msgs import EEF_CHUNK_TOPIC, eef_chunk_from_msg
 from mimic_ros.params import ParamError, declare_config, param
-from mimic_ros.runtime import announce_ready
+from mimic_ros.runtime import announce_ready, init_ros
 from robots.control import ChunkController, FollowController, Pacer, WorkspaceBox
 from robots.spec import ArmSpec
 
@@ -319,10 +318,7 @@ class ControllerNode(Node):
 def main(argv: list[str] | None = None, spec: ArmSpec | None = None) -> int:
     """Run until SIGINT; parameters come as `--ros-args -p name:=value`. `spec` overrides `arm` (tests)."""
     # SIGINT raises KeyboardInterrupt here instead of invalidating the context under the worker thread.
-    rclpy.init(
-        args=sys.argv if argv is None else ["controller", *argv],
-        signal_handler_options=SignalHandlerOptions.NO,
-    )
+    init_ros("controller", argv)
     try:
         node = ControllerNode(spec)
     except ValueError as e:  # ParamError included: one line naming the parameter

@@ -22,10 +22,10 @@ import tty
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile
-from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import String
 
 from mimic_ros.ros_client import Latest, ServiceError, TriggerClient
+from mimic_ros.runtime import init_ros
 
 ACTIONS = {"s": "start", "e": "stop", "d": "discard"}
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recorder", default="/recorder", help="recorder node namespace")
     ap.add_argument("--timeout-s", type=float, default=10.0)
     args = ap.parse_args(argv)
-    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+    init_ros("recorder_keys", [])
     node = rclpy.create_node("recorder_keys")
     rec = args.recorder.rstrip("/")
     clients = {k: TriggerClient(node, f"{rec}/{name}") for k, name in ACTIONS.items()}

@@ -42,7 +42,6 @@ import rclpy
 from builtin_interfaces.msg import Duration
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
@@ -51,7 +50,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint, MultiDOFJ
 from mimic_ros.controller_node import CHUNK_TOPIC, resolve_spec
 from mimic_ros.msgs import EEF_CHUNK_TOPIC, eef_chunk_msg
 from mimic_ros.params import declare_config, param
-from mimic_ros.runtime import announce_ready
+from mimic_ros.runtime import announce_ready, init_ros
 from robots.spec import ArmSpec
 
 EEF_OBS_KEYS = ("robot0_eef_pos", "robot0_eef_rot_axis_angle")
@@ -333,9 +332,7 @@ def load_checkpoint(checkpoint: str, device: str):
 
 def main(argv: list[str] | None = None, spec: ArmSpec | None = None, policy=None) -> int:
     """Run until SIGINT; parameters as `--ros-args -p name:=value`. `spec`/`policy` override `arm`/`checkpoint`."""
-    rclpy.init(
-        args=sys.argv if argv is None else ["policy", *argv], signal_handler_options=SignalHandlerOptions.NO
-    )
+    init_ros("policy", argv)
     try:
         node = PolicyNode(spec, policy)
     except (ValueError, OSError) as e:  # ParamError and CheckpointError included: one line

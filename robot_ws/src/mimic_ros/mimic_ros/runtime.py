@@ -2,7 +2,9 @@
 
 Every Mimic node runs through `run_node` so they all behave alike under the supervisor and `ros2 launch`:
 - SIGINT raises KeyboardInterrupt in the main thread (rclpy's own handler would invalidate the context
-  under worker threads); worker threads are joined and the node destroyed before `rclpy.shutdown()`,
+  under worker threads), installed explicitly by `init_ros`: a process started in the background of a
+  non-interactive shell (a CI script, `mimic session up ... &`) inherits SIGINT *ignored*, Python then
+  never raises KeyboardInterrupt, and the node could only be SIGKILLed, losing its clean close; worker threads are joined and the node destroyed before `rclpy.shutdown()`,
   since a process exiting with a thread inside rclpy can abort.
 - Once the node is built and its workers started it prints `READY_LINE <node name>` on stdout: the
   readiness signal the supervisor waits for.
@@ -12,6 +14,7 @@ Every Mimic node runs through `run_node` so they all behave alike under the supe
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -26,6 +29,12 @@ from mimic_ros.session import READY_LINE  # one definition, shared with the supe
 
 def announce_ready(node: Node) -> None:
     print(f"{READY_LINE} {node.get_name()}", flush=True)
+
+
+def init_ros(name: str, argv: list[str] | None = None) -> None:
+    """rclpy.init without rclpy's signal handlers, with SIGINT -> KeyboardInterrupt even if inherited ignored."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    rclpy.init(args=sys.argv if argv is None else [name, *argv], signal_handler_options=SignalHandlerOptions.NO)
 
 
 class ManagedNode(Node):
@@ -48,7 +57,7 @@ class ManagedNode(Node):
 def run_node(name: str, build: Callable[[], ManagedNode], argv: list[str] | None = None,
              errors: tuple[type[BaseException], ...] = (ValueError, OSError)) -> int:
     """Run a node until SIGINT or until it reports `finished()`; returns the process exit status."""
-    rclpy.init(args=sys.argv if argv is None else [name, *argv], signal_handler_options=SignalHandlerOptions.NO)
+    init_ros(name, argv)
     try:
         node = build()
     except errors as e:
