@@ -11,6 +11,7 @@ import rclpy
 from builtin_interfaces.msg import Duration
 from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import JointState
+from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from tests.unit.test_control_chunk import make_spec
@@ -135,7 +136,16 @@ def test_chunk_mode_sends_each_point_one_arm_latency_early(procs, tmp_path) -> N
     try:
         peer.wait_matched(peer.chunk_pub)
         peer.wait_matched(peer.state_pub)
-        peer.spin_for(0.3, every=lambda: peer.publish_state(SPEC.home, 0.04), period=0.02)
+        # The arm publishes its state all along, as a real one does: the controller commands only once seeded
+        # from a state, and a 0.3 s burst can pass before discovery completes on the controller's side.
+        # Its control loop starts once seeded and then publishes diagnostics every second: wait for those.
+        arm_state = lambda: peer.publish_state(SPEC.home, 0.04)  # noqa: E731
+        diagnostics: list[str] = []
+        peer.node.create_subscription(String, "/controller/diagnostics", lambda m: diagnostics.append(m.data), 10)
+        deadline = time.monotonic() + 20.0
+        while not diagnostics and time.monotonic() < deadline:
+            peer.spin_for(0.1, every=arm_state, period=0.02)
+        assert diagnostics, "the controller never started its loop (no state seen?)"
         # A slow ramp on joint 1 (0.2 rad/s), 16 points at 10 Hz, first point executing 0.3 s from now.
         t0 = time.time() + 0.3
         msg = JointTrajectory()
@@ -147,7 +157,7 @@ def test_chunk_mode_sends_each_point_one_arm_latency_early(procs, tmp_path) -> N
             pt.time_from_start = Duration(sec=0, nanosec=int(i * 0.1 * 1e9))
             msg.points.append(pt)
         peer.chunk_pub.publish(msg)
-        peer.spin_for(2.0)
+        peer.spin_for(2.0, every=arm_state, period=0.02)
         stats = stop(proc, stats_path)
     finally:
         peer.close()

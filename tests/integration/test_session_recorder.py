@@ -128,7 +128,10 @@ def test_sigkilled_recorder_loses_only_the_open_episode(procs, client, tmp_path)
     ds, _ = validate(store)
     assert ds.n_episodes == 1
     start_node(procs, "recorder_node", rec)  # reopens the store: trims the open episode's rows
-    client.spin_for(1.0)
+    client.status = {}  # the killed recorder's last (latched) status says recording; wait for the new one's
+    deadline = time.monotonic() + 10.0
+    while client.status.get("recording", True) and time.monotonic() < deadline:
+        client.spin_for(0.1)
     assert client.status["episodes"] == 1 and client.status["trimmed_steps"] > 0, client.status
     assert client.call("start").success
     client.spin_for(1.0)
