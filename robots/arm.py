@@ -7,6 +7,7 @@ meters (gripper opening width), seconds (system time, the ROS clock).
 
 from __future__ import annotations
 
+import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -136,3 +137,45 @@ class Arm(ABC):
             self.stop()
         finally:
             self.disconnect()
+
+
+class FaultLatch:
+    """The first fault of a streaming SDK backend, latched between sends: once visible, nothing more goes out.
+
+    Mixed into the franka, ur and xarm backends, which all stream from their own threads. The backend owns
+    `_lock` (its state), `_send_lock` (held around every send), `_stop` (its threads' exit event), `name`,
+    and says what "connected" and "no target" mean for it in `_sdk_open` / `_drop_target`.
+    """
+
+    name: str
+    _lock: threading.Lock | threading.RLock
+    _send_lock: threading.Lock | threading.RLock
+    _stop: threading.Event
+    _fault: str | None = None
+    fault_time: float | None = None
+
+    def _sdk_open(self) -> bool:
+        raise NotImplementedError
+
+    def _drop_target(self) -> None:
+        """Forget the pending target (called under `_lock` when a fault latches)."""
+        raise NotImplementedError
+
+    def _require(self) -> None:
+        if not self._sdk_open():
+            raise ArmError(f"{self.name}: not connected; call connect() first")
+        with self._lock:
+            self._raise_if_fault()
+
+    def _raise_if_fault(self) -> None:
+        if self._fault is not None:
+            raise ArmError(self._fault)
+
+    def _latch(self, message: str) -> None:
+        """Record the first fault after any send in flight, so once it is visible nothing more goes out."""
+        with self._send_lock:
+            with self._lock:
+                if self._fault is None:
+                    self._fault, self.fault_time = message, time.time()
+                    self._drop_target()
+        self._stop.set()

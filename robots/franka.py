@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from robots.arm import Arm, ArmError, ArmState, CommandGuard
+from robots.arm import Arm, ArmError, ArmState, CommandGuard, FaultLatch
 from robots.specs import get_spec
 
 
@@ -44,7 +44,7 @@ class FrankaConfig:
     gripper_read_every: int = 5  # read the hand's width every N streaming ticks (one UDP read, ~1 ms)
 
 
-class FrankaArm(Arm):
+class FrankaArm(FaultLatch, Arm):
     """`franka:<host>`: a Franka arm (or franky-sim) behind the Arm interface."""
 
     def __init__(self, host: str, **kwargs: Any):
@@ -144,24 +144,11 @@ class FrankaArm(Arm):
             self.guard.reset(self._state.q)
 
     # --- internals -----------------------------------------------------------------------------------
-    def _require(self) -> None:
-        if self._robot is None:
-            raise ArmError(f"{self.name}: not connected; call connect() first")
-        with self._lock:
-            self._raise_if_fault()
+    def _sdk_open(self) -> bool:
+        return self._robot is not None
 
-    def _raise_if_fault(self) -> None:
-        if self._fault is not None:
-            raise ArmError(self._fault)
-
-    def _latch(self, message: str) -> None:
-        """Record the first fault after any send in flight, so once it is visible nothing more goes out."""
-        with self._send_lock:
-            with self._lock:
-                if self._fault is None:
-                    self._fault, self.fault_time = message, time.time()
-                    self._target, self._target_prev = None, None
-        self._stop.set()
+    def _drop_target(self) -> None:
+        self._target, self._target_prev = None, None
 
     def _read_state(self, read_gripper: bool) -> None:
         """One state sample; blocks up to libfranka's timeout when no motion runs and the robot is silent."""

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from robots.arm import Arm, ArmError, ArmState, CommandGuard
+from robots.arm import Arm, ArmError, ArmState, CommandGuard, FaultLatch
 from robots.specs import get_spec
 
 _STATE_VARIABLES = ["timestamp", "actual_q", "actual_qd", "runtime_state", "robot_status_bits"]
@@ -102,7 +102,7 @@ class RobotiqSocket:
             pass
 
 
-class URArm(Arm):
+class URArm(FaultLatch, Arm):
     """`ur:<host>`: a UR5e (or the RTDE protocol peer) behind the Arm interface."""
 
     def __init__(self, host: str, **kwargs: Any):
@@ -232,24 +232,11 @@ class URArm(Arm):
             self.guard.reset(q)
 
     # --- internals -----------------------------------------------------------------------------------
-    def _require(self) -> None:
-        if self._ctrl is None:
-            raise ArmError(f"{self.name}: not connected; call connect() first")
-        with self._lock:
-            self._raise_if_fault()
+    def _sdk_open(self) -> bool:
+        return self._ctrl is not None
 
-    def _raise_if_fault(self) -> None:
-        if self._fault is not None:
-            raise ArmError(self._fault)
-
-    def _latch(self, message: str) -> None:
-        """Record the first fault after any send in flight, so once it is visible nothing more goes out."""
-        with self._send_lock:
-            with self._lock:
-                if self._fault is None:
-                    self._fault, self.fault_time = message, time.time()
-                    self._target = None
-        self._stop.set()
+    def _drop_target(self) -> None:
+        self._target = None
 
     def _sample(self) -> None:
         """Read the receive interface; validate a new controller sample before anyone can act on it."""

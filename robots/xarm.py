@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from robots.arm import Arm, ArmError, ArmState, CommandGuard
+from robots.arm import Arm, ArmError, ArmState, CommandGuard, FaultLatch
 from robots.specs import get_spec
 
 
@@ -41,7 +41,7 @@ class XArmConfig:
     gripper_speed: int = 1500  # SDK speed units
 
 
-class XArm(Arm):
+class XArm(FaultLatch, Arm):
     """`xarm:<host>`: a UFactory xArm7 (or the protocol peer) behind the Arm interface."""
 
     def __init__(self, host: str, **kwargs: Any):
@@ -177,24 +177,11 @@ class XArm(Arm):
             self.guard.reset(q)
 
     # --- internals -----------------------------------------------------------------------------------
-    def _require(self) -> None:
-        if self._api is None:
-            raise ArmError(f"{self.name}: not connected; call connect() first")
-        with self._lock:
-            self._raise_if_fault()
+    def _sdk_open(self) -> bool:
+        return self._api is not None
 
-    def _raise_if_fault(self) -> None:
-        if self._fault is not None:
-            raise ArmError(self._fault)
-
-    def _latch(self, message: str) -> None:
-        """Record the first fault after any send in flight, so once it is visible nothing more goes out."""
-        with self._send_lock:
-            with self._lock:
-                if self._fault is None:
-                    self._fault, self.fault_time = message, time.time()
-                    self._target, self._target_new = None, False
-        self._stop.set()
+    def _drop_target(self) -> None:
+        self._target, self._target_new = None, False
 
     def _on_report(self, report: dict) -> None:
         now = time.time()
