@@ -1,0 +1,205 @@
+"""Keyboard end-effector teleop over ROS, through a real pseudo-terminal: keys typed into a pty move the twin.
+
+Real processes: the Franka twin's arm node, the controller in `mode:=eef`, and the keyboard node reading the
+slave side of a pty the test opens (os.openpty); the test types into the master side, exactly the bytes a
+terminal sends, and watches the twin's TCP by forward kinematics of /robot/joint_states (robots.ik).
+Checked, each within POS_TOL_M / ROT_TOL_RAD of the expected motion after the arm settles:
+- position keys move the TCP by step_m per key along the documented base axis and sign, orientation kept;
+- rotation keys turn it by step_rad about the documented base axis, in place;
+- space closes and reopens the gripper (measured width);
+- a key pushing past the workspace box stops at the box face (and the node says so in its status);
+- `q` ends the node with exit status 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import numpy as np
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import DurabilityPolicy, QoSProfile
+from scipy.spatial.transform import Rotation
+from sensor_msgs.msg import JointState
+from std_msgs.msg import String
+
+from robots.eef_control import tcp_pose_row
+from robots.ik import IKSolver
+from tests.integration.test_session_recorder import start_node
+
+ARM = "franka"
+RATE_HZ = 250.0  # controller rate: a 2-core machine shared with other jobs
+STEP_M, STEP_RAD, HALF_BOX_M = 0.01, 0.05, 0.06
+POS_TOL_M, ROT_TOL_RAD = 0.005, 0.02  # measured TCP vs the expected pose after settling
+GRIPPER_TOL_M = 0.005
+SETTLE_TIMEOUT_S = 8.0
+
+
+class Peer:
+    """The test's node: joint states (TCP by FK), controller diagnostics, the keyboard node's status."""
+
+    def __init__(self) -> None:
+        rclpy.init()
+        self.node = rclpy.create_node("keyboard_teleop_test")
+        self.ik = IKSolver.for_arm(ARM)
+        self.spec = self.ik.spec
+        self.states: list[np.ndarray] = []
+        self.diag: dict = {}
+        self.status: dict = {}
+        self.node.create_subscription(JointState, "/robot/joint_states", self._on_state, 100)
+        self.node.create_subscription(
+            String, "/controller/diagnostics", lambda m: setattr(self, "diag", json.loads(m.data)), 10
+        )
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.node.create_subscription(
+            String, "/keyboard/status", lambda m: setattr(self, "status", json.loads(m.data)), latched
+        )
+        self.ex = SingleThreadedExecutor()
+        self.ex.add_node(self.node)
+
+    def _on_state(self, msg: JointState) -> None:
+        self.states.append(np.array(msg.position))
+
+    def spin_for(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.ex.spin_once(timeout_sec=0.005)
+
+    def wait_for(self, what: str, ok, timeout: float = 30.0) -> None:
+        end = time.monotonic() + timeout
+        while not ok():
+            assert time.monotonic() < end, f"timed out waiting for {what}"
+            self.spin_for(0.05)
+
+    def tcp(self) -> np.ndarray:
+        """[pos, axis-angle] of the twin's TCP now (FK of the newest joint state)."""
+        return tcp_pose_row(self.ik.fk(self.states[-1][: self.spec.dof]))
+
+    def gripper(self) -> float:
+        return float(self.states[-1][self.spec.dof])
+
+    def settled(self, what: str) -> np.ndarray:
+        """The TCP pose once it moved < 0.2 mm / 1 mrad over 0.3 s (bounded by SETTLE_TIMEOUT_S)."""
+        end = time.monotonic() + SETTLE_TIMEOUT_S
+        self.spin_for(0.3)
+        prev = self.tcp()
+        while True:
+            self.spin_for(0.3)
+            now = self.tcp()
+            dp, dr = pose_delta(prev, now)
+            if np.linalg.norm(dp) < 2e-4 and np.linalg.norm(dr) < 1e-3:
+                return now
+            assert time.monotonic() < end, f"the arm did not settle after {what}"
+            prev = now
+
+    def close(self) -> None:
+        self.ex.remove_node(self.node)
+        self.node.destroy_node()
+        rclpy.shutdown()
+
+
+def pose_delta(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(b - a position, rotation from a to b as a base-frame rotation vector)."""
+    rot = Rotation.from_rotvec(b[3:6]) * Rotation.from_rotvec(a[3:6]).inv()
+    return b[:3] - a[:3], rot.as_rotvec()
+
+
+def test_keys_typed_into_a_pty_move_the_twin_tcp(procs) -> None:
+    t_begin = time.monotonic()
+    start_node(procs, "arm_node", {"backend": f"twin:{ARM}", "cameras": "", "state_rate_hz": 100.0})
+    start_node(procs, "controller_node", {"arm": ARM, "mode": "eef", "rate_hz": RATE_HZ})
+    master, slave = os.openpty()
+    keyboard = start_node(
+        procs,
+        "keyboard_eef_node",
+        {"arm": ARM, "tty": os.ttyname(slave), "step_m": STEP_M, "step_rad": STEP_RAD,
+         "workspace_half_m": HALF_BOX_M},
+    )
+    os.close(slave)  # the node opened its own descriptor of the slave side
+    peer = Peer()
+    report: list[str] = []
+
+    def type_keys(keys: str, what: str) -> np.ndarray:
+        before = len(peer.states)
+        os.write(master, keys.encode())
+        peer.wait_for(f"joint states after {what}", lambda: len(peer.states) > before + 5, timeout=10)
+        return peer.settled(what)
+
+    def check(name: str, start: np.ndarray, now: np.ndarray, dpos, drot) -> None:
+        dp, dr = pose_delta(start, now)
+        pos_err, rot_err = np.linalg.norm(dp - dpos), np.linalg.norm(dr - drot)
+        report.append(f"{name}: moved {np.round(dp * 1e3, 1).tolist()} mm, rotated {np.round(dr, 3).tolist()} rad; "
+                      f"error {pos_err * 1e3:.2f} mm / {rot_err:.4f} rad")
+        assert pos_err < POS_TOL_M and rot_err < ROT_TOL_RAD, report[-1]
+
+    try:
+        peer.wait_for("joint states", lambda: len(peer.states) > 5)
+        peer.wait_for("the keyboard target seeded from /robot/joint_states", lambda: peer.status.get("seeded"))
+        home = peer.settled("start")
+        zero = np.zeros(3)
+
+        # position keys: 3 x w (+x), 2 x d (-y), 2 x r (+z), each step_m, orientation kept
+        p1 = type_keys("www", "w x3")
+        check("w x3", home, p1, [3 * STEP_M, 0, 0], zero)
+        p2 = type_keys("dd", "d x2")
+        check("d x2", p1, p2, [0, -2 * STEP_M, 0], zero)
+        p3 = type_keys("rr", "r x2")
+        check("r x2", p2, p3, [0, 0, 2 * STEP_M], zero)
+        check("all position keys", home, p3, [3 * STEP_M, -2 * STEP_M, 2 * STEP_M], zero)
+
+        # rotation keys: 2 x u (+z axis), then 1 x k (-x axis), in place
+        r1 = type_keys("uu", "u x2")
+        check("u x2", p3, r1, zero, [0, 0, 2 * STEP_RAD])
+        r2 = type_keys("k", "k")
+        check("k", r1, r2, zero, [-STEP_RAD, 0, 0])
+
+        # gripper: space toggles between the spec's limits, measured on the twin
+        g0 = peer.gripper()
+        start_open = g0 > 0.5 * (peer.spec.gripper_min + peer.spec.gripper_max)
+        first = peer.spec.gripper_min if start_open else peer.spec.gripper_max
+        os.write(master, b" ")
+        peer.wait_for("the gripper to toggle", lambda: abs(peer.gripper() - first) < GRIPPER_TOL_M, timeout=10)
+        g1 = peer.gripper()
+        os.write(master, b" ")
+        peer.wait_for("the gripper to toggle back", lambda: abs(peer.gripper() - g0) < GRIPPER_TOL_M, timeout=10)
+        report.append(f"gripper: {g0:.4f} -> {g1:.4f} -> {peer.gripper():.4f} m")
+        r3 = peer.settled("gripper")
+        check("gripper keys keep the TCP", r2, r3, zero, zero)
+
+        # workspace box: a cube of half HALF_BOX_M around the start; 10 x f wants 8 cm below the start (we are
+        # 2 cm above it), the box stops the target 6 cm below it
+        b = type_keys("f" * 10, "f x10")
+        check("f x10 against the box", r3, b, [0, 0, home[2] - HALF_BOX_M - r3[2]], zero)
+        peer.wait_for("the keyboard status after the box",
+                      lambda: peer.status.get("counts", {}).get("keys", 0) >= 7 + 3 + 2 + 10)
+        status = peer.status
+        assert status["last"] == {"key": "f", "changed": False, "clipped": True, "refused": None}, status
+        assert status["counts"]["clipped"] == 2 and status["counts"]["unreachable"] == 0, status
+        assert abs(status["target"][2] - (status["box"][0][2])) < 1e-9
+        report.append(f"box: TCP z {b[2]:.4f} m, box floor {status['box'][0][2]:.4f} m")
+        assert peer.diag.get("mode") == "eef" and peer.diag["eef"]["unreachable_points"] == 0, peer.diag
+
+        # q ends the node cleanly
+        os.write(master, b"q")
+        assert keyboard.wait(timeout=15) == 0, "".join(keyboard.log)
+    finally:
+        peer.close()
+        os.close(master)
+    print("\n".join(report), f"\nkeyboard teleop test took {time.monotonic() - t_begin:.0f} s")
+
+
+def test_bad_parameters_stop_the_node_with_one_line(procs) -> None:
+    for params, expected in (
+        (["tty:=/nonexistent/tty"], "keyboard: cannot open terminal '/nonexistent/tty'"),
+        (["workspace:=0,0,0,1,1"], "keyboard: parameter workspace '0,0,0,1,1' is not"),
+        (["step_m:=0.5"], "keyboard: parameter step_m=0.5 outside"),
+    ):
+        args = ["-m", "mimic_ros.keyboard_eef_node", "--ros-args"] + [a for p in params for a in ("-p", p)]
+        proc = procs.python(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 2, (params, out, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(expected), (params, err)
