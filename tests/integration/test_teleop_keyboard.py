@@ -9,6 +9,9 @@ Checked, each within POS_TOL_M / ROT_TOL_RAD of the expected motion after the ar
 - space closes and reopens the gripper (measured width);
 - a key pushing past the workspace box stops at the box face (and the node says so in its status);
 - `q` ends the node with exit status 0.
+The packaged session `teleop_keyboard_twin` is then run as a person would: the supervisor with the keyboard on
+one pty, the recorder keys (`python -m mimic_ros.keys`) on a second; an episode typed on the keyboard is
+recorded, committed, validated, and its joint rows show by FK the TCP motion the keys asked for.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
+import threading
 import time
 
 import numpy as np
@@ -26,6 +31,7 @@ from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 
+from data.validate import validate
 from robots.eef_control import tcp_pose_row
 from robots.ik import IKSolver
 from tests.integration.test_session_recorder import start_node
@@ -203,3 +209,97 @@ def test_bad_parameters_stop_the_node_with_one_line(procs) -> None:
         assert proc.returncode == 2, (params, out, err)
         lines = err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(expected), (params, err)
+
+
+class Lines:
+    """A child's stdout, line by line on a thread; `wait(text)` blocks (bounded) until a line contains it."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc, self.lines = proc, []
+        self.cond = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            with self.cond:
+                self.lines.append(line)
+                self.cond.notify_all()
+
+    def count(self, text: str) -> int:
+        with self.cond:
+            return sum(text in line for line in self.lines)
+
+    def wait(self, text: str, timeout: float, n: int = 1) -> None:
+        """Until `n` lines contain `text`."""
+        with self.cond:
+            ok = self.cond.wait_for(lambda: sum(text in line for line in self.lines) >= n, timeout=timeout)
+        assert ok, f"no line {n} with {text!r} within {timeout} s:\n{self.text()[-4000:]}"
+
+    def text(self) -> str:
+        with self.cond:
+            return "".join(self.lines)
+
+
+def test_keyboard_session_records_an_episode_typed_on_a_pty(procs, tmp_path) -> None:
+    t_begin = time.monotonic()
+    kb_master, kb_slave = os.openpty()
+    keys_master, keys_slave = os.openpty()
+    store = tmp_path / "demos.zarr"
+    sets = {"tty": os.ttyname(kb_slave), "recorder.path": store, "arm.cameras": "scene",
+            "recorder.cameras": "scene", "controller.rate_hz": 250, "keyboard.step_m": STEP_M}
+    args = [sys.executable, "-m", "mimic.cli", "session", "up", "teleop_keyboard_twin"]
+    for key, value in sets.items():
+        args += ["--set", f"{key}={value}"]
+    session = Lines(procs.start(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    keys = Lines(procs.python("-u", "-m", "mimic_ros.keys", stdin=keys_slave, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True))
+    os.close(kb_slave)
+    os.close(keys_slave)
+    try:
+        session.wait("[session] all nodes ready", timeout=120)
+        session.wait("[keyboard] keyboard: target seeded", timeout=30)
+        keys.wait("s = start", timeout=30)
+        # the recorder refuses to start until every stream has samples; the controller commands (the `action`
+        # stream) once DDS has matched it with the keyboard node that just started: press s again, as a person
+        deadline, presses = time.monotonic() + 30, 0
+        while not keys.count("start: ok"):
+            assert time.monotonic() < deadline, keys.text() + session.text()[-4000:]
+            if presses:
+                time.sleep(0.5)
+            os.write(keys_master, b"s")
+            presses += 1
+            keys.wait("start: ", timeout=30, n=presses)
+        for key in "wwwww" + "fff" + " ":  # 5 cm forward, 3 cm down, close the gripper: a person's pace
+            os.write(kb_master, key.encode())
+            time.sleep(0.2)
+        time.sleep(2.0)  # the arm settles on the last target while recording
+        os.write(keys_master, b"e")
+        keys.wait("stop: ok", timeout=30)
+        os.write(keys_master, b"q")
+        assert procs.procs[1].wait(timeout=15) == 0, keys.text()
+        os.write(kb_master, b"q")  # the keyboard ends the session (ends_session)
+        assert session.proc.wait(timeout=60) == 0, session.text()[-4000:]
+    finally:
+        os.close(kb_master)
+        os.close(keys_master)
+    out = session.text()
+    assert "[session] keyboard finished with status 0: ending the session" in out, out[-4000:]
+
+    ds, stats = validate(store)
+    assert ds.n_episodes == 1 and ds.attrs["robot"] == ARM
+    rows = ds.episode_slice(0)
+    q, width = ds.read("robot0_joint_pos")[rows], ds.read("robot0_gripper_width")[rows]
+    action = ds.read("action")[rows]
+    ik = IKSolver.for_arm(ARM)
+    first, last = (tcp_pose_row(ik.fk(q[i])) for i in (0, -1))
+    dp, dr = pose_delta(first, last)
+    expected = np.array([5 * STEP_M, 0.0, -3 * STEP_M])
+    print(f"recorded {len(q)} steps; TCP moved {np.round(dp * 1e3, 1).tolist()} mm (expected "
+          f"{np.round(expected * 1e3, 1).tolist()}), rotated {np.linalg.norm(dr):.4f} rad; gripper "
+          f"{width[0, 0]:.4f} -> {width[-1, 0]:.4f} m; alignment max ms "
+          f"{ {k: round(v * 1e3, 1) for k, v in stats.max_error_s.items()} }; "
+          f"s pressed {presses}x; test {time.monotonic() - t_begin:.0f} s")
+    assert len(q) >= 20  # > 2 s at 10 fps
+    assert np.linalg.norm(dp - expected) < POS_TOL_M and np.linalg.norm(dr) < ROT_TOL_RAD
+    assert width[0, 0] > 0.07 and width[-1, 0] < GRIPPER_TOL_M  # the twin starts open; space closed it
+    assert action.shape[1:] == (8,) and np.median(np.abs(action[:, :7] - q)) < 0.05  # commands follow the arm

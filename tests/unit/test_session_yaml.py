@@ -18,7 +18,8 @@ from mimic_ros.session import (
 # executable -> its config dataclass: every parameter a session sets must be one the node declares
 CONFIGS = {
     "arm_node": "ArmNodeConfig", "camera_node": "CameraNodeConfig", "controller_node": "ControllerConfig",
-    "evaluator_node": "EvaluatorConfig", "leader_node": "LeaderNodeConfig", "operator_node": "OperatorConfig",
+    "evaluator_node": "EvaluatorConfig", "keyboard_eef_node": "KeyboardEefNodeConfig",
+    "leader_node": "LeaderNodeConfig", "operator_node": "OperatorConfig",
     "policy_node": "PolicyNodeConfig", "recorder_node": "RecorderConfig",
 }
 PACKAGED = sorted(p.stem for p in config_dir().glob("*.yaml"))

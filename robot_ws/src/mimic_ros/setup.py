@@ -10,8 +10,8 @@ from glob import glob
 from setuptools import find_packages, setup
 
 PACKAGE = "mimic_ros"
-NODES = ("arm_node", "camera_node", "controller_node", "evaluator_node", "leader_node", "operator_node",
-         "policy_node", "recorder_node")
+NODES = ("arm_node", "camera_node", "controller_node", "evaluator_node", "keyboard_eef_node", "leader_node",
+         "operator_node", "policy_node", "recorder_node")
 
 setup(
     name=PACKAGE,

@@ -112,7 +112,7 @@ class KeyboardEefNode(ManagedNode):
             fd = os.open(path, os.O_RDONLY | os.O_NOCTTY)
         except OSError as e:
             raise ParamError(f"keyboard: cannot open terminal {path!r} ({e.strerror}); run it in a terminal or "
-                             "pass one: -p tty:=$(tty)") from None
+                             "pass one: -p tty:=$(tty) (a session: --set tty=$(tty))") from None
         if not os.isatty(fd):
             return fd, None
         saved = termios.tcgetattr(fd)
