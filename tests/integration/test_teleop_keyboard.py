@@ -197,6 +197,43 @@ def test_keys_typed_into_a_pty_move_the_twin_tcp(procs) -> None:
     print("\n".join(report), f"\nkeyboard teleop test took {time.monotonic() - t_begin:.0f} s")
 
 
+
+def test_keys_towards_an_unreachable_target_are_refused_before_the_controller(procs) -> None:
+    """10 cm steps forward, no box in the way: the keys past the arm's reach are refused by the node's IK check,
+    the arm stops at the last reachable target and the controller never receives an unreachable point."""
+    start_node(procs, "arm_node", {"backend": f"twin:{ARM}", "cameras": "", "state_rate_hz": 100.0})
+    start_node(procs, "controller_node", {"arm": ARM, "mode": "eef", "rate_hz": RATE_HZ})
+    master, slave = os.openpty()
+    start_node(procs, "keyboard_eef_node",
+               {"arm": ARM, "tty": os.ttyname(slave), "step_m": 0.1, "workspace": "-2,-2,-2,2,2,2"})
+    os.close(slave)
+    peer = Peer()
+    try:
+        peer.wait_for("joint states", lambda: len(peer.states) > 5)
+        peer.wait_for("the keyboard target seeded", lambda: peer.status.get("seeded"))
+        home = peer.settled("start")
+        for _ in range(10):  # 1 m forward if every key were accepted
+            os.write(master, b"w")
+            peer.spin_for(0.3)
+        peer.wait_for("the keyboard status after 10 keys", lambda: peer.status.get("counts", {}).get("keys") == 10)
+        end = peer.settled("10 x w")
+        status = peer.status
+        target = np.asarray(status["target"])
+        dp, dr = pose_delta(home, end)
+        accepted = 10 - status["counts"]["unreachable"]
+        print(f"unreachable: {accepted} of 10 keys accepted, target x {target[0]:.3f} m, TCP moved "
+              f"{np.round(dp * 1e3, 1).tolist()} mm; controller eef {peer.diag.get('eef')}")
+        assert 1 <= accepted < 10 and status["last"]["refused"] == "unreachable", status
+        assert np.linalg.norm(end[:3] - target[:3]) < POS_TOL_M and np.linalg.norm(dr) < ROT_TOL_RAD
+        assert abs(dp[0] - 0.1 * accepted) < POS_TOL_M
+        peer.wait_for("controller diagnostics", lambda: "eef" in peer.diag)
+        assert peer.diag["eef"]["unreachable_points"] == 0, peer.diag
+        q = np.array([s[: peer.spec.dof] for s in peer.states])
+        assert np.all(q >= peer.spec.q_min - 1e-6) and np.all(q <= peer.spec.q_max + 1e-6)
+    finally:
+        peer.close()
+        os.close(master)
+
 def test_bad_parameters_stop_the_node_with_one_line(procs) -> None:
     for params, expected in (
         (["tty:=/nonexistent/tty"], "keyboard: cannot open terminal '/nonexistent/tty'"),

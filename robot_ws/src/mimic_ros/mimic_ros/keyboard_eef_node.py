@@ -9,7 +9,8 @@ through the TCP, so the TCP turns in place):
     a / d   +y / -y                    j / l   rotate +/- about y
     r / f   +z / -z                    u / o   rotate +/- about z
     space   gripper: toggle open (the spec's gripper_max) / closed (gripper_min)
-    c       catch up: target := the measured TCP (after the arm was moved otherwise, e.g. a twin reset)
+    c       catch up: target := the measured TCP (the arm was moved while the controller held, e.g. by hand)
+    any other printable key prints this list
     q       quit (exit status 0; in a session with ends_session, this ends the session)
 
 The target starts at the arm's TCP pose: forward kinematics (robots.ik on the twin model, converted by
@@ -185,10 +186,17 @@ class KeyboardEefNode(ManagedNode):
         if self.target is None:
             print(f"keyboard: key {key!r} ignored: no /robot/joint_states yet", flush=True)
             return
-        measured = self._measured() if key == "c" else None
+        from teleop.keyboard_eef import CATCH_UP_KEY, HELP
+
+        measured = self._measured() if key == CATCH_UP_KEY else None
         res = self.target.press(key, measured_tcp=None if measured is None else measured[0])
         if not res.known:
+            if key.isprintable():
+                print(f"keyboard: {key!r} is not bound; {HELP}; q: quit", flush=True)
             return
+        if key == CATCH_UP_KEY and res.changed:
+            with self.lock:  # IK for the next keys starts from where the arm is
+                self.q_solution = self.q_measured[: self.spec.dof].copy()
         row = self.target.row()
         note = " (stopped at the workspace box)" if res.clipped else ""
         note += f" (refused: {res.refused})" if res.refused else ""
