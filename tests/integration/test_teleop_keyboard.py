@@ -55,7 +55,9 @@ class Peer:
         self.states: list[np.ndarray] = []
         self.diag: dict = {}
         self.status: dict = {}
+        self.commands = 0
         self.node.create_subscription(JointState, "/robot/joint_states", self._on_state, 100)
+        self.node.create_subscription(JointState, "/robot/joint_command", self._on_command, 100)
         self.node.create_subscription(
             String, "/controller/diagnostics", lambda m: setattr(self, "diag", json.loads(m.data)), 10
         )
@@ -68,6 +70,9 @@ class Peer:
 
     def _on_state(self, msg: JointState) -> None:
         self.states.append(np.array(msg.position))
+
+    def _on_command(self, msg: JointState) -> None:
+        self.commands += 1
 
     def spin_for(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -144,6 +149,9 @@ def test_keys_typed_into_a_pty_move_the_twin_tcp(procs) -> None:
     try:
         peer.wait_for("joint states", lambda: len(peer.states) > 5)
         peer.wait_for("the keyboard target seeded from /robot/joint_states", lambda: peer.status.get("seeded"))
+        # the controller commands once DDS matched it with the keyboard node: the twin then settles under the
+        # keyboard's target (its position servo sags ~1 mm below the target under gravity), the reference pose
+        peer.wait_for("the controller commanding the keyboard's target", lambda: peer.commands > 50)
         home = peer.settled("start")
         zero = np.zeros(3)
 
@@ -211,6 +219,7 @@ def test_keys_towards_an_unreachable_target_are_refused_before_the_controller(pr
     try:
         peer.wait_for("joint states", lambda: len(peer.states) > 5)
         peer.wait_for("the keyboard target seeded", lambda: peer.status.get("seeded"))
+        peer.wait_for("the controller commanding the keyboard's target", lambda: peer.commands > 50)
         home = peer.settled("start")
         for _ in range(10):  # 1 m forward if every key were accepted
             os.write(master, b"w")
