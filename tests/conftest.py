@@ -1,7 +1,8 @@
 """Test-wide hygiene, in one place.
 
 - DDS stays on this machine: ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST for this process and every child.
-- Each test run gets its own ROS_DOMAIN_ID, so concurrent runs (two developers, CI) never cross-talk.
+- Each test run gets its own random ROS_DOMAIN_ID (1-100; the Makefile's if set), so concurrent runs rarely share one;
+  a developer running nodes by hand beside a test run should pick an id outside 1-100 (e.g. 150).
 - Every process a test starts through `procs` is stopped by the test, even when the test fails.
 """
 
