@@ -98,7 +98,8 @@ def _ros_env() -> dict[str, str]:
     """The environment every ROS process of the demo gets: DDS on this machine, a domain of its own."""
     env = os.environ.copy()
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    env.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
+    # 1-100 like the Makefile and tests: ids above 101 map DDS ports into Linux's ephemeral range.
+    env.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
     env.setdefault("MUJOCO_GL", "egl")
     env["PYTHONUNBUFFERED"] = "1"
     return env

@@ -2,7 +2,8 @@
 
 - DDS stays on this machine: ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST for this process and every child.
 - Each test run gets its own random ROS_DOMAIN_ID (1-100; the Makefile's if set), so concurrent runs rarely share one;
-  a developer running nodes by hand beside a test run should pick an id outside 1-100 (e.g. 150).
+  a developer running nodes by hand beside a test run should use 0 or 101 (ids above 101 put DDS ports
+  into the ephemeral port range).
 - Every process a test starts through `procs` is stopped by the test, even when the test fails.
 """
 
