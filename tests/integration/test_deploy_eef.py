@@ -21,71 +21,35 @@ import sys
 import time
 
 import numpy as np
-import rclpy
 from mimic_ros.msgs import EEF_CHUNK_TOPIC, eef_chunk_msg
-from rclpy.executors import SingleThreadedExecutor
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import JointState
-from std_msgs.msg import String
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from robots.eef_control import tcp_pose_row
-from robots.ik import IKSolver
 from tests.conftest import REPO
 from tests.integration.test_session_recorder import start_node
+from tests.twin_watcher import TwinWatcher
 
 ARM = "franka"
 RATE_HZ = 250.0  # controller rate: a 2-core machine shared with other jobs
 POS_TOL_M, ROT_TOL_RAD = 0.003, 0.02  # twin TCP vs the chunk's last pose, after settling
 
 
-class Peer:
+class Peer(TwinWatcher):
     """The test's node: joint states (TCP by FK), joint commands, controller diagnostics; publishes chunks."""
 
     def __init__(self) -> None:
-        rclpy.init()
-        self.node = rclpy.create_node("deploy_eef_test")
-        self.ik = IKSolver.for_arm(ARM)
-        self.spec = self.ik.spec
-        self.states: list[np.ndarray] = []
+        super().__init__("deploy_eef_test", ARM)
         self.commands: list[np.ndarray] = []
-        self.diag: dict = {}
-        self.node.create_subscription(JointState, "/robot/joint_states", self._on_state, 100)
         self.node.create_subscription(
             JointState, "/robot/joint_command", lambda m: self.commands.append(np.array(m.position)), 1000
         )
-        self.node.create_subscription(
-            String, "/controller/diagnostics", lambda m: setattr(self, "diag", json.loads(m.data)), 10
-        )
         self.pub = self.node.create_publisher(MultiDOFJointTrajectory, EEF_CHUNK_TOPIC, 10)
-        self.ex = SingleThreadedExecutor()
-        self.ex.add_node(self.node)
-
-    def _on_state(self, msg: JointState) -> None:
-        self.states.append(np.array(msg.position))
-
-    def spin_for(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            self.ex.spin_once(timeout_sec=0.005)
-
-    def wait_for(self, what: str, ok, timeout: float = 30.0) -> None:
-        end = time.monotonic() + timeout
-        while not ok():
-            assert time.monotonic() < end, f"timed out waiting for {what}"
-            self.spin_for(0.05)
-
-    def tcp(self) -> np.ndarray:
-        """[pos, axis-angle] of the twin's TCP now (FK of the newest joint state)."""
-        return tcp_pose_row(self.ik.fk(self.states[-1][: self.spec.dof]))
 
     def send(self, rows: np.ndarray, start_in_s: float = 0.3, dt: float = 0.1) -> None:
         self.pub.publish(eef_chunk_msg(time.time() + start_in_s, dt, rows))
 
-    def close(self) -> None:
-        self.ex.remove_node(self.node)
-        self.node.destroy_node()
-        rclpy.shutdown()
 
 
 def line(start: np.ndarray, goal_pos: np.ndarray, goal_rot: Rotation, n: int, width: float) -> np.ndarray:

@@ -24,8 +24,6 @@ import threading
 import time
 
 import numpy as np
-import rclpy
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import JointState
@@ -35,6 +33,7 @@ from data.validate import validate
 from robots.eef_control import tcp_pose_row
 from robots.ik import IKSolver
 from tests.integration.test_session_recorder import start_node
+from tests.twin_watcher import TwinWatcher
 
 ARM = "franka"
 RATE_HZ = 250.0  # controller rate: a 2-core machine shared with other jobs
@@ -44,50 +43,21 @@ GRIPPER_TOL_M = 0.005
 SETTLE_TIMEOUT_S = 8.0
 
 
-class Peer:
+class Peer(TwinWatcher):
     """The test's node: joint states (TCP by FK), controller diagnostics, the keyboard node's status."""
 
     def __init__(self) -> None:
-        rclpy.init()
-        self.node = rclpy.create_node("keyboard_teleop_test")
-        self.ik = IKSolver.for_arm(ARM)
-        self.spec = self.ik.spec
-        self.states: list[np.ndarray] = []
-        self.diag: dict = {}
+        super().__init__("keyboard_teleop_test", ARM)
         self.status: dict = {}
         self.commands = 0
-        self.node.create_subscription(JointState, "/robot/joint_states", self._on_state, 100)
         self.node.create_subscription(JointState, "/robot/joint_command", self._on_command, 100)
-        self.node.create_subscription(
-            String, "/controller/diagnostics", lambda m: setattr(self, "diag", json.loads(m.data)), 10
-        )
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.node.create_subscription(
             String, "/keyboard/status", lambda m: setattr(self, "status", json.loads(m.data)), latched
         )
-        self.ex = SingleThreadedExecutor()
-        self.ex.add_node(self.node)
-
-    def _on_state(self, msg: JointState) -> None:
-        self.states.append(np.array(msg.position))
 
     def _on_command(self, msg: JointState) -> None:
         self.commands += 1
-
-    def spin_for(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            self.ex.spin_once(timeout_sec=0.005)
-
-    def wait_for(self, what: str, ok, timeout: float = 30.0) -> None:
-        end = time.monotonic() + timeout
-        while not ok():
-            assert time.monotonic() < end, f"timed out waiting for {what}"
-            self.spin_for(0.05)
-
-    def tcp(self) -> np.ndarray:
-        """[pos, axis-angle] of the twin's TCP now (FK of the newest joint state)."""
-        return tcp_pose_row(self.ik.fk(self.states[-1][: self.spec.dof]))
 
     def gripper(self) -> float:
         return float(self.states[-1][self.spec.dof])
@@ -105,11 +75,6 @@ class Peer:
                 return now
             assert time.monotonic() < end, f"the arm did not settle after {what}"
             prev = now
-
-    def close(self) -> None:
-        self.ex.remove_node(self.node)
-        self.node.destroy_node()
-        rclpy.shutdown()
 
 
 def pose_delta(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
