@@ -142,9 +142,10 @@ class Arm(ABC):
 class FaultLatch:
     """The first fault of a streaming SDK backend, latched between sends: once visible, nothing more goes out.
 
-    Mixed into the franka, ur and xarm backends, which all stream from their own threads. The backend owns
-    `_lock` (its state), `_send_lock` (held around every send), `_stop` (its threads' exit event), `name`,
-    and says what "connected" and "no target" mean for it in `_sdk_open` / `_drop_target`.
+    Mixed into the franka, ur and xarm backends, which all stream from their own threads. `_init_latch`
+    makes `_lock` (the backend's state), `_send_lock` (held around every send), `_stop` (its threads' exit
+    event) and `_threads`; the backend says what "connected" and "no target" mean for it in `_sdk_open` /
+    `_drop_target`.
     """
 
     name: str
@@ -153,6 +154,19 @@ class FaultLatch:
     _stop: threading.Event
     _fault: str | None = None
     fault_time: float | None = None
+
+    def _init_latch(self) -> None:
+        """The locks, thread list and empty fault slot every streaming backend starts with."""
+        self._lock = threading.Lock()
+        self._send_lock = threading.RLock()  # held around every send; a fault is latched only between sends
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._fault = None
+        self.fault_time = None  # wall time the fault was latched (tests and logs)
+
+    @property
+    def is_connected(self) -> bool:
+        return self._sdk_open() and self._fault is None
 
     def _sdk_open(self) -> bool:
         raise NotImplementedError

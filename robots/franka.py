@@ -56,10 +56,6 @@ class FrankaArm(FaultLatch, Arm):
         self.guard = CommandGuard(self.spec)
         self._robot: Any = None
         self._gripper: Any = None
-        self._lock = threading.Lock()
-        self._send_lock = threading.RLock()  # held around every send; a fault is latched only between sends
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
         self._state: ArmState | None = None
         self._target: np.ndarray | None = None
         self._target_prev: tuple[float, np.ndarray] | None = None
@@ -68,15 +64,10 @@ class FrankaArm(FaultLatch, Arm):
         self._gripper_sent: float | None = None
         self._robot_time_ms = -1
         self._fresh_wall = 0.0
-        self._fault: str | None = None
-        self.fault_time: float | None = None  # wall time the fault was latched (tests and logs)
+        self._init_latch()
         self.commands_sent = 0
 
     # --- Arm interface ------------------------------------------------------------------------------
-    @property
-    def is_connected(self) -> bool:
-        return self._robot is not None and self._fault is None
-
     def connect(self) -> None:
         if self._robot is not None:
             return

@@ -118,23 +118,14 @@ class URArm(FaultLatch, Arm):
         self.guard = CommandGuard(self.spec)
         self._recv: Any = None
         self._ctrl: Any = None
-        self._lock = threading.Lock()
-        self._send_lock = threading.RLock()  # held around every send; a fault is latched only between sends
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
         self._state: ArmState | None = None
         self._controller_time = -1.0
         self._fresh_wall = 0.0
         self._target: np.ndarray | None = None
-        self._fault: str | None = None
-        self.fault_time: float | None = None
+        self._init_latch()
         self.commands_sent = 0
 
     # --- Arm interface ------------------------------------------------------------------------------
-    @property
-    def is_connected(self) -> bool:
-        return self._ctrl is not None and self._fault is None
-
     def connect(self) -> None:
         if self._ctrl is not None:
             return

@@ -55,23 +55,14 @@ class XArm(FaultLatch, Arm):
         self._gripper_width = 0.0
         self.guard = CommandGuard(self.spec)
         self._api: Any = None
-        self._lock = threading.Lock()
-        self._send_lock = threading.RLock()  # held around every send; a fault is latched only between sends
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
         self._state: ArmState | None = None
         self._report_wall = 0.0
         self._target: np.ndarray | None = None
         self._target_new = False
-        self._fault: str | None = None
-        self.fault_time: float | None = None
+        self._init_latch()
         self.commands_sent = 0
 
     # --- Arm interface ------------------------------------------------------------------------------
-    @property
-    def is_connected(self) -> bool:
-        return self._api is not None and self._fault is None
-
     def connect(self) -> None:
         if self._api is not None:
             return
