@@ -110,7 +110,8 @@ def test_refusals_match_the_xarm_hardware_backend_exactly():
     """Same commands, same refusals, same messages, and neither arm moves (the xArm through its protocol peer)."""
     from robots.factory import make_arm
     from robots.specs import get_spec
-    from tests.peers.xarm_peer import PeerError, XArmPeer
+    from tests.peers.tcp_peer import PeerError
+    from tests.peers.xarm_peer import XArmPeer
 
     home = get_spec("xarm7").home
     deadline = time.monotonic() + 60

@@ -40,7 +40,7 @@ from collections import deque
 
 import numpy as np
 
-from tests.peers.xarm_peer import PeerError, acquire_port_lock, bind_fixed, release_port_lock
+from tests.peers.tcp_peer import PeerError, TcpPeer, close_socket
 
 RTDE_PORT, DASHBOARD_PORT, SCRIPT_PORT, ROBOTIQ_PORT = 30004, 29999, 30003, 63352
 ROBOTIQ_TICKS_PER_S = 500.0  # a 2F-85 at full speed closes its 0..255 range in about half a second
@@ -135,7 +135,11 @@ class _Conn:
         self.started = False
 
 
-class URPeer:
+class URPeer(TcpPeer):
+    who = "UR peer"
+    refuse_on = ("disconnect", "silence")
+    client_timeout_s = 0.2
+
     def __init__(
         self,
         host: str = "127.0.0.1",
@@ -160,83 +164,22 @@ class URPeer:
         self.robotiq = {"ACT": 0, "GTO": 0, "POS": 0, "SPE": 255, "FOR": 100, "STA": 0, "OBJ": 0, "FLT": 0}
         self.robotiq_target = 0
         self.robotiq_pos = 0.0
-        self.fault: str | None = None
         self.t0 = time.time()
         self._rng = np.random.default_rng(0)
         self.log: deque[str] = deque(maxlen=200)  # what the client set up and uploaded (--verbose prints it)
-        self._lock = threading.RLock()
-        self._stop = threading.Event()
-        self._lockfile = None
-        self._servers: list[socket.socket] = []
-        self._clients: list[socket.socket] = []
-        self._threads: list[threading.Thread] = []
+        self._init_peer(threading.RLock())
 
-    # --- lifecycle -----------------------------------------------------------------------------------
-    def start(self) -> URPeer:
-        self._lockfile = acquire_port_lock("UR peer")
-        try:
-            for port, handler in (
-                (RTDE_PORT, self._serve_rtde),
-                (DASHBOARD_PORT, self._serve_dashboard),
-                (SCRIPT_PORT, self._serve_script),
-                (ROBOTIQ_PORT, self._serve_robotiq),
-            ):
-                srv = bind_fixed(self.host, port, "UR peer")
-                self._servers.append(srv)
-                self._spawn(self._accept_loop, srv, handler)
-            self._spawn(self._controller)
-        except Exception:
-            self.stop()
-            raise
-        return self
+    # --- lifecycle (TcpPeer) ---------------------------------------------------------------------------
+    def _listeners(self):
+        return [
+            (RTDE_PORT, self._serve_rtde),
+            (DASHBOARD_PORT, self._serve_dashboard),
+            (SCRIPT_PORT, self._serve_script),
+            (ROBOTIQ_PORT, self._serve_robotiq),
+        ]
 
-    def stop(self) -> None:
-        self._stop.set()
-        for s in self._servers + self._clients:
-            _close(s)
-        for th in self._threads:
-            th.join(timeout=2.0)
-        self._servers, self._clients, self._threads = [], [], []
-        if self._lockfile is not None:
-            release_port_lock(self._lockfile)
-            self._lockfile = None
-
-    def __enter__(self) -> URPeer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def inject(self, fault: str | None) -> None:
-        """'silence', 'corrupt', 'disconnect' or None (healthy)."""
-        if fault not in (None, "silence", "corrupt", "disconnect"):
-            raise ValueError(f"UR peer: unknown fault {fault!r}")
-        with self._lock:
-            self.fault = fault
-            clients = list(self._clients) if fault == "disconnect" else []
-        for c in clients:
-            _close(c)
-
-    # --- sockets -------------------------------------------------------------------------------------
-    def _spawn(self, target, *args) -> None:
-        th = threading.Thread(target=target, args=args, daemon=True, name=f"ur-peer-{target.__name__}")
-        self._threads.append(th)
-        th.start()
-
-    def _accept_loop(self, srv: socket.socket, handler) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = srv.accept()
-            except (TimeoutError, OSError):
-                continue
-            if self.fault in ("disconnect", "silence"):
-                _close(conn)  # unreachable: a reconnecting client is turned away
-                continue
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn.settimeout(0.2)
-            with self._lock:
-                self._clients.append(conn)
-            self._spawn(handler, conn)
+    def _loops(self):
+        return [self._controller]
 
     def _recv_exact(self, sock: socket.socket, n: int) -> bytes | None:
         buf = b""
@@ -269,7 +212,7 @@ class URPeer:
             pass
         finally:
             conn.started = False
-            _close(sock)
+            close_socket(sock)
 
     def _send(self, conn: _Conn, kind: str, payload: bytes) -> None:
         with conn.send_lock:
@@ -467,7 +410,7 @@ class URPeer:
         except OSError:
             pass
         finally:
-            _close(sock)
+            close_socket(sock)
 
     # --- script upload and dashboard --------------------------------------------------------------------
     def _serve_script(self, sock: socket.socket) -> None:
@@ -494,7 +437,7 @@ class URPeer:
                 self.program_running = True
                 self.in_int[self.reg_offset] = 0
                 self.out_int[self.reg_offset] = READY
-        _close(sock)
+        close_socket(sock)
 
     def _serve_dashboard(self, sock: socket.socket) -> None:
         try:
@@ -514,7 +457,7 @@ class URPeer:
         except OSError:
             pass
         finally:
-            _close(sock)
+            close_socket(sock)
 
     def _dashboard(self, request: str) -> str:
         self.log.append(f"dashboard {request!r}")
@@ -545,17 +488,6 @@ class URPeer:
                 self.program_running = False
                 self.servoing = False
         return answers.get(request, f"could not understand: '{request}'")
-
-
-def _close(s: socket.socket) -> None:
-    try:
-        s.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    try:
-        s.close()
-    except OSError:
-        pass
 
 
 class _Admin:

@@ -23,19 +23,16 @@ connections).
 
 from __future__ import annotations
 
-import fcntl
 import math
-import os
 import socket
 import struct
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 
-# One lock for every fixed-port arm peer: UR's script port and xArm's real-time report port are both 30003.
-PORT_LOCK_PATH = Path("/tmp/mimic-arm-peer-ports.lock")
+from tests.peers.tcp_peer import TcpPeer, close_socket
+
 CONTROL_PORT = 502
 REPORT_PORT = 30003
 
@@ -49,63 +46,9 @@ GRIPPER_TARGET, GRIPPER_POSITION = 0x0700, 0x0702  # 32-bit, pulses: 0 closed ..
 TOOL_BAUD_REGISTER, TOOL_BAUD_INDEX = 0x0A0B, 11  # index of 2,000,000 baud in the SDK's table
 
 
-class PeerError(RuntimeError):
-    pass
+class XArmPeer(TcpPeer):
+    who = "xArm peer"
 
-
-def acquire_port_lock(who: str, wait_s: float = 120.0):
-    """Take the machine-wide lock on the SDK-fixed ports, waiting (bounded) for another run to release it."""
-    f = open(PORT_LOCK_PATH, "a+")
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                f.seek(0)
-                holder = f.read().strip() or "another process"
-                f.close()
-                raise PeerError(
-                    f"{who}: {PORT_LOCK_PATH} still held by {holder} after {wait_s:.0f} s (the SDKs fix "
-                    f"ports 502, 29999, 30003, 30004: one arm peer per machine at a time)"
-                ) from None
-            time.sleep(0.1)
-    f.seek(0)
-    f.truncate()
-    f.write(f"pid {os.getpid()} ({who})")
-    f.flush()
-    return f
-
-
-def release_port_lock(f) -> None:
-    fcntl.flock(f, fcntl.LOCK_UN)
-    f.close()
-
-
-def bind_fixed(host: str, port: int, who: str, retry_s: float = 3.0) -> socket.socket:
-    """A listening socket on a port the SDK hard-codes; a clear PeerError if something else keeps it busy."""
-    deadline = time.monotonic() + retry_s
-    while True:
-        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            srv.bind((host, port))
-            break
-        except OSError as e:
-            srv.close()
-            if time.monotonic() > deadline:
-                raise PeerError(
-                    f"{who}: port {host}:{port} is busy ({e.strerror}); the SDK cannot use another "
-                    f"port, so stop whatever listens there"
-                ) from None
-            time.sleep(0.1)
-    srv.listen(4)
-    srv.settimeout(0.1)
-    return srv
-
-
-class XArmPeer:
     def __init__(
         self,
         host: str = "127.0.0.1",
@@ -128,74 +71,14 @@ class XArmPeer:
         self.gripper_target = 850
         self.gripper_speed = 1500.0  # pulses/s (the SDK's default speed value)
         self.gripper_writes = 0  # RS-485 writes to the gripper that reached the controller
-        self.fault: str | None = None
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._lockfile = None
-        self._servers: list[socket.socket] = []
-        self._clients: list[socket.socket] = []
-        self._threads: list[threading.Thread] = []
+        self._init_peer(threading.Lock())
 
-    # --- lifecycle -----------------------------------------------------------------------------------
-    def start(self) -> XArmPeer:
-        self._lockfile = acquire_port_lock("xArm peer")
-        try:
-            for port, handler in ((CONTROL_PORT, self._serve_control), (REPORT_PORT, self._serve_report)):
-                srv = bind_fixed(self.host, port, "xArm peer")
-                self._servers.append(srv)
-                self._spawn(self._accept_loop, srv, handler)
-            self._spawn(self._physics)
-        except Exception:
-            self.stop()
-            raise
-        return self
+    # --- lifecycle (TcpPeer) ---------------------------------------------------------------------------
+    def _listeners(self):
+        return [(CONTROL_PORT, self._serve_control), (REPORT_PORT, self._serve_report)]
 
-    def stop(self) -> None:
-        self._stop.set()
-        for s in self._servers + self._clients:
-            _close(s)
-        for th in self._threads:
-            th.join(timeout=2.0)
-        self._servers, self._clients, self._threads = [], [], []
-        if self._lockfile is not None:
-            release_port_lock(self._lockfile)
-            self._lockfile = None
-
-    def __enter__(self) -> XArmPeer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def inject(self, fault: str | None) -> None:
-        """'silence', 'corrupt', 'disconnect' or None (healthy)."""
-        if fault not in (None, "silence", "corrupt", "disconnect"):
-            raise ValueError(f"xArm peer: unknown fault {fault!r}")
-        with self._lock:
-            self.fault = fault
-            clients = list(self._clients) if fault == "disconnect" else []
-        for c in clients:
-            _close(c)
-
-    # --- internals -----------------------------------------------------------------------------------
-    def _spawn(self, target, *args) -> None:
-        th = threading.Thread(target=target, args=args, daemon=True, name=f"xarm-peer-{target.__name__}")
-        self._threads.append(th)
-        th.start()
-
-    def _accept_loop(self, srv: socket.socket, handler) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = srv.accept()
-            except (TimeoutError, OSError):
-                continue
-            if self.fault == "disconnect":
-                _close(conn)
-                continue
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self._lock:
-                self._clients.append(conn)
-            self._spawn(handler, conn)
+    def _loops(self):
+        return [self._physics]
 
     def _physics(self) -> None:
         dt = 1.0 / self.physics_hz
@@ -232,7 +115,7 @@ class XArmPeer:
         except OSError:
             pass
         finally:
-            _close(conn)
+            close_socket(conn)
 
     def _report_frame(self) -> bytes:
         angles = np.zeros(7)
@@ -264,7 +147,7 @@ class XArmPeer:
         except OSError:
             pass
         finally:
-            _close(conn)
+            close_socket(conn)
 
     def _handle(self, frame: bytes) -> bytes | None:
         trans_id, prot_id, _ = struct.unpack(">HHH", frame[:6])
@@ -345,17 +228,6 @@ class XArmPeer:
                 values = bytes(2 * count)
             return bytes([host, device, function, len(values)]) + values
         return bytes([host, device, function | 0x80, 1])  # illegal function
-
-
-def _close(s: socket.socket) -> None:
-    try:
-        s.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    try:
-        s.close()
-    except OSError:
-        pass
 
 
 if (

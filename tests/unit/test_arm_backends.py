@@ -14,7 +14,7 @@ import pytest
 
 from robots.arm import Arm, ArmError, CommandRefused
 from robots.factory import make_arm, parse_uri
-from tests.peers import xarm_peer
+from tests.peers import tcp_peer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -75,15 +75,15 @@ def test_guard_refuses_before_anything_is_sent():
 
 
 def test_port_lock_is_exclusive_and_names_the_holder():
-    held = xarm_peer.acquire_port_lock("holder")
+    held = tcp_peer.acquire_port_lock("holder")
     try:
         t0 = time.monotonic()
-        with pytest.raises(xarm_peer.PeerError, match=r"still held by pid \d+ \(holder\) after 0 s"):
-            xarm_peer.acquire_port_lock("second", wait_s=0.3)
+        with pytest.raises(tcp_peer.PeerError, match=r"still held by pid \d+ \(holder\) after 0 s"):
+            tcp_peer.acquire_port_lock("second", wait_s=0.3)
         assert time.monotonic() - t0 >= 0.3
     finally:
-        xarm_peer.release_port_lock(held)
-    xarm_peer.release_port_lock(xarm_peer.acquire_port_lock("third", wait_s=1.0))  # free again
+        tcp_peer.release_port_lock(held)
+    tcp_peer.release_port_lock(tcp_peer.acquire_port_lock("third", wait_s=1.0))  # free again
 
 
 def test_busy_port_is_a_clear_error():
@@ -92,7 +92,7 @@ def test_busy_port_is_a_clear_error():
     squatter.listen(1)
     port = squatter.getsockname()[1]
     try:
-        with pytest.raises(xarm_peer.PeerError, match=rf"xArm peer: port 127\.0\.0\.1:{port} is busy"):
-            xarm_peer.bind_fixed("127.0.0.1", port, "xArm peer", retry_s=0.2)
+        with pytest.raises(tcp_peer.PeerError, match=rf"xArm peer: port 127\.0\.0\.1:{port} is busy"):
+            tcp_peer.bind_fixed("127.0.0.1", port, "xArm peer", retry_s=0.2)
     finally:
         squatter.close()
