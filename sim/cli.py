@@ -22,29 +22,16 @@ from tqdm import tqdm  # noqa: E402
 from robots.specs import ARM_NAMES  # noqa: E402
 from sim.env import TASKS, make_env  # noqa: E402
 from sim.expert import make_expert  # noqa: E402
+from sim.show import write_expert_episode  # noqa: E402
 
 
 def _show(arm: str, task: str, out: Path, seed: int, size: tuple[int, int]) -> int:
     env = make_env(task, arm, seed=seed, cameras=())
-    expert = make_expert(env)
-    obs = env.reset(seed=seed)
-    frames, info = [], {"success": False}
-    for _ in tqdm(range(env.max_steps), desc=f"{arm}/{task} seed {seed}", unit="step"):
-        frames.append(np.concatenate([env.render("scene", size), env.render("wrist", size)], axis=1))
-        obs, _, term, trunc, info = env.step(expert.act(obs))
-        if term or trunc:
-            break
-    frames.append(np.concatenate([env.render("scene", size), env.render("wrist", size)], axis=1))
-    env.close()
-    import imageio.v3 as iio
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".png":
-        picks = np.linspace(0, len(frames) - 1, 6).round().astype(int)
-        iio.imwrite(out, np.concatenate([frames[i] for i in picks], axis=0))
-    else:
-        iio.imwrite(out, np.stack(frames), fps=env.control_hz, codec="libx264")
-    print(f"{out}: {len(frames)} frames, success={info['success']}")
+    try:
+        ok, n = write_expert_episode(env, make_expert(env), seed, size, out, progress=f"{arm}/{task} seed {seed}")
+    finally:
+        env.close()
+    print(f"{out}: {n} frames, success={ok}")
     return 0
 
 

@@ -609,26 +609,14 @@ def demo_video(out_path: str, seed: int = 0, size: tuple[int, int] = (240, 320))
     """One scripted handheld episode as scene | wrist side by side: .mp4 video or .png strip; returns success."""
     from pathlib import Path
 
-    import imageio.v3 as iio
+    from sim.show import write_expert_episode
 
     out = Path(out_path)
     if out.suffix.lower() not in (".mp4", ".png"):
         raise ValueError(f"{out}: use a .mp4 or .png file name")
     env = HandheldEnv(seed=seed)
-    expert = HandheldExpert(env)
-    obs = env.reset(seed=seed)
-    frames, ok = [], False
-    for _ in range(env.max_steps):
-        frames.append(np.concatenate([env.render("scene", size), env.render("wrist", size)], axis=1))
-        obs, _, ok, trunc, _ = env.step(expert.act(obs))
-        if ok or trunc:
-            break
-    frames.append(np.concatenate([env.render("scene", size), env.render("wrist", size)], axis=1))
-    env.close()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".png":
-        picks = np.linspace(0, len(frames) - 1, 6).round().astype(int)
-        iio.imwrite(out, np.concatenate([frames[i] for i in picks], axis=0))
-    else:
-        iio.imwrite(out, np.stack(frames), fps=env.control_hz, codec="libx264")
-    return bool(ok)
+    try:
+        ok, _ = write_expert_episode(env, HandheldExpert(env), seed, size, out)
+    finally:
+        env.close()
+    return ok
