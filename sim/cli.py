@@ -21,7 +21,7 @@ from tqdm import tqdm  # noqa: E402
 
 from robots.specs import ARM_NAMES  # noqa: E402
 from sim.env import TASKS, make_env  # noqa: E402
-from sim.expert import make_expert  # noqa: E402
+from sim.expert import make_expert, run_expert_episode  # noqa: E402
 from sim.show import write_expert_episode  # noqa: E402
 
 
@@ -41,15 +41,8 @@ def expert_success(arm: str, task: str, seeds: range) -> tuple[float, float]:
     expert = make_expert(env)
     ok, steps = 0, 0
     for s in tqdm(seeds, desc=f"{arm}/{task}", unit="ep", leave=False):
-        obs = env.reset(seed=s)
-        expert.reset()
-        info = {"success": False}
-        for _ in range(env.max_steps):
-            obs, _, term, trunc, info = env.step(expert.act(obs))
-            steps += 1
-            if term or trunc:
-                break
-        ok += bool(info["success"])
+        success, n = run_expert_episode(env, expert, s)
+        ok, steps = ok + success, steps + n
     return ok / len(seeds), steps / len(seeds)
 
 

@@ -228,3 +228,20 @@ def track_ahead(state: np.ndarray, dt: float) -> np.ndarray:
 
 def make_expert(env: TwinEnv) -> Expert:
     return Expert(env)
+
+
+def run_expert_episode(env, expert, seed: int, expert_seed: int | None = None) -> tuple[bool, int]:
+    """One episode of `expert` from `env.reset(seed)` -> (success, steps); ends at success or the step limit.
+
+    Works for the arm twins and the handheld twin alike: both end an episode with terminated = success.
+    """
+    obs = env.reset(seed=seed)
+    if expert_seed is None:
+        expert.reset()
+    else:
+        expert.reset(seed=expert_seed)
+    for steps in range(1, env.max_steps + 1):
+        obs, _, term, trunc, _ = env.step(expert.act(obs))
+        if term or trunc:
+            return bool(term), steps
+    return False, env.max_steps

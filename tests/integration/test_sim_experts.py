@@ -11,6 +11,7 @@ import pytest
 
 from robots.specs import ARM_NAMES
 from sim import TASKS, make_env, make_expert
+from sim.expert import run_expert_episode
 
 ROS_KEYS = ("robot0_joint_pos", "robot0_gripper_width", "object_state")  # what a ROS session publishes
 
@@ -146,13 +147,7 @@ def test_experts_cope_with_injected_latency():
                        latency=LatencyConfig(joint_state_s=0.03, command_s=0.1, jitter_s=0.01, seed=1))
         expert = make_expert(env)
         for s in range(3):
-            obs, info = env.reset(seed=s), {"success": False}
-            expert.reset()
-            for _ in range(env.max_steps):
-                obs, _, term, trunc, info = env.step(expert.act(obs))
-                if term or trunc:
-                    break
-            assert info["success"], (task, s)
+            assert run_expert_episode(env, expert, s)[0], (task, s)
 
 
 def test_push_t_expert_seed_gives_different_demonstrations_from_one_start():
@@ -161,12 +156,6 @@ def test_push_t_expert_seed_gives_different_demonstrations_from_one_start():
     expert = make_expert(env)
     ways = set()
     for k in range(4):
-        obs, info = env.reset(seed=4), {"success": False}
-        expert.reset(seed=k)
-        for _ in range(env.max_steps):
-            obs, _, term, trunc, info = env.step(expert.act(obs))
-            if term or trunc:
-                break
-        assert info["success"]
+        assert run_expert_episode(env, expert, 4, expert_seed=k)[0]
         ways.add(tuple(expert.route_sides))
     assert len(ways) >= 2

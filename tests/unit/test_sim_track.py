@@ -8,7 +8,7 @@ import pytest
 
 from sim import make_env
 from sim.env import TRACK_HOLD_S, TRACK_RADIUS_M, TRACK_SPEED_M_S, TRACK_TOL_M
-from sim.expert import Expert, track_ahead
+from sim.expert import Expert, run_expert_episode, track_ahead
 from sim.latency import LatencyConfig
 
 
@@ -67,16 +67,7 @@ def test_goal_observation_is_delayed_with_the_other_observations():
 def rollouts(lookahead_s: float, latency: LatencyConfig | None, seeds=range(5)) -> float:
     env = make_env("track", "franka", cameras=(), latency=latency)
     expert = Expert(env, track_lookahead_s=lookahead_s)
-    ok = 0
-    for s in seeds:
-        obs, info = env.reset(seed=s), {"success": False}
-        expert.reset()
-        for _ in range(env.max_steps):
-            obs, _, term, trunc, info = env.step(expert.act(obs))
-            if term or trunc:
-                break
-        ok += info["success"]
-    return ok / len(seeds)
+    return sum(run_expert_episode(env, expert, s)[0] for s in seeds) / len(seeds)
 
 
 def test_timing_decides_success():

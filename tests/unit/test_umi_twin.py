@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import sim
+from sim.expert import run_expert_episode
 from sim.handheld import HandheldEnv, HandheldExpert
 
 
@@ -36,15 +37,7 @@ def test_wrist_view_matches_the_arm_twin_at_the_same_tcp_pose(arm):
 def test_handheld_expert_picks_and_places():
     env = HandheldEnv(seed=0)
     expert = HandheldExpert(env)
-    wins = 0
-    for seed in range(5):
-        obs = env.reset(seed=seed)
-        expert.reset()
-        for _ in range(env.max_steps):
-            obs, _, done, trunc, _ = env.step(expert.act(obs))
-            if done or trunc:
-                break
-        wins += done
+    wins = sum(run_expert_episode(env, expert, seed)[0] for seed in range(5))
     env.close()
     assert wins == 5
     with pytest.raises(ValueError, match="expected 7"):
