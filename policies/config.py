@@ -243,20 +243,23 @@ def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     return d
 
 
+def read_config_mapping(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """A YAML config file's top-level mapping with `key=value` overrides applied; one-line ConfigErrors."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        d = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"{p}: top level must be a mapping")
+    return apply_overrides(d, overrides or [])
+
+
 def load_train_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
     """YAML file (or defaults when path is None) + overrides -> validated TrainConfig."""
-    d: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: config file not found")
-        try:
-            d = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(d, dict):
-            raise ConfigError(f"{p}: top level must be a mapping")
-    d = apply_overrides(d, overrides or [])
+    d = read_config_mapping(path, overrides) if path is not None else apply_overrides({}, overrides or [])
     cfg = from_dict(TrainConfig, d)
     cfg.validate()
     return cfg

@@ -328,18 +328,9 @@ class EefConfig:
 
 def load_eef_config(path: str | Path, overrides: list[str] | None = None) -> tuple[TrainConfig, EefConfig]:
     """handheld_*.yaml -> (TrainConfig, EefConfig); unknown keys are errors naming the key."""
-    from policies.config import apply_overrides
+    from policies.config import read_config_mapping
 
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: config file not found")
-    try:
-        d = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(d, dict):
-        raise ConfigError(f"{p}: top level must be a mapping")
-    d = apply_overrides(d, overrides or [])
+    d = read_config_mapping(path, overrides)
     eef = from_dict(EefConfig, d.pop("eef", {}) or {}, "eef")
     RelativeTrajectory(rotation=eef.rotation)  # validates the name
     cfg = from_dict(TrainConfig, d)
