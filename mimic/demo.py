@@ -229,7 +229,7 @@ def _strip(rollouts: str, out: Path) -> str | None:
     ds = ReplayDataset(rollouts)
     if ds.n_episodes == 0 or "camera0_rgb" not in ds.keys:
         return None
-    longest = max(range(min(5, ds.n_episodes)), key=lambda e: len(ds.episode(e, ["timestamp"])["timestamp"]))
+    longest = max(range(min(5, ds.n_episodes)), key=lambda e: ds.episode_slice(e).stop - ds.episode_slice(e).start)
     frames = ds.episode(longest, ["camera0_rgb"])["camera0_rgb"]
     picks = np.linspace(0, len(frames) - 1, 6).round().astype(int)
     import imageio.v3 as iio
@@ -302,7 +302,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     stages["record"] = run_stage("record", cfg, {**base, "demos": cfg.demos}, lambda: record_stage(cfg))
     ds = stages["record"]["dataset"]
     train_in = {**base, "record_done": stages["record"]["finished_at"], "steps": cfg.train_steps,
-                "config": Path(cfg.train_config).read_text() if Path(cfg.train_config).exists() else cfg.train_config}
+                "config": Path(cfg.train_config).read_text()}  # run_demo checked it is a file
     stages["train"] = run_stage("train", cfg, train_in, lambda: train_stage(cfg, ds))
     ckpt = stages["train"]["checkpoint"]
     deploy_in = {**base, "train_done": stages["train"]["finished_at"], "episodes": cfg.eval_episodes,
