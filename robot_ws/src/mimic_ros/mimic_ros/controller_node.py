@@ -40,9 +40,6 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
-import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
@@ -50,7 +47,7 @@ from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 
 from mimic_ros.msgs import EEF_CHUNK_TOPIC, eef_chunk_from_msg
 from mimic_ros.params import ParamError, declare_config, param
-from mimic_ros.runtime import announce_ready, init_ros
+from mimic_ros.runtime import ManagedNode, run_node
 from robots.control import ChunkController, FollowController, Pacer, WorkspaceBox
 from robots.spec import ArmSpec
 
@@ -156,7 +153,7 @@ def ik_solver(spec: ArmSpec):
         raise ParamError(f"mode=eef needs the twin model of arm {spec.name!r} for IK ({e})") from None
 
 
-class ControllerNode(Node):
+class ControllerNode(ManagedNode):
     def __init__(self, spec: ArmSpec | None = None) -> None:
         super().__init__("controller")
         cfg = ControllerConfig()
@@ -293,6 +290,17 @@ class ControllerNode(Node):
                 last_diag = time.monotonic()
                 self.diag.publish(String(data=json.dumps(self.stats())))
 
+    def workers(self):
+        return (self.loop,)
+
+    def close(self) -> None:
+        """Print the loop's timing and safety counters, and write them to stats_path if set."""
+        stats = self.stats()
+        print(json.dumps(stats), flush=True)
+        if self.cfg.stats_path:
+            with open(self.cfg.stats_path, "w") as f:
+                json.dump(stats, f, indent=1)
+
     def stats(self) -> dict:
         err = np.asarray(list(self.period_errors) or [0.0]) * 1e3
         comp = np.asarray(list(self.compute_s) or [0.0]) * 1e3
@@ -317,39 +325,7 @@ class ControllerNode(Node):
 
 def main(argv: list[str] | None = None, spec: ArmSpec | None = None) -> int:
     """Run until SIGINT; parameters come as `--ros-args -p name:=value`. `spec` overrides `arm` (tests)."""
-    # SIGINT raises KeyboardInterrupt here instead of invalidating the context under the worker thread.
-    init_ros("controller", argv)
-    try:
-        node = ControllerNode(spec)
-    except ValueError as e:  # ParamError included: one line naming the parameter
-        text = str(e)
-        print(text if text.startswith("controller:") else f"controller: {text}", file=sys.stderr)
-        rclpy.shutdown()
-        return 2
-    cfg = node.cfg
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    worker = threading.Thread(target=node.loop, name="control-loop")
-    worker.start()
-    announce_ready(node)
-    try:
-        while rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.running = False
-        worker.join(timeout=2.0)
-        stats = node.stats()
-        print(json.dumps(stats), flush=True)
-        if cfg.stats_path:
-            with open(cfg.stats_path, "w") as f:
-                json.dump(stats, f, indent=1)
-        executor.remove_node(node)
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_node("controller", lambda: ControllerNode(spec), argv, errors=(ValueError,))
 
 
 if __name__ == "__main__":

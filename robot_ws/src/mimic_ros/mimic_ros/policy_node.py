@@ -38,10 +38,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import rclpy
 from builtin_interfaces.msg import Duration
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
@@ -50,7 +47,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint, MultiDOFJ
 from mimic_ros.controller_node import CHUNK_TOPIC, resolve_spec
 from mimic_ros.msgs import EEF_CHUNK_TOPIC, eef_chunk_msg
 from mimic_ros.params import declare_config, param
-from mimic_ros.runtime import announce_ready, init_ros
+from mimic_ros.runtime import ManagedNode, run_node
 from robots.spec import ArmSpec
 
 EEF_OBS_KEYS = ("robot0_eef_pos", "robot0_eef_rot_axis_angle")
@@ -132,7 +129,7 @@ def timed_chunk(
     return float(due[first]), np.asarray(actions[first:], float)
 
 
-class PolicyNode(Node):
+class PolicyNode(ManagedNode):
     def __init__(self, spec: ArmSpec | None = None, policy=None) -> None:
         super().__init__("policy")
         cfg = PolicyNodeConfig()
@@ -236,6 +233,9 @@ class PolicyNode(Node):
 
         return on_image
 
+    def workers(self):
+        return (self.loop,)
+
     def loop(self) -> None:
         """Replan every `n_action_steps` control steps (receding horizon); publish each chunk on arrival."""
         replan_s = self.dt * max(1, int(self.policy.n_action_steps))
@@ -332,32 +332,8 @@ def load_checkpoint(checkpoint: str, device: str):
 
 def main(argv: list[str] | None = None, spec: ArmSpec | None = None, policy=None) -> int:
     """Run until SIGINT; parameters as `--ros-args -p name:=value`. `spec`/`policy` override `arm`/`checkpoint`."""
-    init_ros("policy", argv)
-    try:
-        node = PolicyNode(spec, policy)
-    except (ValueError, OSError) as e:  # ParamError and CheckpointError included: one line
-        text = str(e)
-        print(text if text.startswith("policy:") else f"policy: {text}", file=sys.stderr)
-        rclpy.shutdown()
-        return 2
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    worker = threading.Thread(target=node.loop, name="inference")
-    worker.start()
-    announce_ready(node)
-    try:
-        while rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.running = False
-        worker.join(timeout=10.0)
-        executor.remove_node(node)
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    # ParamError and CheckpointError are ValueError/OSError: one line, exit 2
+    return run_node("policy", lambda: PolicyNode(spec, policy), argv, join_timeout_s=10.0)
 
 
 if __name__ == "__main__":

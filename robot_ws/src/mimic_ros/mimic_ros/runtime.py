@@ -55,8 +55,11 @@ class ManagedNode(Node):
 
 
 def run_node(name: str, build: Callable[[], ManagedNode], argv: list[str] | None = None,
-             errors: tuple[type[BaseException], ...] = (ValueError, OSError)) -> int:
-    """Run a node until SIGINT or until it reports `finished()`; returns the process exit status."""
+             errors: tuple[type[BaseException], ...] = (ValueError, OSError), join_timeout_s: float = 5.0) -> int:
+    """Run a node until SIGINT or until it reports `finished()`; returns the process exit status.
+
+    `join_timeout_s` bounds the wait for each worker to return after `running` turns False (a policy's
+    worker may be inside one long inference)."""
     init_ros(name, argv)
     try:
         node = build()
@@ -79,7 +82,7 @@ def run_node(name: str, build: Callable[[], ManagedNode], argv: list[str] | None
     finally:
         node.running = False
         for t in threads:
-            t.join(timeout=5.0)
+            t.join(timeout=join_timeout_s)
         try:
             node.close()
         finally:
