@@ -16,6 +16,7 @@ from robots.specs import get_spec
 from teleop.emulated_bus import EmulatedDynamixelBus
 from teleop.follow import follow, plot_follow
 from teleop.gello import GelloConfig, GelloLeader
+from tests.peers.dynamixel_bus import read_along
 
 TICK = 2 * math.pi / 4096
 
@@ -41,9 +42,7 @@ def test_power_cycles_never_shift_a_joint_by_a_turn(tmp_path) -> None:
             # mid-session brown-out of servo 1 after the hand moved it back across the wrap
             q[0] = -0.1
             bus.follow(lambda t: (np.where(np.arange(7) == 0, 0.1 - 0.2 * min(t / 0.2, 1.0), q), 0.08))
-            t_end = time.monotonic() + 0.3
-            while time.monotonic() < t_end:
-                leader.read()
+            read_along(leader, 0.3)
             bus.power_cycle((1,))
             np.testing.assert_allclose(leader.read().q, q, atol=2 * TICK)
             assert leader.unwraps == 1
@@ -112,10 +111,9 @@ def test_reconnect_unwraps_near_the_last_reading_not_home(tmp_path) -> None:
     with EmulatedDynamixelBus(cal, start_pose=spec.home) as bus:
         leader = GelloLeader(GelloConfig(port=bus.port, calibration=path, follower="ur5e", latency_timer_ms=40.0))
         with leader:
-            bus.follow(lambda t: (spec.home + (far - spec.home) * min(t / 1.0, 1.0), 0.05))
-            t_end = time.monotonic() + 1.2
-            while time.monotonic() < t_end:
-                r = leader.read()
+            bus.follow(lambda t: (spec.home + (far - spec.home) * min(t / 2.0, 1.0), 0.05))
+            read_along(leader, 2.3)  # carries joint 1 to 3.5 rad
+            r = leader.read()  # the joint is at rest now
             np.testing.assert_allclose(r.q, far, atol=2 * TICK)
             leader.disconnect()
             bus.power_cycle()

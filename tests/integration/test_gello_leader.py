@@ -17,6 +17,7 @@ from calibration.gello import example_calibration
 from robots.specs import get_spec
 from teleop.emulated_bus import EmulatedDynamixelBus
 from teleop.gello import GelloConfig, GelloLeader, LeaderError, measure_read_rate
+from tests.peers.dynamixel_bus import read_along
 
 TICK = 2 * math.pi / 4096
 
@@ -49,10 +50,9 @@ def test_reads_what_the_person_set_at_the_bus_rate(tmp_path, follower: str, baud
             assert r.gripper == pytest.approx(0.03, abs=1e-3)
             # the person swings every joint past the follower's limits within 1.5 s: clipped, never outside
             bus.follow(lambda t: (q + (spec.q_max + 0.3 - q) * min(t / 1.5, 1.0), 0.0))
-            t_end = time.monotonic() + 1.7
-            while time.monotonic() < t_end:
-                r = leader.read()
+            for r in read_along(leader, 1.7):
                 assert np.all(r.q >= spec.q_min) and np.all(r.q <= spec.q_max)
+            r = leader.read()  # at rest now
             np.testing.assert_allclose(r.q, spec.q_max)
             assert r.gripper == pytest.approx(0.0, abs=2e-4)
             rate = measure_read_rate(leader, 1.0)

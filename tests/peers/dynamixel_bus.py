@@ -15,8 +15,28 @@ import numpy as np
 from calibration.gello import example_calibration
 from robots.specs import get_spec
 from teleop.emulated_bus import FAULTS, EmulatedDynamixelBus
+from teleop.gello import GelloLeader
+from teleop.leader import LeaderError, LeaderReading
 
-__all__ = ["EmulatedDynamixelBus", "FAULTS", "main"]
+__all__ = ["EmulatedDynamixelBus", "FAULTS", "main", "read_along"]
+
+
+def read_along(leader: GelloLeader, seconds: float, max_rejected: int = 20) -> list[LeaderReading]:
+    """Read the leader for `seconds` while a `bus.follow` script moves it; the accepted readings.
+
+    The emulator samples its script when its thread gets to a request; on a loaded 2-core machine that can
+    be 200 ms after the leader stamped the request, and the leader rightly rejects the apparent jump. Tests
+    that only use a ramp to carry joints somewhere skip such readings (at most `max_rejected`)."""
+    readings: list[LeaderReading] = []
+    rejected = 0
+    t_end = time.monotonic() + seconds
+    while time.monotonic() < t_end:
+        try:
+            readings.append(leader.read())
+        except LeaderError:
+            rejected += 1
+            assert rejected <= max_rejected, f"the leader rejected {rejected} readings of the scripted motion"
+    return readings
 
 
 def main(argv: list[str] | None = None) -> int:
