@@ -131,6 +131,7 @@ class RecordConfig:
     cameras: list[str] = field(default_factory=list)
     image_size: list[int] = field(default_factory=lambda: [96, 96])
     hold_steps: int = 0  # expert steps recorded after success (sim.record), as the teleop operator does
+    action_noise: float = 0.0  # rad: DART noise on the executed joint targets, clean targets recorded (sim.record)
 
 
 @dataclass

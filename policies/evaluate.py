@@ -51,6 +51,7 @@ class EvalResult:
     outcomes: list[bool] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
     episode_steps: list[int] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)  # per episode, the best reward seen (push_t: coverage/0.95)
     num_inference_steps: int | None = None
     inference_ms_p50: float = 0.0
     inference_ms_p99: float = 0.0
@@ -58,14 +59,18 @@ class EvalResult:
     videos: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
+        score = f", mean score {np.mean(self.scores):.3f}" if self.task == "push_t" and self.scores else ""
         return (f"{self.arm}/{self.task}: success {self.successes}/{self.episodes} = {self.success_rate:.1%} "
-                f"(95% CI {self.ci_low:.1%}-{self.ci_high:.1%}), chunk {self.inference_ms_p50:.1f} ms p50 / "
+                f"(95% CI {self.ci_low:.1%}-{self.ci_high:.1%}){score}, chunk {self.inference_ms_p50:.1f} ms p50 / "
                 f"{self.inference_ms_p99:.1f} ms p99, {self.wall_s:.0f} s")
 
 
 def rollout(policy, env, seed: int, num_inference_steps: int | None = None, video_size: tuple[int, int] | None = None
-            ) -> tuple[bool, int, list[float], list[np.ndarray]]:
-    """One episode -> (success, steps, chunk inference times [s], frames if video_size)."""
+            ) -> tuple[bool, int, float, list[float], list[np.ndarray]]:
+    """One episode -> (success, steps, best reward, chunk inference times [s], frames if video_size).
+
+    The best reward is Diffusion Policy's Push-T score (max coverage over the episode, relative to the bar);
+    1/0 on the other tasks."""
     obs = env.reset(seed=seed)
     policy.reset()
     hist: deque[dict[str, np.ndarray]] = deque([obs] * policy.n_obs_steps, maxlen=policy.n_obs_steps)
@@ -78,25 +83,26 @@ def rollout(policy, env, seed: int, num_inference_steps: int | None = None, vide
             frames.append(np.concatenate([env.render("scene", video_size), env.render("wrist", video_size)], 1))
 
     frame()
-    success, steps = False, 0
+    success, steps, score = False, 0, 0.0
     while steps < env.max_steps:
         window = {k: np.stack([o[k] for o in hist]) for k in policy.obs_keys}
         t0 = time.perf_counter()
         chunk = policy.predict(window, num_inference_steps=num_inference_steps)
         times.append(time.perf_counter() - t0)
         for action in chunk[first:first + policy.n_action_steps]:
-            obs, _, term, trunc, info = env.step(action)
+            obs, reward, term, trunc, info = env.step(action)
+            score = max(score, float(reward))
             hist.append(obs)
             steps += 1
             frame()
             if term or trunc:
-                return bool(info["success"]), steps, times, frames
-    return success, steps, times, frames
+                return bool(info["success"]), steps, score, times, frames
+    return success, steps, score, times, frames
 
 
 def _episode(policy, env, ep_seed: int, num_inference_steps: int | None, video: Path | None,
-             video_size: tuple[int, int]) -> tuple[bool, int, list[float], str | None]:
-    ok, steps, times, frames = rollout(policy, env, ep_seed, num_inference_steps,
+             video_size: tuple[int, int]) -> tuple[bool, int, float, list[float], str | None]:
+    ok, steps, score, times, frames = rollout(policy, env, ep_seed, num_inference_steps,
                                        video_size if video is not None else None)
     out = None
     if video is not None:
@@ -104,13 +110,13 @@ def _episode(policy, env, ep_seed: int, num_inference_steps: int | None, video: 
 
         out = str(video.with_name(video.name.format(outcome="success" if ok else "fail")))
         iio.imwrite(out, np.stack(frames), fps=env.control_hz, codec="libx264")
-    return ok, steps, times, out
+    return ok, steps, score, times, out
 
 
 _WORKER: dict = {}  # per worker process: the policy (inherited through fork) and its env
 
 
-def _worker_run(job: tuple) -> tuple[bool, int, list[float], str | None]:
+def _worker_run(job: tuple) -> tuple[bool, int, float, list[float], str | None]:
     task, arm, cams, image_size, ep_seed, steps, video, video_size = job
     if "env" not in _WORKER:
         torch.set_num_threads(1)
@@ -183,10 +189,11 @@ def evaluate(policy, arm: str, task: str, episodes: int, seed: int = DEFAULT_SEE
 
 
 def _collect(result: EvalResult, all_times: list[float], ep_seed: int, out: tuple) -> None:
-    ok, steps, times, video = out
+    ok, steps, score, times, video = out
     result.outcomes.append(bool(ok))
     result.seeds.append(ep_seed)
     result.episode_steps.append(int(steps))
+    result.scores.append(score)
     all_times += times
     if video:
         result.videos.append(video)

@@ -96,7 +96,8 @@ def ensure_dataset(cfg: TrainConfig, rank: int) -> None:
 
         r = cfg.record
         record_expert_dataset(cfg.dataset, r.arm, r.task, r.episodes, seed=r.seed, cameras=tuple(r.cameras),
-                              image_size=(r.image_size[0], r.image_size[1]), hold_steps=r.hold_steps)
+                              image_size=(r.image_size[0], r.image_size[1]), hold_steps=r.hold_steps,
+                              action_noise=r.action_noise)
 
 
 def save_state(run_dir: Path, policy: Policy, ema: EMA, opt: torch.optim.Optimizer, step: int, wall_s: float) -> None:

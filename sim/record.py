@@ -6,6 +6,11 @@ data.writer.DatasetWriter exactly as a teleoperated session would, so a policy t
 on the same schema as one recorded through ROS. Sample times are synthetic (10 Hz grid, episodes a
 gap apart) because the twin runs unpaced here; the writer's alignment is then exact.
 
+`action_noise` (rad) records DART-style demonstrations (Laskey et al. 2017): the arm executes the
+expert's joint targets plus Gaussian noise while the stored action is the expert's clean target, so the
+data show states off the expert's path together with the action that leads back. A policy's own small
+errors put it in such states; without them in the data it has never seen how to recover.
+
 Failed expert episodes are kept only when `keep_failed` is set: the per-episode expert outcome is
 stored in root attrs `expert_success` (list of bool, one per recorded episode, in order) and
 `expert_seeds`, so a training run knows which seeds the demos came from and evaluation can use others.
@@ -30,6 +35,13 @@ LOWDIM_KEYS = ("robot0_joint_pos", "robot0_gripper_width", "robot0_eef_pos", "ro
 EPISODE_GAP_S = 100.0  # synthetic time between episodes: far beyond any stream tolerance
 
 
+def perturbed(act: np.ndarray, dof: int, std: float, rng: np.random.Generator) -> np.ndarray:
+    """The action the arm executes under DART noise: joint targets + N(0, std), gripper untouched."""
+    if std == 0.0:
+        return act
+    return np.r_[act[:dof] + rng.normal(0.0, std, dof), act[dof:]]
+
+
 @dataclass
 class RecordStats:
     """What came out of a recording run."""
@@ -44,7 +56,7 @@ class RecordStats:
 def record_expert_dataset(path: str | Path, arm: str, task: str, episodes: int, seed: int = 0,
                           cameras: tuple[str, ...] = (), image_size: tuple[int, int] = (96, 96),
                           keep_failed: bool = False, max_attempts: int | None = None,
-                          progress: bool = True, hold_steps: int = 0) -> Path:
+                          progress: bool = True, hold_steps: int = 0, action_noise: float = 0.0) -> Path:
     """Roll out the scripted expert for `episodes` successful episodes (seeds seed, seed+1, ...) -> store path.
 
     An episode ends at the expert's success plus `hold_steps` more expert steps (the operator node's
@@ -54,16 +66,18 @@ def record_expert_dataset(path: str | Path, arm: str, task: str, episodes: int, 
     rollouts are tried. Raises ValueError for an empty/impossible request; the store must not exist.
     """
     return record_expert_dataset_stats(path, arm, task, episodes, seed, cameras, image_size, keep_failed,
-                                       max_attempts, progress, hold_steps).path
+                                       max_attempts, progress, hold_steps, action_noise).path
 
 
 def record_expert_dataset_stats(path: str | Path, arm: str, task: str, episodes: int, seed: int = 0,
                                 cameras: tuple[str, ...] = (), image_size: tuple[int, int] = (96, 96),
                                 keep_failed: bool = False, max_attempts: int | None = None,
-                                progress: bool = True, hold_steps: int = 0) -> RecordStats:
+                                progress: bool = True, hold_steps: int = 0, action_noise: float = 0.0) -> RecordStats:
     """record_expert_dataset, returning counts and the expert's success rate as well."""
     if episodes < 1:
         raise ValueError(f"record: episodes must be >= 1, got {episodes}")
+    if not 0.0 <= action_noise < 0.5:
+        raise ValueError(f"record: action_noise must be in [0, 0.5) rad, got {action_noise}")
     path = Path(path)
     env = make_env(task, arm, seed=seed, cameras=tuple(cameras), image_size=tuple(image_size))
     expert = make_expert(env)
@@ -74,7 +88,7 @@ def record_expert_dataset_stats(path: str | Path, arm: str, task: str, episodes:
         streams[CAMERA_KEYS[cam]] = StreamSpec((*image_size, 3), "uint8", "image")
     streams["action"] = StreamSpec((dof + 1,))
     attrs = {"robot": arm, "joint_names": list(env.spec.joint_names), "task": task,
-             "latencies": {}, "source": "sim.record scripted expert"}
+             "latencies": {}, "source": "sim.record scripted expert", "expert_action_noise_rad": action_noise}
     writer = DatasetWriter.create(path, env.control_hz, streams, attrs)
     max_attempts = max_attempts if max_attempts is not None else 2 * episodes
     outcomes: list[bool] = []
@@ -88,18 +102,19 @@ def record_expert_dataset_stats(path: str | Path, arm: str, task: str, episodes:
             obs = env.reset(seed=ep_seed)
             expert.reset()
             rows: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
+            noise = np.random.default_rng([ep_seed, 0xDA27])
             success = False
             for _ in range(env.max_steps):
                 act = expert.act(obs)
                 rows.append((obs, act))
-                obs, _, term, trunc, info = env.step(act)
+                obs, _, term, trunc, info = env.step(perturbed(act, dof, action_noise, noise))
                 if term or trunc:
                     success = bool(info["success"])
                     break
             for _ in range(hold_steps if success else 0):
                 act = expert.act(obs)
                 rows.append((obs, act))
-                obs, *_ = env.step(act)
+                obs, *_ = env.step(perturbed(act, dof, action_noise, noise))
             ok_total += success
             if not success and not keep_failed:
                 continue
@@ -139,14 +154,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image-size", default="96x96", help="HxW")
     ap.add_argument("--keep-failed", action="store_true")
     ap.add_argument("--hold-steps", type=int, default=0, help="expert steps recorded after success")
+    ap.add_argument("--action-noise", type=float, default=0.0,
+                    help="std (rad) of noise on the executed joint targets; the clean target is recorded (DART)")
     args = ap.parse_args(argv)
     try:
         h, w = (int(v) for v in args.image_size.lower().split("x"))
         cams = tuple(c for c in args.cameras.split(",") if c)
         stats = record_expert_dataset_stats(args.path, args.arm, args.task, args.episodes, args.seed, cams, (h, w),
-                                            keep_failed=args.keep_failed, hold_steps=args.hold_steps)
+                                            keep_failed=args.keep_failed, hold_steps=args.hold_steps,
+                                            action_noise=args.action_noise)
     except (ValueError, KeyError) as e:
-        print(f"record: {e}", file=sys.stderr)
+        print(e if str(e).startswith("record:") else f"record: {e}", file=sys.stderr)
         return 2
     print(f"{stats.path}: {stats.episodes} episodes, {stats.steps} steps, expert success "
           f"{stats.expert_success_rate:.0%} over {stats.attempted} rollouts")

@@ -20,3 +20,30 @@ def test_hold_steps_append_expert_rows_that_stay_at_the_goal(tmp_path) -> None:
         # the extra rows are observations after success: the TCP stays within the task's 2 cm of the goal
         dist = np.linalg.norm(b["robot0_eef_pos"][len(a) + 1:] - b["object_state"][len(a) + 1:], axis=1)
         assert np.all(dist < 0.02), dist
+
+
+def test_action_noise_perturbs_the_arm_and_records_the_experts_clean_targets(tmp_path) -> None:
+    """DART: with noise the arm's joints wander off the expert's path, yet the stored actions stay the
+    expert's own smooth targets."""
+    noisy = ReplayDataset(record_expert_dataset(tmp_path / "noisy.zarr", "franka", "reach", 2, progress=False,
+                                                action_noise=0.02))
+    plain = ReplayDataset(record_expert_dataset(tmp_path / "plain.zarr", "franka", "reach", 2, progress=False))
+    for e in range(2):
+        n = noisy.episode(e, ["robot0_joint_pos", "action"])
+        p = plain.episode(e, ["robot0_joint_pos", "action"])
+        # joints one step later vs the target commanded: the noise shows up in the measured state
+        lag_noisy = np.abs(n["robot0_joint_pos"][1:] - n["action"][:-1, :7]).mean()
+        lag_plain = np.abs(p["robot0_joint_pos"][1:] - p["action"][:-1, :7]).mean()
+        assert lag_noisy > lag_plain + 0.005, (lag_noisy, lag_plain)
+        # the measured joints jitter with the noise (second difference ~0.028 rad); the stored targets do not
+        # (~0.004-0.005 rad, as without noise): they are the expert's clean labels
+        jerk_state = np.abs(np.diff(n["robot0_joint_pos"], 2, axis=0)).mean()
+        jerk_label = np.abs(np.diff(n["action"][:, :7], 2, axis=0)).mean()
+        assert jerk_label < 0.3 * jerk_state, (jerk_label, jerk_state)
+
+
+def test_action_noise_outside_its_range_is_refused(tmp_path) -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="action_noise"):
+        record_expert_dataset(tmp_path / "x.zarr", "franka", "reach", 1, progress=False, action_noise=0.7)
