@@ -93,6 +93,10 @@ class PolicyConfig:
     # Predict the first dims of the action relative to this observation key at the newest step (e.g.
     # robot0_joint_pos: joint deltas, gripper absolute); predict() still returns absolute actions. "" = absolute.
     action_relative_to: str = ""
+    # Observation dims that are angles wrapping at +/-pi, as "key:dim" (push_t's block yaw: "object_state:2").
+    # Each is fed as (cos, sin), so a block turning through pi is a small step for the network, not a jump
+    # from +1 to -1 in the normalised input (39 of 200 push_t demonstrations cross it).
+    angle_obs: list[str] = field(default_factory=list)
     unet: UnetConfig = field(default_factory=UnetConfig)
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
@@ -115,6 +119,10 @@ class PolicyConfig:
             raise ConfigError("policy.gen.teacher: a consistency policy needs the checkpoint of an edm teacher")
         if not self.obs_keys:
             raise ConfigError("policy.obs_keys: at least one observation key is required")
+        for item in self.angle_obs:
+            key, _, dim = item.rpartition(":")
+            if key not in self.obs_keys or not dim.isdigit():
+                raise ConfigError(f"policy.angle_obs: {item!r} is not 'key:dim' with key one of obs_keys {self.obs_keys}")
         if self.action_relative_to and self.action_relative_to not in self.obs_keys:
             raise ConfigError(f"policy.action_relative_to: {self.action_relative_to!r} is not one of obs_keys "
                               f"{self.obs_keys}")

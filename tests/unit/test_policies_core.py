@@ -81,14 +81,15 @@ def reach_store(tmp_path_factory):
                                  image_size=(32, 32), progress=False)
 
 
-def _policy(store, generator="flow", backbone="unet", obs_keys=("robot0_joint_pos", "object_state")):
+def _policy(store, generator="flow", backbone="unet", obs_keys=("robot0_joint_pos", "object_state"),
+            angle_obs=()):
     from data.torch_dataset import WindowDataset
     from policies.data import WindowBatches, widen_small_ranges
     from policies.policy import Policy
     from policies.train import shape_meta_for
 
     cfg = PolicyConfig(obs_keys=list(obs_keys), horizon=8, n_obs_steps=2, n_action_steps=4, generator=generator,
-                       backbone=backbone)
+                       backbone=backbone, angle_obs=list(angle_obs))
     cfg.unet = type(cfg.unet)(**TINY_UNET)
     cfg.transformer = type(cfg.transformer)(**TINY_TF)
     cfg.image.width, cfg.image.feature_dim, cfg.image.num_keypoints = 8, 16, 8
@@ -100,6 +101,28 @@ def _policy(store, generator="flow", backbone="unet", obs_keys=("robot0_joint_po
                               **{k: "identity" for k in ds.image_keys}})
     norm = widen_small_ranges(norm, lowdim, 0.02)
     return Policy(cfg, shape_meta_for(ds.replay, list(obs_keys), ds.image_keys), norm), WindowBatches(ds), ds
+
+
+def test_angle_obs_turn_a_wrap_through_pi_into_a_small_step(reach_store):
+    """object_state dim 2 declared an angle: +pi - e and -pi + e encode to neighbours, and the policy still
+    trains and predicts with the wider input (reach's goal z stands in for an angle here)."""
+    policy, batches, _ = _policy(reach_store, angle_obs=["object_state:2"])
+    batch = batches.batch(np.arange(4))
+    near_pi = {k: v.clone() for k, v in batch["obs"].items()}
+    past_pi = {k: v.clone() for k, v in batch["obs"].items()}
+    near_pi["object_state"][..., 2], past_pi["object_state"][..., 2] = np.pi - 1e-3, -np.pi + 1e-3
+    a, b = policy.normalize_obs(near_pi)["object_state"], policy.normalize_obs(past_pi)["object_state"]
+    assert a.shape[-1] == batch["obs"]["object_state"].shape[-1] + 1
+    assert (a - b).abs().max() < 3e-3  # without the option: a jump of 2 in normalised units
+    plain, _, _ = _policy(reach_store)
+    gap = plain.normalize_obs(near_pi)["object_state"] - plain.normalize_obs(past_pi)["object_state"]
+    assert gap.abs().max() > 1.0
+    loss = policy(batch)
+    loss.backward()
+    window = {k: v[0].numpy() for k, v in batch["obs"].items()}
+    assert np.isfinite(policy.predict(window)).all()
+    with pytest.raises(ValueError, match="angle_obs"):
+        _policy(reach_store, angle_obs=["object_state:9"])
 
 
 def test_window_batches_match_window_dataset_items(reach_store):
