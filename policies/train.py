@@ -247,9 +247,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         if pc.generator == "consistency":
             teacher = load_policy(pc.gen.teacher, device=device)
             if (tuple(teacher.obs_keys) != tuple(pc.obs_keys) or teacher.horizon != pc.horizon
-                    or teacher.cfg.action_relative_to != pc.action_relative_to):
-                raise ConfigError(f"policy.gen.teacher {pc.gen.teacher}: obs_keys/horizon/action_relative_to "
-                                  "differ from the student's")
+                    or teacher.cfg.action_relative_to != pc.action_relative_to
+                    or teacher.cfg.angle_obs != pc.angle_obs):
+                raise ConfigError(f"policy.gen.teacher {pc.gen.teacher}: obs_keys/horizon/action_relative_to/"
+                                  "angle_obs differ from the student's")
             normalizer = teacher.normalizer  # the student must live in the teacher's normalised space
         else:
             lowdim = [k for k in pc.obs_keys if k not in train_windows.image_keys]
