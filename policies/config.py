@@ -79,6 +79,7 @@ class GeneratorConfig:
     cd_bins: int = 18  # Karras discretisation N of the teacher's ODE
     cd_solver: str = "heun"  # teacher ODE step: euler | heun
     cd_huber_c: float = 0.0  # pseudo-Huber constant; 0 -> squared error
+    cd_dsm_weight: float = 0.0  # weight of the denoising (DSM) anchor ||f(x_sigma, sigma) - x0||^2 beside the CD loss
 
 
 @dataclass

@@ -6,6 +6,11 @@ f(x, sigma) so that f(x_{n+1}, sigma_{n+1}) == stopgrad f(x_n, sigma_n). The bou
 f(x, sigma_min) = x is built into the parameterisation (c_skip -> 1, c_out -> 0), so every sigma maps
 to the clean chunk; sampling is one call at sigma_max, optionally refined by re-noising to lower sigmas.
 The student starts from the teacher's weights; its c_in / c_noise match the teacher's EDM ones.
+
+With the online student as its own target (mu = 0) and few CPU steps, the consistency term alone drifts:
+measured on pick_place, a teacher-initialised student fell from 45% to 15% success at 1 step after 2500
+distillation steps (action MSE 0.0055 -> 0.013). `cd_dsm_weight` adds the denoising loss
+||f(x_sigma, sigma) - x0||^2 of CTM / Consistency Policy, which anchors every sigma to the data.
 """
 
 from __future__ import annotations
@@ -47,7 +52,10 @@ class ConsistencyGenerator(Generator):
         err = (pred.float() - target.float()) ** 2
         if c.cd_huber_c > 0:
             err = (err.flatten(1).sum(1) + c.cd_huber_c**2).sqrt() - c.cd_huber_c
-        return err.mean()
+        loss = err.mean()
+        if c.cd_dsm_weight > 0:  # anchor f(x, sigma) to the data itself, as CTM / Consistency Policy do
+            loss = loss + c.cd_dsm_weight * ((pred.float() - x0.float()) ** 2).mean()
+        return loss
 
     def loss(self, net: Net, x0: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         raise RuntimeError("a consistency policy trains by distillation: use distill_loss with its EDM teacher")

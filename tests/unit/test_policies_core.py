@@ -205,6 +205,22 @@ def test_consistency_student_distils_from_an_edm_teacher(reach_store):
     assert student.predict(window, num_inference_steps=1).shape == (8, 8)
 
 
+def test_consistency_dsm_anchor_adds_the_denoising_error(reach_store):
+    """cd_dsm_weight w: the same draws give loss(w) = loss(0) + w * ||f(x_sigma, sigma) - x0||^2 > loss(0)."""
+    teacher, batches, _ = _policy(reach_store, "edm")
+    student, _, _ = _policy(reach_store, "consistency")
+    student.normalizer = teacher.normalizer
+    student.set_teacher(teacher)
+    batch = batches.batch(np.arange(16))
+    losses = {}
+    for w in (0.0, 1.0, 2.0):
+        student.generator.cfg.cd_dsm_weight = w
+        torch.manual_seed(0)
+        losses[w] = student(batch).item()
+    assert losses[1.0] > losses[0.0]
+    assert losses[2.0] - losses[0.0] == pytest.approx(2 * (losses[1.0] - losses[0.0]), rel=1e-4)
+
+
 def test_visuomotor_policy_two_cameras_uint8_window(reach_store):
     keys = ("robot0_joint_pos", "camera0_rgb", "camera1_rgb")
     policy, batches, _ = _policy(reach_store, "flow", "unet", keys)
