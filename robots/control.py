@@ -51,6 +51,21 @@ class SafetyCounters:
         return dict(self.__dict__)
 
 
+def parse_workspace(text: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """A `workspace` parameter 'xmin,ymin,zmin,xmax,ymax,zmax' (m, base frame) -> (lo, hi); '' -> None.
+
+    The one format of the controller's flange box and the keyboard teleop's TCP box; ValueError otherwise."""
+    if not text.strip():
+        return None
+    try:
+        v = [float(x) for x in text.split(",")]
+    except ValueError:
+        v = []
+    if len(v) != 6 or not all(a < b for a, b in zip(v[:3], v[3:], strict=True)):
+        raise ValueError(f"workspace {text!r} is not 'xmin,ymin,zmin,xmax,ymax,zmax' with min < max")
+    return tuple(v[:3]), tuple(v[3:])
+
+
 @dataclass(frozen=True)
 class WorkspaceBox:
     """Axis-aligned box (base frame, meters) the flange must stay in; `fk(q)` gives the 4x4 flange pose."""

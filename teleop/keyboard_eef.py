@@ -70,19 +70,6 @@ def box_around(center: np.ndarray, half_m: float) -> tuple[tuple[float, ...], tu
     return tuple((c - half_m).tolist()), tuple((c + half_m).tolist())
 
 
-def parse_box(text: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
-    """'xmin,ymin,zmin,xmax,ymax,zmax' (the controller's `workspace` format) -> (lo, hi); '' -> None."""
-    if not text.strip():
-        return None
-    try:
-        v = [float(x) for x in text.split(",")]
-    except ValueError:
-        v = []
-    if len(v) != 6 or not all(a < b for a, b in zip(v[:3], v[3:], strict=True)):
-        raise ValueError(f"workspace {text!r} is not 'xmin,ymin,zmin,xmax,ymax,zmax' with min < max")
-    return tuple(v[:3]), tuple(v[3:])
-
-
 @dataclass
 class KeyResult:
     """What one key did: `changed` (the target moved or the gripper toggled), `clipped` (stopped at the

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from robots.control import parse_workspace
 from teleop.keyboard_eef import (
     MOTION_KEYS,
     KeyboardEef,
     KeyboardEefConfig,
     box_around,
-    parse_box,
 )
 
 # a TCP pointing down (rotation near pi: the axis-angle representation is the delicate case)
@@ -121,8 +121,8 @@ def test_config_and_box_parsing_errors():
         KeyboardEefConfig(workspace_lo=(0, 0, 0))
     with pytest.raises(ValueError):
         KeyboardEefConfig(workspace_lo=(0, 0, 1), workspace_hi=(1, 1, 0))
-    assert parse_box("") is None
-    assert parse_box("0,-1,0.1,1,1,0.9") == ((0.0, -1.0, 0.1), (1.0, 1.0, 0.9))
+    assert parse_workspace("") is None
+    assert parse_workspace("0,-1,0.1,1,1,0.9") == ((0.0, -1.0, 0.1), (1.0, 1.0, 0.9))
     for bad in ("1,2,3", "0,0,0,0,1,1", "a,b,c,d,e,f"):
         with pytest.raises(ValueError):
-            parse_box(bad)
+            parse_workspace(bad)

@@ -48,7 +48,7 @@ from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 from mimic_ros.msgs import EEF_CHUNK_TOPIC, eef_chunk_from_msg
 from mimic_ros.params import ParamError, declare_config, param
 from mimic_ros.runtime import ManagedNode, run_node
-from robots.control import ChunkController, FollowController, Pacer, WorkspaceBox
+from robots.control import ChunkController, FollowController, Pacer, WorkspaceBox, parse_workspace
 from robots.spec import ArmSpec
 
 GRIPPER_JOINT = "gripper"
@@ -128,19 +128,15 @@ def resolve_spec(arm: str) -> ArmSpec:
 
 def workspace_box(text: str, spec: ArmSpec) -> WorkspaceBox | None:
     """Parse the `workspace` parameter; the flange position comes from the spec's forward kinematics."""
-    if not text.strip():
-        return None
     try:
-        v = np.array([float(x) for x in text.split(",")])
-    except ValueError:
-        v = np.array([])
-    if v.size != 6 or np.any(v[:3] >= v[3:]):
-        raise ValueError(
-            f"parameter workspace={text!r} is not 'xmin,ymin,zmin,xmax,ymax,zmax' with min < max"
-        )
+        box = parse_workspace(text)
+    except ValueError as e:
+        raise ValueError(f"parameter {e}") from None
+    if box is None:
+        return None
     from robots.kinematics import forward_kinematics
 
-    return WorkspaceBox(lo=v[:3], hi=v[3:], fk=lambda q: forward_kinematics(spec, q))
+    return WorkspaceBox(lo=np.array(box[0]), hi=np.array(box[1]), fk=lambda q: forward_kinematics(spec, q))
 
 
 def ik_solver(spec: ArmSpec):

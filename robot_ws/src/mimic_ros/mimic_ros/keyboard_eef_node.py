@@ -87,12 +87,12 @@ class KeyboardEefNode(ManagedNode):
         cfg = KeyboardEefNodeConfig()
         declare_config(self, cfg)
         from mimic_ros.controller_node import ik_solver, resolve_spec
-        from teleop.keyboard_eef import parse_box
+        from robots.control import parse_workspace
 
         self.cfg = cfg
         self.spec = resolve_spec(cfg.arm)
         try:
-            self.box = parse_box(cfg.workspace)
+            self.box = parse_workspace(cfg.workspace)
         except ValueError as e:
             raise ParamError(f"keyboard: parameter {e}") from None
         self.ik = ik_solver(self.spec)  # FK for the seed and catch-up, IK for the reachability check
