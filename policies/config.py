@@ -103,6 +103,16 @@ class PolicyConfig:
     image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
     gen: GeneratorConfig = field(default_factory=GeneratorConfig)
 
+    def angle_dims(self) -> dict[str, list[int]]:
+        """`angle_obs` parsed: {obs key: [dims]}; ConfigError for an item that is not 'key:dim' of obs_keys."""
+        dims: dict[str, list[int]] = {}
+        for item in self.angle_obs:
+            key, _, dim = item.rpartition(":")
+            if key not in self.obs_keys or not dim.isdigit():
+                raise ConfigError(f"policy.angle_obs: {item!r} is not 'key:dim' with key one of obs_keys {self.obs_keys}")
+            dims.setdefault(key, []).append(int(dim))
+        return dims
+
     def validate(self) -> None:
         if self.generator not in GENERATORS:
             raise ConfigError(f"policy.generator: {self.generator!r} is not one of {GENERATORS}")
@@ -120,10 +130,7 @@ class PolicyConfig:
             raise ConfigError("policy.gen.teacher: a consistency policy needs the checkpoint of an edm teacher")
         if not self.obs_keys:
             raise ConfigError("policy.obs_keys: at least one observation key is required")
-        for item in self.angle_obs:
-            key, _, dim = item.rpartition(":")
-            if key not in self.obs_keys or not dim.isdigit():
-                raise ConfigError(f"policy.angle_obs: {item!r} is not 'key:dim' with key one of obs_keys {self.obs_keys}")
+        self.angle_dims()
         if self.action_relative_to and self.action_relative_to not in self.obs_keys:
             raise ConfigError(f"policy.action_relative_to: {self.action_relative_to!r} is not one of obs_keys "
                               f"{self.obs_keys}")

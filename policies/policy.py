@@ -57,13 +57,11 @@ class Policy(nn.Module):
         self.control_hz = float(shape_meta.control_hz)
         self.image_keys = tuple(k for k in self.obs_keys if k in shape_meta.image_keys)
         lowdim = {k: int(np.prod(shape_meta.obs_shapes[k])) for k in self.obs_keys if k not in self.image_keys}
-        self.angle_dims: dict[str, list[int]] = {}
-        for item in cfg.angle_obs:
-            key, _, dim = item.rpartition(":")
-            if key in self.image_keys or int(dim) >= lowdim[key]:
-                raise ValueError(f"policy.angle_obs: {item!r}: {key} has no low-dim entry {dim}")
-            self.angle_dims.setdefault(key, []).append(int(dim))
-            lowdim[key] += 1  # the angle's sine joins its cosine, which takes the angle's own place
+        self.angle_dims = cfg.angle_dims()  # validate() checked the format
+        for key, dims in self.angle_dims.items():
+            if key in self.image_keys or max(dims) >= lowdim[key]:
+                raise ValueError(f"policy.angle_obs: {key} has no low-dim entry {max(dims)}")
+            lowdim[key] += len(dims)  # each angle's sine joins its cosine, which takes the angle's own place
         images = {k: tuple(shape_meta.obs_shapes[k][:2]) for k in self.image_keys}
         self.encoder = ObsEncoder(lowdim, images, cfg.image)
         self.backbone = make_backbone(cfg, self.action_dim, self.encoder.feature_dim)
@@ -104,10 +102,10 @@ class Policy(nn.Module):
     def normalize_obs(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = {k: obs[k] if k in self.image_keys else self.normalizer.normalize(k, obs[k]) for k in self.obs_keys}
         for k, dims in self.angle_dims.items():
-            angle = obs[k][..., dims]
-            out[k] = torch.cat([out[k].clone().index_copy_(-1, torch.tensor(dims, device=angle.device),
-                                                           torch.cos(angle).to(out[k].dtype)),
-                                torch.sin(angle).to(out[k].dtype)], -1)
+            angle = obs[k][..., dims].to(out[k].dtype)
+            x = out[k].clone()
+            x[..., dims] = torch.cos(angle)
+            out[k] = torch.cat([x, torch.sin(angle)], -1)
         return out
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
