@@ -4,8 +4,9 @@ Every Mimic node runs through `run_node` so they all behave alike under the supe
 - SIGINT raises KeyboardInterrupt in the main thread (rclpy's own handler would invalidate the context
   under worker threads), installed explicitly by `init_ros`: a process started in the background of a
   non-interactive shell (a CI script, `mimic session up ... &`) inherits SIGINT *ignored*, Python then
-  never raises KeyboardInterrupt, and the node could only be SIGKILLed, losing its clean close; worker threads are joined and the node destroyed before `rclpy.shutdown()`,
-  since a process exiting with a thread inside rclpy can abort.
+  never raises KeyboardInterrupt, and the node could only be SIGKILLed, losing its clean close.
+- Worker threads are joined and the node destroyed before `rclpy.shutdown()`, since a process exiting
+  with a thread inside rclpy can abort.
 - Once the node is built and its workers started it prints `READY_LINE <node name>` on stdout: the
   readiness signal the supervisor waits for.
 - The single-threaded executor is spun with `spin_once` (PLATFORM.md: MultiThreadedExecutor stalls,
