@@ -159,13 +159,18 @@ class Policy(nn.Module):
         return out
 
     def predict(self, obs_window: dict[str, np.ndarray], num_inference_steps: int | None = None) -> np.ndarray:
-        """Raw observation window -> [horizon, action_dim] absolute actions (numpy, float64)."""
-        was_training = self.training
-        self.eval()
-        try:
+        """Raw observation window -> [horizon, action_dim] absolute actions (numpy, float64).
+
+        Deployed policies are already in eval mode; the mode is switched (and back) only when they are not,
+        since walking the module tree twice costs ~0.25 ms a call on CPU, a tenth of a 1-step chunk."""
+        if self.training:
+            self.eval()
+            try:
+                return self.predict(obs_window, num_inference_steps)
+            finally:
+                self.train()
+        with torch.inference_mode():
             acts = self.sample_actions(self.obs_to_tensors(obs_window), num_inference_steps, self._rng)
-        finally:
-            self.train(was_training)
         return acts[0].double().cpu().numpy()
 
     def reset(self) -> None:
