@@ -155,6 +155,12 @@ def test_generator_backbone_trains_and_predicts_absolute_chunks(reach_store, gen
     for steps in (1, 3):
         chunk = policy.predict(window, num_inference_steps=steps)
         assert chunk.shape == (8, 8) and np.isfinite(chunk).all()
+    # Called mid-training, predict() samples in eval mode (no dropout) and hands the policy back training.
+    policy.train().seed(7)
+    from_training = policy.predict(window, 3)
+    assert policy.training
+    policy.eval().seed(7)
+    np.testing.assert_allclose(from_training, policy.predict(window, 3), atol=1e-6)
 
 
 def test_relative_joint_actions_train_on_deltas_and_predict_absolute(reach_store):
