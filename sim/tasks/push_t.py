@@ -122,6 +122,10 @@ class PushConfig:
     push_angles_rad: tuple[float, ...] = (-0.5, -0.25, 0.0, 0.25, 0.5)  # about the inward normal, in the friction cone
     push_lengths_m: tuple[float, ...] = (0.002, 0.005, 0.01, 0.025, 0.05, 0.09)
     clearance_m: float = 0.012  # gap between pusher and block before a push starts
+    # Travel keeps the pusher's circumcircle this far from the block, and circles round it this far out: the
+    # slack a learner imitating the path has before it knocks the block.
+    travel_margin_m: float = 0.002
+    route_margin_m: float = 0.012
     travel_speed_m_s: float = 0.25
     push_speed_m_s: float = 0.07
     yaw_weight_m: float = 0.06  # 1 rad of yaw error counts like this many meters of position error
@@ -199,7 +203,7 @@ class PushPlanner:
         r_p = self.pusher_radius
         if not self._blocked(start, end[None], pose)[0]:
             return [end], 0
-        radius = CIRCUM_RADIUS + r_p + 0.012
+        radius = CIRCUM_RADIUS + r_p + self.cfg.route_margin_m
         center = pose[:2]
         a0 = np.arctan2(*(start - center)[::-1])
         a1 = np.arctan2(*(end - center)[::-1])
@@ -228,7 +232,7 @@ class PushPlanner:
         s = np.linspace(0, 1, n)[None, :]
         length = np.linalg.norm(ends - start, axis=1)[:, None]
         seg = start[None, None] + s[..., None] * (ends[:, None] - start[None, None])
-        near = signed_distance(to_block(pose, seg.reshape(-1, 2))).reshape(len(ends), n) < self.pusher_radius + 0.002
+        near = signed_distance(to_block(pose, seg.reshape(-1, 2))).reshape(len(ends), n) < self.pusher_radius + self.cfg.travel_margin_m
         return (near & (s * length >= self.cfg.clearance_m)).any(axis=1)
 
     def _travel_estimate(self, start: np.ndarray, ends: np.ndarray, pose: np.ndarray) -> np.ndarray:
@@ -236,7 +240,7 @@ class PushPlanner:
         else radially out to the circle round the block, the shorter way round it, and in."""
         blocked = self._blocked(start, ends, pose)
         straight = np.linalg.norm(ends - start, axis=1)
-        radius = CIRCUM_RADIUS + self.pusher_radius + 0.012
+        radius = CIRCUM_RADIUS + self.pusher_radius + self.cfg.route_margin_m
         v0, v1 = start - pose[:2], ends - pose[:2]
         turn = np.abs(wrap(np.arctan2(v1[:, 1], v1[:, 0]) - np.arctan2(v0[1], v0[0])))
         arc = abs(radius - np.linalg.norm(v0)) + turn * radius + np.abs(radius - np.linalg.norm(v1, axis=1))
