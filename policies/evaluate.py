@@ -4,7 +4,9 @@ Plain Python, no ROS: sim.make_env stepped at its control rate with receding-hor
 n_action_steps the policy sees the last n_obs_steps observations and the rows
 [n_obs_steps - 1, n_obs_steps - 1 + n_action_steps) of its chunk are executed (diffusion_policy's
 convention, the one the policy node uses). Evaluation seeds default to 100000+ so scenes are never
-ones the demonstrations were recorded on (sim.record uses 0, 1, ...).
+ones the demonstrations were recorded on (sim.record uses 0, 1, ...). With --video-dir, the first --videos
+rollouts are written as MP4s (scene and wrist cameras); push_t ones also as a top-view PNG of the TCP path
+over the block's poses.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import math
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -65,12 +68,13 @@ class EvalResult:
                 f"{self.inference_ms_p99:.1f} ms p99, {self.wall_s:.0f} s")
 
 
-def rollout(policy, env, seed: int, num_inference_steps: int | None = None, video_size: tuple[int, int] | None = None
+def rollout(policy, env, seed: int, num_inference_steps: int | None = None, video_size: tuple[int, int] | None = None,
+            on_step: Callable[[dict[str, np.ndarray]], None] | None = None
             ) -> tuple[bool, int, float, list[float], list[np.ndarray]]:
     """One episode -> (success, steps, best reward, chunk inference times [s], frames if video_size).
 
     The best reward is Diffusion Policy's Push-T score (max coverage over the episode, relative to the bar);
-    1/0 on the other tasks."""
+    1/0 on the other tasks. `on_step` sees every observation, the first (after reset) included."""
     obs = env.reset(seed=seed)
     policy.reset()
     hist: deque[dict[str, np.ndarray]] = deque([obs] * policy.n_obs_steps, maxlen=policy.n_obs_steps)
@@ -83,6 +87,8 @@ def rollout(policy, env, seed: int, num_inference_steps: int | None = None, vide
             frames.append(np.concatenate([env.render("scene", video_size), env.render("wrist", video_size)], 1))
 
     frame()
+    if on_step is not None:
+        on_step(obs)
     success, steps, score = False, 0, 0.0
     while steps < env.max_steps:
         window = {k: np.stack([o[k] for o in hist]) for k in policy.obs_keys}
@@ -95,6 +101,8 @@ def rollout(policy, env, seed: int, num_inference_steps: int | None = None, vide
             hist.append(obs)
             steps += 1
             frame()
+            if on_step is not None:
+                on_step(obs)
             if term or trunc:
                 return bool(info["success"]), steps, score, times, frames
     return success, steps, score, times, frames
@@ -102,15 +110,52 @@ def rollout(policy, env, seed: int, num_inference_steps: int | None = None, vide
 
 def _episode(policy, env, ep_seed: int, num_inference_steps: int | None, video: Path | None,
              video_size: tuple[int, int]) -> tuple[bool, int, float, list[float], str | None]:
+    seen: list[dict[str, np.ndarray]] = []
+    top_view = video is not None and env.task == "push_t"
     ok, steps, score, times, frames = rollout(policy, env, ep_seed, num_inference_steps,
-                                       video_size if video is not None else None)
+                                              video_size if video is not None else None,
+                                              seen.append if top_view else None)
     out = None
     if video is not None:
         import imageio.v3 as iio
 
         out = str(video.with_name(video.name.format(outcome="success" if ok else "fail")))
         iio.imwrite(out, np.stack(frames), fps=env.control_hz, codec="libx264")
+        if top_view:
+            push_t_top_view(seen, Path(out).with_suffix(".png"), f"seed {ep_seed}: {'success' if ok else 'failed'}, "
+                            f"score {score:.2f}, {steps} steps")
     return ok, steps, score, times, out
+
+
+def push_t_top_view(observations: list[dict[str, np.ndarray]], out: Path, title: str) -> None:
+    """PNG of a push_t rollout seen from above: the TCP's path coloured by time over the T every 2 s and the goal.
+
+    Where a video shows what happened, this shows where: a block knocked away while the pusher travels, or a
+    pusher dithering in one place, reads at a glance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sim.tasks.push_t import outline_world
+
+    tcp = np.array([o["robot0_eef_pos"][:2] for o in observations])
+    state = np.array([o["object_state"] for o in observations])
+    fig, ax = plt.subplots(figsize=(5, 5))
+    goal = outline_world(state[0, 3:6])
+    ax.plot(goal[:, 1], goal[:, 0], "g--", lw=2, label="goal")
+    every = 20  # control steps (2 s at 10 Hz)
+    for k in [*range(0, len(state), every), len(state) - 1]:
+        ring = outline_world(state[k, :3])
+        ax.plot(ring[:, 1], ring[:, 0], color=plt.cm.viridis(k / max(len(state) - 1, 1)), lw=1)
+    ax.scatter(tcp[:, 1], tcp[:, 0], c=np.arange(len(tcp)), cmap="viridis", s=4, label="TCP (dark: early)")
+    ax.set(xlabel="y (m)", ylabel="x (m)", title=title)
+    ax.invert_xaxis()
+    ax.set_aspect("equal")
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
 
 
 _WORKER: dict = {}  # per worker process: the policy (inherited through fork) and its env
@@ -207,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--episodes", type=int, default=50)
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
     ap.add_argument("--steps", type=int, default=None, help="num_inference_steps (default: the policy's)")
-    ap.add_argument("--video-dir", default=None, help="write MP4s of the first --videos rollouts here")
+    ap.add_argument("--video-dir", default=None, help="write MP4s (push_t: and top-view PNGs) of the first --videos rollouts here")
     ap.add_argument("--videos", type=int, default=3)
     ap.add_argument("--json", default=None, help="also write the result as JSON to this file")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 on a shared machine)")

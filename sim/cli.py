@@ -70,7 +70,7 @@ def _paths(arm: str, seed: int, expert_seeds: int, out: Path) -> int:
     fig, ax = plt.subplots(figsize=(6, 6))
     obs = env.reset(seed=seed)
     for pose, color, label in ((obs["object_state"][:3], "k", "T at start"), (obs["object_state"][3:], "g", "goal")):
-        ring = push_t.to_world(pose, np.vstack([push_t.OUTLINE, push_t.OUTLINE[:1]]))
+        ring = push_t.outline_world(pose)
         ax.plot(ring[:, 1], ring[:, 0], color=color, lw=2, label=label)
     for k in tqdm(range(expert_seeds), desc=f"{arm}/push_t seed {seed}", unit="demo"):
         obs, info, path = env.reset(seed=seed), {"success": False}, []

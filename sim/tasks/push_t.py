@@ -66,6 +66,11 @@ def to_world(pose: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return pts @ rot2(pose[2]).T + pose[:2]
 
 
+def outline_world(pose: np.ndarray) -> np.ndarray:
+    """The T's outline at `pose`, closed (first corner repeated), world xy [9, 2]: for top-view plots."""
+    return to_world(pose, np.vstack([OUTLINE, OUTLINE[:1]]))
+
+
 def to_block(pose: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return (pts - pose[:2]) @ rot2(pose[2])
 
