@@ -61,6 +61,17 @@ class EvalResult:
     wall_s: float = 0.0
     videos: list[str] = field(default_factory=list)
 
+    def finish(self, chunk_times_s: list[float], started: float) -> None:
+        """Fill the totals from `outcomes`: successes, rate, Wilson interval, chunk p50/p99, wall time since
+        `started` (time.monotonic)."""
+        self.successes = int(sum(self.outcomes))
+        self.success_rate = self.successes / self.episodes
+        self.ci_low, self.ci_high = wilson_interval(self.successes, self.episodes)
+        if chunk_times_s:
+            self.inference_ms_p50 = float(np.median(chunk_times_s) * 1e3)
+            self.inference_ms_p99 = float(np.percentile(chunk_times_s, 99) * 1e3)
+        self.wall_s = time.monotonic() - started
+
     def summary(self) -> str:
         score = f", mean score {np.mean(self.scores):.3f}" if self.task == "push_t" and self.scores else ""
         return (f"{self.arm}/{self.task}: success {self.successes}/{self.episodes} = {self.success_rate:.1%} "
@@ -223,13 +234,7 @@ def evaluate(policy, arm: str, task: str, episodes: int, seed: int = DEFAULT_SEE
                 env.close()
     finally:
         bar.close()
-    result.successes = int(sum(result.outcomes))
-    result.success_rate = result.successes / episodes
-    result.ci_low, result.ci_high = wilson_interval(result.successes, episodes)
-    if all_times:
-        result.inference_ms_p50 = float(np.median(all_times) * 1e3)
-        result.inference_ms_p99 = float(np.percentile(all_times, 99) * 1e3)
-    result.wall_s = time.monotonic() - t_start
+    result.finish(all_times, t_start)
     return result
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from policies.evaluate import DEFAULT_SEED, EvalResult, wilson_interval
+from policies.evaluate import DEFAULT_SEED, EvalResult
 from robots.eef_control import EefChunkController
 from robots.ik import IKSolver
 from sim.env import TwinEnv, make_env
@@ -216,17 +216,11 @@ def evaluate_eef(
             bar.set_postfix(success=f"{sum(res.outcomes)}/{len(res.outcomes)}")
     finally:
         env.close()
-    res.successes = int(sum(res.outcomes))
-    res.success_rate = res.successes / episodes
-    res.ci_low, res.ci_high = wilson_interval(res.successes, episodes)
-    if all_times:
-        res.inference_ms_p50 = float(np.median(all_times) * 1e3)
-        res.inference_ms_p99 = float(np.percentile(all_times, 99) * 1e3)
+    res.finish(all_times, t_start)
     e, c = ctrl.eef_counters, ctrl.counters
     res.unreachable_points, res.unreachable_chunks = e.unreachable_points, e.unreachable_chunks
     res.clipped_velocity, res.clipped_position = c.clipped_velocity, c.clipped_position
     res.max_ik_pos_err_mm = e.max_pos_err_m * 1e3
-    res.wall_s = time.monotonic() - t_start
     return res
 
 
