@@ -109,3 +109,13 @@ def test_session_arguments_substitute_into_parameters() -> None:
     assert load_session("teleop_twin").node("arm").parameters["backend"] == "twin:franka"
     with pytest.raises(SessionError, match="session arguments: arm"):
         load_session("teleop_twin", ["robot=ur5e"])
+
+
+def test_arm_node_task_choices_are_the_twin_tasks() -> None:
+    """arm_node spells sim.TASKS out (importing sim loads mujoco, which hardware arm nodes do without)."""
+    from mimic_ros.arm_node import ArmNodeConfig
+
+    from sim import TASKS
+
+    task = next(f for f in fields(ArmNodeConfig) if f.name == "task")
+    assert task.metadata["choices"] == ("", *TASKS)

@@ -44,6 +44,8 @@ LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 class ArmNodeConfig:
     backend: str = param("twin:franka", "arm URI for robots.factory.make_arm: twin:<arm>, franka:<host>, "
                                         "ur:<host>, xarm:<host>")
+    # sim.TASKS spelled out: importing sim loads mujoco, which a hardware arm node does without
+    # (tests/unit/test_session_yaml.py keeps the two equal).
     task: str = param("", "twin only: task scene, a sim.TASKS name ('' = the bare arm)",
                       choices=("", "reach", "pick_place", "push_t", "track"))
     seed: int = param(0, "twin only: seed of episode 0; /sim/reset number i seeds seed + i", range=(0, 2**31 - 1))

@@ -35,12 +35,13 @@ from mimic_ros.msgs import GRIPPER_JOINT, joint_state
 from mimic_ros.params import ParamError, declare_config, param
 from mimic_ros.ros_client import Latest, ServiceError, Stopped, TriggerClient
 from mimic_ros.runtime import ManagedNode, run_node
+from sim.env import TASKS
 
 
 @dataclass
 class OperatorConfig:
     arm: str = param("franka", "follower arm (robots.specs name); must match the arm node's twin")
-    task: str = param("pick_place", "twin task the expert performs", choices=("reach", "pick_place", "push_t", "track"))
+    task: str = param("pick_place", "twin task the expert performs", choices=TASKS)
     episodes: int = param(5, "episodes to record", range=(1, 10_000))
     output: str = param("bus", "how the person moves the leader", choices=("bus", "topic"))
     bus_link: str = param("", "bus output: path of a symlink to the emulated bus pty (the leader node's port)")
