@@ -84,15 +84,15 @@ def run(quick: bool) -> BenchResult:
     res = BenchResult(name="policies")
     reps = 6 if quick else 100
     bar = tqdm(total=2 * (1 + 4 * len(STEPS) + 1 + 2) + 2, desc="bench policies", unit="case")
-    lat: dict[tuple[str, str, int | str], float] = {}
+    lat: dict[tuple[str, str, int], dict[str, float]] = {}  # (backbone, generator, steps) -> {"p50": ms, "p99": ms}
+    train_sps: dict[tuple[str, str], float] = {}  # (backbone, "fp32" | "bf16") -> samples/s
     for backbone in ("unet", "transformer"):
         floor_policy = make_policy("flow", backbone)
         floor = percentiles(time_calls(bare_forward(floor_policy), reps * 4))
         n_params = sum(p.numel() for p in floor_policy.backbone.parameters())
         res.rows.append({"backbone": backbone, "generator": "bare forward", "steps": 1, "p50_ms": floor["p50"],
                          "p99_ms": floor["p99"], "params_M": round(n_params / 1e6, 2)})
-        lat[(backbone, "floor", 1)] = floor["p99"]
-        lat[(backbone, "floor p50", 1)] = floor["p50"]
+        lat[(backbone, "floor", 1)] = floor
         bar.update(1)
         for generator in ("flow", "consistency", "edm", "diffusion"):
             policy = make_policy(generator, backbone)
@@ -106,8 +106,7 @@ def run(quick: bool) -> BenchResult:
                 res.rows.append({"backbone": backbone, "generator": generator + ("/ddim" if generator == "diffusion"
                                                                                 else ""),
                                  "steps": steps, "p50_ms": p["p50"], "p99_ms": p["p99"]})
-                lat[(backbone, generator, steps)] = p["p99"]
-                lat[(backbone, generator + " p50", steps)] = p["p50"]
+                lat[(backbone, generator, steps)] = p
             if generator == "diffusion":
                 ddpm = make_policy("diffusion", backbone, scheduler="ddpm")
                 p = percentiles(time_calls(lambda ddpm=ddpm, window=window: ddpm.predict(window, 100), max(2, reps // 10), warmup=1))
@@ -115,20 +114,19 @@ def run(quick: bool) -> BenchResult:
                 res.rows.append({"backbone": backbone, "generator": "diffusion/ddpm", "steps": 100,
                                  "p50_ms": p["p50"], "p99_ms": p["p99"]})
         for name in ("consistency", "flow"):
-            res.ratios[f"{backbone}: {name}-1 p99 / bare forward p99"] = lat[(backbone, name, 1)] / lat[
-                (backbone, "floor", 1)]
-            res.ratios[f"{backbone}: {name}-1 p50 / bare forward p50"] = lat[(backbone, name + " p50", 1)] / lat[
-                (backbone, "floor p50", 1)]
-            res.ratios[f"{backbone}: ddim-16 p99 / {name}-1 p99"] = lat[(backbone, "diffusion", 16)] / lat[
-                (backbone, name, 1)]
+            for q in ("p99", "p50"):
+                res.ratios[f"{backbone}: {name}-1 {q} / bare forward {q}"] = (lat[(backbone, name, 1)][q]
+                                                                             / lat[(backbone, "floor", 1)][q])
+            res.ratios[f"{backbone}: ddim-16 p99 / {name}-1 p99"] = (lat[(backbone, "diffusion", 16)]["p99"]
+                                                                   / lat[(backbone, name, 1)]["p99"])
         for bf16 in (False, True):
             sps = train_rate(make_policy("flow", backbone), bf16, 64 if quick else 256, 5 if quick else 20)
             res.rows.append({"backbone": backbone, "generator": "flow train", "steps": "bf16" if bf16 else "fp32",
                              "samples_per_s": round(sps)})
-            lat[(backbone, "train", "bf16" if bf16 else "fp32")] = sps
+            train_sps[(backbone, "bf16" if bf16 else "fp32")] = sps
             bar.update(1)
-        res.ratios[f"{backbone}: train bf16 / fp32 samples/s"] = lat[(backbone, "train", "bf16")] / lat[
-            (backbone, "train", "fp32")]
+        res.ratios[f"{backbone}: train bf16 / fp32 samples/s"] = train_sps[(backbone, "bf16")] / train_sps[
+            (backbone, "fp32")]
     shapes = {"robot0_joint_pos": [7], "robot0_gripper_width": [1], "camera0_rgb": [96, 96, 3],
               "camera1_rgb": [96, 96, 3]}
     for generator in ("flow", "consistency"):
