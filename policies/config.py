@@ -98,6 +98,9 @@ class PolicyConfig:
     # Each is fed as (cos, sin), so a block turning through pi is a small step for the network, not a jump
     # from +1 to -1 in the normalised input (39 of 200 push_t demonstrations cross it).
     angle_obs: list[str] = field(default_factory=list)
+    # What a chunk row holds: "joint" targets [q, gripper] (the dataset's action), or "tcp_position" [tcp xyz,
+    # gripper] by forward kinematics, turned back into joints by IK at inference (policies.tcp_position).
+    action_repr: str = "joint"
     unet: UnetConfig = field(default_factory=UnetConfig)
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
@@ -131,6 +134,10 @@ class PolicyConfig:
         if not self.obs_keys:
             raise ConfigError("policy.obs_keys: at least one observation key is required")
         self.angle_dims()
+        if self.action_repr not in ("joint", "tcp_position"):
+            raise ConfigError(f"policy.action_repr: {self.action_repr!r} is not one of ('joint', 'tcp_position')")
+        if self.action_repr != "joint" and self.action_relative_to:
+            raise ConfigError("policy.action_relative_to: only for action_repr 'joint' (joint deltas)")
         if self.action_relative_to and self.action_relative_to not in self.obs_keys:
             raise ConfigError(f"policy.action_relative_to: {self.action_relative_to!r} is not one of obs_keys "
                               f"{self.obs_keys}")
@@ -148,6 +155,7 @@ class RecordConfig:
     image_size: list[int] = field(default_factory=lambda: [96, 96])
     hold_steps: int = 0  # expert steps recorded after success (sim.record), as the teleop operator does
     action_noise: float = 0.0  # rad: DART noise on the executed joint targets, clean targets recorded (sim.record)
+    regrasp_fraction: float = 0.0  # pick_place: share of episodes showing a missed grasp and the regrasp (sim.record)
 
 
 @dataclass

@@ -36,6 +36,7 @@ from sim.env import CUBE_HALF, PUSH_T_TCP_Z, TRACK_RADIUS_M, TwinEnv
 from sim.tasks.push_t import PushConfig, PushPlanner
 
 DOWN = np.diag([1.0, -1.0, -1.0])
+MISS_WIDTH_M = 0.015  # pick_place: fingers closed below this width hold no cube (it is 4 cm wide)
 
 
 def _rz(a: float) -> np.ndarray:
@@ -52,12 +53,21 @@ class Expert:
         self._d = mujoco.MjData(env.model)
         self.reset()
 
-    def reset(self, seed: int | None = None) -> None:
+    def reset(self, seed: int | None = None, miss_m: float = 0.0) -> None:
         """Start a new episode. `seed` drives push_t's either-way-round choices; None derives it from the
         episode's first observation (reproducible per env seed), a number makes the same start pose give
-        different demonstrations (multimodal data from one initial state)."""
+        different demonstrations (multimodal data from one initial state).
+
+        `miss_m` != 0 (pick_place) makes the first grasp land that far (signed) beside the cube along the
+        fingers' non-closing axis, so it closes on air: the expert then sees the empty gripper once lifted and goes
+        back for the cube, the recovery that demonstrations otherwise never show (sim.record regrasp)."""
         self.seed = seed
         self.phase, self.wait, self.q_cmd, self.p_cmd = 0, 0, None, None
+        self.miss_m, self.grasp_attempts = float(miss_m), 1
+        # pick_place: act() calls before the first lift began, and whether a lift came up empty since.
+        self.first_lift_step: int | None = None
+        self.lifted_empty = False
+        self.steps = 0
         self._waypoints: list[tuple[np.ndarray, float]] = []  # push_t: (TCP target, speed m/s) still to visit
         self._planner: PushPlanner | None = None
         self._settle_steps, self._settle_tol = 0, 0.0  # push_t: control steps left to wait for the arm, tolerance m
@@ -108,6 +118,8 @@ class Expert:
         home_yaw = np.arctan2(home_r[1, 0], home_r[0, 0])
         k = np.round((home_yaw - yaw) / (np.pi / 2))
         rot = _rz(yaw + k * np.pi / 2) @ DOWN
+        if self.grasp_attempts == 1 and self.miss_m != 0:  # the deliberate miss: beside the cube, on air
+            cube = cube + self.miss_m * rot[:, 0]
         hover, carry = 0.12, 0.15
         plan = [
             (cube + [0, 0, hover], gmax, 0), (cube + [0, 0, 0.004], gmax, 2), (None, 0.0, 6),
@@ -198,9 +210,18 @@ class Expert:
         dist = np.linalg.norm(delta)
         self.p_cmd = p_goal.copy() if dist <= step else self.p_cmd + delta / dist * step
         settled = np.linalg.norm(tcp - p_goal) < 0.006
+        self.steps += 1
+        if env.task == "pick_place" and self.phase in (3, 4) and obs["robot0_gripper_width"][0] < MISS_WIDTH_M:
+            # Closed on nothing (or the cube slipped out): once lifted clear, go back for it.
+            if self.phase == 4 or (dist <= step and settled):
+                self.lifted_empty = True
+                self.phase, self.wait, self.grasp_attempts = 0, 0, self.grasp_attempts + 1
+                return self._track(self.p_cmd, rot, grip)
         if dist <= step and settled:
             if self.wait >= dwell:
                 self.phase, self.wait = self.phase + 1, 0
+                if self.phase == 3 and self.first_lift_step is None:
+                    self.first_lift_step = self.steps
             else:
                 self.wait += 1
         return self._track(self.p_cmd, rot, grip)

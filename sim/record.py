@@ -11,6 +11,12 @@ expert's joint targets plus Gaussian noise while the stored action is the expert
 data show states off the expert's path together with the action that leads back. A policy's own small
 errors put it in such states; without them in the data it has never seen how to recover.
 
+`regrasp_fraction` of the episodes demonstrate a recovery: the expert's first grasp lands 3.5-5 cm beside
+the cube (sim.expert's `miss_m`), closes on air and lifts, sees the empty gripper and goes back for the cube.
+Only the rows from that failed lift on are stored: the deliberate miss itself is not something to imitate,
+what follows it is what a policy whose grasp slipped must do (a policy from images missed its grasp in every
+failure and then carried nothing to the goal, having never seen a regrasp).
+
 Failed expert episodes are kept only when `keep_failed` is set: the per-episode expert outcome is
 stored in root attrs `expert_success` (list of bool, one per recorded episode, in order) and
 `expert_seeds`, so a training run knows which seeds the demos came from and evaluation can use others.
@@ -56,7 +62,8 @@ class RecordStats:
 def record_expert_dataset(path: str | Path, arm: str, task: str, episodes: int, seed: int = 0,
                           cameras: tuple[str, ...] = (), image_size: tuple[int, int] = (96, 96),
                           keep_failed: bool = False, max_attempts: int | None = None,
-                          progress: bool = True, hold_steps: int = 0, action_noise: float = 0.0) -> Path:
+                          progress: bool = True, hold_steps: int = 0, action_noise: float = 0.0,
+                          regrasp_fraction: float = 0.0) -> Path:
     """Roll out the scripted expert for `episodes` successful episodes (seeds seed, seed+1, ...) -> store path.
 
     An episode ends at the expert's success plus `hold_steps` more expert steps (the operator node's
@@ -66,18 +73,22 @@ def record_expert_dataset(path: str | Path, arm: str, task: str, episodes: int, 
     rollouts are tried. Raises ValueError for an empty/impossible request; the store must not exist.
     """
     return record_expert_dataset_stats(path, arm, task, episodes, seed, cameras, image_size, keep_failed,
-                                       max_attempts, progress, hold_steps, action_noise).path
+                                       max_attempts, progress, hold_steps, action_noise, regrasp_fraction).path
 
 
 def record_expert_dataset_stats(path: str | Path, arm: str, task: str, episodes: int, seed: int = 0,
                                 cameras: tuple[str, ...] = (), image_size: tuple[int, int] = (96, 96),
                                 keep_failed: bool = False, max_attempts: int | None = None,
-                                progress: bool = True, hold_steps: int = 0, action_noise: float = 0.0) -> RecordStats:
+                                progress: bool = True, hold_steps: int = 0, action_noise: float = 0.0,
+                                regrasp_fraction: float = 0.0) -> RecordStats:
     """record_expert_dataset, returning counts and the expert's success rate as well."""
     if episodes < 1:
         raise ValueError(f"record: episodes must be >= 1, got {episodes}")
     if not 0.0 <= action_noise < 0.5:
         raise ValueError(f"record: action_noise must be in [0, 0.5) rad, got {action_noise}")
+    if not 0.0 <= regrasp_fraction <= 1.0 or (regrasp_fraction and task != "pick_place"):
+        raise ValueError(f"record: regrasp_fraction must be in [0, 1] and only for pick_place, got {regrasp_fraction} "
+                         f"for {task}")
     path = Path(path)
     env = make_env(task, arm, seed=seed, cameras=tuple(cameras), image_size=tuple(image_size))
     expert = make_expert(env)
@@ -88,7 +99,8 @@ def record_expert_dataset_stats(path: str | Path, arm: str, task: str, episodes:
         streams[CAMERA_KEYS[cam]] = StreamSpec((*image_size, 3), "uint8", "image")
     streams["action"] = StreamSpec((dof + 1,))
     attrs = {"robot": arm, "joint_names": list(env.spec.joint_names), "task": task,
-             "latencies": {}, "source": "sim.record scripted expert", "expert_action_noise_rad": action_noise}
+             "latencies": {}, "source": "sim.record scripted expert", "expert_action_noise_rad": action_noise,
+             "expert_regrasp_fraction": regrasp_fraction}
     writer = DatasetWriter.create(path, env.control_hz, streams, attrs)
     max_attempts = max_attempts if max_attempts is not None else 2 * episodes
     outcomes: list[bool] = []
@@ -100,7 +112,10 @@ def record_expert_dataset_stats(path: str | Path, arm: str, task: str, episodes:
             ep_seed = seed + attempted
             attempted += 1
             obs = env.reset(seed=ep_seed)
-            expert.reset()
+            draw = np.random.default_rng([ep_seed, 0x6A5B])
+            regrasp = bool(draw.random() < regrasp_fraction)
+            miss = float(draw.uniform(0.035, 0.05) * draw.choice([-1.0, 1.0])) if regrasp else 0.0
+            expert.reset(miss_m=miss)
             rows: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
             noise = np.random.default_rng([ep_seed, 0xDA27])
             success = False
@@ -116,6 +131,10 @@ def record_expert_dataset_stats(path: str | Path, arm: str, task: str, episodes:
                 rows.append((obs, act))
                 obs, *_ = env.step(perturbed(act, dof, action_noise, noise))
             ok_total += success
+            if regrasp:  # keep the recovery only: from the failed lift on (none if the miss caught the cube)
+                if not expert.lifted_empty:
+                    continue
+                rows = rows[expert.first_lift_step:]
             if not success and not keep_failed:
                 continue
             t0 = len(outcomes) * EPISODE_GAP_S
@@ -154,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image-size", default="96x96", help="HxW")
     ap.add_argument("--keep-failed", action="store_true")
     ap.add_argument("--hold-steps", type=int, default=0, help="expert steps recorded after success")
+    ap.add_argument("--regrasp-fraction", type=float, default=0.0,
+                    help="pick_place: this share of episodes shows a missed first grasp and the regrasp (stored from "
+                         "the failed lift on)")
     ap.add_argument("--action-noise", type=float, default=0.0,
                     help="std (rad) of noise on the executed joint targets; the clean target is recorded (DART)")
     args = ap.parse_args(argv)
@@ -162,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         cams = tuple(c for c in args.cameras.split(",") if c)
         stats = record_expert_dataset_stats(args.path, args.arm, args.task, args.episodes, args.seed, cams, (h, w),
                                             keep_failed=args.keep_failed, hold_steps=args.hold_steps,
-                                            action_noise=args.action_noise)
+                                            action_noise=args.action_noise, regrasp_fraction=args.regrasp_fraction)
     except (ValueError, KeyError) as e:
         print(e if str(e).startswith("record:") else f"record: {e}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from data.dataset import ReplayDataset
 from sim.record import record_expert_dataset
@@ -47,3 +48,27 @@ def test_action_noise_outside_its_range_is_refused(tmp_path) -> None:
 
     with pytest.raises(ValueError, match="action_noise"):
         record_expert_dataset(tmp_path / "x.zarr", "franka", "reach", 1, progress=False, action_noise=0.7)
+
+
+def test_regrasp_episodes_store_the_recovery_from_the_failed_lift_on(tmp_path) -> None:
+    """A regrasp demonstration starts with the fingers closed on air beside the cube, then opens, goes back,
+    closes on the cube (4 cm wide) and places it: the expert saw its empty gripper and retried."""
+    from sim.expert import MISS_WIDTH_M
+
+    full = ReplayDataset(record_expert_dataset(tmp_path / "full.zarr", "franka", "pick_place", 2, progress=False))
+    store = ReplayDataset(record_expert_dataset(tmp_path / "re.zarr", "franka", "pick_place", 2, progress=False,
+                                                regrasp_fraction=1.0))
+    assert store.attrs["expert_regrasp_fraction"] == 1.0 and store.attrs["expert_success"] == [True, True]
+    for e in range(2):
+        ep = store.episode(e, ["robot0_gripper_width", "robot0_eef_pos", "object_state"])
+        width = ep["robot0_gripper_width"][:, 0]
+        assert width[0] < MISS_WIDTH_M  # closed, holding nothing, at the start of the stored rows
+        assert np.linalg.norm(ep["robot0_eef_pos"][0, :2] - ep["object_state"][0, :2]) > 0.03  # beside the cube
+        opened = int(np.argmax(width > 0.06))
+        assert opened > 0 and np.any(np.abs(width[opened:] - 0.04) < 0.005)  # reopened, then held the cube
+        assert len(ep["robot0_gripper_width"]) < len(full.episode(e, ["action"])["action"]) + 40
+
+
+def test_regrasp_is_refused_outside_pick_place(tmp_path) -> None:
+    with pytest.raises(ValueError, match="regrasp_fraction"):
+        record_expert_dataset(tmp_path / "x.zarr", "franka", "reach", 1, progress=False, regrasp_fraction=0.5)
