@@ -79,7 +79,14 @@ def relative_action_normalizer(normalizer: Normalizer, batches: WindowBatches, k
     ref = batches.arrays[key][batches.rows[:, batches.n_obs_steps - 1]].reshape(len(batches.rows), -1)
     rel = action.astype(np.float64)
     rel[..., : ref.shape[1]] -= ref[:, None, :]
-    fitted = Normalizer().fit({"action": rel.reshape(-1, rel.shape[-1])}, {"action": "minmax"}).state_dict()
+    return refit_action_normalizer(normalizer, rel)
+
+
+def refit_action_normalizer(normalizer: Normalizer, actions: np.ndarray) -> Normalizer:
+    """`normalizer` with its "action" min-max stats fitted anew on `actions` [..., A] (the actions the policy
+    actually predicts, when they are not the store's raw rows)."""
+    a = np.asarray(actions, np.float64)
+    fitted = Normalizer().fit({"action": a.reshape(-1, a.shape[-1])}, {"action": "minmax"}).state_dict()
     state = normalizer.state_dict()
     state.update(fitted)
     return Normalizer().load_state_dict(state)

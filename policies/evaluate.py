@@ -264,11 +264,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--workers", type=int, default=1, help="rollout processes (forked; one torch thread each)")
     args = ap.parse_args(argv)
-    from policies.checkpoint import CheckpointError, load_policy
+    from policies.checkpoint import CheckpointError, action_space, load_deployable
 
     torch.set_num_threads(max(1, args.threads))
     try:
-        policy = load_policy(args.checkpoint, device=args.device)
+        if action_space(args.checkpoint) == "eef":
+            raise ValueError(f"{args.checkpoint}: an end-effector checkpoint; evaluate it with policies.evaluate_eef")
+        policy = load_deployable(args.checkpoint, device=args.device)
         arm = args.arm or policy.shape_meta.arm
         task = args.task or policy.shape_meta.task
         if not arm or not task:

@@ -36,8 +36,14 @@ from data.dataset import DatasetError, ReplayDataset
 from data.torch_dataset import WindowDataset
 from policies.checkpoint import CheckpointError, load_policy, save_checkpoint, tensors_for_save
 from policies.config import ConfigError, TrainConfig, load_train_config, to_dict
-from policies.data import WindowBatches, relative_action_normalizer, widen_small_ranges
+from policies.data import (
+    WindowBatches,
+    refit_action_normalizer,
+    relative_action_normalizer,
+    widen_small_ranges,
+)
 from policies.policy import Policy, ShapeMeta
+from policies.tcp_position import convert_batches, deployable
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_DIR = "train_state"
@@ -97,7 +103,7 @@ def ensure_dataset(cfg: TrainConfig, rank: int) -> None:
         r = cfg.record
         record_expert_dataset(cfg.dataset, r.arm, r.task, r.episodes, seed=r.seed, cameras=tuple(r.cameras),
                               image_size=(r.image_size[0], r.image_size[1]), hold_steps=r.hold_steps,
-                              action_noise=r.action_noise)
+                              action_noise=r.action_noise, regrasp_fraction=r.regrasp_fraction)
 
 
 def save_state(run_dir: Path, policy: Policy, ema: EMA, opt: torch.optim.Optimizer, step: int, wall_s: float) -> None:
@@ -243,14 +249,16 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         val = WindowBatches(WindowDataset(cfg.dataset, split="val", **common)) \
             if cfg.val_ratio > 0 and train_windows.replay.n_episodes > 1 else None
         meta = shape_meta_for(train_windows.replay, pc.obs_keys, train_windows.image_keys)
+        if pc.action_repr == "tcp_position":
+            meta.action_dim = convert_batches(meta.arm, [b for b in (data, val) if b is not None])
         teacher = None
         if pc.generator == "consistency":
             teacher = load_policy(pc.gen.teacher, device=device)
             if (tuple(teacher.obs_keys) != tuple(pc.obs_keys) or teacher.horizon != pc.horizon
                     or teacher.cfg.action_relative_to != pc.action_relative_to
-                    or teacher.cfg.angle_obs != pc.angle_obs):
+                    or teacher.cfg.angle_obs != pc.angle_obs or teacher.cfg.action_repr != pc.action_repr):
                 raise ConfigError(f"policy.gen.teacher {pc.gen.teacher}: obs_keys/horizon/action_relative_to/"
-                                  "angle_obs differ from the student's")
+                                  "angle_obs/action_repr differ from the student's")
             normalizer = teacher.normalizer  # the student must live in the teacher's normalised space
         else:
             lowdim = [k for k in pc.obs_keys if k not in train_windows.image_keys]
@@ -259,6 +267,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             normalizer = widen_small_ranges(train_windows.get_normalizer(modes), lowdim, MIN_LOWDIM_RANGE)
             if pc.action_relative_to:
                 normalizer = relative_action_normalizer(normalizer, data, pc.action_relative_to)
+            if pc.action_repr == "tcp_position":
+                normalizer = refit_action_normalizer(normalizer, data.arrays[data.windows.action_key])
         policy = Policy(pc, meta, normalizer).to(device)
         if teacher is not None:
             policy.set_teacher(teacher)
@@ -299,7 +309,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                 return None
             from policies.evaluate import evaluate
 
-            res = evaluate(ema.model, cfg.eval.arm, cfg.eval.task, cfg.eval.episodes, seed=cfg.eval.seed,
+            res = evaluate(deployable(ema.model), cfg.eval.arm, cfg.eval.task, cfg.eval.episodes, seed=cfg.eval.seed,
                            progress=False)
             tqdm.write(f"step {step}: success {res.success_rate:.0%} [{res.ci_low:.0%}, {res.ci_high:.0%}] "
                        f"over {res.episodes} rollouts")
