@@ -303,3 +303,16 @@ def test_small_ranges_are_widened_not_amplified():
     y = norm.normalize("s", x)
     assert y[:, 0].min() == pytest.approx(-1) and y[:, 0].max() == pytest.approx(1)
     assert np.abs(y[:, 1]).max() < 0.02  # 1e-4 stays small instead of being stretched to +-1
+
+
+def test_every_shipped_train_config_parses():
+    """A shipped config with a typo would only fail when a user starts a 40-minute run."""
+    from pathlib import Path
+
+    import yaml
+
+    configs = sorted((Path(__file__).resolve().parents[2] / "policies" / "configs").glob("*.yaml"))
+    train_configs = [p for p in configs if "eef" not in (yaml.safe_load(p.read_text()) or {})]
+    assert len(train_configs) >= 10
+    for path in train_configs:
+        load_train_config(path)
