@@ -71,7 +71,9 @@ def test_sigkill_never_loses_committed_episodes(tmp_path, procs):
             assert len(e["timestamp"]) == n
             assert np.all(e["robot0_joint_pos"][:, 0] == ep) and np.all(e["action"][:, 1] == -np.arange(n))
             assert np.all(np.abs(e["camera0_rgb"].astype(int) - 10 * (ep % 20)) <= 2)
-    assert len(committed) >= 10
+    # the kills must have landed after some commits, or nothing above was checked (7 of 20 seen on an idle
+    # 2-core machine, where writer start-up takes most of the 0-0.8 s before the kill)
+    assert len(committed) >= 5
     ds, _ = validate(path)
     # a kill between commit and its print may add an unreported episode, never more than one per kill
     assert set(committed) <= set(range(ds.n_episodes)) and ds.n_episodes - len(committed) <= 20

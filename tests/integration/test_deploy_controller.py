@@ -126,7 +126,10 @@ def test_follow_mode_tracks_leader_within_limits_and_holds_when_stale(procs, tmp
         stats["period_error_ms_p99"],
         stats["period_error_ms_max"],
     )
-    assert stats["period_error_ms_p99"] < 5.0  # goal 0.5 ms on a quiet machine; CI shares 2 cores
+    # A loop that lost its 500 Hz timer (a sleep of a whole period or more per tick) shows p99 errors of tens of
+    # ms; the rate itself is measured in the bench (goal 0.5 ms on a quiet machine). 5.19 ms was seen on an
+    # idle 2-core CI-sized machine, so the bound sits at 10 ms.
+    assert stats["period_error_ms_p99"] < 10.0
 
 
 def test_chunk_mode_sends_each_point_one_arm_latency_early(procs, tmp_path) -> None:
