@@ -135,9 +135,9 @@ def action_space(path: str | Path) -> str:
 
 def load_deployable(path: str | Path, device: str = "cpu") -> Any:
     """The policy a deployment runs, whatever its kind: policies.eef.EefPolicy for an end-effector checkpoint
-    (its `action_space` is "eef"), else the joint-space Policy of `load_policy` (wrapped in
-    policies.tcp_position.TcpPositionPolicy when it predicts TCP positions: its chunks are joint rows too). The one loading entry point
-    of the policy node and evaluation tools."""
+    (its `action_space` is "eef"), else the joint-space Policy of `load_policy`, wrapped in
+    policies.tcp_position.TcpPositionPolicy when it predicts TCP positions (its chunks are joint rows too).
+    The one loading entry point of the policy node and evaluation tools."""
     if action_space(path) == "eef":
         from policies.eef import load_eef_policy  # policies.eef imports this module
 

@@ -17,6 +17,7 @@ import yaml
 
 GENERATORS = ("diffusion", "edm", "flow", "consistency")
 BACKBONES = ("unet", "transformer")
+ACTION_REPRS = ("joint", "tcp_position")  # policies.tcp_position
 
 
 class ConfigError(ValueError):
@@ -134,8 +135,8 @@ class PolicyConfig:
         if not self.obs_keys:
             raise ConfigError("policy.obs_keys: at least one observation key is required")
         self.angle_dims()
-        if self.action_repr not in ("joint", "tcp_position"):
-            raise ConfigError(f"policy.action_repr: {self.action_repr!r} is not one of ('joint', 'tcp_position')")
+        if self.action_repr not in ACTION_REPRS:
+            raise ConfigError(f"policy.action_repr: {self.action_repr!r} is not one of {ACTION_REPRS}")
         if self.action_repr != "joint" and self.action_relative_to:
             raise ConfigError("policy.action_relative_to: only for action_repr 'joint' (joint deltas)")
         if self.action_relative_to and self.action_relative_to not in self.obs_keys:

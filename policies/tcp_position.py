@@ -25,7 +25,6 @@ import numpy as np
 
 from robots.ik import IKSolver
 
-ACTION_REPRS = ("joint", "tcp_position")
 JOINT_KEY = "robot0_joint_pos"
 TCP_ACTION_DIM = 4  # tcp x, y, z, gripper width
 
@@ -57,9 +56,13 @@ def convert_batches(arm: str, batches: list) -> int:
     if not arm:
         raise ValueError("policy.action_repr tcp_position: the dataset's attrs name no robot, so no kinematics")
     ik = IKSolver.for_arm(arm)
+    converted: dict[tuple[str, str], np.ndarray] = {}  # the splits of one store hold the same whole array
     for b in batches:
         key = b.windows.action_key
-        b.arrays[key] = tcp_actions(b.arrays[key], ik).astype(np.float32)
+        src = (str(b.windows.path), key)
+        if src not in converted:
+            converted[src] = tcp_actions(b.arrays[key], ik).astype(np.float32)
+        b.arrays[key] = converted[src]
     return TCP_ACTION_DIM
 
 

@@ -64,9 +64,8 @@ class Expert:
         self.seed = seed
         self.phase, self.wait, self.q_cmd, self.p_cmd = 0, 0, None, None
         self.miss_m, self.grasp_attempts = float(miss_m), 1
-        # pick_place: act() calls before the first lift began, and whether a lift came up empty since.
+        # pick_place: act() calls before the first lift began (a lift that came up empty: grasp_attempts > 1).
         self.first_lift_step: int | None = None
-        self.lifted_empty = False
         self.steps = 0
         self._waypoints: list[tuple[np.ndarray, float]] = []  # push_t: (TCP target, speed m/s) still to visit
         self._planner: PushPlanner | None = None
@@ -214,7 +213,6 @@ class Expert:
         if env.task == "pick_place" and self.phase in (3, 4) and obs["robot0_gripper_width"][0] < MISS_WIDTH_M:
             # Closed on nothing (or the cube slipped out): once lifted clear, go back for it.
             if self.phase == 4 or (dist <= step and settled):
-                self.lifted_empty = True
                 self.phase, self.wait, self.grasp_attempts = 0, 0, self.grasp_attempts + 1
                 return self._track(self.p_cmd, rot, grip)
         if dist <= step and settled:

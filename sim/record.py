@@ -132,7 +132,7 @@ def record_expert_dataset_stats(path: str | Path, arm: str, task: str, episodes:
                 obs, *_ = env.step(perturbed(act, dof, action_noise, noise))
             ok_total += success
             if regrasp:  # keep the recovery only: from the failed lift on (none if the miss caught the cube)
-                if not expert.lifted_empty:
+                if expert.grasp_attempts == 1:
                     continue
                 rows = rows[expert.first_lift_step:]
             if not success and not keep_failed:
