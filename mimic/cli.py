@@ -18,6 +18,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "sim": ("sim.cli", "MuJoCo twins: render an expert episode, list arms and tasks"),
     "train": ("policies.train", "train a policy from a YAML config"),
     "eval": ("policies.evaluate", "roll a checkpoint out on a twin task"),
+    "dagger": ("policies.dagger", "expert demonstrations from the states a checkpoint reaches (DAgger data)"),
     "deploy": ("mimic_ros.deploy", "deploy a checkpoint through the ROS deploy session"),
     "calibrate": ("calibration.cli", "GELLO offsets, camera intrinsics, hand-eye, latency"),
     "demo": ("mimic.demo", "the whole loop on a twin: teleop -> dataset -> train -> deploy -> report"),

@@ -180,6 +180,19 @@ def _worker_run(job: tuple) -> tuple[bool, int, float, list[float], str | None]:
     return _episode(_WORKER["policy"], _WORKER["env"], ep_seed, steps, video, video_size)
 
 
+def policy_cameras(policy) -> tuple[tuple[str, ...], tuple[int, int]]:
+    """The twin cameras a policy's image keys name, and their image size (HxW) -> what make_env must render."""
+    cams = []
+    for k in getattr(policy, "image_keys", ()):
+        if k not in KEY_TO_CAMERA:
+            raise ValueError(f"eval: policy image key {k!r} is not a twin camera ({sorted(KEY_TO_CAMERA)})")
+        cams.append(KEY_TO_CAMERA[k])
+    image_size = (96, 96)
+    if cams:
+        image_size = tuple(policy.shape_meta.obs_shapes[policy.image_keys[0]][:2])
+    return tuple(cams), image_size
+
+
 def evaluate(policy, arm: str, task: str, episodes: int, seed: int = DEFAULT_SEED,
              num_inference_steps: int | None = None, video_dir: str | Path | None = None, n_videos: int = 3,
              video_size: tuple[int, int] = (192, 256), progress: bool = True, workers: int = 1) -> EvalResult:
@@ -189,14 +202,7 @@ def evaluate(policy, arm: str, task: str, episodes: int, seed: int = DEFAULT_SEE
     """
     if episodes < 1:
         raise ValueError(f"eval: episodes must be >= 1, got {episodes}")
-    cams = []
-    for k in getattr(policy, "image_keys", ()):
-        if k not in KEY_TO_CAMERA:
-            raise ValueError(f"eval: policy image key {k!r} is not a twin camera ({sorted(KEY_TO_CAMERA)})")
-        cams.append(KEY_TO_CAMERA[k])
-    image_size = (96, 96)
-    if cams:
-        image_size = tuple(policy.shape_meta.obs_shapes[policy.image_keys[0]][:2])
+    cams, image_size = policy_cameras(policy)
     vdir = Path(video_dir) if video_dir else None
     if vdir is not None:
         vdir.mkdir(parents=True, exist_ok=True)

@@ -48,6 +48,30 @@ def perturbed(act: np.ndarray, dof: int, std: float, rng: np.random.Generator) -
     return np.r_[act[:dof] + rng.normal(0.0, std, dof), act[dof:]]
 
 
+def create_twin_store(path: str | Path, env, obs: dict[str, np.ndarray], attrs: dict) -> DatasetWriter:
+    """A new store for rows of `env` (its arm, task and cameras; streams shaped like `obs`) plus `attrs`."""
+    streams = {k: StreamSpec(tuple(np.asarray(obs[k]).shape)) for k in LOWDIM_KEYS}
+    for cam in env.cameras:
+        streams[CAMERA_KEYS[cam]] = StreamSpec((*env.image_size, 3), "uint8", "image")
+    streams["action"] = StreamSpec((env.spec.dof + 1,))
+    base = {"robot": env.spec.name, "joint_names": list(env.spec.joint_names), "task": env.task, "latencies": {}}
+    return DatasetWriter.create(path, env.control_hz, streams, {**base, **attrs})
+
+
+def write_twin_episode(writer: DatasetWriter, rows: list[tuple[dict[str, np.ndarray], np.ndarray]], t0: float,
+                       env) -> int:
+    """Commit (observation, action) rows as one episode on the 10 Hz grid from synthetic time `t0`; -> rows."""
+    writer.begin_episode()
+    for i, (o, act) in enumerate(rows):
+        t = t0 + i / env.control_hz
+        for k in LOWDIM_KEYS:
+            writer.append(k, t, o[k])
+        for cam in env.cameras:
+            writer.append(CAMERA_KEYS[cam], t, o[CAMERA_KEYS[cam]])
+        writer.append("action", t, act)
+    return writer.end_episode()
+
+
 @dataclass
 class RecordStats:
     """What came out of a recording run."""
@@ -94,14 +118,9 @@ def record_expert_dataset_stats(path: str | Path, arm: str, task: str, episodes:
     expert = make_expert(env)
     obs = env.reset(seed=seed)
     dof = env.spec.dof
-    streams = {k: StreamSpec(tuple(np.asarray(obs[k]).shape)) for k in LOWDIM_KEYS}
-    for cam in cameras:
-        streams[CAMERA_KEYS[cam]] = StreamSpec((*image_size, 3), "uint8", "image")
-    streams["action"] = StreamSpec((dof + 1,))
-    attrs = {"robot": arm, "joint_names": list(env.spec.joint_names), "task": task,
-             "latencies": {}, "source": "sim.record scripted expert", "expert_action_noise_rad": action_noise,
-             "expert_regrasp_fraction": regrasp_fraction}
-    writer = DatasetWriter.create(path, env.control_hz, streams, attrs)
+    writer = create_twin_store(path, env, obs, {"source": "sim.record scripted expert",
+                                                "expert_action_noise_rad": action_noise,
+                                                "expert_regrasp_fraction": regrasp_fraction})
     max_attempts = max_attempts if max_attempts is not None else 2 * episodes
     outcomes: list[bool] = []
     seeds: list[int] = []
@@ -137,16 +156,7 @@ def record_expert_dataset_stats(path: str | Path, arm: str, task: str, episodes:
                 rows = rows[expert.first_lift_step:]
             if not success and not keep_failed:
                 continue
-            t0 = len(outcomes) * EPISODE_GAP_S
-            writer.begin_episode()
-            for i, (o, act) in enumerate(rows):
-                t = t0 + i / env.control_hz
-                for k in LOWDIM_KEYS:
-                    writer.append(k, t, o[k])
-                for cam in cameras:
-                    writer.append(CAMERA_KEYS[cam], t, o[CAMERA_KEYS[cam]])
-                writer.append("action", t, act)
-            steps += writer.end_episode()
+            steps += write_twin_episode(writer, rows, len(outcomes) * EPISODE_GAP_S, env)
             outcomes.append(success)
             seeds.append(ep_seed)
             bar.update(1)

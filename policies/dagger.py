@@ -1,0 +1,185 @@
+"""`mimic dagger <checkpoint> <out>`: the scripted expert's answer on the states a trained policy reaches.
+
+Behaviour cloning only sees the expert's own states. A policy's small errors take it off them (the push_t
+block turned a little, the pusher on the wrong side) and from there it has never seen what to do, so the
+errors compound. DAgger (Ross, Gordon & Bagnell 2011) closes the gap: roll the policy out, ask the expert
+what it would do from the states the policy visited, add those demonstrations, retrain.
+
+The expert here is stateful (a push plan it follows for several steps), so its answer is a whole
+demonstration, not one label: every `branch_every` control steps of a policy rollout, a second env replays
+the policy's executed actions from the same seed (MuJoCo is deterministic; the replayed state is checked
+against the rollout's), a fresh expert takes over from that state and runs to success plus `hold_steps`,
+and that branch becomes one episode of the output store. Branches end the way recorded demonstrations end
+(holding at the goal), so no training window is padded past a cut-off motion. Branches the expert does not
+finish within `branch_max_steps` are dropped and counted.
+
+The output store has the streams sim.record writes, so `mimic dataset merge <demos> <out> <merged>` joins it
+to the demonstrations it was trained on. Rollout seeds default to 50000+, apart from the recorded demos
+(0, 1, ...) and from evaluation's held-out seeds (100000+).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from policies.evaluate import policy_cameras, rollout
+from sim.env import make_env
+from sim.expert import make_expert
+from sim.record import EPISODE_GAP_S, create_twin_store, write_twin_episode
+
+DEFAULT_SEED = 50_000
+
+
+@dataclass
+class DaggerStats:
+    """What a collection run produced."""
+
+    path: Path
+    rollouts: int
+    policy_successes: int  # rollouts the policy itself finished
+    branches: int  # expert branches started
+    kept: int  # branches the expert finished (the episodes written)
+    steps: int  # rows written
+
+
+class _ActionLog:
+    """An env that remembers the actions stepped since its last reset (for replaying a rollout's prefix)."""
+
+    def __init__(self, env) -> None:
+        self.env, self.actions = env, []
+
+    def reset(self, seed: int | None = None):
+        self.actions = []
+        return self.env.reset(seed=seed)
+
+    def step(self, action):
+        self.actions.append(np.asarray(action, float).copy())
+        return self.env.step(action)
+
+    def __getattr__(self, name: str):
+        return getattr(self.env, name)
+
+
+def replay(env, seed: int, actions: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """The observation after stepping `actions` from `env.reset(seed)`."""
+    obs = env.reset(seed=seed)
+    for a in actions:
+        obs = env.step(a)[0]
+    return obs
+
+
+def expert_branch(env, expert, obs: dict[str, np.ndarray], max_steps: int, hold_steps: int
+                  ) -> list[tuple[dict[str, np.ndarray], np.ndarray]] | None:
+    """A fresh expert from `obs` (env's current state) to success + hold_steps -> rows, or None if it fails.
+
+    The env's own step limit is ignored here: a branch from late in a rollout gets its own `max_steps`."""
+    expert.reset()
+    rows: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
+    for _ in range(max_steps):
+        act = expert.act(obs)
+        rows.append((obs, act))
+        obs, _, ok, _, _ = env.step(act)
+        if ok:
+            for _ in range(hold_steps):
+                act = expert.act(obs)
+                rows.append((obs, act))
+                obs = env.step(act)[0]
+            return rows
+    return None
+
+
+def collect_dagger(policy, arm: str, task: str, out: str | Path, rollouts: int, seed: int = DEFAULT_SEED,
+                   branch_every: int = 16, branch_max_steps: int = 200, hold_steps: int = 10,
+                   num_inference_steps: int | None = None, progress: bool = True, source: str = "a policy"
+                   ) -> DaggerStats:
+    """Roll `policy` out `rollouts` times (seeds seed, seed+1, ...) and write expert branches into store `out`."""
+    if rollouts < 1 or branch_every < 1 or branch_max_steps < 1 or hold_steps < 0:
+        raise ValueError(f"dagger: rollouts, branch_every and branch_max_steps must be >= 1 and hold_steps >= 0, got "
+                         f"{rollouts}, {branch_every}, {branch_max_steps}, {hold_steps}")
+    cams, image_size = policy_cameras(policy)
+    live = _ActionLog(make_env(task, arm, seed=seed, cameras=cams, image_size=image_size))
+    twin = make_env(task, arm, seed=seed, cameras=cams, image_size=image_size)
+    expert = make_expert(twin)
+    writer = create_twin_store(out, twin, twin.reset(seed=seed), {
+        "source": f"policies.dagger expert branches from {source}",
+        "dagger_branch_every": branch_every, "dagger_hold_steps": hold_steps})
+    stats = DaggerStats(Path(out), rollouts, 0, 0, 0, 0)
+    seeds: list[int] = []
+    outcomes: list[bool] = []
+    bar = tqdm(total=rollouts, desc=f"dagger {arm}/{task}", disable=not progress, unit="rollout")
+    try:
+        for ep_seed in range(seed, seed + rollouts):
+            seen: list[dict[str, np.ndarray]] = []
+            ok, steps, *_ = rollout(policy, live, ep_seed, num_inference_steps, on_step=seen.append)
+            stats.policy_successes += ok
+            actions = list(live.actions)
+            for t in range(branch_every, steps, branch_every):
+                obs = replay(twin, ep_seed, actions[:t])
+                for k in ("robot0_joint_pos", "object_state"):
+                    if not np.allclose(obs[k], seen[t][k], atol=1e-9):
+                        raise RuntimeError(f"dagger: seed {ep_seed} step {t}: replayed {k} differs from the rollout "
+                                           "(the twin is not deterministic here)")
+                stats.branches += 1
+                rows = expert_branch(twin, expert, obs, branch_max_steps, hold_steps)
+                if rows is None:
+                    continue
+                stats.steps += write_twin_episode(writer, rows, stats.kept * EPISODE_GAP_S, twin)
+                stats.kept += 1
+                seeds.append(ep_seed)
+                outcomes.append(True)
+            bar.update(1)
+            bar.set_postfix(policy_ok=f"{stats.policy_successes}/{bar.n}", branches=f"{stats.kept}/{stats.branches}")
+    finally:
+        bar.close()
+        writer.root.attrs.update({"expert_success": outcomes, "expert_seeds": seeds,
+                                  "dagger_policy_successes": stats.policy_successes, "dagger_rollouts": rollouts})
+        writer.close()
+        live.close()
+        twin.close()
+    return stats
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="mimic dagger", description="expert demonstrations from the states a policy "
+                                 "reaches (DAgger); merge the store with the demos and retrain")
+    ap.add_argument("checkpoint", help="checkpoint directory (e.g. <run_dir>/checkpoint)")
+    ap.add_argument("out", help="new store for the expert branches")
+    ap.add_argument("--rollouts", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    ap.add_argument("--branch-every", type=int, default=16, help="control steps between branch points")
+    ap.add_argument("--branch-max-steps", type=int, default=200, help="a branch the expert has not finished by then "
+                    "is dropped")
+    ap.add_argument("--hold-steps", type=int, default=10, help="expert steps kept after its success (as sim.record)")
+    ap.add_argument("--steps", type=int, default=None, help="num_inference_steps (default: the policy's)")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    from data.writer import DatasetError
+    from policies.checkpoint import CheckpointError, action_space, load_deployable
+
+    torch.set_num_threads(max(1, args.threads))
+    try:
+        if action_space(args.checkpoint) == "eef":
+            raise ValueError(f"{args.checkpoint}: an end-effector checkpoint; the twin's experts act in joints")
+        policy = load_deployable(args.checkpoint)
+        arm, task = policy.shape_meta.arm, policy.shape_meta.task
+        if not arm or not task:
+            raise ValueError(f"{args.checkpoint}: checkpoint names no arm/task")
+        st = collect_dagger(policy, arm, task, args.out, args.rollouts, args.seed, args.branch_every,
+                            args.branch_max_steps, args.hold_steps, args.steps, source=args.checkpoint)
+    except (CheckpointError, DatasetError, ValueError, KeyError) as e:
+        print(f"mimic dagger: {e}", file=sys.stderr)
+        return 2
+    print(f"{st.path}: {st.kept} expert branches ({st.steps} steps) of {st.branches} started, from {st.rollouts} "
+          f"rollouts the policy finished {st.policy_successes} of")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

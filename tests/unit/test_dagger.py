@@ -1,0 +1,75 @@
+"""policies.dagger: expert branches from the states a (barely trained) policy reaches, written as episodes that
+merge with the demonstrations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from policies.config import load_train_config
+
+
+@pytest.fixture(scope="module")
+def reach_policy(tmp_path_factory):
+    from policies import load_deployable
+    from policies.train import train
+    from sim.record import record_expert_dataset
+
+    tmp = tmp_path_factory.mktemp("dagger")
+    store = record_expert_dataset(tmp / "reach.zarr", "franka", "reach", episodes=3, progress=False)
+    cfg = load_train_config(None, [f"dataset={store}", f"run_dir={tmp / 'run'}", "steps=20", "batch_size=32",
+                                   "val_every=20", "ckpt_every=20", "threads=1", "policy.horizon=8",
+                                   "policy.n_action_steps=4", "policy.unet.down_dims=[16,32]",
+                                   "policy.unet.time_embed_dim=16", "policy.gen.num_inference_steps=2"])
+    return store, load_deployable(train(cfg, progress=False) / "checkpoint")
+
+
+def test_replaying_a_rollouts_actions_reaches_the_same_state(reach_policy):
+    from policies.dagger import _ActionLog, replay
+    from policies.evaluate import rollout
+    from sim.env import make_env
+
+    _, policy = reach_policy
+    live, twin = _ActionLog(make_env("reach", "franka", cameras=())), make_env("reach", "franka", cameras=())
+    seen: list[dict] = []
+    _, steps, *_ = rollout(policy, live, 7, on_step=seen.append)
+    assert len(live.actions) == steps == len(seen) - 1
+    for t in (1, steps // 2, steps):
+        obs = replay(twin, 7, live.actions[:t])
+        for k in ("robot0_joint_pos", "robot0_eef_pos", "object_state"):
+            np.testing.assert_array_equal(obs[k], seen[t][k])
+
+
+def test_branches_are_expert_demonstrations_from_the_policys_states(reach_policy, tmp_path):
+    from data.dataset import ReplayDataset
+    from data.transform import merge
+    from policies.dagger import collect_dagger
+    from sim.env import make_env
+
+    store, policy = reach_policy
+    st = collect_dagger(policy, "franka", "reach", tmp_path / "dagger.zarr", rollouts=2, branch_every=10,
+                        hold_steps=3, progress=False)
+    max_steps = make_env("reach", "franka", cameras=()).max_steps
+    # a 20-step policy does not reach its goals: each rollout runs to the limit, one branch every 10 steps
+    assert st.policy_successes == 0
+    assert st.branches == 2 * len(range(10, max_steps, 10))
+    assert 0 < st.kept <= st.branches
+    ds = ReplayDataset(tmp_path / "dagger.zarr")
+    assert ds.n_episodes == st.kept and len(ds.attrs["expert_seeds"]) == st.kept
+    assert set(ds.attrs["expert_seeds"]) <= {50_000, 50_001}
+    for i in range(ds.n_episodes):
+        ep = ds.episode(i, ["robot0_eef_pos", "object_state", "action"])
+        # every branch ends the way a demonstration does: at the goal, then hold_steps more rows
+        assert np.linalg.norm(ep["robot0_eef_pos"][-1] - ep["object_state"][-1, :3]) < 0.02
+        assert len(ep["action"]) > 3
+    # branches start where the policy was, not at the expert's own start: they start at different TCPs
+    starts = np.array([ds.episode(i, ["robot0_eef_pos"])["robot0_eef_pos"][0] for i in range(ds.n_episodes)])
+    assert np.ptp(starts, axis=0).max() > 1e-3
+    assert merge([str(store), str(tmp_path / "dagger.zarr")], str(tmp_path / "merged.zarr")) == 3 + st.kept
+
+
+def test_bad_arguments_are_refused(reach_policy, tmp_path):
+    from policies.dagger import collect_dagger
+
+    with pytest.raises(ValueError, match="branch_every"):
+        collect_dagger(reach_policy[1], "franka", "reach", tmp_path / "x.zarr", rollouts=1, branch_every=0)
