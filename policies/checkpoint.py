@@ -91,8 +91,9 @@ def read_json(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
 
 
-def load_policy(path: str | Path, device: str = "cpu") -> Policy:
-    """A ready policy (eval mode, on `device`) from a checkpoint directory."""
+def load_policy(path: str | Path, device: str = "cpu", chunk_candidates: int | None = None) -> Policy:
+    """A ready policy (eval mode, on `device`) from a checkpoint directory; `chunk_candidates` overrides the
+    checkpoint's policy.chunk_candidates (an inference-time choice)."""
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: not a checkpoint directory")
@@ -110,7 +111,12 @@ def load_policy(path: str | Path, device: str = "cpu") -> Policy:
         weights = load_file(str(path / "model.safetensors"))
     except Exception as e:  # safetensors raises its own error types for truncated/foreign files
         raise CheckpointError(f"{path}: weights unreadable ({type(e).__name__}: {e})") from None
-    policy = Policy(policy_cfg, meta, normalizer)
+    if chunk_candidates is not None:
+        policy_cfg.chunk_candidates = int(chunk_candidates)
+    try:
+        policy = Policy(policy_cfg, meta, normalizer)
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: {e}") from None
     try:
         policy.load_state_dict(weights, strict=True)
     except RuntimeError as e:
@@ -133,7 +139,7 @@ def action_space(path: str | Path) -> str:
     return "eef" if (p / EEF_JSON).is_file() else "joint"
 
 
-def load_deployable(path: str | Path, device: str = "cpu") -> Any:
+def load_deployable(path: str | Path, device: str = "cpu", chunk_candidates: int | None = None) -> Any:
     """The policy a deployment runs, whatever its kind: policies.eef.EefPolicy for an end-effector checkpoint
     (its `action_space` is "eef"), else the joint-space Policy of `load_policy`, wrapped in
     policies.tcp_position.TcpPositionPolicy when it predicts TCP positions (its chunks are joint rows too).
@@ -144,4 +150,4 @@ def load_deployable(path: str | Path, device: str = "cpu") -> Any:
         return load_eef_policy(path, device=device)
     from policies.tcp_position import deployable
 
-    return deployable(load_policy(path, device=device))
+    return deployable(load_policy(path, device=device, chunk_candidates=chunk_candidates))

@@ -102,6 +102,12 @@ class PolicyConfig:
     # What a chunk row holds: "joint" targets [q, gripper] (the dataset's action), or "tcp_position" [tcp xyz,
     # gripper] by forward kinematics, turned back into joints by IK at inference (policies.tcp_position).
     action_repr: str = "joint"
+    # Inference only (a checkpoint's value can be overridden at deploy/eval): sample this many chunks per call
+    # and keep the one whose rows best continue the previous chunk's unexecuted rows (the backward coherence
+    # of Bidirectional Decoding, Liu et al. 2024). Where the data hold two ways of doing the same thing (push_t's
+    # either-way-round pushes), independent chunks can alternate between them and the arm dithers; a chunk
+    # chosen to continue the last one keeps the way it started. 1: one sample, no memory between calls.
+    chunk_candidates: int = 1
     unet: UnetConfig = field(default_factory=UnetConfig)
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
@@ -135,6 +141,8 @@ class PolicyConfig:
         if not self.obs_keys:
             raise ConfigError("policy.obs_keys: at least one observation key is required")
         self.angle_dims()
+        if self.chunk_candidates < 1:
+            raise ConfigError(f"policy.chunk_candidates: must be >= 1, got {self.chunk_candidates}")
         if self.action_repr not in ACTION_REPRS:
             raise ConfigError(f"policy.action_repr: {self.action_repr!r} is not one of {ACTION_REPRS}")
         if self.action_repr != "joint" and self.action_relative_to:

@@ -265,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=None, help="num_inference_steps (default: the policy's)")
     ap.add_argument("--video-dir", default=None, help="write MP4s (push_t: and top-view PNGs) of the first --videos rollouts here")
     ap.add_argument("--videos", type=int, default=3)
+    ap.add_argument("--candidates", type=int, default=None, help="chunks sampled per call, the one continuing the "
+                    "last chunk kept (policy.chunk_candidates; default: the checkpoint's)")
     ap.add_argument("--json", default=None, help="also write the result as JSON to this file")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 on a shared machine)")
     ap.add_argument("--device", default="cpu")
@@ -276,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if action_space(args.checkpoint) == "eef":
             raise ValueError(f"{args.checkpoint}: an end-effector checkpoint; evaluate it with policies.evaluate_eef")
-        policy = load_deployable(args.checkpoint, device=args.device)
+        policy = load_deployable(args.checkpoint, device=args.device, chunk_candidates=args.candidates)
         arm = args.arm or policy.shape_meta.arm
         task = args.task or policy.shape_meta.task
         if not arm or not task:

@@ -73,6 +73,8 @@ class Policy(nn.Module):
                              f"action_dim {self.action_dim}")
         self._teacher: list[Policy] = []  # consistency only; a list so it is not a registered submodule
         self._rng: torch.Generator | None = None
+        self.chunk_candidates = cfg.chunk_candidates
+        self._last_chunk: torch.Tensor | None = None  # [H, A] normalised, the chunk predict() returned last
 
     # ---- consistency distillation ------------------------------------------------------------
     def set_teacher(self, teacher: Policy) -> None:
@@ -170,11 +172,34 @@ class Policy(nn.Module):
             finally:
                 self.train()
         with torch.inference_mode():
-            acts = self.sample_actions(self.obs_to_tensors(obs_window), num_inference_steps, self._rng)
-        return acts[0].double().cpu().numpy()
+            obs = self.obs_to_tensors(obs_window)
+            n = self.chunk_candidates
+            if n == 1:
+                return self.sample_actions(obs, num_inference_steps, self._rng)[0].double().cpu().numpy()
+            acts = self.sample_actions({k: v.expand(n, *v.shape[1:]) for k, v in obs.items()}, num_inference_steps,
+                                       self._rng)
+            chunk = acts[self._most_coherent(acts)]
+        return chunk.double().cpu().numpy()
+
+    def _most_coherent(self, candidates: torch.Tensor) -> int:
+        """Index of the candidate chunk [N, H, A] whose rows best continue the last returned chunk.
+
+        predict() is called every n_action_steps (receding horizon), so candidate row lo + i is the step the
+        last chunk planned in its row lo + n_action_steps + i; distance is measured in normalised action
+        units over those overlapping rows. The first call of an episode (after reset) keeps candidate 0."""
+        lo, k = self.n_obs_steps - 1, self.n_action_steps
+        overlap = self.horizon - lo - k
+        normed = self.normalizer.normalize("action", candidates)
+        best = 0
+        if self._last_chunk is not None and overlap > 0:
+            prev = self._last_chunk[lo + k:lo + k + overlap]
+            best = int(((normed[:, lo:lo + overlap] - prev) ** 2).sum((1, 2)).argmin())
+        self._last_chunk = normed[best].clone()
+        return best
 
     def reset(self) -> None:
-        """No recurrent state; re-seeds nothing (sampling noise comes from torch's global RNG or `seed`)."""
+        """Forget the last chunk (chunk_candidates > 1 continues it); sampling noise is not re-seeded."""
+        self._last_chunk = None
 
     def seed(self, seed: int | None) -> None:
         """Make predict() reproducible (its own RNG) or, with None, use torch's global RNG again."""

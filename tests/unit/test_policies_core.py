@@ -316,3 +316,35 @@ def test_every_shipped_train_config_parses():
     assert len(train_configs) >= 10
     for path in train_configs:
         load_train_config(path)
+
+
+def test_chunk_candidates_keep_the_chunk_that_continues_the_last_one(reach_store):
+    torch.manual_seed(0)
+    policy, batches, _ = _policy(reach_store, "flow")
+    policy.eval().seed(3)
+    policy.chunk_candidates = 8
+    window = {k: batches.arrays[k][:2].astype(np.float64) for k in policy.obs_keys}
+    first = policy.predict(window, 2)
+    state = policy._rng.get_state()
+    second = policy.predict(window, 2)
+    policy._rng.set_state(state)
+    obs = policy.obs_to_tensors(window)
+    with torch.inference_mode():
+        cands = policy.sample_actions({k: v.expand(8, *v.shape[1:]) for k, v in obs.items()}, 2, policy._rng)
+        norm = policy.normalizer.normalize("action", cands).double().numpy()
+        prev = policy.normalizer.normalize("action", torch.as_tensor(first, dtype=torch.float32)).double().numpy()
+    # n_obs 2, horizon 8, 4 actions per call: rows 1..3 of this call are rows 5..7 of the last one
+    dist = ((norm[:, 1:4] - prev[5:8]) ** 2).sum((1, 2))
+    i = int(dist.argmin())
+    np.testing.assert_allclose(second, cands[i].double().numpy(), atol=1e-6)
+    assert dist[i] < np.median(dist)
+    # after reset() nothing is continued: the first candidate comes back
+    policy.reset()
+    state = policy._rng.get_state()
+    third = policy.predict(window, 2)
+    policy._rng.set_state(state)
+    with torch.inference_mode():
+        cands = policy.sample_actions({k: v.expand(8, *v.shape[1:]) for k, v in obs.items()}, 2, policy._rng)
+    np.testing.assert_allclose(third, cands[0].double().numpy(), atol=1e-6)
+    with pytest.raises(ConfigError, match="chunk_candidates"):
+        PolicyConfig(obs_keys=["robot0_joint_pos"], chunk_candidates=0).validate()
