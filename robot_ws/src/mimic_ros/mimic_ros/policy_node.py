@@ -77,6 +77,10 @@ class PolicyNodeConfig:
     num_inference_steps: int = param(
         0, "denoising steps per prediction (0: the policy's default)", range=(0, 10_000)
     )
+    chunk_candidates: int = param(
+        0, "chunks sampled per prediction, the one continuing the last chunk kept (0: the checkpoint's)",
+        range=(0, 256),
+    )
     device: str = param("cpu", "torch device of the policy")
 
 
@@ -136,7 +140,7 @@ class PolicyNode(ManagedNode):
         declare_config(self, cfg)
         spec = spec or resolve_spec(cfg.arm)
         if policy is None:
-            policy = load_checkpoint(cfg.checkpoint, cfg.device)
+            policy = load_checkpoint(cfg.checkpoint, cfg.device, cfg.chunk_candidates or None)
         self.cfg, self.spec, self.policy = cfg, spec, policy
         self.action_space = getattr(policy, "action_space", "joint")
         if self.action_space not in ("joint", "eef"):
@@ -310,7 +314,7 @@ class PolicyNode(ManagedNode):
         self.chunks_sent += 1
 
 
-def load_checkpoint(checkpoint: str, device: str):
+def load_checkpoint(checkpoint: str, device: str, chunk_candidates: int | None = None):
     """`policies.load_deployable(checkpoint)` (a joint Policy or an end-effector EefPolicy), or
     `py:module:factory` for a scripted policy object (tests, baselines)."""
     if checkpoint.startswith("py:"):
@@ -327,7 +331,7 @@ def load_checkpoint(checkpoint: str, device: str):
         from policies import load_deployable
     except ImportError as e:
         raise ValueError(f"cannot load policies ({e})") from None
-    return load_deployable(checkpoint, device=device)
+    return load_deployable(checkpoint, device=device, chunk_candidates=chunk_candidates)
 
 
 def main(argv: list[str] | None = None, spec: ArmSpec | None = None, policy=None) -> int:
