@@ -29,13 +29,12 @@ from tqdm import tqdm
 
 from policies.evaluate import DEFAULT_SEED, EvalResult
 from robots.eef_control import EefChunkController
-from robots.ik import IKSolver
+from robots.ik import IKSolver, tool_down
 from sim.env import TwinEnv, make_env
 from teleop.handheld import grasp_command
 
 ARMS = ("franka", "ur5e", "xarm7")
 STARTS = ("handheld", "home")
-DOWN = np.diag([1.0, -1.0, -1.0])  # TCP z pointing at the table, as the demos hold the gripper
 # sim.handheld.HandheldEnv.reset's start draw (m, rad): the region the demonstrations begin in
 START_LOW, START_HIGH, START_YAW = np.array([0.35, -0.1, 0.2]), np.array([0.45, 0.1, 0.3]), 0.3
 START_STEPS = 25  # control periods to go there (2.5 s) and settle
@@ -53,18 +52,13 @@ class EefEvalResult(EvalResult):
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _rz(a: float) -> np.ndarray:
-    c, s = np.cos(a), np.sin(a)
-    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
-
-
 def start_pose(seed: int) -> np.ndarray:
     """The episode's TCP start pose row [pos, axis-angle] drawn from the demos' start region."""
     from scipy.spatial.transform import Rotation
 
     rng = np.random.default_rng([seed, 7])
     pos = rng.uniform(START_LOW, START_HIGH)
-    rot = _rz(rng.uniform(-START_YAW, START_YAW)) @ DOWN
+    rot = tool_down(rng.uniform(-START_YAW, START_YAW))  # as the demos hold it
     return np.concatenate([pos, Rotation.from_matrix(rot).as_rotvec()])
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robots.ik import IKSolver
+from robots.ik import IKSolver, tool_down
 
 JOINT_KEY = "robot0_joint_pos"
 TCP_ACTION_DIM = 4  # tcp x, y, z, gripper width
@@ -32,9 +32,7 @@ TCP_ACTION_DIM = 4  # tcp x, y, z, gripper width
 def down_at_home_yaw(ik: IKSolver) -> np.ndarray:
     """3x3 rotation: the tool's z axis pointing down, its x axis at the home pose's yaw (sim.expert's push_t pusher)."""
     r = ik.fk(np.asarray(ik.spec.home, float))[:3, :3]
-    yaw = np.arctan2(r[1, 0], r[0, 0])
-    c, s = np.cos(yaw), np.sin(yaw)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) @ np.diag([1.0, -1.0, -1.0])
+    return tool_down(float(np.arctan2(r[1, 0], r[0, 0])))
 
 
 def tcp_actions(actions: np.ndarray, ik: IKSolver) -> np.ndarray:

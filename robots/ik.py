@@ -22,6 +22,13 @@ import numpy as np
 from robots.spec import ArmSpec
 
 
+def tool_down(yaw: float) -> np.ndarray:
+    """3x3 rotation of a tool pointing straight down (its z axis at -z) with its x axis at `yaw` about z: how
+    the scripted experts, the tcp_position policies and the handheld twin hold a gripper over a table."""
+    c, s = np.cos(yaw), np.sin(yaw)
+    return np.array([[c, s, 0.0], [s, -c, 0.0], [0.0, 0.0, -1.0]])
+
+
 @dataclass(frozen=True)
 class IKConfig:
     """Solver knobs. Tolerances end the iteration early; they are not the reachability threshold."""

@@ -32,16 +32,11 @@ import dataclasses
 import mujoco
 import numpy as np
 
+from robots.ik import tool_down
 from sim.env import CUBE_HALF, PUSH_T_TCP_Z, TRACK_RADIUS_M, TwinEnv
 from sim.tasks.push_t import PushConfig, PushPlanner
 
-DOWN = np.diag([1.0, -1.0, -1.0])
 MISS_WIDTH_M = 0.015  # pick_place: fingers closed below this width hold no cube (it is 4 cm wide)
-
-
-def _rz(a: float) -> np.ndarray:
-    c, s = np.cos(a), np.sin(a)
-    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
 
 
 class Expert:
@@ -116,7 +111,7 @@ class Expert:
         yaw = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
         home_yaw = np.arctan2(home_r[1, 0], home_r[0, 0])
         k = np.round((home_yaw - yaw) / (np.pi / 2))
-        rot = _rz(yaw + k * np.pi / 2) @ DOWN
+        rot = tool_down(yaw + k * np.pi / 2)
         if self.grasp_attempts == 1 and self.miss_m != 0:  # the deliberate miss: beside the cube, on air
             cube = cube + self.miss_m * rot[:, 0]
         hover, carry = 0.12, 0.15
@@ -201,7 +196,7 @@ class Expert:
             self._home_yaw = float(np.arctan2(self._home_r[1, 0], self._home_r[0, 0]))
         if env.task == "push_t":
             self.p_cmd = self._push_t(obs, tcp)
-            return self._track(self.p_cmd, _rz(self._home_yaw) @ DOWN, 0.0)
+            return self._track(self.p_cmd, tool_down(self._home_yaw), 0.0)
         p_goal, rot, grip, dwell = self._goal(obs)
         slow = env.task == "pick_place" and self.phase in (1, 5)  # vertical approaches: no lateral lag
         step = (self.speed / 3 if slow else self.speed) / env.control_hz
