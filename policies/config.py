@@ -168,6 +168,18 @@ class RecordConfig:
 
 
 @dataclass
+class DaggerConfig:
+    """Build `dataset` (when missing) as `demos` plus expert branches from the states `policy` reaches
+    (policies.dagger): one DAgger round. The next round names this round's dataset and checkpoint."""
+
+    policy: str = ""  # checkpoint of the policy to roll out ("" : no DAgger; record or read `dataset`)
+    demos: str = ""  # the store `policy` was trained on; the branches are merged onto it
+    rollouts: int = 80
+    seed: int = 50_000  # rollout seeds seed, seed+1, ...: neither demo (0+) nor evaluation (100000+) scenes
+    branch_every: int = 16
+
+
+@dataclass
 class EvalConfig:
     """Periodic twin rollouts during training (0 episodes disables them)."""
 
@@ -201,12 +213,16 @@ class TrainConfig:
     grad_clip: float = 1.0
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
+    dagger: DaggerConfig = field(default_factory=DaggerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> None:
         self.policy.validate()
         if not self.dataset:
             raise ConfigError("dataset: path of the training store is required")
+        if self.dagger.policy and (not self.dagger.demos or self.record.episodes > 0):
+            raise ConfigError("dagger: needs dagger.demos (the store dagger.policy was trained on) and no "
+                              "record.episodes (the dataset is built from those, not recorded)")
         for name in ("steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")

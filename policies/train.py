@@ -20,6 +20,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -93,9 +94,14 @@ def shape_meta_for(ds: ReplayDataset, obs_keys: list[str], image_keys: set[str])
 
 
 def ensure_dataset(cfg: TrainConfig, rank: int) -> None:
+    if not Path(cfg.dataset).exists() and cfg.dagger.policy:
+        if rank == 0:
+            build_dagger_dataset(cfg)
+        return
     if Path(cfg.dataset).exists() or cfg.record.episodes <= 0:
         if not Path(cfg.dataset).exists() and "://" not in cfg.dataset:
-            raise DatasetError(f"{cfg.dataset}: dataset not found (set record.episodes to record it from the twin)")
+            raise DatasetError(f"{cfg.dataset}: dataset not found (set record.episodes to record it from the twin, "
+                               "or dagger.policy to build it from a trained policy's rollouts)")
         return
     if rank == 0:
         from sim.record import record_expert_dataset
@@ -104,6 +110,28 @@ def ensure_dataset(cfg: TrainConfig, rank: int) -> None:
         record_expert_dataset(cfg.dataset, r.arm, r.task, r.episodes, seed=r.seed, cameras=tuple(r.cameras),
                               image_size=(r.image_size[0], r.image_size[1]), hold_steps=r.hold_steps,
                               action_noise=r.action_noise, regrasp_fraction=r.regrasp_fraction)
+
+
+def build_dagger_dataset(cfg: TrainConfig) -> None:
+    """`dataset` = `dagger.demos` + expert branches from `dagger.policy`'s rollouts (kept beside it as
+    <dataset stem>.branches.zarr, so a crash in the merge does not cost the rollouts)."""
+    from data.transform import merge
+    from policies.checkpoint import load_deployable
+    from policies.dagger import collect_dagger
+
+    d, out = cfg.dagger, Path(cfg.dataset)
+    for path, what in ((d.policy, "dagger.policy"), (d.demos, "dagger.demos")):
+        if not Path(path).exists():
+            raise DatasetError(f"{path}: {what} not found (train/record it first)")
+    branches = out.with_name(out.stem + ".branches.zarr")
+    if not branches.exists():  # collected under another name first: a killed run leaves no short store behind
+        partial = branches.with_name(branches.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        policy = load_deployable(d.policy)
+        collect_dagger(policy, policy.shape_meta.arm, policy.shape_meta.task, partial, d.rollouts, d.seed,
+                       d.branch_every, source=d.policy)
+        partial.rename(branches)
+    merge([d.demos, str(branches)], str(out))
 
 
 def save_state(run_dir: Path, policy: Policy, ema: EMA, opt: torch.optim.Optimizer, step: int, wall_s: float) -> None:

@@ -21,7 +21,8 @@ def reach_policy(tmp_path_factory):
                                    "val_every=20", "ckpt_every=20", "threads=1", "policy.horizon=8",
                                    "policy.n_action_steps=4", "policy.unet.down_dims=[16,32]",
                                    "policy.unet.time_embed_dim=16", "policy.gen.num_inference_steps=2"])
-    return store, load_deployable(train(cfg, progress=False) / "checkpoint")
+    ckpt = train(cfg, progress=False) / "checkpoint"
+    return store, load_deployable(ckpt), ckpt
 
 
 def test_replaying_a_rollouts_actions_reaches_the_same_state(reach_policy):
@@ -29,7 +30,7 @@ def test_replaying_a_rollouts_actions_reaches_the_same_state(reach_policy):
     from policies.evaluate import rollout
     from sim.env import make_env
 
-    _, policy = reach_policy
+    _, policy, _ = reach_policy
     live, twin = _ActionLog(make_env("reach", "franka", cameras=())), make_env("reach", "franka", cameras=())
     seen: list[dict] = []
     _, steps, *_ = rollout(policy, live, 7, on_step=seen.append)
@@ -46,7 +47,7 @@ def test_branches_are_expert_demonstrations_from_the_policys_states(reach_policy
     from policies.dagger import collect_dagger
     from sim.env import make_env
 
-    store, policy = reach_policy
+    store, policy, _ = reach_policy
     st = collect_dagger(policy, "franka", "reach", tmp_path / "dagger.zarr", rollouts=2, branch_every=10,
                         hold_steps=3, progress=False)
     max_steps = make_env("reach", "franka", cameras=()).max_steps
@@ -73,3 +74,23 @@ def test_bad_arguments_are_refused(reach_policy, tmp_path):
 
     with pytest.raises(ValueError, match="branch_every"):
         collect_dagger(reach_policy[1], "franka", "reach", tmp_path / "x.zarr", rollouts=1, branch_every=0)
+
+
+def test_a_train_config_with_a_dagger_section_builds_its_dataset(reach_policy, tmp_path):
+    from data.dataset import ReplayDataset
+    from policies.config import ConfigError
+    from policies.train import train
+
+    store, _, ckpt = reach_policy
+    data = tmp_path / "round1.zarr"
+    sets = [f"dataset={data}", f"run_dir={tmp_path / 'run1'}", "steps=2", "batch_size=16", "val_every=2",
+            "ckpt_every=2", "threads=1", "policy.horizon=8", "policy.n_action_steps=4",
+            "policy.unet.down_dims=[16,32]", "policy.unet.time_embed_dim=16", f"dagger.policy={ckpt}",
+            f"dagger.demos={store}", "dagger.rollouts=1", "dagger.branch_every=20"]
+    train(load_train_config(None, sets), progress=False)
+    branches = tmp_path / "round1.branches.zarr"
+    kept = ReplayDataset(branches).n_episodes
+    assert kept > 0 and not (tmp_path / "round1.branches.zarr.partial").exists()
+    assert ReplayDataset(data).n_episodes == ReplayDataset(store).n_episodes + kept
+    with pytest.raises(ConfigError, match="dagger.demos"):
+        load_train_config(None, sets[:-3])  # dagger.policy without dagger.demos
