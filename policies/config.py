@@ -81,6 +81,10 @@ class GeneratorConfig:
     cd_solver: str = "heun"  # teacher ODE step: euler | heun
     cd_huber_c: float = 0.0  # pseudo-Huber constant; 0 -> squared error
     cd_dsm_weight: float = 0.0  # weight of the denoising (DSM) anchor ||f(x_sigma, sigma) - x0||^2 beside the CD loss
+    # > 0: the anchor's weight falls off above this sigma, as 1 / (1 + (sigma / cd_dsm_sigma)^2). At high noise
+    # the denoising target E[x0 | x_sigma] is the mean of the data's modes, which is exactly what a 1-step
+    # sample must not return where demonstrations go either way round (push_t); 0: the same weight at every sigma.
+    cd_dsm_sigma: float = 0.0
 
 
 @dataclass

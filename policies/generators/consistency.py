@@ -11,6 +11,9 @@ With the online student as its own target (mu = 0) and few CPU steps, the consis
 measured on pick_place, a teacher-initialised student fell from 45% to 15% success at 1 step after 2500
 distillation steps (action MSE 0.0055 -> 0.013). `cd_dsm_weight` adds the denoising loss
 ||f(x_sigma, sigma) - x0||^2 of CTM / Consistency Policy, which anchors every sigma to the data.
+At high sigma that anchor's minimiser is E[x0 | x_sigma], the mean of the data's modes; `cd_dsm_sigma`
+confines it to the low-noise end, leaving the high-noise jumps to the consistency term (which follows the
+teacher's ODE to one mode).
 """
 
 from __future__ import annotations
@@ -54,7 +57,10 @@ class ConsistencyGenerator(Generator):
             err = (err.flatten(1).sum(1) + c.cd_huber_c**2).sqrt() - c.cd_huber_c
         loss = err.mean()
         if c.cd_dsm_weight > 0:  # anchor f(x, sigma) to the data itself, as CTM / Consistency Policy do
-            loss = loss + c.cd_dsm_weight * ((pred.float() - x0.float()) ** 2).mean()
+            dsm = ((pred.float() - x0.float()) ** 2).flatten(1).mean(1)
+            if c.cd_dsm_sigma > 0:  # only where x_sigma still tells the modes apart (config.py: cd_dsm_sigma)
+                dsm = dsm / (1 + (s_hi.float() / c.cd_dsm_sigma) ** 2)
+            loss = loss + c.cd_dsm_weight * dsm.mean()
         return loss
 
     def loss(self, net: Net, x0: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:

@@ -225,6 +225,15 @@ def test_consistency_dsm_anchor_adds_the_denoising_error(reach_store):
         losses[w] = student(batch).item()
     assert losses[1.0] > losses[0.0]
     assert losses[2.0] - losses[0.0] == pytest.approx(2 * (losses[1.0] - losses[0.0]), rel=1e-4)
+    # cd_dsm_sigma: the anchor fades out at high sigma, so it adds less, and nothing as cd_dsm_sigma -> 0+
+    student.generator.cfg.cd_dsm_weight = 1.0
+    added = {}
+    for sd in (10.0, 0.05, 1e-6):
+        student.generator.cfg.cd_dsm_sigma = sd
+        torch.manual_seed(0)
+        added[sd] = student(batch).item() - losses[0.0]
+    assert losses[1.0] - losses[0.0] > added[10.0] > added[0.05] > added[1e-6] >= 0
+    assert added[1e-6] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_visuomotor_policy_two_cameras_uint8_window(reach_store):
