@@ -80,6 +80,13 @@ class GeneratorConfig:
     cd_bins: int = 18  # Karras discretisation N of the teacher's ODE
     cd_solver: str = "heun"  # teacher ODE step: euler | heun
     cd_huber_c: float = 0.0  # pseudo-Huber constant; 0 -> squared error
+    # What f(x_sigma, sigma) is trained towards: "self", the student's own f one teacher ODE step lower (consistency
+    # distillation, Song et al. 2023); "ode", the teacher's whole ODE solved from x_sigma to the data in
+    # cd_ode_steps Euler steps (the endpoint every consistency function must return; Luhman & Luhman 2021's
+    # distillation at every sigma). "ode" has no bootstrap to drift, and one noise maps to one of the
+    # teacher's modes, never their mean. Half of each "ode" batch starts at sigma_max, where a 1-step sample does.
+    cd_target: str = "self"
+    cd_ode_steps: int = 5
     cd_dsm_weight: float = 0.0  # weight of the denoising (DSM) anchor ||f(x_sigma, sigma) - x0||^2 beside the CD loss
     # > 0: the anchor's weight falls off above this sigma, as 1 / (1 + (sigma / cd_dsm_sigma)^2). At high noise
     # the denoising target E[x0 | x_sigma] is the mean of the data's modes, which is exactly what a 1-step

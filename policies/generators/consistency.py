@@ -38,6 +38,10 @@ class ConsistencyGenerator(Generator):
     def distill_loss(self, net: Net, x0: torch.Tensor, cond: torch.Tensor, teacher: EDMGenerator, teacher_net: Net,
                      teacher_cond: torch.Tensor) -> torch.Tensor:
         c = self.cfg
+        if c.cd_target == "ode":
+            return self._ode_loss(net, x0, cond, teacher, teacher_net, teacher_cond)
+        if c.cd_target != "self":
+            raise ValueError(f"policy.gen.cd_target: {c.cd_target!r} is not self|ode")
         b = x0.shape[0]
         sigmas = karras_sigmas(c.cd_bins + 1, c.sigma_min, c.sigma_max, c.rho, x0.device).flip(0)  # ascending
         n = torch.randint(0, c.cd_bins, (b,), device=x0.device)
@@ -62,6 +66,35 @@ class ConsistencyGenerator(Generator):
                 dsm = dsm / (1 + (s_hi.float() / c.cd_dsm_sigma) ** 2)
             loss = loss + c.cd_dsm_weight * dsm.mean()
         return loss
+
+    def _ode_loss(self, net: Net, x0: torch.Tensor, cond: torch.Tensor, teacher: EDMGenerator, teacher_net: Net,
+                  teacher_cond: torch.Tensor) -> torch.Tensor:
+        """||f(x_sigma, sigma) - ODE_teacher(x_sigma: sigma -> 0)||^2 (cd_target "ode"; config.py says why)."""
+        c = self.cfg
+        b = x0.shape[0]
+        sigmas = karras_sigmas(c.cd_bins + 1, c.sigma_min, c.sigma_max, c.rho, x0.device).flip(0)
+        n = torch.randint(1, c.cd_bins + 1, (b,), device=x0.device)
+        n[: b // 2] = c.cd_bins  # sigma_max: where a 1-step sample starts
+        s_hi = sigmas[n]
+        x_hi = x0 + s_hi[:, None, None] * torch.randn_like(x0)
+        with torch.no_grad():
+            target = self.teacher_endpoint(teacher, teacher_net, x_hi, s_hi, teacher_cond)
+        err = (self.consistency_fn(net, x_hi, s_hi, cond).float() - target.float()) ** 2
+        return err.mean()
+
+    def teacher_endpoint(self, teacher: EDMGenerator, teacher_net: Net, x: torch.Tensor, sigma: torch.Tensor,
+                         cond: torch.Tensor) -> torch.Tensor:
+        """The teacher's probability-flow ODE from x at sigma [B] to the data: cd_ode_steps Euler steps on each
+        row's own Karras schedule (sigma .. sigma_min, then 0), i.e. the teacher's Euler sampler started there."""
+        c = self.cfg
+        ramp = torch.linspace(0, 1, c.cd_ode_steps, device=x.device)
+        lo, hi = c.sigma_min ** (1 / c.rho), sigma[:, None] ** (1 / c.rho)
+        sched = torch.cat([(hi + ramp * (lo - hi)) ** c.rho, sigma.new_zeros(len(sigma), 1)], 1)
+        for i in range(c.cd_ode_steps):
+            s, s_next = sched[:, i], sched[:, i + 1]
+            d = (x - teacher.denoise(teacher_net, x, s, cond)) / s[:, None, None]
+            x = x + (s_next - s)[:, None, None] * d
+        return x
 
     def loss(self, net: Net, x0: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         raise RuntimeError("a consistency policy trains by distillation: use distill_loss with its EDM teacher")

@@ -357,3 +357,36 @@ def test_chunk_candidates_keep_the_chunk_that_continues_the_last_one(reach_store
     np.testing.assert_allclose(third, cands[0].double().numpy(), atol=1e-6)
     with pytest.raises(ConfigError, match="chunk_candidates"):
         PolicyConfig(obs_keys=["robot0_joint_pos"], chunk_candidates=0).validate()
+
+
+def test_consistency_ode_target_is_the_teachers_euler_sample(reach_store):
+    """cd_target "ode": from sigma_max the target is exactly what the teacher's Euler sampler returns from the
+    same noise, and the distillation loss trains the student towards it."""
+    teacher, batches, _ = _policy(reach_store, "edm")
+    student, _, _ = _policy(reach_store, "consistency")
+    student.normalizer = teacher.normalizer
+    student.set_teacher(teacher)
+    gen, tgen = student.generator, teacher.generator
+    gen.cfg.cd_target, gen.cfg.cd_ode_steps = "ode", 4
+    tgen.cfg.sampler = "euler"
+    batch = batches.batch(np.arange(8))
+    with torch.no_grad():
+        cond = teacher.encoder(teacher.encoder.augment(teacher.normalize_obs(batch["obs"]), train=False))
+        shape = (8, teacher.horizon, teacher.action_dim)
+        sample = tgen.sample(teacher.backbone, cond, shape, 4, torch.Generator().manual_seed(5))
+        z = torch.randn(shape, generator=torch.Generator().manual_seed(5)) * tgen.cfg.sigma_max
+        end = gen.teacher_endpoint(tgen, teacher.backbone, z, torch.full((8,), tgen.cfg.sigma_max), cond)
+    torch.testing.assert_close(end, sample, atol=1e-5, rtol=1e-5)
+    opt = torch.optim.AdamW(student.parameters(), lr=3e-3)
+    losses = []
+    for i in range(25):
+        torch.manual_seed(i)
+        loss = student(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.isfinite(losses).all() and np.mean(losses[-5:]) < np.mean(losses[:5])
+    gen.cfg.cd_target = "bogus"
+    with pytest.raises(ValueError, match="cd_target"):
+        student(batch)
