@@ -111,8 +111,7 @@ def collect_dagger(policy, arm: str, task: str, out: str | Path, rollouts: int, 
         "source": f"policies.dagger expert branches from {source}",
         "dagger_branch_every": branch_every, "dagger_hold_steps": hold_steps})
     stats = DaggerStats(Path(out), rollouts, 0, 0, 0, 0)
-    seeds: list[int] = []
-    outcomes: list[bool] = []
+    seeds: list[int] = []  # the rollout seed of each written branch
     bar = tqdm(total=rollouts, desc=f"dagger {arm}/{task}", disable=not progress, unit="rollout")
     try:
         for ep_seed in range(seed, seed + rollouts):
@@ -133,12 +132,11 @@ def collect_dagger(policy, arm: str, task: str, out: str | Path, rollouts: int, 
                 stats.steps += write_twin_episode(writer, rows, stats.kept * EPISODE_GAP_S, twin)
                 stats.kept += 1
                 seeds.append(ep_seed)
-                outcomes.append(True)
             bar.update(1)
             bar.set_postfix(policy_ok=f"{stats.policy_successes}/{bar.n}", branches=f"{stats.kept}/{stats.branches}")
     finally:
         bar.close()
-        writer.root.attrs.update({"expert_success": outcomes, "expert_seeds": seeds,
+        writer.root.attrs.update({"expert_success": [True] * len(seeds), "expert_seeds": seeds,  # only finished branches
                                   "dagger_policy_successes": stats.policy_successes, "dagger_rollouts": rollouts})
         writer.close()
         live.close()
