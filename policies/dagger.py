@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from policies.evaluate import policy_cameras, rollout
+from policies.evaluate import load_twin_policy, policy_cameras, rollout
 from sim.env import make_env
 from sim.expert import make_expert
 from sim.record import EPISODE_GAP_S, create_twin_store, write_twin_episode
@@ -159,16 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     from data.writer import DatasetError
-    from policies.checkpoint import CheckpointError, action_space, load_deployable
+    from policies.checkpoint import CheckpointError
 
     torch.set_num_threads(max(1, args.threads))
     try:
-        if action_space(args.checkpoint) == "eef":
-            raise ValueError(f"{args.checkpoint}: an end-effector checkpoint; the twin's experts act in joints")
-        policy = load_deployable(args.checkpoint)
-        arm, task = policy.shape_meta.arm, policy.shape_meta.task
-        if not arm or not task:
-            raise ValueError(f"{args.checkpoint}: checkpoint names no arm/task")
+        policy, arm, task = load_twin_policy(args.checkpoint)
         st = collect_dagger(policy, arm, task, args.out, args.rollouts, args.seed, args.branch_every,
                             args.branch_max_steps, args.hold_steps, args.steps, source=args.checkpoint)
     except (CheckpointError, DatasetError, ValueError, KeyError) as e:

@@ -255,6 +255,21 @@ def _collect(result: EvalResult, all_times: list[float], ep_seed: int, out: tupl
         result.videos.append(video)
 
 
+def load_twin_policy(checkpoint: str | Path, arm: str | None = None, task: str | None = None, device: str = "cpu",
+                     chunk_candidates: int | None = None):
+    """(deployable joint-space policy, arm, task) for rolling `checkpoint` out on a twin: arm and task default to
+    the ones it was trained on. ValueError for an end-effector checkpoint or one that names no arm/task."""
+    from policies.checkpoint import action_space, load_deployable
+
+    if action_space(checkpoint) == "eef":
+        raise ValueError(f"{checkpoint}: an end-effector checkpoint; evaluate it with policies.evaluate_eef")
+    policy = load_deployable(checkpoint, device=device, chunk_candidates=chunk_candidates)
+    arm, task = arm or policy.shape_meta.arm, task or policy.shape_meta.task
+    if not arm or not task:
+        raise ValueError(f"{checkpoint}: checkpoint names no arm/task; pass --arm and --task")
+    return policy, arm, task
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="mimic eval", description="roll a checkpoint out on a twin task")
     ap.add_argument("checkpoint", help="checkpoint directory (e.g. <run_dir>/checkpoint)")
@@ -272,17 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--workers", type=int, default=1, help="rollout processes (forked; one torch thread each)")
     args = ap.parse_args(argv)
-    from policies.checkpoint import CheckpointError, action_space, load_deployable
+    from policies.checkpoint import CheckpointError
 
     torch.set_num_threads(max(1, args.threads))
     try:
-        if action_space(args.checkpoint) == "eef":
-            raise ValueError(f"{args.checkpoint}: an end-effector checkpoint; evaluate it with policies.evaluate_eef")
-        policy = load_deployable(args.checkpoint, device=args.device, chunk_candidates=args.candidates)
-        arm = args.arm or policy.shape_meta.arm
-        task = args.task or policy.shape_meta.task
-        if not arm or not task:
-            raise ValueError(f"{args.checkpoint}: checkpoint names no arm/task; pass --arm and --task")
+        policy, arm, task = load_twin_policy(args.checkpoint, args.arm, args.task, args.device, args.candidates)
         res = evaluate(policy, arm, task, args.episodes, seed=args.seed, num_inference_steps=args.steps,
                        video_dir=args.video_dir, n_videos=args.videos, workers=args.workers)
     except (CheckpointError, ValueError, KeyError) as e:

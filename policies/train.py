@@ -116,8 +116,8 @@ def build_dagger_dataset(cfg: TrainConfig) -> None:
     """`dataset` = `dagger.demos` + expert branches from `dagger.policy`'s rollouts (kept beside it as
     <dataset stem>.branches.zarr, so a crash in the merge does not cost the rollouts)."""
     from data.transform import merge
-    from policies.checkpoint import load_deployable
     from policies.dagger import collect_dagger
+    from policies.evaluate import load_twin_policy
 
     d, out = cfg.dagger, Path(cfg.dataset)
     for path, what in ((d.policy, "dagger.policy"), (d.demos, "dagger.demos")):
@@ -127,9 +127,8 @@ def build_dagger_dataset(cfg: TrainConfig) -> None:
     if not branches.exists():  # collected under another name first: a killed run leaves no short store behind
         partial = branches.with_name(branches.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
-        policy = load_deployable(d.policy)
-        collect_dagger(policy, policy.shape_meta.arm, policy.shape_meta.task, partial, d.rollouts, d.seed,
-                       d.branch_every, source=d.policy)
+        policy, arm, task = load_twin_policy(d.policy)
+        collect_dagger(policy, arm, task, partial, d.rollouts, d.seed, d.branch_every, source=d.policy)
         partial.rename(branches)
     merge([d.demos, str(branches)], str(out))
 
