@@ -67,6 +67,9 @@ class ReplayDataset:
         self.root = open_group(path, "r")
         self.episode_ends = check_layout(self.root, path)
         self._data = self.root["data"]
+        # A store's streams are fixed when it is created: list them once (each listing reads the directory).
+        self._arrays: dict[str, zarr.Array] = dict(self._data.arrays())
+        self._keys = sorted(self._arrays)
 
     @property
     def n_episodes(self) -> int:
@@ -82,12 +85,12 @@ class ReplayDataset:
 
     @property
     def keys(self) -> list[str]:
-        return sorted(k for k, _ in self._data.arrays())
+        return list(self._keys)
 
     def array(self, key: str) -> zarr.Array:
-        if key not in self.keys:
-            raise DatasetError(f"{self.path}: missing key 'data/{key}' (have {self.keys})")
-        return self._data[key]
+        if key not in self._arrays:
+            raise DatasetError(f"{self.path}: missing key 'data/{key}' (have {self._keys})")
+        return self._arrays[key]
 
     def episode_slice(self, i: int) -> slice:
         if not 0 <= i < self.n_episodes:

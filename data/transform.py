@@ -29,11 +29,21 @@ def _copy(sources: list[tuple[ReplayDataset, list[int]]], out: str | Path) -> in
     w = DatasetWriter.create(out, first.attrs["fps"], _streams(first),
                              {k: first.attrs[k] for k in CARRIED_ATTRS if k in first.attrs})
     total = sum(len(eps) for _, eps in sources)
+    # Episodes go out in batches of about this many rows (fewer with images, which are held decoded).
+    batch_rows = 256 if any(s.kind == "image" for s in _streams(first).values()) else 16384
     with tqdm(total=total, desc=f"write {Path(str(out)).name}", disable=total < 20) as bar:
+        batch: list[dict[str, np.ndarray]] = []
+        rows = 0
         for ds, eps in sources:
             for i in eps:
-                w.write_episode(ds.episode(i))
-                bar.update()
+                batch.append(ds.episode(i))
+                rows += len(batch[-1]["timestamp"])
+                if rows >= batch_rows:
+                    w.write_episodes(batch)
+                    bar.update(len(batch))
+                    batch, rows = [], 0
+        w.write_episodes(batch)
+        bar.update(len(batch))
     return total
 
 

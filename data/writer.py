@@ -235,19 +235,38 @@ class DatasetWriter:
 
         For import/merge/split, where rows already sit on the grid; live recording uses append().
         """
+        return self.write_episodes([rows])[0]
+
+    def write_episodes(self, episodes: list[dict[str, np.ndarray]]) -> list[int]:
+        """Append several already-aligned episodes with one write per key, then commit them all.
+
+        Why: a store's cost is per zarr operation (a resize and a metadata file per key), not per row, so
+        merge and split batch episodes. The data lands before any of the episode_ends, so a kill
+        mid-batch leaves the earlier commits intact and this batch uncommitted. Returns each one's steps.
+        """
         if self._active is not None:
             raise RuntimeError(f"{self.path}: write_episode() while an episode is open")
-        missing = [k for k in self._data_keys() if k not in rows]
-        if missing:
-            raise KeyError(f"{self.path}: episode is missing keys {missing}")
-        n = len(rows["timestamp"])
-        bad = [k for k in self._data_keys() if len(rows[k]) != n]
-        if n == 0 or bad:
-            raise ValueError(f"{self.path}: episode keys {bad or ['timestamp']} have inconsistent/zero length")
-        self.begin_episode()
-        self._pending = {k: list(np.asarray(rows[k])) for k in self._data_keys()}
-        self._rows = n
-        return self.end_episode()
+        keys = self._data_keys()
+        lengths = []
+        for rows in episodes:
+            missing = [k for k in keys if k not in rows]
+            if missing:
+                raise KeyError(f"{self.path}: episode is missing keys {missing}")
+            n = len(rows["timestamp"])
+            bad = [k for k in keys if len(rows[k]) != n]
+            if n == 0 or bad:
+                raise ValueError(f"{self.path}: episode keys {bad or ['timestamp']} have inconsistent/zero length")
+            lengths.append(n)
+        if not episodes:
+            return []
+        with self._lock:
+            start = self.n_committed
+            self._truncate(start)  # rows left by a discarded episode
+            self._write_batch({k: np.concatenate([np.asarray(rows[k]) for rows in episodes]) for k in keys})
+            n = self._ends.shape[0]
+            self._ends.resize((n + len(lengths),))
+            self._ends[n:] = start + np.cumsum(lengths)  # the commits
+        return lengths
 
     def discard_episode(self) -> None:
         with self._lock:

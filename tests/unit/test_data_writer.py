@@ -113,3 +113,28 @@ def test_discard_and_reopen_trim_uncommitted_rows(tmp_path):
     assert ReplayDataset(path).array("camera0_rgb").shape[0] == n0
     n1 = record(w2, 30.0, 1.0)
     assert list(validate(path)[0].episode_ends) == [n0, n0 + n1]
+
+
+def test_write_episodes_batch_equals_one_by_one_and_refuses_a_bad_episode_whole(tmp_path):
+    """merge/split write many episodes per zarr operation: the store must match one write per episode, and
+    a bad episode anywhere in a batch must leave nothing of that batch behind."""
+    src = tmp_path / "src.zarr"
+    w = DatasetWriter.create(src, FPS, streams(), {"robot": "franka", "joint_names": ["a", "b", "c"]})
+    for k in range(3):
+        record(w, 100.0 * (k + 1), 1.0 + 0.3 * k)
+    w.close()
+    ds = ReplayDataset(src)
+    eps = [ds.episode(i) for i in range(ds.n_episodes)]
+    one, many = tmp_path / "one.zarr", tmp_path / "many.zarr"
+    for path, batched in ((one, False), (many, True)):
+        out = DatasetWriter.create(path, FPS, streams(), {"robot": "franka", "joint_names": ["a", "b", "c"]})
+        lengths = out.write_episodes(eps) if batched else [out.write_episode(e) for e in eps]
+        assert lengths == list(np.diff(np.r_[0, ds.episode_ends]))
+        short = dict(eps[0], action=eps[0]["action"][:-1])
+        with pytest.raises(ValueError, match="inconsistent"):
+            out.write_episodes([eps[1], short])
+        out.close()
+    a, b = validate(one)[0], validate(many)[0]
+    assert list(a.episode_ends) == list(b.episode_ends) == list(ds.episode_ends)
+    for key in ds.keys:
+        assert np.array_equal(a.read(key), b.read(key)) and np.array_equal(a.read(key), ds.read(key))
