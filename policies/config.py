@@ -188,6 +188,7 @@ class DaggerConfig:
     rollouts: int = 80
     seed: int = 50_000  # rollout seeds seed, seed+1, ...: neither demo (0+) nor evaluation (100000+) scenes
     branch_every: int = 16
+    workers: int = 1  # rollout processes (forked, one torch thread each)
 
 
 @dataclass

@@ -21,7 +21,11 @@ to the demonstrations it was trained on. Rollout seeds default to 50000+, apart 
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
+import shutil
 import sys
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +33,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from data.dataset import ReplayDataset, open_group
+from data.transform import merge
 from policies.evaluate import load_twin_policy, policy_cameras, rollout
 from sim.env import make_env
 from sim.expert import make_expert
@@ -97,12 +103,20 @@ def expert_branch(env, expert, obs: dict[str, np.ndarray], max_steps: int, hold_
 
 def collect_dagger(policy, arm: str, task: str, out: str | Path, rollouts: int, seed: int = DEFAULT_SEED,
                    branch_every: int = 16, branch_max_steps: int = 200, hold_steps: int = 10,
-                   num_inference_steps: int | None = None, progress: bool = True, source: str = "a policy"
-                   ) -> DaggerStats:
-    """Roll `policy` out `rollouts` times (seeds seed, seed+1, ...) and write expert branches into store `out`."""
-    if rollouts < 1 or branch_every < 1 or branch_max_steps < 1 or hold_steps < 0:
-        raise ValueError(f"dagger: rollouts, branch_every and branch_max_steps must be >= 1 and hold_steps >= 0, got "
-                         f"{rollouts}, {branch_every}, {branch_max_steps}, {hold_steps}")
+                   num_inference_steps: int | None = None, progress: bool = True, source: str = "a policy",
+                   workers: int = 1, on_rollout: Callable[[], None] | None = None) -> DaggerStats:
+    """Roll `policy` out `rollouts` times (seeds seed, seed+1, ...) and write expert branches into store `out`.
+
+    workers > 1 splits the seeds into contiguous ranges, one forked process each (one torch thread), each
+    writing its own store beside `out`; those are merged into `out` in seed order and removed."""
+    if rollouts < 1 or branch_every < 1 or branch_max_steps < 1 or hold_steps < 0 or workers < 1:
+        raise ValueError(f"dagger: rollouts, branch_every, branch_max_steps and workers must be >= 1 and hold_steps "
+                         f">= 0, got {rollouts}, {branch_every}, {branch_max_steps}, {workers}, {hold_steps}")
+    if workers > 1 and rollouts > 1:
+        return _collect_parallel(policy, arm, task, Path(out), rollouts, seed, min(workers, rollouts),
+                                 dict(branch_every=branch_every, branch_max_steps=branch_max_steps,
+                                      hold_steps=hold_steps, num_inference_steps=num_inference_steps,
+                                      source=source), progress)
     cams, image_size = policy_cameras(policy)
     live = _ActionLog(make_env(task, arm, seed=seed, cameras=cams, image_size=image_size))
     twin = make_env(task, arm, seed=seed, cameras=cams, image_size=image_size)
@@ -133,6 +147,8 @@ def collect_dagger(policy, arm: str, task: str, out: str | Path, rollouts: int, 
                 stats.kept += 1
                 seeds.append(ep_seed)
             bar.update(1)
+            if on_rollout is not None:
+                on_rollout()
             bar.set_postfix(policy_ok=f"{stats.policy_successes}/{bar.n}", branches=f"{stats.kept}/{stats.branches}")
     finally:
         bar.close()
@@ -141,6 +157,59 @@ def collect_dagger(policy, arm: str, task: str, out: str | Path, rollouts: int, 
         writer.close()
         live.close()
         twin.close()
+    return stats
+
+
+_WORKER: dict = {}  # per forked worker: the policy, the shared rollout counter
+
+
+def _worker_collect(job: tuple[str, str, str, int, int, dict]) -> DaggerStats:
+    arm, task, out, rollouts, seed, kw = job
+    torch.set_num_threads(1)
+    counter = _WORKER["done"]
+
+    def tick() -> None:
+        with counter.get_lock():
+            counter.value += 1
+
+    return collect_dagger(_WORKER["policy"], arm, task, out, rollouts, seed, progress=False, on_rollout=tick, **kw)
+
+
+def _collect_parallel(policy, arm: str, task: str, out: Path, rollouts: int, seed: int, workers: int, kw: dict,
+                      progress: bool) -> DaggerStats:
+    if out.exists():
+        raise ValueError(f"dagger: {out}: output already exists")
+    ctx = mp.get_context("fork")
+    chunks = [c for c in np.array_split(np.arange(seed, seed + rollouts), workers) if c.size]
+    parts = [out.with_name(f"{out.name}.part{k}") for k in range(len(chunks))]
+    for p in parts:
+        shutil.rmtree(p, ignore_errors=True)
+    _WORKER.clear()
+    _WORKER.update(policy=policy, done=ctx.Value("i", 0))
+    bar = tqdm(total=rollouts, desc=f"dagger {arm}/{task} ({len(chunks)} workers)", disable=not progress,
+               unit="rollout")
+    try:
+        with ProcessPoolExecutor(len(chunks), mp_context=ctx) as pool:
+            futures = [pool.submit(_worker_collect, (arm, task, str(p), int(c.size), int(c[0]), kw))
+                       for p, c in zip(parts, chunks, strict=True)]
+            while wait(futures, timeout=1.0).not_done:
+                bar.update(_WORKER["done"].value - bar.n)
+            results = [f.result() for f in futures]
+        bar.update(rollouts - bar.n)
+    finally:
+        bar.close()
+        _WORKER.clear()
+    merge([str(p) for p in parts], str(out))
+    firsts = [ReplayDataset(p).attrs for p in parts]
+    stats = DaggerStats(out, rollouts, *(sum(getattr(r, f) for r in results)
+                                         for f in ("policy_successes", "branches", "kept", "steps")))
+    seeds = [s for a in firsts for s in a["expert_seeds"]]
+    attrs = {k: v for k, v in firsts[0].items() if k.startswith("dagger_") or k == "source"}
+    attrs.update({"expert_success": [True] * len(seeds), "expert_seeds": seeds, "dagger_rollouts": rollouts,
+                  "dagger_policy_successes": stats.policy_successes})
+    open_group(out, "r+").attrs.update(attrs)
+    for p in parts:
+        shutil.rmtree(p)
     return stats
 
 
@@ -157,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hold-steps", type=int, default=10, help="expert steps kept after its success (as sim.record)")
     ap.add_argument("--steps", type=int, default=None, help="num_inference_steps (default: the policy's)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=1, help="rollout processes (forked; one torch thread each)")
     args = ap.parse_args(argv)
     from data.writer import DatasetError
     from policies.checkpoint import CheckpointError
@@ -165,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         policy, arm, task = load_twin_policy(args.checkpoint)
         st = collect_dagger(policy, arm, task, args.out, args.rollouts, args.seed, args.branch_every,
-                            args.branch_max_steps, args.hold_steps, args.steps, source=args.checkpoint)
+                            args.branch_max_steps, args.hold_steps, args.steps, source=args.checkpoint,
+                            workers=args.workers)
     except (CheckpointError, DatasetError, ValueError, KeyError) as e:
         print(f"mimic dagger: {e}", file=sys.stderr)
         return 2

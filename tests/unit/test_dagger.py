@@ -69,6 +69,26 @@ def test_branches_are_expert_demonstrations_from_the_policys_states(reach_policy
     assert merge([str(store), str(tmp_path / "dagger.zarr")], str(tmp_path / "merged.zarr")) == 3 + st.kept
 
 
+def test_workers_split_the_seeds_and_merge_their_stores_in_seed_order(reach_policy, tmp_path):
+    from data.dataset import ReplayDataset
+    from policies.dagger import collect_dagger
+    from sim.env import make_env
+
+    _, policy, _ = reach_policy
+    out = tmp_path / "par.zarr"
+    st = collect_dagger(policy, "franka", "reach", out, rollouts=3, branch_every=10, hold_steps=3, progress=False,
+                        workers=2)
+    max_steps = make_env("reach", "franka", cameras=()).max_steps
+    assert st.rollouts == 3 and st.policy_successes == 0
+    assert st.branches == 3 * len(range(10, max_steps, 10)) and 0 < st.kept <= st.branches
+    ds = ReplayDataset(out)
+    seeds = ds.attrs["expert_seeds"]
+    assert ds.n_episodes == st.kept == len(seeds) and ds.n_steps == st.steps
+    assert seeds == sorted(seeds) and set(seeds) <= {50_000, 50_001, 50_002} and 50_002 in seeds
+    assert ds.attrs["dagger_rollouts"] == 3 and ds.attrs["dagger_branch_every"] == 10
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["par.zarr"]  # the per-worker stores are gone
+
+
 def test_bad_arguments_are_refused(reach_policy, tmp_path):
     from policies.dagger import collect_dagger
 
