@@ -6,9 +6,9 @@ errors compound. DAgger (Ross, Gordon & Bagnell 2011) closes the gap: roll the p
 what it would do from the states the policy visited, add those demonstrations, retrain.
 
 The expert here is stateful (a push plan it follows for several steps), so its answer is a whole
-demonstration, not one label: every `branch_every` control steps of a policy rollout, a second env replays
-the policy's executed actions from the same seed (MuJoCo is deterministic; the replayed state is checked
-against the rollout's), a fresh expert takes over from that state and runs to success plus `hold_steps`,
+demonstration, not one label: a second env replays the policy's executed actions from the same seed
+(MuJoCo is deterministic; the replayed state is checked against the rollout's), and every `branch_every`
+control steps its state is copied into a third env (TwinEnv.copy_state_from), where a fresh expert takes over and runs to success plus `hold_steps`,
 and that branch becomes one episode of the output store. Branches end the way recorded demonstrations end
 (holding at the goal), so no training window is padded past a cut-off motion. Branches the expert does not
 finish within `branch_max_steps` are dropped and counted.
@@ -73,14 +73,6 @@ class _ActionLog:
         return getattr(self.env, name)
 
 
-def replay(env, seed: int, actions: list[np.ndarray]) -> dict[str, np.ndarray]:
-    """The observation after stepping `actions` from `env.reset(seed)`."""
-    obs = env.reset(seed=seed)
-    for a in actions:
-        obs = env.step(a)[0]
-    return obs
-
-
 def expert_branch(env, expert, obs: dict[str, np.ndarray], max_steps: int, hold_steps: int
                   ) -> list[tuple[dict[str, np.ndarray], np.ndarray]] | None:
     """A fresh expert from `obs` (env's current state) to success + hold_steps -> rows, or None if it fails.
@@ -120,6 +112,7 @@ def collect_dagger(policy, arm: str, task: str, out: str | Path, rollouts: int, 
     cams, image_size = policy_cameras(policy)
     live = _ActionLog(make_env(task, arm, seed=seed, cameras=cams, image_size=image_size))
     twin = make_env(task, arm, seed=seed, cameras=cams, image_size=image_size)
+    replayer = make_env(task, arm, seed=seed, cameras=(), image_size=image_size)
     expert = make_expert(twin)
     writer = create_twin_store(out, twin, twin.reset(seed=seed), {
         "source": f"policies.dagger expert branches from {source}",
@@ -133,8 +126,14 @@ def collect_dagger(policy, arm: str, task: str, out: str | Path, rollouts: int, 
             ok, steps, *_ = rollout(policy, live, ep_seed, num_inference_steps, on_step=seen.append)
             stats.policy_successes += ok
             actions = list(live.actions)
+            replayer.reset(seed=ep_seed)
+            done = 0
             for t in range(branch_every, steps, branch_every):
-                obs = replay(twin, ep_seed, actions[:t])
+                for a in actions[done:t]:  # the replay advances once per rollout, not once per branch
+                    replayer.step(a)
+                done = t
+                twin.reset(seed=ep_seed)
+                obs = twin.copy_state_from(replayer)
                 for k in ("robot0_joint_pos", "object_state"):
                     if not np.allclose(obs[k], seen[t][k], atol=1e-9):
                         raise RuntimeError(f"dagger: seed {ep_seed} step {t}: replayed {k} differs from the rollout "
@@ -157,6 +156,7 @@ def collect_dagger(policy, arm: str, task: str, out: str | Path, rollouts: int, 
         writer.close()
         live.close()
         twin.close()
+        replayer.close()
     return stats
 
 

@@ -217,6 +217,21 @@ class TwinEnv:
         self._substep = 0
         return self._obs()
 
+    def copy_state_from(self, other: TwinEnv) -> dict[str, np.ndarray]:
+        """Continue from `other`'s current state: its MjData (warm starts included, so the next steps are
+        bit-identical), step count and queued commands; returns the observation there.
+
+        Both envs must have been reset with the same task, arm and seed (the goal, colours and spawn live in
+        the model, which reset() edits), and have no latency model (its draws are not copied). DAgger uses this
+        to branch an expert off a replayed rollout without replaying the whole prefix for every branch."""
+        if (other.task, other.spec.name) != (self.task, self.spec.name) or self.latency or other.latency:
+            raise ValueError(f"copy_state_from: {other.task}/{other.spec.name} -> {self.task}/{self.spec.name} "
+                             "(needs the same task and arm, and no latency model)")
+        mujoco.mj_copyData(self.data, self.model, other.data)
+        self.t, self._substep, self._near_since = other.t, other._substep, other._near_since
+        self._pending = deque(other._pending)
+        return self._obs()
+
     def _reset_push_t(self) -> None:
         """Goal T drawn at PUSH_T_GOAL, block anywhere in reach at any yaw but not already (nearly) at the goal."""
         m, goal = self.model, PUSH_T_GOAL

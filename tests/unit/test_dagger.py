@@ -25,8 +25,15 @@ def reach_policy(tmp_path_factory):
     return store, load_deployable(ckpt), ckpt
 
 
+def replay(env, seed, actions):
+    obs = env.reset(seed=seed)
+    for a in actions:
+        obs = env.step(a)[0]
+    return obs
+
+
 def test_replaying_a_rollouts_actions_reaches_the_same_state(reach_policy):
-    from policies.dagger import _ActionLog, replay
+    from policies.dagger import _ActionLog
     from policies.evaluate import rollout
     from sim.env import make_env
 
@@ -39,6 +46,33 @@ def test_replaying_a_rollouts_actions_reaches_the_same_state(reach_policy):
         obs = replay(twin, 7, live.actions[:t])
         for k in ("robot0_joint_pos", "robot0_eef_pos", "object_state"):
             np.testing.assert_array_equal(obs[k], seen[t][k])
+
+
+def test_a_copied_state_continues_bit_identically():
+    """TwinEnv.copy_state_from (how a DAgger branch starts): the copy and the original, stepped with the same
+    actions, stay identical, contacts included (push_t: the pusher on the block)."""
+    from sim.env import make_env
+    from sim.expert import make_expert
+
+    src, dst = make_env("push_t", "franka", cameras=()), make_env("push_t", "franka", cameras=())
+    expert = make_expert(src)
+    obs = src.reset(seed=3)
+    expert.reset()
+    actions = []
+    for _ in range(60):
+        actions.append(expert.act(obs))
+        obs = src.step(actions[-1])[0]
+    dst.reset(seed=3)
+    copied = dst.copy_state_from(src)
+    for k in obs:
+        np.testing.assert_array_equal(copied[k], obs[k])
+    for a in actions[:40]:  # the same commands again, from the copied state
+        o1, o2 = src.step(a)[0], dst.step(a)[0]
+        for k in o1:
+            np.testing.assert_array_equal(o1[k], o2[k])
+    assert dst.t == src.t == 100
+    with pytest.raises(ValueError, match="same task and arm"):
+        make_env("reach", "franka", cameras=()).copy_state_from(src)
 
 
 def test_branches_are_expert_demonstrations_from_the_policys_states(reach_policy, tmp_path):
