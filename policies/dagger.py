@@ -152,7 +152,8 @@ def collect_dagger(policy, arm: str, task: str, out: str | Path, rollouts: int, 
     finally:
         bar.close()
         writer.root.attrs.update({"expert_success": [True] * len(seeds), "expert_seeds": seeds,  # only finished branches
-                                  "dagger_policy_successes": stats.policy_successes, "dagger_rollouts": rollouts})
+                                  "dagger_policy_successes": stats.policy_successes, "dagger_rollouts": rollouts,
+                                  "dagger_branches_started": stats.branches})
         writer.close()
         live.close()
         twin.close()
@@ -206,7 +207,7 @@ def _collect_parallel(policy, arm: str, task: str, out: Path, rollouts: int, see
     seeds = [s for a in firsts for s in a["expert_seeds"]]
     attrs = {k: v for k, v in firsts[0].items() if k.startswith("dagger_") or k == "source"}
     attrs.update({"expert_success": [True] * len(seeds), "expert_seeds": seeds, "dagger_rollouts": rollouts,
-                  "dagger_policy_successes": stats.policy_successes})
+                  "dagger_policy_successes": stats.policy_successes, "dagger_branches_started": stats.branches})
     open_group(out, "r+").attrs.update(attrs)
     for p in parts:
         shutil.rmtree(p)

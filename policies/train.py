@@ -128,8 +128,10 @@ def build_dagger_dataset(cfg: TrainConfig) -> None:
         partial = branches.with_name(branches.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         policy, arm, task = load_twin_policy(d.policy)
-        collect_dagger(policy, arm, task, partial, d.rollouts, d.seed, d.branch_every, source=d.policy,
-                       workers=d.workers)
+        st = collect_dagger(policy, arm, task, partial, d.rollouts, d.seed, d.branch_every, source=d.policy,
+                            workers=d.workers)
+        tqdm.write(f"dagger: {st.kept} of {st.branches} expert branches kept ({st.steps} steps); {d.policy} "
+                   f"finished {st.policy_successes} of {st.rollouts} rollouts")
         partial.rename(branches)
     merge([d.demos, str(branches)], str(out))
 

@@ -120,6 +120,7 @@ def test_workers_split_the_seeds_and_merge_their_stores_in_seed_order(reach_poli
     assert ds.n_episodes == st.kept == len(seeds) and ds.n_steps == st.steps
     assert seeds == sorted(seeds) and set(seeds) <= {50_000, 50_001, 50_002} and 50_002 in seeds
     assert ds.attrs["dagger_rollouts"] == 3 and ds.attrs["dagger_branch_every"] == 10
+    assert ds.attrs["dagger_branches_started"] == st.branches
     assert sorted(p.name for p in tmp_path.iterdir()) == ["par.zarr"]  # the per-worker stores are gone
 
 
