@@ -26,11 +26,12 @@ def _refuse_existing(out: str | Path) -> None:
 
 def _copy(sources: list[tuple[ReplayDataset, list[int]]], out: str | Path) -> int:
     first = sources[0][0]
-    w = DatasetWriter.create(out, first.attrs["fps"], _streams(first),
+    streams = _streams(first)
+    w = DatasetWriter.create(out, first.attrs["fps"], streams,
                              {k: first.attrs[k] for k in CARRIED_ATTRS if k in first.attrs})
     total = sum(len(eps) for _, eps in sources)
     # Episodes go out in batches of about this many rows (fewer with images, which are held decoded).
-    batch_rows = 256 if any(s.kind == "image" for s in _streams(first).values()) else 16384
+    batch_rows = 256 if any(s.kind == "image" for s in streams.values()) else 16384
     with tqdm(total=total, desc=f"write {Path(str(out)).name}", disable=total < 20) as bar:
         batch: list[dict[str, np.ndarray]] = []
         rows = 0

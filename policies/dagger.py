@@ -8,8 +8,8 @@ what it would do from the states the policy visited, add those demonstrations, r
 The expert here is stateful (a push plan it follows for several steps), so its answer is a whole
 demonstration, not one label: a second env replays the policy's executed actions from the same seed
 (MuJoCo is deterministic; the replayed state is checked against the rollout's), and every `branch_every`
-control steps its state is copied into a third env (TwinEnv.copy_state_from), where a fresh expert takes over and runs to success plus `hold_steps`,
-and that branch becomes one episode of the output store. Branches end the way recorded demonstrations end
+control steps its state is copied into a third env (TwinEnv.copy_state_from), where a fresh expert takes
+over and runs to success plus `hold_steps`, and that branch becomes one episode of the output store. Branches end the way recorded demonstrations end
 (holding at the goal), so no training window is padded past a cut-off motion. Branches the expert does not
 finish within `branch_max_steps` are dropped and counted.
 
@@ -127,12 +127,12 @@ def collect_dagger(policy, arm: str, task: str, out: str | Path, rollouts: int, 
             stats.policy_successes += ok
             actions = list(live.actions)
             replayer.reset(seed=ep_seed)
+            twin.reset(seed=ep_seed)  # the seed's goal and colours (model edits); each branch then copies the state
             done = 0
             for t in range(branch_every, steps, branch_every):
                 for a in actions[done:t]:  # the replay advances once per rollout, not once per branch
                     replayer.step(a)
                 done = t
-                twin.reset(seed=ep_seed)
                 obs = twin.copy_state_from(replayer)
                 for k in ("robot0_joint_pos", "object_state"):
                     if not np.allclose(obs[k], seen[t][k], atol=1e-9):
@@ -151,14 +151,19 @@ def collect_dagger(policy, arm: str, task: str, out: str | Path, rollouts: int, 
             bar.set_postfix(policy_ok=f"{stats.policy_successes}/{bar.n}", branches=f"{stats.kept}/{stats.branches}")
     finally:
         bar.close()
-        writer.root.attrs.update({"expert_success": [True] * len(seeds), "expert_seeds": seeds,  # only finished branches
-                                  "dagger_policy_successes": stats.policy_successes, "dagger_rollouts": rollouts,
-                                  "dagger_branches_started": stats.branches})
+        writer.root.attrs.update(_branch_attrs(seeds, stats))
         writer.close()
         live.close()
         twin.close()
         replayer.close()
     return stats
+
+
+def _branch_attrs(seeds: list[int], stats: DaggerStats) -> dict:
+    """The store attrs a collection ends with: the rollout seed of each written branch (every one finished)
+    and the run's counts."""
+    return {"expert_success": [True] * len(seeds), "expert_seeds": seeds, "dagger_rollouts": stats.rollouts,
+            "dagger_policy_successes": stats.policy_successes, "dagger_branches_started": stats.branches}
 
 
 _WORKER: dict = {}  # per forked worker: the policy, the shared rollout counter
@@ -206,8 +211,7 @@ def _collect_parallel(policy, arm: str, task: str, out: Path, rollouts: int, see
                                          for f in ("policy_successes", "branches", "kept", "steps")))
     seeds = [s for a in firsts for s in a["expert_seeds"]]
     attrs = {k: v for k, v in firsts[0].items() if k.startswith("dagger_") or k == "source"}
-    attrs.update({"expert_success": [True] * len(seeds), "expert_seeds": seeds, "dagger_rollouts": rollouts,
-                  "dagger_policy_successes": stats.policy_successes, "dagger_branches_started": stats.branches})
+    attrs.update(_branch_attrs(seeds, stats))
     open_group(out, "r+").attrs.update(attrs)
     for p in parts:
         shutil.rmtree(p)
