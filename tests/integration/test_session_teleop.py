@@ -29,8 +29,15 @@ def session_args(tmp_path, episodes: int) -> list[str]:
         "operator.results_path": tmp_path / "operator.json",
         "leader.port": tmp_path / "gello",
         "leader.calibration": tmp_path / "gello.json",
+        # Six processes share CI's 2 cores. Measured here: at 250 Hz commands, 200 Hz leader reads and 15 Hz
+        # cameras they use both cores whole, and the arm node's state thread (behind its executor on the GIL)
+        # misses 120-650 ms every few seconds, so most takes stall. These rates use ~1.75 (ps); the twin
+        # follows as well, and the recorder's 10 fps grid still gets a frame per step from each camera.
         "operator.retries": 4,  # a take whose recording stalls (CPU-starved machine) is re-recorded
-        "controller.rate_hz": 250,  # the twin follows as well; the shared 2-core CI machine breathes easier
+        "controller.rate_hz": 100,
+        "leader.rate_hz": 100,
+        "arm.camera_rate_hz": 10,
+        "recorder.tolerance_s": 0.15,  # a joint/command gap over 300 ms stalls a take (a real laptop: 200 ms)
     }
     args = [sys.executable, "-m", "mimic.cli", "session", "up", "teleop_twin"]
     for key, value in sets.items():
