@@ -28,9 +28,22 @@ def test_coverage_is_one_at_the_goal_and_drops_with_pose_error():
     assert pt.coverage(goal + [0.3, 0, 0], goal) == 0.0
 
 
-def test_signed_distance():
-    d = pt.signed_distance(np.array([[0.0, 0.0], [0.1, pt.BAR_CENTER[1]], [0.0, pt.OUTLINE[2, 1] - 0.01]]))
-    np.testing.assert_allclose(d, [-pt.STEM_HALF[0], 0.1 - pt.BAR_HALF[0], 0.01], atol=1e-12)
+def _outline_distance(p: np.ndarray) -> np.ndarray:
+    """Reference: distance to the nearest of the T outline's edges."""
+    a, e = pt.OUTLINE[None], (np.roll(pt.OUTLINE, -1, axis=0) - pt.OUTLINE)[None]
+    p = p[:, None]
+    t = np.clip(((p - a) * e).sum(-1) / (e * e).sum(-1), 0.0, 1.0)
+    return np.linalg.norm(p - (a + t[..., None] * e), axis=-1).min(axis=1)
+
+
+def test_clearance_is_the_distance_to_the_outline_outside_and_zero_inside():
+    d = pt.clearance(np.array([[0.0, 0.0], [0.1, pt.BAR_CENTER[1]], [0.0, pt.OUTLINE[2, 1] - 0.01]]))
+    np.testing.assert_allclose(d, [0.0, 0.1 - pt.BAR_HALF[0], 0.01], atol=1e-12)
+    p = np.random.default_rng(0).uniform(-0.15, 0.15, (5000, 2))
+    inside = pt.inside(p)
+    assert 0 < inside.sum() < len(p)
+    np.testing.assert_allclose(pt.clearance(p)[~inside], _outline_distance(p)[~inside], atol=1e-12)
+    assert np.all(pt.clearance(p)[inside] == 0.0)
 
 
 def test_quasi_static_model_translates_through_com_and_turns_off_it():
@@ -51,7 +64,7 @@ def test_planner_push_is_predicted_to_help_and_starts_clear_of_the_block():
     assert len(plan.waypoints) == len(plan.speeds) >= 2
     path = np.array(plan.waypoints[:-1])
     r = planner.pusher_radius
-    assert pt.signed_distance(pt.to_block(pose, path)).min() > r  # travel never sweeps through the block
+    assert pt.clearance(pt.to_block(pose, path)).min() > r  # travel never sweeps through the block
     lo, hi = np.array(planner.cfg.workspace_min), np.array(planner.cfg.workspace_max)
     assert np.all((path >= lo) & (path <= hi))
 
