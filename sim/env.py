@@ -358,12 +358,14 @@ class TwinEnv:
             if lat is not None:
                 self._history.append((self.data.qpos.copy(), self.data.qvel.copy(), float(self.data.time)))
         self.t += 1
-        ok = self.success()
-        info: dict[str, float | bool] = {"success": ok}
-        reward = float(ok)
-        if self.task == "push_t":
-            info["coverage"] = self.coverage()
-            reward = min(info["coverage"] / PUSH_T_SUCCESS_COVERAGE, 1.0)
+        if self.task == "push_t":  # success is a coverage threshold: compute the coverage once
+            cov = self.coverage()
+            ok = cov >= PUSH_T_SUCCESS_COVERAGE
+            info: dict[str, float | bool] = {"success": ok, "coverage": cov}
+            reward = min(cov / PUSH_T_SUCCESS_COVERAGE, 1.0)
+        else:
+            ok = self.success()
+            info, reward = {"success": ok}, float(ok)
         return self._obs(), reward, ok, self.t >= self.max_steps, info
 
     def render(self, camera: str, size: tuple[int, int] = (96, 96), data: mujoco.MjData | None = None) -> np.ndarray:
