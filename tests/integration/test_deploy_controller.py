@@ -20,6 +20,9 @@ SPEC = make_spec()
 BOOT = "import sys; from tests.unit.test_control_chunk import make_spec; from mimic_ros.controller_node import main; "
 
 
+RATE_HZ = 500.0  # the chunk test's control rate
+
+
 def stamp(t: float, s) -> None:
     s.sec, s.nanosec = int(t), int((t - int(t)) * 1e9)
 
@@ -134,7 +137,7 @@ def test_follow_mode_tracks_leader_within_limits_and_holds_when_stale(procs, tmp
 
 def test_chunk_mode_sends_each_point_one_arm_latency_early(procs, tmp_path) -> None:
     lead = 0.1
-    proc, stats_path = start_controller(procs, tmp_path, "mode:=chunk", f"lead_s:={lead}")
+    proc, stats_path = start_controller(procs, tmp_path, "mode:=chunk", f"lead_s:={lead}", f"rate_hz:={RATE_HZ}")
     peer = Peer()
     try:
         peer.wait_matched(peer.chunk_pub)
@@ -170,7 +173,18 @@ def test_chunk_mode_sends_each_point_one_arm_latency_early(procs, tmp_path) -> N
     q0 = np.array([c[1][0] for c in peer.commands])
     inside = (ts + lead > t0 + 0.05) & (ts + lead < t0 + 1.45)
     expected = SPEC.home[0] + 0.2 * (ts[inside] + lead - t0)
-    np.testing.assert_allclose(q0[inside], expected, atol=2e-3)
+    # Every output is on the ramp, except that after a starved tick (a gap over 2 periods) the safety rule
+    # caps the step at one period's velocity limit: those outputs lag the ramp for a few ticks, never lead it.
+    err = q0[inside] - expected
+    period = 1.0 / RATE_HZ
+    gap_at = np.flatnonzero(np.diff(ts) > 2 * period) + 1
+    catching_up = np.zeros(len(ts), bool)
+    for i in gap_at:
+        catching_up[i:i + 4] = True
+    off = np.abs(err) > 2e-3
+    assert not np.any(off & ~catching_up[inside]), (err[off], np.flatnonzero(inside)[off], gap_at)
+    assert np.all(err[off] < 0), "an output ran ahead of the chunk"
+    assert off.sum() <= 5, f"{off.sum()} outputs off the ramp"
     assert ts[-1] + lead <= t0 + 1.5 + 0.01, "commanded past the chunk's end instead of holding"
     print(
         "chunk period error ms p50/p99/max:",
