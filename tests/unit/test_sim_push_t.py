@@ -30,7 +30,7 @@ def test_coverage_is_one_at_the_goal_and_drops_with_pose_error():
 
 def _outline_distance(p: np.ndarray) -> np.ndarray:
     """Reference: distance to the nearest of the T outline's edges."""
-    a, e = pt.OUTLINE[None], (np.roll(pt.OUTLINE, -1, axis=0) - pt.OUTLINE)[None]
+    a, e = pt.OUTLINE[None], pt._EDGE_VEC[None]
     p = p[:, None]
     t = np.clip(((p - a) * e).sum(-1) / (e * e).sum(-1), 0.0, 1.0)
     return np.linalg.norm(p - (a + t[..., None] * e), axis=-1).min(axis=1)
