@@ -111,7 +111,8 @@ ARM = {"backend": "twin:franka", "task": "pick_place", "cameras": "scene", "came
 
 def test_sigkilled_recorder_loses_only_the_open_episode(procs, client, tmp_path) -> None:
     store = tmp_path / "demos.zarr"
-    rec = {"path": str(store), "cameras": "scene", "action": False, "task": "hold still"}
+    # flushes every 0.25 s (default 1 s), so the open episode surely has rows on disk when the kill lands
+    rec = {"path": str(store), "cameras": "scene", "action": False, "task": "hold still", "flush_every_s": 0.25}
     start_node(procs, "arm_node", ARM)
     recorder = start_node(procs, "recorder_node", rec)
     assert client.call("start").success

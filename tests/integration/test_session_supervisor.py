@@ -36,11 +36,11 @@ FAKE_NODE = textwrap.dedent('''
         sys.exit(2)
     if mode == "ignore_sigint":
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if mode != "never_ready":
-        print("MIMIC_NODE_READY " + name, flush=True)
-    print(f"hello from {name}", flush=True)
     t0 = time.monotonic()
-    try:
+    try:  # before the ready line: a SIGINT right after it must still reach the clean-exit path
+        if mode != "never_ready":
+            print("MIMIC_NODE_READY " + name, flush=True)
+        print(f"hello from {name}", flush=True)
         while True:
             time.sleep(0.05)
             if mode == "exit" and time.monotonic() - t0 > float(params.get("after", 0.5)):

@@ -29,15 +29,18 @@ def session_args(tmp_path, episodes: int) -> list[str]:
         "operator.results_path": tmp_path / "operator.json",
         "leader.port": tmp_path / "gello",
         "leader.calibration": tmp_path / "gello.json",
-        # Six processes share CI's 2 cores. Measured here: at 250 Hz commands, 200 Hz leader reads and 15 Hz
-        # cameras they use both cores whole, and the arm node's state thread (behind its executor on the GIL)
-        # misses 120-650 ms every few seconds, so most takes stall. These rates use ~1.75 (ps); the twin
-        # follows as well, and the recorder's 10 fps grid still gets a frame per step from each camera.
+        # Six processes share CI's 2 cores, and CI has failed this test with every process starved (the
+        # controller's tick 460 ms late, the arm's states 1.2 s apart). Measured here pinned to ONE core
+        # (taskset -c 0): at 100 Hz commands/leader/states and 10 Hz cameras the session needs more than that
+        # core (busy 100%, the arm publishing 24 of its 100 Hz) and every take stalls; at these 50 Hz rates it
+        # keeps the core 64% busy, the arm publishes 49 Hz and all takes commit. The recorder's 10 fps grid
+        # still gets 5 samples per step from each low-dim stream and a frame per step from each camera.
         "operator.retries": 4,  # a take whose recording stalls (CPU-starved machine) is re-recorded
-        "controller.rate_hz": 100,
-        "leader.rate_hz": 100,
+        "controller.rate_hz": 50,
+        "leader.rate_hz": 50,
+        "arm.state_rate_hz": 50,
         "arm.camera_rate_hz": 10,
-        "recorder.tolerance_s": 0.15,  # a joint/command gap over 300 ms stalls a take (a real laptop: 200 ms)
+        "recorder.tolerance_s": 0.25,  # a joint/command gap over 500 ms stalls a take (a real laptop: 200 ms)
     }
     args = [sys.executable, "-m", "mimic.cli", "session", "up", "teleop_twin"]
     for key, value in sets.items():

@@ -59,6 +59,8 @@ class RecorderConfig:
                                      range=(1e-3, 1.0))
     latencies_json: str = param("{}", "JSON object of per-stream latencies (s) stored in the root attrs")
     status_rate_hz: float = param(2.0, "rate of ~/status (Hz)", range=(0.1, 50.0))
+    flush_every_s: float = param(1.0, "how often the open episode's complete rows are written (s); a commit "
+                                      "always writes them first", range=(0.0, 10.0))
 
 
 class RecorderNode(ManagedNode):
@@ -114,6 +116,7 @@ class RecorderNode(ManagedNode):
         self.create_service(Trigger, "~/stop", self._on_stop)
         self.create_service(Trigger, "~/discard", self._on_discard)
         self.status_pub = self.create_publisher(String, "~/status", LATCHED)
+        self._last_tick = time.time()
         self.create_timer(1.0 / cfg.status_rate_hz, self._tick)
 
     # --- store -------------------------------------------------------------------------------------
@@ -280,6 +283,7 @@ class RecorderNode(ManagedNode):
         silent = [k for k in self.writer.streams if now - self.last_arrival.get(k, 0.0) > 1.0]
         if silent:
             return self._reply(response, False, f"cannot start: no samples in the last second for {silent}")
+        self.writer.flush_every_s = self.cfg.flush_every_s
         self.writer.begin_episode()
         self.recording, self.stalled, self.failed = True, None, None
         self.episode_t0 = now
@@ -332,8 +336,12 @@ class RecorderNode(ManagedNode):
         return int(self.writer._ends.shape[0]) if self.writer is not None else 0
 
     def _tick(self) -> None:
-        if self.recording and not self.stalled and not self.failed:
-            now = time.time()
+        now = time.time()
+        # A tick a quarter period late or more means this process was starved (or its executor busy): the samples
+        # sent meanwhile are still queued behind this timer, so their silence is ours, not the stream's.
+        late = now - self._last_tick > 1.25 / self.cfg.status_rate_hz
+        self._last_tick = now
+        if self.recording and not self.stalled and not self.failed and not late:
             for key, spec in self.writer.streams.items():
                 silent = now - max(self.last_arrival.get(key, 0.0), self.episode_t0)
                 if silent > 2 * spec.tolerance_s + 0.25:  # arrival jitter margin; a dead stream has no gap to see

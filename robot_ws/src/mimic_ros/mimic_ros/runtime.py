@@ -72,10 +72,10 @@ def run_node(name: str, build: Callable[[], ManagedNode], argv: list[str] | None
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     threads = [threading.Thread(target=w, name=f"{name}-{i}", daemon=False) for i, w in enumerate(node.workers())]
-    for t in threads:
-        t.start()
-    announce_ready(node)
-    try:
+    try:  # workers and the ready line inside: a SIGINT the moment the supervisor sees it still closes cleanly
+        for t in threads:
+            t.start()
+        announce_ready(node)
         while rclpy.ok() and not node.finished():
             executor.spin_once(timeout_sec=0.05)
     except (KeyboardInterrupt, ExternalShutdownException):
@@ -83,7 +83,8 @@ def run_node(name: str, build: Callable[[], ManagedNode], argv: list[str] | None
     finally:
         node.running = False
         for t in threads:
-            t.join(timeout=join_timeout_s)
+            if t.is_alive():
+                t.join(timeout=join_timeout_s)
         try:
             node.close()
         finally:
