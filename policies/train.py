@@ -67,7 +67,7 @@ class EMA:
     def __init__(self, model: Policy, power: float, max_decay: float) -> None:
         teacher, model._teacher = model._teacher, []
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
-        model._teacher = teacher
+        model._teacher = self.model._teacher = teacher  # shared, not copied: validation's distillation loss
         self.power, self.max_decay, self.step = power, max_decay, 0
 
     @torch.no_grad()

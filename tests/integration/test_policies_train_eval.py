@@ -8,6 +8,7 @@ import socket
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 TINY = ["policy.unet.down_dims=[16,32]", "policy.unet.time_embed_dim=32", "policy.unet.n_groups=4",
@@ -102,6 +103,11 @@ def test_consistency_distils_from_edm_checkpoint(store, config, tmp_path, procs)
     pol = load_policy(student / "checkpoint")
     assert pol.cfg.generator == "consistency"
     assert json.loads((student / "checkpoint" / "provenance.json").read_text())["teacher"] == str(teacher / "checkpoint")
+    # the validation loss of the shipped (EMA) student is its distillation loss against the teacher, not NaN
+    last = (student / "metrics.csv").read_text().splitlines()[-1].split(",")
+    header = (student / "metrics.csv").read_text().splitlines()[0].split(",")
+    val_loss = float(last[header.index("val_loss")])
+    assert np.isfinite(val_loss) and val_loss >= 0, last
 
 
 def test_bad_inputs_are_one_line_errors(store, config, tmp_path, procs):
