@@ -84,9 +84,12 @@ class GeneratorConfig:
     # distillation, Song et al. 2023); "ode", the teacher's whole ODE solved from x_sigma to the data in
     # cd_ode_steps Euler steps (the endpoint every consistency function must return; Luhman & Luhman 2021's
     # distillation at every sigma). "ode" has no bootstrap to drift, and one noise maps to one of the
-    # teacher's modes, never their mean. Half of each "ode" batch starts at sigma_max, where a 1-step sample does.
+    # teacher's modes, never their mean.
     cd_target: str = "self"
     cd_ode_steps: int = 5
+    # Share of each "ode" batch that starts at sigma_max, where a 1-step sample does; the rest are spread over
+    # the Karras bins that 2-3 step sampling re-noises to. 1.0 trains the 1-step map alone.
+    cd_sigma_max_frac: float = 0.5
     cd_dsm_weight: float = 0.0  # weight of the denoising (DSM) anchor ||f(x_sigma, sigma) - x0||^2 beside the CD loss
     # > 0: the anchor's weight falls off above this sigma, as 1 / (1 + (sigma / cd_dsm_sigma)^2). At high noise
     # the denoising target E[x0 | x_sigma] is the mean of the data's modes, which is exactly what a 1-step
@@ -149,6 +152,8 @@ class PolicyConfig:
                               f"{2 ** (len(self.unet.down_dims) - 1)} for a UNet with {len(self.unet.down_dims)} levels")
         if self.generator == "consistency" and not self.gen.teacher:
             raise ConfigError("policy.gen.teacher: a consistency policy needs the checkpoint of an edm teacher")
+        if not 0.0 <= self.gen.cd_sigma_max_frac <= 1.0:
+            raise ConfigError(f"policy.gen.cd_sigma_max_frac: {self.gen.cd_sigma_max_frac} is not in [0, 1]")
         if not self.obs_keys:
             raise ConfigError("policy.obs_keys: at least one observation key is required")
         self.angle_dims()

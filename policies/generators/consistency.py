@@ -74,7 +74,7 @@ class ConsistencyGenerator(Generator):
         b = x0.shape[0]
         sigmas = karras_sigmas(c.cd_bins + 1, c.sigma_min, c.sigma_max, c.rho, x0.device).flip(0)
         n = torch.randint(1, c.cd_bins + 1, (b,), device=x0.device)
-        n[: b // 2] = c.cd_bins  # sigma_max: where a 1-step sample starts
+        n[: round(b * c.cd_sigma_max_frac)] = c.cd_bins  # sigma_max: where a 1-step sample starts
         s_hi = sigmas[n]
         x_hi = x0 + s_hi[:, None, None] * torch.randn_like(x0)
         with torch.no_grad():

@@ -390,3 +390,28 @@ def test_consistency_ode_target_is_the_teachers_euler_sample(reach_store):
     gen.cfg.cd_target = "bogus"
     with pytest.raises(ValueError, match="cd_target"):
         student(batch)
+
+
+def test_consistency_sigma_max_share_sets_where_ode_rows_start(reach_store):
+    """cd_sigma_max_frac: that share of an "ode" batch starts at sigma_max (1.0: the 1-step map alone)."""
+    teacher, batches, _ = _policy(reach_store, "edm")
+    student, _, _ = _policy(reach_store, "consistency")
+    student.normalizer = teacher.normalizer
+    student.set_teacher(teacher)
+    gen = student.generator
+    gen.cfg.cd_target, gen.cfg.cd_ode_steps = "ode", 2
+    seen: list[torch.Tensor] = []
+    endpoint = gen.teacher_endpoint
+    gen.teacher_endpoint = lambda t, net, x, sigma, cond: (seen.append(sigma.clone()), endpoint(t, net, x, sigma, cond))[1]
+    batch = batches.batch(np.arange(8))
+    for frac, at_max in ((1.0, 8), (0.25, 2)):
+        gen.cfg.cd_sigma_max_frac = frac
+        torch.manual_seed(0)
+        with torch.no_grad():
+            student(batch)
+        sigma = seen[-1]
+        assert torch.allclose(sigma[:at_max], torch.tensor(gen.cfg.sigma_max)), (frac, sigma)
+        assert torch.all(sigma[at_max:] <= gen.cfg.sigma_max * (1 + 1e-6))
+    with pytest.raises(ConfigError, match="cd_sigma_max_frac"):
+        PolicyConfig(obs_keys=["robot0_joint_pos"], generator="consistency",
+                     gen=GeneratorConfig(teacher="t", cd_sigma_max_frac=1.5)).validate()
