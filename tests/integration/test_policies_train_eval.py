@@ -104,9 +104,10 @@ def test_consistency_distils_from_edm_checkpoint(store, config, tmp_path, procs)
     assert pol.cfg.generator == "consistency"
     assert json.loads((student / "checkpoint" / "provenance.json").read_text())["teacher"] == str(teacher / "checkpoint")
     # the validation loss of the shipped (EMA) student is its distillation loss against the teacher, not NaN
-    last = (student / "metrics.csv").read_text().splitlines()[-1].split(",")
-    header = (student / "metrics.csv").read_text().splitlines()[0].split(",")
-    val_loss = float(last[header.index("val_loss")])
+    from policies.train import Metrics
+
+    last = Metrics(student).rows()[-1]
+    val_loss = float(last["val_loss"])
     assert np.isfinite(val_loss) and val_loss >= 0, last
 
 

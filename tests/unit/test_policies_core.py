@@ -402,7 +402,12 @@ def test_consistency_sigma_max_share_sets_where_ode_rows_start(reach_store):
     gen.cfg.cd_target, gen.cfg.cd_ode_steps = "ode", 2
     seen: list[torch.Tensor] = []
     endpoint = gen.teacher_endpoint
-    gen.teacher_endpoint = lambda t, net, x, sigma, cond: (seen.append(sigma.clone()), endpoint(t, net, x, sigma, cond))[1]
+
+    def recording_endpoint(t, net, x, sigma, cond):  # the real endpoint, noting each row's starting sigma
+        seen.append(sigma.clone())
+        return endpoint(t, net, x, sigma, cond)
+
+    gen.teacher_endpoint = recording_endpoint
     batch = batches.batch(np.arange(8))
     for frac, at_max in ((1.0, 8), (0.25, 2)):
         gen.cfg.cd_sigma_max_frac = frac
