@@ -24,6 +24,7 @@ SCHED_MARGIN_S = 0.15
 # Staleness threshold for these tests: the backends default to 0.1 s (hardware), but peers and simulator share
 # a 2-core machine whose load can starve them for longer; the detection bound below is derived from it.
 STALE_S = 0.25
+SETTLE_S = 6.0  # bound on settling at the last streamed target (a starved machine is slow; see the test)
 MIN_RATE_FRACTION = (
     0.6  # of the backend's rate, achieved under load (bench/bench_arms.py reports the real rate)
 )
@@ -63,12 +64,16 @@ def test_connect_state_stream_and_track(sim):
         assert abs(s.t - time.time()) < 0.5
         assert 0.0 <= s.gripper <= 0.08
         q0, target = stream(arm, 2.0)
-        # 2 s of targets at 100 Hz reached franky; with scheduling slack at least 75 % of them.
+        # 2 s of targets at 100 Hz reached franky; with scheduling slack at least MIN_RATE_FRACTION of them.
         assert arm.commands_sent >= MIN_RATE_FRACTION * 2.0 * RATE_HZ
-        # Reached the sine's far side at some point (0.15 rad): follow the last target within 3 cm-ish.
-        time.sleep(1.0)
+        # Then settle on the last target, within 0.03 rad. Unloaded this takes under 0.3 s; a starved machine
+        # makes franky-sim follow the velocity stream slowly (a 1 s wait fell 0.063 rad short in CI; with the
+        # test process frozen 10-80 ms every 0.1-0.3 s it settled in a median 2.2 s, at most 4.6 s of 40).
+        deadline = time.time() + SETTLE_S
+        while (err := np.abs(arm.state().q - target).max()) >= 0.03 and time.time() < deadline:
+            time.sleep(0.05)
         s = arm.state()
-        assert np.abs(s.q - target).max() < 0.03, (s.q, target)
+        assert err < 0.03, f"not within 0.03 rad of the last target {SETTLE_S:.0f} s after it: {s.q} vs {target}"
         assert np.abs(s.q[1:] - q0[1:]).max() < 0.03
         stamps = []
         for _ in range(20):
