@@ -1,4 +1,5 @@
-"""`mimic eval <checkpoint> --arm A --task T --episodes N [--video-dir D]`: roll a policy out on the twin.
+"""`mimic eval <checkpoint> --arm A --task T --episodes N [--action-steps K] [--video-dir D]`: roll a policy out
+on the twin.
 
 Plain Python, no ROS: sim.make_env stepped at its control rate with receding-horizon execution. Every
 n_action_steps the policy sees the last n_obs_steps observations and the rows
@@ -56,6 +57,7 @@ class EvalResult:
     episode_steps: list[int] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)  # per episode, the best reward seen (push_t: coverage/0.95)
     num_inference_steps: int | None = None
+    n_action_steps: int = 0  # rows executed per prediction (the policy's receding horizon)
     inference_ms_p50: float = 0.0
     inference_ms_p99: float = 0.0
     wall_s: float = 0.0
@@ -209,7 +211,8 @@ def evaluate(policy, arm: str, task: str, episodes: int, seed: int = DEFAULT_SEE
     jobs = [(task, arm, tuple(cams), image_size, seed + i, num_inference_steps,
              vdir / f"{task}_{arm}_seed{seed + i}_{{outcome}}.mp4" if vdir is not None and i < n_videos else None,
              video_size) for i in range(episodes)]
-    result = EvalResult(arm, task, episodes, 0, 0.0, 0.0, 1.0, num_inference_steps=num_inference_steps)
+    result = EvalResult(arm, task, episodes, 0, 0.0, 0.0, 1.0, num_inference_steps=num_inference_steps,
+                        n_action_steps=policy.n_action_steps)
     all_times: list[float] = []
     t_start = time.monotonic()
     bar = tqdm(total=episodes, desc=f"eval {arm}/{task}", disable=not progress, unit="ep")
@@ -256,14 +259,22 @@ def _collect(result: EvalResult, all_times: list[float], ep_seed: int, out: tupl
 
 
 def load_twin_policy(checkpoint: str | Path, arm: str | None = None, task: str | None = None, device: str = "cpu",
-                     chunk_candidates: int | None = None):
+                     chunk_candidates: int | None = None, n_action_steps: int | None = None):
     """(deployable joint-space policy, arm, task) for rolling `checkpoint` out on a twin: arm and task default to
-    the ones it was trained on. ValueError for an end-effector checkpoint or one that names no arm/task."""
+    the ones it was trained on. `n_action_steps` overrides the rows executed per prediction (the receding
+    horizon is an inference choice: a chunk trained at 8 can be replanned every 4). ValueError for an
+    end-effector checkpoint, one that names no arm/task, or an n_action_steps its horizon cannot hold."""
     from policies.checkpoint import action_space, load_deployable
 
     if action_space(checkpoint) == "eef":
         raise ValueError(f"{checkpoint}: an end-effector checkpoint; evaluate it with policies.evaluate_eef")
     policy = load_deployable(checkpoint, device=device, chunk_candidates=chunk_candidates)
+    if n_action_steps is not None:
+        most = policy.horizon - policy.n_obs_steps + 1
+        if not 1 <= n_action_steps <= most:
+            raise ValueError(f"{checkpoint}: --action-steps {n_action_steps} must be in 1..{most} "
+                             f"(horizon {policy.horizon}, n_obs_steps {policy.n_obs_steps})")
+        policy.n_action_steps = n_action_steps
     arm, task = arm or policy.shape_meta.arm, task or policy.shape_meta.task
     if not arm or not task:
         raise ValueError(f"{checkpoint}: checkpoint names no arm/task; pass --arm and --task")
@@ -282,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--videos", type=int, default=3)
     ap.add_argument("--candidates", type=int, default=None, help="chunks sampled per call, the one continuing the "
                     "last chunk kept (policy.chunk_candidates; default: the checkpoint's)")
+    ap.add_argument("--action-steps", type=int, default=None, help="rows executed per prediction (default: the "
+                    "checkpoint's n_action_steps)")
     ap.add_argument("--json", default=None, help="also write the result as JSON to this file")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 on a shared machine)")
     ap.add_argument("--device", default="cpu")
@@ -291,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(max(1, args.threads))
     try:
-        policy, arm, task = load_twin_policy(args.checkpoint, args.arm, args.task, args.device, args.candidates)
+        policy, arm, task = load_twin_policy(args.checkpoint, args.arm, args.task, args.device, args.candidates,
+                                             args.action_steps)
         res = evaluate(policy, arm, task, args.episodes, seed=args.seed, num_inference_steps=args.steps,
                        video_dir=args.video_dir, n_videos=args.videos, workers=args.workers)
     except (CheckpointError, ValueError, KeyError) as e:

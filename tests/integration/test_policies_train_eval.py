@@ -64,13 +64,17 @@ def test_train_resume_then_eval_with_video(store, config, tmp_path, procs):
 
     out = tmp_path / "eval.json"
     r = _run(procs, ["-m", "mimic.cli", "eval", str(run / "checkpoint"), "--episodes", "2", "--steps", "2", "--video-dir",
-               str(tmp_path / "videos"), "--videos", "1", "--workers", "2", "--json", str(out)])
+               str(tmp_path / "videos"), "--videos", "1", "--workers", "2", "--action-steps", "2", "--json", str(out)])
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(out.read_text())
     assert (res["arm"], res["task"], res["episodes"], len(res["outcomes"])) == ("franka", "reach", 2, 2)
+    assert res["n_action_steps"] == 2  # replanned every 2 steps instead of the trained 4
     assert 0.0 <= res["ci_low"] <= res["success_rate"] <= res["ci_high"] <= 1.0
     videos = list((tmp_path / "videos").glob("*.mp4"))
     assert len(videos) == 1 and videos[0].stat().st_size > 1000
+    # horizon 8, n_obs_steps 2: at most 7 rows of a chunk can be executed
+    r = _run(procs, ["-m", "mimic.cli", "eval", str(run / "checkpoint"), "--episodes", "1", "--action-steps", "8"])
+    assert r.returncode == 2 and "--action-steps 8 must be in 1..7" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_ddp_two_processes_gloo(store, config, tmp_path, procs):
