@@ -91,9 +91,11 @@ def read_json(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
 
 
-def load_policy(path: str | Path, device: str = "cpu", chunk_candidates: int | None = None) -> Policy:
-    """A ready policy (eval mode, on `device`) from a checkpoint directory; `chunk_candidates` overrides the
-    checkpoint's policy.chunk_candidates (an inference-time choice)."""
+def load_policy(path: str | Path, device: str = "cpu", chunk_candidates: int | None = None,
+                n_action_steps: int | None = None) -> Policy:
+    """A ready policy (eval mode, on `device`) from a checkpoint directory; `chunk_candidates` and
+    `n_action_steps` override the checkpoint's policy.chunk_candidates and policy.n_action_steps (inference-time
+    choices: a chunk trained at 8 rows can be replanned every 4), checked like the config's own values."""
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: not a checkpoint directory")
@@ -113,6 +115,8 @@ def load_policy(path: str | Path, device: str = "cpu", chunk_candidates: int | N
         raise CheckpointError(f"{path}: weights unreadable ({type(e).__name__}: {e})") from None
     if chunk_candidates is not None:
         policy_cfg.chunk_candidates = int(chunk_candidates)
+    if n_action_steps is not None:
+        policy_cfg.n_action_steps = int(n_action_steps)
     try:
         policy = Policy(policy_cfg, meta, normalizer)
     except ConfigError as e:
@@ -139,7 +143,8 @@ def action_space(path: str | Path) -> str:
     return "eef" if (p / EEF_JSON).is_file() else "joint"
 
 
-def load_deployable(path: str | Path, device: str = "cpu", chunk_candidates: int | None = None) -> Any:
+def load_deployable(path: str | Path, device: str = "cpu", chunk_candidates: int | None = None,
+                    n_action_steps: int | None = None) -> Any:
     """The policy a deployment runs, whatever its kind: policies.eef.EefPolicy for an end-effector checkpoint
     (its `action_space` is "eef"), else the joint-space Policy of `load_policy`, wrapped in
     policies.tcp_position.TcpPositionPolicy when it predicts TCP positions (its chunks are joint rows too).
@@ -150,4 +155,5 @@ def load_deployable(path: str | Path, device: str = "cpu", chunk_candidates: int
         return load_eef_policy(path, device=device)
     from policies.tcp_position import deployable
 
-    return deployable(load_policy(path, device=device, chunk_candidates=chunk_candidates))
+    return deployable(load_policy(path, device=device, chunk_candidates=chunk_candidates,
+                                  n_action_steps=n_action_steps))

@@ -262,19 +262,14 @@ def load_twin_policy(checkpoint: str | Path, arm: str | None = None, task: str |
                      chunk_candidates: int | None = None, n_action_steps: int | None = None):
     """(deployable joint-space policy, arm, task) for rolling `checkpoint` out on a twin: arm and task default to
     the ones it was trained on. `n_action_steps` overrides the rows executed per prediction (the receding
-    horizon is an inference choice: a chunk trained at 8 can be replanned every 4). ValueError for an
-    end-effector checkpoint, one that names no arm/task, or an n_action_steps its horizon cannot hold."""
+    horizon is an inference choice: a chunk trained at 8 can be replanned every 4; CheckpointError when its
+    horizon cannot hold them). ValueError for an end-effector checkpoint or one that names no arm/task."""
     from policies.checkpoint import action_space, load_deployable
 
     if action_space(checkpoint) == "eef":
         raise ValueError(f"{checkpoint}: an end-effector checkpoint; evaluate it with policies.evaluate_eef")
-    policy = load_deployable(checkpoint, device=device, chunk_candidates=chunk_candidates)
-    if n_action_steps is not None:
-        most = policy.horizon - policy.n_obs_steps + 1
-        if not 1 <= n_action_steps <= most:
-            raise ValueError(f"{checkpoint}: --action-steps {n_action_steps} must be in 1..{most} "
-                             f"(horizon {policy.horizon}, n_obs_steps {policy.n_obs_steps})")
-        policy.n_action_steps = n_action_steps
+    policy = load_deployable(checkpoint, device=device, chunk_candidates=chunk_candidates,
+                             n_action_steps=n_action_steps)
     arm, task = arm or policy.shape_meta.arm, task or policy.shape_meta.task
     if not arm or not task:
         raise ValueError(f"{checkpoint}: checkpoint names no arm/task; pass --arm and --task")

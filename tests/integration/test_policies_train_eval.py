@@ -74,7 +74,7 @@ def test_train_resume_then_eval_with_video(store, config, tmp_path, procs):
     assert len(videos) == 1 and videos[0].stat().st_size > 1000
     # horizon 8, n_obs_steps 2: at most 7 rows of a chunk can be executed
     r = _run(procs, ["-m", "mimic.cli", "eval", str(run / "checkpoint"), "--episodes", "1", "--action-steps", "8"])
-    assert r.returncode == 2 and "--action-steps 8 must be in 1..7" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "n_action_steps: 8 must be in 1..7" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_ddp_two_processes_gloo(store, config, tmp_path, procs):

@@ -265,6 +265,10 @@ def test_checkpoint_round_trip_is_safetensors_only(reach_store, tmp_path):
     np.testing.assert_allclose(loaded.predict(window), policy.eval().predict(window), atol=1e-6)
     assert (loaded.obs_keys, loaded.n_obs_steps, loaded.horizon, loaded.n_action_steps, loaded.action_dim,
             loaded.control_hz) == (("robot0_joint_pos", "object_state"), 2, 8, 4, 8, 10.0)
+    # the executed chunk length is an inference choice, checked like the config's (horizon 8 holds 7 rows)
+    assert load_policy(ckpt, n_action_steps=2).n_action_steps == 2
+    with pytest.raises(CheckpointError, match="n_action_steps: 8 must be in 1..7"):
+        load_policy(ckpt, n_action_steps=8)
     (ckpt / "normalizer.safetensors").unlink()
     with pytest.raises(CheckpointError, match="normalizer.safetensors"):
         load_policy(ckpt)
