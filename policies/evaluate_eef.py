@@ -43,7 +43,6 @@ START_STEPS = 25  # control periods to go there (2.5 s) and settle
 @dataclass
 class EefEvalResult(EvalResult):
     start: str = "handheld"
-    n_action_steps: int = 0
     unreachable_points: int = 0
     unreachable_chunks: int = 0
     clipped_velocity: int = 0
