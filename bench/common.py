@@ -1,6 +1,7 @@
 """What every benchmark module shares: machine info, robust statistics, one result format.
 
-A benchmark module `bench/bench_<name>.py` defines `run(quick: bool) -> BenchResult`. Everything a
+A benchmark module `bench/bench_<name>.py` defines `run(quick: bool) -> BenchResult` (one that can time a GPU
+also takes `device: str`, "auto" meaning the CPU plus a GPU where torch sees one). Everything a
 module compares (e.g. cached vs. direct sampling) is measured inside that one run, so ratios hold
 even on a loaded shared machine where absolute times drift.
 """

@@ -3,6 +3,8 @@
     python -m bench.run            # all, full size
     python -m bench.run --quick    # smaller sizes, for a smoke run
     python -m bench.run data sim   # only modules whose name contains one of these words
+    python -m bench.run policies --device cuda   # modules that take a device: only that one (default: auto,
+                                                 # the CPU and a GPU where torch sees one)
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import inspect
 import json
 import sys
 import traceback
@@ -54,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("filters", nargs="*")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--device", default="auto", help="cpu, cuda or auto, for the modules whose run() takes one")
     args = ap.parse_args(argv)
     console = Console()
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -61,12 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     for name in discover(args.filters):
         console.rule(name)
         try:
-            result = importlib.import_module(f"bench.{name}").run(quick=args.quick)
+            run = importlib.import_module(f"bench.{name}").run
+            kwargs = {"device": args.device} if "device" in inspect.signature(run).parameters else {}
+            result = run(quick=args.quick, **kwargs)
         except Exception:  # a broken benchmark is reported and the others still run
             traceback.print_exc()
             failed.append(name)
             continue
-        payload = {"machine": machine_info(), "quick": args.quick, **dataclasses.asdict(result)}
+        payload = {"machine": machine_info(), "quick": args.quick, "device": args.device,
+                   **dataclasses.asdict(result)}
         (RESULTS / f"{result.name}.json").write_text(json.dumps(payload, indent=2))
         print_result(console, result)
     if failed:
