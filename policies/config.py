@@ -18,6 +18,10 @@ import yaml
 GENERATORS = ("diffusion", "edm", "flow", "consistency")
 BACKBONES = ("unet", "transformer")
 ACTION_REPRS = ("joint", "tcp_position")  # policies.tcp_position
+TIME_SAMPLINGS = {"flow": ("uniform", "logit_normal", "lognormal"), "diffusion": ("uniform", "lognormal")}
+FLOW_SCHEDULES = ("uniform", "karras")
+TIMESTEP_SPACINGS = ("leading", "trailing")
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")  # what the DDPM network predicts (diffusers' names)
 
 
 class ConfigError(ValueError):
@@ -65,6 +69,11 @@ class GeneratorConfig:
     beta_schedule: str = "squaredcos_cap_v2"
     prediction_type: str = "epsilon"
     scheduler: str = "ddim"  # ddim | ddpm
+    # Which of the num_train_timesteps a K-step sampler visits (diffusers' names). "leading" (diffusers' default,
+    # 90, 80, .., 0 at K = 10) starts from pure noise at a timestep whose x_t still holds 0.14 x0 (alpha_bar
+    # 0.02 on the squared-cosine schedule); "trailing" (99, 89, .., 9) starts where x_t is noise alone (Lin et
+    # al. 2024, "Common diffusion noise schedules and sample steps are flawed").
+    timestep_spacing: str = "leading"  # leading | trailing
     # edm / consistency (Karras et al. 2022 preconditioning; BESO; Consistency Policy)
     sigma_min: float = 0.002
     sigma_max: float = 80.0
@@ -73,8 +82,17 @@ class GeneratorConfig:
     p_mean: float = -1.2
     p_std: float = 1.2
     sampler: str = "euler"  # edm and flow: euler | heun
-    # flow matching
-    time_sampling: str = "uniform"  # uniform | logit_normal
+    # How training draws noise levels, for flow and DDPM. "uniform": the published recipes (flow t ~ U(0, 1);
+    # DDPM timestep index uniform, which puts half of the draws above sigma 1 on the squared-cosine schedule).
+    # "logit_normal": flow only, logit(t) ~ N(0, 1) (SD3). "lognormal": ln sigma ~ N(p_mean, p_std), EDM's
+    # distribution, where the noise level sigma of flow's x_t is t / (1 - t) and DDPM's is
+    # sqrt((1 - alpha_bar) / alpha_bar) at the nearest timestep: most draws in sigma 0.03-1, where a chunk's
+    # last centimetres are decided.
+    time_sampling: str = "uniform"  # uniform | logit_normal | lognormal
+    # Flow's sampling grid (inference only): "uniform" t steps from 1 to 0, or "karras": EDM's sigma grid
+    # (sigma_max .. sigma_min, rho) at t = sigma / (1 + sigma), so the steps fall where lognormal training put
+    # the network's practice instead of four of ten at sigma > 2.
+    schedule: str = "uniform"  # uniform | karras
     # consistency distillation
     teacher: str = ""  # checkpoint directory of an edm policy (required for consistency)
     cd_bins: int = 18  # Karras discretisation N of the teacher's ODE
@@ -152,6 +170,16 @@ class PolicyConfig:
                               f"{2 ** (len(self.unet.down_dims) - 1)} for a UNet with {len(self.unet.down_dims)} levels")
         if self.generator == "consistency" and not self.gen.teacher:
             raise ConfigError("policy.gen.teacher: a consistency policy needs the checkpoint of an edm teacher")
+        if self.gen.time_sampling not in TIME_SAMPLINGS.get(self.generator, (self.gen.time_sampling,)):
+            raise ConfigError(f"policy.gen.time_sampling: {self.gen.time_sampling!r} is not one of "
+                              f"{TIME_SAMPLINGS[self.generator]} for generator {self.generator}")
+        if self.generator == "flow" and self.gen.schedule not in FLOW_SCHEDULES:
+            raise ConfigError(f"policy.gen.schedule: {self.gen.schedule!r} is not one of {FLOW_SCHEDULES}")
+        if self.generator == "diffusion" and self.gen.timestep_spacing not in TIMESTEP_SPACINGS:
+            raise ConfigError(f"policy.gen.timestep_spacing: {self.gen.timestep_spacing!r} is not one of "
+                              f"{TIMESTEP_SPACINGS}")
+        if self.generator == "diffusion" and self.gen.prediction_type not in PREDICTION_TYPES:
+            raise ConfigError(f"policy.gen.prediction_type: {self.gen.prediction_type!r} is not one of {PREDICTION_TYPES}")
         if not 0.0 <= self.gen.cd_sigma_max_frac <= 1.0:
             raise ConfigError(f"policy.gen.cd_sigma_max_frac: {self.gen.cd_sigma_max_frac} is not in [0, 1]")
         if not self.obs_keys:

@@ -30,14 +30,29 @@ class DDPMGenerator(Generator):
         self.train_scheduler = DDPMScheduler(**kw)
         if cfg.scheduler not in ("ddim", "ddpm"):
             raise ValueError(f"policy.gen.scheduler: {cfg.scheduler!r} is not ddim|ddpm")
+        kw["timestep_spacing"] = cfg.timestep_spacing
         self.infer_scheduler = (DDIMScheduler(**kw, set_alpha_to_one=True) if cfg.scheduler == "ddim"
                                 else DDPMScheduler(**kw))
 
+    def timesteps(self, b: int, device: torch.device) -> torch.Tensor:
+        """Training timestep indices: uniform (DDPM), or nearest to a log-normal sigma (time_sampling lognormal)."""
+        c = self.cfg
+        if c.time_sampling == "uniform":
+            return torch.randint(0, c.num_train_timesteps, (b,), device=device)
+        if c.time_sampling != "lognormal":
+            raise ValueError(f"policy.gen.time_sampling: {c.time_sampling!r} is not uniform|lognormal for diffusion")
+        ab = self.train_scheduler.alphas_cumprod.to(device)
+        log_sigmas = 0.5 * ((1 - ab) / ab).log()  # increasing with t
+        want = torch.randn(b, device=device) * c.p_std + c.p_mean
+        return (log_sigmas[None, :] - want[:, None]).abs().argmin(dim=1)
+
     def loss(self, net: Net, x0: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         noise = torch.randn_like(x0)
-        t = torch.randint(0, self.cfg.num_train_timesteps, (x0.shape[0],), device=x0.device)
+        t = self.timesteps(x0.shape[0], x0.device)
         xt = self.train_scheduler.add_noise(x0, noise, t)
-        target = noise if self.cfg.prediction_type == "epsilon" else x0
+        kind = self.cfg.prediction_type
+        target = (noise if kind == "epsilon" else x0 if kind == "sample"
+                  else self.train_scheduler.get_velocity(x0, noise, t))
         return F.mse_loss(net(xt, t.float(), cond).float(), target.float())
 
     def sample(self, net: Net, cond: torch.Tensor, shape: tuple[int, ...], num_inference_steps: int | None = None,

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from policies.generators.base import Generator, Net, randn
+from policies.generators.diffusion import karras_sigmas
 
 TIME_SCALE = 100.0  # the backbone's sinusoidal embedding is tuned for times ~0..100
 
@@ -18,11 +19,24 @@ class FlowGenerator(Generator):
     default_steps = 10
 
     def _time(self, b: int, like: torch.Tensor) -> torch.Tensor:
-        if self.cfg.time_sampling == "logit_normal":
+        c = self.cfg
+        if c.time_sampling == "logit_normal":
             return torch.sigmoid(torch.randn(b, device=like.device))
-        if self.cfg.time_sampling != "uniform":
-            raise ValueError(f"policy.gen.time_sampling: {self.cfg.time_sampling!r} is not uniform|logit_normal")
+        if c.time_sampling == "lognormal":  # x_t / (1 - t) = x0 + sigma z with sigma = t / (1 - t): logit t = ln sigma
+            return torch.sigmoid(torch.randn(b, device=like.device) * c.p_std + c.p_mean)
+        if c.time_sampling != "uniform":
+            raise ValueError(f"policy.gen.time_sampling: {c.time_sampling!r} is not uniform|logit_normal|lognormal")
         return torch.rand(b, device=like.device)
+
+    def grid(self, n: int, device: torch.device) -> torch.Tensor:
+        """n + 1 times from noise to t = 0 (see GeneratorConfig.schedule)."""
+        c = self.cfg
+        if c.schedule == "karras":
+            sigmas = karras_sigmas(n, c.sigma_min, c.sigma_max, c.rho, device)
+            return torch.cat([sigmas / (1 + sigmas), sigmas.new_zeros(1)])
+        if c.schedule != "uniform":
+            raise ValueError(f"policy.gen.schedule: {c.schedule!r} is not uniform|karras")
+        return torch.linspace(1.0, 0.0, n + 1, device=device)
 
     def loss(self, net: Net, x0: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         t = self._time(x0.shape[0], x0)
@@ -33,8 +47,8 @@ class FlowGenerator(Generator):
     def sample(self, net: Net, cond: torch.Tensor, shape: tuple[int, ...], num_inference_steps: int | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
         n = self.steps(num_inference_steps)
-        x = randn(shape, cond, generator)
-        ts = torch.linspace(1.0, 0.0, n + 1, device=cond.device)
+        ts = self.grid(n, cond.device)
+        x = randn(shape, cond, generator) * ts[0]  # x_t at t < 1 drops (1 - t) x0, as EDM starts at sigma_max z
         heun = self.cfg.sampler == "heun"
         for i in range(n):
             t, t_next = ts[i], ts[i + 1]

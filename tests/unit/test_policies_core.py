@@ -38,10 +38,20 @@ def _ideal_edm_raw(gen: EDMGenerator):
 
 @pytest.mark.parametrize("steps", [1, 3, 10])
 @pytest.mark.parametrize("sampler", ["euler", "heun"])
-def test_flow_sampler_lands_on_the_data_with_the_exact_velocity(steps, sampler):
-    gen = FlowGenerator(GeneratorConfig(sampler=sampler))
+@pytest.mark.parametrize("schedule", ["uniform", "karras"])
+def test_flow_sampler_lands_on_the_data_with_the_exact_velocity(steps, sampler, schedule):
+    gen = FlowGenerator(GeneratorConfig(sampler=sampler, schedule=schedule))
     out = gen.sample(_ideal_flow_net, torch.zeros(4, 1), (4, 5, 3), steps)
     torch.testing.assert_close(out, X_STAR.expand(4, 5, 3), atol=1e-5, rtol=0)
+
+
+def test_flow_karras_grid_is_edms_sigmas_in_flow_time():
+    cfg = GeneratorConfig(schedule="karras")
+    ts = FlowGenerator(cfg).grid(5, torch.device("cpu"))
+    sigmas = ts[:-1] / (1 - ts[:-1])
+    torch.testing.assert_close(sigmas[[0, -1]], torch.tensor([cfg.sigma_max, cfg.sigma_min]), rtol=1e-4, atol=0)
+    assert ts[-1] == 0 and bool((ts.diff() < 0).all())
+    assert (FlowGenerator(GeneratorConfig()).grid(10, torch.device("cpu")) > 2 / 3).sum() == 4  # t 1, .9, .8, .7
 
 
 @pytest.mark.parametrize("steps", [1, 3, 16])
@@ -53,8 +63,9 @@ def test_edm_sampler_lands_on_the_data_with_the_ideal_denoiser(steps, sampler):
 
 
 @pytest.mark.parametrize("scheduler", ["ddim", "ddpm"])
-def test_ddpm_sampler_lands_on_the_data_with_the_ideal_epsilon(scheduler):
-    gen = DDPMGenerator(GeneratorConfig(scheduler=scheduler))
+@pytest.mark.parametrize("spacing", ["leading", "trailing"])
+def test_ddpm_sampler_lands_on_the_data_with_the_ideal_epsilon(scheduler, spacing):
+    gen = DDPMGenerator(GeneratorConfig(scheduler=scheduler, timestep_spacing=spacing))
     abar = gen.train_scheduler.alphas_cumprod
 
     def eps(x, t, cond):
@@ -62,6 +73,44 @@ def test_ddpm_sampler_lands_on_the_data_with_the_ideal_epsilon(scheduler):
         return (x - a.sqrt() * X_STAR) / (1 - a).sqrt()
     out = gen.sample(eps, torch.zeros(2, 1), (2, 4, 3), 10 if scheduler == "ddim" else 100)
     torch.testing.assert_close(out, X_STAR.expand(2, 4, 3), atol=2e-3, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "sample", "v_prediction"])
+def test_ddpm_trains_towards_what_its_sampler_reads(kind):
+    """The training target of each prediction type is what the scheduler turns back into the data: an ideal net
+    (the loss's own target, computed from the clean chunk) samples X_STAR, and it has zero training loss."""
+    gen = DDPMGenerator(GeneratorConfig(prediction_type=kind))
+    abar = gen.train_scheduler.alphas_cumprod
+
+    def ideal(x, t, cond):
+        a = abar[t.long()][:, None, None]
+        eps = (x - a.sqrt() * X_STAR) / (1 - a).sqrt()
+        return {"epsilon": eps, "sample": X_STAR.expand_as(x), "v_prediction": a.sqrt() * eps - (1 - a).sqrt() * X_STAR}[kind]
+    out = gen.sample(ideal, torch.zeros(2, 1), (2, 4, 3), 10)
+    torch.testing.assert_close(out, X_STAR.expand(2, 4, 3), atol=2e-3, rtol=0)
+    assert gen.loss(ideal, X_STAR.expand(64, 4, 3).clone(), torch.zeros(64, 1)).item() < 1e-8
+
+
+def _log_sigma_of_training_draws(gen_name: str, sampling: str, n: int = 20000) -> torch.Tensor:
+    cfg = GeneratorConfig(time_sampling=sampling)
+    torch.manual_seed(0)
+    if gen_name == "flow":
+        t = FlowGenerator(cfg)._time(n, torch.zeros(1))
+        return (t / (1 - t)).log()
+    gen = DDPMGenerator(cfg)
+    abar = gen.train_scheduler.alphas_cumprod
+    return 0.5 * ((1 - abar) / abar).log()[gen.timesteps(n, torch.device("cpu"))]
+
+
+@pytest.mark.parametrize("gen_name", ["flow", "diffusion"])
+def test_lognormal_time_sampling_draws_edms_noise_levels(gen_name):
+    """time_sampling lognormal: ln sigma ~ N(p_mean, p_std) as EDM trains, where uniform puts about half of DDPM's
+    and most of flow's draws above sigma 1."""
+    cfg = GeneratorConfig()
+    ln = _log_sigma_of_training_draws(gen_name, "lognormal")
+    assert abs(ln.mean().item() - cfg.p_mean) < 0.05 and abs(ln.std().item() - cfg.p_std) < 0.08
+    assert (ln < 0).float().mean().item() > 0.8  # N(-1.2, 1.2): 84% below sigma 1
+    assert (_log_sigma_of_training_draws(gen_name, "uniform") < 0).float().mean().item() < 0.55
 
 
 def test_consistency_boundary_condition_is_identity_at_sigma_min():
@@ -291,6 +340,14 @@ def test_config_yaml_overrides_and_errors(tmp_path):
         load_train_config(p, ["policy.generator=gan"])
     with pytest.raises(ConfigError, match="teacher"):
         load_train_config(p, ["policy.generator=consistency"])
+    with pytest.raises(ConfigError, match="time_sampling.*diffusion"):
+        load_train_config(p, ["policy.generator=diffusion", "policy.gen.time_sampling=logit_normal"])
+    with pytest.raises(ConfigError, match="timestep_spacing"):
+        load_train_config(p, ["policy.generator=diffusion", "policy.gen.timestep_spacing=linspace"])
+    with pytest.raises(ConfigError, match="prediction_type"):
+        load_train_config(p, ["policy.generator=diffusion", "policy.gen.prediction_type=v"])
+    assert load_train_config(p, ["policy.generator=flow", "policy.gen.time_sampling=lognormal"]).policy.gen.time_sampling \
+        == "lognormal"
 
 
 def test_lr_warmup_then_cosine_and_wilson_interval():
@@ -424,3 +481,13 @@ def test_consistency_sigma_max_share_sets_where_ode_rows_start(reach_store):
     with pytest.raises(ConfigError, match="cd_sigma_max_frac"):
         PolicyConfig(obs_keys=["robot0_joint_pos"], generator="consistency",
                      gen=GeneratorConfig(teacher="t", cd_sigma_max_frac=1.5)).validate()
+
+
+def test_trailing_ddim_starts_from_pure_noise_and_ends_at_the_data():
+    """At 10 DDIM steps "leading" starts where alpha_bar is 0.02 (x_t still holds 0.14 x0); "trailing" starts at the
+    last train timestep, where x_t is noise alone, and its last step still lands on t = 0's alpha_bar of 1."""
+    def first_abar(spacing: str) -> float:
+        sched = DDPMGenerator(GeneratorConfig(timestep_spacing=spacing)).infer_scheduler
+        sched.set_timesteps(10)
+        return float(sched.alphas_cumprod[sched.timesteps[0]])
+    assert first_abar("leading") > 0.01 and first_abar("trailing") < 1e-5
