@@ -30,6 +30,8 @@ class DDPMGenerator(Generator):
         self.train_scheduler = DDPMScheduler(**kw)
         if cfg.scheduler not in ("ddim", "ddpm"):
             raise ValueError(f"policy.gen.scheduler: {cfg.scheduler!r} is not ddim|ddpm")
+        ab = self.train_scheduler.alphas_cumprod
+        self.log_sigmas = 0.5 * ((1 - ab) / ab).log()  # ln sigma of each train timestep, increasing with t
         kw["timestep_spacing"] = cfg.timestep_spacing
         self.infer_scheduler = (DDIMScheduler(**kw, set_alpha_to_one=True) if cfg.scheduler == "ddim"
                                 else DDPMScheduler(**kw))
@@ -41,10 +43,8 @@ class DDPMGenerator(Generator):
             return torch.randint(0, c.num_train_timesteps, (b,), device=device)
         if c.time_sampling != "lognormal":
             raise ValueError(f"policy.gen.time_sampling: {c.time_sampling!r} is not uniform|lognormal for diffusion")
-        ab = self.train_scheduler.alphas_cumprod.to(device)
-        log_sigmas = 0.5 * ((1 - ab) / ab).log()  # increasing with t
         want = torch.randn(b, device=device) * c.p_std + c.p_mean
-        return (log_sigmas[None, :] - want[:, None]).abs().argmin(dim=1)
+        return (self.log_sigmas.to(device)[None, :] - want[:, None]).abs().argmin(dim=1)
 
     def loss(self, net: Net, x0: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         noise = torch.randn_like(x0)

@@ -98,7 +98,7 @@ def _log_sigma_of_training_draws(gen_name: str, sampling: str, n: int = 20000) -
         t = FlowGenerator(cfg)._time(n, torch.zeros(1))
         return (t / (1 - t)).log()
     gen = DDPMGenerator(cfg)
-    abar = gen.train_scheduler.alphas_cumprod
+    abar = gen.train_scheduler.alphas_cumprod  # the test's own sigma, not the generator's table
     return 0.5 * ((1 - abar) / abar).log()[gen.timesteps(n, torch.device("cpu"))]
 
 
@@ -485,7 +485,7 @@ def test_consistency_sigma_max_share_sets_where_ode_rows_start(reach_store):
 
 def test_trailing_ddim_starts_from_pure_noise_and_ends_at_the_data():
     """At 10 DDIM steps "leading" starts where alpha_bar is 0.02 (x_t still holds 0.14 x0); "trailing" starts at the
-    last train timestep, where x_t is noise alone, and its last step still lands on t = 0's alpha_bar of 1."""
+    last train timestep, where x_t is noise alone (that both land on the data is the ideal-epsilon test above)."""
     def first_abar(spacing: str) -> float:
         sched = DDPMGenerator(GeneratorConfig(timestep_spacing=spacing)).infer_scheduler
         sched.set_timesteps(10)
