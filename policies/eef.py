@@ -323,7 +323,6 @@ class EefConfig:
     rotation: str = "rot6d"  # relative action/obs rotation encoding (data.relative.ROTATIONS)
     record_episodes: int = 0  # record this many handheld demos into `dataset` when it does not exist
     record_seed: int = 0
-    init_from: str = ""  # checkpoint whose (EMA) weights and normaliser start this run (fine-tuning)
 
 
 def load_eef_config(path: str | Path, overrides: list[str] | None = None) -> tuple[TrainConfig, EefConfig]:
@@ -349,7 +348,9 @@ def train_eef(cfg: TrainConfig, eef: EefConfig, progress: bool = True) -> Path:
         Metrics,
         load_state,
         lr_at,
+        policy_from_checkpoint,
         save_state,
+        stage_totals,
         validate,
     )
 
@@ -393,22 +394,8 @@ def train_eef(cfg: TrainConfig, eef: EefConfig, progress: bool = True) -> Path:
         task="pick_place",
     )
     init_prov: dict[str, Any] = {}
-    if eef.init_from:
-        from policies.checkpoint import load_provenance
-
-        start = load_policy(eef.init_from)
-        init_prov = load_provenance(eef.init_from)  # so total_steps / total_wall_s cover both stages
-        if start.cfg.obs_keys != inner_cfg.obs_keys or start.shape_meta.obs_shapes != meta.obs_shapes:
-            raise ConfigError(
-                f"eef.init_from {eef.init_from}: observation keys/shapes differ from this run's"
-            )
-        policy = Policy(inner_cfg, meta, start.normalizer).to(cfg.device)
-        try:
-            policy.load_state_dict(start.state_dict())
-        except RuntimeError as e:
-            raise ConfigError(
-                f"eef.init_from {eef.init_from}: network differs ({str(e).splitlines()[0]})"
-            ) from None
+    if cfg.init_from:
+        policy, init_prov = policy_from_checkpoint(cfg.init_from, inner_cfg, meta, cfg.device)
     else:
         policy = Policy(inner_cfg, meta, data.normalizer(pc.lowdim_norm, seed=cfg.seed)).to(cfg.device)
     ema = EMA(policy, cfg.ema_power, cfg.ema_max_decay)
@@ -441,11 +428,8 @@ def train_eef(cfg: TrainConfig, eef: EefConfig, progress: bool = True) -> Path:
             "train_windows": len(data),
             "train_rows": int(replay.n_steps),
             "representation": "relative eef",
-            "init_from": eef.init_from or None,
-            "total_steps": step + init_prov.get("total_steps", init_prov.get("steps", 0)),
-            "total_wall_s": round(
-                time.monotonic() - t_start + init_prov.get("total_wall_s", init_prov.get("wall_s", 0.0)), 1
-            ),
+            "init_from": cfg.init_from or None,
+            **stage_totals(init_prov, step, time.monotonic() - t_start),
         }
 
     def checkpoint() -> None:

@@ -35,8 +35,14 @@ from tqdm import tqdm
 
 from data.dataset import DatasetError, ReplayDataset
 from data.torch_dataset import WindowDataset
-from policies.checkpoint import CheckpointError, load_policy, save_checkpoint, tensors_for_save
-from policies.config import ConfigError, TrainConfig, load_train_config, to_dict
+from policies.checkpoint import (
+    CheckpointError,
+    load_policy,
+    load_provenance,
+    save_checkpoint,
+    tensors_for_save,
+)
+from policies.config import ConfigError, PolicyConfig, TrainConfig, load_train_config, to_dict
 from policies.data import (
     WindowBatches,
     refit_action_normalizer,
@@ -91,6 +97,38 @@ def shape_meta_for(ds: ReplayDataset, obs_keys: list[str], image_keys: set[str])
         action_dim=int(ds.array("action").shape[1]), control_hz=float(attrs.get("fps", 10.0)),
         image_keys=sorted(image_keys), arm=str(attrs.get("robot", "")), task=str(attrs.get("task", "")),
         joint_names=list(attrs.get("joint_names", [])))
+
+
+def same_spaces(other: Policy, pc: PolicyConfig) -> bool:
+    """Whether a trained policy reads observations and writes action chunks the way config `pc` does."""
+    return (list(other.obs_keys) == list(pc.obs_keys) and other.horizon == pc.horizon
+            and other.cfg.action_relative_to == pc.action_relative_to and other.cfg.angle_obs == pc.angle_obs
+            and other.cfg.action_repr == pc.action_repr)
+
+
+def policy_from_checkpoint(path: str, pc: PolicyConfig, meta: ShapeMeta, device: str) -> tuple[Policy, dict[str, Any]]:
+    """TrainConfig.init_from: a new Policy (this run's config and shapes) holding `path`'s EMA weights and normaliser.
+
+    Also returns that checkpoint's provenance, so the new run's total_steps / total_wall_s cover every stage. A
+    checkpoint whose inputs or network differ from this run's is a one-line ConfigError naming it."""
+    start = load_policy(path, device=device)
+    shapes = {k: list(v) for k, v in start.shape_meta.obs_shapes.items()}
+    if (not same_spaces(start, pc) or shapes != {k: list(v) for k, v in meta.obs_shapes.items()}
+            or start.shape_meta.action_dim != meta.action_dim):
+        raise ConfigError(f"init_from {path}: obs_keys/shapes/horizon/action_relative_to/angle_obs/action_repr "
+                          "differ from this run's")
+    policy = Policy(pc, meta, start.normalizer).to(device)
+    try:
+        policy.load_state_dict(start.state_dict())
+    except RuntimeError as e:
+        raise ConfigError(f"init_from {path}: network differs ({str(e).splitlines()[0]})") from None
+    return policy, load_provenance(path)
+
+
+def stage_totals(prov_before: dict[str, Any], steps: int, wall_s: float) -> dict[str, Any]:
+    """total_steps / total_wall_s of a run that started from a checkpoint with provenance `prov_before`."""
+    return {"total_steps": steps + int(prov_before.get("total_steps", prov_before.get("steps", 0))),
+            "total_wall_s": round(wall_s + float(prov_before.get("total_wall_s", prov_before.get("wall_s", 0.0))), 1)}
 
 
 def ensure_dataset(cfg: TrainConfig, rank: int) -> None:
@@ -284,9 +322,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         teacher = None
         if pc.generator == "consistency":
             teacher = load_policy(pc.gen.teacher, device=device)
-            if (tuple(teacher.obs_keys) != tuple(pc.obs_keys) or teacher.horizon != pc.horizon
-                    or teacher.cfg.action_relative_to != pc.action_relative_to
-                    or teacher.cfg.angle_obs != pc.angle_obs or teacher.cfg.action_repr != pc.action_repr):
+            if not same_spaces(teacher, pc):
                 raise ConfigError(f"policy.gen.teacher {pc.gen.teacher}: obs_keys/horizon/action_relative_to/"
                                   "angle_obs/action_repr differ from the student's")
             normalizer = teacher.normalizer  # the student must live in the teacher's normalised space
@@ -299,7 +335,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                 normalizer = relative_action_normalizer(normalizer, data, pc.action_relative_to)
             if pc.action_repr == "tcp_position":
                 normalizer = refit_action_normalizer(normalizer, data.arrays[data.windows.action_key])
-        policy = Policy(pc, meta, normalizer).to(device)
+        init_prov: dict[str, Any] = {}
+        if cfg.init_from:
+            policy, init_prov = policy_from_checkpoint(cfg.init_from, pc, meta, device)
+        else:
+            policy = Policy(pc, meta, normalizer).to(device)
         if teacher is not None:
             policy.set_teacher(teacher)
         ema = EMA(policy, cfg.ema_power, cfg.ema_max_decay)
@@ -328,7 +368,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         def provenance() -> dict[str, Any]:
             return {"dataset": str(cfg.dataset), "steps": step, "wall_s": round(wall(), 1), "seed": cfg.seed,
                     "world_size": world, "n_params": n_params, "train_episodes": int(train_windows.train_mask.sum()),
-                    "train_windows": len(data), "teacher": pc.gen.teacher or None}
+                    "train_windows": len(data), "teacher": pc.gen.teacher or None,
+                    "init_from": cfg.init_from or None, **stage_totals(init_prov, step, wall())}
 
         def checkpoint() -> None:
             save_checkpoint(run_dir / CHECKPOINT_DIR, ema.model, to_dict(cfg), provenance())

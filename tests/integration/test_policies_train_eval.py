@@ -115,6 +115,39 @@ def test_consistency_distils_from_edm_checkpoint(store, config, tmp_path, procs)
     assert np.isfinite(val_loss) and val_loss >= 0, last
 
 
+def test_init_from_starts_a_new_run_from_a_checkpoints_weights_and_normaliser(store, config, tmp_path, procs):
+    """Fine-tuning on a grown dataset (as after a DAgger round): the new run keeps the checkpoint's normaliser
+    even though its own data span other ranges, and a network that does not match is a one-line error."""
+    from safetensors.torch import load_file
+
+    from sim.record import record_expert_dataset
+
+    first = tmp_path / "first"
+    r = _run(procs, ["-m", "mimic.cli", "train", str(config), "--no-progress",
+                     *_sets([f"dataset={store}", f"run_dir={first}", *TINY, "steps=10"])])
+    assert r.returncode == 0, r.stderr[-2000:]
+    other = record_expert_dataset(tmp_path / "other.zarr", "franka", "reach", episodes=3, seed=500, progress=False)
+    from data.dataset import ReplayDataset
+
+    spans = [ReplayDataset(p).array("object_state")[:] for p in (store, other)]
+    assert np.abs(spans[0].min(0) - spans[1].min(0)).max() > 1e-3  # a refit normaliser would differ
+    second = tmp_path / "second"
+    base = [f"dataset={other}", *TINY, "steps=1", "lr=1e-12", f"init_from={first / 'checkpoint'}"]
+    r = _run(procs, ["-m", "mimic.cli", "train", str(config), "--no-progress", *_sets([*base, f"run_dir={second}"])])
+    assert r.returncode == 0, r.stderr[-2000:]
+    a, b = first / "checkpoint", second / "checkpoint"
+    for name in ("normalizer.safetensors", "model.safetensors"):  # one step at lr 1e-12 leaves the weights
+        ta, tb = load_file(str(a / name)), load_file(str(b / name))
+        assert ta.keys() == tb.keys()
+        for k in ta:
+            np.testing.assert_allclose(tb[k].numpy(), ta[k].numpy(), atol=1e-6, err_msg=f"{name}:{k}")
+    prov = json.loads((b / "provenance.json").read_text())
+    assert (prov["init_from"], prov["steps"], prov["total_steps"]) == (str(a), 1, 11)
+    r = _run(procs, ["-m", "mimic.cli", "train", str(config), "--no-progress",
+                     *_sets([*base, f"run_dir={tmp_path / 'third'}", "policy.unet.down_dims=[8,16]"])])
+    assert r.returncode == 2 and "init_from" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+
+
 def test_bad_inputs_are_one_line_errors(store, config, tmp_path, procs):
     r = _run(procs, ["-m", "mimic.cli", "train", str(config), "--set", f"dataset={store}", "--set", "policy.generatr=flow"])
     assert r.returncode == 2 and "generatr" in r.stderr and "Traceback" not in r.stderr
