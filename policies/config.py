@@ -22,6 +22,7 @@ TIME_SAMPLINGS = {"flow": ("uniform", "logit_normal", "lognormal"), "diffusion":
 FLOW_SCHEDULES = ("uniform", "karras")
 TIMESTEP_SPACINGS = ("leading", "trailing")
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")  # what the DDPM network predicts (diffusers' names)
+CD_PARAMS = {"edm": "edm", "flow": "flow"}  # consistency student's parameterisation -> its teacher's generator
 
 
 class ConfigError(ValueError):
@@ -94,7 +95,13 @@ class GeneratorConfig:
     # the network's practice instead of four of ten at sigma > 2.
     schedule: str = "uniform"  # uniform | karras
     # consistency distillation
-    teacher: str = ""  # checkpoint directory of an edm policy (required for consistency)
+    teacher: str = ""  # checkpoint directory of an edm or flow policy (required for consistency; see cd_param)
+    # The student's parameterisation, which is its teacher's: "edm", Karras preconditioning around the raw net
+    # (an edm teacher); "flow", f(x, sigma) = x_t - t v(x_t, t) at t = sigma / (1 + sigma), x_t = x / (1 + sigma)
+    # (a flow teacher: rectified flow's ODE is EDM's probability-flow ODE in those coordinates, so the same
+    # distillation applies). Either way the student starts from its teacher's weights in the teacher's own
+    # parameterisation, where its 1-step map starts as the teacher's 1-step Euler sample.
+    cd_param: str = "edm"  # edm | flow
     cd_bins: int = 18  # Karras discretisation N of the teacher's ODE
     cd_solver: str = "heun"  # teacher ODE step: euler | heun
     cd_huber_c: float = 0.0  # pseudo-Huber constant; 0 -> squared error
@@ -169,7 +176,9 @@ class PolicyConfig:
             raise ConfigError(f"policy.horizon: {self.horizon} must be divisible by "
                               f"{2 ** (len(self.unet.down_dims) - 1)} for a UNet with {len(self.unet.down_dims)} levels")
         if self.generator == "consistency" and not self.gen.teacher:
-            raise ConfigError("policy.gen.teacher: a consistency policy needs the checkpoint of an edm teacher")
+            raise ConfigError("policy.gen.teacher: a consistency policy needs the checkpoint of an edm or flow teacher")
+        if self.generator == "consistency" and self.gen.cd_param not in CD_PARAMS:
+            raise ConfigError(f"policy.gen.cd_param: {self.gen.cd_param!r} is not one of {tuple(CD_PARAMS)}")
         if self.gen.time_sampling not in TIME_SAMPLINGS.get(self.generator, (self.gen.time_sampling,)):
             raise ConfigError(f"policy.gen.time_sampling: {self.gen.time_sampling!r} is not one of "
                               f"{TIME_SAMPLINGS[self.generator]} for generator {self.generator}")

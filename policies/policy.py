@@ -18,9 +18,9 @@ from torch import nn
 
 from data.normalizer import Normalizer
 from policies.backbones import make_backbone
-from policies.config import PolicyConfig
+from policies.config import CD_PARAMS, PolicyConfig
 from policies.encoders import ObsEncoder
-from policies.generators import ConsistencyGenerator, EDMGenerator, make_generator
+from policies.generators import ConsistencyGenerator, make_generator
 
 
 @dataclass
@@ -78,11 +78,13 @@ class Policy(nn.Module):
 
     # ---- consistency distillation ------------------------------------------------------------
     def set_teacher(self, teacher: Policy) -> None:
-        """Freeze `teacher` (an edm policy) and initialise this student's networks from it."""
+        """Freeze `teacher` (an edm or flow policy, as gen.cd_param says) and initialise this student from it."""
         if not isinstance(self.generator, ConsistencyGenerator):
             raise ValueError("set_teacher: only a consistency policy distils from a teacher")
-        if not isinstance(teacher.generator, EDMGenerator):
-            raise ValueError(f"consistency teacher must be an 'edm' policy, got {teacher.cfg.generator!r}")
+        want = CD_PARAMS.get(self.cfg.gen.cd_param)
+        if teacher.cfg.generator != want:
+            raise ValueError(f"consistency teacher must be an {want!r} policy for gen.cd_param "
+                             f"{self.cfg.gen.cd_param!r}, got {teacher.cfg.generator!r}")
         self.encoder.load_state_dict(teacher.encoder.state_dict())
         self.backbone.load_state_dict(teacher.backbone.state_dict())
         teacher.eval().requires_grad_(False)

@@ -341,7 +341,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         else:
             policy = Policy(pc, meta, normalizer).to(device)
         if teacher is not None:
-            policy.set_teacher(teacher)
+            try:
+                policy.set_teacher(teacher)
+            except ValueError as e:
+                raise ConfigError(f"policy.gen.teacher {pc.gen.teacher}: {e}") from None
         ema = EMA(policy, cfg.ema_power, cfg.ema_max_decay)
         opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.95, 0.999), weight_decay=cfg.weight_decay)
         step, wall0 = 0, 0.0

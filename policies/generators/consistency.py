@@ -1,11 +1,14 @@
-"""Consistency policy: a one-to-three-step student distilled from an EDM teacher (Consistency Policy).
+"""Consistency policy: a one-to-three-step student distilled from an EDM or flow teacher (Consistency Policy).
 
 Consistency distillation (Song et al. 2023): on the teacher's Karras discretisation sigma_0 < ... < sigma_N,
 take x at sigma_{n+1}, run one teacher ODE step (Heun or Euler) down to sigma_n, and train the student
 f(x, sigma) so that f(x_{n+1}, sigma_{n+1}) == stopgrad f(x_n, sigma_n). The boundary condition
 f(x, sigma_min) = x is built into the parameterisation (c_skip -> 1, c_out -> 0), so every sigma maps
 to the clean chunk; sampling is one call at sigma_max, optionally refined by re-noising to lower sigmas.
-The student starts from the teacher's weights; its c_in / c_noise match the teacher's EDM ones.
+The student starts from the teacher's weights; its c_in / c_noise match the teacher's EDM ones. A flow teacher
+(`gen.cd_param: flow`) is the same ODE in other coordinates (flow.flow_denoise); its student keeps flow's
+parameterisation, f(x, sigma) = flow_denoise(...), so at initialisation its one step is the teacher's one
+Euler step, and the boundary f(x, sigma_min) = x holds to O(sigma_min).
 
 With the online student as its own target (mu = 0) and few CPU steps, the consistency term alone drifts:
 measured on pick_place, a teacher-initialised student fell from 45% to 15% success at 1 step after 2500
@@ -22,6 +25,9 @@ import torch
 
 from policies.generators.base import Generator, Net, randn
 from policies.generators.diffusion import NOISE_SCALE, EDMGenerator, karras_sigmas
+from policies.generators.flow import FlowGenerator, flow_denoise
+
+Teacher = EDMGenerator | FlowGenerator  # anything with denoise(net, x, sigma, cond) on EDM's scale
 
 
 class ConsistencyGenerator(Generator):
@@ -29,13 +35,17 @@ class ConsistencyGenerator(Generator):
 
     def consistency_fn(self, net: Net, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         c = self.cfg
+        if c.cd_param == "flow":
+            return flow_denoise(net, x, sigma, cond)
+        if c.cd_param != "edm":
+            raise ValueError(f"policy.gen.cd_param: {c.cd_param!r} is not edm|flow")
         sd, s = c.sigma_data, sigma[:, None, None]
         c_skip = sd**2 / ((s - c.sigma_min) ** 2 + sd**2)
         c_out = (s - c.sigma_min) * sd / (s**2 + sd**2).sqrt()
         c_in = 1 / (s**2 + sd**2).sqrt()
         return c_skip * x + c_out * net(c_in * x, sigma.log() / 4 * NOISE_SCALE, cond)
 
-    def distill_loss(self, net: Net, x0: torch.Tensor, cond: torch.Tensor, teacher: EDMGenerator, teacher_net: Net,
+    def distill_loss(self, net: Net, x0: torch.Tensor, cond: torch.Tensor, teacher: Teacher, teacher_net: Net,
                      teacher_cond: torch.Tensor) -> torch.Tensor:
         c = self.cfg
         if c.cd_target == "ode":
@@ -67,7 +77,7 @@ class ConsistencyGenerator(Generator):
             loss = loss + c.cd_dsm_weight * dsm.mean()
         return loss
 
-    def _ode_loss(self, net: Net, x0: torch.Tensor, cond: torch.Tensor, teacher: EDMGenerator, teacher_net: Net,
+    def _ode_loss(self, net: Net, x0: torch.Tensor, cond: torch.Tensor, teacher: Teacher, teacher_net: Net,
                   teacher_cond: torch.Tensor) -> torch.Tensor:
         """||f(x_sigma, sigma) - ODE_teacher(x_sigma: sigma -> 0)||^2 (cd_target "ode"; config.py says why)."""
         c = self.cfg
@@ -82,7 +92,7 @@ class ConsistencyGenerator(Generator):
         err = (self.consistency_fn(net, x_hi, s_hi, cond).float() - target.float()) ** 2
         return err.mean()
 
-    def teacher_endpoint(self, teacher: EDMGenerator, teacher_net: Net, x: torch.Tensor, sigma: torch.Tensor,
+    def teacher_endpoint(self, teacher: Teacher, teacher_net: Net, x: torch.Tensor, sigma: torch.Tensor,
                          cond: torch.Tensor) -> torch.Tensor:
         """The teacher's probability-flow ODE from x at sigma [B] to the data: cd_ode_steps Euler steps on each
         row's own Karras schedule (sigma .. sigma_min, then 0), i.e. the teacher's Euler sampler started there."""
@@ -97,7 +107,7 @@ class ConsistencyGenerator(Generator):
         return x
 
     def loss(self, net: Net, x0: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        raise RuntimeError("a consistency policy trains by distillation: use distill_loss with its EDM teacher")
+        raise RuntimeError("a consistency policy trains by distillation: use distill_loss with its teacher")
 
     def sample(self, net: Net, cond: torch.Tensor, shape: tuple[int, ...], num_inference_steps: int | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:

@@ -15,8 +15,22 @@ from policies.generators.diffusion import karras_sigmas
 TIME_SCALE = 100.0  # the backbone's sinusoidal embedding is tuned for times ~0..100
 
 
+def flow_denoise(net: Net, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    """x0 estimate from x = x0 + sigma z (EDM's scale; sigma [B]) with a velocity network.
+
+    The flow path at t = sigma / (1 + sigma) is x_t = (1 - t) x0 + t z = x / (1 + sigma), and x0 = x_t - t v: so
+    a flow policy is an EDM denoiser too, which is what lets it teach a consistency student."""
+    t = sigma / (1 + sigma)
+    xt = x / (1 + sigma)[:, None, None]
+    return xt - t[:, None, None] * net(xt, t * TIME_SCALE, cond)
+
+
 class FlowGenerator(Generator):
     default_steps = 10
+
+    def denoise(self, net: Net, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """D(x, sigma) as EDMGenerator.denoise has it (flow_denoise)."""
+        return flow_denoise(net, x, sigma, cond)
 
     def _time(self, b: int, like: torch.Tensor) -> torch.Tensor:
         c = self.cfg

@@ -453,6 +453,46 @@ def test_consistency_ode_target_is_the_teachers_euler_sample(reach_store):
         student(batch)
 
 
+def test_flow_denoise_of_the_exact_velocity_is_the_data():
+    """A flow network is an EDM denoiser on x = x0 + sigma z: what lets a flow policy teach consistency."""
+    x = torch.randn(5, 4, 3) * 3
+    sigma = torch.tensor([0.002, 0.1, 1.0, 10.0, 80.0])
+    out = FlowGenerator(GeneratorConfig()).denoise(_ideal_flow_net, x, sigma, None)
+    torch.testing.assert_close(out, X_STAR.expand(5, 4, 3), atol=1e-5, rtol=0)
+
+
+def test_consistency_from_a_flow_teacher_starts_at_its_one_step_and_targets_its_ode(reach_store):
+    """gen.cd_param flow: the student starts as the teacher's 1-step Euler sample (Karras grid, same noise), the
+    "ode" target is the teacher's own K-step Karras-grid Euler sample, and an edm teacher is refused."""
+    teacher, batches, _ = _policy(reach_store, "flow")
+    student, _, _ = _policy(reach_store, "consistency")
+    student.cfg.gen.cd_param = "flow"
+    student.normalizer = teacher.normalizer
+    student.set_teacher(teacher)
+    gen, tgen = student.generator, teacher.generator
+    gen.cfg.cd_param, gen.cfg.cd_target, gen.cfg.cd_ode_steps = "flow", "ode", 4
+    tgen.cfg.schedule = "karras"
+    batch = batches.batch(np.arange(8))
+    shape = (8, teacher.horizon, teacher.action_dim)
+    with torch.no_grad():
+        cond = teacher.encoder(teacher.encoder.augment(teacher.normalize_obs(batch["obs"]), train=False))
+        one = gen.sample(student.backbone, cond, shape, 1, torch.Generator().manual_seed(3))
+        torch.testing.assert_close(one, tgen.sample(teacher.backbone, cond, shape, 1, torch.Generator().manual_seed(3)),
+                                   atol=1e-5, rtol=1e-5)
+        sample = tgen.sample(teacher.backbone, cond, shape, 4, torch.Generator().manual_seed(5))
+        z = torch.randn(shape, generator=torch.Generator().manual_seed(5)) * tgen.cfg.sigma_max
+        end = gen.teacher_endpoint(tgen, teacher.backbone, z, torch.full((8,), tgen.cfg.sigma_max), cond)
+    torch.testing.assert_close(end, sample, atol=1e-5, rtol=1e-5)
+    loss = student(batch)
+    loss.backward()
+    assert np.isfinite(loss.item()) and loss.item() > 0
+    edm_teacher, _, _ = _policy(reach_store, "edm")
+    with pytest.raises(ValueError, match="'flow' policy for gen.cd_param 'flow'"):
+        student.set_teacher(edm_teacher)
+    with pytest.raises(ConfigError, match="cd_param"):
+        PolicyConfig(obs_keys=["a"], generator="consistency", gen=GeneratorConfig(teacher="t", cd_param="ddpm")).validate()
+
+
 def test_consistency_sigma_max_share_sets_where_ode_rows_start(reach_store):
     """cd_sigma_max_frac: that share of an "ode" batch starts at sigma_max (1.0: the 1-step map alone)."""
     teacher, batches, _ = _policy(reach_store, "edm")
