@@ -22,7 +22,7 @@ TIME_SAMPLINGS = {"flow": ("uniform", "logit_normal", "lognormal"), "diffusion":
 FLOW_SCHEDULES = ("uniform", "karras")
 TIMESTEP_SPACINGS = ("leading", "trailing")
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")  # what the DDPM network predicts (diffusers' names)
-CD_PARAMS = {"edm": "edm", "flow": "flow"}  # consistency student's parameterisation -> its teacher's generator
+CD_PARAMS = ("edm", "flow")  # a consistency student's parameterisation, which is also its teacher's generator
 
 
 class ConfigError(ValueError):
@@ -178,7 +178,7 @@ class PolicyConfig:
         if self.generator == "consistency" and not self.gen.teacher:
             raise ConfigError("policy.gen.teacher: a consistency policy needs the checkpoint of an edm or flow teacher")
         if self.generator == "consistency" and self.gen.cd_param not in CD_PARAMS:
-            raise ConfigError(f"policy.gen.cd_param: {self.gen.cd_param!r} is not one of {tuple(CD_PARAMS)}")
+            raise ConfigError(f"policy.gen.cd_param: {self.gen.cd_param!r} is not one of {CD_PARAMS}")
         if self.gen.time_sampling not in TIME_SAMPLINGS.get(self.generator, (self.gen.time_sampling,)):
             raise ConfigError(f"policy.gen.time_sampling: {self.gen.time_sampling!r} is not one of "
                               f"{TIME_SAMPLINGS[self.generator]} for generator {self.generator}")

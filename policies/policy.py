@@ -81,8 +81,8 @@ class Policy(nn.Module):
         """Freeze `teacher` (an edm or flow policy, as gen.cd_param says) and initialise this student from it."""
         if not isinstance(self.generator, ConsistencyGenerator):
             raise ValueError("set_teacher: only a consistency policy distils from a teacher")
-        want = CD_PARAMS.get(self.cfg.gen.cd_param)
-        if teacher.cfg.generator != want:
+        want = self.cfg.gen.cd_param
+        if want not in CD_PARAMS or teacher.cfg.generator != want:
             raise ValueError(f"consistency teacher must be an {want!r} policy for gen.cd_param "
                              f"{self.cfg.gen.cd_param!r}, got {teacher.cfg.generator!r}")
         self.encoder.load_state_dict(teacher.encoder.state_dict())
