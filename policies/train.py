@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from data.dataset import DatasetError, ReplayDataset
+from data.normalizer import Normalizer
 from data.torch_dataset import WindowDataset
 from policies.checkpoint import (
     CheckpointError,
@@ -97,6 +98,19 @@ def shape_meta_for(ds: ReplayDataset, obs_keys: list[str], image_keys: set[str])
         action_dim=int(ds.array("action").shape[1]), control_hz=float(attrs.get("fps", 10.0)),
         image_keys=sorted(image_keys), arm=str(attrs.get("robot", "")), task=str(attrs.get("task", "")),
         joint_names=list(attrs.get("joint_names", [])))
+
+
+def fit_normalizer(pc: PolicyConfig, train_windows: WindowDataset, data: WindowBatches) -> Normalizer:
+    """The normaliser a run from scratch fits on its training windows (actions min-max to [-1, 1])."""
+    lowdim = [k for k in pc.obs_keys if k not in train_windows.image_keys]
+    modes = {"action": "minmax", **{k: pc.lowdim_norm for k in lowdim},
+             **{k: "identity" for k in train_windows.image_keys}}
+    normalizer = widen_small_ranges(train_windows.get_normalizer(modes), lowdim, MIN_LOWDIM_RANGE)
+    if pc.action_relative_to:
+        normalizer = relative_action_normalizer(normalizer, data, pc.action_relative_to)
+    if pc.action_repr == "tcp_position":
+        normalizer = refit_action_normalizer(normalizer, data.arrays[data.windows.action_key])
+    return normalizer
 
 
 def same_spaces(other: Policy, pc: PolicyConfig) -> bool:
@@ -325,20 +339,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             if not same_spaces(teacher, pc):
                 raise ConfigError(f"policy.gen.teacher {pc.gen.teacher}: obs_keys/horizon/action_relative_to/"
                                   "angle_obs/action_repr differ from the student's")
-            normalizer = teacher.normalizer  # the student must live in the teacher's normalised space
-        else:
-            lowdim = [k for k in pc.obs_keys if k not in train_windows.image_keys]
-            modes = {"action": "minmax", **{k: pc.lowdim_norm for k in lowdim},
-                     **{k: "identity" for k in train_windows.image_keys}}
-            normalizer = widen_small_ranges(train_windows.get_normalizer(modes), lowdim, MIN_LOWDIM_RANGE)
-            if pc.action_relative_to:
-                normalizer = relative_action_normalizer(normalizer, data, pc.action_relative_to)
-            if pc.action_repr == "tcp_position":
-                normalizer = refit_action_normalizer(normalizer, data.arrays[data.windows.action_key])
         init_prov: dict[str, Any] = {}
-        if cfg.init_from:
+        if cfg.init_from:  # the checkpoint's normaliser comes with its weights; nothing is fitted
             policy, init_prov = policy_from_checkpoint(cfg.init_from, pc, meta, device)
-        else:
+        else:  # a student lives in its teacher's normalised space
+            normalizer = teacher.normalizer if teacher is not None else fit_normalizer(pc, train_windows, data)
             policy = Policy(pc, meta, normalizer).to(device)
         if teacher is not None:
             try:
