@@ -267,6 +267,8 @@ class TrainConfig:
     # Fine-tuning: a checkpoint whose EMA weights and normaliser start this run, with a fresh optimiser and lr
     # schedule (e.g. a trained policy continued on a DAgger-grown dataset). Its normaliser is kept, not refit,
     # because the weights only mean something in the space they were trained in. "": train from scratch.
+    # A consistency student may continue from its own checkpoint too (distillation on a grown store); it still
+    # needs its teacher (policy.gen.teacher), whose normaliser that checkpoint must share.
     init_from: str = ""
     grad_clip: float = 1.0
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -281,8 +283,6 @@ class TrainConfig:
         if self.dagger.policy and (not self.dagger.demos or self.record.episodes > 0):
             raise ConfigError("dagger: needs dagger.demos (the store dagger.policy was trained on) and no "
                               "record.episodes (the dataset is built from those, not recorded)")
-        if self.init_from and self.policy.generator == "consistency":
-            raise ConfigError("init_from: a consistency student starts from its teacher (policy.gen.teacher)")
         for name in ("steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")

@@ -77,16 +77,19 @@ class Policy(nn.Module):
         self._last_chunk: torch.Tensor | None = None  # [H, A] normalised, the chunk predict() returned last
 
     # ---- consistency distillation ------------------------------------------------------------
-    def set_teacher(self, teacher: Policy) -> None:
-        """Freeze `teacher` (an edm or flow policy, as gen.cd_param says) and initialise this student from it."""
+    def set_teacher(self, teacher: Policy, init_student: bool = True) -> None:
+        """Freeze `teacher` (an edm or flow policy, as gen.cd_param says) and, unless this student already holds
+        trained weights (`init_student=False`: a distillation continued from its checkpoint), initialise it from
+        the teacher."""
         if not isinstance(self.generator, ConsistencyGenerator):
             raise ValueError("set_teacher: only a consistency policy distils from a teacher")
         want = self.cfg.gen.cd_param
         if want not in CD_PARAMS or teacher.cfg.generator != want:
             raise ValueError(f"consistency teacher must be an {want!r} policy for gen.cd_param "
                              f"{self.cfg.gen.cd_param!r}, got {teacher.cfg.generator!r}")
-        self.encoder.load_state_dict(teacher.encoder.state_dict())
-        self.backbone.load_state_dict(teacher.backbone.state_dict())
+        if init_student:
+            self.encoder.load_state_dict(teacher.encoder.state_dict())
+            self.backbone.load_state_dict(teacher.backbone.state_dict())
         teacher.eval().requires_grad_(False)
         self._teacher = [teacher]
 

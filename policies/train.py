@@ -120,6 +120,12 @@ def same_spaces(other: Policy, pc: PolicyConfig) -> bool:
             and other.cfg.action_repr == pc.action_repr)
 
 
+def same_normalizer(a: Normalizer, b: Normalizer) -> bool:
+    """Whether two normalisers map every key identically (a continued student and its teacher must)."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
 def policy_from_checkpoint(path: str, pc: PolicyConfig, meta: ShapeMeta, device: str) -> tuple[Policy, dict[str, Any]]:
     """TrainConfig.init_from: a new Policy (this run's config and shapes) holding `path`'s EMA weights and normaliser.
 
@@ -342,12 +348,15 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         init_prov: dict[str, Any] = {}
         if cfg.init_from:  # the checkpoint's normaliser comes with its weights; nothing is fitted
             policy, init_prov = policy_from_checkpoint(cfg.init_from, pc, meta, device)
+            if teacher is not None and not same_normalizer(policy.normalizer, teacher.normalizer):
+                raise ConfigError(f"init_from {cfg.init_from}: its normaliser is not its teacher's "
+                                  f"({pc.gen.teacher}); a student lives in its teacher's normalised space")
         else:  # a student lives in its teacher's normalised space
             normalizer = teacher.normalizer if teacher is not None else fit_normalizer(pc, train_windows, data)
             policy = Policy(pc, meta, normalizer).to(device)
         if teacher is not None:
             try:
-                policy.set_teacher(teacher)
+                policy.set_teacher(teacher, init_student=not cfg.init_from)
             except ValueError as e:
                 raise ConfigError(f"policy.gen.teacher {pc.gen.teacher}: {e}") from None
         ema = EMA(policy, cfg.ema_power, cfg.ema_max_decay)

@@ -114,6 +114,32 @@ def test_consistency_distils_from_edm_checkpoint(store, config, tmp_path, procs)
     val_loss = float(last["val_loss"])
     assert np.isfinite(val_loss) and val_loss >= 0, last
 
+    # Distillation continued from the student's own checkpoint (a DAgger round for the student): it keeps the
+    # student's weights, not its teacher's, and a teacher with another normaliser is a one-line error.
+    from safetensors.torch import load_file
+
+    from sim.record import record_expert_dataset
+
+    cont = [f"dataset={store}", *TINY, "steps=1", "lr=1e-12", "policy.generator=consistency",
+            f"init_from={student / 'checkpoint'}"]
+    r = _run(procs, ["-m", "mimic.cli", "train", str(config), "--no-progress",
+                     *_sets([*cont, f"run_dir={tmp_path / 'continued'}", f"policy.gen.teacher={teacher / 'checkpoint'}"])])
+    assert r.returncode == 0, r.stderr[-2000:]
+    first, again, taught = (load_file(str(d / "checkpoint" / "model.safetensors"))
+                            for d in (student, tmp_path / "continued", teacher))
+    assert max((first[k] - taught[k]).abs().max().item() for k in first) > 1e-4  # 5 steps moved the student
+    for k in first:
+        np.testing.assert_allclose(again[k].numpy(), first[k].numpy(), atol=1e-6, err_msg=k)
+    other = record_expert_dataset(tmp_path / "other.zarr", "franka", "reach", episodes=3, seed=500, progress=False)
+    r = _run(procs, ["-m", "mimic.cli", "train", str(config), "--no-progress",
+                     *_sets([f"dataset={other}", f"run_dir={tmp_path / 'teacher2'}", *TINY, "steps=2",
+                             "policy.generator=edm"])])
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = _run(procs, ["-m", "mimic.cli", "train", str(config), "--no-progress",
+                     *_sets([*cont, f"run_dir={tmp_path / 'mixed'}", f"policy.gen.teacher={tmp_path / 'teacher2' / 'checkpoint'}"])])
+    assert r.returncode == 2 and "normaliser is not its teacher's" in r.stderr and "Traceback" not in r.stderr, \
+        r.stderr[-2000:]
+
 
 def test_init_from_starts_a_new_run_from_a_checkpoints_weights_and_normaliser(store, config, tmp_path, procs):
     """Fine-tuning on a grown dataset (as after a DAgger round): the new run keeps the checkpoint's normaliser
