@@ -102,7 +102,8 @@ class GeneratorConfig:
     # distillation applies). The student starts from its teacher's weights; in the teacher's own
     # parameterisation its 1-step map starts as the teacher's 1-step Euler sample. At sigma_max an edm student
     # outputs the chunk itself (c_skip ~ 0), where a flow student's chunk is x_t - t v: the net must pass the
-    # noise through to cancel it, and whatever it misses lands in the 1-step chunk.
+    # noise through to cancel it, and whatever it misses lands in the 1-step chunk. Started from a flow teacher's
+    # weights, though, an edm student is far behind at CPU budgets (policies/README.md): keep such a student flow.
     cd_param: str = "edm"  # edm | flow
     cd_bins: int = 18  # Karras discretisation N of the teacher's ODE
     cd_solver: str = "heun"  # teacher ODE step: euler | heun
