@@ -22,7 +22,7 @@ TIME_SAMPLINGS = {"flow": ("uniform", "logit_normal", "lognormal"), "diffusion":
 FLOW_SCHEDULES = ("uniform", "karras")
 TIMESTEP_SPACINGS = ("leading", "trailing")
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")  # what the DDPM network predicts (diffusers' names)
-CD_PARAMS = ("edm", "flow")  # a consistency student's parameterisation; also the generators that can teach one
+CD_PARAMS = ("edm", "flow")  # a consistency student's parameterisation, which is also its teacher's generator
 
 
 class ConfigError(ValueError):
@@ -96,14 +96,13 @@ class GeneratorConfig:
     schedule: str = "uniform"  # uniform | karras
     # consistency distillation
     teacher: str = ""  # checkpoint directory of an edm or flow policy (required for consistency; see cd_param)
-    # The student's parameterisation: "edm", Karras preconditioning around the raw net; "flow", f(x, sigma) =
-    # x_t - t v(x_t, t) at t = sigma / (1 + sigma), x_t = x / (1 + sigma). The teacher may be an edm or a flow
-    # policy either way (rectified flow's ODE is EDM's probability-flow ODE in those coordinates, so the same
-    # distillation applies). The student starts from its teacher's weights; in the teacher's own
-    # parameterisation its 1-step map starts as the teacher's 1-step Euler sample. At sigma_max an edm student
-    # outputs the chunk itself (c_skip ~ 0), where a flow student's chunk is x_t - t v: the net must pass the
-    # noise through to cancel it, and whatever it misses lands in the 1-step chunk. Started from a flow teacher's
-    # weights, though, an edm student is far behind at CPU budgets (policies/README.md): keep such a student flow.
+    # The student's parameterisation, which is its teacher's: "edm", Karras preconditioning around the raw net
+    # (an edm teacher); "flow", f(x, sigma) = x_t - t v(x_t, t) at t = sigma / (1 + sigma), x_t = x / (1 + sigma)
+    # (a flow teacher: rectified flow's ODE is EDM's probability-flow ODE in those coordinates, so the same
+    # distillation applies). Either way the student starts from its teacher's weights in the teacher's own
+    # parameterisation, where its 1-step map starts as the teacher's 1-step Euler sample. (An edm student of a flow
+    # teacher was measured once, with this check lifted: started from the flow weights it was far behind at CPU
+    # budgets, 12/100 at 1 step after 2000 steps; policies/results/README.md, session 27.)
     cd_param: str = "edm"  # edm | flow
     cd_bins: int = 18  # Karras discretisation N of the teacher's ODE
     cd_solver: str = "heun"  # teacher ODE step: euler | heun

@@ -78,15 +78,15 @@ class Policy(nn.Module):
 
     # ---- consistency distillation ------------------------------------------------------------
     def set_teacher(self, teacher: Policy, init_student: bool = True) -> None:
-        """Freeze `teacher` (an edm or flow policy: both are denoisers on EDM's scale, whatever the student's own
-        gen.cd_param) and, unless this student already holds trained weights (`init_student=False`: a distillation
-        continued from its checkpoint), initialise it from the teacher. Across parameterisations (an edm student of
-        a flow teacher) the copied weights still carry the observation encoder and the conditioning; the output
-        layer relearns what it means."""
+        """Freeze `teacher` (an edm or flow policy, as gen.cd_param says) and, unless this student already holds
+        trained weights (`init_student=False`: a distillation continued from its checkpoint), initialise it from
+        the teacher."""
         if not isinstance(self.generator, ConsistencyGenerator):
             raise ValueError("set_teacher: only a consistency policy distils from a teacher")
-        if teacher.cfg.generator not in CD_PARAMS:
-            raise ValueError(f"consistency teacher must be one of {CD_PARAMS} policies, got {teacher.cfg.generator!r}")
+        want = self.cfg.gen.cd_param
+        if want not in CD_PARAMS or teacher.cfg.generator != want:
+            raise ValueError(f"consistency teacher must be an {want!r} policy for gen.cd_param "
+                             f"{self.cfg.gen.cd_param!r}, got {teacher.cfg.generator!r}")
         if init_student:
             self.encoder.load_state_dict(teacher.encoder.state_dict())
             self.backbone.load_state_dict(teacher.backbone.state_dict())
