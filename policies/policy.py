@@ -18,6 +18,7 @@ from torch import nn
 
 from data.normalizer import Normalizer
 from policies.backbones import make_backbone
+from policies.backbones.widen import widen_unet_state
 from policies.config import CD_PARAMS, PolicyConfig
 from policies.encoders import ObsEncoder
 from policies.generators import ConsistencyGenerator, make_generator
@@ -88,10 +89,23 @@ class Policy(nn.Module):
             raise ValueError(f"consistency teacher must be an {want!r} policy for gen.cd_param "
                              f"{self.cfg.gen.cd_param!r}, got {teacher.cfg.generator!r}")
         if init_student:
-            self.encoder.load_state_dict(teacher.encoder.state_dict())
-            self.backbone.load_state_dict(teacher.backbone.state_dict())
+            self.load_weights_from(teacher)
         teacher.eval().requires_grad_(False)
         self._teacher = [teacher]
+
+    def load_weights_from(self, other: Policy) -> None:
+        """`other`'s encoder and backbone weights. A UNet wider than `other`'s by one whole multiple receives its
+        function widened (backbones/widen.py): how a student gets more capacity than its teacher."""
+        self.encoder.load_state_dict(other.encoder.state_dict())
+        mine, theirs = self.cfg.unet.down_dims, other.cfg.unet.down_dims
+        if self.cfg.backbone == other.cfg.backbone == "unet" and list(mine) != list(theirs):
+            if self.cfg.unet.n_groups != other.cfg.unet.n_groups:
+                raise ValueError(f"policy.unet.n_groups {self.cfg.unet.n_groups} differs from {other.cfg.unet.n_groups}: "
+                                 "a widened UNet keeps its groups")
+            state = widen_unet_state(other.backbone.state_dict(), theirs, self.backbone, mine, self.cfg.unet.n_groups)
+            self.backbone.load_state_dict(state)
+        else:
+            self.backbone.load_state_dict(other.backbone.state_dict())
 
     # ---- shared pieces -----------------------------------------------------------------------
     @property

@@ -139,8 +139,8 @@ def policy_from_checkpoint(path: str, pc: PolicyConfig, meta: ShapeMeta, device:
                           "differ from this run's")
     policy = Policy(pc, meta, start.normalizer).to(device)
     try:
-        policy.load_state_dict(start.state_dict())
-    except RuntimeError as e:
+        policy.load_weights_from(start)  # a wider UNet starts as the checkpoint's function (backbones/widen.py)
+    except (RuntimeError, ValueError) as e:
         raise ConfigError(f"init_from {path}: network differs ({str(e).splitlines()[0]})") from None
     return policy, load_provenance(path)
 

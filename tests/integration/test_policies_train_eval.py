@@ -172,6 +172,20 @@ def test_init_from_starts_a_new_run_from_a_checkpoints_weights_and_normaliser(st
     r = _run(procs, ["-m", "mimic.cli", "train", str(config), "--no-progress",
                      *_sets([*base, f"run_dir={tmp_path / 'third'}", "policy.unet.down_dims=[8,16]"])])
     assert r.returncode == 2 and "init_from" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    # twice as wide: the new run starts as the checkpoint's function (Net2WiderNet, policies/backbones/widen.py)
+    r = _run(procs, ["-m", "mimic.cli", "train", str(config), "--no-progress",
+                     *_sets([*base, f"run_dir={tmp_path / 'wide'}", "policy.unet.down_dims=[32,64]"])])
+    assert r.returncode == 0, r.stderr[-2000:]
+    import torch
+
+    from policies import load_policy
+
+    narrow, wide = load_policy(a), load_policy(tmp_path / "wide" / "checkpoint")
+    assert wide.cfg.unet.down_dims == [32, 64]
+    x, t = torch.randn(4, narrow.horizon, narrow.action_dim), torch.rand(4) * 100
+    obs = torch.randn(4, narrow.n_obs_steps, narrow.encoder.feature_dim)
+    with torch.no_grad():
+        torch.testing.assert_close(wide.backbone(x, t, obs), narrow.backbone(x, t, obs), atol=1e-4, rtol=1e-4)
 
 
 def test_bad_inputs_are_one_line_errors(store, config, tmp_path, procs):

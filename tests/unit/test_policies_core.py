@@ -131,7 +131,7 @@ def reach_store(tmp_path_factory):
 
 
 def _policy(store, generator="flow", backbone="unet", obs_keys=("robot0_joint_pos", "object_state"),
-            angle_obs=()):
+            angle_obs=(), unet=None):
     from data.torch_dataset import WindowDataset
     from policies.data import WindowBatches, widen_small_ranges
     from policies.policy import Policy
@@ -139,7 +139,7 @@ def _policy(store, generator="flow", backbone="unet", obs_keys=("robot0_joint_po
 
     cfg = PolicyConfig(obs_keys=list(obs_keys), horizon=8, n_obs_steps=2, n_action_steps=4, generator=generator,
                        backbone=backbone, angle_obs=list(angle_obs))
-    cfg.unet = type(cfg.unet)(**TINY_UNET)
+    cfg.unet = type(cfg.unet)(**{**TINY_UNET, **(unet or {})})
     cfg.transformer = type(cfg.transformer)(**TINY_TF)
     cfg.image.width, cfg.image.feature_dim, cfg.image.num_keypoints = 8, 16, 8
     if generator == "consistency":
@@ -491,6 +491,58 @@ def test_consistency_from_a_flow_teacher_starts_at_its_one_step_and_targets_its_
         student.set_teacher(edm_teacher)
     with pytest.raises(ConfigError, match="cd_param"):
         PolicyConfig(obs_keys=["a"], generator="consistency", gen=GeneratorConfig(teacher="t", cd_param="ddpm")).validate()
+
+
+@pytest.mark.parametrize("mult", [2, 3])
+def test_widened_unet_computes_the_narrow_ones_function(mult):
+    """Net2WiderNet: every level m times wider, the same outputs (GroupNorm groups hold m copies of the same
+    old group), but the copies of a channel are not equal (random input shares break their symmetry)."""
+    from policies.backbones.unet import ConditionalUnet1D
+    from policies.backbones.widen import widen_unet_state
+    from policies.config import UnetConfig
+
+    torch.manual_seed(0)
+    narrow_dims, wide_dims = [8, 16, 32], [mult * 8, mult * 16, mult * 32]
+    narrow = ConditionalUnet1D(3, 10, UnetConfig(down_dims=narrow_dims, time_embed_dim=16, n_groups=4))
+    with torch.no_grad():  # GroupNorm's affine and every bias away from their initial 1 / 0
+        for p in narrow.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    wide = ConditionalUnet1D(3, 10, UnetConfig(down_dims=wide_dims, time_embed_dim=16, n_groups=4))
+    wide.load_state_dict(widen_unet_state(narrow.state_dict(), narrow_dims, wide, wide_dims, groups=4))
+    x, t, obs = torch.randn(6, 8, 3), torch.rand(6) * 100, torch.randn(6, 2, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(wide(x, t, obs), narrow(x, t, obs), atol=1e-5, rtol=1e-5)
+    w = wide.mid[0].block1[0].weight  # [out, in, k]: the mult copies of input channel 0 sit in one group
+    first_copy = 32 // 4  # wide group 0 holds old group 0's 8 channels mult times: wide 8 is old 0 again
+    assert not torch.allclose(w[:, 0], w[:, first_copy])
+    with pytest.raises(ValueError, match="whole multiple"):
+        widen_unet_state(narrow.state_dict(), narrow_dims, wide, [16, 48, 64], groups=4)
+
+
+def test_consistency_student_wider_than_its_teacher_starts_at_its_one_step(reach_store):
+    """A student with policy.unet.down_dims twice the teacher's starts as the teacher's function (its one step
+    is the teacher's one Euler step) and distils like a same-size student."""
+    teacher, batches, _ = _policy(reach_store, "flow")
+    student, _, _ = _policy(reach_store, "consistency", unet={"down_dims": [32, 64]})
+    student.cfg.gen.cd_param = student.generator.cfg.cd_param = "flow"
+    student.normalizer = teacher.normalizer
+    student.set_teacher(teacher)
+    assert sum(p.numel() for p in student.parameters()) > 3 * sum(p.numel() for p in teacher.parameters())
+    batch = batches.batch(np.arange(8))
+    shape = (8, teacher.horizon, teacher.action_dim)
+    teacher.generator.cfg.schedule = "karras"
+    with torch.no_grad():
+        cond = teacher.encoder(teacher.encoder.augment(teacher.normalize_obs(batch["obs"]), train=False))
+        one = student.generator.sample(student.backbone, cond, shape, 1, torch.Generator().manual_seed(3))
+        ref = teacher.generator.sample(teacher.backbone, cond, shape, 1, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(one, ref, atol=1e-5, rtol=1e-5)
+    loss = student(batch)
+    loss.backward()
+    assert np.isfinite(loss.item()) and loss.item() > 0
+    odd, _, _ = _policy(reach_store, "consistency", unet={"down_dims": [24, 48]})
+    odd.cfg.gen.cd_param = odd.generator.cfg.cd_param = "flow"
+    with pytest.raises(ValueError, match="whole multiple"):
+        odd.set_teacher(teacher)
 
 
 def test_consistency_sigma_max_share_sets_where_ode_rows_start(reach_store):
