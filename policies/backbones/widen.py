@@ -1,10 +1,10 @@
 """Function-preserving widening of a trained Conv UNet (Net2WiderNet, Chen, Goodfellow & Shlens 2016).
 
-Why: a consistency student compresses its teacher's whole ODE into one call. Distilled into a net of the
-teacher's size it stays 12-17 points behind on push_t however it is trained (policies/results/README.md), so
-the student needs more capacity, and a student trained from scratch would first have to relearn everything
-the teacher knows. Widening gives both: the wide net starts as exactly the function of the narrow one (a
-teacher, or a student distilled so far) and distillation goes on from there with m times the channels.
+Why: to give a trained policy more capacity without relearning what it already knows. A net trained from
+scratch at the new width would start over; the widened net starts as exactly the function of the narrow one (a
+teacher, a student distilled so far, a policy after its DAgger rounds) and training goes on from there with m
+times the channels. Used by `init_from` and by a consistency student wider than its teacher; measured on
+push_t in policies/results/README.md (session 28).
 
 How: every level's C channels become m*C. New channel j copies old channel L(j), laid out so that each
 GroupNorm group of the wide net holds m copies of exactly the channels of the same old group: the group's
