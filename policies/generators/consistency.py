@@ -66,10 +66,7 @@ class ConsistencyGenerator(Generator):
                 x_lo = x_hi + dt * 0.5 * (d_hi + d_lo)
             target = self.consistency_fn(net, x_lo, s_lo, cond)  # stop-gradient target (mu = 0, as in iCT)
         pred = self.consistency_fn(net, x_hi, s_hi, cond)
-        err = (pred.float() - target.float()) ** 2
-        if c.cd_huber_c > 0:
-            err = (err.flatten(1).sum(1) + c.cd_huber_c**2).sqrt() - c.cd_huber_c
-        loss = err.mean()
+        loss = self._distance(pred, target)
         if c.cd_dsm_weight > 0:  # anchor f(x, sigma) to the data itself, as CTM / Consistency Policy do
             dsm = ((pred.float() - x0.float()) ** 2).flatten(1).mean(1)
             if c.cd_dsm_sigma > 0:  # only where x_sigma still tells the modes apart (config.py: cd_dsm_sigma)
@@ -89,7 +86,15 @@ class ConsistencyGenerator(Generator):
         x_hi = x0 + s_hi[:, None, None] * torch.randn_like(x0)
         with torch.no_grad():
             target = self.teacher_endpoint(teacher, teacher_net, x_hi, s_hi, teacher_cond)
-        err = (self.consistency_fn(net, x_hi, s_hi, cond).float() - target.float()) ** 2
+        return self._distance(self.consistency_fn(net, x_hi, s_hi, cond), target)
+
+    def _distance(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean squared error, or with cd_huber_c > 0 iCT's pseudo-Huber sqrt(||d||^2 + c^2) - c per chunk (an L2
+        norm for errors far above c: a chunk's gradient no longer grows with its error)."""
+        c = self.cfg.cd_huber_c
+        err = (pred.float() - target.float()) ** 2
+        if c > 0:
+            return ((err.flatten(1).sum(1) + c**2).sqrt() - c).mean()
         return err.mean()
 
     def teacher_endpoint(self, teacher: Teacher, teacher_net: Net, x: torch.Tensor, sigma: torch.Tensor,

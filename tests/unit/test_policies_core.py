@@ -583,3 +583,16 @@ def test_trailing_ddim_starts_from_pure_noise_and_ends_at_the_data():
         sched.set_timesteps(10)
         return float(sched.alphas_cumprod[sched.timesteps[0]])
     assert first_abar("leading") > 0.01 and first_abar("trailing") < 1e-5
+
+
+def test_consistency_pseudo_huber_distance_for_both_targets():
+    """gen.cd_huber_c > 0: the distance is iCT's pseudo-Huber per chunk, sqrt(||d||^2 + c^2) - c, for "ode" targets
+    as for "self" ones; 0 keeps the mean squared error."""
+    from policies.generators.consistency import ConsistencyGenerator
+
+    pred, target = torch.randn(5, 4, 3), torch.randn(5, 4, 3)
+    gen = ConsistencyGenerator(GeneratorConfig(cd_huber_c=0.0))
+    torch.testing.assert_close(gen._distance(pred, target), ((pred - target) ** 2).mean())
+    gen = ConsistencyGenerator(GeneratorConfig(cd_huber_c=0.1))
+    want = (((pred - target) ** 2).flatten(1).sum(1) + 0.01).sqrt().sub(0.1).mean()
+    torch.testing.assert_close(gen._distance(pred, target), want)
