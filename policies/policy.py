@@ -86,8 +86,8 @@ class Policy(nn.Module):
             raise ValueError("set_teacher: only a consistency policy distils from a teacher")
         want = self.cfg.gen.cd_param
         if want not in CD_PARAMS or teacher.cfg.generator != want:
-            raise ValueError(f"consistency teacher must be an {want!r} policy for gen.cd_param "
-                             f"{self.cfg.gen.cd_param!r}, got {teacher.cfg.generator!r}")
+            raise ValueError(f"consistency teacher must be an {want!r} policy for gen.cd_param {want!r}, "
+                             f"got {teacher.cfg.generator!r}")
         if init_student:
             self.load_weights_from(teacher)
         teacher.eval().requires_grad_(False)

@@ -524,7 +524,7 @@ def test_consistency_student_wider_than_its_teacher_starts_at_its_one_step(reach
     is the teacher's one Euler step) and distils like a same-size student."""
     teacher, batches, _ = _policy(reach_store, "flow")
     student, _, _ = _policy(reach_store, "consistency", unet={"down_dims": [32, 64]})
-    student.cfg.gen.cd_param = student.generator.cfg.cd_param = "flow"
+    student.cfg.gen.cd_param = "flow"  # the generator holds this same config
     student.normalizer = teacher.normalizer
     student.set_teacher(teacher)
     assert sum(p.numel() for p in student.parameters()) > 3 * sum(p.numel() for p in teacher.parameters())
@@ -540,7 +540,7 @@ def test_consistency_student_wider_than_its_teacher_starts_at_its_one_step(reach
     loss.backward()
     assert np.isfinite(loss.item()) and loss.item() > 0
     odd, _, _ = _policy(reach_store, "consistency", unet={"down_dims": [24, 48]})
-    odd.cfg.gen.cd_param = odd.generator.cfg.cd_param = "flow"
+    odd.cfg.gen.cd_param = "flow"
     with pytest.raises(ValueError, match="whole multiple"):
         odd.set_teacher(teacher)
 
