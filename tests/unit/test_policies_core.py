@@ -596,3 +596,47 @@ def test_consistency_pseudo_huber_distance_for_both_targets():
     gen = ConsistencyGenerator(GeneratorConfig(cd_huber_c=0.1))
     want = (((pred - target) ** 2).flatten(1).sum(1) + 0.01).sqrt().sub(0.1).mean()
     torch.testing.assert_close(gen._distance(pred, target), want)
+
+
+def test_consistency_mode_group_scores_each_row_against_its_groups_nearest_endpoint(reach_store):
+    """cd_mode_group g: the sigma_max rows come in groups of g sharing one window (the teacher sees each window g
+    times, each with its own noise), and each row's distance is to the nearest of its group's teacher endpoints."""
+    teacher, batches, _ = _policy(reach_store, "edm")
+    student, _, _ = _policy(reach_store, "consistency")
+    student.normalizer = teacher.normalizer
+    student.set_teacher(teacher)
+    gen = student.generator
+    gen.cfg.cd_target, gen.cfg.cd_ode_steps, gen.cfg.cd_sigma_max_frac = "ode", 2, 0.75
+    seen: dict[str, torch.Tensor] = {}
+    endpoint, fn = gen.teacher_endpoint, gen.consistency_fn
+
+    def recording_endpoint(t, net, x, sigma, cond):
+        seen["cond"], seen["target"] = cond.clone(), endpoint(t, net, x, sigma, cond)
+        return seen["target"]
+
+    def recording_fn(net, x, sigma, cond):
+        seen["pred"] = fn(net, x, sigma, cond)
+        return seen["pred"]
+
+    gen.teacher_endpoint, gen.consistency_fn = recording_endpoint, recording_fn
+    batch = batches.batch(np.arange(8))
+    losses = {}
+    for g in (1, 3):
+        gen.cfg.cd_mode_group = g
+        torch.manual_seed(0)
+        with torch.no_grad():
+            losses[g] = float(student(batch))
+    cond, pred, target = seen["cond"], seen["pred"], seen["target"]
+    # 6 sigma_max rows -> two groups of 3 windows (rows 0-2 the first window, 3-5 the second); rows 6-7 as they were
+    assert torch.equal(cond[0], cond[2]) and torch.equal(cond[3], cond[5]) and not torch.equal(cond[0], cond[3])
+    assert torch.equal(cond[6:], teacher.encoder(teacher.normalize_obs(batch["obs"]))[6:].to(cond.dtype))
+    rows = []
+    for i in range(8):
+        group = range(i // 3 * 3, i // 3 * 3 + 3) if i < 6 else [i]
+        rows.append(min(float(((pred[i] - target[j]) ** 2).mean()) for j in group))
+    assert losses[3] == pytest.approx(float(np.mean(rows)), rel=1e-5)
+    own = float(((pred - target) ** 2).mean())
+    assert losses[3] <= own * (1 + 1e-6)  # the nearest endpoint is never further than the row's own
+    with pytest.raises(ConfigError, match="cd_mode_group"):
+        PolicyConfig(obs_keys=["robot0_joint_pos"], generator="consistency",
+                     gen=GeneratorConfig(teacher="t", cd_mode_group=4)).validate()
