@@ -117,12 +117,6 @@ class GeneratorConfig:
     # Share of each "ode" batch that starts at sigma_max, where a 1-step sample does; the rest are spread over
     # the Karras bins that 2-3 step sampling re-noises to. 1.0 trains the 1-step map alone.
     cd_sigma_max_frac: float = 0.5
-    # "ode" only, > 1: the sigma_max rows come in groups of this many sharing one window (each with its own
-    # noise), and each is scored against the nearest of its group's teacher endpoints, its own among them
-    # (winner-takes-all, as in multiple-choice learning). Where the teacher's ODE sends nearby noises to
-    # different ways of pushing, a squared error to the own endpoint pulls a 1-step map to their mean; the
-    # nearest endpoint lets it land on either. Costs nothing extra; the sigma_max rows see g times fewer windows.
-    cd_mode_group: int = 1
     cd_dsm_weight: float = 0.0  # weight of the denoising (DSM) anchor ||f(x_sigma, sigma) - x0||^2 beside the CD loss
     # > 0: the anchor's weight falls off above this sigma, as 1 / (1 + (sigma / cd_dsm_sigma)^2). At high noise
     # the denoising target E[x0 | x_sigma] is the mean of the data's modes, which is exactly what a 1-step
@@ -199,10 +193,6 @@ class PolicyConfig:
             raise ConfigError(f"policy.gen.prediction_type: {self.gen.prediction_type!r} is not one of {PREDICTION_TYPES}")
         if not 0.0 <= self.gen.cd_sigma_max_frac <= 1.0:
             raise ConfigError(f"policy.gen.cd_sigma_max_frac: {self.gen.cd_sigma_max_frac} is not in [0, 1]")
-        if self.gen.cd_mode_group < 1:
-            raise ConfigError(f"policy.gen.cd_mode_group: must be >= 1, got {self.gen.cd_mode_group}")
-        if self.gen.cd_mode_group > 1 and self.gen.cd_target != "ode":
-            raise ConfigError("policy.gen.cd_mode_group: > 1 needs cd_target 'ode' (it groups teacher endpoints)")
         if not self.obs_keys:
             raise ConfigError("policy.obs_keys: at least one observation key is required")
         self.angle_dims()

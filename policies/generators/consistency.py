@@ -78,44 +78,24 @@ class ConsistencyGenerator(Generator):
                   teacher_cond: torch.Tensor) -> torch.Tensor:
         """||f(x_sigma, sigma) - ODE_teacher(x_sigma: sigma -> 0)||^2 (cd_target "ode"; config.py says why)."""
         c = self.cfg
-        b, g = x0.shape[0], c.cd_mode_group
-        n_max = round(b * c.cd_sigma_max_frac)
-        grouped = (n_max // g) * g if g > 1 else 0
-        if grouped:  # the sigma_max rows in groups of g sharing one window, each with its own noise
-            idx = torch.arange(b, device=x0.device)
-            idx[:grouped] = torch.arange(grouped // g, device=x0.device).repeat_interleave(g)
-            x0, cond, teacher_cond = x0[idx], cond[idx], teacher_cond[idx]
+        b = x0.shape[0]
         sigmas = karras_sigmas(c.cd_bins + 1, c.sigma_min, c.sigma_max, c.rho, x0.device).flip(0)
         n = torch.randint(1, c.cd_bins + 1, (b,), device=x0.device)
-        n[:n_max] = c.cd_bins  # sigma_max: where a 1-step sample starts
+        n[: round(b * c.cd_sigma_max_frac)] = c.cd_bins  # sigma_max: where a 1-step sample starts
         s_hi = sigmas[n]
         x_hi = x0 + s_hi[:, None, None] * torch.randn_like(x0)
         with torch.no_grad():
             target = self.teacher_endpoint(teacher, teacher_net, x_hi, s_hi, teacher_cond)
-        pred = self.consistency_fn(net, x_hi, s_hi, cond)
-        if not grouped:
-            return self._distance(pred, target)
-        # Mode-seeking: a grouped row is scored against the nearest of its group's teacher endpoints (its own
-        # among them), so where the teacher's ODE splits the noise between two ways of pushing, the student may
-        # land on either instead of being pulled to their mean (config.py: cd_mode_group).
-        k = grouped // g
-        p, t = pred[:grouped].view(k, g, 1, *pred.shape[1:]), target[:grouped].view(k, g, *target.shape[1:])[:, None]
-        nearest = self._row_distance(p, t).min(-1).values.flatten()
-        return torch.cat([nearest, self._row_distance(pred[grouped:], target[grouped:])]).mean()
+        return self._distance(self.consistency_fn(net, x_hi, s_hi, cond), target)
 
     def _distance(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The batch's mean of `_row_distance`."""
-        return self._row_distance(pred, target).mean()
-
-    def _row_distance(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Per chunk (the last two dims; leading dims broadcast): the mean squared error, or with cd_huber_c > 0
-        iCT's pseudo-Huber sqrt(||d||^2 + c^2) - c (an L2 norm for errors far above c: a chunk's gradient no
-        longer grows with its error)."""
+        """Mean squared error, or with cd_huber_c > 0 iCT's pseudo-Huber sqrt(||d||^2 + c^2) - c per chunk (an L2
+        norm for errors far above c: a chunk's gradient no longer grows with its error)."""
         c = self.cfg.cd_huber_c
         err = (pred.float() - target.float()) ** 2
         if c > 0:
-            return (err.sum((-2, -1)) + c**2).sqrt() - c
-        return err.mean((-2, -1))
+            return ((err.flatten(1).sum(1) + c**2).sqrt() - c).mean()
+        return err.mean()
 
     def teacher_endpoint(self, teacher: Teacher, teacher_net: Net, x: torch.Tensor, sigma: torch.Tensor,
                          cond: torch.Tensor) -> torch.Tensor:
