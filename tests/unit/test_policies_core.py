@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from policies.config import ConfigError, GeneratorConfig, PolicyConfig, load_train_config
-from policies.generators import DDPMGenerator, EDMGenerator, FlowGenerator, make_generator
+from policies.generators import (
+    ConsistencyGenerator,
+    DDPMGenerator,
+    EDMGenerator,
+    FlowGenerator,
+    make_generator,
+)
 from policies.generators.diffusion import NOISE_SCALE
 
 torch.set_num_threads(1)
@@ -588,8 +594,6 @@ def test_trailing_ddim_starts_from_pure_noise_and_ends_at_the_data():
 def test_consistency_pseudo_huber_distance_for_both_targets():
     """gen.cd_huber_c > 0: the distance is iCT's pseudo-Huber per chunk, sqrt(||d||^2 + c^2) - c, for "ode" targets
     as for "self" ones; 0 keeps the mean squared error."""
-    from policies.generators.consistency import ConsistencyGenerator
-
     pred, target = torch.randn(5, 4, 3), torch.randn(5, 4, 3)
     gen = ConsistencyGenerator(GeneratorConfig(cd_huber_c=0.0))
     torch.testing.assert_close(gen._distance(pred, target), ((pred - target) ** 2).mean())
