@@ -30,8 +30,11 @@ def _leader(bus: EmulatedDynamixelBus, tmp_path, follower: str, **kw) -> GelloLe
     return GelloLeader(GelloConfig(port=bus.port, calibration=path, follower=follower, **kw))
 
 
-@pytest.mark.parametrize(("follower", "baud", "min_hz"), [("franka", 57_600, 20), ("ur5e", 1_000_000, 100),
-                                                          ("xarm7", 1_000_000, 100)])
+# The floors guard the failure that matters, a read that waits out its status timeout (40 ms here, so <= 25 Hz),
+# not the speed itself (bench/ measures that): at 1 Mbaud a loaded 2-core machine held one 1 s window to 95 Hz
+# against ~590 idle, so the check takes the best of three 0.5 s windows against a 60 Hz floor.
+@pytest.mark.parametrize(("follower", "baud", "min_hz"), [("franka", 57_600, 20), ("ur5e", 1_000_000, 60),
+                                                          ("xarm7", 1_000_000, 60)])
 def test_reads_what_the_person_set_at_the_bus_rate(tmp_path, follower: str, baud: int, min_hz: float) -> None:
     spec = get_spec(follower)
     with EmulatedDynamixelBus(example_calibration(follower, seed=1, baudrate=baud)) as bus:
@@ -55,7 +58,7 @@ def test_reads_what_the_person_set_at_the_bus_rate(tmp_path, follower: str, baud
             r = leader.read()  # at rest now
             np.testing.assert_allclose(r.q, spec.q_max)
             assert r.gripper == pytest.approx(0.0, abs=2e-4)
-            rate = measure_read_rate(leader, 1.0)
+            rate = max(measure_read_rate(leader, 0.5) for _ in range(3))
         finally:
             leader.disconnect()
     # 8-servo sync read: ~40 Hz at 57,600 baud and ~450-600 Hz at 1 Mbaud when the machine is idle
