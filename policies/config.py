@@ -117,6 +117,11 @@ class GeneratorConfig:
     # Share of each "ode" batch that starts at sigma_max, where a 1-step sample does; the rest are spread over
     # the Karras bins that 2-3 step sampling re-noises to. 1.0 trains the 1-step map alone.
     cd_sigma_max_frac: float = 0.5
+    # Weight, in the distillation error, of the chunk rows a rollout never executes (all but rows n_obs_steps - 1
+    # .. + n_action_steps; weights renormalised to mean 1). 1.0: every row alike. 0.0 spends the 1-step map on
+    # the rows that move the arm: on push_t it lifted a student 151 -> 168/200 in 3000 steps (paired p = 0.02;
+    # policies/results/README.md, session 30), where 0.25 gave 157.
+    cd_unexecuted_weight: float = 1.0
     cd_dsm_weight: float = 0.0  # weight of the denoising (DSM) anchor ||f(x_sigma, sigma) - x0||^2 beside the CD loss
     # > 0: the anchor's weight falls off above this sigma, as 1 / (1 + (sigma / cd_dsm_sigma)^2). At high noise
     # the denoising target E[x0 | x_sigma] is the mean of the data's modes, which is exactly what a 1-step
@@ -193,6 +198,8 @@ class PolicyConfig:
             raise ConfigError(f"policy.gen.prediction_type: {self.gen.prediction_type!r} is not one of {PREDICTION_TYPES}")
         if not 0.0 <= self.gen.cd_sigma_max_frac <= 1.0:
             raise ConfigError(f"policy.gen.cd_sigma_max_frac: {self.gen.cd_sigma_max_frac} is not in [0, 1]")
+        if not 0.0 <= self.gen.cd_unexecuted_weight <= 1.0:
+            raise ConfigError(f"policy.gen.cd_unexecuted_weight: {self.gen.cd_unexecuted_weight} is not in [0, 1]")
         if not self.obs_keys:
             raise ConfigError("policy.obs_keys: at least one observation key is required")
         self.angle_dims()

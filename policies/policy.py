@@ -67,6 +67,8 @@ class Policy(nn.Module):
         self.encoder = ObsEncoder(lowdim, images, cfg.image)
         self.backbone = make_backbone(cfg, self.action_dim, self.encoder.feature_dim)
         self.generator = make_generator(cfg.generator, cfg.gen)
+        if isinstance(self.generator, ConsistencyGenerator):  # rows cd_unexecuted_weight leaves at full weight
+            self.generator.executed_rows = (cfg.n_obs_steps - 1, cfg.n_obs_steps - 1 + cfg.n_action_steps)
         self.relative_key = cfg.action_relative_to
         self.relative_dims = int(np.prod(shape_meta.obs_shapes[self.relative_key])) if self.relative_key else 0
         if self.relative_dims > self.action_dim:

@@ -32,6 +32,7 @@ Teacher = EDMGenerator | FlowGenerator  # anything with denoise(net, x, sigma, c
 
 class ConsistencyGenerator(Generator):
     default_steps = 1
+    executed_rows: tuple[int, int] | None = None  # [lo, hi) of the chunk a rollout executes; set by the Policy
 
     def consistency_fn(self, net: Net, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         c = self.cfg
@@ -90,9 +91,15 @@ class ConsistencyGenerator(Generator):
 
     def _distance(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean squared error, or with cd_huber_c > 0 iCT's pseudo-Huber sqrt(||d||^2 + c^2) - c per chunk (an L2
-        norm for errors far above c: a chunk's gradient no longer grows with its error)."""
+        norm for errors far above c: a chunk's gradient no longer grows with its error); rows weighted by
+        cd_unexecuted_weight."""
         c = self.cfg.cd_huber_c
         err = (pred.float() - target.float()) ** 2
+        u = self.cfg.cd_unexecuted_weight
+        if u != 1.0 and self.executed_rows is not None:  # config.py: cd_unexecuted_weight
+            w = err.new_full((err.shape[1],), u)
+            w[slice(*self.executed_rows)] = 1.0
+            err = err * (w * len(w) / w.sum())[None, :, None]
         if c > 0:
             return ((err.flatten(1).sum(1) + c**2).sqrt() - c).mean()
         return err.mean()

@@ -581,6 +581,30 @@ def test_consistency_sigma_max_share_sets_where_ode_rows_start(reach_store):
                      gen=GeneratorConfig(teacher="t", cd_sigma_max_frac=1.5)).validate()
 
 
+def test_consistency_unexecuted_weight_spends_the_loss_on_the_executed_rows(reach_store):
+    """gen.cd_unexecuted_weight: the distillation error of rows a rollout never executes is weighted down (0: ignored),
+    the executed rows [n_obs_steps - 1, + n_action_steps) of the policy's own chunk keep theirs, mean weight 1."""
+    student, _, _ = _policy(reach_store, "consistency")
+    gen, pc = student.generator, student.cfg
+    lo, hi = pc.n_obs_steps - 1, pc.n_obs_steps - 1 + pc.n_action_steps
+    assert gen.executed_rows == (lo, hi) and hi < student.horizon
+    pred = torch.randn(4, student.horizon, student.action_dim)
+    target = pred.clone()
+    target[:, lo:hi] += 0.1
+    full = gen._distance(pred, target)
+    gen.cfg.cd_unexecuted_weight = 0.0
+    torch.testing.assert_close(gen._distance(pred, target), full * student.horizon / (hi - lo))
+    moved = target.clone()
+    moved[:, hi:] += 5.0  # rows past the executed ones: no longer counted
+    moved[:, :lo] -= 5.0
+    torch.testing.assert_close(gen._distance(pred, moved), gen._distance(pred, target))
+    gen.cfg.cd_unexecuted_weight = 1.0
+    assert gen._distance(pred, moved) > 10 * full
+    with pytest.raises(ConfigError, match="cd_unexecuted_weight"):
+        PolicyConfig(obs_keys=["robot0_joint_pos"], generator="consistency",
+                     gen=GeneratorConfig(teacher="t", cd_unexecuted_weight=-0.5)).validate()
+
+
 def test_trailing_ddim_starts_from_pure_noise_and_ends_at_the_data():
     """At 10 DDIM steps "leading" starts where alpha_bar is 0.02 (x_t still holds 0.14 x0); "trailing" starts at the
     last train timestep, where x_t is noise alone (that both land on the data is the ideal-epsilon test above)."""
