@@ -119,8 +119,8 @@ class GeneratorConfig:
     cd_sigma_max_frac: float = 0.5
     # Weight, in the distillation error, of the chunk rows a rollout never executes (all but rows n_obs_steps - 1
     # .. + n_action_steps; weights renormalised to mean 1). 1.0: every row alike. 0.0 spends the 1-step map on
-    # the rows that move the arm: on push_t it lifted a student 151 -> 168/200 in 3000 steps (paired p = 0.02;
-    # policies/results/README.md, session 30), where 0.25 gave 157.
+    # the rows that move the arm: on push_t it lifted a 1-step student from 298 to 330/400 in 3000 steps (paired
+    # p = 0.002; policies/results/README.md, session 30), where 0.25 bought nothing measurable.
     cd_unexecuted_weight: float = 1.0
     cd_dsm_weight: float = 0.0  # weight of the denoising (DSM) anchor ||f(x_sigma, sigma) - x0||^2 beside the CD loss
     # > 0: the anchor's weight falls off above this sigma, as 1 / (1 + (sigma / cd_dsm_sigma)^2). At high noise
