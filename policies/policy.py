@@ -54,6 +54,8 @@ class Policy(nn.Module):
         self.cfg, self.shape_meta, self.normalizer = cfg, shape_meta, normalizer
         self.obs_keys = tuple(cfg.obs_keys)
         self.n_obs_steps, self.horizon, self.n_action_steps = cfg.n_obs_steps, cfg.horizon, cfg.n_action_steps
+        # [lo, hi) of the chunk a receding-horizon rollout executes (the module docstring's convention)
+        self.executed_rows = (cfg.n_obs_steps - 1, cfg.n_obs_steps - 1 + cfg.n_action_steps)
         self.action_dim = int(shape_meta.action_dim)
         self.control_hz = float(shape_meta.control_hz)
         self.image_keys = tuple(k for k in self.obs_keys if k in shape_meta.image_keys)
@@ -68,7 +70,7 @@ class Policy(nn.Module):
         self.backbone = make_backbone(cfg, self.action_dim, self.encoder.feature_dim)
         self.generator = make_generator(cfg.generator, cfg.gen)
         if isinstance(self.generator, ConsistencyGenerator):  # rows cd_unexecuted_weight leaves at full weight
-            self.generator.executed_rows = (cfg.n_obs_steps - 1, cfg.n_obs_steps - 1 + cfg.n_action_steps)
+            self.generator.executed_rows = self.executed_rows
         self.relative_key = cfg.action_relative_to
         self.relative_dims = int(np.prod(shape_meta.obs_shapes[self.relative_key])) if self.relative_key else 0
         if self.relative_dims > self.action_dim:
@@ -208,7 +210,8 @@ class Policy(nn.Module):
         predict() is called every n_action_steps (receding horizon), so candidate row lo + i is the step the
         last chunk planned in its row lo + n_action_steps + i; distance is measured in normalised action
         units over those overlapping rows. The first call of an episode (after reset) keeps candidate 0."""
-        lo, k = self.n_obs_steps - 1, self.n_action_steps
+        lo, hi = self.executed_rows
+        k = hi - lo
         overlap = self.horizon - lo - k
         normed = self.normalizer.normalize("action", candidates)
         best = 0
