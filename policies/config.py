@@ -117,7 +117,7 @@ class GeneratorConfig:
     # Share of each "ode" batch that starts at sigma_max, where a 1-step sample does; the rest are spread over
     # the Karras bins that 2-3 step sampling re-noises to. 1.0 trains the 1-step map alone.
     cd_sigma_max_frac: float = 0.5
-    # Weight, in the distillation error, of the chunk rows a rollout never executes (all but rows n_obs_steps - 1
+    # Weight, in the distillation error (and the DSM anchor's), of the chunk rows a rollout never executes (all but rows n_obs_steps - 1
     # .. + n_action_steps; weights renormalised to mean 1). 1.0: every row alike. 0.0 spends the 1-step map on
     # the rows that move the arm: on push_t it lifted a 1-step student from 298 to 330/400 in 3000 steps (paired
     # p = 0.002; policies/results/README.md, session 30), where 0.25 bought nothing measurable.

@@ -69,7 +69,7 @@ class ConsistencyGenerator(Generator):
         pred = self.consistency_fn(net, x_hi, s_hi, cond)
         loss = self._distance(pred, target)
         if c.cd_dsm_weight > 0:  # anchor f(x, sigma) to the data itself, as CTM / Consistency Policy do
-            dsm = ((pred.float() - x0.float()) ** 2).flatten(1).mean(1)
+            dsm = self._row_weighted((pred.float() - x0.float()) ** 2).flatten(1).mean(1)
             if c.cd_dsm_sigma > 0:  # only where x_sigma still tells the modes apart (config.py: cd_dsm_sigma)
                 dsm = dsm / (1 + (s_hi.float() / c.cd_dsm_sigma) ** 2)
             loss = loss + c.cd_dsm_weight * dsm.mean()
@@ -94,15 +94,20 @@ class ConsistencyGenerator(Generator):
         norm for errors far above c: a chunk's gradient no longer grows with its error); rows weighted by
         cd_unexecuted_weight."""
         c = self.cfg.cd_huber_c
-        err = (pred.float() - target.float()) ** 2
-        u = self.cfg.cd_unexecuted_weight
-        if u != 1.0 and self.executed_rows is not None:  # config.py: cd_unexecuted_weight
-            w = err.new_full((err.shape[1],), u)
-            w[slice(*self.executed_rows)] = 1.0
-            err = err * (w * len(w) / w.sum())[None, :, None]
+        err = self._row_weighted((pred.float() - target.float()) ** 2)
         if c > 0:
             return ((err.flatten(1).sum(1) + c**2).sqrt() - c).mean()
         return err.mean()
+
+    def _row_weighted(self, err: torch.Tensor) -> torch.Tensor:
+        """Squared error [B, H, A] with the rows a rollout never executes weighted by cd_unexecuted_weight (weights
+        renormalised to mean 1, so the loss's scale, and the lr tuned for it, keeps its meaning)."""
+        u = self.cfg.cd_unexecuted_weight
+        if u == 1.0 or self.executed_rows is None:  # config.py: cd_unexecuted_weight
+            return err
+        w = err.new_full((err.shape[1],), u)
+        w[slice(*self.executed_rows)] = 1.0
+        return err * (w * len(w) / w.sum())[None, :, None]
 
     def teacher_endpoint(self, teacher: Teacher, teacher_net: Net, x: torch.Tensor, sigma: torch.Tensor,
                          cond: torch.Tensor) -> torch.Tensor:

@@ -587,7 +587,7 @@ def test_consistency_unexecuted_weight_spends_the_loss_on_the_executed_rows(reac
     student, _, _ = _policy(reach_store, "consistency")
     gen, pc = student.generator, student.cfg
     lo, hi = pc.n_obs_steps - 1, pc.n_obs_steps - 1 + pc.n_action_steps
-    assert gen.executed_rows == (lo, hi) and hi < student.horizon
+    assert gen.executed_rows == student.executed_rows == (lo, hi) and hi < student.horizon
     pred = torch.randn(4, student.horizon, student.action_dim)
     target = pred.clone()
     target[:, lo:hi] += 0.1
