@@ -117,10 +117,11 @@ class GeneratorConfig:
     # Share of each "ode" batch that starts at sigma_max, where a 1-step sample does; the rest are spread over
     # the Karras bins that 2-3 step sampling re-noises to. 1.0 trains the 1-step map alone.
     cd_sigma_max_frac: float = 0.5
-    # Weight, in the distillation error (and the DSM anchor's), of the chunk rows a rollout never executes (all but rows n_obs_steps - 1
-    # .. + n_action_steps; weights renormalised to mean 1). 1.0: every row alike. 0.0 spends the 1-step map on
-    # the rows that move the arm: over a whole push_t distillation 80.0% against 76.8% at 1 step over 1000 seeds
-    # (paired p = 0.048; policies/results/README.md, session 31); 0.25 bought nothing measurable (session 30).
+    # Weight, in the distillation error (and the DSM anchor's), of the chunk rows a rollout never executes (all
+    # but rows n_obs_steps - 1 .. + n_action_steps; weights renormalised to mean 1). 1.0: every row alike. 0.0
+    # spends the 1-step map on the rows that move the arm: over a whole push_t distillation 80.0% against 76.8%
+    # at 1 step over 1000 seeds (paired p = 0.048; policies/results/README.md, session 31); 0.25 bought nothing
+    # measurable (session 30).
     cd_unexecuted_weight: float = 1.0
     cd_dsm_weight: float = 0.0  # weight of the denoising (DSM) anchor ||f(x_sigma, sigma) - x0||^2 beside the CD loss
     # > 0: the anchor's weight falls off above this sigma, as 1 / (1 + (sigma / cd_dsm_sigma)^2). At high noise
