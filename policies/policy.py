@@ -207,16 +207,16 @@ class Policy(nn.Module):
     def _most_coherent(self, candidates: torch.Tensor) -> int:
         """Index of the candidate chunk [N, H, A] whose rows best continue the last returned chunk.
 
-        predict() is called every n_action_steps (receding horizon), so candidate row lo + i is the step the
-        last chunk planned in its row lo + n_action_steps + i; distance is measured in normalised action
-        units over those overlapping rows. The first call of an episode (after reset) keeps candidate 0."""
+        predict() is called every n_action_steps (receding horizon), so with [lo, hi) = executed_rows candidate
+        row lo + i is the step the last chunk planned in its row hi + i, one of the rows it left unexecuted;
+        distance is measured in normalised action units over those overlapping rows. The first call of an
+        episode (after reset) keeps candidate 0."""
         lo, hi = self.executed_rows
-        k = hi - lo
-        overlap = self.horizon - lo - k
+        overlap = self.horizon - hi
         normed = self.normalizer.normalize("action", candidates)
         best = 0
         if self._last_chunk is not None and overlap > 0:
-            prev = self._last_chunk[lo + k:lo + k + overlap]
+            prev = self._last_chunk[hi:]
             best = int(((normed[:, lo:lo + overlap] - prev) ** 2).sum((1, 2)).argmin())
         self._last_chunk = normed[best].clone()
         return best
