@@ -14,7 +14,7 @@ export PYTHONUNBUFFERED := 1
 
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 
-.PHONY: setup test test-fast test-integration test-e2e bench lint demo clean
+.PHONY: setup test test-fast test-integration test-e2e bench lint demo push-t-teacher push-t-consistency clean
 
 setup: $(STAMP)
 
@@ -54,6 +54,20 @@ bench: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+
+# push_t's 91% flow teacher from nothing, then its 1-step consistency student (policies/results/README.md):
+# 200 expert demos, round 0 at 50000 steps, three DAgger rounds as fine-tuning, each round's store built by its
+# config on first use. About 5 h and 1 h on one core. Every stage resumes where a killed one stopped, and a
+# finished one returns at once, so running the target again continues the chain.
+MIMIC := $(PY) -m mimic.cli
+push-t-teacher: setup
+	$(MIMIC) train policies/configs/push_t_state_flow.yaml --set steps=50000
+	$(MIMIC) train policies/configs/push_t_state_flow_dagger_ft.yaml
+	$(MIMIC) train policies/configs/push_t_state_flow_dagger_ft2.yaml
+	$(MIMIC) train policies/configs/push_t_state_flow_dagger_ft3.yaml
+
+push-t-consistency: push-t-teacher
+	$(MIMIC) train policies/configs/push_t_state_consistency_flow.yaml
 
 clean:
 	rm -rf $(VENV) runs bench/results .pytest_cache
