@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from policies.chunk_policy import executed_rows
 from sim.env import CAMERA_KEYS, make_env
 
 KEY_TO_CAMERA = {v: k for k, v in CAMERA_KEYS.items()}
@@ -91,7 +92,7 @@ def rollout(policy, env, seed: int, num_inference_steps: int | None = None, vide
     obs = env.reset(seed=seed)
     policy.reset()
     hist: deque[dict[str, np.ndarray]] = deque([obs] * policy.n_obs_steps, maxlen=policy.n_obs_steps)
-    first = policy.n_obs_steps - 1
+    lo, hi = executed_rows(policy.n_obs_steps, policy.n_action_steps)
     times: list[float] = []
     frames: list[np.ndarray] = []
 
@@ -108,7 +109,7 @@ def rollout(policy, env, seed: int, num_inference_steps: int | None = None, vide
         t0 = time.perf_counter()
         chunk = policy.predict(window, num_inference_steps=num_inference_steps)
         times.append(time.perf_counter() - t0)
-        for action in chunk[first:first + policy.n_action_steps]:
+        for action in chunk[lo:hi]:
             obs, reward, term, trunc, info = env.step(action)
             score = max(score, float(reward))
             hist.append(obs)

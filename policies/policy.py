@@ -19,6 +19,7 @@ from torch import nn
 from data.normalizer import Normalizer
 from policies.backbones import make_backbone
 from policies.backbones.widen import widen_unet_state
+from policies.chunk_policy import executed_rows
 from policies.config import CD_PARAMS, PolicyConfig
 from policies.encoders import ObsEncoder
 from policies.generators import ConsistencyGenerator, make_generator
@@ -54,8 +55,7 @@ class Policy(nn.Module):
         self.cfg, self.shape_meta, self.normalizer = cfg, shape_meta, normalizer
         self.obs_keys = tuple(cfg.obs_keys)
         self.n_obs_steps, self.horizon, self.n_action_steps = cfg.n_obs_steps, cfg.horizon, cfg.n_action_steps
-        # [lo, hi) of the chunk a receding-horizon rollout executes (the module docstring's convention)
-        self.executed_rows = (cfg.n_obs_steps - 1, cfg.n_obs_steps - 1 + cfg.n_action_steps)
+        self.executed_rows = executed_rows(cfg.n_obs_steps, cfg.n_action_steps)  # [lo, hi) a rollout executes
         self.action_dim = int(shape_meta.action_dim)
         self.control_hz = float(shape_meta.control_hz)
         self.image_keys = tuple(k for k in self.obs_keys if k in shape_meta.image_keys)

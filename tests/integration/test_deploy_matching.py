@@ -48,6 +48,9 @@ class ScriptedPolicy:
         time.sleep(max(0.0, INFERENCE_S - (time.time() - now)))
         return rows
 
+    def reset(self) -> None:
+        pass
+
 
 BOOT = (
     "import sys; from tests.unit.test_control_chunk import make_spec; "

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from mimic_ros.session import SessionError, load_session
 from mimic_ros.supervisor import EXIT_BAD_SESSION, run_session
+from policies.chunk_policy import SCRIPTED_PREFIX, scripted_factory
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,15 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
 def checkpoint_action_space(checkpoint: str) -> str:
     """The policy kind, "joint" or "eef", without building it: a directory's (policies.checkpoint.action_space),
     or the `action_space` attribute of a `py:module:factory`'s factory (default joint); ValueError if unusable."""
-    if checkpoint.startswith("py:"):
-        import importlib
-
-        module, _, attr = checkpoint[3:].partition(":")
-        try:
-            factory = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as e:
-            raise ValueError(f"{checkpoint}: {e}") from None
-        return str(getattr(factory, "action_space", "joint"))
+    if checkpoint.startswith(SCRIPTED_PREFIX):
+        return str(getattr(scripted_factory(checkpoint), "action_space", "joint"))
     from policies.checkpoint import action_space
 
     return action_space(checkpoint)  # CheckpointError (a ValueError) names the path

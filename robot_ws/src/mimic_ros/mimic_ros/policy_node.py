@@ -3,9 +3,10 @@
 Timing model (DESIGN.md 4): a sample arriving at `t_arrival` on stream s was captured at
 `t_arrival - L_s`. The window ends at `t_obs`, the newest time for which every stream has data, and
 holds `n_obs_steps` samples spaced `1 / control_hz`. Predicted row `i` is meant to execute at
-`t_obs + (i - action_offset) / control_hz` (`action_offset = n_obs_steps - 1`: diffusion_policy's
-convention, the row aligned with the newest observation). Rows due before `t_obs + inference + L_arm`
-can no longer be executed and are dropped; the chunk is stamped with the time of its first kept row.
+`t_obs + (i - action_offset) / control_hz` (`action_offset = n_obs_steps - 1`, the first of
+policies.chunk_policy.executed_rows: diffusion_policy's convention, the row aligned with the newest
+observation). Rows due before `t_obs + inference + L_arm` can no longer be executed and are dropped; the
+chunk is stamped with the time of its first kept row.
 With matching off every latency is taken as 0: observations count as current and the chunk starts now.
 Inference runs on a worker thread, never on the ROS callback thread.
 
@@ -48,6 +49,7 @@ from mimic_ros.controller_node import CHUNK_TOPIC, resolve_spec
 from mimic_ros.msgs import EEF_CHUNK_TOPIC, eef_chunk_msg
 from mimic_ros.params import declare_config, param
 from mimic_ros.runtime import ManagedNode, run_node
+from policies.chunk_policy import SCRIPTED_PREFIX, check_chunk_policy, executed_rows, scripted_factory
 from robots.spec import ArmSpec
 
 EEF_OBS_KEYS = ("robot0_eef_pos", "robot0_eef_rot_axis_angle")
@@ -141,6 +143,7 @@ class PolicyNode(ManagedNode):
         spec = spec or resolve_spec(cfg.arm)
         if policy is None:
             policy = load_checkpoint(cfg.checkpoint, cfg.device, cfg.chunk_candidates or None)
+        check_chunk_policy(policy, f"parameter checkpoint={cfg.checkpoint!r}" if cfg.checkpoint else "policy")
         self.cfg, self.spec, self.policy = cfg, spec, policy
         self.action_space = getattr(policy, "action_space", "joint")
         if self.action_space not in ("joint", "eef"):
@@ -148,7 +151,7 @@ class PolicyNode(ManagedNode):
         lat = (lambda s: s) if cfg.matching else (lambda s: 0.0)
         self.lead_s = lat(cfg.arm_latency_s)
         self.dt = 1.0 / float(policy.control_hz)
-        self.action_offset = int(policy.n_obs_steps) - 1
+        self.action_offset = executed_rows(int(policy.n_obs_steps), int(policy.n_action_steps))[0]
         self.lock = threading.Lock()
         self.buffers: dict[str, StreamBuffer] = {}
         keys = set(policy.obs_keys)
@@ -194,8 +197,7 @@ class PolicyNode(ManagedNode):
             for b in self.buffers.values():
                 b.samples.clear()
             self.episode += 1
-            if hasattr(self.policy, "reset"):
-                self.policy.reset()
+            self.policy.reset()
         response.success, response.message = True, f"episode {self.episode}"
         return response
 
@@ -316,15 +318,9 @@ class PolicyNode(ManagedNode):
 
 def load_checkpoint(checkpoint: str, device: str, chunk_candidates: int | None = None):
     """`policies.load_deployable(checkpoint)` (a joint Policy or an end-effector EefPolicy), or
-    `py:module:factory` for a scripted policy object (tests, baselines)."""
-    if checkpoint.startswith("py:"):
-        import importlib
-
-        module, _, attr = checkpoint[3:].partition(":")
-        try:
-            return getattr(importlib.import_module(module), attr)()
-        except (ImportError, AttributeError) as e:
-            raise ValueError(f"parameter checkpoint={checkpoint!r}: {e}") from None
+    `py:module:factory` for a scripted policy object (tests, baselines; policies.chunk_policy.ChunkPolicy)."""
+    if checkpoint.startswith(SCRIPTED_PREFIX):
+        return scripted_factory(checkpoint)()
     if not checkpoint:
         raise ValueError("parameter checkpoint is empty")
     try:
