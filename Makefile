@@ -58,16 +58,18 @@ lint: setup
 # push_t's 91% flow teacher from nothing, then its 1-step consistency student (policies/results/README.md):
 # 200 expert demos, round 0 at 50000 steps, three DAgger rounds as fine-tuning, each round's store built by its
 # config on first use. About 5 h and 1 h on one core. Every stage resumes where a killed one stopped, and a
-# finished one returns at once, so running the target again continues the chain.
+# finished one returns at once, so running the target again continues the chain. More cores:
+# TRAIN_ARGS="--set threads=2 --set dagger.workers=2".
 MIMIC := $(PY) -m mimic.cli
+TRAIN_ARGS ?=
 push-t-teacher: setup
-	$(MIMIC) train policies/configs/push_t_state_flow.yaml --set steps=50000
-	$(MIMIC) train policies/configs/push_t_state_flow_dagger_ft.yaml
-	$(MIMIC) train policies/configs/push_t_state_flow_dagger_ft2.yaml
-	$(MIMIC) train policies/configs/push_t_state_flow_dagger_ft3.yaml
+	$(MIMIC) train policies/configs/push_t_state_flow.yaml --set steps=50000 $(TRAIN_ARGS)
+	$(MIMIC) train policies/configs/push_t_state_flow_dagger_ft.yaml $(TRAIN_ARGS)
+	$(MIMIC) train policies/configs/push_t_state_flow_dagger_ft2.yaml $(TRAIN_ARGS)
+	$(MIMIC) train policies/configs/push_t_state_flow_dagger_ft3.yaml $(TRAIN_ARGS)
 
 push-t-consistency: push-t-teacher
-	$(MIMIC) train policies/configs/push_t_state_consistency_flow.yaml
+	$(MIMIC) train policies/configs/push_t_state_consistency_flow.yaml $(TRAIN_ARGS)
 
 clean:
 	rm -rf $(VENV) runs bench/results .pytest_cache
