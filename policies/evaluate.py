@@ -205,6 +205,8 @@ def evaluate(policy, arm: str, task: str, episodes: int, seed: int = DEFAULT_SEE
     """
     if episodes < 1:
         raise ValueError(f"eval: episodes must be >= 1, got {episodes}")
+    if num_inference_steps is not None and num_inference_steps < 1:
+        raise ValueError(f"eval: --steps (num_inference_steps) must be >= 1, got {num_inference_steps}")
     cams, image_size = policy_cameras(policy)
     vdir = Path(video_dir) if video_dir else None
     if vdir is not None:
@@ -216,8 +218,8 @@ def evaluate(policy, arm: str, task: str, episodes: int, seed: int = DEFAULT_SEE
                         n_action_steps=policy.n_action_steps)
     all_times: list[float] = []
     t_start = time.monotonic()
-    bar = tqdm(total=episodes, desc=f"eval {arm}/{task}", disable=not progress, unit="ep")
     make_env(task, arm, cameras=tuple(cams), image_size=image_size).close()  # bad arm/task: fail here, once
+    bar = tqdm(total=episodes, desc=f"eval {arm}/{task}", disable=not progress, unit="ep")
     try:
         if workers > 1:
             import multiprocessing as mp

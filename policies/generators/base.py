@@ -18,7 +18,7 @@ class Generator:
         self.cfg = cfg
 
     def steps(self, num_inference_steps: int | None) -> int:
-        n = num_inference_steps or self.cfg.num_inference_steps or self.default_steps
+        n = (self.cfg.num_inference_steps or self.default_steps) if num_inference_steps is None else num_inference_steps
         if n < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {n}")
         return int(n)

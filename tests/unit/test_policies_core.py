@@ -119,6 +119,15 @@ def test_lognormal_time_sampling_draws_edms_noise_levels(gen_name):
     assert (_log_sigma_of_training_draws(gen_name, "uniform") < 0).float().mean().item() < 0.55
 
 
+@pytest.mark.parametrize("gen_name", ["flow", "diffusion", "edm", "consistency"])
+def test_num_inference_steps_none_means_the_configs_and_zero_is_refused(gen_name):
+    """None (not 0) asks for the checkpoint's step count; 0 is a mistake, not a silent default."""
+    gen = make_generator(gen_name, GeneratorConfig(teacher="x", num_inference_steps=3))
+    assert gen.steps(None) == 3 and gen.steps(7) == 7
+    with pytest.raises(ValueError, match="must be >= 1, got 0"):
+        gen.steps(0)
+
+
 def test_consistency_boundary_condition_is_identity_at_sigma_min():
     gen = make_generator("consistency", GeneratorConfig(teacher="x"))
     x = torch.randn(3, 4, 2)
