@@ -51,6 +51,8 @@ def test_deploy_picks_the_controller_mode_from_the_checkpoint_kind(tmp_path) -> 
     assert action_space(ckpt) == "joint" and controller_mode(checkpoint_action_space(str(ckpt))) == "chunk"
     (ckpt / "eef.json").write_text("{}")
     assert controller_mode(checkpoint_action_space(str(ckpt))) == "eef"
+    with pytest.raises(ValueError, match="'joints' is not one of"):
+        controller_mode("joints")
     with pytest.raises(CheckpointError, match="not a checkpoint directory"):
         checkpoint_action_space(str(tmp_path / "missing"))
     scripted = "py:tests.integration.test_deploy_eef:ReachEefPolicy"

@@ -84,7 +84,10 @@ def checkpoint_action_space(checkpoint: str) -> str:
 
 
 def controller_mode(action_space: str) -> str:
-    return {"joint": "chunk", "eef": "eef"}[action_space]
+    modes = {"joint": "chunk", "eef": "eef"}
+    if action_space not in modes:
+        raise ValueError(f"action_space {action_space!r} is not one of {sorted(modes)}")
+    return modes[action_space]
 
 
 def session_overrides(args: argparse.Namespace, results_path: str, action_space: str = "joint") -> list[str]:
@@ -172,10 +175,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
-        kind = checkpoint_action_space(args.checkpoint)
+        kind = checkpoint_action_space(args.checkpoint)  # its errors name the checkpoint
         mode = controller_mode(kind)
-    except (ValueError, KeyError) as e:
-        print(f"mimic deploy: checkpoint {args.checkpoint}: {e}", file=sys.stderr)
+    except ValueError as e:
+        where = "" if str(e).startswith(args.checkpoint) else f"{args.checkpoint}: "
+        print(f"mimic deploy: {where}{e}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="mimic-deploy-") as tmp:
         results_path = args.results or str(Path(tmp) / "results.json")
