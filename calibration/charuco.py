@@ -158,6 +158,18 @@ def write_png(path: str, rgb: np.ndarray) -> None:
         raise ValueError(f"{path}: could not write PNG (does the folder exist?)")
 
 
+def write_detections(path: str, images: list[np.ndarray], board: CharucoBoardSpec, intr) -> None:
+    """A PNG mosaic of the views with detected corners and, where solvable, the board's axes under `intr`
+    (calibration.intrinsics.Intrinsics): what a user looks at to trust a calibration."""
+    det = CharucoDetector(board)
+    tiles = []
+    for img in images:
+        d = det.detect(img)
+        pose = board_pose(d, intr.camera_matrix, intr.dist) if d is not None else None
+        tiles.append(draw_detection(img, d, intr.camera_matrix, intr.dist, pose))
+    write_png(path, mosaic(tiles))
+
+
 def add_board_args(parser) -> None:
     """--squares X Y --square M --marker M --dictionary NAME: the printed board, shared by the calibration CLIs."""
     d = CharucoBoardSpec()

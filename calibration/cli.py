@@ -2,6 +2,9 @@
 
     mimic calibrate gello --port /dev/ttyUSB0 --arm franka --out gello_franka.json
     mimic calibrate gello --emulate --arm franka --out gello_franka.json   # no hardware: an emulated leader
+    mimic calibrate intrinsics --images 'calib/*.png' --out wrist.json --png wrist_views.png
+    mimic calibrate handeye --poses flange_poses.json --images 'calib/*.png' --intrinsics wrist.json --out he.json
+    mimic calibrate latency --arm ur:192.168.1.10 --camera 0 --out latency.json
 
 To add a calibration, add a line to SUBCOMMANDS naming a module with `configure(parser)` and
 `run(args) -> int`. A subcommand whose module does not exist yet is not listed.
@@ -17,6 +20,9 @@ import sys
 # name -> (module with configure/run, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "gello": ("calibration.gello", "GELLO leader joint offsets and signs -> calibration JSON"),
+    "intrinsics": ("calibration.intrinsics", "camera intrinsics from ChArUco views (image files or the twin)"),
+    "handeye": ("calibration.handeye", "wrist camera to flange (eye-in-hand) from ChArUco views and flange poses"),
+    "latency": ("calibration.latency", "arm command-to-motion and camera capture-to-arrival latency -> JSON"),
 }
 
 

@@ -208,74 +208,51 @@ def collect_twin_views(arm: str, n_views: int = 15, seed: int = 1, size: tuple[i
     return flanges, images, truth
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m calibration.handeye (--twin ARM | --poses P.json --images GLOB --intrinsics K.json) --out he.json`."""
-    import argparse
-    import sys
+def configure(p) -> None:
+    """`mimic calibrate handeye (--twin ARM | --poses P.json --images GLOB --intrinsics K.json) --out he.json`."""
+    from calibration.charuco import add_board_args
 
-    from calibration.charuco import (
-        add_board_args,
-        board_from_args,
-        draw_detection,
-        load_images,
-        mosaic,
-        write_png,
-    )
-    from calibration.intrinsics import calibrate_intrinsics
-
-    p = argparse.ArgumentParser(
-        prog="calibration.handeye", description="Wrist camera to flange (eye-in-hand)."
-    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument(
         "--twin", metavar="ARM", help="collect views on this arm's MuJoCo twin (franka, ur5e, xarm7)"
     )
     src.add_argument("--poses", help="JSON list of 4x4 T_base_flange, one per image in sorted --images order")
     p.add_argument("--images", help="glob of wrist-camera images of the fixed board")
-    p.add_argument("--intrinsics", help="intrinsics JSON (calibration.intrinsics); --twin calibrates its own")
+    p.add_argument("--intrinsics", help="intrinsics JSON (mimic calibrate intrinsics); --twin calibrates its own")
     p.add_argument("--method", default="park", choices=sorted(METHODS))
     p.add_argument("--out", required=True)
     p.add_argument("--png", help="mosaic of the views with detected corners and board axes")
     add_board_args(p)
-    a = p.parse_args(argv)
-    try:
-        board = board_from_args(a)
-        truth = None
-        if a.twin:
-            flanges, images, truth = collect_twin_views(a.twin)
-            intr = calibrate_intrinsics(images, board)
-        else:
-            if not a.images or not a.intrinsics:
-                raise ValueError("--poses needs --images and --intrinsics")
-            try:
-                flanges = [np.asarray(t, float).reshape(4, 4) for t in json.loads(Path(a.poses).read_text())]
-            except (OSError, json.JSONDecodeError, ValueError, TypeError) as e:
-                raise ValueError(f"{a.poses}: not a JSON list of 4x4 poses ({e})") from None
-            images = load_images(a.images)
-            intr = Intrinsics.load(a.intrinsics)
-        he = calibrate_hand_eye(flanges, images, intr, board, a.method)
-        he.save(a.out)
-        t = he.t_flange_cam[:3, 3] * 1e3
-        print(
-            f"{a.out}: camera at [{t[0]:.2f} {t[1]:.2f} {t[2]:.2f}] mm in the flange frame, {he.n_views} views, "
-            f"board spread {he.board_spread_mm:.3f} mm / {he.board_spread_deg:.3f} deg"
-        )
-        if truth is not None:
-            mm, deg = pose_error(truth, he.t_flange_cam)
-            print(f"twin truth: error {mm * 1e3:.3f} mm / {deg:.3f} deg")
-        if a.png:
-            det = CharucoDetector(board)
-            tiles = []
-            for img in images:
-                d = det.detect(img)
-                pose = board_pose(d, intr.camera_matrix, intr.dist) if d is not None else None
-                tiles.append(draw_detection(img, d, intr.camera_matrix, intr.dist, pose))
-            write_png(a.png, mosaic(tiles))
-    except (ValueError, OSError, KeyError) as e:
-        print(f"calibration.handeye: {e}", file=sys.stderr)
-        return 2
+
+
+def run(a) -> int:
+    from calibration.charuco import board_from_args, load_images, write_detections
+    from calibration.intrinsics import calibrate_intrinsics
+
+    board = board_from_args(a)
+    truth = None
+    if a.twin:
+        flanges, images, truth = collect_twin_views(a.twin)
+        intr = calibrate_intrinsics(images, board)
+    else:
+        if not a.images or not a.intrinsics:
+            raise ValueError("--poses needs --images and --intrinsics")
+        try:
+            flanges = [np.asarray(t, float).reshape(4, 4) for t in json.loads(Path(a.poses).read_text())]
+        except (OSError, json.JSONDecodeError, ValueError, TypeError) as e:
+            raise ValueError(f"{a.poses}: not a JSON list of 4x4 poses ({e})") from None
+        images = load_images(a.images)
+        intr = Intrinsics.load(a.intrinsics)
+    he = calibrate_hand_eye(flanges, images, intr, board, a.method)
+    he.save(a.out)
+    t = he.t_flange_cam[:3, 3] * 1e3
+    print(
+        f"{a.out}: camera at [{t[0]:.2f} {t[1]:.2f} {t[2]:.2f}] mm in the flange frame, {he.n_views} views, "
+        f"board spread {he.board_spread_mm:.3f} mm / {he.board_spread_deg:.3f} deg"
+    )
+    if truth is not None:
+        mm, deg = pose_error(truth, he.t_flange_cam)
+        print(f"twin truth: error {mm * 1e3:.3f} mm / {deg:.3f} deg")
+    if a.png:
+        write_detections(a.png, images, board, intr)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

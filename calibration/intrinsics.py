@@ -117,24 +117,10 @@ def calibrate_intrinsics(
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m calibration.intrinsics (--images GLOB | --twin) --out cam.json [--png views.png]`."""
-    import argparse
-    import sys
+def configure(p) -> None:
+    """`mimic calibrate intrinsics (--images GLOB | --twin) --out cam.json [--png views.png]`."""
+    from calibration.charuco import add_board_args
 
-    from calibration.charuco import (
-        add_board_args,
-        board_from_args,
-        board_pose,
-        draw_detection,
-        load_images,
-        mosaic,
-        write_png,
-    )
-
-    p = argparse.ArgumentParser(
-        prog="calibration.intrinsics", description="Camera intrinsics from ChArUco views."
-    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", help="glob of board images, e.g. 'calib/*.png'")
     src.add_argument("--twin", action="store_true", help="render 15 views of the board in the MuJoCo twin")
@@ -142,43 +128,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--png", help="mosaic of the views with detected corners and board axes")
     p.add_argument("--distortion", default="standard", choices=sorted(DISTORTION_FLAGS))
     add_board_args(p)
-    a = p.parse_args(argv)
-    try:
-        board = board_from_args(a)
-        truth = None
-        if a.twin:
-            from sim.handheld import BoardScene
 
-            scene = BoardScene(board)
-            images = [scene.render(v) for v in scene.random_views(15, seed=0)]
-            truth = scene.camera_matrix()
-            scene.close()
-        else:
-            images = load_images(a.images)
-        intr = calibrate_intrinsics(images, board, distortion=a.distortion)
-        intr.save(a.out)
+
+def run(a) -> int:
+    from calibration.charuco import board_from_args, load_images, write_detections
+
+    board = board_from_args(a)
+    truth = None
+    if a.twin:
+        from sim.handheld import BoardScene
+
+        scene = BoardScene(board)
+        images = [scene.render(v) for v in scene.random_views(15, seed=0)]
+        truth = scene.camera_matrix()
+        scene.close()
+    else:
+        images = load_images(a.images)
+    intr = calibrate_intrinsics(images, board, distortion=a.distortion)
+    intr.save(a.out)
+    print(
+        f"{a.out}: fx {intr.fx:.2f} fy {intr.fy:.2f} cx {intr.cx:.2f} cy {intr.cy:.2f} px, "
+        f"rms {intr.rms_px:.3f} px over {intr.n_views} views"
+    )
+    if truth is not None:
         print(
-            f"{a.out}: fx {intr.fx:.2f} fy {intr.fy:.2f} cx {intr.cx:.2f} cy {intr.cy:.2f} px, "
-            f"rms {intr.rms_px:.3f} px over {intr.n_views} views"
+            f"twin truth: f {truth[0, 0]:.2f} cx {truth[0, 2]:.2f} cy {truth[1, 2]:.2f} px "
+            f"(fx error {abs(intr.fx - truth[0, 0]) / truth[0, 0] * 100:.3f} %)"
         )
-        if truth is not None:
-            print(
-                f"twin truth: f {truth[0, 0]:.2f} cx {truth[0, 2]:.2f} cy {truth[1, 2]:.2f} px "
-                f"(fx error {abs(intr.fx - truth[0, 0]) / truth[0, 0] * 100:.3f} %)"
-            )
-        if a.png:
-            det = CharucoDetector(board)
-            tiles = []
-            for img in images:
-                d = det.detect(img)
-                pose = board_pose(d, intr.camera_matrix, intr.dist) if d is not None else None
-                tiles.append(draw_detection(img, d, intr.camera_matrix, intr.dist, pose))
-            write_png(a.png, mosaic(tiles))
-    except (ValueError, OSError) as e:
-        print(f"calibration.intrinsics: {e}", file=sys.stderr)
-        return 2
+    if a.png:
+        write_detections(a.png, images, board, intr)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -94,10 +95,12 @@ def measure_arm_latency(
     duration_s: float = 6.0,
     rate_hz: float | None = None,
     max_delay_s: float = 0.5,
+    on_tick: Callable[[], None] | None = None,
 ) -> tuple[float, dict]:
     """Drive `joint` of a connected arm with a sinusoid around its current pose; return (L_arm, samples).
 
     The sinusoid ramps in over its first period so its velocity stays far below any limit at start.
+    `on_tick` runs once per control period on this thread (camera sampling during the motion).
     """
     rate = rate_hz or min(arm.spec.control_rate_hz, 500.0)
     s0 = arm.state()
@@ -116,6 +119,8 @@ def measure_arm_latency(
         st = arm.state()
         t_meas.append(st.t)
         x_meas.append(st.q[joint])
+        if on_tick is not None:
+            on_tick()
         next_t += period
         time.sleep(max(0.0, next_t - time.perf_counter()))
     lat = estimate_delay(np.array(t_cmd), np.array(x_cmd), np.array(t_meas), np.array(x_meas), max_delay_s)
@@ -203,3 +208,142 @@ def camera_latency(
     if not lats:
         raise ValueError("latency: no frame showed a readable time code (is the code in view at the origin?)")
     return float(np.median(lats)), len(lats)
+
+
+# ---- `mimic calibrate latency` ---------------------------------------------------------------------------
+SIGNAL_SIZE = (64, 48)  # frames shrink to this before the motion signal's SVD (memory, not accuracy)
+TWIN_CAMERA_FPS = 30.0
+
+
+class FrameLog:
+    """One camera's frames (arrival time, small grey image), sampled once per control tick of the motion."""
+
+    def __init__(self, name: str, grab: Callable[[], tuple[float, np.ndarray] | None]) -> None:
+        self.name, self.grab = name, grab
+        self.t_arrival: list[float] = []
+        self.images: list[np.ndarray] = []
+
+    def tick(self) -> None:
+        got = self.grab()
+        if got is not None:
+            import cv2
+
+            t_arrival, rgb = got
+            self.t_arrival.append(t_arrival)
+            self.images.append(cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), SIGNAL_SIZE))
+
+
+def twin_grabber(arm, camera: str) -> Callable[[], tuple[float, np.ndarray] | None]:
+    """A twin camera, rendered on the motion's own thread (the GL context belongs to it), at most 30 fps."""
+    last = [-np.inf]
+
+    def grab() -> tuple[float, np.ndarray] | None:
+        if time.time() - last[0] < 1.0 / TWIN_CAMERA_FPS:
+            return None
+        last[0] = time.time()
+        image = arm.capture(camera, (96, 96))[1]  # returns when the frame "arrives" (injected latency slept)
+        return time.time(), image
+
+    return grab
+
+
+def camera_grabber(camera) -> Callable[[], tuple[float, np.ndarray] | None]:
+    """A connected robots.camera.Camera (its own capture thread): each new frame once."""
+    last = [-1]
+
+    def grab() -> tuple[float, np.ndarray] | None:
+        f = camera.latest()
+        if f is None or f.index == last[0]:
+            return None
+        last[0] = f.index
+        return f.t_arrival, f.image
+
+    return grab
+
+
+def configure(p) -> None:
+    """`mimic calibrate latency --arm URI [--camera SOURCE ...] --out latency.json`."""
+    p.description = (
+        "Moves one joint in a small sinusoid about the arm's current pose and measures command-to-motion "
+        "(L_arm) by cross-correlation; with --camera, moves it again (--camera-amplitude) and measures each "
+        "camera's capture-to-arrival latency from the arm's motion in its frames (no marker needed). "
+        "Keep the arm's surroundings clear; a real arm asks before it moves unless --yes."
+    )
+    p.add_argument("--arm", required=True, help="arm URI: twin:franka, franka:<ip>, ur:<ip>, xarm:<ip>")
+    p.add_argument("--joint", type=int, default=0, help="joint to move (0-based)")
+    p.add_argument("--amplitude", type=float, default=0.05, help="arm pass: sinusoid amplitude (rad)")
+    p.add_argument("--freq", type=float, default=0.5, help="sinusoid frequency (Hz)")
+    p.add_argument("--duration", type=float, default=6.0, help="seconds per pass")
+    p.add_argument("--camera", action="append", default=[], metavar="SOURCE",
+                   help="a camera to time: device index, video URL, or twin:scene / twin:wrist on a twin arm "
+                        "(repeatable; named camera0, camera1, ...)")
+    p.add_argument("--camera-amplitude", type=float, default=0.2,
+                   help="camera pass: amplitude (rad), large enough to show in the frames")
+    p.add_argument("--inject-arm-s", type=float, default=0.0, help="twin only: command latency to inject (s)")
+    p.add_argument("--inject-camera-s", type=float, default=0.0, help="twin only: camera latency to inject (s)")
+    p.add_argument("--yes", action="store_true", help="move a real arm without asking first")
+    p.add_argument("--out", required=True, help="latency JSON to write")
+
+
+def run(a) -> int:
+    from robots.factory import make_arm, parse_uri
+
+    twin = parse_uri(a.arm)[0] == "twin"
+    if not twin and (a.inject_arm_s or a.inject_camera_s):
+        raise ValueError("--inject-arm-s / --inject-camera-s: only a twin arm injects latency")
+    if a.duration * a.freq < 2:
+        raise ValueError(f"--duration {a.duration} s at --freq {a.freq} Hz: needs at least 2 periods")
+    kwargs = {}
+    if twin:
+        from sim.latency import LatencyConfig
+
+        kwargs["latency"] = LatencyConfig(command_s=a.inject_arm_s, camera_s=a.inject_camera_s)
+    arm = make_arm(a.arm, **kwargs)
+    if not 0 <= a.joint < arm.spec.dof:
+        raise ValueError(f"--joint {a.joint}: {arm.spec.name} has joints 0..{arm.spec.dof - 1}")
+    if not twin and not a.yes:
+        amp = max(a.amplitude, a.camera_amplitude if a.camera else 0.0)
+        answer = input(f"{a.arm}: joint {a.joint} will move +-{amp:.2f} rad about its current pose for "
+                       f"{a.duration * (2 if a.camera else 1):.0f} s. Arm clear? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            raise ValueError("not confirmed; nothing moved")
+    cams = []
+    arm.connect()
+    try:
+        for i, source in enumerate(a.camera):
+            name = f"camera{i}"
+            if source.startswith("twin:"):
+                if not twin:
+                    raise ValueError(f"--camera {source}: twin cameras need a twin arm")
+                cams.append((FrameLog(name, twin_grabber(arm, source[5:])), None))
+            else:
+                from robots.camera import Camera, CameraConfig
+
+                cam = Camera(CameraConfig(source=source, name=name))
+                cam.connect()
+                cams.append((FrameLog(name, camera_grabber(cam)), cam))
+        lat, _ = measure_arm_latency(arm, a.joint, a.amplitude, a.freq, a.duration)
+        print(f"{a.arm}: command-to-motion L_arm = {lat * 1e3:.1f} ms (joint {a.joint}, +-{a.amplitude} rad)")
+        result = LatencyCalibration(arm_s=lat, details={"arm": a.arm, "joint": a.joint, "amplitude_rad": a.amplitude,
+                                                        "freq_hz": a.freq, "duration_s": a.duration})
+        if cams:
+            _, motion = measure_arm_latency(arm, a.joint, a.camera_amplitude, a.freq, a.duration,
+                                            on_tick=lambda: [log.tick() for log, _ in cams])
+            for (log, _), source in zip(cams, a.camera, strict=True):
+                if len(log.images) < 10:
+                    raise ValueError(f"--camera {source}: {len(log.images)} frames in {a.duration} s")
+                lat_cam = camera_latency_from_motion(np.array(motion["t_meas"]), np.array(motion["x_meas"]),
+                                                     np.array(log.t_arrival), np.array(log.images))
+                result.camera_s[log.name] = lat_cam
+                result.details[log.name] = {"source": source, "frames": len(log.images)}
+                print(f"{log.name} ({source}): capture-to-arrival {lat_cam * 1e3:.1f} ms over {len(log.images)} frames")
+    finally:
+        for _, cam in cams:
+            if cam is not None:
+                cam.disconnect()
+        arm.disconnect()
+    result.save(a.out)
+    cam_s = ", ".join(f"{v:.3f}" for v in result.camera_s.values())
+    print(f"{a.out}: session YAML, policy node: arm_latency_s: {result.arm_s:.3f}"
+          + (f", camera_latency_s: {cam_s}" if cam_s else ""))
+    return 0

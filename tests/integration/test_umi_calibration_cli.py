@@ -1,4 +1,4 @@
-"""Calibration CLIs end to end on twin renders: JSON + PNG written, twin truth printed, bad input -> one line."""
+"""`mimic calibrate intrinsics|handeye` end to end on twin renders: JSON + PNG written, twin truth printed, bad input -> one line."""
 
 from __future__ import annotations
 
@@ -8,10 +8,17 @@ import cv2
 import numpy as np
 
 from calibration.charuco import write_png
+from calibration.cli import main as calibrate
 from calibration.handeye import HandEye
-from calibration.handeye import main as handeye_main
 from calibration.intrinsics import Intrinsics
-from calibration.intrinsics import main as intrinsics_main
+
+
+def intrinsics_main(argv: list[str]) -> int:
+    return calibrate(["intrinsics", *argv])
+
+
+def handeye_main(argv: list[str]) -> int:
+    return calibrate(["handeye", *argv])
 
 
 def test_intrinsics_then_hand_eye_from_files(tmp_path, capsys):
@@ -62,10 +69,10 @@ def test_intrinsics_then_hand_eye_from_files(tmp_path, capsys):
 def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     assert (
         intrinsics_main(["--images", str(tmp_path / "none" / "*.png"), "--out", str(tmp_path / "c.json")])
-        == 2
+        == 1
     )
     assert "no image files match" in capsys.readouterr().err
-    assert handeye_main(["--twin", "robotx", "--out", str(tmp_path / "h.json")]) == 2
+    assert handeye_main(["--twin", "robotx", "--out", str(tmp_path / "h.json")]) == 1
     assert "unknown arm 'robotx'" in capsys.readouterr().err
     (tmp_path / "poses.json").write_text("[1, 2]")
     cv2.imwrite(str(tmp_path / "a.png"), np.zeros((8, 8, 3), np.uint8))
@@ -82,8 +89,8 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
                 str(tmp_path / "h.json"),
             ]
         )
-        == 2
+        == 1
     )
     err = capsys.readouterr().err.strip()
-    assert err.startswith("calibration.handeye:") and "poses.json" in err and "\n" not in err
+    assert err.startswith("mimic calibrate handeye:") and "poses.json" in err and "\n" not in err
     assert not (tmp_path / "h.json").exists()
