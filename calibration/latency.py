@@ -99,9 +99,11 @@ def measure_arm_latency(
 ) -> tuple[float, dict]:
     """Drive `joint` of a connected arm with a sinusoid around its current pose; return (L_arm, samples).
 
-    The sinusoid ramps in over its first period so its velocity stays far below any limit at start.
-    `on_tick` runs once per control period on this thread (camera sampling during the motion).
+    The sinusoid ramps in over its first period so its velocity stays far below any limit at start, and runs
+    whole periods (`duration_s` rounded up), so the joint ends where it started. `on_tick` runs once per
+    control period on this thread (camera sampling during the motion).
     """
+    duration_s = np.ceil(duration_s * freq_hz - 1e-9) / freq_hz
     rate = rate_hz or min(arm.spec.control_rate_hz, 500.0)
     s0 = arm.state()
     q0 = np.array(s0.q, float)
