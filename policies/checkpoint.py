@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,23 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from data.normalizer import Normalizer
-from policies.config import ConfigError, policy_config_from_dict, to_dict
+from policies.config import ConfigError, PolicyConfig, apply_overrides, policy_config_from_dict, to_dict
 from policies.policy import Policy, ShapeMeta
 
 EEF_JSON = "eef.json"  # marks an end-effector checkpoint (written by policies.eef)
 ACTION_SPACES = ("joint", "eef")  # joint: rows [q, gripper]; eef: rows [tcp pos, axis-angle, gripper]
 FILES = ("model.safetensors", "normalizer.safetensors", "config.yaml", "shape_meta.json", "provenance.json")
+# Policy fields a run may choose without retraining, as `--set key=value` (the weights do not depend on them):
+# rows executed per prediction, chunk candidates, and the sampler's steps, solver and grid.
+INFERENCE_FIELDS = (
+    "policy.n_action_steps",
+    "policy.chunk_candidates",
+    "policy.gen.num_inference_steps",
+    "policy.gen.sampler",
+    "policy.gen.schedule",
+    "policy.gen.scheduler",
+    "policy.gen.timestep_spacing",
+)
 
 
 class CheckpointError(ValueError):
@@ -91,11 +103,10 @@ def read_json(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
 
 
-def load_policy(path: str | Path, device: str = "cpu", chunk_candidates: int | None = None,
-                n_action_steps: int | None = None) -> Policy:
-    """A ready policy (eval mode, on `device`) from a checkpoint directory; `chunk_candidates` and
-    `n_action_steps` override the checkpoint's policy.chunk_candidates and policy.n_action_steps (inference-time
-    choices: a chunk trained at 8 rows can be replanned every 4), checked like the config's own values."""
+def load_policy(path: str | Path, device: str = "cpu", overrides: Sequence[str] = ()) -> Policy:
+    """A ready policy (eval mode, on `device`) from a checkpoint directory. `overrides` (`key=value`, keys from
+    INFERENCE_FIELDS, e.g. "policy.gen.sampler=heun" or "policy.n_action_steps=4": a chunk trained at 8 rows can
+    be replanned every 4) change the checkpoint's config for this run, checked like its own values."""
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: not a checkpoint directory")
@@ -113,10 +124,8 @@ def load_policy(path: str | Path, device: str = "cpu", chunk_candidates: int | N
         weights = load_file(str(path / "model.safetensors"))
     except Exception as e:  # safetensors raises its own error types for truncated/foreign files
         raise CheckpointError(f"{path}: weights unreadable ({type(e).__name__}: {e})") from None
-    if chunk_candidates is not None:
-        policy_cfg.chunk_candidates = int(chunk_candidates)
-    if n_action_steps is not None:
-        policy_cfg.n_action_steps = int(n_action_steps)
+    if overrides:
+        policy_cfg = _with_overrides(path, policy_cfg, overrides)
     try:
         policy = Policy(policy_cfg, meta, normalizer)
     except ConfigError as e:
@@ -128,6 +137,19 @@ def load_policy(path: str | Path, device: str = "cpu", chunk_candidates: int | N
             f"{path / 'model.safetensors'}: does not match config.yaml ({str(e).splitlines()[0]})"
         ) from None
     return policy.to(device).eval()
+
+
+def _with_overrides(path: Path, policy_cfg: PolicyConfig, overrides: Sequence[str]) -> PolicyConfig:
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if key not in INFERENCE_FIELDS:
+            raise CheckpointError(f"{path}: --set {key}: not a field a run may change without retraining "
+                                  f"(those are {', '.join(INFERENCE_FIELDS)})")
+    try:
+        d = apply_overrides({"policy": to_dict(policy_cfg)}, list(overrides))
+        return policy_config_from_dict(d["policy"])
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: {e}") from None
 
 
 def load_provenance(path: str | Path) -> dict[str, Any]:
@@ -143,17 +165,15 @@ def action_space(path: str | Path) -> str:
     return "eef" if (p / EEF_JSON).is_file() else "joint"
 
 
-def load_deployable(path: str | Path, device: str = "cpu", chunk_candidates: int | None = None,
-                    n_action_steps: int | None = None) -> Any:
+def load_deployable(path: str | Path, device: str = "cpu", overrides: Sequence[str] = ()) -> Any:
     """The policy a deployment runs, whatever its kind: policies.eef.EefPolicy for an end-effector checkpoint
     (its `action_space` is "eef"), else the joint-space Policy of `load_policy`, wrapped in
     policies.tcp_position.TcpPositionPolicy when it predicts TCP positions (its chunks are joint rows too).
-    The one loading entry point of the policy node and evaluation tools."""
+    The one loading entry point of the policy node and evaluation tools; `overrides` as in `load_policy`."""
     if action_space(path) == "eef":
         from policies.eef import load_eef_policy  # policies.eef imports this module
 
-        return load_eef_policy(path, device=device)
+        return load_eef_policy(path, device=device, overrides=overrides)
     from policies.tcp_position import deployable
 
-    return deployable(load_policy(path, device=device, chunk_candidates=chunk_candidates,
-                                  n_action_steps=n_action_steps))
+    return deployable(load_policy(path, device=device, overrides=overrides))

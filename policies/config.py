@@ -20,6 +20,7 @@ BACKBONES = ("unet", "transformer")
 ACTION_REPRS = ("joint", "tcp_position")  # policies.tcp_position
 TIME_SAMPLINGS = {"flow": ("uniform", "logit_normal", "lognormal"), "diffusion": ("uniform", "lognormal")}
 FLOW_SCHEDULES = ("uniform", "karras")
+ODE_SOLVERS = ("euler", "heun")  # gen.sampler (edm, flow) and gen.cd_solver (the consistency teacher's ODE)
 TIMESTEP_SPACINGS = ("leading", "trailing")
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")  # what the DDPM network predicts (diffusers' names)
 CD_PARAMS = ("edm", "flow")  # a consistency student's parameterisation, which is also its teacher's generator
@@ -190,6 +191,9 @@ class PolicyConfig:
         if self.gen.time_sampling not in TIME_SAMPLINGS.get(self.generator, (self.gen.time_sampling,)):
             raise ConfigError(f"policy.gen.time_sampling: {self.gen.time_sampling!r} is not one of "
                               f"{TIME_SAMPLINGS[self.generator]} for generator {self.generator}")
+        for name in ("sampler", "cd_solver"):  # anything else used to run as Euler without a word
+            if getattr(self.gen, name) not in ODE_SOLVERS:
+                raise ConfigError(f"policy.gen.{name}: {getattr(self.gen, name)!r} is not one of {ODE_SOLVERS}")
         if self.generator == "flow" and self.gen.schedule not in FLOW_SCHEDULES:
             raise ConfigError(f"policy.gen.schedule: {self.gen.schedule!r} is not one of {FLOW_SCHEDULES}")
         if self.generator == "diffusion" and self.gen.timestep_spacing not in TIMESTEP_SPACINGS:

@@ -30,6 +30,7 @@ import copy
 import json
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -297,10 +298,11 @@ def save_eef_checkpoint(
     return path
 
 
-def load_eef_policy(path: str | Path, device: str = "cpu") -> EefPolicy:
-    """An EefPolicy from a checkpoint written by train_eef (CheckpointError naming the file otherwise)."""
+def load_eef_policy(path: str | Path, device: str = "cpu", overrides: Sequence[str] = ()) -> EefPolicy:
+    """An EefPolicy from a checkpoint written by train_eef (CheckpointError naming the file otherwise);
+    `overrides` as in policies.checkpoint.load_policy."""
     p = Path(path)
-    inner = load_policy(p, device=device)
+    inner = load_policy(p, device=device, overrides=overrides)
     f = p / EEF_JSON
     if not f.is_file():
         raise CheckpointError(

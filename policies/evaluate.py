@@ -18,7 +18,7 @@ import math
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -63,6 +63,7 @@ class EvalResult:
     inference_ms_p99: float = 0.0
     wall_s: float = 0.0
     videos: list[str] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)  # inference-time config fields this run changed
 
     def finish(self, chunk_times_s: list[float], started: float) -> None:
         """Fill the totals from `outcomes`: successes, rate, Wilson interval, chunk p50/p99, wall time since
@@ -262,17 +263,16 @@ def _collect(result: EvalResult, all_times: list[float], ep_seed: int, out: tupl
 
 
 def load_twin_policy(checkpoint: str | Path, arm: str | None = None, task: str | None = None, device: str = "cpu",
-                     chunk_candidates: int | None = None, n_action_steps: int | None = None):
+                     overrides: Sequence[str] = ()):
     """(deployable joint-space policy, arm, task) for rolling `checkpoint` out on a twin: arm and task default to
-    the ones it was trained on. `n_action_steps` overrides the rows executed per prediction (the receding
-    horizon is an inference choice: a chunk trained at 8 can be replanned every 4; CheckpointError when its
-    horizon cannot hold them). ValueError for an end-effector checkpoint or one that names no arm/task."""
+    the ones it was trained on. `overrides`: inference-time config fields (policies.checkpoint.INFERENCE_FIELDS;
+    CheckpointError when one is not, or its value does not fit). ValueError for an end-effector checkpoint or
+    one that names no arm/task."""
     from policies.checkpoint import action_space, load_deployable
 
     if action_space(checkpoint) == "eef":
         raise ValueError(f"{checkpoint}: an end-effector checkpoint; evaluate it with policies.evaluate_eef")
-    policy = load_deployable(checkpoint, device=device, chunk_candidates=chunk_candidates,
-                             n_action_steps=n_action_steps)
+    policy = load_deployable(checkpoint, device=device, overrides=overrides)
     arm, task = arm or policy.shape_meta.arm, task or policy.shape_meta.task
     if not arm or not task:
         raise ValueError(f"{checkpoint}: checkpoint names no arm/task; pass --arm and --task")
@@ -293,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
                     "last chunk kept (policy.chunk_candidates; default: the checkpoint's)")
     ap.add_argument("--action-steps", type=int, default=None, help="rows executed per prediction (default: the "
                     "checkpoint's n_action_steps)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="an inference-time config field for this run, e.g. --set policy.gen.sampler=heun "
+                    "(policies.checkpoint.INFERENCE_FIELDS)")
     ap.add_argument("--json", default=None, help="also write the result as JSON to this file")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 on a shared machine)")
     ap.add_argument("--device", default="cpu")
@@ -302,13 +305,18 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(max(1, args.threads))
     try:
-        policy, arm, task = load_twin_policy(args.checkpoint, args.arm, args.task, args.device, args.candidates,
-                                             args.action_steps)
+        overrides = list(args.set)
+        if args.candidates is not None:
+            overrides.append(f"policy.chunk_candidates={args.candidates}")
+        if args.action_steps is not None:
+            overrides.append(f"policy.n_action_steps={args.action_steps}")
+        policy, arm, task = load_twin_policy(args.checkpoint, args.arm, args.task, args.device, overrides)
         res = evaluate(policy, arm, task, args.episodes, seed=args.seed, num_inference_steps=args.steps,
                        video_dir=args.video_dir, n_videos=args.videos, workers=args.workers)
     except (CheckpointError, ValueError, KeyError) as e:
         print(f"mimic eval: {e}", file=sys.stderr)
         return 2
+    res.overrides = overrides
     print(res.summary())
     for v in res.videos:
         print(f"  video: {v}")

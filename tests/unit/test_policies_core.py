@@ -330,9 +330,16 @@ def test_checkpoint_round_trip_is_safetensors_only(reach_store, tmp_path):
     assert (loaded.obs_keys, loaded.n_obs_steps, loaded.horizon, loaded.n_action_steps, loaded.action_dim,
             loaded.control_hz) == (("robot0_joint_pos", "object_state"), 2, 8, 4, 8, 10.0)
     # the executed chunk length is an inference choice, checked like the config's (horizon 8 holds 7 rows)
-    assert load_policy(ckpt, n_action_steps=2).n_action_steps == 2
+    assert load_policy(ckpt, overrides=["policy.n_action_steps=2"]).n_action_steps == 2
     with pytest.raises(CheckpointError, match="n_action_steps: 8 must be in 1..7"):
-        load_policy(ckpt, n_action_steps=8)
+        load_policy(ckpt, overrides=["policy.n_action_steps=8"])
+    # so are the sampler's choices; a field the weights depend on is refused, naming the fields that are not
+    heun = load_policy(ckpt, overrides=["policy.gen.sampler=heun", "policy.gen.num_inference_steps=3"])
+    assert (heun.generator.cfg.sampler, heun.generator.cfg.num_inference_steps) == ("heun", 3)
+    with pytest.raises(CheckpointError, match="--set policy.unet.down_dims: not a field a run may change"):
+        load_policy(ckpt, overrides=["policy.unet.down_dims=[8,16]"])
+    with pytest.raises(CheckpointError, match="sampler"):
+        load_policy(ckpt, overrides=["policy.gen.sampler=rk4"])
     (ckpt / "normalizer.safetensors").unlink()
     with pytest.raises(CheckpointError, match="normalizer.safetensors"):
         load_policy(ckpt)

@@ -327,7 +327,8 @@ def load_checkpoint(checkpoint: str, device: str, chunk_candidates: int | None =
         from policies import load_deployable
     except ImportError as e:
         raise ValueError(f"cannot load policies ({e})") from None
-    return load_deployable(checkpoint, device=device, chunk_candidates=chunk_candidates)
+    overrides = [f"policy.chunk_candidates={chunk_candidates}"] if chunk_candidates else []
+    return load_deployable(checkpoint, device=device, overrides=overrides)
 
 
 def main(argv: list[str] | None = None, spec: ArmSpec | None = None, policy=None) -> int:
