@@ -86,7 +86,9 @@ def test_host_crc_error_baud_and_reboot(bus_and_port) -> None:
     assert ph.write1ByteTxRx(port, 4, 8, 1) == (0, 0)  # the reply still comes at the old rate
     assert ph.ping(port, 4)[1] == sdk.COMM_RX_TIMEOUT
     assert port.setBaudRate(57_600)
-    assert ph.ping(port, 4)[1] == 0 and ph.ping(port, 1)[1] == sdk.COMM_RX_TIMEOUT
+    # best of three: the SDK waits ~36 ms for a reply at 57,600, which a starved emulator thread can miss (seen
+    # once under two trainings); a servo still at the old rate never answers however often it is asked
+    assert any(ph.ping(port, 4)[1] == 0 for _ in range(3)) and ph.ping(port, 1)[1] == sdk.COMM_RX_TIMEOUT
     bus.disconnect()
     with pytest.raises(Exception):  # noqa: B017 - pyserial / termios error: the adapter is gone
         ph.ping(port, 4)
