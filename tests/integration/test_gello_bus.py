@@ -16,7 +16,11 @@ from teleop.emulated_bus import EmulatedDynamixelBus
 
 
 @pytest.fixture
-def bus_and_port():
+def bus_and_port(monkeypatch):
+    # These tests check the protocol, not timing (test_gello_leader's rate test does that). The SDK waits
+    # 2 x LATENCY_TIMER + 2 ms (~34 ms) for a reply; the emulator is a thread of this process and missed that
+    # window on a machine whose cores were both training (sessions 31-32), which a servo never does.
+    monkeypatch.setattr(sdk.port_handler, "LATENCY_TIMER", 100)
     bus = EmulatedDynamixelBus(example_calibration("ur5e", baudrate=1_000_000))
     port = sdk.PortHandler(bus.port)
     assert port.openPort() and port.setBaudRate(1_000_000)
@@ -86,9 +90,7 @@ def test_host_crc_error_baud_and_reboot(bus_and_port) -> None:
     assert ph.write1ByteTxRx(port, 4, 8, 1) == (0, 0)  # the reply still comes at the old rate
     assert ph.ping(port, 4)[1] == sdk.COMM_RX_TIMEOUT
     assert port.setBaudRate(57_600)
-    # best of three: the SDK waits ~36 ms for a reply at 57,600, which a starved emulator thread can miss (seen
-    # once under two trainings); a servo still at the old rate never answers however often it is asked
-    assert any(ph.ping(port, 4)[1] == 0 for _ in range(3)) and ph.ping(port, 1)[1] == sdk.COMM_RX_TIMEOUT
+    assert ph.ping(port, 4)[1] == 0 and ph.ping(port, 1)[1] == sdk.COMM_RX_TIMEOUT
     bus.disconnect()
     with pytest.raises(Exception):  # noqa: B017 - pyserial / termios error: the adapter is gone
         ph.ping(port, 4)
