@@ -31,7 +31,6 @@ from policies.config import ConfigError, PolicyConfig, apply_overrides, policy_c
 from policies.policy import Policy, ShapeMeta
 
 EEF_JSON = "eef.json"  # marks an end-effector checkpoint (written by policies.eef)
-ACTION_SPACES = ("joint", "eef")  # joint: rows [q, gripper]; eef: rows [tcp pos, axis-angle, gripper]
 FILES = ("model.safetensors", "normalizer.safetensors", "config.yaml", "shape_meta.json", "provenance.json")
 # Policy fields a run may choose without retraining, as `--set key=value` (the weights do not depend on them):
 # rows executed per prediction, chunk candidates, and the sampler's steps, solver and grid.

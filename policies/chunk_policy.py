@@ -19,6 +19,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 SCRIPTED_PREFIX = "py:"
+# What a policy's optional `action_space` may say (default "joint"): joint rows [q, gripper] for the controller's
+# chunk mode, or end-effector rows [tcp pos, axis-angle, gripper] for its eef mode.
+ACTION_SPACES = ("joint", "eef")
 REQUIRED = ("obs_keys", "n_obs_steps", "horizon", "n_action_steps", "control_hz", "predict", "reset")
 
 
@@ -58,7 +61,16 @@ def check_chunk_policy(policy: Any, source: str) -> ChunkPolicy:
                          f"n_obs_steps - 1 + n_action_steps <= horizon {horizon}")
     if not float(policy.control_hz) > 0:
         raise ValueError(f"{source}: control_hz must be > 0, got {policy.control_hz}")
+    action_space_of(policy, source)
     return policy
+
+
+def action_space_of(policy_or_factory: Any, source: str) -> str:
+    """Its `action_space` ("joint" when it names none); ValueError naming `source` for any other value."""
+    kind = str(getattr(policy_or_factory, "action_space", "joint"))
+    if kind not in ACTION_SPACES:
+        raise ValueError(f"{source}: action_space {kind!r} is not one of {ACTION_SPACES}")
+    return kind
 
 
 def scripted_factory(spec: str) -> Callable[[], Any]:
@@ -70,4 +82,3 @@ def scripted_factory(spec: str) -> Callable[[], Any]:
         return getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as e:
         raise ValueError(f"{spec}: {e}") from None
-

@@ -55,6 +55,7 @@ def test_a_policy_missing_attributes_is_refused_in_one_line_naming_them() -> Non
     ({"n_action_steps": 16}, "<= horizon 16"),  # 1 + 16 rows do not fit a 16-row chunk
     ({"n_obs_steps": 0}, "must be >= 1"),
     ({"control_hz": 0.0}, "control_hz must be > 0"),
+    ({"action_space": "tcp"}, "action_space 'tcp' is not one of"),
 ])
 def test_inconsistent_horizons_and_rates_are_refused(fields: dict, words: str) -> None:
     policy = Hold()

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from mimic_ros.session import SessionError, load_session
 from mimic_ros.supervisor import EXIT_BAD_SESSION, run_session
-from policies.chunk_policy import SCRIPTED_PREFIX, scripted_factory
+from policies.chunk_policy import SCRIPTED_PREFIX, action_space_of, scripted_factory
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,7 +77,7 @@ def checkpoint_action_space(checkpoint: str) -> str:
     """The policy kind, "joint" or "eef", without building it: a directory's (policies.checkpoint.action_space),
     or the `action_space` attribute of a `py:module:factory`'s factory (default joint); ValueError if unusable."""
     if checkpoint.startswith(SCRIPTED_PREFIX):
-        return str(getattr(scripted_factory(checkpoint), "action_space", "joint"))
+        return action_space_of(scripted_factory(checkpoint), checkpoint)
     from policies.checkpoint import action_space
 
     return action_space(checkpoint)  # CheckpointError (a ValueError) names the path
@@ -175,11 +175,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
-        kind = checkpoint_action_space(args.checkpoint)  # its errors name the checkpoint
+        kind = checkpoint_action_space(args.checkpoint)
         mode = controller_mode(kind)
-    except ValueError as e:
-        where = "" if str(e).startswith(args.checkpoint) else f"{args.checkpoint}: "
-        print(f"mimic deploy: {where}{e}", file=sys.stderr)
+    except ValueError as e:  # checkpoint_action_space's errors name the checkpoint
+        print(f"mimic deploy: {e}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="mimic-deploy-") as tmp:
         results_path = args.results or str(Path(tmp) / "results.json")

@@ -145,9 +145,7 @@ class PolicyNode(ManagedNode):
             policy = load_checkpoint(cfg.checkpoint, cfg.device, cfg.chunk_candidates or None)
         check_chunk_policy(policy, f"parameter checkpoint={cfg.checkpoint!r}" if cfg.checkpoint else "policy")
         self.cfg, self.spec, self.policy = cfg, spec, policy
-        self.action_space = getattr(policy, "action_space", "joint")
-        if self.action_space not in ("joint", "eef"):
-            raise ValueError(f"policy: action_space {self.action_space!r} is not joint or eef")
+        self.action_space = getattr(policy, "action_space", "joint")  # check_chunk_policy checked it
         lat = (lambda s: s) if cfg.matching else (lambda s: 0.0)
         self.lead_s = lat(cfg.arm_latency_s)
         self.dt = 1.0 / float(policy.control_hz)
