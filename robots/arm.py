@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -139,6 +141,10 @@ class Arm(ABC):
             self.disconnect()
 
 
+THREAD_STOP_TIMEOUT_S = 5.0  # a backend loop's longest wait inside its SDK before disconnect gives up on it
+_ORPHANED_SDK_OBJECTS: list[object] = []  # FaultLatch._orphan: never destroyed under a thread still using them
+
+
 class FaultLatch:
     """The first fault of a streaming SDK backend, latched between sends: once visible, nothing more goes out.
 
@@ -167,6 +173,38 @@ class FaultLatch:
     @property
     def is_connected(self) -> bool:
         return self._sdk_open() and self._fault is None
+
+    def _start_threads(self, *loops: Callable[[], None]) -> None:
+        """Run the backend's loops (stream, watchdog, gripper) as daemon threads named after the arm."""
+        self._stop.clear()
+        self._threads = [
+            threading.Thread(target=loop, name=f"{self.name}-{loop.__name__.strip('_')}", daemon=True) for loop in loops
+        ]
+        for th in self._threads:
+            th.start()
+
+    def _stop_threads(self, timeout_s: float = THREAD_STOP_TIMEOUT_S) -> bool:
+        """Stop the loops; False if one is still running after timeout_s, stuck inside an SDK call.
+
+        That happens: ur_rtde reconnects from inside servoJ when its connection drops, and the SDKs block on
+        the network. Closing an SDK's connection under a thread that is inside it can crash the process, so a
+        caller that gets False must leave the SDK objects alone; `_orphan` keeps them referenced, so their
+        destructors (which disconnect too) do not run under that thread either.
+        """
+        self._stop.set()
+        deadline = time.monotonic() + timeout_s
+        for th in self._threads:
+            th.join(timeout=max(0.0, deadline - time.monotonic()))
+        stuck = [th.name for th in self._threads if th.is_alive()]
+        self._threads = []
+        if stuck:
+            warnings.warn(f"{self.name}: {', '.join(stuck)} still inside the SDK {timeout_s:.0f} s after stop; "
+                          "its connection is left open rather than closed under it", RuntimeWarning, stacklevel=3)
+        return not stuck
+
+    def _orphan(self, *sdk_objects: object) -> None:
+        """Keep SDK objects alive for the rest of the process (see `_stop_threads`)."""
+        _ORPHANED_SDK_OBJECTS.extend(o for o in sdk_objects if o is not None)
 
     def _sdk_open(self) -> bool:
         raise NotImplementedError

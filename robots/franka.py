@@ -18,7 +18,6 @@ Hand) is driven with `Gripper.move_async` when the width target changes by more 
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -87,19 +86,11 @@ class FrankaArm(FaultLatch, Arm):
         self._state, self._robot_time_ms = None, -1
         self._read_state(read_gripper=True)
         self.guard.reset(self._state.q, self._state.t)
-        self._stop.clear()
-        self._threads = [
-            threading.Thread(target=self._stream, name=f"{self.name}-stream", daemon=True),
-            threading.Thread(target=self._watchdog, name=f"{self.name}-watchdog", daemon=True),
-        ]
-        for th in self._threads:
-            th.start()
+        self._start_threads(self._stream, self._watchdog)
 
     def disconnect(self) -> None:
-        self._stop.set()
-        for th in self._threads:
-            th.join(timeout=2.0)
-        self._threads = []
+        if not self._stop_threads():  # a loop is still inside franky: its objects must not go under it
+            self._orphan(self._robot, self._gripper)
         self._robot = self._gripper = None  # franky closes the connection when the objects go
 
     def state(self) -> ArmState:

@@ -11,7 +11,12 @@ or raises (script stopped, socket closed) as a lost connection. After a fault no
 every call raises ArmError.
 
 ur_rtde's constructors and calls hold the GIL; they are short except the constructors, which wait for
-the controller (bounded by ur_rtde's own timeouts).
+the controller (bounded by ur_rtde's own timeouts), and a send that finds the socket closed: ur_rtde 1.6.5's
+sendCommand then disconnects and reconnects (dashboard, script and RTDE sockets, re-uploading its script)
+from inside that servoJ before it returns or raises. While that runs, ur_rtde's own receive thread still
+reads the socket being closed; a segfault seen once in a thousand-odd runs of the peer's `disconnect` fault,
+under full CPU load, was inside that path, out of our reach. `disconnect()` never closes the SDK under one of
+our loops that is still inside it (FaultLatch._stop_threads).
 
 Gripper: with `gripper=True`, a Robotiq 2F-85 through its URCap's text socket (port 63352: `SET POS n`,
 `GET POS`), activated at connect and driven from its own 50 Hz thread; position 0..255 maps linearly onto
@@ -23,7 +28,6 @@ is False.
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -160,27 +164,18 @@ class URArm(FaultLatch, Arm):
             self.disconnect()
             raise ArmError(message)
         self.guard.reset(self._state.q, self._state.t)
-        self._stop.clear()
-        self._threads = [
-            threading.Thread(target=self._stream, name=f"{self.name}-stream", daemon=True),
-            threading.Thread(target=self._watchdog, name=f"{self.name}-watchdog", daemon=True),
-        ]
-        if self._gripper is not None:
-            self._threads.append(
-                threading.Thread(target=self._gripper_loop, name=f"{self.name}-gripper", daemon=True)
-            )
-        for th in self._threads:
-            th.start()
+        loops = [self._stream, self._watchdog] + ([self._gripper_loop] if self._gripper is not None else [])
+        self._start_threads(*loops)
 
     def disconnect(self) -> None:
-        self._stop.set()
-        for th in self._threads:
-            th.join(timeout=2.0)
-        self._threads = []
-        if self._gripper is not None:
-            self._gripper.close()
-            self._gripper = None
-        ctrl, recv, self._ctrl, self._recv = self._ctrl, self._recv, None, None
+        stopped = self._stop_threads()
+        gripper, ctrl, recv = self._gripper, self._ctrl, self._recv
+        self._gripper, self._ctrl, self._recv = None, None, None
+        if not stopped:  # a loop is still inside ur_rtde (it reconnects from within servoJ): do not close under it
+            self._orphan(gripper, ctrl, recv)
+            return
+        if gripper is not None:
+            gripper.close()
         if ctrl is None:
             return
         try:

@@ -18,7 +18,6 @@ one) `command(gripper=...)` is range-checked but not sent, `state().gripper` is 
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -118,25 +117,15 @@ class XArm(FaultLatch, Arm):
                 self._state = ArmState(t=st.t, q=st.q, dq=st.dq, gripper=self._gripper_width)
         api.set_timeout(cfg.command_timeout_s)
         self.guard.reset(self._state.q, self._state.t)
-        self._stop.clear()
-        self._threads = [
-            threading.Thread(target=self._stream, name=f"{self.name}-stream", daemon=True),
-            threading.Thread(target=self._watchdog, name=f"{self.name}-watchdog", daemon=True),
-        ]
-        if cfg.gripper:
-            self._threads.append(
-                threading.Thread(target=self._gripper_loop, name=f"{self.name}-gripper", daemon=True)
-            )
-        for th in self._threads:
-            th.start()
+        self._start_threads(self._stream, self._watchdog, *([self._gripper_loop] if cfg.gripper else []))
 
     def disconnect(self) -> None:
-        self._stop.set()
-        for th in self._threads:
-            th.join(timeout=2.0)
-        self._threads = []
+        stopped = self._stop_threads()
         if self._api is not None:
             api, self._api = self._api, None
+            if not stopped:  # a loop is still inside the SDK: do not close its connection under it
+                self._orphan(api)
+                return
             try:
                 api.release_report_callback(self._on_report)
                 api.disconnect()

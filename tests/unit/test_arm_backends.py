@@ -7,12 +7,14 @@ line naming the backend and the host, never a traceback from inside the SDK.
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 import numpy as np
 import pytest
 
-from robots.arm import Arm, ArmError, CommandRefused
+from robots import arm as arm_module
+from robots.arm import Arm, ArmError, CommandRefused, FaultLatch
 from robots.factory import make_arm, parse_uri
 from tests.peers import tcp_peer
 
@@ -96,3 +98,43 @@ def test_busy_port_is_a_clear_error():
             tcp_peer.bind_fixed("127.0.0.1", port, "xArm peer", retry_s=0.2)
     finally:
         squatter.close()
+
+
+class _Loops(FaultLatch):
+    """The thread handling every streaming backend shares, with one loop that may be stuck inside its 'SDK'."""
+
+    name = "test:arm"
+
+    def __init__(self) -> None:
+        self._init_latch()
+        self.sdk_returns = threading.Event()
+
+    def _stream(self) -> None:
+        while not self._stop.wait(0.001):
+            pass
+
+    def _sdk_call(self) -> None:  # stands for ur_rtde's servoJ reconnecting after a lost connection
+        self.sdk_returns.wait(10.0)
+
+
+def test_stop_threads_stops_every_loop_and_names_them_after_the_arm():
+    loops = _Loops()
+    loops._start_threads(loops._stream, loops._sdk_call)
+    assert sorted(th.name for th in loops._threads) == ["test:arm-sdk_call", "test:arm-stream"]
+    loops.sdk_returns.set()
+    assert loops._stop_threads(timeout_s=2.0)
+    assert loops._threads == []
+
+
+def test_a_loop_stuck_in_the_sdk_is_reported_and_its_sdk_objects_are_kept_alive():
+    loops = _Loops()
+    loops._start_threads(loops._stream, loops._sdk_call)
+    t0 = time.monotonic()
+    with pytest.warns(RuntimeWarning, match=r"test:arm: test:arm-sdk_call still inside the SDK"):
+        assert not loops._stop_threads(timeout_s=0.2)
+    assert time.monotonic() - t0 < 1.0  # bounded: one timeout for all loops together
+    sdk = object()
+    loops._orphan(sdk, None)
+    assert any(o is sdk for o in arm_module._ORPHANED_SDK_OBJECTS)
+    assert not any(o is None for o in arm_module._ORPHANED_SDK_OBJECTS)
+    loops.sdk_returns.set()
