@@ -129,6 +129,15 @@ class GeneratorConfig:
     # the denoising target E[x0 | x_sigma] is the mean of the data's modes, which is exactly what a 1-step
     # sample must not return where demonstrations go either way round (push_t); 0: the same weight at every sigma.
     cd_dsm_sigma: float = 0.0
+    # > 0 (cd_target "ode"): the teacher's endpoints for cd_pool noises per train window, drawn as each batch draws
+    # them, are computed once before training (policies.distill_pool) and every step draws one of them per window
+    # instead of running the teacher: on CPU a step then costs the student's pass alone (push_t: 10.4 against 2.7
+    # steps/s on one core). Session 33 measured it on push_t: 4 per window, 5000 steps scored what 6000 online steps
+    # do at 1 step (168 and 169/200), and 20000 steps on it did no better (169/200).
+    # 0: the teacher runs on every batch. cd_pool_file: where the pool is kept (default
+    # <run_dir>/teacher_targets.safetensors); runs with the same teacher, store and draw reuse one file.
+    cd_pool: int = 0
+    cd_pool_file: str = ""
 
 
 @dataclass
@@ -205,6 +214,9 @@ class PolicyConfig:
             raise ConfigError(f"policy.gen.cd_sigma_max_frac: {self.gen.cd_sigma_max_frac} is not in [0, 1]")
         if not 0.0 <= self.gen.cd_unexecuted_weight <= 1.0:
             raise ConfigError(f"policy.gen.cd_unexecuted_weight: {self.gen.cd_unexecuted_weight} is not in [0, 1]")
+        if self.gen.cd_pool < 0 or (self.gen.cd_pool and (self.generator, self.gen.cd_target) != ("consistency", "ode")):
+            raise ConfigError(f"policy.gen.cd_pool: {self.gen.cd_pool} must be 0, or > 0 for a consistency policy with "
+                              "cd_target ode (precomputed teacher endpoints)")
         if not self.obs_keys:
             raise ConfigError("policy.obs_keys: at least one observation key is required")
         self.angle_dims()

@@ -133,13 +133,21 @@ class Policy(nn.Module):
             out[k] = torch.cat([x, torch.sin(angle)], -1)
         return out
 
-    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Training loss for a batch {"obs": {key: [B, T, ...]}, "action": [B, H, A]} (images [B,T,3,H,W] 0..1)."""
-        nobs = self.encoder.augment(self.normalize_obs(batch["obs"]), train=True)
-        action = batch["action"]
+    def normalized_actions(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The batch's action chunks [B, H, A] as the generator sees them: relative where configured, normalised."""
         ref = self.action_reference(batch["obs"])
-        x0 = self.normalizer.normalize("action", action if ref is None else action - ref)
+        return self.normalizer.normalize("action", batch["action"] if ref is None else batch["action"] - ref)
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Training loss for a batch {"obs": {key: [B, T, ...]}, "action": [B, H, A]} (images [B,T,3,H,W] 0..1).
+
+        A consistency batch may carry "teacher_targets", (x_sigma, sigma, the teacher's endpoint) drawn from the
+        precomputed pool of gen.cd_pool (policies.distill_pool); the teacher then does not run."""
+        nobs = self.encoder.augment(self.normalize_obs(batch["obs"]), train=True)
         cond = self.encoder(nobs)
+        if "teacher_targets" in batch:
+            return self.generator.endpoint_loss(self.backbone, *batch["teacher_targets"], cond=cond)
+        x0 = self.normalized_actions(batch)
         if isinstance(self.generator, ConsistencyGenerator):
             if not self._teacher:
                 raise RuntimeError("consistency policy: call set_teacher(edm_policy) before training")

@@ -7,6 +7,7 @@ Run directory layout (all written by rank 0):
     <run_dir>/config.yaml        the resolved config
     <run_dir>/metrics.csv        step, wall time, lr, losses, validation, rollout success
     <run_dir>/loss.png, success.png
+    <run_dir>/teacher_targets.safetensors   consistency with gen.cd_pool: the teacher's precomputed endpoints
 
 The same entry point runs under `torchrun --nproc_per_node N -m policies.train cfg.yaml`: DDP over gloo
 on CPU (NCCL on CUDA), each rank draws its own batches of batch_size / N windows.
@@ -50,11 +51,13 @@ from policies.data import (
     relative_action_normalizer,
     widen_small_ranges,
 )
+from policies.distill_pool import TeacherTargets, load_or_build
 from policies.policy import Policy, ShapeMeta
 from policies.tcp_position import convert_batches, deployable
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_DIR = "train_state"
+TEACHER_TARGETS = "teacher_targets.safetensors"  # gen.cd_pool's default file (policies.distill_pool)
 METRIC_FIELDS = ("step", "wall_s", "lr", "loss", "val_loss", "val_action_mse", "success_rate", "samples_per_s")
 MIN_LOWDIM_RANGE = 0.02  # see policies.data.widen_small_ranges
 
@@ -359,6 +362,16 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                 policy.set_teacher(teacher, init_student=not cfg.init_from)
             except ValueError as e:
                 raise ConfigError(f"policy.gen.teacher {pc.gen.teacher}: {e}") from None
+        targets = None
+        if pc.generator == "consistency" and pc.gen.cd_pool > 0:  # rank 0 builds (or checks) it, the others load
+            def pool() -> TeacherTargets:
+                return load_or_build(Path(pc.gen.cd_pool_file or run_dir / TEACHER_TARGETS), policy, data,
+                                     pc.gen.cd_pool, cfg.seed, device, progress=progress and rank == 0)
+
+            targets = pool() if rank == 0 else None
+            if world > 1:
+                dist.barrier()
+                targets = targets or pool()
         ema = EMA(policy, cfg.ema_power, cfg.ema_max_decay)
         opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.95, 0.999), weight_decay=cfg.weight_decay)
         step, wall0 = 0, 0.0
@@ -408,7 +421,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             lr = lr_at(cfg, step)
             for g in opt.param_groups:
                 g["lr"] = lr
-            batch = data.batch(rng.integers(0, len(data), local_bs), device)
+            ids = rng.integers(0, len(data), local_bs)
+            batch = data.batch(ids, device)
+            if targets is not None:
+                batch["teacher_targets"] = targets.draw(ids, rng, device)
             with torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16,
                                 enabled=cfg.bf16):
                 loss = model(batch)

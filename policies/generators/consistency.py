@@ -78,16 +78,30 @@ class ConsistencyGenerator(Generator):
     def _ode_loss(self, net: Net, x0: torch.Tensor, cond: torch.Tensor, teacher: Teacher, teacher_net: Net,
                   teacher_cond: torch.Tensor) -> torch.Tensor:
         """||f(x_sigma, sigma) - ODE_teacher(x_sigma: sigma -> 0)||^2 (cd_target "ode"; config.py says why)."""
+        x_hi, s_hi = self.ode_starts(x0)
+        with torch.no_grad():
+            target = self.teacher_endpoint(teacher, teacher_net, x_hi, s_hi, teacher_cond)
+        return self.endpoint_loss(net, x_hi, s_hi, target, cond)
+
+    def ode_starts(self, x0: torch.Tensor, generator: torch.Generator | None = None,
+                   shuffle: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where "ode" rows start: x0 + sigma z, cd_sigma_max_frac of them (the first, or anywhere with shuffle) at
+        sigma_max, where a 1-step sample starts, the rest at uniform Karras bins."""
         c = self.cfg
         b = x0.shape[0]
         sigmas = karras_sigmas(c.cd_bins + 1, c.sigma_min, c.sigma_max, c.rho, x0.device).flip(0)
-        n = torch.randint(1, c.cd_bins + 1, (b,), device=x0.device)
-        n[: round(b * c.cd_sigma_max_frac)] = c.cd_bins  # sigma_max: where a 1-step sample starts
-        s_hi = sigmas[n]
-        x_hi = x0 + s_hi[:, None, None] * torch.randn_like(x0)
-        with torch.no_grad():
-            target = self.teacher_endpoint(teacher, teacher_net, x_hi, s_hi, teacher_cond)
-        return self._distance(self.consistency_fn(net, x_hi, s_hi, cond), target)
+        n = torch.randint(1, c.cd_bins + 1, (b,), device=x0.device, generator=generator)
+        n[: round(b * c.cd_sigma_max_frac)] = c.cd_bins
+        if shuffle:
+            n = n[torch.randperm(b, device=x0.device, generator=generator)]
+        s = sigmas[n]
+        z = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
+        return x0 + s[:, None, None] * z, s
+
+    def endpoint_loss(self, net: Net, x: torch.Tensor, sigma: torch.Tensor, target: torch.Tensor,
+                      cond: torch.Tensor) -> torch.Tensor:
+        """The "ode" loss given the teacher's endpoints: online (`_ode_loss`) or precomputed (gen.cd_pool)."""
+        return self._distance(self.consistency_fn(net, x, sigma, cond), target)
 
     def _distance(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean squared error, or with cd_huber_c > 0 iCT's pseudo-Huber sqrt(||d||^2 + c^2) - c per chunk (an L2

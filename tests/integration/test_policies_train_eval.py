@@ -114,6 +114,19 @@ def test_consistency_distils_from_edm_checkpoint(store, config, tmp_path, procs)
     val_loss = float(last["val_loss"])
     assert np.isfinite(val_loss) and val_loss >= 0, last
 
+    # gen.cd_pool: the teacher's endpoints computed once into the run dir; a resumed run reuses that file.
+    pooled = tmp_path / "pooled"
+    args = [f"dataset={store}", f"run_dir={pooled}", *TINY, "policy.generator=consistency", "policy.gen.cd_target=ode",
+            "policy.gen.cd_ode_steps=2", "policy.gen.cd_pool=2", f"policy.gen.teacher={teacher / 'checkpoint'}"]
+    r = _run(procs, ["-m", "mimic.cli", "train", str(config), "--no-progress", *_sets([*args, "steps=3"])])
+    assert r.returncode == 0, r.stderr[-2000:]
+    targets = pooled / "teacher_targets.safetensors"
+    mtime = targets.stat().st_mtime_ns
+    r = _run(procs, ["-m", "mimic.cli", "train", str(config), "--no-progress", *_sets([*args, "steps=6"])])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert targets.stat().st_mtime_ns == mtime and "rebuilding" not in r.stdout
+    assert json.loads((pooled / "checkpoint" / "provenance.json").read_text())["steps"] == 6
+
     # Distillation continued from the student's own checkpoint (a DAgger round for the student): it keeps the
     # student's weights, not its teacher's, and a teacher with another normaliser is a one-line error.
     from safetensors.torch import load_file

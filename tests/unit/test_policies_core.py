@@ -640,3 +640,60 @@ def test_consistency_pseudo_huber_distance_for_both_targets():
     gen = ConsistencyGenerator(GeneratorConfig(cd_huber_c=0.1))
     want = (((pred - target) ** 2).flatten(1).sum(1) + 0.01).sqrt().sub(0.1).mean()
     torch.testing.assert_close(gen._distance(pred, target), want)
+
+
+def test_consistency_pool_holds_the_teachers_endpoints_and_is_rebuilt_only_when_its_source_changes(reach_store,
+                                                                                                   tmp_path, capsys):
+    """gen.cd_pool: each window's rows start where an online batch would (half at sigma_max), their targets are
+    the teacher's ODE from there, the file is reused while teacher, store and draw are the same, and a batch that
+    carries them trains the student without the teacher running."""
+    from policies.distill_pool import load_or_build
+
+    teacher, batches, _ = _policy(reach_store, "edm")
+    student, _, _ = _policy(reach_store, "consistency")
+    student.normalizer = teacher.normalizer
+    student.set_teacher(teacher)
+    gen = student.generator
+    gen.cfg.cd_target, gen.cfg.cd_ode_steps = "ode", 2
+    path = tmp_path / "pool.safetensors"
+    pool = load_or_build(path, student, batches, 3, seed=0, progress=False)
+    n = len(batches)
+    assert pool.x.shape == (n, 3, student.horizon, student.action_dim) == pool.target.shape
+    assert pool.sigma.shape == (n, 3)
+    at_max = torch.isclose(pool.sigma, torch.tensor(gen.cfg.sigma_max))
+    assert round(3 * n * 0.5) <= int(at_max.sum()) < 3 * n  # the other bins are uniform, sigma_max's among them
+    assert len({tuple(r) for r in at_max.tolist()}) > 1  # shuffled: not the first windows of each batch
+    ids = np.array([0, n // 2, n - 1])
+    batch = batches.batch(ids)
+    with torch.no_grad():
+        cond = teacher.encoder(teacher.encoder.augment(teacher.normalize_obs(batch["obs"]), train=False))
+        end = gen.teacher_endpoint(teacher.generator, teacher.backbone, pool.x[ids, 1], pool.sigma[ids, 1], cond)
+        x0 = teacher.normalized_actions(batch)
+    torch.testing.assert_close(pool.target[ids, 1], end, atol=1e-5, rtol=1e-4)
+    assert (pool.x[ids, 1] - x0).abs().max() > 0  # noised
+
+    mtime = path.stat().st_mtime_ns
+    again = load_or_build(path, student, batches, 3, seed=0, progress=False)
+    assert path.stat().st_mtime_ns == mtime and torch.equal(again.target, pool.target)
+    other = load_or_build(path, student, batches, 2, seed=0, progress=False)
+    assert other.x.shape[1] == 2 and "made from another per_window; rebuilding it" in capsys.readouterr().out
+
+    def no_teacher(*a, **k):
+        raise AssertionError("the teacher ran although the batch carried its endpoints")
+
+    gen.teacher_endpoint = no_teacher
+    rng = np.random.default_rng(0)
+    opt = torch.optim.AdamW(student.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        b = batches.batch(np.arange(8))
+        b["teacher_targets"] = other.draw(np.arange(8), rng)
+        loss = student(b)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.isfinite(losses).all() and np.mean(losses[-5:]) < np.mean(losses[:5])
+    with pytest.raises(ConfigError, match="cd_pool"):
+        PolicyConfig(obs_keys=["robot0_joint_pos"], generator="consistency",
+                     gen=GeneratorConfig(teacher="t", cd_pool=2)).validate()  # cd_target "self"
