@@ -82,3 +82,20 @@ def test_the_contract_imports_without_torch() -> None:
     """A policy node running a scripted policy checks it without paying torch's import (seconds, ~200 MB)."""
     code = "import sys, policies.chunk_policy, policies; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_policy_node_parameters_become_checkpoint_overrides_and_a_scripted_policy_refuses_them() -> None:
+    """chunk_candidates / action_steps reach the checkpoint as INFERENCE_FIELDS overrides (0: the checkpoint's);
+    a py: policy has no checkpoint to change, so asking for one is a one-line error, not silently ignored."""
+    from mimic_ros.policy_node import PolicyNodeConfig, inference_overrides, load_checkpoint
+
+    from policies.checkpoint import INFERENCE_FIELDS
+
+    cfg = PolicyNodeConfig()
+    assert inference_overrides(cfg) == []
+    cfg.action_steps, cfg.chunk_candidates = 4, 2
+    overrides = inference_overrides(cfg)
+    assert sorted(overrides) == ["policy.chunk_candidates=2", "policy.n_action_steps=4"]
+    assert all(o.split("=")[0] in INFERENCE_FIELDS for o in overrides)
+    with pytest.raises(ValueError, match=r"policy.n_action_steps=4: inference overrides apply to a checkpoint"):
+        load_checkpoint(f"py:{__name__}:no_such_factory", "cpu", ["policy.n_action_steps=4"])

@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-inference-steps", type=int, default=0, help="0: the policy's default")
     p.add_argument("--chunk-candidates", type=int, default=0,
                    help="chunks sampled per prediction, the one continuing the last kept (0: the checkpoint's)")
+    p.add_argument("--action-steps", type=int, default=0,
+                   help="chunk rows executed per prediction, the replan period (0: the checkpoint's n_action_steps)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--record", default="", metavar="ZARR", help="record the rollouts to this store")
     p.add_argument("--results", default="", metavar="JSON", help="write per-episode results here")
@@ -117,6 +119,7 @@ def session_overrides(args: argparse.Namespace, results_path: str, action_space:
         "policy.matching": matching,
         "policy.num_inference_steps": args.num_inference_steps,
         "policy.chunk_candidates": args.chunk_candidates,
+        "policy.action_steps": args.action_steps,
         "policy.device": args.device,
         "evaluator.episodes": args.episodes,
         "evaluator.episode_s": args.episode_s,

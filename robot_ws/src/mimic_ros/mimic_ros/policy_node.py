@@ -83,6 +83,10 @@ class PolicyNodeConfig:
         0, "chunks sampled per prediction, the one continuing the last chunk kept (0: the checkpoint's)",
         range=(0, 256),
     )
+    action_steps: int = param(
+        0, "chunk rows executed per prediction, i.e. replan period in control steps (0: the checkpoint's)",
+        range=(0, 256),
+    )
     device: str = param("cpu", "torch device of the policy")
 
 
@@ -142,7 +146,7 @@ class PolicyNode(ManagedNode):
         declare_config(self, cfg)
         spec = spec or resolve_spec(cfg.arm)
         if policy is None:
-            policy = load_checkpoint(cfg.checkpoint, cfg.device, cfg.chunk_candidates or None)
+            policy = load_checkpoint(cfg.checkpoint, cfg.device, inference_overrides(cfg))
         check_chunk_policy(policy, f"parameter checkpoint={cfg.checkpoint!r}" if cfg.checkpoint else "policy")
         self.cfg, self.spec, self.policy = cfg, spec, policy
         self.action_space = getattr(policy, "action_space", "joint")  # check_chunk_policy checked it
@@ -314,10 +318,18 @@ class PolicyNode(ManagedNode):
         self.chunks_sent += 1
 
 
-def load_checkpoint(checkpoint: str, device: str, chunk_candidates: int | None = None):
-    """`policies.load_deployable(checkpoint)` (a joint Policy or an end-effector EefPolicy), or
+def inference_overrides(cfg: PolicyNodeConfig) -> list[str]:
+    """The node's parameters that change a checkpoint at load time (policies.checkpoint.INFERENCE_FIELDS)."""
+    fields = {"policy.chunk_candidates": cfg.chunk_candidates, "policy.n_action_steps": cfg.action_steps}
+    return [f"{key}={value}" for key, value in fields.items() if value]
+
+
+def load_checkpoint(checkpoint: str, device: str, overrides: list[str] | None = None):
+    """`policies.load_deployable(checkpoint, overrides=...)` (a joint Policy or an end-effector EefPolicy), or
     `py:module:factory` for a scripted policy object (tests, baselines; policies.chunk_policy.ChunkPolicy)."""
     if checkpoint.startswith(SCRIPTED_PREFIX):
+        if overrides:
+            raise ValueError(f"{', '.join(overrides)}: inference overrides apply to a checkpoint, not to {checkpoint}")
         return scripted_factory(checkpoint)()
     if not checkpoint:
         raise ValueError("parameter checkpoint is empty")
@@ -325,8 +337,7 @@ def load_checkpoint(checkpoint: str, device: str, chunk_candidates: int | None =
         from policies import load_deployable
     except ImportError as e:
         raise ValueError(f"cannot load policies ({e})") from None
-    overrides = [f"policy.chunk_candidates={chunk_candidates}"] if chunk_candidates else []
-    return load_deployable(checkpoint, device=device, overrides=overrides)
+    return load_deployable(checkpoint, device=device, overrides=overrides or [])
 
 
 def main(argv: list[str] | None = None, spec: ArmSpec | None = None, policy=None) -> int:
