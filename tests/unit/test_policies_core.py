@@ -167,6 +167,15 @@ def _policy(store, generator="flow", backbone="unet", obs_keys=("robot0_joint_po
     return Policy(cfg, shape_meta_for(ds.replay, list(obs_keys), ds.image_keys), norm), WindowBatches(ds), ds
 
 
+
+def _edm_taught_student(store):
+    """An edm teacher and a consistency student set up to distil from it (shared normaliser, teacher's weights)."""
+    teacher, batches, _ = _policy(store, "edm")
+    student, _, _ = _policy(store, "consistency")
+    student.normalizer = teacher.normalizer
+    student.set_teacher(teacher)
+    return teacher, student, batches
+
 def test_angle_obs_turn_a_wrap_through_pi_into_a_small_step(reach_store):
     """object_state dim 2 declared an angle: +pi - e and -pi + e encode to neighbours, and the policy still
     trains and predicts with the wider input (reach's goal z stands in for an angle here)."""
@@ -258,10 +267,7 @@ def test_relative_joint_actions_train_on_deltas_and_predict_absolute(reach_store
 
 
 def test_consistency_student_distils_from_an_edm_teacher(reach_store):
-    teacher, batches, _ = _policy(reach_store, "edm")
-    student, _, _ = _policy(reach_store, "consistency")
-    student.normalizer = teacher.normalizer
-    student.set_teacher(teacher)
+    teacher, student, batches = _edm_taught_student(reach_store)
     torch.testing.assert_close(student.backbone.state_dict(), teacher.backbone.state_dict())
     opt = torch.optim.AdamW(student.parameters(), lr=1e-3)
     for _ in range(3):
@@ -277,10 +283,7 @@ def test_consistency_student_distils_from_an_edm_teacher(reach_store):
 
 def test_consistency_dsm_anchor_adds_the_denoising_error(reach_store):
     """cd_dsm_weight w: the same draws give loss(w) = loss(0) + w * ||f(x_sigma, sigma) - x0||^2 > loss(0)."""
-    teacher, batches, _ = _policy(reach_store, "edm")
-    student, _, _ = _policy(reach_store, "consistency")
-    student.normalizer = teacher.normalizer
-    student.set_teacher(teacher)
+    teacher, student, batches = _edm_taught_student(reach_store)
     batch = batches.batch(np.arange(16))
     losses = {}
     for w in (0.0, 1.0, 2.0):
@@ -445,10 +448,7 @@ def test_chunk_candidates_keep_the_chunk_that_continues_the_last_one(reach_store
 def test_consistency_ode_target_is_the_teachers_euler_sample(reach_store):
     """cd_target "ode": from sigma_max the target is exactly what the teacher's Euler sampler returns from the
     same noise, and the distillation loss trains the student towards it."""
-    teacher, batches, _ = _policy(reach_store, "edm")
-    student, _, _ = _policy(reach_store, "consistency")
-    student.normalizer = teacher.normalizer
-    student.set_teacher(teacher)
+    teacher, student, batches = _edm_taught_student(reach_store)
     gen, tgen = student.generator, teacher.generator
     gen.cfg.cd_target, gen.cfg.cd_ode_steps = "ode", 4
     tgen.cfg.sampler = "euler"
@@ -569,10 +569,7 @@ def test_consistency_student_wider_than_its_teacher_starts_at_its_one_step(reach
 
 def test_consistency_sigma_max_share_sets_where_ode_rows_start(reach_store):
     """cd_sigma_max_frac: that share of an "ode" batch starts at sigma_max (1.0: the 1-step map alone)."""
-    teacher, batches, _ = _policy(reach_store, "edm")
-    student, _, _ = _policy(reach_store, "consistency")
-    student.normalizer = teacher.normalizer
-    student.set_teacher(teacher)
+    teacher, student, batches = _edm_taught_student(reach_store)
     gen = student.generator
     gen.cfg.cd_target, gen.cfg.cd_ode_steps = "ode", 2
     seen: list[torch.Tensor] = []
@@ -649,10 +646,7 @@ def test_consistency_pool_holds_the_teachers_endpoints_and_is_rebuilt_only_when_
     carries them trains the student without the teacher running."""
     from policies.distill_pool import load_or_build
 
-    teacher, batches, _ = _policy(reach_store, "edm")
-    student, _, _ = _policy(reach_store, "consistency")
-    student.normalizer = teacher.normalizer
-    student.set_teacher(teacher)
+    teacher, student, batches = _edm_taught_student(reach_store)
     gen = student.generator
     gen.cfg.cd_target, gen.cfg.cd_ode_steps = "ode", 2
     path = tmp_path / "pool.safetensors"
