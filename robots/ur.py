@@ -15,8 +15,8 @@ the controller (bounded by ur_rtde's own timeouts), and a send that finds the so
 sendCommand then disconnects and reconnects (dashboard, script and RTDE sockets, re-uploading its script)
 from inside that servoJ before it returns or raises. While that runs, ur_rtde's own receive thread still
 reads the socket being closed; the one segfault seen in our tests (the peer's `disconnect` fault, once,
-under full CPU load; 27 runs of it alone pass) was inside that path, out of our reach. `disconnect()` never closes the SDK under one of
-our loops that is still inside it (FaultLatch._stop_threads).
+under full CPU load; 27 runs of it alone pass) was inside that path, out of our reach. `disconnect()` never
+closes the SDK under one of our loops that is still inside it (FaultLatch._stop_threads).
 
 Gripper: with `gripper=True`, a Robotiq 2F-85 through its URCap's text socket (port 63352: `SET POS n`,
 `GET POS`), activated at connect and driven from its own 50 Hz thread; position 0..255 maps linearly onto
