@@ -1,7 +1,7 @@
 """Arm backends against their protocol peers: command streaming rate, state rate, tracking, fault detection.
 
 For each backend (franka via franky-sim, ur via the RTDE peer process, xarm via the xArm peer) the caller
-commands a 0.5 Hz sine on the first joint at the backend's control rate, through `robots.factory.make_arm`,
+commands a 0.5 Hz sine on the first joint at the backend's control rate, through `mimic.robots.factory.make_arm`,
 exactly as a controller node would. Reported per backend:
 - `cmd_hz`: commands the backend handed to its SDK per second (franka: asynchronous motions to franky, which
   runs libfranka's own 1 kHz loop; ur: servoJ; xarm: set_servo_angle_j),
@@ -24,9 +24,9 @@ import time
 import numpy as np
 
 from bench.common import BenchResult
-from robots.arm import ArmError
-from robots.factory import make_arm
-from robots.specs import get_spec
+from mimic.robots.arm import ArmError
+from mimic.robots.factory import make_arm
+from mimic.robots.specs import get_spec
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The backends default to 0.1 s (a dedicated control machine); peers and simulator share this machine with

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.common import BenchResult, percentiles, time_calls
-from robots.control import ChunkController, Pacer
-from robots.spec import ArmSpec, DHRow
+from mimic.robots.control import ChunkController, Pacer
+from mimic.robots.spec import ArmSpec, DHRow
 
 RATE = 500.0
 

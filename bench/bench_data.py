@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import BenchResult, percentiles
-from data.torch_dataset import WindowDataset
-from data.writer import DatasetWriter, StreamSpec
+from mimic.data.torch_dataset import WindowDataset
+from mimic.data.writer import DatasetWriter, StreamSpec
 
 
 def _frame(h: int, w: int, i: int, rng: np.random.Generator) -> np.ndarray:
@@ -31,12 +31,18 @@ def _frame(h: int, w: int, i: int, rng: np.random.Generator) -> np.ndarray:
 def bench_writer(root: Path, seconds: float) -> dict:
     rng = np.random.default_rng(0)
     frames = [_frame(480, 640, i, rng) for i in range(8)]
-    streams = {"robot0_joint_pos": StreamSpec((7,), tolerance_s=0.01),
-               "camera0_rgb": StreamSpec((480, 640, 3), "uint8", "image", tolerance_s=0.02),
-               "camera1_rgb": StreamSpec((480, 640, 3), "uint8", "image", tolerance_s=0.02)}
-    w = DatasetWriter.create(root / "rt.zarr", 30.0, streams, {"robot": "franka", "joint_names": list("abcdefg")})
+    streams = {
+        "robot0_joint_pos": StreamSpec((7,), tolerance_s=0.01),
+        "camera0_rgb": StreamSpec((480, 640, 3), "uint8", "image", tolerance_s=0.02),
+        "camera1_rgb": StreamSpec((480, 640, 3), "uint8", "image", tolerance_s=0.02),
+    }
+    w = DatasetWriter.create(
+        root / "rt.zarr", 30.0, streams, {"robot": "franka", "joint_names": list("abcdefg")}
+    )
     events = [(i / 500, "robot0_joint_pos", i) for i in range(int(seconds * 500))]
-    events += [(i / 30 + 0.001, k, i) for k in ("camera0_rgb", "camera1_rgb") for i in range(int(seconds * 30))]
+    events += [
+        (i / 30 + 0.001, k, i) for k in ("camera0_rgb", "camera1_rgb") for i in range(int(seconds * 30))
+    ]
     events.sort()
     lags = {"joints": [], "camera": []}
     cpu0 = time.process_time()
@@ -56,28 +62,43 @@ def bench_writer(root: Path, seconds: float) -> dict:
     cpu = time.process_time() - cpu0
     cam = np.asarray(lags["camera"])
     size = sum(f.stat().st_size for f in (root / "rt.zarr").rglob("*") if f.is_file())
-    return {"rows": rows, "expected_rows": int(seconds * 30), "frames": cam.size,
-            "dropped": int((cam > 1 / 30).sum()), "cam_lag": percentiles(cam), "joint_lag": percentiles(lags["joints"]),
-            "cpu_per_s": cpu / seconds, "mb_per_s": size / seconds / 1e6}
+    return {
+        "rows": rows,
+        "expected_rows": int(seconds * 30),
+        "frames": cam.size,
+        "dropped": int((cam > 1 / 30).sum()),
+        "cam_lag": percentiles(cam),
+        "joint_lag": percentiles(lags["joints"]),
+        "cpu_per_s": cpu / seconds,
+        "mb_per_s": size / seconds / 1e6,
+    }
 
 
 def make_sampling_store(path: Path, episodes: int, steps: int) -> None:
     rng = np.random.default_rng(1)
-    streams = {"robot0_joint_pos": StreamSpec((7,)), "action": StreamSpec((8,)),
-               "camera0_rgb": StreamSpec((96, 96, 3), "uint8", "image"),
-               "camera1_rgb": StreamSpec((96, 96, 3), "uint8", "image")}
+    streams = {
+        "robot0_joint_pos": StreamSpec((7,)),
+        "action": StreamSpec((8,)),
+        "camera0_rgb": StreamSpec((96, 96, 3), "uint8", "image"),
+        "camera1_rgb": StreamSpec((96, 96, 3), "uint8", "image"),
+    }
     w = DatasetWriter.create(path, 10.0, streams, {"robot": "franka", "joint_names": list("abcdefg")})
     for e in range(episodes):
         ts = np.arange(steps) / 10.0
-        rows = {"robot0_joint_pos": np.sin(ts[:, None] + np.arange(7)), "action": np.cos(ts[:, None] + np.arange(8)),
-                "camera0_rgb": np.stack([_frame(96, 96, i + e, rng) for i in range(steps)]),
-                "camera1_rgb": np.stack([_frame(96, 96, 2 * i, rng) for i in range(steps)]), "timestamp": ts}
+        rows = {
+            "robot0_joint_pos": np.sin(ts[:, None] + np.arange(7)),
+            "action": np.cos(ts[:, None] + np.arange(8)),
+            "camera0_rgb": np.stack([_frame(96, 96, i + e, rng) for i in range(steps)]),
+            "camera1_rgb": np.stack([_frame(96, 96, 2 * i, rng) for i in range(steps)]),
+            "timestamp": ts,
+        }
         rows.update({f"{k}_t": ts for k in streams})
         w.write_episode(rows)
 
 
 def bench_sampler(root: Path, episodes: int, steps: int, samples: int) -> list[dict]:
     import torch
+
     torch.set_num_threads(1)
     make_sampling_store(root / "s.zarr", episodes, steps)
     out = []
@@ -95,8 +116,12 @@ def bench_sampler(root: Path, episodes: int, steps: int, samples: int) -> list[d
         dt = time.perf_counter() - t0
         out.append({"measure": f"windows/s {name}", "value": samples / dt, "windows": len(ds)})
     out.append({"measure": "cache build (s)", "value": build, "windows": len(cached)})
-    out.append({"measure": "policy training samples/s (visuomotor, 2 cams 96x96 + joints)",
-                "value": policy_train_rate(cached, batch=32, repeats=3 if samples < 500 else 8)})
+    out.append(
+        {
+            "measure": "policy training samples/s (visuomotor, 2 cams 96x96 + joints)",
+            "value": policy_train_rate(cached, batch=32, repeats=3 if samples < 500 else 8),
+        }
+    )
     return out
 
 
@@ -135,8 +160,12 @@ def run(quick: bool) -> BenchResult:
     root = Path(tempfile.mkdtemp(prefix="bench_data_"))
     try:
         wr = bench_writer(root, 3.0 if quick else 10.0)
-        res.rows.append({"measure": "writer rows written / expected", "value": f"{wr['rows']}/{wr['expected_rows']}"})
-        res.rows.append({"measure": "camera frames dropped (>1 period late)", "value": f"{wr['dropped']}/{wr['frames']}"})
+        res.rows.append(
+            {"measure": "writer rows written / expected", "value": f"{wr['rows']}/{wr['expected_rows']}"}
+        )
+        res.rows.append(
+            {"measure": "camera frames dropped (>1 period late)", "value": f"{wr['dropped']}/{wr['frames']}"}
+        )
         res.rows.append({"measure": "camera append lag (ms)", **wr["cam_lag"]})
         res.rows.append({"measure": "joint append lag (ms)", **wr["joint_lag"]})
         res.rows.append({"measure": "writer CPU s per s recorded", "value": round(wr["cpu_per_s"], 3)})
@@ -144,9 +173,13 @@ def run(quick: bool) -> BenchResult:
         rows = bench_sampler(root, 4 if quick else 20, 100, 200 if quick else 1000)
         res.rows.extend(rows)
         res.ratios["sampler cached/direct"] = rows[1]["value"] / rows[0]["value"]
-        res.ratios["sampler cached windows/s / policy training samples/s"] = rows[1]["value"] / rows[3]["value"]
+        res.ratios["sampler cached windows/s / policy training samples/s"] = (
+            rows[1]["value"] / rows[3]["value"]
+        )
         res.ratios["frames_dropped"] = float(wr["dropped"])
-        res.notes.append("writer: 2x640x480 @30 Hz + 7 joints @500 Hz into a 30 Hz grid, real time, one caller thread + the writer's background thread")
+        res.notes.append(
+            "writer: 2x640x480 @30 Hz + 7 joints @500 Hz into a 30 Hz grid, real time, one caller thread + the writer's background thread"
+        )
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return res

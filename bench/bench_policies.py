@@ -17,17 +17,23 @@ import torch
 from tqdm import tqdm
 
 from bench.common import BenchResult, percentiles, time_calls
-from data.normalizer import Normalizer
-from policies.config import PolicyConfig
-from policies.policy import Policy, ShapeMeta
+from mimic.data.normalizer import Normalizer
+from mimic.policies.config import PolicyConfig
+from mimic.policies.policy import Policy, ShapeMeta
 
 STATE = {"robot0_joint_pos": [7], "robot0_gripper_width": [1], "object_state": [10]}
 ACTION_DIM = 8
 STEPS = (1, 3, 10, 16, 100)
 
 
-def make_policy(generator: str, backbone: str, obs_shapes: dict[str, list[int]] | None = None,
-                image_keys: tuple[str, ...] = (), scheduler: str = "ddim", device: str = "cpu") -> Policy:
+def make_policy(
+    generator: str,
+    backbone: str,
+    obs_shapes: dict[str, list[int]] | None = None,
+    image_keys: tuple[str, ...] = (),
+    scheduler: str = "ddim",
+    device: str = "cpu",
+) -> Policy:
     obs_shapes = obs_shapes or STATE
     cfg = PolicyConfig(obs_keys=list(obs_shapes), generator=generator, backbone=backbone)
     cfg.gen.scheduler = scheduler
@@ -47,7 +53,9 @@ def obs_window(policy: Policy) -> dict[str, np.ndarray]:
     out = {}
     for k in policy.obs_keys:
         shape = (policy.n_obs_steps, *policy.shape_meta.obs_shapes[k])
-        out[k] = rng.integers(0, 255, shape, dtype=np.uint8) if k in policy.image_keys else rng.normal(size=shape)
+        out[k] = (
+            rng.integers(0, 255, shape, dtype=np.uint8) if k in policy.image_keys else rng.normal(size=shape)
+        )
     return out
 
 
@@ -67,6 +75,7 @@ def bare_forward(policy: Policy):
         with torch.inference_mode():  # as Policy.predict samples
             policy.backbone(x, t, cond)
         sync()
+
     return call
 
 
@@ -74,8 +83,12 @@ def train_rate(policy: Policy, bf16: bool, batch: int, repeats: int) -> float:
     policy.train()
     dev = policy.device
     rng = np.random.default_rng(0)
-    obs = {k: torch.from_numpy(rng.normal(size=(batch, policy.n_obs_steps, *policy.shape_meta.obs_shapes[k])))
-           .float().to(dev) for k in policy.obs_keys}
+    obs = {
+        k: torch.from_numpy(rng.normal(size=(batch, policy.n_obs_steps, *policy.shape_meta.obs_shapes[k])))
+        .float()
+        .to(dev)
+        for k in policy.obs_keys
+    }
     data = {"obs": obs, "action": torch.randn(batch, policy.horizon, policy.action_dim, device=dev)}
     opt = torch.optim.AdamW(policy.parameters(), lr=1e-4)
     sync = synced(dev.type)
@@ -87,6 +100,7 @@ def train_rate(policy: Policy, bf16: bool, batch: int, repeats: int) -> float:
         loss.backward()
         opt.step()
         sync()
+
     t = time_calls(step, repeats, warmup=2)
     policy.eval()
     return batch / float(np.median(t))
@@ -96,7 +110,7 @@ CASES_PER_DEVICE = 2 * (1 + 4 * len(STEPS) + 1 + 2) + 2
 
 
 def devices(choice: str) -> list[str]:
-    """"auto": the CPU, and the GPU too where torch sees one; otherwise the one device named."""
+    """ "auto": the CPU, and the GPU too where torch sees one; otherwise the one device named."""
     if choice == "auto":
         return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     if choice.startswith("cuda") and not torch.cuda.is_available():
@@ -113,25 +127,42 @@ def run(quick: bool, device: str = "auto") -> BenchResult:
     for dev in devs:
         measure(res, dev, 6 if quick else 100, quick, bar)
     bar.close()
-    res.notes.append("predict() at batch 1 incl. normalisation and numpy<->torch; torch threads = 2; random weights")
-    res.notes.append("state policy: obs 2 x 18 (joints, gripper, cube+goal), action 8, horizon 16; UNet dims "
-                     "64-128-256; transformer d128 x 4 layers")
+    res.notes.append(
+        "predict() at batch 1 incl. normalisation and numpy<->torch; torch threads = 2; random weights"
+    )
+    res.notes.append(
+        "state policy: obs 2 x 18 (joints, gripper, cube+goal), action 8, horizon 16; UNet dims "
+        "64-128-256; transformer d128 x 4 layers"
+    )
     if "cpu" not in devs or len(devs) > 1:
-        res.notes.append("rows carry their device; ratios on a GPU start with its name (cuda), CPU ones with none")
+        res.notes.append(
+            "rows carry their device; ratios on a GPU start with its name (cuda), CPU ones with none"
+        )
     return res
 
 
 def measure(res: BenchResult, dev: str, reps: int, quick: bool, bar: tqdm) -> None:
     """Every case on one device, appended to res (rows tagged with the device, ratios prefixed off the CPU)."""
     tag = "" if dev == "cpu" else f"{dev} "
-    lat: dict[tuple[str, str, int], dict[str, float]] = {}  # (backbone, generator, steps) -> {"p50": ms, "p99": ms}
+    lat: dict[
+        tuple[str, str, int], dict[str, float]
+    ] = {}  # (backbone, generator, steps) -> {"p50": ms, "p99": ms}
     train_sps: dict[tuple[str, str], float] = {}  # (backbone, "fp32" | "bf16") -> samples/s
     for backbone in ("unet", "transformer"):
         floor_policy = make_policy("flow", backbone, device=dev)
         floor = percentiles(time_calls(bare_forward(floor_policy), reps * 4))
         n_params = sum(p.numel() for p in floor_policy.backbone.parameters())
-        res.rows.append({"device": dev, "backbone": backbone, "generator": "bare forward", "steps": 1,
-                         "p50_ms": floor["p50"], "p99_ms": floor["p99"], "params_M": round(n_params / 1e6, 2)})
+        res.rows.append(
+            {
+                "device": dev,
+                "backbone": backbone,
+                "generator": "bare forward",
+                "steps": 1,
+                "p50_ms": floor["p50"],
+                "p99_ms": floor["p99"],
+                "params_M": round(n_params / 1e6, 2),
+            }
+        )
         lat[(backbone, "floor", 1)] = floor
         bar.update(1)
         for generator in ("flow", "consistency", "edm", "diffusion"):
@@ -140,41 +171,91 @@ def measure(res: BenchResult, dev: str, reps: int, quick: bool, bar: tqdm) -> No
             for steps in STEPS:
                 # A 1-step chunk takes ~1.5 ms: as many calls as the floor, so its p99 is not one stray call.
                 n = reps * 4 if steps == 1 else max(2, reps // (10 if steps >= 100 else 1))
-                p = percentiles(time_calls(lambda policy=policy, steps=steps, window=window: policy.predict(window, steps), n,
-                                           warmup=3 if steps == 1 else 1))
+                p = percentiles(
+                    time_calls(
+                        lambda policy=policy, steps=steps, window=window: policy.predict(window, steps),
+                        n,
+                        warmup=3 if steps == 1 else 1,
+                    )
+                )
                 bar.update(1)
-                res.rows.append({"device": dev, "backbone": backbone,
-                                 "generator": generator + ("/ddim" if generator == "diffusion" else ""),
-                                 "steps": steps, "p50_ms": p["p50"], "p99_ms": p["p99"]})
+                res.rows.append(
+                    {
+                        "device": dev,
+                        "backbone": backbone,
+                        "generator": generator + ("/ddim" if generator == "diffusion" else ""),
+                        "steps": steps,
+                        "p50_ms": p["p50"],
+                        "p99_ms": p["p99"],
+                    }
+                )
                 lat[(backbone, generator, steps)] = p
             if generator == "diffusion":
                 ddpm = make_policy("diffusion", backbone, scheduler="ddpm", device=dev)
-                p = percentiles(time_calls(lambda ddpm=ddpm, window=window: ddpm.predict(window, 100), max(2, reps // 10), warmup=1))
+                p = percentiles(
+                    time_calls(
+                        lambda ddpm=ddpm, window=window: ddpm.predict(window, 100),
+                        max(2, reps // 10),
+                        warmup=1,
+                    )
+                )
                 bar.update(1)
-                res.rows.append({"device": dev, "backbone": backbone, "generator": "diffusion/ddpm", "steps": 100,
-                                 "p50_ms": p["p50"], "p99_ms": p["p99"]})
+                res.rows.append(
+                    {
+                        "device": dev,
+                        "backbone": backbone,
+                        "generator": "diffusion/ddpm",
+                        "steps": 100,
+                        "p50_ms": p["p50"],
+                        "p99_ms": p["p99"],
+                    }
+                )
         for name in ("consistency", "flow"):
             for q in ("p99", "p50"):
-                res.ratios[f"{tag}{backbone}: {name}-1 {q} / bare forward {q}"] = (lat[(backbone, name, 1)][q]
-                                                                                  / lat[(backbone, "floor", 1)][q])
-            res.ratios[f"{tag}{backbone}: ddim-16 p99 / {name}-1 p99"] = (lat[(backbone, "diffusion", 16)]["p99"]
-                                                                        / lat[(backbone, name, 1)]["p99"])
+                res.ratios[f"{tag}{backbone}: {name}-1 {q} / bare forward {q}"] = (
+                    lat[(backbone, name, 1)][q] / lat[(backbone, "floor", 1)][q]
+                )
+            res.ratios[f"{tag}{backbone}: ddim-16 p99 / {name}-1 p99"] = (
+                lat[(backbone, "diffusion", 16)]["p99"] / lat[(backbone, name, 1)]["p99"]
+            )
         for bf16 in (False, True):
-            sps = train_rate(make_policy("flow", backbone, device=dev), bf16, 64 if quick else 256, 5 if quick else 20)
-            res.rows.append({"device": dev, "backbone": backbone, "generator": "flow train",
-                             "steps": "bf16" if bf16 else "fp32", "samples_per_s": round(sps)})
+            sps = train_rate(
+                make_policy("flow", backbone, device=dev), bf16, 64 if quick else 256, 5 if quick else 20
+            )
+            res.rows.append(
+                {
+                    "device": dev,
+                    "backbone": backbone,
+                    "generator": "flow train",
+                    "steps": "bf16" if bf16 else "fp32",
+                    "samples_per_s": round(sps),
+                }
+            )
             train_sps[(backbone, "bf16" if bf16 else "fp32")] = sps
             bar.update(1)
-        res.ratios[f"{tag}{backbone}: train bf16 / fp32 samples/s"] = train_sps[(backbone, "bf16")] / train_sps[
-            (backbone, "fp32")]
-    shapes = {"robot0_joint_pos": [7], "robot0_gripper_width": [1], "camera0_rgb": [96, 96, 3],
-              "camera1_rgb": [96, 96, 3]}
+        res.ratios[f"{tag}{backbone}: train bf16 / fp32 samples/s"] = (
+            train_sps[(backbone, "bf16")] / train_sps[(backbone, "fp32")]
+        )
+    shapes = {
+        "robot0_joint_pos": [7],
+        "robot0_gripper_width": [1],
+        "camera0_rgb": [96, 96, 3],
+        "camera1_rgb": [96, 96, 3],
+    }
     for generator in ("flow", "consistency"):
         vis = make_policy(generator, "unet", shapes, image_keys=("camera0_rgb", "camera1_rgb"), device=dev)
         window = obs_window(vis)
         p = percentiles(time_calls(lambda vis=vis, window=window: vis.predict(window, 1), reps * 2))
-        res.rows.append({"device": dev, "backbone": "unet+2cam resnet", "generator": generator, "steps": 1,
-                         "p50_ms": p["p50"], "p99_ms": p["p99"],
-                         "params_M": round(sum(q.numel() for q in vis.parameters()) / 1e6, 2)})
+        res.rows.append(
+            {
+                "device": dev,
+                "backbone": "unet+2cam resnet",
+                "generator": generator,
+                "steps": 1,
+                "p50_ms": p["p50"],
+                "p99_ms": p["p99"],
+                "params_M": round(sum(q.numel() for q in vis.parameters()) / 1e6, 2),
+            }
+        )
         res.ratios[f"{tag}visuomotor {generator}-1 p99 ms (2 cams 96x96 + joints)"] = p["p99"]
         bar.update(1)

@@ -43,8 +43,9 @@ class Nodes:
         args = [sys.executable, "-u", "-m", f"mimic_ros.{module}", "--ros-args"]
         for k, v in params.items():
             args += ["-p", f"{k}:={json.dumps(v) if isinstance(v, str) else v}"]
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
         self.procs.append(proc)
         log = self.logs.setdefault(module, [])
         deadline = time.monotonic() + timeout
@@ -79,9 +80,9 @@ def leader_to_twin(seconds: float, tmp: Path) -> dict:
     from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import JointState
 
-    from calibration.gello import example_calibration
-    from robots.specs import get_spec
-    from teleop.emulated_bus import EmulatedDynamixelBus
+    from mimic.robots.specs import get_spec
+    from mimic.teleop.emulated_bus import EmulatedDynamixelBus
+    from mimic.teleop.gello_calibration import example_calibration
 
     spec = get_spec("franka")
     cal = example_calibration("franka", baudrate=1_000_000)
@@ -95,10 +96,18 @@ def leader_to_twin(seconds: float, tmp: Path) -> dict:
     latency: list[float] = []
     try:
         nodes.start("arm_node", {"backend": "twin:franka", "task": "pick_place", "cameras": "scene,wrist"})
-        nodes.start("controller_node", {"arm": "franka", "mode": "follow", "rate_hz": 500.0,
-                                        "velocity_scale": 0.4})
-        nodes.start("leader_node", {"port": bus.port, "calibration": str(tmp / "gello.json"),
-                                    "follower": "franka", "rate_hz": 200.0})
+        nodes.start(
+            "controller_node", {"arm": "franka", "mode": "follow", "rate_hz": 500.0, "velocity_scale": 0.4}
+        )
+        nodes.start(
+            "leader_node",
+            {
+                "port": bus.port,
+                "calibration": str(tmp / "gello.json"),
+                "follower": "franka",
+                "rate_hz": 200.0,
+            },
+        )
         rclpy.init()
         node = rclpy.create_node("bench_session_probe")
 
@@ -129,7 +138,9 @@ def leader_to_twin(seconds: float, tmp: Path) -> dict:
         nodes.stop()
         bus.close()
     if not latency:
-        raise RuntimeError("no command matched a leader reading: " + "".join(nodes.logs.get("leader_node", [])[-5:]))
+        raise RuntimeError(
+            "no command matched a leader reading: " + "".join(nodes.logs.get("leader_node", [])[-5:])
+        )
     return {"latency": percentiles(latency), "leader_age": percentiles(leader_age), "matched": len(latency)}
 
 
@@ -144,18 +155,41 @@ def recorder_drops(seconds: float, size: tuple[int, int], rate_hz: float, tmp: P
     store = tmp / f"rec_{size[0]}x{size[1]}_{rate_hz:g}.zarr"
     sim_status: dict = {}
     try:
-        nodes.start("arm_node", {"backend": "twin:franka", "task": "pick_place", "cameras": "scene,wrist",
-                                 "camera_rate_hz": rate_hz, "image_height": size[0], "image_width": size[1],
-                                 "state_rate_hz": 100.0, "status_rate_hz": 20.0})
+        nodes.start(
+            "arm_node",
+            {
+                "backend": "twin:franka",
+                "task": "pick_place",
+                "cameras": "scene,wrist",
+                "camera_rate_hz": rate_hz,
+                "image_height": size[0],
+                "image_width": size[1],
+                "state_rate_hz": 100.0,
+                "status_rate_hz": 20.0,
+            },
+        )
         # tolerances as in config/teleop_twin.yaml; statuses at 20 Hz so the frame counts are snapshots
-        nodes.start("recorder_node", {"path": str(store), "cameras": "scene,wrist", "action": False,
-                                      "tolerance_s": 0.1, "image_tolerance_s": 0.15, "status_rate_hz": 20.0})
+        nodes.start(
+            "recorder_node",
+            {
+                "path": str(store),
+                "cameras": "scene,wrist",
+                "action": False,
+                "tolerance_s": 0.1,
+                "image_tolerance_s": 0.15,
+                "status_rate_hz": 20.0,
+            },
+        )
         rclpy.init()
         node = rclpy.create_node("bench_session_recorder")
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        node.create_subscription(String, "/sim/status", lambda m: sim_status.update(json.loads(m.data)), latched)
+        node.create_subscription(
+            String, "/sim/status", lambda m: sim_status.update(json.loads(m.data)), latched
+        )
         rec_status: dict = {}
-        node.create_subscription(String, "/recorder/status", lambda m: rec_status.update(json.loads(m.data)), latched)
+        node.create_subscription(
+            String, "/recorder/status", lambda m: rec_status.update(json.loads(m.data)), latched
+        )
         clients = {n: node.create_client(Trigger, f"/recorder/{n}") for n in ("start", "stop")}
         ex = SingleThreadedExecutor()
         ex.add_node(node)
@@ -195,9 +229,14 @@ def recorder_drops(seconds: float, size: tuple[int, int], rate_hz: float, tmp: P
     info = json.loads(stop.message) if stop.success else {"error": stop.message, "steps": 0}
     published = sum(frames1.get(c, 0) - frames0.get(c, 0) for c in ("scene", "wrist"))
     received = sum(received1.get(k, 0) - received0.get(k, 0) for k in ("camera0_rgb", "camera1_rgb"))
-    return {"rows": info.get("steps", 0), "expected_rows": duration * 10.0, "stalled": info.get("stalled"),
-            "dropped": sum((info.get("dropped") or {}).values()), "frames_published": published,
-            "frames_received": received}
+    return {
+        "rows": info.get("steps", 0),
+        "expected_rows": duration * 10.0,
+        "stalled": info.get("stalled"),
+        "dropped": sum((info.get("dropped") or {}).values()),
+        "frames_published": published,
+        "frames_received": received,
+    }
 
 
 def run(quick: bool) -> BenchResult:
@@ -206,23 +245,36 @@ def run(quick: bool) -> BenchResult:
     with tempfile.TemporaryDirectory(prefix="bench-session-") as tmp:
         lat = leader_to_twin(seconds, Path(tmp))
         res.rows.append({"measure": "leader reading -> command at the twin (ms)", **lat["latency"]})
-        res.rows.append({"measure": "leader reading -> /leader/joint_states arrival (ms)", **lat["leader_age"]})
+        res.rows.append(
+            {"measure": "leader reading -> /leader/joint_states arrival (ms)", **lat["leader_age"]}
+        )
         configs = [((96, 96), 15.0)] if quick else [((96, 96), 15.0), ((240, 320), 30.0)]
         for size, rate in configs:
             d = recorder_drops(seconds, size, rate, Path(tmp))
-            res.rows.append({"measure": f"recorder 2 cams {size[0]}x{size[1]}@{rate:g} Hz + joints",
-                             "rows": d["rows"], "expected_rows": round(d["expected_rows"], 1),
-                             "dropped": d["dropped"], "stalled": d["stalled"] or "-",
-                             "frames_published": d["frames_published"], "frames_received": d["frames_received"]})
+            res.rows.append(
+                {
+                    "measure": f"recorder 2 cams {size[0]}x{size[1]}@{rate:g} Hz + joints",
+                    "rows": d["rows"],
+                    "expected_rows": round(d["expected_rows"], 1),
+                    "dropped": d["dropped"],
+                    "stalled": d["stalled"] or "-",
+                    "frames_published": d["frames_published"],
+                    "frames_received": d["frames_received"],
+                }
+            )
     res.ratios["leader_to_twin_p50_ms"] = lat["latency"]["p50"]
     res.ratios["leader_to_twin_p99_ms"] = lat["latency"]["p99"]
-    res.notes.append("latency: command arrival beside the arm node minus the leader reading's capture stamp; "
-                     "exact match of in-limit follow-mode targets; the twin applies a command at its next "
-                     "physics step (<= 1 ms) after arrival")
-    res.notes.append("recorder: frames_published/frames_received are status snapshots (20 Hz; the arm node's "
-                     "status lags when its threads are starved), so they agree only to a few dozen frames; "
-                     "'dropped' counts samples the recorder received but could not write; a stall truncates "
-                     "the episode at the stream gap (rows < expected_rows)")
+    res.notes.append(
+        "latency: command arrival beside the arm node minus the leader reading's capture stamp; "
+        "exact match of in-limit follow-mode targets; the twin applies a command at its next "
+        "physics step (<= 1 ms) after arrival"
+    )
+    res.notes.append(
+        "recorder: frames_published/frames_received are status snapshots (20 Hz; the arm node's "
+        "status lags when its threads are starved), so they agree only to a few dozen frames; "
+        "'dropped' counts samples the recorder received but could not write; a stall truncates "
+        "the episode at the stream gap (rows < expected_rows)"
+    )
     return res
 
 

@@ -15,9 +15,9 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import mujoco  # noqa: E402
 
 from bench.common import BenchResult, time_calls  # noqa: E402
-from robots.specs import ARM_NAMES  # noqa: E402
-from sim.env import make_env  # noqa: E402
-from sim.expert import make_expert  # noqa: E402
+from mimic.robots.specs import ARM_NAMES  # noqa: E402
+from mimic.sim.env import make_env  # noqa: E402
+from mimic.sim.expert import make_expert  # noqa: E402
 
 
 def _expert_ms_per_step(arm: str, task: str, seed: int = 0) -> float:
@@ -43,21 +43,44 @@ def run(quick: bool) -> BenchResult:
         for task in ("pick_place", "push_t"):
             env = make_env(task, arm, cameras=())
             env.reset(seed=0)
-            t = time_calls(lambda env=env: mujoco.mj_step(env.model, env.data, nstep=100), repeats=max(n_step // 100, 3))
+            t = time_calls(
+                lambda env=env: mujoco.mj_step(env.model, env.data, nstep=100), repeats=max(n_step // 100, 3)
+            )
             sps = 100 / float(t.mean())
-            res.rows.append({"arm": arm, "what": f"physics {task}", "steps_per_s": round(sps),
-                             "realtime_x": round(sps * env.model.opt.timestep, 1)})
+            res.rows.append(
+                {
+                    "arm": arm,
+                    "what": f"physics {task}",
+                    "steps_per_s": round(sps),
+                    "realtime_x": round(sps * env.model.opt.timestep, 1),
+                }
+            )
             env.close()
         env = make_env("push_t", arm, cameras=())
         env.reset(seed=0)
         for camera in ("scene", "wrist"):
             for size in ((96, 96), (240, 320)):
                 env.render(camera, size)
-                tr = time_calls(lambda env=env, c=camera, s=size: env.render(c, s), repeats=20 if quick else 200)
-                res.rows.append({"arm": arm, "what": f"render {camera} {size[0]}x{size[1]}",
-                                 "fps": round(1 / float(tr.mean()), 1)})
+                tr = time_calls(
+                    lambda env=env, c=camera, s=size: env.render(c, s), repeats=20 if quick else 200
+                )
+                res.rows.append(
+                    {
+                        "arm": arm,
+                        "what": f"render {camera} {size[0]}x{size[1]}",
+                        "fps": round(1 / float(tr.mean()), 1),
+                    }
+                )
         env.close()
-        res.rows.append({"arm": arm, "what": "expert push_t act()", "ms_per_step": round(_expert_ms_per_step(arm, "push_t"), 2)})
-    res.notes.append("physics timestep 2 ms (realtime_x = simulated seconds per wall second); "
-                     "renders via EGL, shadows off; one process on a shared machine")
+        res.rows.append(
+            {
+                "arm": arm,
+                "what": "expert push_t act()",
+                "ms_per_step": round(_expert_ms_per_step(arm, "push_t"), 2),
+            }
+        )
+    res.notes.append(
+        "physics timestep 2 ms (realtime_x = simulated seconds per wall second); "
+        "renders via EGL, shadows off; one process on a shared machine"
+    )
     return res

@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import BenchResult, percentiles
-from calibration.gello import example_calibration
-from robots.camera import Camera, CameraConfig
-from robots.specs import get_spec
-from teleop.emulated_bus import EmulatedDynamixelBus
-from teleop.gello import GelloConfig, GelloLeader
+from mimic.robots.camera import Camera, CameraConfig
+from mimic.robots.specs import get_spec
+from mimic.teleop.emulated_bus import EmulatedDynamixelBus
+from mimic.teleop.gello import GelloConfig, GelloLeader
+from mimic.teleop.gello_calibration import example_calibration
 
 
 def _ideal_hz(baud: int, n_servos: int, return_delay_s: float, fast: bool = False) -> float:
@@ -46,8 +46,15 @@ def leader_rate(baud: int, return_delay_us: float | None, seconds: float, fast: 
     with tempfile.TemporaryDirectory() as tmp, EmulatedDynamixelBus(cal, start_pose=spec.home) as bus:
         path = cal.save(Path(tmp) / "gello.json")
         bus.follow(lambda t: (spec.home + 0.2 * math.sin(t) * np.ones(7), 0.04))
-        leader = GelloLeader(GelloConfig(port=bus.port, calibration=path, follower="franka",
-                                         return_delay_us=return_delay_us, fast_sync_read=fast))
+        leader = GelloLeader(
+            GelloConfig(
+                port=bus.port,
+                calibration=path,
+                follower="franka",
+                return_delay_us=return_delay_us,
+                fast_sync_read=fast,
+            )
+        )
         with leader:
             delay_s = bus.servos[1].return_delay_s
             durations, errors = [], 0
@@ -60,15 +67,21 @@ def leader_rate(baud: int, return_delay_us: float | None, seconds: float, fast: 
                     errors += 1
                 durations.append(time.perf_counter() - t0)
     p = percentiles(durations)
-    return {"what": "gello fast sync read" if fast else "gello sync read", "baud": baud,
-            "return_delay_us": round(delay_s * 1e6),
-            "reads_per_s": len(durations) / seconds, "ideal_per_s": _ideal_hz(baud, 8, delay_s, fast),
-            "read_p50_ms": p["p50"], "read_p99_ms": p["p99"], "errors": errors}
+    return {
+        "what": "gello fast sync read" if fast else "gello sync read",
+        "baud": baud,
+        "return_delay_us": round(delay_s * 1e6),
+        "reads_per_s": len(durations) / seconds,
+        "ideal_per_s": _ideal_hz(baud, 8, delay_s, fast),
+        "read_p50_ms": p["p50"],
+        "read_p99_ms": p["p99"],
+        "errors": errors,
+    }
 
 
 def tracking(baud: int, seconds: float) -> dict:
-    from robots.factory import make_arm
-    from teleop.follow import follow, plot_follow
+    from mimic.robots.factory import make_arm
+    from mimic.teleop.follow import follow, plot_follow
 
     spec = get_spec("franka")
     cal = example_calibration("franka", baudrate=baud)
@@ -84,15 +97,26 @@ def tracking(baud: int, seconds: float) -> dict:
             t0 = time.time()
             bus.follow(person)
             flog = follow(leader, arm, 200.0, seconds)
-    png = plot_follow(flog, Path(__file__).parent / "results" / f"teleop_tracking_{baud}.png", spec.joint_names,
-                      title=f"Franka twin following the GELLO leader ({baud} baud)")
+    png = plot_follow(
+        flog,
+        Path(__file__).parent / "results" / f"teleop_tracking_{baud}.png",
+        spec.joint_names,
+        title=f"Franka twin following the GELLO leader ({baud} baud)",
+    )
     a = flog.arrays()
     keep = a["arm_t"] - t0 > 2.0
     truth = np.array([person(t - t0)[0] for t in a["arm_t"][keep]])
     err = np.abs(a["arm_q"][keep] - truth)
-    return {"what": "twin tracking", "baud": baud, "rms_error_rad": float(np.sqrt(np.mean(err**2))),
-            "max_error_rad": float(err.max()), "loop_hz": len(a["t"]) / seconds,
-            "arm_refused": flog.counters["arm_refused"], "leader_errors": len(flog.leader_errors), "plot": png.name}
+    return {
+        "what": "twin tracking",
+        "baud": baud,
+        "rms_error_rad": float(np.sqrt(np.mean(err**2))),
+        "max_error_rad": float(err.max()),
+        "loop_hz": len(a["t"]) / seconds,
+        "arm_refused": flog.counters["arm_refused"],
+        "leader_errors": len(flog.leader_errors),
+        "plot": png.name,
+    }
 
 
 def camera_rate(fps: float, seconds: float) -> dict:
@@ -106,8 +130,13 @@ def camera_rate(fps: float, seconds: float) -> dict:
             received, sent = (cam.frames - n0) / dt, (server.sent - s0) / dt
             dropped = cam.dropped
     # sent < peer_fps: the peer itself (JPEG encoding on this shared machine) could not keep up
-    return {"what": "mjpeg camera", "peer_fps": fps, "sent_fps": sent, "received_fps": received,
-            "dropped_estimate": dropped}
+    return {
+        "what": "mjpeg camera",
+        "peer_fps": fps,
+        "sent_fps": sent,
+        "received_fps": received,
+        "dropped_estimate": dropped,
+    }
 
 
 def run(quick: bool) -> BenchResult:
@@ -121,12 +150,17 @@ def run(quick: bool) -> BenchResult:
         result.rows.append(tracking(baud, 4.0 if quick else 10.0))
     for fps in (30.0, 120.0):
         result.rows.append(camera_rate(fps, seconds))
-    rates = {(r["what"], r["baud"], r["return_delay_us"]): r["reads_per_s"] for r in result.rows
-             if r["what"].startswith("gello")}
+    rates = {
+        (r["what"], r["baud"], r["return_delay_us"]): r["reads_per_s"]
+        for r in result.rows
+        if r["what"].startswith("gello")
+    }
     sync, fast = "gello sync read", "gello fast sync read"
     result.ratios["1M_vs_57600_read_rate"] = rates[(sync, 1_000_000, 0)] / rates[(sync, 57_600, 0)]
     result.ratios["57600_return_delay_0_vs_500us"] = rates[(sync, 57_600, 0)] / rates[(sync, 57_600, 500)]
     result.ratios["57600_fast_vs_sync"] = rates[(fast, 57_600, 0)] / rates[(sync, 57_600, 0)]
-    result.notes.append("the emulated servos are a thread of this process: at 1 Mbaud the rate is bounded by "
-                        "scheduling on this shared machine, not by the wire (ideal column)")
+    result.notes.append(
+        "the emulated servos are a thread of this process: at 1 Mbaud the rate is bounded by "
+        "scheduling on this shared machine, not by the wire (ideal column)"
+    )
     return result

@@ -20,7 +20,7 @@ from bench.common import BenchResult, percentiles, time_calls  # noqa: E402
 
 
 def _recording(res: BenchResult, quick: bool) -> None:
-    from teleop.handheld import TwinStreamLatency, record_twin
+    from mimic.teleop.handheld import TwinStreamLatency, record_twin
 
     episodes = 2 if quick else 10
     with tempfile.TemporaryDirectory() as tmp:
@@ -44,7 +44,7 @@ def _recording(res: BenchResult, quick: bool) -> None:
 
 
 def _ingestion(res: BenchResult, quick: bool) -> None:
-    from teleop.handheld import HandheldCapture, HandheldCaptureConfig
+    from mimic.teleop.handheld import HandheldCapture, HandheldCaptureConfig
 
     n = 2000 if quick else 20000
     quat = Rotation.from_euler("x", 3.1).as_quat(scalar_first=True)
@@ -76,7 +76,7 @@ def _ingestion(res: BenchResult, quick: bool) -> None:
 
 
 def _relative(res: BenchResult, quick: bool) -> None:
-    from data.relative import RelativeTrajectory
+    from mimic.data.relative import RelativeTrajectory
 
     tf = RelativeTrajectory()
     rng = np.random.default_rng(0)
@@ -97,9 +97,9 @@ def _relative(res: BenchResult, quick: bool) -> None:
 
 
 def _calibration(res: BenchResult, quick: bool) -> None:
-    from calibration.handeye import calibrate_hand_eye, pose_error
-    from calibration.intrinsics import calibrate_intrinsics
-    from sim.handheld import ArmBoardScene, BoardScene, board_center, random_views
+    from mimic.calibration.handeye import calibrate_hand_eye, pose_error
+    from mimic.calibration.intrinsics import calibrate_intrinsics
+    from mimic.sim.handheld import ArmBoardScene, BoardScene, board_center, random_views
 
     scene = BoardScene()
     images = [scene.render(v) for v in scene.random_views(15, seed=0)]

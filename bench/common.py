@@ -47,7 +47,12 @@ def machine_info() -> dict:
 def percentiles(samples_s: list[float] | np.ndarray, scale: float = 1e3) -> dict[str, float]:
     """Median, p99 and max of durations (seconds), returned in ms by default."""
     a = np.asarray(samples_s, dtype=float) * scale
-    return {"p50": float(np.median(a)), "p99": float(np.percentile(a, 99)), "max": float(a.max()), "n": int(a.size)}
+    return {
+        "p50": float(np.median(a)),
+        "p99": float(np.percentile(a, 99)),
+        "max": float(a.max()),
+        "n": int(a.size),
+    }
 
 
 def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 3) -> np.ndarray:

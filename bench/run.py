@@ -1,10 +1,10 @@
 """Run every benchmark module, write bench/results/<name>.json, print one table per module.
 
-    python -m bench.run            # all, full size
-    python -m bench.run --quick    # smaller sizes, for a smoke run
-    python -m bench.run data sim   # only modules whose name contains one of these words
-    python -m bench.run policies --device cuda   # modules that take a device: only that one (default: auto,
-                                                 # the CPU and a GPU where torch sees one)
+python -m bench.run            # all, full size
+python -m bench.run --quick    # smaller sizes, for a smoke run
+python -m bench.run data sim   # only modules whose name contains one of these words
+python -m bench.run policies --device cuda   # modules that take a device: only that one (default: auto,
+                                             # the CPU and a GPU where torch sees one)
 """
 
 from __future__ import annotations
@@ -57,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("filters", nargs="*")
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--device", default="auto", help="cpu, cuda or auto, for the modules whose run() takes one")
+    ap.add_argument(
+        "--device", default="auto", help="cpu, cuda or auto, for the modules whose run() takes one"
+    )
     args = ap.parse_args(argv)
     console = Console()
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -72,8 +74,12 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             failed.append(name)
             continue
-        payload = {"machine": machine_info(), "quick": args.quick, "device": args.device,
-                   **dataclasses.asdict(result)}
+        payload = {
+            "machine": machine_info(),
+            "quick": args.quick,
+            "device": args.device,
+            **dataclasses.asdict(result),
+        }
         (RESULTS / f"{result.name}.json").write_text(json.dumps(payload, indent=2))
         print_result(console, result)
     if failed:

@@ -1,64 +1,19 @@
-"""ChArUco boards: the printed target shared by intrinsics and hand-eye calibration.
+"""ChArUco detection: finding the printed target shared by intrinsics and hand-eye calibration in images.
 
-A ChArUco board is a chessboard whose white squares hold ArUco markers: the markers make every corner
-identifiable (partial views and arbitrary rotations still work) and the chessboard corners give sub-pixel
-accuracy. One `CharucoBoardSpec` describes the physical board (metres); the same spec renders the texture
-the twin shows and builds OpenCV's detector, so the twin's board and the detector's model never disagree.
+The board itself is `CharucoBoardSpec` (mimic.sim.boards): one description of the physical board (metres)
+that renders the texture the twin shows and builds OpenCV's board model the detector here uses, so the
+twin's board and the detector's model never disagree. This module adds detection, PnP pose, the report
+images and the board's command-line arguments.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-
-@dataclass(frozen=True)
-class CharucoBoardSpec:
-    """Physical board: squares_x x squares_y squares of `square_m`, markers of `marker_m`, white margin."""
-
-    squares_x: int = 7
-    squares_y: int = 5
-    square_m: float = 0.04
-    marker_m: float = 0.03
-    dictionary: str = "DICT_4X4_50"
-    margin_m: float = 0.01  # white border around the squares (part of the printed sheet)
-
-    def __post_init__(self) -> None:
-        if self.squares_x < 3 or self.squares_y < 3:
-            raise ValueError(f"charuco board needs >= 3x3 squares, got {self.squares_x}x{self.squares_y}")
-        if not 0 < self.marker_m < self.square_m:
-            raise ValueError(
-                f"charuco board: marker_m ({self.marker_m}) must lie in (0, square_m={self.square_m})"
-            )
-        if not hasattr(cv2.aruco, self.dictionary):
-            raise ValueError(f"charuco board: unknown ArUco dictionary {self.dictionary!r}")
-
-    @property
-    def size_m(self) -> tuple[float, float]:
-        """(width, height) of the printed sheet including the margin."""
-        return (
-            self.squares_x * self.square_m + 2 * self.margin_m,
-            self.squares_y * self.square_m + 2 * self.margin_m,
-        )
-
-    def board(self) -> cv2.aruco.CharucoBoard:
-        d = cv2.aruco.getPredefinedDictionary(getattr(cv2.aruco, self.dictionary))
-        return cv2.aruco.CharucoBoard((self.squares_x, self.squares_y), self.square_m, self.marker_m, d)
-
-    def image(self, px_per_m: float = 4000.0) -> np.ndarray:
-        """The printed sheet as a uint8 grey image (rows top to bottom, board x to the right)."""
-        w, h = (int(round(s * px_per_m)) for s in self.size_m)
-        margin = int(round(self.margin_m * px_per_m))
-        return self.board().generateImage((w, h), marginSize=margin, borderBits=1)
-
-    def corner_points(self) -> np.ndarray:
-        """[N, 3] chessboard corner positions in the board frame (m): OpenCV's, origin at the first square's corner."""
-        return np.asarray(self.board().getChessboardCorners(), np.float64).reshape(-1, 3)
-
-    def to_json(self) -> dict:
-        return asdict(self)
+from mimic.sim.boards import CharucoBoardSpec
 
 
 @dataclass
@@ -160,7 +115,7 @@ def write_png(path: str, rgb: np.ndarray) -> None:
 
 def write_detections(path: str, images: list[np.ndarray], board: CharucoBoardSpec, intr) -> None:
     """A PNG mosaic of the views with detected corners and, where solvable, the board's axes under `intr`
-    (calibration.intrinsics.Intrinsics): what a user looks at to trust a calibration."""
+    (mimic.calibration.intrinsics.Intrinsics): what a user looks at to trust a calibration."""
     det = CharucoDetector(board)
     tiles = []
     for img in images:

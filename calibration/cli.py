@@ -19,26 +19,41 @@ import sys
 
 # name -> (module with configure/run, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "gello": ("calibration.gello", "GELLO leader joint offsets and signs -> calibration JSON"),
-    "intrinsics": ("calibration.intrinsics", "camera intrinsics from ChArUco views (image files or the twin)"),
-    "handeye": ("calibration.handeye", "wrist camera to flange (eye-in-hand) from ChArUco views and flange poses"),
-    "latency": ("calibration.latency", "arm command-to-motion and camera capture-to-arrival latency -> JSON"),
+    "gello": ("mimic.calibration.gello", "GELLO leader joint offsets and signs -> calibration JSON"),
+    "intrinsics": (
+        "mimic.calibration.intrinsics",
+        "camera intrinsics from ChArUco views (image files or the twin)",
+    ),
+    "handeye": (
+        "mimic.calibration.handeye",
+        "wrist camera to flange (eye-in-hand) from ChArUco views and flange poses",
+    ),
+    "latency": (
+        "mimic.calibration.latency",
+        "arm command-to-motion and camera capture-to-arrival latency -> JSON",
+    ),
 }
 
 
 def _available() -> dict[str, tuple[str, str]]:
-    return {name: entry for name, entry in SUBCOMMANDS.items() if importlib.util.find_spec(entry[0]) is not None}
+    return {
+        name: entry for name, entry in SUBCOMMANDS.items() if importlib.util.find_spec(entry[0]) is not None
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mimic calibrate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="mimic calibrate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="what", required=True, metavar="{" + ",".join(_available()) + "}")
     modules = {}
     for name, (module_name, text) in _available().items():
         module = importlib.import_module(module_name)
-        module.configure(sub.add_parser(name, help=text, description=text,
-                                        formatter_class=argparse.RawDescriptionHelpFormatter))
+        module.configure(
+            sub.add_parser(
+                name, help=text, description=text, formatter_class=argparse.RawDescriptionHelpFormatter
+            )
+        )
         modules[name] = module
     args = parser.parse_args(argv)
     try:

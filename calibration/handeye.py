@@ -17,8 +17,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from calibration.charuco import CharucoBoardSpec, CharucoDetector, board_pose
-from calibration.intrinsics import Intrinsics
+from mimic.calibration.charuco import CharucoDetector, board_pose
+from mimic.calibration.intrinsics import Intrinsics
+from mimic.sim.boards import CharucoBoardSpec, board_center
 
 METHODS = {
     "tsai": cv2.CALIB_HAND_EYE_TSAI,
@@ -139,12 +140,12 @@ def pose_stream_latency(
 ) -> float:
     """Capture-to-arrival latency (s) of a pose stream, from the gripper swaying in front of its own camera.
 
-    The camera's image motion (calibration.latency.motion_signal) and the pose's displacement along its
+    The camera's image motion (mimic.calibration.latency.motion_signal) and the pose's displacement along its
     main direction are the same motion; cross-correlating them by arrival time gives L_camera - L_pose
     (either sign, up to `max_offset_s`), and the camera's own latency (time-code display,
-    calibration.latency.camera_latency) turns that into L_pose. Sway a few cm at ~0.5-1 Hz for >= 5 s.
+    mimic.calibration.latency.camera_latency) turns that into L_pose. Sway a few cm at ~0.5-1 Hz for >= 5 s.
     """
-    from calibration.latency import camera_latency_from_motion
+    from mimic.calibration.latency import camera_latency_from_motion
 
     p = np.asarray(positions, float)
     if p.ndim != 2 or p.shape[1] != 3 or len(p) != len(t_pose_arrival):
@@ -176,7 +177,7 @@ def collect_twin_views(arm: str, n_views: int = 15, seed: int = 1, size: tuple[i
     Views are planned around the board with a CAD-like mount guess (1 cm / 3 deg off the truth) and
     reached by IK; only the flange poses MuJoCo reports afterwards enter the calibration.
     """
-    from sim.handheld import ArmBoardScene, board_center, random_views
+    from mimic.sim.handheld import ArmBoardScene, random_views
 
     scene = ArmBoardScene(arm, size=size)
     scene.set_joints(scene.spec.home)
@@ -210,7 +211,7 @@ def collect_twin_views(arm: str, n_views: int = 15, seed: int = 1, size: tuple[i
 
 def configure(p) -> None:
     """`mimic calibrate handeye (--twin ARM | --poses P.json --images GLOB --intrinsics K.json) --out he.json`."""
-    from calibration.charuco import add_board_args
+    from mimic.calibration.charuco import add_board_args
 
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument(
@@ -218,7 +219,9 @@ def configure(p) -> None:
     )
     src.add_argument("--poses", help="JSON list of 4x4 T_base_flange, one per image in sorted --images order")
     p.add_argument("--images", help="glob of wrist-camera images of the fixed board")
-    p.add_argument("--intrinsics", help="intrinsics JSON (mimic calibrate intrinsics); --twin calibrates its own")
+    p.add_argument(
+        "--intrinsics", help="intrinsics JSON (mimic calibrate intrinsics); --twin calibrates its own"
+    )
     p.add_argument("--method", default="park", choices=sorted(METHODS))
     p.add_argument("--out", required=True)
     p.add_argument("--png", help="mosaic of the views with detected corners and board axes")
@@ -226,8 +229,8 @@ def configure(p) -> None:
 
 
 def run(a) -> int:
-    from calibration.charuco import board_from_args, load_images, write_detections
-    from calibration.intrinsics import calibrate_intrinsics
+    from mimic.calibration.charuco import board_from_args, load_images, write_detections
+    from mimic.calibration.intrinsics import calibrate_intrinsics
 
     board = board_from_args(a)
     truth = None

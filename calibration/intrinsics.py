@@ -15,7 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from calibration.charuco import CharucoBoardSpec, CharucoDetector
+from mimic.calibration.charuco import CharucoDetector
+from mimic.sim.boards import CharucoBoardSpec
 
 # Which distortion terms to estimate. Rendered (pinhole) cameras need none; real lenses k1, k2 (+ p1, p2).
 DISTORTION_FLAGS = {
@@ -119,7 +120,7 @@ def calibrate_intrinsics(
 
 def configure(p) -> None:
     """`mimic calibrate intrinsics (--images GLOB | --twin) --out cam.json [--png views.png]`."""
-    from calibration.charuco import add_board_args
+    from mimic.calibration.charuco import add_board_args
 
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", help="glob of board images, e.g. 'calib/*.png'")
@@ -131,12 +132,12 @@ def configure(p) -> None:
 
 
 def run(a) -> int:
-    from calibration.charuco import board_from_args, load_images, write_detections
+    from mimic.calibration.charuco import board_from_args, load_images, write_detections
 
     board = board_from_args(a)
     truth = None
     if a.twin:
-        from sim.handheld import BoardScene
+        from mimic.sim.handheld import BoardScene
 
         scene = BoardScene(board)
         images = [scene.render(v) for v in scene.random_views(15, seed=0)]

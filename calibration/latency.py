@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robots.arm import Arm
+from mimic.robots.arm import Arm
 
 CODE_BITS = 20  # milliseconds modulo 2**20 (~17 min): far longer than any latency
 CELL_PX = 4  # 22 cells x 4 px fit across a 96 px twin camera image
@@ -250,7 +250,7 @@ def twin_grabber(arm, camera: str) -> Callable[[], tuple[float, np.ndarray] | No
 
 
 def camera_grabber(camera) -> Callable[[], tuple[float, np.ndarray] | None]:
-    """A connected robots.camera.Camera (its own capture thread): each new frame once."""
+    """A connected mimic.robots.camera.Camera (its own capture thread): each new frame once."""
     last = [-1]
 
     def grab() -> tuple[float, np.ndarray] | None:
@@ -276,19 +276,30 @@ def configure(p) -> None:
     p.add_argument("--amplitude", type=float, default=0.05, help="arm pass: sinusoid amplitude (rad)")
     p.add_argument("--freq", type=float, default=0.5, help="sinusoid frequency (Hz)")
     p.add_argument("--duration", type=float, default=6.0, help="seconds per pass")
-    p.add_argument("--camera", action="append", default=[], metavar="SOURCE",
-                   help="a camera to time: device index, video URL, or twin:scene / twin:wrist on a twin arm "
-                        "(repeatable; named camera0, camera1, ...)")
-    p.add_argument("--camera-amplitude", type=float, default=0.2,
-                   help="camera pass: amplitude (rad), large enough to show in the frames")
+    p.add_argument(
+        "--camera",
+        action="append",
+        default=[],
+        metavar="SOURCE",
+        help="a camera to time: device index, video URL, or twin:scene / twin:wrist on a twin arm "
+        "(repeatable; named camera0, camera1, ...)",
+    )
+    p.add_argument(
+        "--camera-amplitude",
+        type=float,
+        default=0.2,
+        help="camera pass: amplitude (rad), large enough to show in the frames",
+    )
     p.add_argument("--inject-arm-s", type=float, default=0.0, help="twin only: command latency to inject (s)")
-    p.add_argument("--inject-camera-s", type=float, default=0.0, help="twin only: camera latency to inject (s)")
+    p.add_argument(
+        "--inject-camera-s", type=float, default=0.0, help="twin only: camera latency to inject (s)"
+    )
     p.add_argument("--yes", action="store_true", help="move a real arm without asking first")
     p.add_argument("--out", required=True, help="latency JSON to write")
 
 
 def run(a) -> int:
-    from robots.factory import make_arm, parse_uri
+    from mimic.robots.factory import make_arm, parse_uri
 
     twin = parse_uri(a.arm)[0] == "twin"
     if not twin and (a.inject_arm_s or a.inject_camera_s):
@@ -297,7 +308,7 @@ def run(a) -> int:
         raise ValueError(f"--duration {a.duration} s at --freq {a.freq} Hz: needs at least 2 periods")
     kwargs = {}
     if twin:
-        from sim.latency import LatencyConfig
+        from mimic.sim.latency import LatencyConfig
 
         kwargs["latency"] = LatencyConfig(command_s=a.inject_arm_s, camera_s=a.inject_camera_s)
     arm = make_arm(a.arm, **kwargs)
@@ -305,8 +316,10 @@ def run(a) -> int:
         raise ValueError(f"--joint {a.joint}: {arm.spec.name} has joints 0..{arm.spec.dof - 1}")
     if not twin and not a.yes:
         amp = max(a.amplitude, a.camera_amplitude if a.camera else 0.0)
-        answer = input(f"{a.arm}: joint {a.joint} will move +-{amp:.2f} rad about its current pose for "
-                       f"{a.duration * (2 if a.camera else 1):.0f} s. Arm clear? [y/N] ")
+        answer = input(
+            f"{a.arm}: joint {a.joint} will move +-{amp:.2f} rad about its current pose for "
+            f"{a.duration * (2 if a.camera else 1):.0f} s. Arm clear? [y/N] "
+        )
         if answer.strip().lower() not in ("y", "yes"):
             raise ValueError("not confirmed; nothing moved")
     cams = []
@@ -319,26 +332,46 @@ def run(a) -> int:
                     raise ValueError(f"--camera {source}: twin cameras need a twin arm")
                 cams.append((FrameLog(name, twin_grabber(arm, source[5:])), None))
             else:
-                from robots.camera import Camera, CameraConfig
+                from mimic.robots.camera import Camera, CameraConfig
 
                 cam = Camera(CameraConfig(source=source, name=name))
                 cam.connect()
                 cams.append((FrameLog(name, camera_grabber(cam)), cam))
         lat, _ = measure_arm_latency(arm, a.joint, a.amplitude, a.freq, a.duration)
         print(f"{a.arm}: command-to-motion L_arm = {lat * 1e3:.1f} ms (joint {a.joint}, +-{a.amplitude} rad)")
-        result = LatencyCalibration(arm_s=lat, details={"arm": a.arm, "joint": a.joint, "amplitude_rad": a.amplitude,
-                                                        "freq_hz": a.freq, "duration_s": a.duration})
+        result = LatencyCalibration(
+            arm_s=lat,
+            details={
+                "arm": a.arm,
+                "joint": a.joint,
+                "amplitude_rad": a.amplitude,
+                "freq_hz": a.freq,
+                "duration_s": a.duration,
+            },
+        )
         if cams:
-            _, motion = measure_arm_latency(arm, a.joint, a.camera_amplitude, a.freq, a.duration,
-                                            on_tick=lambda: [log.tick() for log, _ in cams])
+            _, motion = measure_arm_latency(
+                arm,
+                a.joint,
+                a.camera_amplitude,
+                a.freq,
+                a.duration,
+                on_tick=lambda: [log.tick() for log, _ in cams],
+            )
             for (log, _), source in zip(cams, a.camera, strict=True):
                 if len(log.images) < 10:
                     raise ValueError(f"--camera {source}: {len(log.images)} frames in {a.duration} s")
-                lat_cam = camera_latency_from_motion(np.array(motion["t_meas"]), np.array(motion["x_meas"]),
-                                                     np.array(log.t_arrival), np.array(log.images))
+                lat_cam = camera_latency_from_motion(
+                    np.array(motion["t_meas"]),
+                    np.array(motion["x_meas"]),
+                    np.array(log.t_arrival),
+                    np.array(log.images),
+                )
                 result.camera_s[log.name] = lat_cam
                 result.details[log.name] = {"source": source, "frames": len(log.images)}
-                print(f"{log.name} ({source}): capture-to-arrival {lat_cam * 1e3:.1f} ms over {len(log.images)} frames")
+                print(
+                    f"{log.name} ({source}): capture-to-arrival {lat_cam * 1e3:.1f} ms over {len(log.images)} frames"
+                )
     finally:
         for _, cam in cams:
             if cam is not None:
@@ -346,6 +379,8 @@ def run(a) -> int:
         arm.disconnect()
     result.save(a.out)
     cam_s = ", ".join(f"{v:.3f}" for v in result.camera_s.values())
-    print(f"{a.out}: session YAML, policy node: arm_latency_s: {result.arm_s:.3f}"
-          + (f", camera_latency_s: {cam_s}" if cam_s else ""))
+    print(
+        f"{a.out}: session YAML, policy node: arm_latency_s: {result.arm_s:.3f}"
+        + (f", camera_latency_s: {cam_s}" if cam_s else "")
+    )
     return 0

@@ -13,17 +13,19 @@ from pathlib import Path
 
 import numpy as np
 
-from data.dataset import DatasetError
-from data.validate import validate
+from mimic.data.dataset import DatasetError
+from mimic.data.validate import validate
 
 
 def _info(args: argparse.Namespace) -> int:
     ds, stats = validate(args.path)
     a = ds.attrs
     lengths = np.diff(np.concatenate([[0], ds.episode_ends]))
-    print(f"{args.path}: {ds.n_episodes} episodes, {ds.n_steps} steps at {a['fps']:g} Hz "
-          f"(episode length min/mean/max {lengths.min() if lengths.size else 0}/"
-          f"{lengths.mean() if lengths.size else 0:.1f}/{lengths.max() if lengths.size else 0})")
+    print(
+        f"{args.path}: {ds.n_episodes} episodes, {ds.n_steps} steps at {a['fps']:g} Hz "
+        f"(episode length min/mean/max {lengths.min() if lengths.size else 0}/"
+        f"{lengths.mean() if lengths.size else 0:.1f}/{lengths.max() if lengths.size else 0})"
+    )
     print(f"robot={a.get('robot')!r} joints={a.get('joint_names')} task={a.get('task')!r}")
     print(f"latencies={a.get('latencies')} calibration_ids={a.get('calibration_ids')}")
     for key in ds.keys:
@@ -54,7 +56,8 @@ def _output(path: str, fn) -> None:  # noqa: ANN001 - small helper
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from data.export import plot
+    from mimic.data.export import plot
+
     ds, _ = validate(args.path)
     _output(args.out, lambda p: plot(ds, p, args.episode))
     print(f"wrote {args.out}")
@@ -62,34 +65,39 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _video(args: argparse.Namespace) -> int:
-    from data.export import video
+    from mimic.data.export import video
+
     ds, _ = validate(args.path)
     _output(args.out, lambda p: print(f"wrote {p}: {video(ds, p, args.episode)} frames"))
     return 0
 
 
 def _mcap(args: argparse.Namespace) -> int:
-    from data.export import export_mcap
+    from mimic.data.export import export_mcap
+
     ds, _ = validate(args.path)
     _output(args.out, lambda p: print(f"wrote {p}: {export_mcap(ds, p)} messages"))
     return 0
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from data.transform import merge
+    from mimic.data.transform import merge
+
     _output(args.out, lambda p: print(f"wrote {p}: {merge(args.inputs, p)} episodes"))
     return 0
 
 
 def _split(args: argparse.Namespace) -> int:
-    from data.transform import split
+    from mimic.data.transform import split
+
     n_tr, n_va = split(args.path, args.train, args.val, args.val_ratio, args.seed)
     print(f"wrote {args.train}: {n_tr} episodes, {args.val}: {n_va} episodes")
     return 0
 
 
 def _import_dp(args: argparse.Namespace) -> int:
-    from data.transform import import_dp
+    from mimic.data.transform import import_dp
+
     n = import_dp(args.src, args.out, args.fps, args.robot)
     validate(args.out)
     print(f"wrote {args.out}: {n} episodes")
@@ -99,13 +107,17 @@ def _import_dp(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mimic dataset", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="verb", required=True)
-    for name, fn, help_ in (("info", _info, "summary, keys, codecs, alignment error"),
-                            ("validate", _validate, "schema check; exit 1 with one line on violation")):
+    for name, fn, help_ in (
+        ("info", _info, "summary, keys, codecs, alignment error"),
+        ("validate", _validate, "schema check; exit 1 with one line on violation"),
+    ):
         s = sub.add_parser(name, help=help_)
         s.add_argument("path")
         s.set_defaults(fn=fn)
-    for name, fn, help_ in (("plot", _plot, "PNG of joint/action trajectories"),
-                            ("video", _video, "MP4 of camera streams side by side")):
+    for name, fn, help_ in (
+        ("plot", _plot, "PNG of joint/action trajectories"),
+        ("video", _video, "MP4 of camera streams side by side"),
+    ):
         s = sub.add_parser(name, help=help_)
         s.add_argument("path")
         s.add_argument("-o", "--out", required=True)

@@ -47,7 +47,9 @@ class JpegCodec(ArrayBytesCodec):
     async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
         arr = np.asarray(chunk_array.as_ndarray_like())
         if arr.dtype != np.uint8 or arr.ndim < 3 or arr.shape[-1] != 3:
-            raise ValueError(f"{CODEC_NAME}: expected uint8 (..., H, W, 3) chunk, got {arr.dtype} {arr.shape}")
+            raise ValueError(
+                f"{CODEC_NAME}: expected uint8 (..., H, W, 3) chunk, got {arr.dtype} {arr.shape}"
+            )
         img = arr.reshape(arr.shape[-3:])
         data = imagecodecs.jpeg_encode(img, level=self.level)
         return chunk_spec.prototype.buffer.from_bytes(bytes(data))

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-import data.codecs  # noqa: F401  (registers the JPEG codec before any array is opened)
+import mimic.data.codecs  # noqa: F401  (registers the JPEG codec before any array is opened)
 
 SCHEMA_VERSION = 1
 
@@ -55,7 +55,9 @@ def check_layout(grp: zarr.Group, path: str | Path) -> np.ndarray:
     n = int(ends[-1]) if ends.size else 0
     for key, arr in grp["data"].arrays():
         if arr.shape[0] < n:
-            raise DatasetError(f"{path}: key 'data/{key}' has {arr.shape[0]} rows < committed {n} (truncated)")
+            raise DatasetError(
+                f"{path}: key 'data/{key}' has {arr.shape[0]} rows < committed {n} (truncated)"
+            )
     return ends
 
 

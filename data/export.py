@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.dataset import DatasetError, ReplayDataset
+from mimic.data.dataset import DatasetError, ReplayDataset
 
 JOINT_KEY = "robot0_joint_pos"
 
@@ -20,8 +20,10 @@ MSG: builtin_interfaces/Time
 int32 sec
 uint32 nanosec
 """
-JOINT_STATE_DEF = "std_msgs/Header header\nstring[] name\nfloat64[] position\nfloat64[] velocity\n" \
-                  "float64[] effort\n" + _HEADER
+JOINT_STATE_DEF = (
+    "std_msgs/Header header\nstring[] name\nfloat64[] position\nfloat64[] velocity\n"
+    "float64[] effort\n" + _HEADER
+)
 COMPRESSED_IMAGE_DEF = "std_msgs/Header header\nstring format\nuint8[] data\n" + _HEADER
 
 
@@ -37,6 +39,7 @@ def _episode(ds: ReplayDataset, episode: int) -> None:
 def plot(ds: ReplayDataset, out: str | Path, episode: int = 0) -> None:
     """One panel per lowdim key (joints, gripper, action) against grid time."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -50,7 +53,9 @@ def plot(ds: ReplayDataset, out: str | Path, episode: int = 0) -> None:
     for ax, key in zip(axes[:, 0], keys, strict=True):
         y = ep[key].reshape(len(t), -1)
         names = list(ds.attrs.get("joint_names") or [])
-        labels = names if key == JOINT_KEY and len(names) == y.shape[1] else [str(j) for j in range(y.shape[1])]
+        labels = (
+            names if key == JOINT_KEY and len(names) == y.shape[1] else [str(j) for j in range(y.shape[1])]
+        )
         for j in range(y.shape[1]):
             ax.plot(t, y[:, j], label=labels[j])
         ax.set_ylabel(key, fontsize=8)
@@ -80,8 +85,9 @@ def video(ds: ReplayDataset, out: str | Path, episode: int = 0) -> int:
         frame = np.concatenate(tiles, axis=1)
         pad = [(0, (-frame.shape[0]) % 16), (0, (-frame.shape[1]) % 16), (0, 0)]  # codec-friendly size
         frames.append(np.pad(frame, pad))
-    imageio.mimwrite(str(out), frames, fps=float(ds.attrs.get("fps", 10)), codec="libx264",
-                     macro_block_size=1)
+    imageio.mimwrite(
+        str(out), frames, fps=float(ds.attrs.get("fps", 10)), codec="libx264", macro_block_size=1
+    )
     return len(frames)
 
 
@@ -104,19 +110,38 @@ def export_mcap(ds: ReplayDataset, out: str | Path) -> int:
             for i, (q, t) in enumerate(zip(ep[JOINT_KEY], ep[f"{JOINT_KEY}_t"], strict=True)):
                 ns = int(round(t * 1e9))
                 stamp = {"sec": ns // 1_000_000_000, "nanosec": ns % 1_000_000_000}
-                w.write_message("/robot0/joint_states", js, {
-                    "header": {"stamp": stamp, "frame_id": "base"},
-                    "name": names or [f"joint{j}" for j in range(len(q))],
-                    "position": [float(v) for v in q], "velocity": [], "effort": []}, log_time=ns,
-                    publish_time=ns, sequence=count)
+                w.write_message(
+                    "/robot0/joint_states",
+                    js,
+                    {
+                        "header": {"stamp": stamp, "frame_id": "base"},
+                        "name": names or [f"joint{j}" for j in range(len(q))],
+                        "position": [float(v) for v in q],
+                        "velocity": [],
+                        "effort": [],
+                    },
+                    log_time=ns,
+                    publish_time=ns,
+                    sequence=count,
+                )
                 count += 1
                 for k in cams:
                     tk = int(round(ep[f"{k}_t"][i] * 1e9))
-                    w.write_message(f"/{k}", ci, {
-                        "header": {"stamp": {"sec": tk // 1_000_000_000, "nanosec": tk % 1_000_000_000},
-                                   "frame_id": k},
-                        "format": "jpeg", "data": bytes(imagecodecs.jpeg_encode(ep[k][i], level=90))},
-                        log_time=tk, publish_time=tk, sequence=count)
+                    w.write_message(
+                        f"/{k}",
+                        ci,
+                        {
+                            "header": {
+                                "stamp": {"sec": tk // 1_000_000_000, "nanosec": tk % 1_000_000_000},
+                                "frame_id": k,
+                            },
+                            "format": "jpeg",
+                            "data": bytes(imagecodecs.jpeg_encode(ep[k][i], level=90)),
+                        },
+                        log_time=tk,
+                        publish_time=tk,
+                        sequence=count,
+                    )
                     count += 1
         w.finish()
     return count

@@ -61,8 +61,10 @@ class Normalizer:
         if s.shape == (1,) and getattr(x, "shape", (1,))[-1:] != (1,):
             s, o = s.reshape(()), o.reshape(())
         if isinstance(x, torch.Tensor):
-            return (torch.as_tensor(s, dtype=x.dtype, device=x.device),
-                    torch.as_tensor(o, dtype=x.dtype, device=x.device))
+            return (
+                torch.as_tensor(s, dtype=x.dtype, device=x.device),
+                torch.as_tensor(o, dtype=x.dtype, device=x.device),
+            )
         return s, o
 
     def normalize(self, key: str, x: Any) -> Any:

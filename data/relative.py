@@ -159,7 +159,7 @@ class RelativeTrajectory:
 
     def encode_window(self, item: dict[str, Any]) -> dict[str, Any]:
         """A WindowDataset item {"obs": {...}, "action": [H, A]} or a batch of them ([B, ...] everywhere, as
-        policies.data.WindowBatches gathers), torch or numpy -> the relative item or batch.
+        mimic.policies.data.WindowBatches gathers), torch or numpy -> the relative item or batch.
 
         Returns the same container type it was given (torch float32 tensors for torch input).
         """
@@ -208,7 +208,7 @@ class RelativeWindowDataset:
 
     def get_normalizer(self, modes: dict[str, str], max_windows: int = 2000, seed: int = 0):
         """Normalizer fitted on up to `max_windows` encoded windows (rows of every step pooled)."""
-        from data.normalizer import Normalizer
+        from mimic.data.normalizer import Normalizer
 
         n = len(self)
         idx = np.random.default_rng(seed).choice(n, min(n, max_windows), replace=False) if n else []

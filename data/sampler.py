@@ -12,8 +12,13 @@ from collections.abc import Callable
 import numpy as np
 
 
-def create_indices(episode_ends: np.ndarray, sequence_length: int, pad_before: int = 0,
-                   pad_after: int = 0, episode_mask: np.ndarray | None = None) -> np.ndarray:
+def create_indices(
+    episode_ends: np.ndarray,
+    sequence_length: int,
+    pad_before: int = 0,
+    pad_after: int = 0,
+    episode_mask: np.ndarray | None = None,
+) -> np.ndarray:
     """Rows of (buffer_start, buffer_end, sample_start, sample_end) like diffusion_policy."""
     if sequence_length < 1 or pad_before < 0 or pad_after < 0:
         raise ValueError("sampler: sequence_length >= 1 and pads >= 0 required")
@@ -37,10 +42,17 @@ def create_indices(episode_ends: np.ndarray, sequence_length: int, pad_before: i
 class SequenceSampler:
     """Windows of `sequence_length` rows from per-key readers `get(key, start, stop) -> ndarray`."""
 
-    def __init__(self, episode_ends: np.ndarray, sequence_length: int, pad_before: int, pad_after: int,
-                 keys: list[str], get: Callable[[str, int, int], np.ndarray],
-                 episode_mask: np.ndarray | None = None,
-                 key_first_k: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        episode_ends: np.ndarray,
+        sequence_length: int,
+        pad_before: int,
+        pad_after: int,
+        keys: list[str],
+        get: Callable[[str, int, int], np.ndarray],
+        episode_mask: np.ndarray | None = None,
+        key_first_k: dict[str, int] | None = None,
+    ) -> None:
         self.indices = create_indices(episode_ends, sequence_length, pad_before, pad_after, episode_mask)
         self.sequence_length = sequence_length
         self.keys = keys

@@ -16,9 +16,9 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from data.dataset import DatasetError, ReplayDataset
-from data.normalizer import Normalizer
-from data.sampler import SequenceSampler
+from mimic.data.dataset import DatasetError, ReplayDataset
+from mimic.data.normalizer import Normalizer
+from mimic.data.sampler import SequenceSampler
 
 
 def is_image_key(arr_shape: tuple[int, ...], dtype: np.dtype) -> bool:
@@ -39,9 +39,19 @@ def split_episodes(n_episodes: int, val_ratio: float, seed: int) -> np.ndarray:
 class WindowDataset(Dataset):
     """Items {"obs": {key: [n_obs, ...]}, "action": [horizon, A]}, float32, images [n_obs,3,H,W] in 0..1."""
 
-    def __init__(self, path: str | Path, obs_keys: list[str] | tuple[str, ...], action_key: str = "action",
-                 n_obs_steps: int = 2, horizon: int = 16, split: str = "train", val_ratio: float = 0.1,
-                 seed: int = 0, cache_dir: str | Path | None = None, n_action_steps: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        obs_keys: list[str] | tuple[str, ...],
+        action_key: str = "action",
+        n_obs_steps: int = 2,
+        horizon: int = 16,
+        split: str = "train",
+        val_ratio: float = 0.1,
+        seed: int = 0,
+        cache_dir: str | Path | None = None,
+        n_action_steps: int | None = None,
+    ) -> None:
         if split not in ("train", "val"):
             raise ValueError(f"WindowDataset: split must be 'train' or 'val', got {split!r}")
         if not 1 <= n_obs_steps <= horizon:
@@ -55,8 +65,9 @@ class WindowDataset(Dataset):
         self.n_action_steps = n_action_steps if n_action_steps is not None else horizon - n_obs_steps + 1
         for key in [*self.obs_keys, action_key]:
             self.replay.array(key)  # raises DatasetError naming the missing key
-        self.image_keys = {k for k in self.obs_keys
-                           if is_image_key(self.replay.array(k).shape, self.replay.array(k).dtype)}
+        self.image_keys = {
+            k for k in self.obs_keys if is_image_key(self.replay.array(k).shape, self.replay.array(k).dtype)
+        }
         val_mask = split_episodes(self.replay.n_episodes, val_ratio, seed)
         self.train_mask = ~val_mask
         self.episode_mask = val_mask if split == "val" else self.train_mask
@@ -65,15 +76,22 @@ class WindowDataset(Dataset):
         if self._cache_dir is not None:
             self._build_cache()
         self.sampler = SequenceSampler(
-            self.replay.episode_ends, horizon, pad_before=n_obs_steps - 1,
-            pad_after=self.n_action_steps - 1, keys=[*self.obs_keys, action_key], get=self._get,
-            episode_mask=self.episode_mask, key_first_k={k: n_obs_steps for k in self.obs_keys})
+            self.replay.episode_ends,
+            horizon,
+            pad_before=n_obs_steps - 1,
+            pad_after=self.n_action_steps - 1,
+            keys=[*self.obs_keys, action_key],
+            get=self._get,
+            episode_mask=self.episode_mask,
+            key_first_k={k: n_obs_steps for k in self.obs_keys},
+        )
 
     # ---- storage -------------------------------------------------------------------------------
     def _cache_path(self) -> Path:
         assert self._cache_dir is not None
-        tag = json.dumps([str(Path(self.path).resolve()), self.replay.n_steps, self.replay.episode_ends[-1:]
-                          .tolist()])
+        tag = json.dumps(
+            [str(Path(self.path).resolve()), self.replay.n_steps, self.replay.episode_ends[-1:].tolist()]
+        )
         return self._cache_dir / hashlib.sha1(tag.encode()).hexdigest()[:16]
 
     def _build_cache(self) -> None:
@@ -90,7 +108,7 @@ class WindowDataset(Dataset):
             mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=src.dtype, shape=(n, *src.shape[1:]))
             step = max(1, 256 if key in self.image_keys else 100_000)
             for s in tqdm(range(0, n, step), desc=f"cache {key}", leave=False, disable=n <= step):
-                mm[s:s + step] = src[s:min(s + step, n)]
+                mm[s : s + step] = src[s : min(s + step, n)]
             mm.flush()
             del mm
             tmp.rename(target)  # atomic: a half-written cache is never picked up
@@ -99,8 +117,9 @@ class WindowDataset(Dataset):
         if self._cache_dir is not None:
             if self._arrays is None:  # opened lazily so DataLoader workers each map their own view
                 root = self._cache_path()
-                self._arrays = {k: np.load(root / f"{k}.npy", mmap_mode="r")
-                                for k in [*self.obs_keys, self.action_key]}
+                self._arrays = {
+                    k: np.load(root / f"{k}.npy", mmap_mode="r") for k in [*self.obs_keys, self.action_key]
+                }
             return np.asarray(self._arrays[key][start:stop])
         return np.asarray(self.replay.array(key)[start:stop])
 

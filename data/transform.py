@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from data.dataset import DatasetError, ReplayDataset, check_layout, open_group
-from data.torch_dataset import is_image_key, split_episodes
-from data.validate import validate
-from data.writer import DatasetWriter, StreamSpec
+from mimic.data.dataset import DatasetError, ReplayDataset, check_layout, open_group
+from mimic.data.torch_dataset import is_image_key, split_episodes
+from mimic.data.validate import validate
+from mimic.data.writer import DatasetWriter, StreamSpec
 
 CARRIED_ATTRS = ("robot", "joint_names", "latencies", "calibration_ids", "task")
 
@@ -27,8 +27,9 @@ def _refuse_existing(out: str | Path) -> None:
 def _copy(sources: list[tuple[ReplayDataset, list[int]]], out: str | Path) -> int:
     first = sources[0][0]
     streams = _streams(first)
-    w = DatasetWriter.create(out, first.attrs["fps"], streams,
-                             {k: first.attrs[k] for k in CARRIED_ATTRS if k in first.attrs})
+    w = DatasetWriter.create(
+        out, first.attrs["fps"], streams, {k: first.attrs[k] for k in CARRIED_ATTRS if k in first.attrs}
+    )
     total = sum(len(eps) for _, eps in sources)
     # Episodes go out in batches of about this many rows (fewer with images, which are held decoded).
     batch_rows = 256 if any(s.kind == "image" for s in streams.values()) else 16384
@@ -67,9 +68,13 @@ def split(src: str, out_train: str, out_val: str, val_ratio: float, seed: int) -
     ds = validate(src)[0]
     val = split_episodes(ds.n_episodes, val_ratio, seed)
     if not val.any():
-        raise DatasetError(f"{src}: val_ratio {val_ratio} leaves no validation episode ({ds.n_episodes} episodes)")
-    return (_copy([(ds, list(np.flatnonzero(~val)))], out_train),
-            _copy([(ds, list(np.flatnonzero(val)))], out_val))
+        raise DatasetError(
+            f"{src}: val_ratio {val_ratio} leaves no validation episode ({ds.n_episodes} episodes)"
+        )
+    return (
+        _copy([(ds, list(np.flatnonzero(~val)))], out_train),
+        _copy([(ds, list(np.flatnonzero(val)))], out_val),
+    )
 
 
 def import_dp(src: str, out: str, fps: float, robot: str = "", tolerance_s: float | None = None) -> int:
@@ -81,6 +86,7 @@ def import_dp(src: str, out: str, fps: float, robot: str = "", tolerance_s: floa
     _refuse_existing(out)
     try:  # diffusion_policy stores images with imagecodecs' numcodecs codecs (e.g. Jpeg2k)
         import imagecodecs.numcodecs as icn
+
         icn.register_codecs(verbose=False)
     except Exception:  # noqa: BLE001 - optional; plain stores need none
         pass
@@ -99,10 +105,12 @@ def import_dp(src: str, out: str, fps: float, robot: str = "", tolerance_s: floa
         kind = "image" if is_image_key(a.shape, a.dtype) else "lowdim"
         dtype = "uint8" if kind == "image" else ("float64" if a.dtype.kind == "f" else str(a.dtype))
         streams[k] = StreamSpec(tuple(a.shape[1:]), dtype, kind, tol)
-    joint_names = [f"joint{i}" for i in range(data["robot0_joint_pos"].shape[1])] \
-        if "robot0_joint_pos" in keys else []
-    w = DatasetWriter.create(out, fps, streams, {"robot": robot, "joint_names": joint_names,
-                                                 "task": f"imported from {src}"})
+    joint_names = (
+        [f"joint{i}" for i in range(data["robot0_joint_pos"].shape[1])] if "robot0_joint_pos" in keys else []
+    )
+    w = DatasetWriter.create(
+        out, fps, streams, {"robot": robot, "joint_names": joint_names, "task": f"imported from {src}"}
+    )
     has_ts = "timestamp" in [k for k, _ in data.arrays()]
     try:
         for i in tqdm(range(ends.size), desc="import", disable=ends.size < 20):
@@ -115,6 +123,7 @@ def import_dp(src: str, out: str, fps: float, robot: str = "", tolerance_s: floa
             w.write_episode(rows)
     except BaseException:
         import shutil
+
         shutil.rmtree(str(out), ignore_errors=True)  # nothing written on failure
         raise
     return int(ends.size)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.dataset import SCHEMA_VERSION, DatasetError, ReplayDataset
+from mimic.data.dataset import SCHEMA_VERSION, DatasetError, ReplayDataset
 
 
 @dataclass
@@ -25,8 +25,9 @@ def validate(path: str | Path) -> tuple[ReplayDataset, AlignmentStats]:
         if name not in attrs:
             raise DatasetError(f"{path}: root attr {name!r} missing")
     if attrs["schema_version"] != SCHEMA_VERSION:
-        raise DatasetError(f"{path}: root attr 'schema_version' is {attrs['schema_version']!r}, "
-                           f"expected {SCHEMA_VERSION}")
+        raise DatasetError(
+            f"{path}: root attr 'schema_version' is {attrs['schema_version']!r}, expected {SCHEMA_VERSION}"
+        )
     fps = float(attrs["fps"])
     keys = set(ds.keys)
     if "timestamp" not in keys:
@@ -39,12 +40,16 @@ def validate(path: str | Path) -> tuple[ReplayDataset, AlignmentStats]:
                 raise DatasetError(f"{path}: missing key 'data/{k}' declared in attrs.streams")
         arr = ds.array(key)
         if tuple(arr.shape[1:]) != tuple(spec["shape"]):
-            raise DatasetError(f"{path}: key 'data/{key}' has row shape {arr.shape[1:]}, attrs say {spec['shape']}")
+            raise DatasetError(
+                f"{path}: key 'data/{key}' has row shape {arr.shape[1:]}, attrs say {spec['shape']}"
+            )
         err = np.abs(ds.read(f"{key}_t") - ts)
         stats.max_error_s[key] = float(err.max()) if err.size else 0.0
         if err.size and err.max() > float(spec["tolerance_s"]) + 1e-9:
-            raise DatasetError(f"{path}: key 'data/{key}_t' alignment error {err.max() * 1e3:.1f} ms exceeds "
-                               f"tolerance {float(spec['tolerance_s']) * 1e3:.1f} ms")
+            raise DatasetError(
+                f"{path}: key 'data/{key}_t' alignment error {err.max() * 1e3:.1f} ms exceeds "
+                f"tolerance {float(spec['tolerance_s']) * 1e3:.1f} ms"
+            )
     for i in range(ds.n_episodes):
         d = np.diff(ts[ds.episode_slice(i)])
         if d.size and np.max(np.abs(d - 1.0 / fps)) > 1e-6:

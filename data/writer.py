@@ -23,15 +23,20 @@ from typing import Any
 import numpy as np
 import zarr
 
-from data.codecs import JpegCodec
-from data.dataset import SCHEMA_VERSION, DatasetError, committed_prefix, open_group
+from mimic.data.codecs import JpegCodec
+from mimic.data.dataset import SCHEMA_VERSION, DatasetError, committed_prefix, open_group
 
 log = logging.getLogger(__name__)
 
 LOWDIM_CHUNK_ROWS = 1024
 REQUIRED_ATTRS = ("robot", "joint_names")
-DEFAULT_ATTRS: dict[str, Any] = {"robot": "", "joint_names": [], "latencies": {}, "calibration_ids": {},
-                                 "task": ""}
+DEFAULT_ATTRS: dict[str, Any] = {
+    "robot": "",
+    "joint_names": [],
+    "latencies": {},
+    "calibration_ids": {},
+    "task": "",
+}
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,12 @@ class StreamSpec:
             raise ValueError(f"StreamSpec.tolerance_s must be > 0, got {self.tolerance_s}")
 
     def to_json(self) -> dict[str, Any]:
-        return {"shape": list(self.shape), "dtype": self.dtype, "kind": self.kind, "tolerance_s": self.tolerance_s}
+        return {
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "kind": self.kind,
+            "tolerance_s": self.tolerance_s,
+        }
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> StreamSpec:
@@ -84,10 +94,16 @@ class _Stream:
         near = i if abs(ts[i] - g) <= abs(ts[j] - g) else j
         gap = abs(ts[near] - g)
         if gap > self.spec.tolerance_s:
-            raise ValueError(f"stream {self.key!r}: nearest sample is {gap * 1e3:.1f} ms from grid time "
-                             f"{g:.4f} s (tolerance {self.spec.tolerance_s * 1e3:.1f} ms)")
-        if self.spec.kind == "image" or j == i or ts[j] == ts[i] or not np.issubdtype(
-                np.dtype(self.spec.dtype), np.floating):
+            raise ValueError(
+                f"stream {self.key!r}: nearest sample is {gap * 1e3:.1f} ms from grid time "
+                f"{g:.4f} s (tolerance {self.spec.tolerance_s * 1e3:.1f} ms)"
+            )
+        if (
+            self.spec.kind == "image"
+            or j == i
+            or ts[j] == ts[i]
+            or not np.issubdtype(np.dtype(self.spec.dtype), np.floating)
+        ):
             value = self.v[near]
         else:
             a = (g - ts[i]) / (ts[j] - ts[i])
@@ -121,8 +137,14 @@ class DatasetWriter:
 
     # ---- construction --------------------------------------------------------------------------
     @classmethod
-    def create(cls, path: str | Path, fps: float, streams: dict[str, StreamSpec],
-               attrs: dict[str, Any] | None = None, image_quality: int = 90) -> DatasetWriter:
+    def create(
+        cls,
+        path: str | Path,
+        fps: float,
+        streams: dict[str, StreamSpec],
+        attrs: dict[str, Any] | None = None,
+        image_quality: int = 90,
+    ) -> DatasetWriter:
         """New store (fails if one exists). attrs must name `robot` and `joint_names`."""
         attrs = dict(attrs or {})
         missing = [k for k in REQUIRED_ATTRS if k not in attrs]
@@ -135,19 +157,35 @@ class DatasetWriter:
         if Path(str(path)).exists():
             raise DatasetError(f"{path}: already exists (use DatasetWriter.open to append)")
         root = zarr.open_group(str(path), mode="w-")
-        root.attrs.update({**DEFAULT_ATTRS, **attrs, "schema_version": SCHEMA_VERSION, "fps": float(fps),
-                           "streams": {k: s.to_json() for k, s in streams.items()}})
+        root.attrs.update(
+            {
+                **DEFAULT_ATTRS,
+                **attrs,
+                "schema_version": SCHEMA_VERSION,
+                "fps": float(fps),
+                "streams": {k: s.to_json() for k, s in streams.items()},
+            }
+        )
         data = root.create_group("data")
         for key, s in streams.items():
             if s.kind == "image":
-                data.create_array(key, shape=(0, *s.shape), chunks=(1, *s.shape), dtype="uint8",
-                                  serializer=JpegCodec(level=image_quality), compressors=None)
+                data.create_array(
+                    key,
+                    shape=(0, *s.shape),
+                    chunks=(1, *s.shape),
+                    dtype="uint8",
+                    serializer=JpegCodec(level=image_quality),
+                    compressors=None,
+                )
             else:
-                data.create_array(key, shape=(0, *s.shape), chunks=(LOWDIM_CHUNK_ROWS, *s.shape), dtype=s.dtype)
+                data.create_array(
+                    key, shape=(0, *s.shape), chunks=(LOWDIM_CHUNK_ROWS, *s.shape), dtype=s.dtype
+                )
             data.create_array(f"{key}_t", shape=(0,), chunks=(LOWDIM_CHUNK_ROWS,), dtype="float64")
         data.create_array("timestamp", shape=(0,), chunks=(LOWDIM_CHUNK_ROWS,), dtype="float64")
-        root.create_group("meta").create_array("episode_ends", shape=(0,), chunks=(LOWDIM_CHUNK_ROWS,),
-                                               dtype="int64")
+        root.create_group("meta").create_array(
+            "episode_ends", shape=(0,), chunks=(LOWDIM_CHUNK_ROWS,), dtype="int64"
+        )
         return cls(str(path), root)
 
     @classmethod
@@ -155,7 +193,9 @@ class DatasetWriter:
         """Reopen for appending; trims rows past the last commit and reports how many steps it dropped."""
         root = open_group(path, "r+")
         if root.attrs.get("schema_version") != SCHEMA_VERSION or "streams" not in root.attrs:
-            raise DatasetError(f"{path}: attrs 'schema_version'/'streams' missing or wrong (not a Mimic store)")
+            raise DatasetError(
+                f"{path}: attrs 'schema_version'/'streams' missing or wrong (not a Mimic store)"
+            )
         ends_arr = root["meta"]["episode_ends"]
         raw = np.asarray(ends_arr[:], dtype=np.int64)
         ends = committed_prefix(raw)
@@ -211,7 +251,9 @@ class DatasetWriter:
             raise KeyError(f"{self.path}: unknown stream {key!r} (have {sorted(self._active)})")
         arr = np.asarray(value, dtype=stream.spec.dtype)
         if arr.shape != stream.spec.shape:
-            raise ValueError(f"{self.path}: stream {key!r} expects shape {stream.spec.shape}, got {arr.shape}")
+            raise ValueError(
+                f"{self.path}: stream {key!r} expects shape {stream.spec.shape}, got {arr.shape}"
+            )
         stream.add(float(t_capture), arr)
         self._emit_ready()
         if time.monotonic() - self._last_flush >= self.flush_every_s:
@@ -260,7 +302,9 @@ class DatasetWriter:
             n = len(rows["timestamp"])
             bad = [k for k in keys if len(rows[k]) != n]
             if n == 0 or bad:
-                raise ValueError(f"{self.path}: episode keys {bad or ['timestamp']} have inconsistent/zero length")
+                raise ValueError(
+                    f"{self.path}: episode keys {bad or ['timestamp']} have inconsistent/zero length"
+                )
             lengths.append(n)
         if not episodes:
             return []
@@ -341,7 +385,7 @@ class DatasetWriter:
             n0 = arr.shape[0]
             k = len(batch[key])
             arr.resize((n0 + k, *arr.shape[1:]))
-            arr[n0:n0 + k] = batch[key].astype(arr.dtype, copy=False)
+            arr[n0 : n0 + k] = batch[key].astype(arr.dtype, copy=False)
 
     def _truncate(self, n: int) -> None:
         self._drain()

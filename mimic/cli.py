@@ -9,38 +9,31 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from pathlib import Path
 
 # verb -> (module, one-line help)
 VERBS: dict[str, tuple[str, str]] = {
     "session": ("mimic_ros.supervisor", "start/stop a ROS 2 session from its YAML (teleop, deploy)"),
-    "dataset": ("data.cli", "inspect, validate, plot, export Zarr datasets"),
-    "sim": ("sim.cli", "MuJoCo twins: render an expert episode, list arms and tasks"),
-    "train": ("policies.train", "train a policy from a YAML config"),
-    "eval": ("policies.evaluate", "roll a checkpoint out on a twin task"),
-    "dagger": ("policies.dagger", "expert demonstrations from the states a checkpoint reaches (DAgger data)"),
+    "dataset": ("mimic.data.cli", "inspect, validate, plot, export Zarr datasets"),
+    "sim": ("mimic.sim.cli", "MuJoCo twins: render an expert episode, list arms and tasks"),
+    "record": ("mimic.workflows.record", "record a training config's dataset from a twin's scripted expert"),
+    "dagger": (
+        "mimic.workflows.dagger",
+        "a DAgger round: expert branches from the states a checkpoint reaches",
+    ),
+    "train": ("mimic.workflows.train", "train a policy from a YAML config (every action space)"),
+    "eval": ("mimic.workflows.evaluate", "roll a checkpoint out on a twin task (joint or end-effector)"),
     "deploy": ("mimic_ros.deploy", "deploy a checkpoint through the ROS deploy session"),
-    "calibrate": ("calibration.cli", "GELLO offsets, camera intrinsics, hand-eye, latency"),
+    "calibrate": ("mimic.calibration.cli", "GELLO offsets, camera intrinsics, hand-eye, latency"),
     "demo": ("mimic.demo", "the whole loop on a twin: teleop -> dataset -> train -> deploy -> report"),
 }
 
 
 def _module_exists(module: str) -> bool:
-    """Whether `module` can be imported, found on disk without importing its package (torch, rclpy are slow)."""
-    top, _, rest = module.partition(".")
+    """Whether `module` can be imported, found without importing it (torch, rclpy are slow; parents are light)."""
     try:
-        spec = importlib.util.find_spec(top)
+        return importlib.util.find_spec(module) is not None
     except ModuleNotFoundError:
         return False
-    if spec is None:
-        return False
-    if not rest:
-        return True
-    for base in spec.submodule_search_locations or ():
-        path = Path(base, *rest.split("."))
-        if path.with_suffix(".py").is_file() or (path / "__init__.py").is_file():
-            return True
-    return False
 
 
 def _available() -> dict[str, tuple[str, str]]:

@@ -1,13 +1,15 @@
 """Checkpoint directory: everything needed to run a policy, nothing executable (no pickle).
 
     <ckpt>/model.safetensors       policy weights (the EMA weights when saved by training)
-    <ckpt>/normalizer.safetensors  data.normalizer stats ("<key>.scale" / "<key>.offset")
+    <ckpt>/normalizer.safetensors  mimic.data.normalizer stats ("<key>.scale" / "<key>.offset")
     <ckpt>/config.yaml             {policy: PolicyConfig, train: TrainConfig or {}}
     <ckpt>/shape_meta.json         observation keys/shapes, action dim, control rate, arm, task
     <ckpt>/provenance.json         git commit, dataset path, steps, wall time, seed, ...
 
-An end-effector policy (policies.eef) adds `<ckpt>/eef.json`: `load_policy` on it returns the inner relative-space
-network, `load_deployable` the policy a deployment runs (absolute TCP chunks). `action_space(path)` tells them apart.
+    <ckpt>/processor.json          the action space's processor state (mimic.policies.processors)
+
+`load_policy` returns the network as trained (for an eef_relative policy, the one in relative space);
+`load_deployable` the policy a deployment runs, its processor applied.
 
 A directory is written next to its final name and renamed into place, so a reader (the policy node,
 `mimic eval`) never sees a half-written checkpoint.
@@ -26,11 +28,11 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from data.normalizer import Normalizer
-from policies.config import ConfigError, PolicyConfig, apply_overrides, policy_config_from_dict, to_dict
-from policies.policy import Policy, ShapeMeta
+from mimic.data.normalizer import Normalizer
+from mimic.policies.config import ConfigError, PolicyConfig, apply_overrides, policy_config_from_dict, to_dict
+from mimic.policies.policy import Policy, ShapeMeta
+from mimic.policies.processors import PROCESSOR_JSON, action_space_of_repr, deployable
 
-EEF_JSON = "eef.json"  # marks an end-effector checkpoint (written by policies.eef)
 FILES = ("model.safetensors", "normalizer.safetensors", "config.yaml", "shape_meta.json", "provenance.json")
 # Policy fields a run may choose without retraining, as `--set key=value` (the weights do not depend on them):
 # rows executed per prediction, chunk candidates, and the sampler's steps, solver and grid.
@@ -72,8 +74,10 @@ def save_checkpoint(
     policy: Policy,
     train_cfg: dict[str, Any] | None = None,
     provenance: dict[str, Any] | None = None,
+    processor: dict[str, Any] | None = None,
 ) -> Path:
-    """Write `policy` (its current weights) to directory `path`, replacing an existing one atomically."""
+    """Write `policy` (its current weights) to directory `path`, replacing an existing one atomically.
+    `processor`: the action space's state a deployment needs (mimic.policies.processors.Prepared.info)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -84,6 +88,8 @@ def save_checkpoint(
         yaml.safe_dump({"policy": to_dict(policy.cfg), "train": train_cfg or {}}, sort_keys=False)
     )
     (tmp / "shape_meta.json").write_text(json.dumps(policy.shape_meta.to_json(), indent=2))
+    proc = {"action_repr": policy.cfg.action_repr, **(processor or {})}
+    (tmp / PROCESSOR_JSON).write_text(json.dumps(proc, indent=2))
     prov = {"git_commit": git_commit(), "format": "mimic-policy-v1", **(provenance or {})}
     (tmp / "provenance.json").write_text(json.dumps(prov, indent=2, default=str))
     old = path.with_name(path.name + ".old")
@@ -142,8 +148,10 @@ def _with_overrides(path: Path, policy_cfg: PolicyConfig, overrides: Sequence[st
     for item in overrides:
         key = item.split("=", 1)[0].strip()
         if key not in INFERENCE_FIELDS:
-            raise CheckpointError(f"{path}: --set {key}: not a field a run may change without retraining "
-                                  f"(those are {', '.join(INFERENCE_FIELDS)})")
+            raise CheckpointError(
+                f"{path}: --set {key}: not a field a run may change without retraining "
+                f"(those are {', '.join(INFERENCE_FIELDS)})"
+            )
     try:
         d = apply_overrides({"policy": to_dict(policy_cfg)}, list(overrides))
         return policy_config_from_dict(d["policy"])
@@ -156,23 +164,34 @@ def load_provenance(path: str | Path) -> dict[str, Any]:
     return read_json(p) if p.is_file() else {}
 
 
-def action_space(path: str | Path) -> str:
-    """The checkpoint's kind: "eef" when it has eef.json (policies.eef), else "joint"; CheckpointError if no dir."""
+def load_processor(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's processor state ({"action_repr": ...}); CheckpointError if it is not a checkpoint."""
     p = Path(path)
     if not p.is_dir():
         raise CheckpointError(f"{p}: not a checkpoint directory")
-    return "eef" if (p / EEF_JSON).is_file() else "joint"
+    if (p / PROCESSOR_JSON).is_file():
+        return read_json(p / PROCESSOR_JSON)
+    try:  # written before processors were saved: the config names the action space
+        cfg = yaml.safe_load((p / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise CheckpointError(f"{p / 'config.yaml'}: unreadable ({type(e).__name__})") from None
+    return {"action_repr": (cfg.get("policy") or {}).get("action_repr", "joint")}
+
+
+def action_space(path: str | Path) -> str:
+    """The controller mode the checkpoint's policy needs, "eef" or "joint", without building it."""
+    return action_space_of_repr(str(load_processor(path).get("action_repr", "joint")))
 
 
 def load_deployable(path: str | Path, device: str = "cpu", overrides: Sequence[str] = ()) -> Any:
-    """The policy a deployment runs, whatever its kind: policies.eef.EefPolicy for an end-effector checkpoint
-    (its `action_space` is "eef"), else the joint-space Policy of `load_policy`, wrapped in
-    policies.tcp_position.TcpPositionPolicy when it predicts TCP positions (its chunks are joint rows too).
-    The one loading entry point of the policy node and evaluation tools; `overrides` as in `load_policy`."""
-    if action_space(path) == "eef":
-        from policies.eef import load_eef_policy  # policies.eef imports this module
-
-        return load_eef_policy(path, device=device, overrides=overrides)
-    from policies.tcp_position import deployable
-
-    return deployable(load_policy(path, device=device, overrides=overrides))
+    """The policy a deployment runs, whatever its action space: the network of `load_policy` behind its
+    processor (mimic.policies.processors.deployable). The one loading entry point of the policy node,
+    `mimic eval` and `mimic deploy`; `overrides` as in `load_policy`."""
+    policy = load_policy(path, device=device, overrides=overrides)
+    info = load_processor(path)
+    try:
+        return deployable(policy, {k: v for k, v in info.items() if k != "action_repr"})
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"{Path(path) / PROCESSOR_JSON}: unreadable ({type(e).__name__}: {e})"
+        ) from None

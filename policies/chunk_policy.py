@@ -33,7 +33,9 @@ class ChunkPolicy(Protocol):
     n_action_steps: int  # rows executed before the next predict
     control_hz: float  # one row per control period
 
-    def predict(self, obs_window: Mapping[str, np.ndarray], num_inference_steps: int | None = None) -> np.ndarray:
+    def predict(
+        self, obs_window: Mapping[str, np.ndarray], num_inference_steps: int | None = None
+    ) -> np.ndarray:
         """[horizon, action_dim] absolute action rows for the window; `num_inference_steps` None: its default."""
         ...
 
@@ -53,12 +55,16 @@ def check_chunk_policy(policy: Any, source: str) -> ChunkPolicy:
     missing or inconsistent, before a rollout or node fails on it halfway."""
     missing = [name for name in REQUIRED if not hasattr(policy, name)]
     if missing:
-        raise ValueError(f"{source}: not a chunk policy, it has no {', '.join(missing)} "
-                         f"(policies.chunk_policy.ChunkPolicy lists what it needs)")
+        raise ValueError(
+            f"{source}: not a chunk policy, it has no {', '.join(missing)} "
+            f"(mimic.policies.chunk_policy.ChunkPolicy lists what it needs)"
+        )
     n_obs, horizon, n_act = int(policy.n_obs_steps), int(policy.horizon), int(policy.n_action_steps)
     if n_obs < 1 or n_act < 1 or executed_rows(n_obs, n_act)[1] > horizon:
-        raise ValueError(f"{source}: n_obs_steps {n_obs} and n_action_steps {n_act} must be >= 1 and "
-                         f"n_obs_steps - 1 + n_action_steps <= horizon {horizon}")
+        raise ValueError(
+            f"{source}: n_obs_steps {n_obs} and n_action_steps {n_act} must be >= 1 and "
+            f"n_obs_steps - 1 + n_action_steps <= horizon {horizon}"
+        )
     if not float(policy.control_hz) > 0:
         raise ValueError(f"{source}: control_hz must be > 0, got {policy.control_hz}")
     action_space_of(policy, source)
@@ -75,7 +81,7 @@ def action_space_of(policy_or_factory: Any, source: str) -> str:
 
 def scripted_factory(spec: str) -> Callable[[], Any]:
     """`py:module:factory` -> the factory (a class or a function of no arguments); ValueError naming `spec`."""
-    module, _, attr = spec[len(SCRIPTED_PREFIX):].partition(":")
+    module, _, attr = spec[len(SCRIPTED_PREFIX) :].partition(":")
     if not (spec.startswith(SCRIPTED_PREFIX) and module and attr):
         raise ValueError(f"{spec}: a scripted policy is named py:module:factory")
     try:

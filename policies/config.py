@@ -17,7 +17,7 @@ import yaml
 
 GENERATORS = ("diffusion", "edm", "flow", "consistency")
 BACKBONES = ("unet", "transformer")
-ACTION_REPRS = ("joint", "tcp_position")  # policies.tcp_position
+ACTION_REPRS = ("joint", "tcp_position", "eef_relative")  # mimic.policies.processors
 TIME_SAMPLINGS = {"flow": ("uniform", "logit_normal", "lognormal"), "diffusion": ("uniform", "lognormal")}
 FLOW_SCHEDULES = ("uniform", "karras")
 ODE_SOLVERS = ("euler", "heun")  # gen.sampler (edm, flow) and gen.cd_solver (the consistency teacher's ODE)
@@ -96,14 +96,15 @@ class GeneratorConfig:
     # the network's practice instead of four of ten at sigma > 2.
     schedule: str = "uniform"  # uniform | karras
     # consistency distillation
-    teacher: str = ""  # checkpoint directory of an edm or flow policy (required for consistency; see cd_param)
+    teacher: str = (
+        ""  # checkpoint directory of an edm or flow policy (required for consistency; see cd_param)
+    )
     # The student's parameterisation, which is its teacher's: "edm", Karras preconditioning around the raw net
     # (an edm teacher); "flow", f(x, sigma) = x_t - t v(x_t, t) at t = sigma / (1 + sigma), x_t = x / (1 + sigma)
     # (a flow teacher: rectified flow's ODE is EDM's probability-flow ODE in those coordinates, so the same
     # distillation applies). Either way the student starts from its teacher's weights in the teacher's own
-    # parameterisation, where its 1-step map starts as the teacher's 1-step Euler sample. (An edm student of a flow
-    # teacher was measured once, with this check lifted: started from the flow weights it was far behind at CPU
-    # budgets, 12/100 at 1 step after 2000 steps; policies/results/README.md, session 27.)
+    # parameterisation, where its 1-step map starts as the teacher's 1-step Euler sample. (An edm student started
+    # from a flow teacher's weights stays far behind at CPU budgets, so a student takes its teacher's.)
     cd_param: str = "edm"  # edm | flow
     cd_bins: int = 18  # Karras discretisation N of the teacher's ODE
     cd_solver: str = "heun"  # teacher ODE step: euler | heun
@@ -120,20 +121,19 @@ class GeneratorConfig:
     cd_sigma_max_frac: float = 0.5
     # Weight, in the distillation error (and the DSM anchor's), of the chunk rows a rollout never executes (all
     # but rows n_obs_steps - 1 .. + n_action_steps; weights renormalised to mean 1). 1.0: every row alike. 0.0
-    # spends the 1-step map on the rows that move the arm: over a whole push_t distillation 80.0% against 76.8%
-    # at 1 step over 1000 seeds (paired p = 0.048; policies/results/README.md, session 31); 0.25 bought nothing
-    # measurable (session 30).
+    # spends the 1-step map on the rows that move the arm.
     cd_unexecuted_weight: float = 1.0
-    cd_dsm_weight: float = 0.0  # weight of the denoising (DSM) anchor ||f(x_sigma, sigma) - x0||^2 beside the CD loss
+    cd_dsm_weight: float = (
+        0.0  # weight of the denoising (DSM) anchor ||f(x_sigma, sigma) - x0||^2 beside the CD loss
+    )
     # > 0: the anchor's weight falls off above this sigma, as 1 / (1 + (sigma / cd_dsm_sigma)^2). At high noise
     # the denoising target E[x0 | x_sigma] is the mean of the data's modes, which is exactly what a 1-step
     # sample must not return where demonstrations go either way round (push_t); 0: the same weight at every sigma.
     cd_dsm_sigma: float = 0.0
     # > 0 (cd_target "ode"): the teacher's endpoints for cd_pool noises per train window, drawn as each batch draws
-    # them, are computed once before training (policies.distill_pool) and every step draws one of them per window
+    # them, are computed once before training (mimic.workflows.distill_pool) and every step draws one of them per window
     # instead of running the teacher: on CPU a step then costs the student's pass alone (push_t: 10.4 against 2.7
-    # steps/s on one core). Session 33 measured it on push_t: 4 per window, 5000 steps scored what 6000 online steps
-    # do at 1 step (168 and 169/200), and 20000 steps on it did no better (169/200).
+    # steps/s on one core), and the student scores what online distillation does at the same budget.
     # 0: the teacher runs on every batch. cd_pool_file: where the pool is kept (default
     # <run_dir>/teacher_targets.safetensors); runs with the same teacher, store and draw reuse one file.
     cd_pool: int = 0
@@ -142,7 +142,9 @@ class GeneratorConfig:
 
 @dataclass
 class PolicyConfig:
-    obs_keys: list[str] = field(default_factory=lambda: ["robot0_joint_pos", "robot0_gripper_width", "object_state"])
+    obs_keys: list[str] = field(
+        default_factory=lambda: ["robot0_joint_pos", "robot0_gripper_width", "object_state"]
+    )
     n_obs_steps: int = 2
     horizon: int = 16
     n_action_steps: int = 8
@@ -156,9 +158,13 @@ class PolicyConfig:
     # Each is fed as (cos, sin), so a block turning through pi is a small step for the network, not a jump
     # from +1 to -1 in the normalised input (39 of 200 push_t demonstrations cross it).
     angle_obs: list[str] = field(default_factory=list)
-    # What a chunk row holds: "joint" targets [q, gripper] (the dataset's action), or "tcp_position" [tcp xyz,
-    # gripper] by forward kinematics, turned back into joints by IK at inference (policies.tcp_position).
+    # What a chunk row holds (the action space's processor, mimic.policies.processors): "joint" targets
+    # [q, gripper] (the dataset's action); "tcp_position" [tcp xyz, gripper] by forward kinematics, turned back
+    # into joints by IK at inference; "eef_relative" TCP poses and observations relative to the newest TCP pose
+    # (handheld, UMI-style stores), decoded to absolute TCP poses for an end-effector controller.
     action_repr: str = "joint"
+    # eef_relative: the rotation encoding of relative poses (mimic.data.relative.ROTATIONS).
+    eef_rotation: str = "rot6d"
     # Inference only (a checkpoint's value can be overridden at deploy/eval): sample this many chunks per call
     # and keep the one whose rows best continue the previous chunk's unexecuted rows (the backward coherence
     # of Bidirectional Decoding, Liu et al. 2024). Where the data hold two ways of doing the same thing (push_t's
@@ -176,7 +182,9 @@ class PolicyConfig:
         for item in self.angle_obs:
             key, _, dim = item.rpartition(":")
             if key not in self.obs_keys or not dim.isdigit():
-                raise ConfigError(f"policy.angle_obs: {item!r} is not 'key:dim' with key one of obs_keys {self.obs_keys}")
+                raise ConfigError(
+                    f"policy.angle_obs: {item!r} is not 'key:dim' with key one of obs_keys {self.obs_keys}"
+                )
             dims.setdefault(key, []).append(int(dim))
         return dims
 
@@ -186,37 +194,59 @@ class PolicyConfig:
         if self.backbone not in BACKBONES:
             raise ConfigError(f"policy.backbone: {self.backbone!r} is not one of {BACKBONES}")
         if not 1 <= self.n_obs_steps <= self.horizon:
-            raise ConfigError(f"policy: need 1 <= n_obs_steps ({self.n_obs_steps}) <= horizon ({self.horizon})")
+            raise ConfigError(
+                f"policy: need 1 <= n_obs_steps ({self.n_obs_steps}) <= horizon ({self.horizon})"
+            )
         if not 1 <= self.n_action_steps <= self.horizon - self.n_obs_steps + 1:
-            raise ConfigError(f"policy.n_action_steps: {self.n_action_steps} must be in 1.."
-                              f"{self.horizon - self.n_obs_steps + 1} (horizon - n_obs_steps + 1)")
+            raise ConfigError(
+                f"policy.n_action_steps: {self.n_action_steps} must be in 1.."
+                f"{self.horizon - self.n_obs_steps + 1} (horizon - n_obs_steps + 1)"
+            )
         if self.backbone == "unet" and self.horizon % (2 ** (len(self.unet.down_dims) - 1)):
-            raise ConfigError(f"policy.horizon: {self.horizon} must be divisible by "
-                              f"{2 ** (len(self.unet.down_dims) - 1)} for a UNet with {len(self.unet.down_dims)} levels")
+            raise ConfigError(
+                f"policy.horizon: {self.horizon} must be divisible by "
+                f"{2 ** (len(self.unet.down_dims) - 1)} for a UNet with {len(self.unet.down_dims)} levels"
+            )
         if self.generator == "consistency" and not self.gen.teacher:
-            raise ConfigError("policy.gen.teacher: a consistency policy needs the checkpoint of an edm or flow teacher")
+            raise ConfigError(
+                "policy.gen.teacher: a consistency policy needs the checkpoint of an edm or flow teacher"
+            )
         if self.generator == "consistency" and self.gen.cd_param not in CD_PARAMS:
             raise ConfigError(f"policy.gen.cd_param: {self.gen.cd_param!r} is not one of {CD_PARAMS}")
         if self.gen.time_sampling not in TIME_SAMPLINGS.get(self.generator, (self.gen.time_sampling,)):
-            raise ConfigError(f"policy.gen.time_sampling: {self.gen.time_sampling!r} is not one of "
-                              f"{TIME_SAMPLINGS[self.generator]} for generator {self.generator}")
+            raise ConfigError(
+                f"policy.gen.time_sampling: {self.gen.time_sampling!r} is not one of "
+                f"{TIME_SAMPLINGS[self.generator]} for generator {self.generator}"
+            )
         for name in ("sampler", "cd_solver"):  # anything else used to run as Euler without a word
             if getattr(self.gen, name) not in ODE_SOLVERS:
-                raise ConfigError(f"policy.gen.{name}: {getattr(self.gen, name)!r} is not one of {ODE_SOLVERS}")
+                raise ConfigError(
+                    f"policy.gen.{name}: {getattr(self.gen, name)!r} is not one of {ODE_SOLVERS}"
+                )
         if self.generator == "flow" and self.gen.schedule not in FLOW_SCHEDULES:
             raise ConfigError(f"policy.gen.schedule: {self.gen.schedule!r} is not one of {FLOW_SCHEDULES}")
         if self.generator == "diffusion" and self.gen.timestep_spacing not in TIMESTEP_SPACINGS:
-            raise ConfigError(f"policy.gen.timestep_spacing: {self.gen.timestep_spacing!r} is not one of "
-                              f"{TIMESTEP_SPACINGS}")
+            raise ConfigError(
+                f"policy.gen.timestep_spacing: {self.gen.timestep_spacing!r} is not one of "
+                f"{TIMESTEP_SPACINGS}"
+            )
         if self.generator == "diffusion" and self.gen.prediction_type not in PREDICTION_TYPES:
-            raise ConfigError(f"policy.gen.prediction_type: {self.gen.prediction_type!r} is not one of {PREDICTION_TYPES}")
+            raise ConfigError(
+                f"policy.gen.prediction_type: {self.gen.prediction_type!r} is not one of {PREDICTION_TYPES}"
+            )
         if not 0.0 <= self.gen.cd_sigma_max_frac <= 1.0:
             raise ConfigError(f"policy.gen.cd_sigma_max_frac: {self.gen.cd_sigma_max_frac} is not in [0, 1]")
         if not 0.0 <= self.gen.cd_unexecuted_weight <= 1.0:
-            raise ConfigError(f"policy.gen.cd_unexecuted_weight: {self.gen.cd_unexecuted_weight} is not in [0, 1]")
-        if self.gen.cd_pool < 0 or (self.gen.cd_pool and (self.generator, self.gen.cd_target) != ("consistency", "ode")):
-            raise ConfigError(f"policy.gen.cd_pool: {self.gen.cd_pool} must be 0, or > 0 for a consistency policy with "
-                              "cd_target ode (precomputed teacher endpoints)")
+            raise ConfigError(
+                f"policy.gen.cd_unexecuted_weight: {self.gen.cd_unexecuted_weight} is not in [0, 1]"
+            )
+        if self.gen.cd_pool < 0 or (
+            self.gen.cd_pool and (self.generator, self.gen.cd_target) != ("consistency", "ode")
+        ):
+            raise ConfigError(
+                f"policy.gen.cd_pool: {self.gen.cd_pool} must be 0, or > 0 for a consistency policy with "
+                "cd_target ode (precomputed teacher endpoints)"
+            )
         if not self.obs_keys:
             raise ConfigError("policy.obs_keys: at least one observation key is required")
         self.angle_dims()
@@ -227,13 +257,16 @@ class PolicyConfig:
         if self.action_repr != "joint" and self.action_relative_to:
             raise ConfigError("policy.action_relative_to: only for action_repr 'joint' (joint deltas)")
         if self.action_relative_to and self.action_relative_to not in self.obs_keys:
-            raise ConfigError(f"policy.action_relative_to: {self.action_relative_to!r} is not one of obs_keys "
-                              f"{self.obs_keys}")
+            raise ConfigError(
+                f"policy.action_relative_to: {self.action_relative_to!r} is not one of obs_keys "
+                f"{self.obs_keys}"
+            )
 
 
 @dataclass
 class RecordConfig:
-    """Record the dataset from the twin's scripted expert when `dataset` does not exist yet (episodes > 0)."""
+    """`mimic record CFG`: the dataset from a twin's scripted expert (arm "handheld": scripted handheld demos
+    with an object tracker stream, for eef_relative policies)."""
 
     arm: str = "franka"
     task: str = "pick_place"
@@ -241,17 +274,19 @@ class RecordConfig:
     seed: int = 0
     cameras: list[str] = field(default_factory=list)
     image_size: list[int] = field(default_factory=lambda: [96, 96])
-    hold_steps: int = 0  # expert steps recorded after success (sim.record), as the teleop operator does
-    action_noise: float = 0.0  # rad: DART noise on the executed joint targets, clean targets recorded (sim.record)
-    regrasp_fraction: float = 0.0  # pick_place: share of episodes showing a missed grasp and the regrasp (sim.record)
+    hold_steps: int = (
+        0  # expert steps recorded after success (mimic.workflows.record_expert), as the teleop operator does
+    )
+    action_noise: float = 0.0  # rad: DART noise on the executed joint targets, clean targets recorded (mimic.workflows.record_expert)
+    regrasp_fraction: float = 0.0  # pick_place: share of episodes showing a missed grasp and the regrasp (mimic.workflows.record_expert)
 
 
 @dataclass
 class DaggerConfig:
-    """Build `dataset` (when missing) as `demos` plus expert branches from the states `policy` reaches
-    (policies.dagger): one DAgger round. The next round names this round's dataset and checkpoint."""
+    """`mimic dagger CFG`: build `dataset` as `demos` plus expert branches from the states `policy` reaches
+    (mimic.workflows.dagger): one DAgger round. The next round names this round's dataset and checkpoint."""
 
-    policy: str = ""  # checkpoint of the policy to roll out ("" : no DAgger; record or read `dataset`)
+    policy: str = ""  # checkpoint of the policy to roll out ("": this config's dataset is recorded or given)
     demos: str = ""  # the store `policy` was trained on; the branches are merged onto it
     rollouts: int = 80
     seed: int = 50_000  # rollout seeds seed, seed+1, ...: neither demo (0+) nor evaluation (100000+) scenes
@@ -307,8 +342,10 @@ class TrainConfig:
         if not self.dataset:
             raise ConfigError("dataset: path of the training store is required")
         if self.dagger.policy and (not self.dagger.demos or self.record.episodes > 0):
-            raise ConfigError("dagger: needs dagger.demos (the store dagger.policy was trained on) and no "
-                              "record.episodes (the dataset is built from those, not recorded)")
+            raise ConfigError(
+                "dagger: needs dagger.demos (the store dagger.policy was trained on) and no "
+                "record.episodes (the dataset is built from those, not recorded)"
+            )
         for name in ("steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")

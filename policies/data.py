@@ -1,4 +1,4 @@
-"""Training batches gathered in RAM from a Mimic store, with data.torch_dataset.WindowDataset's windows.
+"""Training batches gathered in RAM from a Mimic store, with mimic.data.torch_dataset.WindowDataset's windows.
 
 WindowDataset owns the episode split, the diffusion_policy edge padding (its SequenceSampler indices)
 and the normaliser fit; this module only turns those window indices into row indices once and gathers
@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data.normalizer import Normalizer
-from data.torch_dataset import WindowDataset
+from mimic.data.normalizer import Normalizer
+from mimic.data.torch_dataset import WindowDataset
 
 
 class WindowBatches:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from policies.config import ImageEncoderConfig
+from mimic.policies.config import ImageEncoderConfig
 
 
 def _gn(channels: int) -> nn.GroupNorm:
@@ -27,8 +27,11 @@ class BasicBlock(nn.Module):
         self.norm1 = _gn(c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
         self.norm2 = _gn(c_out)
-        self.short = (nn.Identity() if stride == 1 and c_in == c_out else
-                      nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), _gn(c_out)))
+        self.short = (
+            nn.Identity()
+            if stride == 1 and c_in == c_out
+            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), _gn(c_out))
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.relu(self.norm1(self.conv1(x)))
@@ -61,7 +64,12 @@ class ImageEncoder(nn.Module):
         h, w = image_hw
         self.crop_hw = (max(8, int(round(h * cfg.crop_ratio))), max(8, int(round(w * cfg.crop_ratio))))
         c = cfg.width
-        layers: list[nn.Module] = [nn.Conv2d(3, c, 7, 2, 3, bias=False), _gn(c), nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
+        layers: list[nn.Module] = [
+            nn.Conv2d(3, c, 7, 2, 3, bias=False),
+            _gn(c),
+            nn.ReLU(),
+            nn.MaxPool2d(3, 2, 1),
+        ]
         c_in = c
         for i, c_out in enumerate((c, 2 * c, 4 * c, 8 * c)):
             layers += [BasicBlock(c_in, c_out, 1 if i == 0 else 2), BasicBlock(c_out, c_out, 1)]
@@ -85,7 +93,7 @@ class ImageEncoder(nn.Module):
             return x
         if not random:
             top, left = (big_h - h) // 2, (big_w - w) // 2
-            return x[..., top:top + h, left:left + w]
+            return x[..., top : top + h, left : left + w]
         n = x.shape[0]
         tops = torch.randint(0, big_h - h + 1, (n,), device=x.device)
         lefts = torch.randint(0, big_w - w + 1, (n,), device=x.device)
@@ -103,8 +111,12 @@ class ImageEncoder(nn.Module):
 class ObsEncoder(nn.Module):
     """{key: [B, T, ...]} (low-dim already normalised, images [B, T, 3, H, W] in 0..1) -> [B, T, F]."""
 
-    def __init__(self, lowdim_dims: dict[str, int], image_shapes: dict[str, tuple[int, int]],
-                 image_cfg: ImageEncoderConfig) -> None:
+    def __init__(
+        self,
+        lowdim_dims: dict[str, int],
+        image_shapes: dict[str, tuple[int, int]],
+        image_cfg: ImageEncoderConfig,
+    ) -> None:
         super().__init__()
         self.lowdim_keys = sorted(lowdim_dims)
         self.image_keys = sorted(image_shapes)

@@ -16,13 +16,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from data.normalizer import Normalizer
-from policies.backbones import make_backbone
-from policies.backbones.widen import widen_unet_state
-from policies.chunk_policy import executed_rows
-from policies.config import CD_PARAMS, PolicyConfig
-from policies.encoders import ObsEncoder
-from policies.generators import ConsistencyGenerator, make_generator
+from mimic.data.normalizer import Normalizer
+from mimic.policies.backbones import make_backbone
+from mimic.policies.backbones.widen import widen_unet_state
+from mimic.policies.chunk_policy import executed_rows
+from mimic.policies.config import CD_PARAMS, PolicyConfig
+from mimic.policies.encoders import ObsEncoder
+from mimic.policies.generators import ConsistencyGenerator, make_generator
 
 
 @dataclass
@@ -59,7 +59,9 @@ class Policy(nn.Module):
         self.action_dim = int(shape_meta.action_dim)
         self.control_hz = float(shape_meta.control_hz)
         self.image_keys = tuple(k for k in self.obs_keys if k in shape_meta.image_keys)
-        lowdim = {k: int(np.prod(shape_meta.obs_shapes[k])) for k in self.obs_keys if k not in self.image_keys}
+        lowdim = {
+            k: int(np.prod(shape_meta.obs_shapes[k])) for k in self.obs_keys if k not in self.image_keys
+        }
         self.angle_dims = cfg.angle_dims()  # validate() checked the format
         for key, dims in self.angle_dims.items():
             if key in self.image_keys or max(dims) >= lowdim[key]:
@@ -69,13 +71,19 @@ class Policy(nn.Module):
         self.encoder = ObsEncoder(lowdim, images, cfg.image)
         self.backbone = make_backbone(cfg, self.action_dim, self.encoder.feature_dim)
         self.generator = make_generator(cfg.generator, cfg.gen)
-        if isinstance(self.generator, ConsistencyGenerator):  # rows cd_unexecuted_weight leaves at full weight
+        if isinstance(
+            self.generator, ConsistencyGenerator
+        ):  # rows cd_unexecuted_weight leaves at full weight
             self.generator.executed_rows = self.executed_rows
         self.relative_key = cfg.action_relative_to
-        self.relative_dims = int(np.prod(shape_meta.obs_shapes[self.relative_key])) if self.relative_key else 0
+        self.relative_dims = (
+            int(np.prod(shape_meta.obs_shapes[self.relative_key])) if self.relative_key else 0
+        )
         if self.relative_dims > self.action_dim:
-            raise ValueError(f"policy.action_relative_to: {self.relative_key!r} has {self.relative_dims} dims > "
-                             f"action_dim {self.action_dim}")
+            raise ValueError(
+                f"policy.action_relative_to: {self.relative_key!r} has {self.relative_dims} dims > "
+                f"action_dim {self.action_dim}"
+            )
         self._teacher: list[Policy] = []  # consistency only; a list so it is not a registered submodule
         self._rng: torch.Generator | None = None
         self.chunk_candidates = cfg.chunk_candidates
@@ -90,8 +98,10 @@ class Policy(nn.Module):
             raise ValueError("set_teacher: only a consistency policy distils from a teacher")
         want = self.cfg.gen.cd_param
         if want not in CD_PARAMS or teacher.cfg.generator != want:
-            raise ValueError(f"consistency teacher must be an {want!r} policy for gen.cd_param {want!r}, "
-                             f"got {teacher.cfg.generator!r}")
+            raise ValueError(
+                f"consistency teacher must be an {want!r} policy for gen.cd_param {want!r}, "
+                f"got {teacher.cfg.generator!r}"
+            )
         if init_student:
             self.load_weights_from(teacher)
         teacher.eval().requires_grad_(False)
@@ -104,9 +114,13 @@ class Policy(nn.Module):
         mine, theirs = self.cfg.unet.down_dims, other.cfg.unet.down_dims
         if self.cfg.backbone == other.cfg.backbone == "unet" and list(mine) != list(theirs):
             if self.cfg.unet.n_groups != other.cfg.unet.n_groups:
-                raise ValueError(f"policy.unet.n_groups {self.cfg.unet.n_groups} differs from {other.cfg.unet.n_groups}: "
-                                 "a widened UNet keeps its groups")
-            state = widen_unet_state(other.backbone.state_dict(), theirs, self.backbone, mine, self.cfg.unet.n_groups)
+                raise ValueError(
+                    f"policy.unet.n_groups {self.cfg.unet.n_groups} differs from {other.cfg.unet.n_groups}: "
+                    "a widened UNet keeps its groups"
+                )
+            state = widen_unet_state(
+                other.backbone.state_dict(), theirs, self.backbone, mine, self.cfg.unet.n_groups
+            )
             self.backbone.load_state_dict(state)
         else:
             self.backbone.load_state_dict(other.backbone.state_dict())
@@ -125,7 +139,9 @@ class Policy(nn.Module):
         return torch.cat([ref, pad], 1)[:, None]
 
     def normalize_obs(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        out = {k: obs[k] if k in self.image_keys else self.normalizer.normalize(k, obs[k]) for k in self.obs_keys}
+        out = {
+            k: obs[k] if k in self.image_keys else self.normalizer.normalize(k, obs[k]) for k in self.obs_keys
+        }
         for k, dims in self.angle_dims.items():
             angle = obs[k][..., dims].to(out[k].dtype)
             x = out[k].clone()
@@ -142,7 +158,7 @@ class Policy(nn.Module):
         """Training loss for a batch {"obs": {key: [B, T, ...]}, "action": [B, H, A]} (images [B,T,3,H,W] 0..1).
 
         A consistency batch may carry "teacher_targets", (x_sigma, sigma, the teacher's endpoint) drawn from the
-        precomputed pool of gen.cd_pool (policies.distill_pool); the teacher then does not run."""
+        precomputed pool of gen.cd_pool (mimic.workflows.distill_pool); the teacher then does not run."""
         nobs = self.encoder.augment(self.normalize_obs(batch["obs"]), train=True)
         cond = self.encoder(nobs)
         if "teacher_targets" in batch:
@@ -154,19 +170,25 @@ class Policy(nn.Module):
             teacher = self._teacher[0]
             with torch.no_grad():
                 teacher_cond = teacher.encoder(nobs)
-            return self.generator.distill_loss(self.backbone, x0, cond, teacher.generator, teacher.backbone,
-                                               teacher_cond)
+            return self.generator.distill_loss(
+                self.backbone, x0, cond, teacher.generator, teacher.backbone, teacher_cond
+            )
         return self.generator.loss(self.backbone, x0, cond)
 
     @torch.no_grad()
-    def sample_actions(self, obs: dict[str, torch.Tensor], num_inference_steps: int | None = None,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample_actions(
+        self,
+        obs: dict[str, torch.Tensor],
+        num_inference_steps: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """Batched obs tensors (dataset units; images [B,T,3,H,W] 0..1) -> absolute actions [B, H, A]."""
         nobs = self.encoder.augment(self.normalize_obs(obs), train=False)
         cond = self.encoder(nobs)
         b = cond.shape[0]
-        x = self.generator.sample(self.backbone, cond, (b, self.horizon, self.action_dim), num_inference_steps,
-                                  generator)
+        x = self.generator.sample(
+            self.backbone, cond, (b, self.horizon, self.action_dim), num_inference_steps, generator
+        )
         actions = self.normalizer.unnormalize("action", x)
         ref = self.action_reference(obs)
         return actions if ref is None else actions + ref
@@ -182,8 +204,10 @@ class Policy(nn.Module):
             x = np.asarray(obs_window[k])
             want = (self.n_obs_steps, *self.shape_meta.obs_shapes[k])
             if x.shape != want:
-                raise ValueError(f"policy.predict: {k!r} has shape {x.shape}, expected {want} "
-                                 f"(n_obs_steps={self.n_obs_steps})")
+                raise ValueError(
+                    f"policy.predict: {k!r} has shape {x.shape}, expected {want} "
+                    f"(n_obs_steps={self.n_obs_steps})"
+                )
             if k in self.image_keys:
                 t = torch.from_numpy(np.ascontiguousarray(x)).to(dev).permute(0, 3, 1, 2).float().div_(255.0)
             else:
@@ -191,7 +215,9 @@ class Policy(nn.Module):
             out[k] = t[None]
         return out
 
-    def predict(self, obs_window: dict[str, np.ndarray], num_inference_steps: int | None = None) -> np.ndarray:
+    def predict(
+        self, obs_window: dict[str, np.ndarray], num_inference_steps: int | None = None
+    ) -> np.ndarray:
         """Raw observation window -> [horizon, action_dim] absolute actions (numpy, float64).
 
         Deployed policies are already in eval mode; the mode is switched (and back) only when they are not,
@@ -207,8 +233,9 @@ class Policy(nn.Module):
             n = self.chunk_candidates
             if n == 1:
                 return self.sample_actions(obs, num_inference_steps, self._rng)[0].double().cpu().numpy()
-            acts = self.sample_actions({k: v.expand(n, *v.shape[1:]) for k, v in obs.items()}, num_inference_steps,
-                                       self._rng)
+            acts = self.sample_actions(
+                {k: v.expand(n, *v.shape[1:]) for k, v in obs.items()}, num_inference_steps, self._rng
+            )
             chunk = acts[self._most_coherent(acts)]
         return chunk.double().cpu().numpy()
 
@@ -225,7 +252,7 @@ class Policy(nn.Module):
         best = 0
         if self._last_chunk is not None and overlap > 0:
             prev = self._last_chunk[hi:]
-            best = int(((normed[:, lo:lo + overlap] - prev) ** 2).sum((1, 2)).argmin())
+            best = int(((normed[:, lo : lo + overlap] - prev) ** 2).sum((1, 2)).argmin())
         self._last_chunk = normed[best].clone()
         return best
 

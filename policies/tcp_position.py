@@ -10,7 +10,7 @@ chunk rows are [tcp x, y, z (m, arm base frame), gripper width]; the deploy cont
 - Training (`policy.action_repr: tcp_position`): the dataset's joint-target `action` rows are mapped
   through forward kinematics of the arm named in the store's attrs, so any store trains this way,
   teleoperated ones included (no extra key to record).
-- Inference: each chunk row is solved by damped least-squares IK (robots.ik, within the joint limits),
+- Inference: each chunk row is solved by damped least-squares IK (mimic.robots.ik, within the joint limits),
   the first from the newest measured joints, each next from the one before so the chunk stays on one
   branch. The orientation is held with the tool pointing down at the yaw of the arm's home pose (the
   pusher's orientation in push_t, a top-down grasp's elsewhere): this action space is for position-only
@@ -23,14 +23,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robots.ik import IKSolver, tool_down
+from mimic.robots.ik import IKSolver, tool_down
 
 JOINT_KEY = "robot0_joint_pos"
 TCP_ACTION_DIM = 4  # tcp x, y, z, gripper width
 
 
 def down_at_home_yaw(ik: IKSolver) -> np.ndarray:
-    """3x3 rotation: the tool's z axis pointing down, its x axis at the home pose's yaw (sim.expert's push_t pusher)."""
+    """3x3 rotation: the tool's z axis pointing down, its x axis at the home pose's yaw (mimic.sim.expert's push_t pusher)."""
     r = ik.fk(np.asarray(ik.spec.home, float))[:3, :3]
     return tool_down(float(np.arctan2(r[1, 0], r[0, 0])))
 
@@ -40,8 +40,10 @@ def tcp_actions(actions: np.ndarray, ik: IKSolver) -> np.ndarray:
     a = np.asarray(actions, float)
     flat = a.reshape(-1, a.shape[-1])
     if flat.shape[1] != ik.dof + 1:
-        raise ValueError(f"tcp_position: action rows have {flat.shape[1]} values, the {ik.spec.name} needs "
-                         f"{ik.dof + 1} (q + gripper)")
+        raise ValueError(
+            f"tcp_position: action rows have {flat.shape[1]} values, the {ik.spec.name} needs "
+            f"{ik.dof + 1} (q + gripper)"
+        )
     out = np.empty((len(flat), TCP_ACTION_DIM))
     for i, row in enumerate(flat):
         out[i, :3] = ik.fk(row[:-1])[:3, 3]
@@ -50,9 +52,11 @@ def tcp_actions(actions: np.ndarray, ik: IKSolver) -> np.ndarray:
 
 
 def convert_batches(arm: str, batches: list) -> int:
-    """Replace the joint-target action rows of policies.data.WindowBatches in place by TCP rows -> action dim."""
+    """Replace the joint-target action rows of mimic.policies.data.WindowBatches in place by TCP rows -> action dim."""
     if not arm:
-        raise ValueError("policy.action_repr tcp_position: the dataset's attrs name no robot, so no kinematics")
+        raise ValueError(
+            "policy.action_repr tcp_position: the dataset's attrs name no robot, so no kinematics"
+        )
     ik = IKSolver.for_arm(arm)
     converted: dict[tuple[str, str], np.ndarray] = {}  # the splits of one store hold the same whole array
     for b in batches:
@@ -74,12 +78,14 @@ class TcpIKCounters:
 class TcpPositionPolicy:
     """A `Policy` trained with action_repr tcp_position, behind the joint-space deploy contract."""
 
-    action_space = "joint"  # what the controller receives (policies.checkpoint.action_space's sense)
+    action_space = "joint"  # what the controller receives (mimic.policies.checkpoint.action_space's sense)
 
     def __init__(self, policy, max_pos_err_m: float = 0.005) -> None:
         meta = policy.shape_meta
         if not meta.arm:
-            raise ValueError("tcp_position policy: its shape_meta names no arm, so there is no kinematics to solve")
+            raise ValueError(
+                "tcp_position policy: its shape_meta names no arm, so there is no kinematics to solve"
+            )
         self.policy = policy
         self.ik = IKSolver.for_arm(meta.arm)
         self.rot = down_at_home_yaw(self.ik)
@@ -87,7 +93,15 @@ class TcpPositionPolicy:
         self.counters = TcpIKCounters()
         # The IK seed comes from the measured joints, so they join the window even when the network ignores them.
         self.obs_keys = tuple(policy.obs_keys) + (() if JOINT_KEY in policy.obs_keys else (JOINT_KEY,))
-        for name in ("n_obs_steps", "horizon", "n_action_steps", "control_hz", "shape_meta", "image_keys", "cfg"):
+        for name in (
+            "n_obs_steps",
+            "horizon",
+            "n_action_steps",
+            "control_hz",
+            "shape_meta",
+            "image_keys",
+            "cfg",
+        ):
             setattr(self, name, getattr(policy, name))
         self.action_dim = self.ik.dof + 1
 
@@ -110,7 +124,9 @@ class TcpPositionPolicy:
             out[i, :-1], out[i, -1] = q, row[3]
         return out
 
-    def predict(self, obs_window: dict[str, np.ndarray], num_inference_steps: int | None = None) -> np.ndarray:
+    def predict(
+        self, obs_window: dict[str, np.ndarray], num_inference_steps: int | None = None
+    ) -> np.ndarray:
         rows = self.policy.predict({k: obs_window[k] for k in self.policy.obs_keys}, num_inference_steps)
         if JOINT_KEY not in obs_window:
             raise KeyError(f"tcp_position policy: observation key {JOINT_KEY!r} missing (the IK seed)")
@@ -121,8 +137,3 @@ class TcpPositionPolicy:
 
     def seed(self, seed: int | None) -> None:
         self.policy.seed(seed)
-
-
-def deployable(policy):
-    """`policy` as a deployment runs it: wrapped in TcpPositionPolicy when it predicts TCP positions."""
-    return TcpPositionPolicy(policy) if getattr(policy.cfg, "action_repr", "joint") == "tcp_position" else policy

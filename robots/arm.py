@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from robots.spec import ArmSpec
+from mimic.robots.spec import ArmSpec
 
 
 class ArmError(RuntimeError):
@@ -103,7 +103,11 @@ class Arm(ABC):
     @property
     def observation_features(self) -> dict[str, tuple[int, ...]]:
         """What `state()` reports, known before connecting (LeRobot style), for datasets and policies."""
-        return {"robot0_joint_pos": (self.spec.dof,), "robot0_joint_vel": (self.spec.dof,), "robot0_gripper_width": (1,)}
+        return {
+            "robot0_joint_pos": (self.spec.dof,),
+            "robot0_joint_vel": (self.spec.dof,),
+            "robot0_gripper_width": (1,),
+        }
 
     @property
     def action_features(self) -> dict[str, tuple[int, ...]]:
@@ -142,7 +146,9 @@ class Arm(ABC):
 
 
 THREAD_STOP_TIMEOUT_S = 5.0  # a backend loop's longest wait inside its SDK before disconnect gives up on it
-_ORPHANED_SDK_OBJECTS: list[object] = []  # FaultLatch._orphan: never destroyed under a thread still using them
+_ORPHANED_SDK_OBJECTS: list[
+    object
+] = []  # FaultLatch._orphan: never destroyed under a thread still using them
 
 
 class FaultLatch:
@@ -178,7 +184,8 @@ class FaultLatch:
         """Run the backend's loops (stream, watchdog, gripper) as daemon threads named after the arm."""
         self._stop.clear()
         self._threads = [
-            threading.Thread(target=loop, name=f"{self.name}-{loop.__name__.strip('_')}", daemon=True) for loop in loops
+            threading.Thread(target=loop, name=f"{self.name}-{loop.__name__.strip('_')}", daemon=True)
+            for loop in loops
         ]
         for th in self._threads:
             th.start()
@@ -198,8 +205,12 @@ class FaultLatch:
         stuck = [th.name for th in self._threads if th.is_alive()]
         self._threads = []
         if stuck:
-            warnings.warn(f"{self.name}: {', '.join(stuck)} still inside the SDK {timeout_s:.0f} s after stop; "
-                          "its connection is left open rather than closed under it", RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f"{self.name}: {', '.join(stuck)} still inside the SDK {timeout_s:.0f} s after stop; "
+                "its connection is left open rather than closed under it",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         return not stuck
 
     def _orphan(self, *sdk_objects: object) -> None:

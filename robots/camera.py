@@ -7,7 +7,7 @@
     frame = cam.frame_at(t)       # the buffered frame captured nearest to time t (aligning with joints)
 
 Timestamps are on the system clock (the ROS clock). `t_arrival` is when OpenCV handed the frame over;
-`t = t_arrival - latency_s` is the capture time, with `latency_s` from `calibration.latency`
+`t = t_arrival - latency_s` is the capture time, with `latency_s` from `mimic.calibration.latency`
 (camera_latency with a time code in view). A video file plays at its own frame rate (a camera that
 happens to be a file); `loop` restarts it.
 
@@ -48,7 +48,9 @@ class CameraConfig:
     name: str = "camera0"
     width: int | None = None  # requested from a device (ignored for files and streams)
     height: int | None = None
-    fps: float | None = None  # device: requested rate; file: playback rate (default: the file's); all: nominal rate
+    fps: float | None = (
+        None  # device: requested rate; file: playback rate (default: the file's); all: nominal rate
+    )
     latency_s: float = 0.0  # calibrated capture-to-arrival latency
     loop: bool = False  # files: start over at the end
     rgb: bool = True  # BGR (OpenCV) -> RGB (datasets, policies)
@@ -69,7 +71,13 @@ class Frame:
 def source_kind(source: str | int) -> str:
     if isinstance(source, int) or (isinstance(source, str) and source.isdigit()):
         return "device"
-    if isinstance(source, str) and source.split("://", 1)[0].lower() in ("http", "https", "rtsp", "tcp", "udp"):
+    if isinstance(source, str) and source.split("://", 1)[0].lower() in (
+        "http",
+        "https",
+        "rtsp",
+        "tcp",
+        "udp",
+    ):
         return "stream"
     return "file"
 
@@ -113,9 +121,15 @@ class Camera:
             raise CameraError(f"{self._label()}: no such video file")
         if self.kind == "stream":
             # bounded waits inside FFmpeg, so a stalled stream cannot block the capture thread for ever
-            timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(cfg.open_timeout_s * 1e3),
-                        cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(cfg.stall_timeout_s * 1e3)]
-            with _ENV_LOCK:  # FFmpeg reads its options from the environment at open: set them for this open only
+            timeouts = [
+                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+                int(cfg.open_timeout_s * 1e3),
+                cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                int(cfg.stall_timeout_s * 1e3),
+            ]
+            with (
+                _ENV_LOCK
+            ):  # FFmpeg reads its options from the environment at open: set them for this open only
                 before = os.environ.get(_FFMPEG_ENV)
                 os.environ[_FFMPEG_ENV] = before or _LOW_LATENCY_FFMPEG
                 try:
@@ -167,8 +181,10 @@ class Camera:
         if self._thread is not None:
             self._thread.join(timeout=self.config.stall_timeout_s + 1.0)
             if self._thread.is_alive():
-                log.warning("%s: capture thread still blocked in OpenCV; it exits when the read times out",
-                            self._label())
+                log.warning(
+                    "%s: capture thread still blocked in OpenCV; it exits when the read times out",
+                    self._label(),
+                )
         elif self._cap is not None:
             with contextlib.suppress(Exception):
                 self._cap.release()
@@ -253,7 +269,9 @@ class Camera:
         if self._period is None:
             if len(self._first_arrivals) < 60:
                 return
-            self._period = (self._first_arrivals[-1] - self._first_arrivals[0]) / (len(self._first_arrivals) - 1)
+            self._period = (self._first_arrivals[-1] - self._first_arrivals[0]) / (
+                len(self._first_arrivals) - 1
+            )
             if self._period <= 0:
                 self._period = None
                 return

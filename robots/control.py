@@ -10,7 +10,7 @@ Safety rule (the one documented rule, shared by both controllers, applied to eve
    (`clipped_position` counts outputs where a clip happened).
 3. The step from the previous output is clipped per joint to `velocity_scale * dq_max * dt`, where
    `dt` is the time since the previous output, at most one control period (`clipped_velocity`).
-   `velocity_scale` (default 0.5) leaves margin for jitter: the backend's `robots.arm.CommandGuard`
+   `velocity_scale` (default 0.5) leaves margin for jitter: the backend's `mimic.robots.arm.CommandGuard`
    measures the spacing of commands as they arrive, which can be shorter than the controller's tick.
 4. With a workspace box, an output whose flange position leaves the box is not sent: the previous
    output is held instead (`workspace`).
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from robots.spec import ArmSpec
+from mimic.robots.spec import ArmSpec
 
 log = logging.getLogger(__name__)
 

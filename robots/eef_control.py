@@ -1,8 +1,8 @@
 """End-effector chunk mode: timed TCP-pose chunks -> joint targets within limits, through IK, in plain Python.
 
 A handheld-trained policy predicts TCP poses, not joint angles. This controller solves each chunk point
-by damped least-squares IK (robots.ik), seeded from the previous point so consecutive solutions stay on
-one branch, and hands the joint-space chunk to robots.control.ChunkController, whose timing (lead,
+by damped least-squares IK (mimic.robots.ik), seeded from the previous point so consecutive solutions stay on
+one branch, and hands the joint-space chunk to mimic.robots.control.ChunkController, whose timing (lead,
 blend, stale chunks) and Limiter (the one safety rule: finite input, joint-limit clip, velocity clip,
 workspace hold) then apply unchanged to every output.
 
@@ -13,7 +13,7 @@ and `counters.unreachable_points` / `unreachable_chunks` count what was refused;
 point is unreachable is refused whole and the arm keeps following what it had (then holds).
 
 Chunk rows are [tcp position (3, m), axis-angle (3, rad), gripper width (m)] in the arm's base frame
-(the twins' world frame), the layout of handheld stores' `action` and of policies.eef's predictions.
+(the twins' world frame), the layout of handheld stores' `action` and of mimic.policies.eef's predictions.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import mujoco
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from robots.control import ChunkController, SafetyCounters, WorkspaceBox
-from robots.ik import IKResult, IKSolver
+from mimic.robots.control import ChunkController, SafetyCounters, WorkspaceBox
+from mimic.robots.ik import IKResult, IKSolver
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def _well_formed(p: np.ndarray) -> bool:
 
 
 def tcp_pose_row(t: np.ndarray) -> np.ndarray:
-    """4x4 TCP pose -> [pos (3), axis-angle (3)], converted as sim.env's `robot0_eef_*` observations are
+    """4x4 TCP pose -> [pos (3), axis-angle (3)], converted as mimic.sim.env's `robot0_eef_*` observations are
     (mju_mat2Quat, mju_quat2Vel), so poses from forward kinematics match the twins' and the stores' keys."""
     quat, aa = np.zeros(4), np.zeros(3)
     mujoco.mju_mat2Quat(quat, np.ascontiguousarray(t[:3, :3], dtype=float).reshape(-1))

@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from robots.arm import Arm, ArmError, ArmState, CommandGuard, FaultLatch
-from robots.specs import get_spec
+from mimic.robots.arm import Arm, ArmError, ArmState, CommandGuard, FaultLatch
+from mimic.robots.factory import register
+from mimic.robots.specs import get_spec
 
 
 @dataclass
@@ -215,3 +216,6 @@ class FrankaArm(FaultLatch, Arm):
                     f"silent); stopped commanding"
                 )
                 return
+
+
+register("franka", FrankaArm)  # `franka:<host>` URIs (mimic.robots.factory)

@@ -1,10 +1,11 @@
 """Damped least-squares IK on MuJoCo site Jacobians, within the spec's joint limits, for any spec'd arm.
 
-Why MuJoCo Jacobians rather than the DH table: the TCP site lives in the twin's MJCF (gripper, fingertip
-offset), which is the frame handheld demonstrations are recorded in (`robot0_eef_*`). The twin's MJCF is
-generated from the same spec as the hardware backends, so a solution here is a solution on the hardware.
+Why MuJoCo Jacobians rather than the DH table: the TCP site lives in the arm's MJCF (gripper, fingertip
+offset; mimic.robots.arm_mjcf), which is the frame handheld demonstrations are recorded in (`robot0_eef_*`).
+That MJCF is generated from the same spec as the hardware backends and is the tree the twin's scene is built
+on, so a solution here is a solution on the twin and on the hardware, and solving one loads no simulator.
 
-Method (the one sim.expert.Expert.ik uses, lifted here with a residual report so callers can refuse):
+Method (the one mimic.sim.expert.Expert.ik uses, lifted here with a residual report so callers can refuse):
     e = [p* - p, log(R* R^T)]                (world frame, m and rad)
     dq = J^T (J J^T + lambda^2 I)^-1 e       (damped least squares; lambda keeps singularities finite)
     dq += (I - J^+ J) k (q_home - q)         (null space pulls redundant arms towards home)
@@ -19,7 +20,9 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
-from robots.spec import ArmSpec
+from mimic.robots.arm_mjcf import build_arm_model
+from mimic.robots.spec import ArmSpec
+from mimic.robots.specs import get_spec
 
 
 def tool_down(yaw: float) -> np.ndarray:
@@ -89,12 +92,10 @@ class IKSolver:
 
     @classmethod
     def for_arm(cls, arm: str | ArmSpec, config: IKConfig | None = None) -> IKSolver:
-        """Solver on the arm's twin MJCF (the bare arm with its gripper; objects do not affect kinematics)."""
-        from robots.specs import get_spec
-        from sim.mjcf import build_model
-
+        """Solver on the arm's MJCF (the bare arm with its gripper: a scene's table and objects do not change
+        its kinematics)."""
         spec = get_spec(arm) if isinstance(arm, str) else arm
-        return cls(build_model(spec), spec, config=config)
+        return cls(build_arm_model(spec), spec, config=config)
 
     @property
     def dof(self) -> int:

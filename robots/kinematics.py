@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from robots.spec import ArmSpec, DHRow
+from mimic.robots.spec import ArmSpec, DHRow
 
 
 def rot_x(a: float) -> np.ndarray:

@@ -10,15 +10,22 @@ import math
 
 import numpy as np
 
-from robots.spec import ArmSpec, DHRow
+from mimic.robots.spec import ArmSpec, DHRow
 
 _PI = math.pi
 
 
 def _franka() -> ArmSpec:
     # Craig (modified) DH as Franka publishes it: each row is (a_{i-1}, d_i, alpha_{i-1}).
-    rows = [(0.0, 0.333, 0.0), (0.0, 0.0, -_PI / 2), (0.0, 0.316, _PI / 2), (0.0825, 0.0, _PI / 2),
-            (-0.0825, 0.384, -_PI / 2), (0.0, 0.0, _PI / 2), (0.088, 0.0, _PI / 2)]
+    rows = [
+        (0.0, 0.333, 0.0),
+        (0.0, 0.0, -_PI / 2),
+        (0.0, 0.316, _PI / 2),
+        (0.0825, 0.0, _PI / 2),
+        (-0.0825, 0.384, -_PI / 2),
+        (0.0, 0.0, _PI / 2),
+        (0.088, 0.0, _PI / 2),
+    ]
     return ArmSpec(
         name="franka",
         joint_names=tuple(f"panda_joint{i}" for i in range(1, 8)),
@@ -39,13 +46,25 @@ def _franka() -> ArmSpec:
 
 def _ur5e() -> ArmSpec:
     # Standard DH, rows (a_i, d_i, alpha_i).
-    rows = [(0.0, 0.1625, _PI / 2), (-0.425, 0.0, 0.0), (-0.3922, 0.0, 0.0), (0.0, 0.1333, _PI / 2),
-            (0.0, 0.0997, -_PI / 2), (0.0, 0.0996, 0.0)]
+    rows = [
+        (0.0, 0.1625, _PI / 2),
+        (-0.425, 0.0, 0.0),
+        (-0.3922, 0.0, 0.0),
+        (0.0, 0.1333, _PI / 2),
+        (0.0, 0.0997, -_PI / 2),
+        (0.0, 0.0996, 0.0),
+    ]
     lim = np.array([2 * _PI, 2 * _PI, _PI, 2 * _PI, 2 * _PI, 2 * _PI])
     return ArmSpec(
         name="ur5e",
-        joint_names=("shoulder_pan_joint", "shoulder_lift_joint", "elbow_joint", "wrist_1_joint", "wrist_2_joint",
-                     "wrist_3_joint"),
+        joint_names=(
+            "shoulder_pan_joint",
+            "shoulder_lift_joint",
+            "elbow_joint",
+            "wrist_1_joint",
+            "wrist_2_joint",
+            "wrist_3_joint",
+        ),
         dh=tuple(DHRow(a=a, d=d, alpha=al) for a, d, al in rows),
         dh_convention="standard",
         q_min=-lim,
@@ -63,8 +82,15 @@ def _ur5e() -> ArmSpec:
 
 def _xarm7() -> ArmSpec:
     # Standard DH from the UFactory xArm7 kinematic parameters, rows (a_i, d_i, alpha_i).
-    rows = [(0.0, 0.267, -_PI / 2), (0.0, 0.0, _PI / 2), (0.0525, 0.293, _PI / 2), (0.0775, 0.0, _PI / 2),
-            (0.0, 0.3425, _PI / 2), (0.076, 0.0, -_PI / 2), (0.0, 0.097, 0.0)]
+    rows = [
+        (0.0, 0.267, -_PI / 2),
+        (0.0, 0.0, _PI / 2),
+        (0.0525, 0.293, _PI / 2),
+        (0.0775, 0.0, _PI / 2),
+        (0.0, 0.3425, _PI / 2),
+        (0.076, 0.0, -_PI / 2),
+        (0.0, 0.097, 0.0),
+    ]
     return ArmSpec(
         name="xarm7",
         joint_names=tuple(f"joint{i}" for i in range(1, 8)),

@@ -34,8 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from robots.arm import Arm, ArmError, ArmState, CommandGuard, FaultLatch
-from robots.specs import get_spec
+from mimic.robots.arm import Arm, ArmError, ArmState, CommandGuard, FaultLatch
+from mimic.robots.factory import register
+from mimic.robots.specs import get_spec
 
 _STATE_VARIABLES = ["timestamp", "actual_q", "actual_qd", "runtime_state", "robot_status_bits"]
 
@@ -171,7 +172,9 @@ class URArm(FaultLatch, Arm):
         stopped = self._stop_threads()
         gripper, ctrl, recv = self._gripper, self._ctrl, self._recv
         self._gripper, self._ctrl, self._recv = None, None, None
-        if not stopped:  # a loop is still inside ur_rtde (it reconnects from within servoJ): do not close under it
+        if (
+            not stopped
+        ):  # a loop is still inside ur_rtde (it reconnects from within servoJ): do not close under it
             self._orphan(gripper, ctrl, recv)
             return
         if gripper is not None:
@@ -329,3 +332,6 @@ class URArm(FaultLatch, Arm):
                     f"controller silent); stopped commanding"
                 )
                 return
+
+
+register("ur", URArm)  # `ur:<host>` URIs (mimic.robots.factory)

@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from robots.arm import Arm, ArmError, ArmState, CommandGuard, FaultLatch
-from robots.specs import get_spec
+from mimic.robots.arm import Arm, ArmError, ArmState, CommandGuard, FaultLatch
+from mimic.robots.factory import register
+from mimic.robots.specs import get_spec
 
 
 @dataclass
@@ -271,3 +272,6 @@ class XArm(FaultLatch, Arm):
                     f"{self.name}: no report for {age * 1e3:.0f} ms (connection lost or controller "
                     f"silent); stopped commanding"
                 )
+
+
+register("xarm", XArm)  # `xarm:<host>` URIs (mimic.robots.factory)

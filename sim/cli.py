@@ -19,16 +19,18 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from robots.specs import ARM_NAMES  # noqa: E402
-from sim.env import TASKS, make_env  # noqa: E402
-from sim.expert import make_expert, run_expert_episode  # noqa: E402
-from sim.show import write_expert_episode  # noqa: E402
+from mimic.robots.specs import ARM_NAMES  # noqa: E402
+from mimic.sim.env import TASKS, make_env  # noqa: E402
+from mimic.sim.expert import make_expert, run_expert_episode  # noqa: E402
+from mimic.sim.show import write_expert_episode  # noqa: E402
 
 
 def _show(arm: str, task: str, out: Path, seed: int, size: tuple[int, int]) -> int:
     env = make_env(task, arm, seed=seed, cameras=())
     try:
-        ok, n = write_expert_episode(env, make_expert(env), seed, size, out, progress=f"{arm}/{task} seed {seed}")
+        ok, n = write_expert_episode(
+            env, make_expert(env), seed, size, out, progress=f"{arm}/{task} seed {seed}"
+        )
     finally:
         env.close()
     print(f"{out}: {n} frames, success={ok}")
@@ -63,13 +65,16 @@ def _paths(arm: str, seed: int, expert_seeds: int, out: Path) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sim.tasks import push_t
+    from mimic.sim.tasks import push_t
 
     env = make_env("push_t", arm, cameras=())
     expert = make_expert(env)
     fig, ax = plt.subplots(figsize=(6, 6))
     obs = env.reset(seed=seed)
-    for pose, color, label in ((obs["object_state"][:3], "k", "T at start"), (obs["object_state"][3:], "g", "goal")):
+    for pose, color, label in (
+        (obs["object_state"][:3], "k", "T at start"),
+        (obs["object_state"][3:], "g", "goal"),
+    ):
         ring = push_t.outline_world(pose)
         ax.plot(ring[:, 1], ring[:, 0], color=color, lw=2, label=label)
     for k in tqdm(range(expert_seeds), desc=f"{arm}/push_t seed {seed}", unit="demo"):
@@ -82,9 +87,16 @@ def _paths(arm: str, seed: int, expert_seeds: int, out: Path) -> int:
                 break
         xy = np.array(path)
         ways = "".join({0: ".", 1: "L", -1: "R"}[w] for w in expert.route_sides)
-        ax.plot(xy[:, 1], xy[:, 0], alpha=0.7, label=f"expert seed {k}: {ways} {'success' if info['success'] else 'failed'}")
-        print(f"expert seed {k}: ways round {ways} (. straight, L counter-clockwise, R clockwise), "
-              f"{len(path)} steps, success={info['success']}")
+        ax.plot(
+            xy[:, 1],
+            xy[:, 0],
+            alpha=0.7,
+            label=f"expert seed {k}: {ways} {'success' if info['success'] else 'failed'}",
+        )
+        print(
+            f"expert seed {k}: ways round {ways} (. straight, L counter-clockwise, R clockwise), "
+            f"{len(path)} steps, success={info['success']}"
+        )
     ax.set(xlabel="y (m)", ylabel="x (m)", title=f"push_t on {arm}, env seed {seed}: TCP paths (top view)")
     ax.invert_xaxis()
     ax.set_aspect("equal")
@@ -106,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("--out", type=Path, default=Path("sim_show.mp4"), help=".mp4 video or .png strip")
     show.add_argument("--seed", type=int, default=0)
     show.add_argument("--size", type=int, nargs=2, default=(240, 320), metavar=("H", "W"))
-    paths = sub.add_parser("paths", help="push_t: TCP paths of several expert seeds from one start pose (PNG)")
+    paths = sub.add_parser(
+        "paths", help="push_t: TCP paths of several expert seeds from one start pose (PNG)"
+    )
     paths.add_argument("arm", choices=ARM_NAMES)
     paths.add_argument("--seed", type=int, default=4, help="env seed: the start pose")
     paths.add_argument("--expert-seeds", type=int, default=5)

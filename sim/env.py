@@ -32,10 +32,10 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
-from robots.specs import get_spec  # noqa: E402
-from sim.latency import LatencyConfig  # noqa: E402
-from sim.mjcf import build_model  # noqa: E402
-from sim.tasks import push_t  # noqa: E402
+from mimic.robots.specs import get_spec  # noqa: E402
+from mimic.sim.latency import LatencyConfig  # noqa: E402
+from mimic.sim.mjcf import build_model  # noqa: E402
+from mimic.sim.tasks import push_t  # noqa: E402
 
 TASKS = ("reach", "pick_place", "push_t", "track")
 CUBE_HALF = 0.02  # m
@@ -66,8 +66,13 @@ _OBJECTS = {
 }
 # The T slides on the table with mu = 0.5 (an explicit pair: MuJoCo would otherwise take the larger of the two
 # geoms' frictions, the table's 1.0) while the rubber pads keep their grip on it (1.5, no slip in the pushes).
-_CONTACTS = {"push_t": "".join(f'<pair geom1="{g}" geom2="table" friction="0.5 0.5 0.005 0.0001 0.0001"/>'
-                               for g in ("tee_bar", "tee_stem")) + '<exclude body1="tee" body2="world"/>'}
+_CONTACTS = {
+    "push_t": "".join(
+        f'<pair geom1="{g}" geom2="table" friction="0.5 0.5 0.005 0.0001 0.0001"/>'
+        for g in ("tee_bar", "tee_stem")
+    )
+    + '<exclude body1="tee" body2="world"/>'
+}
 _MAX_STEPS = {"reach": 60, "pick_place": 160, "push_t": 300, "track": 80}
 # Task-specific scene-camera placement (position, look-at point), m. push_t looks down from the far side
 # of the table, close enough that the T fills a 96x96 view and the arm (behind it) hides little; other tasks keep the
@@ -90,7 +95,9 @@ class Randomization:
     light direction, table colour) default to off so existing seeds reproduce the same episodes.
     """
 
-    object_pose: float = 1.0  # fraction of each task's spawn ranges used (0: every episode at the nominal pose)
+    object_pose: float = (
+        1.0  # fraction of each task's spawn ranges used (0: every episode at the nominal pose)
+    )
     colors: bool = True  # object colour (cube, T block)
     light: float = 0.2  # +/- relative diffuse intensity
     camera_pos_m: float = 0.01  # +/- position jitter of every camera (scene and wrist mount)
@@ -99,16 +106,33 @@ class Randomization:
     table_color: float = 0.0  # +/- change of the table's RGB
 
     def __post_init__(self) -> None:
-        for name in ("object_pose", "light", "camera_pos_m", "camera_rot_rad", "light_dir_rad", "table_color"):
+        for name in (
+            "object_pose",
+            "light",
+            "camera_pos_m",
+            "camera_rot_rad",
+            "light_dir_rad",
+            "table_color",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"Randomization.{name} must be >= 0, got {getattr(self, name)}")
         if self.object_pose > 1:
-            raise ValueError(f"Randomization.object_pose is a fraction of the spawn range (0..1), got {self.object_pose}")
+            raise ValueError(
+                f"Randomization.object_pose is a fraction of the spawn range (0..1), got {self.object_pose}"
+            )
 
 
 class TwinEnv:
-    def __init__(self, task: str, arm: str, seed: int | None = None, cameras: tuple[str, ...] = ("scene", "wrist"),
-                 image_size: tuple[int, int] = (96, 96), latency: LatencyConfig | None = None, randomization: Randomization | None = None):
+    def __init__(
+        self,
+        task: str,
+        arm: str,
+        seed: int | None = None,
+        cameras: tuple[str, ...] = ("scene", "wrist"),
+        image_size: tuple[int, int] = (96, 96),
+        latency: LatencyConfig | None = None,
+        randomization: Randomization | None = None,
+    ):
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
         for c in cameras:
@@ -134,15 +158,18 @@ class TwinEnv:
         self._table_rgba0 = self.model.geom_rgba[self._table].copy()
         dof = self.spec.dof
         self.arm_qpos = np.arange(dof)
-        self.finger_qpos = np.array([self.model.joint("finger_left").qposadr[0],
-                                     self.model.joint("finger_right").qposadr[0]])
+        self.finger_qpos = np.array(
+            [self.model.joint("finger_left").qposadr[0], self.model.joint("finger_right").qposadr[0]]
+        )
         self.tcp_site = self.model.site("tcp").id
         self.goal_site = self.model.site("goal").id
         self.t = 0
         self._near_since: float | None = None
         self._track_center, self._track_phase = np.array([0.5, 0.0, 0.2]), 0.0
         # Per-substep (qpos, qvel, time) for delayed observations; kept only when latency is injected.
-        self._history: deque[tuple[np.ndarray, np.ndarray, float]] = deque(maxlen=int(1.0 / self.model.opt.timestep))
+        self._history: deque[tuple[np.ndarray, np.ndarray, float]] = deque(
+            maxlen=int(1.0 / self.model.opt.timestep)
+        )
         # Commands waiting for their injected delay: (sub-step index when due, arm ctrl, finger ctrl).
         self._pending: deque[tuple[int, np.ndarray, float]] = deque()
         self._substep = 0
@@ -172,7 +199,9 @@ class TwinEnv:
                 d = self._light_dir0[i] + np.r_[r.uniform(-1, 1, 2) * np.tan(k.light_dir_rad), 0.0]
                 m.light_dir[i] = d / np.linalg.norm(d)
         if k.table_color > 0:
-            m.geom_rgba[self._table, :3] = np.clip(self._table_rgba0[:3] + r.uniform(-1, 1, 3) * k.table_color, 0, 1)
+            m.geom_rgba[self._table, :3] = np.clip(
+                self._table_rgba0[:3] + r.uniform(-1, 1, 3) * k.table_color, 0, 1
+            )
 
     def _spawn(self, low: np.ndarray, high: np.ndarray) -> np.ndarray:
         """Uniform in [low, high] shrunk about its centre by Randomization.object_pose."""
@@ -192,7 +221,7 @@ class TwinEnv:
         d.qpos[self.arm_qpos] = spec.home
         d.ctrl[: spec.dof] = spec.home
         d.qpos[self.finger_qpos] = width / 2
-        d.ctrl[spec.dof:] = width / 2
+        d.ctrl[spec.dof :] = width / 2
         self._randomize()
         if self.task == "reach":
             self.model.site_pos[self.goal_site] = self._spawn([0.35, -0.2, 0.1], [0.55, 0.2, 0.35])
@@ -205,7 +234,7 @@ class TwinEnv:
             goal = np.r_[self._spawn([0.4, 0.08], [0.55, 0.2]), 0.001]
             adr = self.model.joint("cube").qposadr[0]
             yaw = float(self._spawn([-np.pi / 4], [np.pi / 4])[0])
-            d.qpos[adr:adr + 7] = [*cube, np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)]
+            d.qpos[adr : adr + 7] = [*cube, np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)]
             self.model.site_pos[self.goal_site] = goal
         else:
             self._reset_push_t()
@@ -225,8 +254,10 @@ class TwinEnv:
         the model, which reset() edits), and have no latency model (its draws are not copied). DAgger uses this
         to branch an expert off a replayed rollout without replaying the whole prefix for every branch."""
         if (other.task, other.spec.name) != (self.task, self.spec.name) or self.latency or other.latency:
-            raise ValueError(f"copy_state_from: {other.task}/{other.spec.name} -> {self.task}/{self.spec.name} "
-                             "(needs the same task and arm, and no latency model)")
+            raise ValueError(
+                f"copy_state_from: {other.task}/{other.spec.name} -> {self.task}/{self.spec.name} "
+                "(needs the same task and arm, and no latency model)"
+            )
         mujoco.mj_copyData(self.data, self.model, other.data)
         self.t, self._substep, self._near_since = other.t, other._substep, other._near_since
         self._pending = deque(other._pending)
@@ -235,7 +266,11 @@ class TwinEnv:
     def _reset_push_t(self) -> None:
         """Goal T drawn at PUSH_T_GOAL, block anywhere in reach at any yaw but not already (nearly) at the goal."""
         m, goal = self.model, PUSH_T_GOAL
-        for name, center in (("goal", np.zeros(2)), ("goal_bar", push_t.BAR_CENTER), ("goal_stem", push_t.STEM_CENTER)):
+        for name, center in (
+            ("goal", np.zeros(2)),
+            ("goal_bar", push_t.BAR_CENTER),
+            ("goal_stem", push_t.STEM_CENTER),
+        ):
             sid = m.site(name).id
             m.site_pos[sid, :2] = push_t.to_world(goal, center[None])[0]
             m.site_quat[sid] = [np.cos(goal[2] / 2), 0, 0, np.sin(goal[2] / 2)]
@@ -244,13 +279,21 @@ class TwinEnv:
             if push_t.coverage(pose, goal) < 0.5 or self.randomization.object_pose == 0:
                 break
         adr = m.joint("tee").qposadr[0]
-        self.data.qpos[adr:adr + 7] = [pose[0], pose[1], 0.0, np.cos(pose[2] / 2), 0, 0, np.sin(pose[2] / 2)]
+        self.data.qpos[adr : adr + 7] = [
+            pose[0],
+            pose[1],
+            0.0,
+            np.cos(pose[2] / 2),
+            0,
+            0,
+            np.sin(pose[2] / 2),
+        ]
 
     def tee_pose(self, data: mujoco.MjData | None = None) -> np.ndarray:
         """push_t: the block's (x, y, yaw) in the table plane (m, rad)."""
         d = self.data if data is None else data
         adr = self.model.joint("tee").qposadr[0]
-        w, x, y, z = d.qpos[adr + 3:adr + 7]
+        w, x, y, z = d.qpos[adr + 3 : adr + 7]
         yaw = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
         return np.array([d.qpos[adr], d.qpos[adr + 1], float(push_t.wrap(yaw))])
 
@@ -273,7 +316,7 @@ class TwinEnv:
         if self.task == "reach":
             return goal
         adr = self.model.joint("cube").qposadr[0]
-        return np.concatenate([d.qpos[adr:adr + 7], goal])
+        return np.concatenate([d.qpos[adr : adr + 7], goal])
 
     def coverage(self) -> float:
         """push_t: fraction of the goal T covered by the block (Diffusion Policy's score)."""
@@ -294,9 +337,12 @@ class TwinEnv:
         goal = self.model.site_pos[self.goal_site]
         if self.task == "reach":
             return bool(np.linalg.norm(tcp - goal) < 0.02)
-        cube = self.data.qpos[self.model.joint("cube").qposadr[0]:][:3]
-        return bool(np.linalg.norm(cube[:2] - goal[:2]) < 0.03 and cube[2] < CUBE_HALF + 0.005
-                    and self.gripper_width() > 0.045)
+        cube = self.data.qpos[self.model.joint("cube").qposadr[0] :][:3]
+        return bool(
+            np.linalg.norm(cube[:2] - goal[:2]) < 0.03
+            and cube[2] < CUBE_HALF + 0.005
+            and self.gripper_width() > 0.045
+        )
 
     def gripper_width(self) -> float:
         return float(self.data.qpos[self.finger_qpos].sum())
@@ -340,19 +386,26 @@ class TwinEnv:
         spec = self.spec
         a = np.asarray(action, dtype=float).reshape(-1)
         if a.shape[0] != spec.dof + 1:
-            raise ValueError(f"{spec.name}: action has {a.shape[0]} values, expected {spec.dof + 1} (q + gripper)")
+            raise ValueError(
+                f"{spec.name}: action has {a.shape[0]} values, expected {spec.dof + 1} (q + gripper)"
+            )
         lat = self.latency
         delay = int(round(lat.draw(lat.command_s) / self.model.opt.timestep)) if lat else 0
         # Commands queue in order and take effect `delay` sub-steps after they were sent, which may be in a
         # later control period (a 150 ms command latency at 10 Hz), never dropped.
         due = max(self._substep + delay, self._pending[-1][0] if self._pending else 0)
-        self._pending.append((due, np.clip(a[: spec.dof], spec.q_min, spec.q_max),
-                              float(np.clip(a[-1], spec.gripper_min, spec.gripper_max)) / 2))
+        self._pending.append(
+            (
+                due,
+                np.clip(a[: spec.dof], spec.q_min, spec.q_max),
+                float(np.clip(a[-1], spec.gripper_min, spec.gripper_max)) / 2,
+            )
+        )
         for _ in range(self.n_substeps):
             while self._pending and self._pending[0][0] <= self._substep:
                 _, q, finger = self._pending.popleft()
                 self.data.ctrl[: spec.dof] = q
-                self.data.ctrl[spec.dof:] = finger
+                self.data.ctrl[spec.dof :] = finger
             mujoco.mj_step(self.model, self.data)
             self._substep += 1
             if lat is not None:
@@ -368,7 +421,9 @@ class TwinEnv:
             info, reward = {"success": ok}, float(ok)
         return self._obs(), reward, ok, self.t >= self.max_steps, info
 
-    def render(self, camera: str, size: tuple[int, int] = (96, 96), data: mujoco.MjData | None = None) -> np.ndarray:
+    def render(
+        self, camera: str, size: tuple[int, int] = (96, 96), data: mujoco.MjData | None = None
+    ) -> np.ndarray:
         """uint8 HxWx3 image from `camera` ("scene" or "wrist"), offscreen (EGL), of `data` (default: now)."""
         h, w = size
         key = (h, w)
@@ -376,7 +431,9 @@ class TwinEnv:
             self._renderers[key] = mujoco.Renderer(self.model, height=h, width=w)
         rend = self._renderers[key]
         if self.task == "track":  # the goal marker where the goal was at the rendered state's moment
-            self.model.site_pos[self.goal_site] = self.track_goal((self.data if data is None else data).time)[0]
+            self.model.site_pos[self.goal_site] = self.track_goal((self.data if data is None else data).time)[
+                0
+            ]
         rend.update_scene(self.data if data is None else data, camera=camera)
         return rend.render().copy()
 
@@ -399,10 +456,22 @@ def _aim_camera(model: mujoco.MjModel, name: str, pos: tuple[float, ...], target
     model.cam_pos[cam], model.cam_quat[cam] = pos, quat
 
 
-def make_env(task: str, arm: str, seed: int | None = None, cameras: tuple[str, ...] = ("scene", "wrist"),
-             image_size: tuple[int, int] = (96, 96), latency: LatencyConfig | None = None,
-             randomization: Randomization | None = None) -> TwinEnv:
-    """A task on an arm's twin: `task` in TASKS, `arm` a robots.specs name, cameras "scene"/"wrist" at (H, W)."""
-    return TwinEnv(task, arm, seed=seed, cameras=cameras, image_size=image_size, latency=latency,
-                   randomization=randomization)
-
+def make_env(
+    task: str,
+    arm: str,
+    seed: int | None = None,
+    cameras: tuple[str, ...] = ("scene", "wrist"),
+    image_size: tuple[int, int] = (96, 96),
+    latency: LatencyConfig | None = None,
+    randomization: Randomization | None = None,
+) -> TwinEnv:
+    """A task on an arm's twin: `task` in TASKS, `arm` a mimic.robots.specs name, cameras "scene"/"wrist" at (H, W)."""
+    return TwinEnv(
+        task,
+        arm,
+        seed=seed,
+        cameras=cameras,
+        image_size=image_size,
+        latency=latency,
+        randomization=randomization,
+    )

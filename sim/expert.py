@@ -4,7 +4,7 @@ The expert plans on a scratch MjData (never the env's), moves the TCP at a bound
 stays local, keeps the fingers vertical with their closing axis on a cube face, and returns absolute
 joint targets, the same action space as a teleoperator.
 
-push_t: fingers closed and vertical, the TCP at a fixed height above the table; sim.tasks.push_t's planner
+push_t: fingers closed and vertical, the TCP at a fixed height above the table; mimic.sim.tasks.push_t's planner
 picks each short push (contact point, direction, length) by predicting the block's motion, routes the
 pusher around the block (either way round when both are about as long, so demonstrations are multimodal
 as in Diffusion Policy's Push-T), and replans after every push from the block pose it observes.
@@ -32,16 +32,22 @@ import dataclasses
 import mujoco
 import numpy as np
 
-from robots.ik import tool_down
-from sim.env import CUBE_HALF, PUSH_T_TCP_Z, TRACK_RADIUS_M, TwinEnv
-from sim.tasks.push_t import PushConfig, PushPlanner
+from mimic.robots.ik import tool_down
+from mimic.sim.env import CUBE_HALF, PUSH_T_TCP_Z, TRACK_RADIUS_M, TwinEnv
+from mimic.sim.tasks.push_t import PushConfig, PushPlanner
 
 MISS_WIDTH_M = 0.015  # pick_place: fingers closed below this width hold no cube (it is 4 cm wide)
 
 
 class Expert:
-    def __init__(self, env: TwinEnv, speed_m_s: float = 0.3, damping: float = 0.05, push: PushConfig | None = None,
-                 track_lookahead_s: float = 0.13):
+    def __init__(
+        self,
+        env: TwinEnv,
+        speed_m_s: float = 0.3,
+        damping: float = 0.05,
+        push: PushConfig | None = None,
+        track_lookahead_s: float = 0.13,
+    ):
         self.env, self.speed, self.damping = env, speed_m_s, damping
         self.track_lookahead_s = track_lookahead_s
         self.push_cfg = push or PushConfig()
@@ -55,7 +61,7 @@ class Expert:
 
         `miss_m` != 0 (pick_place) makes the first grasp land that far (signed) beside the cube along the
         fingers' non-closing axis, so it closes on air: the expert then sees the empty gripper once lifted and goes
-        back for the cube, the recovery that demonstrations otherwise never show (sim.record regrasp)."""
+        back for the cube, the recovery that demonstrations otherwise never show (mimic.workflows.record_expert regrasp)."""
         self.seed = seed
         self.phase, self.wait, self.q_cmd, self.p_cmd = 0, 0, None, None
         self.miss_m, self.grasp_attempts = float(miss_m), 1
@@ -64,8 +70,13 @@ class Expert:
         self.steps = 0
         self._waypoints: list[tuple[np.ndarray, float]] = []  # push_t: (TCP target, speed m/s) still to visit
         self._planner: PushPlanner | None = None
-        self._settle_steps, self._settle_tol = 0, 0.0  # push_t: control steps left to wait for the arm, tolerance m
-        self.route_sides: list[int] = []  # push_t: per planned push, 0 straight / +1 ccw / -1 cw round the block
+        self._settle_steps, self._settle_tol = (
+            0,
+            0.0,
+        )  # push_t: control steps left to wait for the arm, tolerance m
+        self.route_sides: list[
+            int
+        ] = []  # push_t: per planned push, 0 straight / +1 ccw / -1 cw round the block
 
     # --- IK -----------------------------------------------------------------------------------------
     def ik(self, q0: np.ndarray, p: np.ndarray, r: np.ndarray, iters: int = 30) -> np.ndarray:
@@ -116,9 +127,14 @@ class Expert:
             cube = cube + self.miss_m * rot[:, 0]
         hover, carry = 0.12, 0.15
         plan = [
-            (cube + [0, 0, hover], gmax, 0), (cube + [0, 0, 0.004], gmax, 2), (None, 0.0, 6),
-            (cube + [0, 0, carry], 0.0, 0), (goal + [0, 0, carry], 0.0, 0),
-            (goal + [0, 0, CUBE_HALF + 0.01], 0.0, 1), (None, gmax, 4), (goal + [0, 0, carry], gmax, 0),
+            (cube + [0, 0, hover], gmax, 0),
+            (cube + [0, 0, 0.004], gmax, 2),
+            (None, 0.0, 6),
+            (cube + [0, 0, carry], 0.0, 0),
+            (goal + [0, 0, carry], 0.0, 0),
+            (goal + [0, 0, CUBE_HALF + 0.01], 0.0, 1),
+            (None, gmax, 4),
+            (goal + [0, 0, carry], gmax, 0),
         ]
         i = min(self.phase, len(plan) - 1)
         p, g, dwell = plan[i]
@@ -144,7 +160,11 @@ class Expert:
         s = np.asarray(obs["object_state"], float)
         pose, goal = s[:3], s[3:6]
         if self._planner is None:  # seeded by reset(seed) or by the episode's start pose
-            seed = self.seed if self.seed is not None else int.from_bytes(np.round(s, 6).tobytes()[:8], "little") % (2**63)
+            seed = (
+                self.seed
+                if self.seed is not None
+                else int.from_bytes(np.round(s, 6).tobytes()[:8], "little") % (2**63)
+            )
             cfg = dataclasses.replace(self.push_cfg, pusher_yaw_rad=self._home_yaw)
             self._planner = PushPlanner(cfg, np.random.default_rng(seed))
         # Let the arm catch up (bounded wait) before a push starts, and before replanning after one, so the
@@ -166,7 +186,11 @@ class Expert:
                 travel, push = self.push_cfg.travel_speed_m_s, self.push_cfg.push_speed_m_s
                 if self.p_cmd[2] > PUSH_T_TCP_Z + 0.005:  # still above the table: fly over to the first push
                     pre, end = pts[-2], pts[-1]
-                    self._waypoints = [(np.r_[pre[:2], PUSH_T_TCP_Z + 0.06], travel), (pre, travel / 2), (end, push)]
+                    self._waypoints = [
+                        (np.r_[pre[:2], PUSH_T_TCP_Z + 0.06], travel),
+                        (pre, travel / 2),
+                        (end, push),
+                    ]
                     self.route_sides.append(0)
                 else:
                     self._waypoints = list(zip(pts, plan.speeds, strict=True))
@@ -205,7 +229,11 @@ class Expert:
         self.p_cmd = p_goal.copy() if dist <= step else self.p_cmd + delta / dist * step
         settled = np.linalg.norm(tcp - p_goal) < 0.006
         self.steps += 1
-        if env.task == "pick_place" and self.phase in (3, 4) and obs["robot0_gripper_width"][0] < MISS_WIDTH_M:
+        if (
+            env.task == "pick_place"
+            and self.phase in (3, 4)
+            and obs["robot0_gripper_width"][0] < MISS_WIDTH_M
+        ):
             # Closed on nothing (or the cube slipped out): once lifted clear, go back for it.
             if self.phase == 4 or (dist <= step and settled):
                 self.phase, self.wait, self.grasp_attempts = 0, 0, self.grasp_attempts + 1

@@ -1,9 +1,7 @@
 """UMI-style scenes on the twin: a ChArUco board to calibrate against, and a free-floating handheld gripper.
 
-Board: a thin textured slab whose body frame *is* OpenCV's board frame (origin at the first square's
-outer corner, x along the squares_x side, y along squares_y, z into the board), so poses reported by
-PnP compare directly with MuJoCo's. The texture is written into the compiled model (no image file),
-row 0 at texture coordinate v = 0, which the detector reads unmirrored.
+Board: the board, its texture and its frame convention come from mimic.sim.boards; the scenes here place
+it on a table in front of a free camera or an arm twin's wrist camera.
 
 Intrinsics truth: MuJoCo renders a pinhole with square pixels, fy = fx = (H / 2) / tan(fovy / 2), and the
 principal point at the image centre, (W - 1) / 2 and (H - 1) / 2 in OpenCV's pixel-centre convention.
@@ -19,13 +17,18 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
-from calibration.charuco import CharucoBoardSpec  # noqa: E402
-from robots.specs import get_spec  # noqa: E402
-from sim.mjcf import _gripper, scene_xml  # noqa: E402  (_gripper: the arm twins' own hand)
+from mimic.robots.arm_mjcf import gripper_xml  # noqa: E402  (the arm twins' own hand)
+from mimic.robots.specs import get_spec  # noqa: E402
+from mimic.sim.boards import (  # noqa: E402
+    CharucoBoardSpec,
+    apply_board_texture,
+    board_asset_xml,
+    board_center,
+)
+from mimic.sim.mjcf import scene_xml  # noqa: E402
 
 # MuJoCo cameras look along -z with y up; OpenCV's look along +z with y down.
 MJ_TO_CV = np.diag([1.0, -1.0, -1.0])
-BOARD_PX_PER_M = 4000.0  # texture resolution: 0.25 mm per texel, finer than any render we make
 
 
 # ---- small pose helpers ------------------------------------------------------------------------
@@ -74,12 +77,6 @@ def look_at(eye: np.ndarray, target: np.ndarray, roll_rad: float = 0.0) -> np.nd
     return homogeneous(eye, rot)
 
 
-def board_center(board: CharucoBoardSpec, pose: np.ndarray) -> np.ndarray:
-    bw, bh = board.size_m
-    m = board.margin_m
-    return (pose @ np.array([bw / 2 - m, bh / 2 - m, 0, 1.0]))[:3]
-
-
 def random_views(
     centre: np.ndarray,
     n: int,
@@ -102,38 +99,12 @@ def random_views(
 
 
 # ---- the board ---------------------------------------------------------------------------------
-def board_asset_xml(board: CharucoBoardSpec, name: str = "charuco") -> str:
-    """<texture>/<material>/<mesh> for the board; the texture's pixels are filled by `apply_board_texture`."""
-    img_h, img_w = board.image(BOARD_PX_PER_M).shape
-    bw, bh = board.size_m
-    m = board.margin_m
-    x0, x1, y0, y1, z1 = -m, bw - m, -m, bh - m, 0.003
-    verts = " ".join(f"{x} {y} {z}" for z in (0, z1) for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1)))
-    texcoord = " ".join(["0 0 1 0 1 1 0 1"] * 2)
-    faces = (
-        "0 2 1 0 3 2 4 5 6 4 6 7 0 1 5 0 5 4 1 2 6 1 6 5 2 3 7 2 7 6 3 0 4 3 4 7"  # face z=0 looks along -z
-    )
-    return (
-        f'<texture name="{name}" type="2d" builtin="flat" width="{img_w}" height="{img_h}" rgb1="1 1 1"/>'
-        f'<material name="{name}" texture="{name}" emission="0.7" specular="0" shininess="0"/>'
-        f'<mesh name="{name}" vertex="{verts}" texcoord="{texcoord}" face="{faces}"/>'
-    )
-
-
 def board_body_xml(pose: np.ndarray, name: str = "charuco") -> str:
+    """The board's body at 4x4 `pose`; its frame is OpenCV's board frame (mimic.sim.boards)."""
     return (
         f'<body name="{name}" {_pose_attr(pose)}><geom name="{name}" type="mesh" mesh="{name}" '
         f'material="{name}" contype="0" conaffinity="0" mass="0.1"/></body>'
     )
-
-
-def apply_board_texture(model: mujoco.MjModel, board: CharucoBoardSpec, name: str = "charuco") -> None:
-    """Write the board's printed image into the compiled model's texture (before any Renderer is made)."""
-    img = board.image(BOARD_PX_PER_M)
-    tid = model.texture(name).id
-    h, w, n = model.tex_height[tid], model.tex_width[tid], model.tex_nchannel[tid]
-    adr = model.tex_adr[tid]
-    model.tex_data[adr : adr + h * w * n] = np.repeat(img.reshape(-1), n)
 
 
 def body_pose(model: mujoco.MjModel, data: mujoco.MjData, body: str) -> np.ndarray:
@@ -235,7 +206,7 @@ class ArmBoardScene:
         self._flange = self.model.site("flange").id
         self.tcp_site = self.model.site(
             "tcp"
-        ).id  # with model/spec/arm_qpos: what sim.expert.Expert's IK reads
+        ).id  # with model/spec/arm_qpos: what mimic.sim.expert.Expert's IK reads
         self._renderer = mujoco.Renderer(self.model, height=h, width=w)
         fingers = [self.model.joint(f"finger_{s}").qposadr[0] for s in ("left", "right")]
         self.data.qpos[fingers] = self.spec.gripper_max / 2  # open: the fingers hide the least board
@@ -251,7 +222,7 @@ class ArmBoardScene:
         `mount_guess` (T_flange_cam, e.g. from CAD) only plans the view: calibration uses the flange pose
         read back afterwards, never this target, so a rough guess is enough.
         """
-        from sim.expert import Expert
+        from mimic.sim.expert import Expert
 
         flange = t_world_cam @ np.linalg.inv(mount_guess)
         self.set_joints(self.spec.home)
@@ -304,7 +275,7 @@ def _handheld_xml(gripper_spec, objects: str) -> str:
   <geom name="table" type="box" pos="0.4 0 -0.02" size="0.7 0.7 0.02" rgba="0.6 0.5 0.4 1"/>
   <camera name="scene" pos="1.25 0 0.75" xyaxes="0 1 0 -0.5 0 0.866" fovy="50"/>
   <body name="hand_target" mocap="true" pos="0.45 0 0.4"/>
-  <body name="flange" pos="0.45 0 0.4" gravcomp="1"><freejoint name="hand"/>{_gripper(gripper_spec)}</body>
+  <body name="flange" pos="0.45 0 0.4" gravcomp="1"><freejoint name="hand"/>{gripper_xml(gripper_spec)}</body>
   {objects}
 </worldbody>
 <equality><weld body1="hand_target" body2="flange" relpose="0 0 0 1 0 0 0" solref="0.004 1"/></equality>
@@ -357,7 +328,7 @@ class HandheldEnv:
         camera_hz: float = 10.0,
         randomization=None,
     ) -> None:
-        from sim.env import _OBJECTS, Randomization
+        from mimic.sim.env import _OBJECTS, Randomization
 
         self.spec = get_spec(gripper_like)  # the gripper's dimensions (width range) come from this arm's hand
         self.model = mujoco.MjModel.from_xml_string(_handheld_xml(self.spec, _OBJECTS["pick_place"]))
@@ -421,7 +392,7 @@ class HandheldEnv:
     def reset(self, seed: int | None = None, tcp_start: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """TwinEnv pick_place's draws, in its order (same seed, same cube, goal, colours, light, camera
         jitter); then the hand's start above the table, fingers down, drawn after them."""
-        from sim.env import CUBE_HALF, TwinEnv
+        from mimic.sim.env import CUBE_HALF, TwinEnv
 
         if seed is not None:
             self._rng = np.random.default_rng(seed)
@@ -457,7 +428,7 @@ class HandheldEnv:
         return float(self.data.qpos[self.finger_qpos].sum())
 
     def success(self) -> bool:
-        from sim.env import CUBE_HALF
+        from mimic.sim.env import CUBE_HALF
 
         cube = self.data.qpos[self._cube_adr : self._cube_adr + 3]
         goal = self.model.site_pos[self.goal_site]
@@ -536,13 +507,13 @@ class HandheldEnv:
 
 
 class HandheldExpert:
-    """The arm twins' scripted pick-place plan (sim.expert.Expert's waypoints) executed by a hand, no IK.
+    """The arm twins' scripted pick-place plan (mimic.sim.expert.Expert's waypoints) executed by a hand, no IK.
 
     Position moves at the same bounded speed; orientation turns at most `max_turn_rad_s` like a wrist.
     """
 
     def __init__(self, env: HandheldEnv, speed_m_s: float = 0.3, max_turn_rad_s: float = 1.5) -> None:
-        from sim.expert import Expert
+        from mimic.sim.expert import Expert
 
         self.env, self.max_turn = env, max_turn_rad_s
         self._plan = Expert.__new__(
@@ -609,7 +580,7 @@ def demo_video(out_path: str, seed: int = 0, size: tuple[int, int] = (240, 320))
     """One scripted handheld episode as scene | wrist side by side: .mp4 video or .png strip; returns success."""
     from pathlib import Path
 
-    from sim.show import write_expert_episode
+    from mimic.sim.show import write_expert_episode
 
     out = Path(out_path)
     if out.suffix.lower() not in (".mp4", ".png"):

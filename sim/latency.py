@@ -33,4 +33,8 @@ class LatencyConfig:
     def ground_truth(self) -> dict[str, float]:
         """Mean delay per stream (constant + jitter/2), the value a calibration should measure."""
         j = self.jitter_s / 2
-        return {"camera_s": self.camera_s + j, "joint_state_s": self.joint_state_s + j, "command_s": self.command_s + j}
+        return {
+            "camera_s": self.camera_s + j,
+            "joint_state_s": self.joint_state_s + j,
+            "command_s": self.command_s + j,
+        }

@@ -1,6 +1,6 @@
 """One scripted-expert episode written as scene | wrist frames: an .mp4 video or a .png strip of six moments.
 
-Shared by `mimic sim show` (arm twins) and `sim.handheld.demo_video` (the free-floating gripper): both envs
+Shared by `mimic sim show` (arm twins) and `mimic.sim.handheld.demo_video` (the free-floating gripper): both envs
 render "scene" and "wrist" cameras and end an episode with terminated = success.
 """
 
@@ -12,8 +12,9 @@ import numpy as np
 from tqdm import tqdm
 
 
-def write_expert_episode(env, expert, seed: int, size: tuple[int, int], out: Path,
-                         progress: str | None = None) -> tuple[bool, int]:
+def write_expert_episode(
+    env, expert, seed: int, size: tuple[int, int], out: Path, progress: str | None = None
+) -> tuple[bool, int]:
     """Roll the expert out from `env.reset(seed)` and write `out` -> (success, frames written)."""
     import imageio.v3 as iio
 

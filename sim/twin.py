@@ -1,8 +1,11 @@
-"""TwinArm: the MuJoCo twin behind the `robots.arm.Arm` interface, paced to wall-clock time.
+"""TwinArm: the MuJoCo twin behind the `mimic.robots.arm.Arm` interface, paced to wall-clock time.
 
 A background thread advances physics so that simulated time follows `time.time()`, applies commands once
 their injected delay has passed, and keeps a short history of states so that `state()` and `capture()`
 can return readings as old as the configured latency, stamped with their true capture time.
+
+Importing this module registers the `twin:<arm>` scheme with mimic.robots.factory (which imports it by
+name the first time a twin URI is made), so the arm factory never imports the simulator itself.
 """
 
 from __future__ import annotations
@@ -11,20 +14,28 @@ import bisect
 import threading
 import time
 from collections import deque
+from typing import Any
 
 import mujoco
 import numpy as np
 
-from robots.arm import Arm, ArmError, ArmState, CommandGuard
-from sim.env import TwinEnv
-from sim.latency import LatencyConfig
+from mimic.robots.arm import Arm, ArmError, ArmState, CommandGuard
+from mimic.robots.factory import register
+from mimic.sim.env import TwinEnv
+from mimic.sim.latency import LatencyConfig
 
 _HISTORY_S = 2.0  # seconds of past states kept for delayed readings
 
 
 class TwinArm(Arm):
-    def __init__(self, arm: str = "franka", task: str | None = None, seed: int = 0, realtime: bool = True,
-                 latency: LatencyConfig | None = None):
+    def __init__(
+        self,
+        arm: str = "franka",
+        task: str | None = None,
+        seed: int = 0,
+        realtime: bool = True,
+        latency: LatencyConfig | None = None,
+    ):
         # task None: the bare arm scene (the reach scene, whose goal is a marker without physics).
         self.env = TwinEnv(task or "reach", arm, seed=seed, cameras=())
         self.spec = self.env.spec
@@ -39,7 +50,9 @@ class TwinArm(Arm):
         # (arm q, arm dq, full qpos, gripper width, simulated time) per recorded instant
         self._hist: deque[tuple[np.ndarray, np.ndarray, np.ndarray, float, float]] = deque()
         self._scratch = mujoco.MjData(self.env.model)
-        self._obj_scratch = mujoco.MjData(self.env.model)  # object_state()'s own: capture() renders from _scratch
+        self._obj_scratch = mujoco.MjData(
+            self.env.model
+        )  # object_state()'s own: capture() renders from _scratch
         self._render_s = 0.0  # running estimate of one capture's render time
         self._connected = False
 
@@ -127,7 +140,9 @@ class TwinArm(Arm):
     def advance(self, seconds: float) -> None:
         """Step physics by `seconds` without pacing (realtime=False); readings are stamped with time.time()."""
         if self.realtime:
-            raise ArmError(f"twin:{self.spec.name}: advance() is for realtime=False; the thread paces physics")
+            raise ArmError(
+                f"twin:{self.spec.name}: advance() is for realtime=False; the thread paces physics"
+            )
         self._require()
         self._simulate(int(round(seconds / self.env.model.opt.timestep)), time.time())
 
@@ -139,8 +154,15 @@ class TwinArm(Arm):
     def _record(self, t: float) -> None:
         d, e = self.env.data, self.env
         self._hist_t.append(t)
-        self._hist.append((d.qpos[e.arm_qpos].copy(), d.qvel[e.arm_qpos].copy(), d.qpos.copy(), e.gripper_width(),
-                           float(d.time)))
+        self._hist.append(
+            (
+                d.qpos[e.arm_qpos].copy(),
+                d.qvel[e.arm_qpos].copy(),
+                d.qpos.copy(),
+                e.gripper_width(),
+                float(d.time),
+            )
+        )
         while self._hist_t and self._hist_t[0] < t - _HISTORY_S:
             self._hist_t.popleft()
             self._hist.popleft()
@@ -175,3 +197,11 @@ class TwinArm(Arm):
             t_sim += n * dt
             self._simulate(n, now)
             time.sleep(max(0.0, t_sim + period - time.time()))
+
+
+def from_uri(target: str, **kwargs: Any) -> TwinArm:
+    """`twin:<arm>` for mimic.robots.factory.make_arm; a bare `twin:` is the Franka twin."""
+    return TwinArm(target or "franka", **kwargs)
+
+
+register("twin", from_uri)

@@ -30,11 +30,22 @@ BROADCAST_ID = 0xFE
 STATUS = 0x55
 
 # Instructions
-PING, READ, WRITE, REG_WRITE, ACTION, FACTORY_RESET, REBOOT, CLEAR = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x08, 0x10
+PING, READ, WRITE, REG_WRITE, ACTION, FACTORY_RESET, REBOOT, CLEAR = (
+    0x01,
+    0x02,
+    0x03,
+    0x04,
+    0x05,
+    0x06,
+    0x08,
+    0x10,
+)
 SYNC_READ, SYNC_WRITE, FAST_SYNC_READ, BULK_READ, BULK_WRITE = 0x82, 0x83, 0x8A, 0x92, 0x93
 
 # Status error numbers (low 7 bits of the error byte); 0x80 is the hardware-alert bit.
-ERR_RESULT_FAIL, ERR_INSTRUCTION, ERR_CRC, ERR_DATA_RANGE, ERR_DATA_LENGTH, ERR_DATA_LIMIT, ERR_ACCESS = range(1, 8)
+ERR_RESULT_FAIL, ERR_INSTRUCTION, ERR_CRC, ERR_DATA_RANGE, ERR_DATA_LENGTH, ERR_DATA_LIMIT, ERR_ACCESS = (
+    range(1, 8)
+)
 
 # X-series control table (address, size in bytes)
 ADDR_MODEL_NUMBER = (0, 2)
@@ -96,8 +107,14 @@ def unstuff(payload: bytes) -> bytes:
     while i < len(payload):
         b = payload[i]
         out.append(b)
-        if b == 0xFD and len(out) >= 3 and out[-3] == 0xFF and out[-2] == 0xFF and i + 1 < len(payload) \
-                and payload[i + 1] == 0xFD:
+        if (
+            b == 0xFD
+            and len(out) >= 3
+            and out[-3] == 0xFF
+            and out[-2] == 0xFF
+            and i + 1 < len(payload)
+            and payload[i + 1] == 0xFD
+        ):
             i += 1  # skip the stuffing byte
         i += 1
     return bytes(out)
@@ -192,8 +209,14 @@ class DynamixelBus:
     Thread-safe: one transaction at a time. Every failure raises `BusError` naming the servo.
     """
 
-    def __init__(self, port: str, baudrate: int, attempts: int = 3, poll_s: float = 1e-3,
-                 latency_timer_ms: float = 16.0) -> None:
+    def __init__(
+        self,
+        port: str,
+        baudrate: int,
+        attempts: int = 3,
+        poll_s: float = 1e-3,
+        latency_timer_ms: float = 16.0,
+    ) -> None:
         self.port_name = port
         self.baudrate = int(baudrate)
         self.attempts = max(1, attempts)  # for ping/read/write (setup); sync reads are retried by the caller
@@ -271,7 +294,9 @@ class DynamixelBus:
             return fn(*args)
         except (serial.SerialException, OSError, termios.error, TypeError, IndexError) as e:
             # TypeError/IndexError: the SDK indexes into what a dying port returned
-            raise BusError(f"{self.port_name}: port failed ({type(e).__name__}: {e}); adapter unplugged?") from None
+            raise BusError(
+                f"{self.port_name}: port failed ({type(e).__name__}: {e}); adapter unplugged?"
+            ) from None
 
     def _retry(self, fn, *args):
         """One transaction, repeated up to `attempts` times while it times out or arrives corrupt."""
@@ -312,8 +337,10 @@ class DynamixelBus:
         fn = {1: self._ph.read1ByteTxRx, 2: self._ph.read2ByteTxRx, 4: self._ph.read4ByteTxRx}[size]
         value, result, error = self._retry(fn, servo_id, addr)
         if result != 0 or error:
-            raise BusError(f"{self.port_name}: servo {servo_id}: read @{addr} failed: {self._reason(result, error)}",
-                           servo_id)
+            raise BusError(
+                f"{self.port_name}: servo {servo_id}: read @{addr} failed: {self._reason(result, error)}",
+                servo_id,
+            )
         return int(value)
 
     def write(self, servo_id: int, address: tuple[int, int], value: int) -> None:
@@ -322,8 +349,10 @@ class DynamixelBus:
         fn = {1: self._ph.write1ByteTxRx, 2: self._ph.write2ByteTxRx, 4: self._ph.write4ByteTxRx}[size]
         result, error = self._retry(fn, servo_id, addr, int(value))
         if result != 0 or error:
-            raise BusError(f"{self.port_name}: servo {servo_id}: write @{addr} failed: {self._reason(result, error)}",
-                           servo_id)
+            raise BusError(
+                f"{self.port_name}: servo {servo_id}: write @{addr} failed: {self._reason(result, error)}",
+                servo_id,
+            )
 
     def sync_read_positions(self, servo_ids: tuple[int, ...], fast: bool = False) -> tuple[float, np.ndarray]:
         """One GroupSyncRead of Present Position: (time the servos latched it, signed ticks per servo).
@@ -355,6 +384,8 @@ class DynamixelBus:
             if result != sdk.COMM_SUCCESS:
                 failed = next((sid for sid in servo_ids if not group.data_dict.get(sid)), servo_ids[0])
                 raise BusError(f"{self.port_name}: servo {failed}: {self._reason(result)}", failed)
-            ticks = np.array([ticks_to_signed(group.getData(sid, addr, size)) for sid in servo_ids], dtype=np.int64)
+            ticks = np.array(
+                [ticks_to_signed(group.getData(sid, addr, size)) for sid in servo_ids], dtype=np.int64
+            )
         t_latch = t_send + (14 + len(servo_ids)) * self.byte_time_s
         return t_latch, ticks

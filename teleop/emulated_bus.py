@@ -39,10 +39,10 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.gello import GelloCalibration, example_calibration
-from robots.specs import get_spec
-from teleop import dynamixel as dx
-from teleop.mapping import default_map, width_to_trigger
+from mimic.robots.specs import get_spec
+from mimic.teleop import dynamixel as dx
+from mimic.teleop.gello_calibration import GelloCalibration, example_calibration
+from mimic.teleop.mapping import default_map, width_to_trigger
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class EmulatedServo:
         """The turn count restarts within one revolution, and RAM (address >= 64) returns to defaults."""
         ticks = int(math.floor(self.angle_rad / dx.RAD_PER_TICK))
         self.turn_base_ticks = (ticks // dx.TICKS_PER_REV) * dx.TICKS_PER_REV
-        self.table[dx.EEPROM_END:] = bytes(TABLE_SIZE - dx.EEPROM_END)
+        self.table[dx.EEPROM_END :] = bytes(TABLE_SIZE - dx.EEPROM_END)
         self.put(dx.ADDR_STATUS_RETURN_LEVEL, 2)
         self.registered = None
 
@@ -150,8 +150,11 @@ class EmulatedDynamixelBus:
         self.servos: dict[int, EmulatedServo] = {}
         ids = calibration.servo_ids
         for sid in ids:
-            model = dx.MODEL_XL330_M077 if calibration.gripper and sid == calibration.gripper.servo_id \
+            model = (
+                dx.MODEL_XL330_M077
+                if calibration.gripper and sid == calibration.gripper.servo_id
                 else dx.MODEL_XL330_M288
+            )
             servo = EmulatedServo(sid, model, self.baudrate)
             servo.put(dx.ADDR_RETURN_DELAY_TIME, int(round(return_delay_us / 2)))
             self.servos[sid] = servo
@@ -193,7 +196,9 @@ class EmulatedDynamixelBus:
         for jc, angle in zip(cal.joints, raw, strict=True):
             self.servos[jc.servo_id].angle_rad = float(angle)
         if cal.gripper is not None:
-            self.servos[cal.gripper.servo_id].angle_rad = cal.gripper.raw_for(width_to_trigger(gripper, self.spec))
+            self.servos[cal.gripper.servo_id].angle_rad = cal.gripper.raw_for(
+                width_to_trigger(gripper, self.spec)
+            )
 
     def _update_script(self) -> None:
         if self._script is not None:
@@ -307,7 +312,11 @@ class EmulatedDynamixelBus:
             else:
                 replies = self._handle(packet)
             # a servo at another baud rate hears noise and never answers (a new baud rate applies after the reply)
-            replies = [r for r in replies if host_baud is None or baud_before.get(id(r[0]), r[0].baudrate) == host_baud]
+            replies = [
+                r
+                for r in replies
+                if host_baud is None or baud_before.get(id(r[0]), r[0].baudrate) == host_baud
+            ]
             out = []
             for servo, reply, *pre_faulted in replies:
                 fault = None if pre_faulted else servo.take_fault()
@@ -341,8 +350,10 @@ class EmulatedDynamixelBus:
         if inst in (dx.READ, dx.SYNC_READ, dx.FAST_SYNC_READ, dx.BULK_READ):
             self._update_script()
         if inst == dx.PING:
-            return [(s, dx.status_packet(s.servo_id, 0, s.table[0:2] + s.table[6:7]))
-                    for s in sorted(targets, key=lambda s: s.servo_id)]
+            return [
+                (s, dx.status_packet(s.servo_id, 0, s.table[0:2] + s.table[6:7]))
+                for s in sorted(targets, key=lambda s: s.servo_id)
+            ]
         if inst == dx.READ and not broadcast and len(prm) == 4:
             addr, n = int.from_bytes(prm[0:2], "little"), int.from_bytes(prm[2:4], "little")
             return [(s, self._read_reply(s, addr, n)) for s in targets]
@@ -386,13 +397,19 @@ class EmulatedDynamixelBus:
             for i in range(0, len(prm) - 4, 5):
                 s = self._present(prm[i])
                 if s is not None:
-                    addr, n = int.from_bytes(prm[i + 1 : i + 3], "little"), int.from_bytes(prm[i + 3 : i + 5], "little")
+                    addr, n = (
+                        int.from_bytes(prm[i + 1 : i + 3], "little"),
+                        int.from_bytes(prm[i + 3 : i + 5], "little"),
+                    )
                     replies.append((s, self._read_reply(s, addr, n)))
             return replies
         if inst == dx.BULK_WRITE and broadcast:
             i = 0
             while i + 5 <= len(prm):
-                addr, n = int.from_bytes(prm[i + 1 : i + 3], "little"), int.from_bytes(prm[i + 3 : i + 5], "little")
+                addr, n = (
+                    int.from_bytes(prm[i + 1 : i + 3], "little"),
+                    int.from_bytes(prm[i + 3 : i + 5], "little"),
+                )
                 s = self._present(prm[i])
                 if s is not None:
                     self._write(s, addr, bytes(prm[i + 5 : i + 5 + n]))

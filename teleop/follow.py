@@ -1,4 +1,4 @@
-"""Teleoperation without ROS: an arm follows a leader through `robots.control.FollowController`.
+"""Teleoperation without ROS: an arm follows a leader through `mimic.robots.control.FollowController`.
 
     log = follow(leader, arm, rate_hz=200, seconds=10)     # both connected
     plot_follow(log, "tracking.png")
@@ -8,7 +8,7 @@ read on its own thread, the newest reading goes to the FollowController, and wha
 A command the arm refuses (its guard measures the spacing of arrivals, which thread switches jitter)
 is counted in `counters["arm_refused"]` and that tick holds. A `LeaderError` is logged and the
 loop goes on; the controller sends nothing once the newest reading is stale, so the arm holds (the
-rule in teleop.leader). Everything is recorded for plots and error statistics.
+rule in mimic.teleop.leader). Everything is recorded for plots and error statistics.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from robots.arm import Arm, CommandRefused
-from robots.control import FollowController, Pacer
-from teleop.leader import Leader, LeaderError
+from mimic.robots.arm import Arm, CommandRefused
+from mimic.robots.control import FollowController, Pacer
+from mimic.teleop.leader import Leader, LeaderError
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,13 @@ class FollowLog:
     counters: dict[str, int] = field(default_factory=dict)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"t": np.array(self.t), "leader_q": np.array(self.leader_q), "command_q": np.array(self.command_q),
-                "arm_t": np.array(self.arm_t), "arm_q": np.array(self.arm_q)}
+        return {
+            "t": np.array(self.t),
+            "leader_q": np.array(self.leader_q),
+            "command_q": np.array(self.command_q),
+            "arm_t": np.array(self.arm_t),
+            "arm_q": np.array(self.arm_q),
+        }
 
 
 def follow(
@@ -117,8 +122,12 @@ def follow(
     return out
 
 
-def plot_follow(flog: FollowLog, path: str | Path, joint_names: tuple[str, ...] | None = None,
-                title: str = "follower tracking the leader") -> Path:
+def plot_follow(
+    flog: FollowLog,
+    path: str | Path,
+    joint_names: tuple[str, ...] | None = None,
+    title: str = "follower tracking the leader",
+) -> Path:
     """PNG: per moving joint, leader target vs arm position; shaded where the leader failed."""
     import matplotlib
 

@@ -18,7 +18,7 @@ reconnect of the same GelloLeader within `reanchor_s` unwraps near the last read
 reference pose (a UR joint may legitimately sit more than pi from home when a cable is replugged).
 
 Failures (timeout, CRC error, missing servo, unplugged adapter, implausible jump) raise `LeaderError`
-naming the servo; the caller holds the follower (teleop.leader). One retry absorbs a single glitch.
+naming the servo; the caller holds the follower (mimic.teleop.leader). One retry absorbs a single glitch.
 """
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.gello import GelloCalibration
-from robots.specs import get_spec
-from teleop import dynamixel as dx
-from teleop.dynamixel import BusError, DynamixelBus
-from teleop.leader import Leader, LeaderError, LeaderReading
-from teleop.mapping import clip_to_limits, default_map, trigger_to_width
+from mimic.robots.specs import get_spec
+from mimic.teleop import dynamixel as dx
+from mimic.teleop.dynamixel import BusError, DynamixelBus
+from mimic.teleop.gello_calibration import GelloCalibration
+from mimic.teleop.leader import Leader, LeaderError, LeaderReading
+from mimic.teleop.mapping import clip_to_limits, default_map, trigger_to_width
 
 __all__ = ["GelloConfig", "GelloLeader", "LeaderError", "LeaderReading"]
 
@@ -92,7 +92,9 @@ class GelloLeader(Leader):
             raise LeaderError(str(e)) from None
         spec = self.spec
         if cal.follower != cfg.follower:
-            raise LeaderError(f"{cfg.calibration}: calibrated for follower {cal.follower!r}, not {cfg.follower!r}")
+            raise LeaderError(
+                f"{cfg.calibration}: calibrated for follower {cal.follower!r}, not {cfg.follower!r}"
+            )
         if len(cal.joints) != self.map.leader_dof:
             raise LeaderError(
                 f"{cfg.calibration}: {len(cal.joints)} joint servos, a {cfg.follower} leader has {self.map.leader_dof}"
@@ -128,12 +130,22 @@ class GelloLeader(Leader):
         far = np.abs(q - cal.reference) > math.radians(60)
         if recent:
             far[:] = False
-        log.info("GELLO %s on %s at %d baud (follower %s, %d servos)", cal.device_id, cfg.port, baud,
-                 cfg.follower, len(cal.servo_ids))
+        log.info(
+            "GELLO %s on %s at %d baud (follower %s, %d servos)",
+            cal.device_id,
+            cfg.port,
+            baud,
+            cfg.follower,
+            len(cal.servo_ids),
+        )
         if far.any():
             names = ", ".join(spec.joint_names[i] for i in np.flatnonzero(far))
-            log.warning("GELLO %s: %s more than 60 deg from the reference pose at connect; turns were chosen "
-                        "nearest to it (start the leader near the follower's home)", cal.device_id, names)
+            log.warning(
+                "GELLO %s: %s more than 60 deg from the reference pose at connect; turns were chosen "
+                "nearest to it (start the leader near the follower's home)",
+                cal.device_id,
+                names,
+            )
 
     @staticmethod
     def _set_return_delay(bus: DynamixelBus, ids: tuple[int, ...], delay_us: float) -> None:
@@ -191,8 +203,11 @@ class GelloLeader(Leader):
             self._turns = self._turns - wraps
             q = q - 2 * math.pi * wraps
             self.unwraps += 1
-            log.warning("GELLO %s: servo(s) %s restarted (turn count jumped); unwrapped", cal.device_id,
-                        [cal.joints[i].servo_id for i in np.flatnonzero(restarted)])
+            log.warning(
+                "GELLO %s: servo(s) %s restarted (turn count jumped); unwrapped",
+                cal.device_id,
+                [cal.joints[i].servo_id for i in np.flatnonzero(restarted)],
+            )
         step = np.abs(q - q_last)
         if np.any(step > allowed):
             i = int(np.argmax(step - allowed))

@@ -9,12 +9,12 @@ capture time = arrival - latency, and the writer aligns them on the 10 Hz grid b
 - gripper width (t, m) -> `robot0_gripper_width` [1]
 - wrist camera (t, uint8 HxWx3) -> `camera0_rgb` (UMI's naming: the wrist camera is the only camera)
 - `action` [7] = [eef pos, eef axis-angle, gripper width] at the same capture time: UMI's convention,
-  the policy predicts the poses the gripper goes through; data.relative makes them relative at training.
+  the policy predicts the poses the gripper goes through; mimic.data.relative makes them relative at training.
 
 Axis-angle is kept continuous within an episode (a TCP pointing down sits at a rotation angle near pi,
 where the shortest representation flips sign between samples): the representative closest to the
 previous sample is stored, so grid interpolation and normalisation never see a jump. Any magnitude is a
-valid rotation for every consumer (scipy, data.relative).
+valid rotation for every consumer (scipy, mimic.data.relative).
 
 Raw arrival times of every sample are kept per episode in `raw/episode_<k>/<stream>_arrival_t`, and the
 latencies used in root attrs `latencies`; `data/<key>_t` holds the capture time of each grid row's sample.
@@ -38,7 +38,7 @@ import numpy as np
 import zarr
 from scipy.spatial.transform import Rotation
 
-from data.writer import DatasetWriter, StreamSpec
+from mimic.data.writer import DatasetWriter, StreamSpec
 
 EEF_KEYS = ("robot0_eef_pos", "robot0_eef_rot_axis_angle", "robot0_gripper_width")
 CAMERA_KEY = "camera0_rgb"
@@ -278,18 +278,6 @@ class HandheldCapture:
             self._widths.popleft()
 
 
-def grasp_command(width_m: np.ndarray | float, gripper_max_m: float, close_below: float = 0.75) -> np.ndarray:
-    """Arm gripper command for a handheld width: below `close_below` x max, close fully (0 m).
-
-    The recorded width is what the fingers measured, and while holding an object that is the object's
-    width: commanded as-is to a position-servoed gripper (the arm twins', most parallel grippers) it
-    squeezes with almost no force and the object slips (0/5 replays on each arm twin vs 5/5 with this
-    mapping). A force-limited gripper (UMI's WSG in force mode) can take the raw width instead.
-    """
-    w = np.asarray(width_m, float)
-    return np.where(w < close_below * gripper_max_m, 0.0, np.minimum(w, gripper_max_m))
-
-
 def read_raw_arrivals(path: str | Path, episode: int) -> dict[str, np.ndarray]:
     """Arrival times (s) of every pose / gripper / camera sample of one committed episode."""
     try:
@@ -343,12 +331,12 @@ def record_twin(
 
     The twin runs unpaced; sample times are its sim time plus a per-episode offset, arrival = capture +
     injected latency (+ jitter), so the capture's latency compensation is exercised against ground truth.
-    Only successful demonstrations are committed (like sim.record); `config` defaults to the injected
-    latencies as the calibrated ones; `randomization` is sim.env.Randomization (TwinEnv's knobs, same draws).
+    Only successful demonstrations are committed (like mimic.workflows.record_expert); `config` defaults to the injected
+    latencies as the calibrated ones; `randomization` is mimic.sim.env.Randomization (TwinEnv's knobs, same draws).
     """
     from tqdm import tqdm
 
-    from sim.handheld import HandheldEnv, HandheldExpert
+    from mimic.sim.handheld import HandheldEnv, HandheldExpert
 
     if episodes < 1:
         raise ValueError(f"record_twin: episodes must be >= 1, got {episodes}")
@@ -372,7 +360,7 @@ def record_twin(
     attrs = {
         "camera_mount_tcp_cam": env.nominal_camera_mount.tolist(),
         "gripper_max": env.spec.gripper_max,
-        "source": "teleop.handheld.record_twin scripted hand",
+        "source": "mimic.teleop.handheld.record_twin scripted hand",
         "tcp_offset_from_flange_m": env.flange_tcp[:3, 3].tolist(),
     }
     cap = HandheldCapture.create(path, config, attrs)
@@ -430,8 +418,8 @@ def record_twin(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m teleop.handheld OUT.zarr --episodes N`: record handheld demos on the twin."""
-    p = argparse.ArgumentParser(prog="teleop.handheld", description=main.__doc__)
+    """`python -m mimic.teleop.handheld OUT.zarr --episodes N`: record handheld demos on the twin."""
+    p = argparse.ArgumentParser(prog="mimic.teleop.handheld", description=main.__doc__)
     p.add_argument("out")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
@@ -441,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--video", help="also write the first demo as scene | wrist .mp4 (or .png strip)")
     a = p.parse_args(argv)
     if Path(a.out).exists():
-        print(f"teleop.handheld: {a.out}: already exists", file=sys.stderr)
+        print(f"mimic.teleop.handheld: {a.out}: already exists", file=sys.stderr)
         return 2
     try:
         out = record_twin(
@@ -452,11 +440,11 @@ def main(argv: list[str] | None = None) -> int:
             TwinStreamLatency(pose_s=a.pose_latency, camera_s=a.camera_latency),
         )
         if a.video:
-            from sim.handheld import demo_video
+            from mimic.sim.handheld import demo_video
 
             demo_video(a.video, seed=a.seed)
     except ValueError as e:
-        print(f"teleop.handheld: {e}", file=sys.stderr)
+        print(f"mimic.teleop.handheld: {e}", file=sys.stderr)
         return 1
     print(out)
     return 0

@@ -16,7 +16,7 @@ workspace box stops at its face (never pushes further out; a target already outs
 An optional `reachable(row)` check (the node passes IK on the arm's twin model) refuses a key whose target
 the arm cannot reach: the target stays where it was, so the arm and the target never drift apart.
 Target rows are [tcp position (3, m), axis-angle (3, rad), gripper width (m)]: the layout of
-robots.eef_control and of mimic_ros.msgs' end-effector chunks.
+mimic.robots.eef_control and of mimic_ros.msgs' end-effector chunks.
 """
 
 from __future__ import annotations
@@ -29,17 +29,25 @@ from scipy.spatial.transform import Rotation
 
 # key -> (kind, axis, sign); kind "pos" steps the position, "rot" rotates about a base axis
 MOTION_KEYS: dict[str, tuple[str, int, float]] = {
-    "w": ("pos", 0, +1.0), "s": ("pos", 0, -1.0),
-    "a": ("pos", 1, +1.0), "d": ("pos", 1, -1.0),
-    "r": ("pos", 2, +1.0), "f": ("pos", 2, -1.0),
-    "i": ("rot", 0, +1.0), "k": ("rot", 0, -1.0),
-    "j": ("rot", 1, +1.0), "l": ("rot", 1, -1.0),
-    "u": ("rot", 2, +1.0), "o": ("rot", 2, -1.0),
+    "w": ("pos", 0, +1.0),
+    "s": ("pos", 0, -1.0),
+    "a": ("pos", 1, +1.0),
+    "d": ("pos", 1, -1.0),
+    "r": ("pos", 2, +1.0),
+    "f": ("pos", 2, -1.0),
+    "i": ("rot", 0, +1.0),
+    "k": ("rot", 0, -1.0),
+    "j": ("rot", 1, +1.0),
+    "l": ("rot", 1, -1.0),
+    "u": ("rot", 2, +1.0),
+    "o": ("rot", 2, -1.0),
 }
 GRIPPER_KEY = " "
 CATCH_UP_KEY = "c"
-HELP = ("keys: w/s +-x, a/d +-y, r/f +-z (base frame); i/k, j/l, u/o rotate +- about x, y, z; "
-        "space: gripper open/close; c: target := measured TCP")
+HELP = (
+    "keys: w/s +-x, a/d +-y, r/f +-z (base frame); i/k, j/l, u/o rotate +- about x, y, z; "
+    "space: gripper open/close; c: target := measured TCP"
+)
 
 
 @dataclass(frozen=True)
@@ -53,7 +61,9 @@ class KeyboardEefConfig:
 
     def __post_init__(self) -> None:
         if not (self.step_m > 0 and self.step_rad > 0):
-            raise ValueError(f"KeyboardEefConfig: step_m and step_rad must be > 0, got {self.step_m}, {self.step_rad}")
+            raise ValueError(
+                f"KeyboardEefConfig: step_m and step_rad must be > 0, got {self.step_m}, {self.step_rad}"
+            )
         if self.gripper_closed_m < 0 or self.gripper_open_m <= self.gripper_closed_m:
             raise ValueError("KeyboardEefConfig: need 0 <= gripper_closed_m < gripper_open_m")
         if (self.workspace_lo is None) != (self.workspace_hi is None):
@@ -85,8 +95,13 @@ class KeyResult:
 class KeyboardEef:
     """The teleop target: starts at the arm's TCP pose and gripper width, moved by `press(key)`."""
 
-    def __init__(self, config: KeyboardEefConfig, tcp: np.ndarray, gripper: float,
-                 reachable: Callable[[np.ndarray], bool] | None = None) -> None:
+    def __init__(
+        self,
+        config: KeyboardEefConfig,
+        tcp: np.ndarray,
+        gripper: float,
+        reachable: Callable[[np.ndarray], bool] | None = None,
+    ) -> None:
         self.config, self.reachable = config, reachable
         self.lo = None if config.workspace_lo is None else np.asarray(config.workspace_lo, float)
         self.hi = None if config.workspace_hi is None else np.asarray(config.workspace_hi, float)

@@ -9,7 +9,7 @@ controller can tell a fresh reading from a stale one.
 Failure rule (the one every caller relies on): `read()` either returns a complete, plausible reading
 or raises `LeaderError` naming the device and, where there is one, the servo. It never returns a
 partial or guessed reading. The caller then HOLDS the follower: it sends no new target (a
-position-controlled arm keeps its last one), and `robots.control.FollowController` does exactly this
+position-controlled arm keeps its last one), and `mimic.robots.control.FollowController` does exactly this
 once its newest reading is older than `stale_after_s`. The follower never jumps because a leader failed.
 """
 
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robots.spec import ArmSpec
-from robots.specs import get_spec
+from mimic.robots.spec import ArmSpec
+from mimic.robots.specs import get_spec
 
 
 class LeaderError(RuntimeError):
@@ -89,8 +89,12 @@ class ScriptedLeader(Leader):
     For sessions without a device (CI, the demo's scripted operator). Outputs are clipped like GELLO's.
     """
 
-    def __init__(self, follower: str, trajectory: Callable[[float], tuple[np.ndarray, float]],
-                 clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        follower: str,
+        trajectory: Callable[[float], tuple[np.ndarray, float]],
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         import time
 
         self.follower = follower

@@ -4,7 +4,7 @@ A GELLO leader is a scaled kinematic replica of its follower (GELLO builds one p
 UR5e 6, xArm7 7), so after per-servo offsets and signs (the calibration file) leader joint i drives
 follower joint i. The map is still data (`index`, `scale`, `offset`) so a leader whose joints are
 ordered or geared differently is a configuration, not new code. Outputs are clipped to the follower's
-limits from `robots.specs`, the one source of limits.
+limits from `mimic.robots.specs`, the one source of limits.
 
 The gripper trigger gives a closing fraction in [0, 1] (0 released, 1 squeezed); the follower's
 gripper width is `gripper_max * (1 - fraction)`.
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robots.spec import ArmSpec
-from robots.specs import get_spec
+from mimic.robots.spec import ArmSpec
+from mimic.robots.specs import get_spec
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,9 @@ class JointMap:
         if any(s == 0 for s in self.scale):
             raise ValueError(f"JointMap({self.follower}): a zero scale cannot be inverted")
         if any(not 0 <= i < self.leader_dof for i in self.index):
-            raise ValueError(f"JointMap({self.follower}): index outside the leader's {self.leader_dof} joints")
+            raise ValueError(
+                f"JointMap({self.follower}): index outside the leader's {self.leader_dof} joints"
+            )
 
     @property
     def spec(self) -> ArmSpec:
@@ -47,7 +49,9 @@ class JointMap:
         """Unclipped follower joint targets."""
         q = np.asarray(q_leader, float).reshape(-1)
         if q.shape[0] != self.leader_dof:
-            raise ValueError(f"{self.follower} map: leader reading has {q.shape[0]} joints, expected {self.leader_dof}")
+            raise ValueError(
+                f"{self.follower} map: leader reading has {q.shape[0]} joints, expected {self.leader_dof}"
+            )
         return np.asarray(self.scale) * q[list(self.index)] + np.asarray(self.offset)
 
     def to_leader(self, q_follower: np.ndarray) -> np.ndarray:

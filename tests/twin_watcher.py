@@ -15,8 +15,8 @@ from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 
-from robots.eef_control import tcp_pose_row
-from robots.ik import IKSolver
+from mimic.robots.eef_control import tcp_pose_row
+from mimic.robots.ik import IKSolver
 
 
 class TwinWatcher:

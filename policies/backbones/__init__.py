@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from policies.backbones.transformer import TransformerDenoiser
-from policies.backbones.unet import ConditionalUnet1D
-from policies.config import PolicyConfig
+from mimic.policies.backbones.transformer import TransformerDenoiser
+from mimic.policies.backbones.unet import ConditionalUnet1D
+from mimic.policies.config import PolicyConfig
 
 
 def make_backbone(cfg: PolicyConfig, action_dim: int, obs_feature_dim: int) -> nn.Module:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from policies.backbones.common import SinusoidalTimeEmbedding
-from policies.config import TransformerConfig
+from mimic.policies.backbones.common import SinusoidalTimeEmbedding
+from mimic.policies.config import TransformerConfig
 
 
 class TransformerDenoiser(nn.Module):
-    def __init__(self, action_dim: int, obs_feature_dim: int, horizon: int, n_obs_steps: int,
-                 cfg: TransformerConfig) -> None:
+    def __init__(
+        self, action_dim: int, obs_feature_dim: int, horizon: int, n_obs_steps: int, cfg: TransformerConfig
+    ) -> None:
         super().__init__()
         d = cfg.d_model
         self.action_in = nn.Linear(action_dim, d)
@@ -24,11 +25,18 @@ class TransformerDenoiser(nn.Module):
         self.cond_pos = nn.Parameter(torch.zeros(1, n_obs_steps + 1, d))
         self.time = nn.Sequential(SinusoidalTimeEmbedding(d), nn.Linear(d, d), nn.Mish(), nn.Linear(d, d))
         self.cond_encoder = nn.TransformerEncoder(
-            nn.TransformerEncoderLayer(d, cfg.n_heads, 4 * d, cfg.dropout, activation="gelu", batch_first=True,
-                                       norm_first=True), num_layers=1, enable_nested_tensor=False)
+            nn.TransformerEncoderLayer(
+                d, cfg.n_heads, 4 * d, cfg.dropout, activation="gelu", batch_first=True, norm_first=True
+            ),
+            num_layers=1,
+            enable_nested_tensor=False,
+        )
         self.decoder = nn.TransformerDecoder(
-            nn.TransformerDecoderLayer(d, cfg.n_heads, 4 * d, cfg.dropout, activation="gelu", batch_first=True,
-                                       norm_first=True), num_layers=cfg.n_layers)
+            nn.TransformerDecoderLayer(
+                d, cfg.n_heads, 4 * d, cfg.dropout, activation="gelu", batch_first=True, norm_first=True
+            ),
+            num_layers=cfg.n_layers,
+        )
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, action_dim)
         nn.init.normal_(self.action_pos, std=0.02)

@@ -10,13 +10,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from policies.backbones.common import SinusoidalTimeEmbedding
-from policies.config import UnetConfig
+from mimic.policies.backbones.common import SinusoidalTimeEmbedding
+from mimic.policies.config import UnetConfig
 
 
 class Conv1dBlock(nn.Sequential):
     def __init__(self, c_in: int, c_out: int, kernel: int, groups: int) -> None:
-        super().__init__(nn.Conv1d(c_in, c_out, kernel, padding=kernel // 2), nn.GroupNorm(groups, c_out), nn.Mish())
+        super().__init__(
+            nn.Conv1d(c_in, c_out, kernel, padding=kernel // 2), nn.GroupNorm(groups, c_out), nn.Mish()
+        )
 
 
 class FiLMResBlock(nn.Module):
@@ -39,24 +41,43 @@ class ConditionalUnet1D(nn.Module):
     def __init__(self, action_dim: int, global_cond_dim: int, cfg: UnetConfig) -> None:
         super().__init__()
         t = cfg.time_embed_dim
-        self.time_mlp = nn.Sequential(SinusoidalTimeEmbedding(t), nn.Linear(t, 4 * t), nn.Mish(), nn.Linear(4 * t, t))
+        self.time_mlp = nn.Sequential(
+            SinusoidalTimeEmbedding(t), nn.Linear(t, 4 * t), nn.Mish(), nn.Linear(4 * t, t)
+        )
         cond_dim = t + global_cond_dim
         dims = [action_dim, *cfg.down_dims]
         k, g = cfg.kernel_size, cfg.n_groups
         self.down = nn.ModuleList()
         for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
             last = i == len(dims) - 2
-            self.down.append(nn.ModuleList([FiLMResBlock(a, b, cond_dim, k, g), FiLMResBlock(b, b, cond_dim, k, g),
-                                            nn.Conv1d(b, b, 3, 2, 1) if not last else nn.Identity()]))
+            self.down.append(
+                nn.ModuleList(
+                    [
+                        FiLMResBlock(a, b, cond_dim, k, g),
+                        FiLMResBlock(b, b, cond_dim, k, g),
+                        nn.Conv1d(b, b, 3, 2, 1) if not last else nn.Identity(),
+                    ]
+                )
+            )
         mid = dims[-1]
-        self.mid = nn.ModuleList([FiLMResBlock(mid, mid, cond_dim, k, g), FiLMResBlock(mid, mid, cond_dim, k, g)])
+        self.mid = nn.ModuleList(
+            [FiLMResBlock(mid, mid, cond_dim, k, g), FiLMResBlock(mid, mid, cond_dim, k, g)]
+        )
         self.up = nn.ModuleList()
         rev = list(reversed(cfg.down_dims))
         for a, b in zip(rev[:-1], rev[1:], strict=True):
-            self.up.append(nn.ModuleList([FiLMResBlock(2 * a, b, cond_dim, k, g), FiLMResBlock(b, b, cond_dim, k, g),
-                                          nn.ConvTranspose1d(b, b, 4, 2, 1)]))
-        self.final = nn.Sequential(Conv1dBlock(cfg.down_dims[0], cfg.down_dims[0], k, g),
-                                   nn.Conv1d(cfg.down_dims[0], action_dim, 1))
+            self.up.append(
+                nn.ModuleList(
+                    [
+                        FiLMResBlock(2 * a, b, cond_dim, k, g),
+                        FiLMResBlock(b, b, cond_dim, k, g),
+                        nn.ConvTranspose1d(b, b, 4, 2, 1),
+                    ]
+                )
+            )
+        self.final = nn.Sequential(
+            Conv1dBlock(cfg.down_dims[0], cfg.down_dims[0], k, g), nn.Conv1d(cfg.down_dims[0], action_dim, 1)
+        )
 
     def forward(self, sample: torch.Tensor, time: torch.Tensor, obs_features: torch.Tensor) -> torch.Tensor:
         """sample [B, H, A], time [B], obs_features [B, T, F] -> [B, H, A]."""

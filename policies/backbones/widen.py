@@ -3,8 +3,8 @@
 Why: to give a trained policy more capacity without relearning what it already knows. A net trained from
 scratch at the new width would start over; the widened net starts as exactly the function of the narrow one (a
 teacher, a student distilled so far, a policy after its DAgger rounds) and training goes on from there with m
-times the channels. Used by `init_from` and by a consistency student wider than its teacher; measured on
-push_t in policies/results/README.md (session 28).
+times the channels. Used by `init_from` and by a consistency student wider than its teacher (the push_t DDPM
+chain in docs/results.md continues a widened policy).
 
 How: every level's C channels become m*C. New channel j copies old channel L(j), laid out so that each
 GroupNorm group of the wide net holds m copies of exactly the channels of the same old group: the group's
@@ -19,7 +19,7 @@ import re
 
 import torch
 
-from policies.backbones.unet import ConditionalUnet1D
+from mimic.policies.backbones.unet import ConditionalUnet1D
 
 
 def channel_map(c_old: int, m: int, groups: int) -> torch.Tensor:
@@ -48,12 +48,24 @@ def _dim_map(size_old: int, size_new: int, m: int, groups: int, halves: bool) ->
     return torch.cat([channel_map(h, m, groups), h + channel_map(h, m, groups)])
 
 
-def widen_unet_state(narrow: dict[str, torch.Tensor], narrow_dims: list[int], wide: ConditionalUnet1D,
-                     wide_dims: list[int], groups: int, seed: int = 0) -> dict[str, torch.Tensor]:
+def widen_unet_state(
+    narrow: dict[str, torch.Tensor],
+    narrow_dims: list[int],
+    wide: ConditionalUnet1D,
+    wide_dims: list[int],
+    groups: int,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
     """`wide`'s state dict holding the function of the narrow UNet whose state is `narrow`."""
-    ratios = {w / n for n, w in zip(narrow_dims, wide_dims, strict=True)} if len(narrow_dims) == len(wide_dims) else set()
+    ratios = (
+        {w / n for n, w in zip(narrow_dims, wide_dims, strict=True)}
+        if len(narrow_dims) == len(wide_dims)
+        else set()
+    )
     if len(ratios) != 1 or (m := next(iter(ratios))) != int(m) or m < 1:
-        raise ValueError(f"policy.unet.down_dims {list(wide_dims)} is not one whole multiple of {list(narrow_dims)}")
+        raise ValueError(
+            f"policy.unet.down_dims {list(wide_dims)} is not one whole multiple of {list(narrow_dims)}"
+        )
     m = int(m)
     gen = torch.Generator().manual_seed(seed)
     out: dict[str, torch.Tensor] = {}

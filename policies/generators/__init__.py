@@ -9,19 +9,30 @@ branch on the method:
 
 from __future__ import annotations
 
-from policies.config import GeneratorConfig
-from policies.generators.base import Generator
-from policies.generators.consistency import ConsistencyGenerator
-from policies.generators.diffusion import DDPMGenerator, EDMGenerator
-from policies.generators.flow import FlowGenerator
+from mimic.policies.config import GeneratorConfig
+from mimic.policies.generators.base import Generator
+from mimic.policies.generators.consistency import ConsistencyGenerator
+from mimic.policies.generators.diffusion import DDPMGenerator, EDMGenerator
+from mimic.policies.generators.flow import FlowGenerator
 
 
 def make_generator(name: str, cfg: GeneratorConfig) -> Generator:
-    table = {"diffusion": DDPMGenerator, "edm": EDMGenerator, "flow": FlowGenerator,
-             "consistency": ConsistencyGenerator}
+    table = {
+        "diffusion": DDPMGenerator,
+        "edm": EDMGenerator,
+        "flow": FlowGenerator,
+        "consistency": ConsistencyGenerator,
+    }
     if name not in table:
         raise ValueError(f"policy.generator: unknown {name!r} (known: {sorted(table)})")
     return table[name](cfg)
 
 
-__all__ = ["ConsistencyGenerator", "DDPMGenerator", "EDMGenerator", "FlowGenerator", "Generator", "make_generator"]
+__all__ = [
+    "ConsistencyGenerator",
+    "DDPMGenerator",
+    "EDMGenerator",
+    "FlowGenerator",
+    "Generator",
+    "make_generator",
+]

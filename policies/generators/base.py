@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from policies.config import GeneratorConfig
+from mimic.policies.config import GeneratorConfig
 
 Net = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -18,7 +18,11 @@ class Generator:
         self.cfg = cfg
 
     def steps(self, num_inference_steps: int | None) -> int:
-        n = (self.cfg.num_inference_steps or self.default_steps) if num_inference_steps is None else num_inference_steps
+        n = (
+            (self.cfg.num_inference_steps or self.default_steps)
+            if num_inference_steps is None
+            else num_inference_steps
+        )
         if n < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {n}")
         return int(n)
@@ -26,8 +30,14 @@ class Generator:
     def loss(self, net: Net, x0: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def sample(self, net: Net, cond: torch.Tensor, shape: tuple[int, ...], num_inference_steps: int | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self,
+        net: Net,
+        cond: torch.Tensor,
+        shape: tuple[int, ...],
+        num_inference_steps: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         raise NotImplementedError
 
 

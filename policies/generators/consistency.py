@@ -23,18 +23,22 @@ from __future__ import annotations
 
 import torch
 
-from policies.generators.base import Generator, Net, randn
-from policies.generators.diffusion import NOISE_SCALE, EDMGenerator, karras_sigmas
-from policies.generators.flow import FlowGenerator, flow_denoise
+from mimic.policies.generators.base import Generator, Net, randn
+from mimic.policies.generators.diffusion import NOISE_SCALE, EDMGenerator, karras_sigmas
+from mimic.policies.generators.flow import FlowGenerator, flow_denoise
 
 Teacher = EDMGenerator | FlowGenerator  # anything with denoise(net, x, sigma, cond) on EDM's scale
 
 
 class ConsistencyGenerator(Generator):
     default_steps = 1
-    executed_rows: tuple[int, int] | None = None  # [lo, hi) of the chunk a rollout executes; set by the Policy
+    executed_rows: tuple[int, int] | None = (
+        None  # [lo, hi) of the chunk a rollout executes; set by the Policy
+    )
 
-    def consistency_fn(self, net: Net, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def consistency_fn(
+        self, net: Net, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor
+    ) -> torch.Tensor:
         c = self.cfg
         if c.cd_param == "flow":
             return flow_denoise(net, x, sigma, cond)
@@ -46,8 +50,15 @@ class ConsistencyGenerator(Generator):
         c_in = 1 / (s**2 + sd**2).sqrt()
         return c_skip * x + c_out * net(c_in * x, sigma.log() / 4 * NOISE_SCALE, cond)
 
-    def distill_loss(self, net: Net, x0: torch.Tensor, cond: torch.Tensor, teacher: Teacher, teacher_net: Net,
-                     teacher_cond: torch.Tensor) -> torch.Tensor:
+    def distill_loss(
+        self,
+        net: Net,
+        x0: torch.Tensor,
+        cond: torch.Tensor,
+        teacher: Teacher,
+        teacher_net: Net,
+        teacher_cond: torch.Tensor,
+    ) -> torch.Tensor:
         c = self.cfg
         if c.cd_target == "ode":
             return self._ode_loss(net, x0, cond, teacher, teacher_net, teacher_cond)
@@ -75,16 +86,24 @@ class ConsistencyGenerator(Generator):
             loss = loss + c.cd_dsm_weight * dsm.mean()
         return loss
 
-    def _ode_loss(self, net: Net, x0: torch.Tensor, cond: torch.Tensor, teacher: Teacher, teacher_net: Net,
-                  teacher_cond: torch.Tensor) -> torch.Tensor:
+    def _ode_loss(
+        self,
+        net: Net,
+        x0: torch.Tensor,
+        cond: torch.Tensor,
+        teacher: Teacher,
+        teacher_net: Net,
+        teacher_cond: torch.Tensor,
+    ) -> torch.Tensor:
         """||f(x_sigma, sigma) - ODE_teacher(x_sigma: sigma -> 0)||^2 (cd_target "ode"; config.py says why)."""
         x_hi, s_hi = self.ode_starts(x0)
         with torch.no_grad():
             target = self.teacher_endpoint(teacher, teacher_net, x_hi, s_hi, teacher_cond)
         return self.endpoint_loss(net, x_hi, s_hi, target, cond)
 
-    def ode_starts(self, x0: torch.Tensor, generator: torch.Generator | None = None,
-                   shuffle: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def ode_starts(
+        self, x0: torch.Tensor, generator: torch.Generator | None = None, shuffle: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Where "ode" rows start: x0 + sigma z, cd_sigma_max_frac of them (the first, or anywhere with shuffle) at
         sigma_max, where a 1-step sample starts, the rest at uniform Karras bins."""
         c = self.cfg
@@ -98,8 +117,9 @@ class ConsistencyGenerator(Generator):
         z = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
         return x0 + s[:, None, None] * z, s
 
-    def endpoint_loss(self, net: Net, x: torch.Tensor, sigma: torch.Tensor, target: torch.Tensor,
-                      cond: torch.Tensor) -> torch.Tensor:
+    def endpoint_loss(
+        self, net: Net, x: torch.Tensor, sigma: torch.Tensor, target: torch.Tensor, cond: torch.Tensor
+    ) -> torch.Tensor:
         """The "ode" loss given the teacher's endpoints: online (`_ode_loss`) or precomputed (gen.cd_pool)."""
         return self._distance(self.consistency_fn(net, x, sigma, cond), target)
 
@@ -123,8 +143,9 @@ class ConsistencyGenerator(Generator):
         w[slice(*self.executed_rows)] = 1.0
         return err * (w * len(w) / w.sum())[None, :, None]
 
-    def teacher_endpoint(self, teacher: Teacher, teacher_net: Net, x: torch.Tensor, sigma: torch.Tensor,
-                         cond: torch.Tensor) -> torch.Tensor:
+    def teacher_endpoint(
+        self, teacher: Teacher, teacher_net: Net, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor
+    ) -> torch.Tensor:
         """The teacher's probability-flow ODE from x at sigma [B] to the data: cd_ode_steps Euler steps on each
         row's own Karras schedule (sigma .. sigma_min, then 0), i.e. the teacher's Euler sampler started there."""
         c = self.cfg
@@ -140,8 +161,14 @@ class ConsistencyGenerator(Generator):
     def loss(self, net: Net, x0: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         raise RuntimeError("a consistency policy trains by distillation: use distill_loss with its teacher")
 
-    def sample(self, net: Net, cond: torch.Tensor, shape: tuple[int, ...], num_inference_steps: int | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self,
+        net: Net,
+        cond: torch.Tensor,
+        shape: tuple[int, ...],
+        num_inference_steps: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         c, n = self.cfg, self.steps(num_inference_steps)
         sigmas = karras_sigmas(n + 1, c.sigma_min, c.sigma_max, c.rho, cond.device)[:n]
         b = shape[0]

@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from policies.config import GeneratorConfig
-from policies.generators.base import Generator, Net, randn
+from mimic.policies.config import GeneratorConfig
+from mimic.policies.generators.base import Generator, Net, randn
 
 NOISE_SCALE = 100.0  # c_noise = ln(sigma) / 4 spans ~[-1.6, 1.1]; scaled to the embedding's range
 
@@ -25,16 +25,21 @@ class DDPMGenerator(Generator):
         super().__init__(cfg)
         from diffusers import DDIMScheduler, DDPMScheduler
 
-        kw = dict(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
-                  prediction_type=cfg.prediction_type, clip_sample=True)
+        kw = dict(
+            num_train_timesteps=cfg.num_train_timesteps,
+            beta_schedule=cfg.beta_schedule,
+            prediction_type=cfg.prediction_type,
+            clip_sample=True,
+        )
         self.train_scheduler = DDPMScheduler(**kw)
         if cfg.scheduler not in ("ddim", "ddpm"):
             raise ValueError(f"policy.gen.scheduler: {cfg.scheduler!r} is not ddim|ddpm")
         ab = self.train_scheduler.alphas_cumprod
         self.log_sigmas = 0.5 * ((1 - ab) / ab).log()  # ln sigma of each train timestep, increasing with t
         kw["timestep_spacing"] = cfg.timestep_spacing
-        self.infer_scheduler = (DDIMScheduler(**kw, set_alpha_to_one=True) if cfg.scheduler == "ddim"
-                                else DDPMScheduler(**kw))
+        self.infer_scheduler = (
+            DDIMScheduler(**kw, set_alpha_to_one=True) if cfg.scheduler == "ddim" else DDPMScheduler(**kw)
+        )
 
     def timesteps(self, b: int, device: torch.device) -> torch.Tensor:
         """Training timestep indices: uniform (DDPM), or nearest to a log-normal sigma (time_sampling lognormal)."""
@@ -42,7 +47,9 @@ class DDPMGenerator(Generator):
         if c.time_sampling == "uniform":
             return torch.randint(0, c.num_train_timesteps, (b,), device=device)
         if c.time_sampling != "lognormal":
-            raise ValueError(f"policy.gen.time_sampling: {c.time_sampling!r} is not uniform|lognormal for diffusion")
+            raise ValueError(
+                f"policy.gen.time_sampling: {c.time_sampling!r} is not uniform|lognormal for diffusion"
+            )
         want = torch.randn(b, device=device) * c.p_std + c.p_mean
         return (self.log_sigmas.to(device)[None, :] - want[:, None]).abs().argmin(dim=1)
 
@@ -51,12 +58,23 @@ class DDPMGenerator(Generator):
         t = self.timesteps(x0.shape[0], x0.device)
         xt = self.train_scheduler.add_noise(x0, noise, t)
         kind = self.cfg.prediction_type
-        target = (noise if kind == "epsilon" else x0 if kind == "sample"
-                  else self.train_scheduler.get_velocity(x0, noise, t))
+        target = (
+            noise
+            if kind == "epsilon"
+            else x0
+            if kind == "sample"
+            else self.train_scheduler.get_velocity(x0, noise, t)
+        )
         return F.mse_loss(net(xt, t.float(), cond).float(), target.float())
 
-    def sample(self, net: Net, cond: torch.Tensor, shape: tuple[int, ...], num_inference_steps: int | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self,
+        net: Net,
+        cond: torch.Tensor,
+        shape: tuple[int, ...],
+        num_inference_steps: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         n = min(self.steps(num_inference_steps), self.cfg.num_train_timesteps)
         sched = self.infer_scheduler
         sched.set_timesteps(n, device=cond.device)
@@ -97,8 +115,14 @@ class EDMGenerator(Generator):
         err = (self.denoise(net, x, sigma, cond).float() - x0.float()) ** 2
         return (weight[:, None, None] * err).mean()
 
-    def sample(self, net: Net, cond: torch.Tensor, shape: tuple[int, ...], num_inference_steps: int | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self,
+        net: Net,
+        cond: torch.Tensor,
+        shape: tuple[int, ...],
+        num_inference_steps: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         c, n = self.cfg, self.steps(num_inference_steps)
         sigmas = karras_sigmas(n, c.sigma_min, c.sigma_max, c.rho, cond.device)
         sigmas = torch.cat([sigmas, sigmas.new_zeros(1)])
@@ -113,4 +137,3 @@ class EDMGenerator(Generator):
                 x_next = x + (s_next - s) * 0.5 * (d + d2)
             x = x_next
         return x
-

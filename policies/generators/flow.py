@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from policies.generators.base import Generator, Net, randn
-from policies.generators.diffusion import karras_sigmas
+from mimic.policies.generators.base import Generator, Net, randn
+from mimic.policies.generators.diffusion import karras_sigmas
 
 TIME_SCALE = 100.0  # the backbone's sinusoidal embedding is tuned for times ~0..100
 
@@ -36,10 +36,14 @@ class FlowGenerator(Generator):
         c = self.cfg
         if c.time_sampling == "logit_normal":
             return torch.sigmoid(torch.randn(b, device=like.device))
-        if c.time_sampling == "lognormal":  # x_t / (1 - t) = x0 + sigma z with sigma = t / (1 - t): logit t = ln sigma
+        if (
+            c.time_sampling == "lognormal"
+        ):  # x_t / (1 - t) = x0 + sigma z with sigma = t / (1 - t): logit t = ln sigma
             return torch.sigmoid(torch.randn(b, device=like.device) * c.p_std + c.p_mean)
         if c.time_sampling != "uniform":
-            raise ValueError(f"policy.gen.time_sampling: {c.time_sampling!r} is not uniform|logit_normal|lognormal")
+            raise ValueError(
+                f"policy.gen.time_sampling: {c.time_sampling!r} is not uniform|logit_normal|lognormal"
+            )
         return torch.rand(b, device=like.device)
 
     def grid(self, n: int, device: torch.device) -> torch.Tensor:
@@ -58,11 +62,19 @@ class FlowGenerator(Generator):
         xt = (1 - t[:, None, None]) * x0 + t[:, None, None] * z
         return F.mse_loss(net(xt, t * TIME_SCALE, cond).float(), (z - x0).float())
 
-    def sample(self, net: Net, cond: torch.Tensor, shape: tuple[int, ...], num_inference_steps: int | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self,
+        net: Net,
+        cond: torch.Tensor,
+        shape: tuple[int, ...],
+        num_inference_steps: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         n = self.steps(num_inference_steps)
         ts = self.grid(n, cond.device)
-        x = randn(shape, cond, generator) * ts[0]  # x_t at t < 1 drops (1 - t) x0, as EDM starts at sigma_max z
+        x = (
+            randn(shape, cond, generator) * ts[0]
+        )  # x_t at t < 1 drops (1 - t) x0, as EDM starts at sigma_max z
         heun = self.cfg.sampler == "heun"
         for i in range(n):
             t, t_next = ts[i], ts[i + 1]

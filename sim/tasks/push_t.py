@@ -25,7 +25,9 @@ STEM_HALF = np.array([0.5 * UNIT, 1.5 * UNIT])
 HEIGHT = 0.03  # m
 _BAR_AREA, _STEM_AREA = 4 * BAR_HALF.prod(), 4 * STEM_HALF.prod()
 # Centre of mass below the bar's top edge, then each part's centre in the COM frame.
-_COM_DEPTH = (_BAR_AREA * BAR_HALF[1] + _STEM_AREA * (2 * BAR_HALF[1] + STEM_HALF[1])) / (_BAR_AREA + _STEM_AREA)
+_COM_DEPTH = (_BAR_AREA * BAR_HALF[1] + _STEM_AREA * (2 * BAR_HALF[1] + STEM_HALF[1])) / (
+    _BAR_AREA + _STEM_AREA
+)
 BAR_CENTER = np.array([0.0, _COM_DEPTH - BAR_HALF[1]])
 STEM_CENTER = np.array([0.0, _COM_DEPTH - 2 * BAR_HALF[1] - STEM_HALF[1]])
 
@@ -33,10 +35,22 @@ STEM_CENTER = np.array([0.0, _COM_DEPTH - 2 * BAR_HALF[1] - STEM_HALF[1]])
 _yb0, _yb1 = BAR_CENTER[1] - BAR_HALF[1], BAR_CENTER[1] + BAR_HALF[1]
 _ys0 = STEM_CENTER[1] - STEM_HALF[1]
 _bx, _sx = BAR_HALF[0], STEM_HALF[0]
-OUTLINE = np.array([(-_bx, _yb0), (-_sx, _yb0), (-_sx, _ys0), (_sx, _ys0), (_sx, _yb0), (_bx, _yb0), (_bx, _yb1),
-                    (-_bx, _yb1)])
+OUTLINE = np.array(
+    [
+        (-_bx, _yb0),
+        (-_sx, _yb0),
+        (-_sx, _ys0),
+        (_sx, _ys0),
+        (_sx, _yb0),
+        (_bx, _yb0),
+        (_bx, _yb1),
+        (-_bx, _yb1),
+    ]
+)
 _EDGE_VEC = np.roll(OUTLINE, -1, axis=0) - OUTLINE
-NORMALS = np.stack([_EDGE_VEC[:, 1], -_EDGE_VEC[:, 0]], axis=1) / np.linalg.norm(_EDGE_VEC, axis=1, keepdims=True)
+NORMALS = np.stack([_EDGE_VEC[:, 1], -_EDGE_VEC[:, 0]], axis=1) / np.linalg.norm(
+    _EDGE_VEC, axis=1, keepdims=True
+)
 CIRCUM_RADIUS = float(np.linalg.norm(OUTLINE, axis=1).max())
 
 
@@ -79,7 +93,9 @@ def inside(pts_block: np.ndarray) -> np.ndarray:
     """Which block-frame points lie inside the T."""
     p = np.asarray(pts_block)
     b, s = np.abs(p - BAR_CENTER), np.abs(p - STEM_CENTER)  # per-axis tests: np.all over axis -1 costs 2x
-    return ((b[..., 0] <= BAR_HALF[0]) & (b[..., 1] <= BAR_HALF[1])) | ((s[..., 0] <= STEM_HALF[0]) & (s[..., 1] <= STEM_HALF[1]))
+    return ((b[..., 0] <= BAR_HALF[0]) & (b[..., 1] <= BAR_HALF[1])) | (
+        (s[..., 0] <= STEM_HALF[0]) & (s[..., 1] <= STEM_HALF[1])
+    )
 
 
 def coverage(pose: np.ndarray, goal: np.ndarray) -> float:
@@ -126,7 +142,13 @@ class PushConfig:
     pusher_half_m: tuple[float, float] = (0.008, 0.012)  # closed pads' half extents along the tool's x, y
     pusher_yaw_rad: float = 0.0  # the tool x axis' yaw in the world (the expert sets it from the arm's home)
     contact_spacing_m: float = 0.006
-    push_angles_rad: tuple[float, ...] = (-0.5, -0.25, 0.0, 0.25, 0.5)  # about the inward normal, in the friction cone
+    push_angles_rad: tuple[float, ...] = (
+        -0.5,
+        -0.25,
+        0.0,
+        0.25,
+        0.5,
+    )  # about the inward normal, in the friction cone
     push_lengths_m: tuple[float, ...] = (0.002, 0.005, 0.01, 0.025, 0.05, 0.09)
     clearance_m: float = 0.012  # gap between pusher and block before a push starts
     # Travel keeps the pusher's circumcircle this far from the block, and circles round it this far out: the
@@ -172,7 +194,9 @@ class PushPlanner:
 
     def cost(self, pose: np.ndarray, goal: np.ndarray) -> np.ndarray | float:
         d = np.asarray(pose)[..., :2] - goal[:2]
-        return np.sqrt((d**2).sum(-1) + (self.cfg.yaw_weight_m * wrap(np.asarray(pose)[..., 2] - goal[2])) ** 2)
+        return np.sqrt(
+            (d**2).sum(-1) + (self.cfg.yaw_weight_m * wrap(np.asarray(pose)[..., 2] - goal[2])) ** 2
+        )
 
     def _candidates(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """All (contact, outward normal, push direction, length) combinations, block frame."""
@@ -184,7 +208,9 @@ class PushPlanner:
                 rows.append((c, n, d, np.full(len(c), length)))
         return tuple(np.concatenate([r[i] for r in rows]) for i in range(4))  # type: ignore[return-value]
 
-    def _simulate(self, pose: np.ndarray, contact: np.ndarray, push_b: np.ndarray, length: np.ndarray) -> np.ndarray:
+    def _simulate(
+        self, pose: np.ndarray, contact: np.ndarray, push_b: np.ndarray, length: np.ndarray
+    ) -> np.ndarray:
         """Block poses after pushing `length` along the world direction fixed at the push's start."""
         n = len(contact)
         k = self.cfg.sub_steps
@@ -239,7 +265,10 @@ class PushPlanner:
         s = np.linspace(0, 1, n)[None, :]
         length = np.linalg.norm(ends - start, axis=1)[:, None]
         seg = start[None, None] + s[..., None] * (ends[:, None] - start[None, None])
-        near = clearance(to_block(pose, seg.reshape(-1, 2))).reshape(len(ends), n) < self.pusher_radius + self.cfg.travel_margin_m
+        near = (
+            clearance(to_block(pose, seg.reshape(-1, 2))).reshape(len(ends), n)
+            < self.pusher_radius + self.cfg.travel_margin_m
+        )
         return (near & (s * length >= self.cfg.clearance_m)).any(axis=1)
 
     def _travel_estimate(self, start: np.ndarray, ends: np.ndarray, pose: np.ndarray) -> np.ndarray:
@@ -268,7 +297,10 @@ class PushPlanner:
         hx, hy = self.cfg.pusher_half_m
         rel = self._pusher_corners(yaw_block)
         scale = np.array([max(hx - margin, 1e-4) / hx, max(hy - margin, 1e-4) / hy])
-        local = np.array([(hx, hy), (-hx, hy), (-hx, -hy), (hx, -hy), (hx, 0), (-hx, 0), (0, hy), (0, -hy)]) * scale
+        local = (
+            np.array([(hx, hy), (-hx, hy), (-hx, -hy), (hx, -hy), (hx, 0), (-hx, 0), (0, hy), (0, -hy)])
+            * scale
+        )
         rel = local @ rot2(self.cfg.pusher_yaw_rad - yaw_block).T
         pts = centers[:, None, :] + rel[None]
         hit = inside(pts).any(axis=1)
@@ -298,8 +330,11 @@ class PushPlanner:
         pred = self.cost(after, goal)
         # The push that gains the most per second of arm time (travel, then the push itself).
         gain = self.cost(pose, goal) - pred
-        seconds = (self._travel_estimate(pusher, pre_w[idx], pose) / cfg.travel_speed_m_s
-                   + (length[idx] + cfg.clearance_m) / cfg.push_speed_m_s + cfg.overhead_s)
+        seconds = (
+            self._travel_estimate(pusher, pre_w[idx], pose) / cfg.travel_speed_m_s
+            + (length[idx] + cfg.clearance_m) / cfg.push_speed_m_s
+            + cfg.overhead_s
+        )
         rate = np.where(gain > 1e-5, gain / seconds, -np.inf)
         best = int(np.argmax(rate))
         if not np.isfinite(rate[best]):

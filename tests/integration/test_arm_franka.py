@@ -12,8 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from robots.arm import ArmError, CommandRefused
-from robots.factory import make_arm
+from mimic.robots.arm import ArmError, CommandRefused
+from mimic.robots.factory import make_arm
 from tests.peers.franky_sim import FrankaProxy, FrankySim
 
 pytestmark = pytest.mark.timeout(240)
@@ -73,7 +73,9 @@ def test_connect_state_stream_and_track(sim):
         while (err := np.abs(arm.state().q - target).max()) >= 0.03 and time.time() < deadline:
             time.sleep(0.05)
         s = arm.state()
-        assert err < 0.03, f"not within 0.03 rad of the last target {SETTLE_S:.0f} s after it: {s.q} vs {target}"
+        assert err < 0.03, (
+            f"not within 0.03 rad of the last target {SETTLE_S:.0f} s after it: {s.q} vs {target}"
+        )
         assert np.abs(s.q[1:] - q0[1:]).max() < 0.03
         stamps = []
         for _ in range(20):

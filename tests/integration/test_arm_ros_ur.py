@@ -17,7 +17,7 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import JointState
 
-from robots.specs import get_spec
+from mimic.robots.specs import get_spec
 from tests.peers.ur_rtde_peer import URPeerClient
 
 pytestmark = pytest.mark.timeout(300)

@@ -13,9 +13,9 @@ import time
 import numpy as np
 import pytest
 
-from robots.arm import ArmError, CommandRefused
-from robots.factory import make_arm
-from robots.specs import get_spec
+from mimic.robots.arm import ArmError, CommandRefused
+from mimic.robots.factory import make_arm
+from mimic.robots.specs import get_spec
 from tests.peers.ur_rtde_peer import URPeerClient
 
 pytestmark = pytest.mark.timeout(300)

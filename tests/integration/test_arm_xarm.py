@@ -11,9 +11,9 @@ import time
 import numpy as np
 import pytest
 
-from robots.arm import ArmError, CommandRefused
-from robots.factory import make_arm
-from robots.specs import get_spec
+from mimic.robots.arm import ArmError, CommandRefused
+from mimic.robots.factory import make_arm
+from mimic.robots.specs import get_spec
 from tests.peers.xarm_peer import XArmPeer
 
 pytestmark = pytest.mark.timeout(300)

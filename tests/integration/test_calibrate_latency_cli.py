@@ -8,27 +8,47 @@ import subprocess
 import sys
 from pathlib import Path
 
-from calibration.latency import LatencyCalibration
+from mimic.calibration.latency import LatencyCalibration
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def calibrate(*args: str, mimic: bool = False, timeout: float = 120) -> subprocess.CompletedProcess:
-    """`mimic calibrate latency ...`, or calibration.cli directly (`mimic` imports every verb's package)."""
-    entry = ["-m", "mimic.cli", "calibrate"] if mimic else ["-m", "calibration.cli"]
+    """`mimic calibrate latency ...`, or mimic.calibration.cli directly (`mimic` imports every verb's package)."""
+    entry = ["-m", "mimic.cli", "calibrate"] if mimic else ["-m", "mimic.calibration.cli"]
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-    return subprocess.run([sys.executable, *entry, "latency", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO, env=env)
+    return subprocess.run(
+        [sys.executable, *entry, "latency", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env=env,
+    )
 
 
 def test_latency_cli_recovers_injected_arm_and_camera_latency(tmp_path: Path) -> None:
     base = calibrate("--arm", "twin:franka", "--out", str(tmp_path / "base.json"))
     assert base.returncode == 0, base.stderr
-    proc = calibrate("--arm", "twin:franka", "--camera", "twin:scene", "--inject-arm-s", "0.1",
-                     "--inject-camera-s", "0.15", "--out", str(tmp_path / "lat.json"), mimic=True)
+    proc = calibrate(
+        "--arm",
+        "twin:franka",
+        "--camera",
+        "twin:scene",
+        "--inject-arm-s",
+        "0.1",
+        "--inject-camera-s",
+        "0.15",
+        "--out",
+        str(tmp_path / "lat.json"),
+        mimic=True,
+    )
     assert proc.returncode == 0, proc.stderr
     print(proc.stdout)
-    lat, lat0 = LatencyCalibration.load(tmp_path / "lat.json"), LatencyCalibration.load(tmp_path / "base.json")
+    lat, lat0 = (
+        LatencyCalibration.load(tmp_path / "lat.json"),
+        LatencyCalibration.load(tmp_path / "base.json"),
+    )
     # Command-to-motion is the injected delay plus the twin servo's own lag, which the base run measures alone.
     assert abs((lat.arm_s - lat0.arm_s) - 0.100) < 0.010, (lat.arm_s, lat0.arm_s)
     assert abs(lat.camera_s["camera0"] - 0.150) < 0.010, lat.camera_s

@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from calibration.latency import camera_latency, read_time_code
-from robots.camera import Camera, CameraConfig, CameraError
+from mimic.calibration.latency import camera_latency, read_time_code
+from mimic.robots.camera import Camera, CameraConfig, CameraError
 from tests.peers.mjpeg_server import NUMBER_ROW, MjpegServer
 
 LATENCY = 0.080
@@ -36,8 +36,10 @@ def test_stream_order_rate_drops_and_latency_corrected_stamps() -> None:
             fps = cam.measured_fps()
             dropped, missed, captured = cam.dropped, cam.missed, cam.frames
         lat, readable = camera_latency([(f.t_arrival, f.image) for f in frames])
-        print(f"MJPEG: {fps:.1f} fps, dropped {dropped} (server skipped {len(skipped)}), missed {missed}, "
-              f"latency {lat * 1e3:.1f} ms (injected {LATENCY * 1e3:.0f})")
+        print(
+            f"MJPEG: {fps:.1f} fps, dropped {dropped} (server skipped {len(skipped)}), missed {missed}, "
+            f"latency {lat * 1e3:.1f} ms (injected {LATENCY * 1e3:.0f})"
+        )
         assert numbers == sorted(set(numbers)) and not skipped & set(numbers)
         assert readable == len(frames) and len(frames) + missed >= captured - 1
         assert 24 < fps < 33

@@ -10,21 +10,33 @@ import numpy as np
 import pytest
 import zarr
 
-from data.cli import main
-from data.dataset import ReplayDataset
-from data.validate import validate
-from data.writer import DatasetWriter, StreamSpec
+from mimic.data.cli import main
+from mimic.data.dataset import ReplayDataset
+from mimic.data.validate import validate
+from mimic.data.writer import DatasetWriter, StreamSpec
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def make_store(path: Path, episodes=(12, 9), img=32) -> Path:
-    streams = {"robot0_joint_pos": StreamSpec((7,)), "robot0_gripper_width": StreamSpec((1,)),
-               "action": StreamSpec((8,)),
-               "camera0_rgb": StreamSpec((img, img, 3), "uint8", "image"),
-               "camera1_rgb": StreamSpec((img, img, 3), "uint8", "image")}
-    w = DatasetWriter.create(path, 10.0, streams, {"robot": "franka", "joint_names": [f"j{i}" for i in range(7)],
-                                                  "task": "push the T", "calibration_ids": {"gello": "abc"}})
+    streams = {
+        "robot0_joint_pos": StreamSpec((7,)),
+        "robot0_gripper_width": StreamSpec((1,)),
+        "action": StreamSpec((8,)),
+        "camera0_rgb": StreamSpec((img, img, 3), "uint8", "image"),
+        "camera1_rgb": StreamSpec((img, img, 3), "uint8", "image"),
+    }
+    w = DatasetWriter.create(
+        path,
+        10.0,
+        streams,
+        {
+            "robot": "franka",
+            "joint_names": [f"j{i}" for i in range(7)],
+            "task": "push the T",
+            "calibration_ids": {"gello": "abc"},
+        },
+    )
     for e, n in enumerate(episodes):
         w.begin_episode()
         for i in range(n * 10 + 1):
@@ -56,8 +68,13 @@ def test_info_and_validate(store, capsys):
     rc, out, _ = run(["validate", store], capsys)
     assert rc == 0 and "OK" in out
     # through the real `mimic` entry point as a process
-    proc = subprocess.run([sys.executable, "-m", "mimic.cli", "dataset", "validate", str(store)], cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mimic.cli", "dataset", "validate", str(store)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -66,6 +83,7 @@ def test_plot_png(store, tmp_path, capsys):
     rc, _, err = run(["plot", store, "-o", out_png, "--episode", 1], capsys)
     assert rc == 0, err
     import imageio.v2 as imageio
+
     im = imageio.imread(out_png)
     assert im.ndim == 3 and im.shape[0] > 300 and im.std() > 5  # a real drawing, not a blank canvas
 
@@ -75,6 +93,7 @@ def test_video_mp4(store, tmp_path, capsys):
     rc, out, err = run(["video", store, "-o", out_mp4], capsys)
     assert rc == 0, err
     import imageio_ffmpeg
+
     gen = imageio_ffmpeg.read_frames(str(out_mp4))
     meta = next(gen)
     frames = list(gen)
@@ -84,6 +103,7 @@ def test_video_mp4(store, tmp_path, capsys):
 
 def test_export_mcap_readable_as_ros2(store, tmp_path, capsys):
     from mcap_ros2.reader import read_ros2_messages
+
     out = tmp_path / "rec.mcap"
     rc, _, err = run(["export-mcap", store, "-o", out], capsys)
     assert rc == 0, err
@@ -94,7 +114,11 @@ def test_export_mcap_readable_as_ros2(store, tmp_path, capsys):
         topics[m.channel.topic] = topics.get(m.channel.topic, 0) + 1
         if first is None and m.channel.topic == "/robot0/joint_states":
             first = m.ros_msg
-    assert topics == {"/robot0/joint_states": ds.n_steps, "/camera0_rgb": ds.n_steps, "/camera1_rgb": ds.n_steps}
+    assert topics == {
+        "/robot0/joint_states": ds.n_steps,
+        "/camera0_rgb": ds.n_steps,
+        "/camera1_rgb": ds.n_steps,
+    }
     assert list(first.name) == [f"j{i}" for i in range(7)]
     assert np.allclose(first.position, ds.episode(0)["robot0_joint_pos"][0])
 
@@ -106,15 +130,30 @@ def test_merge_and_split(store, tmp_path, capsys):
     m = validate(merged)[0]
     assert m.n_episodes == 4 and m.n_steps == 2 * ReplayDataset(store).n_steps
     assert np.array_equal(m.episode(2)["action"], ReplayDataset(store).episode(0)["action"])
-    rc, _, err = run(["split", merged, "--train", tmp_path / "tr.zarr", "--val", tmp_path / "va.zarr",
-                      "--val-ratio", 0.25], capsys)
+    rc, _, err = run(
+        [
+            "split",
+            merged,
+            "--train",
+            tmp_path / "tr.zarr",
+            "--val",
+            tmp_path / "va.zarr",
+            "--val-ratio",
+            0.25,
+        ],
+        capsys,
+    )
     assert rc == 0, err
-    assert validate(tmp_path / "tr.zarr")[0].n_episodes == 3 and validate(tmp_path / "va.zarr")[0].n_episodes == 1
+    assert (
+        validate(tmp_path / "tr.zarr")[0].n_episodes == 3
+        and validate(tmp_path / "va.zarr")[0].n_episodes == 1
+    )
 
 
 def write_dp_v2(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """A diffusion_policy ReplayBuffer as its real datasets are stored: zarr v2, images Jpeg2k."""
     import imagecodecs.numcodecs as icn
+
     icn.register_codecs(verbose=False)
     g = zarr.open_group(str(path), mode="w", zarr_format=2)
     d = g.create_group("data")
@@ -122,8 +161,9 @@ def write_dp_v2(path: Path) -> tuple[np.ndarray, np.ndarray]:
     act = np.random.default_rng(0).normal(size=(n, 2)).astype(np.float32)
     d.create_array("action", data=act)
     d.create_array("robot0_joint_pos", data=np.cumsum(act, 0))
-    img = d.create_array("img", shape=(n, 16, 16, 3), chunks=(1, 16, 16, 3), dtype="uint8",
-                         compressors=icn.Jpeg2k(level=50))
+    img = d.create_array(
+        "img", shape=(n, 16, 16, 3), chunks=(1, 16, 16, 3), dtype="uint8", compressors=icn.Jpeg2k(level=50)
+    )
     img[:] = np.full((n, 16, 16, 3), 77, np.uint8)
     ends = np.array([10, 25], np.int64)
     g.create_group("meta").create_array("episode_ends", data=ends)
@@ -132,8 +172,10 @@ def write_dp_v2(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def test_import_dp_v2_store(tmp_path, capsys):
     act, ends = write_dp_v2(tmp_path / "dp.zarr")
-    rc, _, err = run(["import-dp", tmp_path / "dp.zarr", "-o", tmp_path / "imp.zarr", "--fps", 10,
-                      "--robot", "ur5e"], capsys)
+    rc, _, err = run(
+        ["import-dp", tmp_path / "dp.zarr", "-o", tmp_path / "imp.zarr", "--fps", 10, "--robot", "ur5e"],
+        capsys,
+    )
     assert rc == 0, err
     ds = validate(tmp_path / "imp.zarr")[0]
     assert list(ds.episode_ends) == list(ends) and ds.attrs["robot"] == "ur5e"
@@ -145,6 +187,7 @@ def test_import_dp_v2_store(tmp_path, capsys):
 def corrupt(kind: str, src: Path, dst: Path) -> str:
     """Build one bad store; returns the key the error must name."""
     import shutil
+
     shutil.copytree(src, dst)
     g = zarr.open_group(str(dst), mode="r+")
     if kind == "truncated":
@@ -169,8 +212,12 @@ def corrupt(kind: str, src: Path, dst: Path) -> str:
 
 KINDS = ["truncated", "foreign", "episode_ends", "alignment", "attrs", "not_zarr"]
 # import-dp reads the diffusion_policy layout only; alignment and attrs are Mimic-specific fields.
-CASES = [(v, k) for v in ("validate", "plot", "merge", "export-mcap", "import-dp") for k in KINDS
-         if not (v == "import-dp" and k in ("alignment", "attrs"))]
+CASES = [
+    (v, k)
+    for v in ("validate", "plot", "merge", "export-mcap", "import-dp")
+    for k in KINDS
+    if not (v == "import-dp" and k in ("alignment", "attrs"))
+]
 
 
 @pytest.mark.parametrize(("verb", "kind"), CASES)
@@ -183,8 +230,13 @@ def test_bad_store_one_line_error_nothing_written(store, tmp_path, capsys, kind,
     else:
         key = corrupt(kind, store, bad)
     out = tmp_path / "out.bin"
-    argv = {"validate": ["validate", bad], "plot": ["plot", bad, "-o", out], "merge": ["merge", bad, "-o", out],
-            "export-mcap": ["export-mcap", bad, "-o", out], "import-dp": ["import-dp", bad, "-o", out]}[verb]
+    argv = {
+        "validate": ["validate", bad],
+        "plot": ["plot", bad, "-o", out],
+        "merge": ["merge", bad, "-o", out],
+        "export-mcap": ["export-mcap", bad, "-o", out],
+        "import-dp": ["import-dp", bad, "-o", out],
+    }[verb]
     rc, _, err = run(argv, capsys)
     assert rc == 1
     lines = err.strip().splitlines()

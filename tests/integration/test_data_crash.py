@@ -10,13 +10,13 @@ import time
 
 import numpy as np
 
-from data.dataset import ReplayDataset
-from data.validate import validate
+from mimic.data.dataset import ReplayDataset
+from mimic.data.validate import validate
 
 CHILD = r"""
 import sys, numpy as np
 from pathlib import Path
-from data.writer import DatasetWriter, StreamSpec
+from mimic.data.writer import DatasetWriter, StreamSpec
 path = sys.argv[1]
 streams = {"robot0_joint_pos": StreamSpec((2,), tolerance_s=0.2), "action": StreamSpec((2,), tolerance_s=0.2),
            "camera0_rgb": StreamSpec((8, 8, 3), "uint8", "image", tolerance_s=0.2)}
@@ -46,6 +46,7 @@ while True:
 
 def test_sigkill_never_loses_committed_episodes(tmp_path, procs):
     import subprocess
+
     path = str(tmp_path / "crash.zarr")
     rnd = random.Random(1234)
     committed: dict[int, int] = {}
@@ -86,4 +87,6 @@ def test_sigkill_never_loses_committed_episodes(tmp_path, procs):
     assert set(committed) <= set(range(ds.n_episodes)) and ds.n_episodes - len(committed) <= 20
     for ep in range(ds.n_episodes):
         assert np.all(ds.episode(ep)["robot0_joint_pos"][:, 0] == ep)
-    print(f"{len(committed)} committed episodes survived 20 SIGKILLs; {dropped_total} uncommitted steps trimmed")
+    print(
+        f"{len(committed)} committed episodes survived 20 SIGKILLs; {dropped_total} uncommitted steps trimmed"
+    )

@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from data.torch_dataset import WindowDataset
-from data.validate import validate
-from data.writer import DatasetWriter, StreamSpec
+from mimic.data.torch_dataset import WindowDataset
+from mimic.data.validate import validate
+from mimic.data.writer import DatasetWriter, StreamSpec
 
 LOWDIM = ("robot0_joint_pos", "robot0_gripper_width", "robot0_eef_pos")
 
 
 def test_twin_rollouts_round_trip_into_training_windows(tmp_path):
-    import sim
+    import mimic.sim as sim
 
     env = sim.make_env("reach", "franka", seed=0, cameras=("scene",), image_size=(96, 96))
     expert = sim.make_expert(env)
@@ -23,8 +23,12 @@ def test_twin_rollouts_round_trip_into_training_windows(tmp_path):
     streams["camera0_rgb"] = StreamSpec((96, 96, 3), "uint8", "image")
     streams["action"] = StreamSpec((dof + 1,))
     path = tmp_path / "twin.zarr"
-    w = DatasetWriter.create(path, env.control_hz, streams,
-                             {"robot": "franka", "joint_names": list(env.spec.joint_names), "task": "reach"})
+    w = DatasetWriter.create(
+        path,
+        env.control_hz,
+        streams,
+        {"robot": "franka", "joint_names": list(env.spec.joint_names), "task": "reach"},
+    )
     recorded = []
     for ep in range(3):
         obs = env.reset(seed=ep)
@@ -49,8 +53,14 @@ def test_twin_rollouts_round_trip_into_training_windows(tmp_path):
     assert np.allclose(ds.episode(2)["action"], recorded[2])
     assert ds.attrs["joint_names"] == list(env.spec.joint_names)
 
-    train = WindowDataset(path, obs_keys=["robot0_joint_pos", "camera0_rgb"], n_obs_steps=2, horizon=8,
-                          val_ratio=0.34, cache_dir=tmp_path / "cache")
+    train = WindowDataset(
+        path,
+        obs_keys=["robot0_joint_pos", "camera0_rgb"],
+        n_obs_steps=2,
+        horizon=8,
+        val_ratio=0.34,
+        cache_dir=tmp_path / "cache",
+    )
     loader = torch.utils.data.DataLoader(train, batch_size=8, shuffle=True)
     batch = next(iter(loader))
     assert batch["obs"]["camera0_rgb"].shape == (8, 2, 3, 96, 96)

@@ -137,7 +137,9 @@ def test_follow_mode_tracks_leader_within_limits_and_holds_when_stale(procs, tmp
 
 def test_chunk_mode_sends_each_point_one_arm_latency_early(procs, tmp_path) -> None:
     lead = 0.1
-    proc, stats_path = start_controller(procs, tmp_path, "mode:=chunk", f"lead_s:={lead}", f"rate_hz:={RATE_HZ}")
+    proc, stats_path = start_controller(
+        procs, tmp_path, "mode:=chunk", f"lead_s:={lead}", f"rate_hz:={RATE_HZ}"
+    )
     peer = Peer()
     try:
         peer.wait_matched(peer.chunk_pub)
@@ -147,7 +149,9 @@ def test_chunk_mode_sends_each_point_one_arm_latency_early(procs, tmp_path) -> N
         # Its control loop starts once seeded and then publishes diagnostics every second: wait for those.
         arm_state = lambda: peer.publish_state(SPEC.home, 0.04)  # noqa: E731
         diagnostics: list[str] = []
-        peer.node.create_subscription(String, "/controller/diagnostics", lambda m: diagnostics.append(m.data), 10)
+        peer.node.create_subscription(
+            String, "/controller/diagnostics", lambda m: diagnostics.append(m.data), 10
+        )
         deadline = time.monotonic() + 20.0
         while not diagnostics and time.monotonic() < deadline:
             peer.spin_for(0.1, every=arm_state, period=0.02)
@@ -180,7 +184,7 @@ def test_chunk_mode_sends_each_point_one_arm_latency_early(procs, tmp_path) -> N
     gap_at = np.flatnonzero(np.diff(ts) > 2 * period) + 1
     catching_up = np.zeros(len(ts), bool)
     for i in gap_at:
-        catching_up[i:i + 4] = True
+        catching_up[i : i + 4] = True
     off = np.abs(err) > 2e-3
     assert not np.any(off & ~catching_up[inside]), (err[off], np.flatnonzero(inside)[off], gap_at)
     assert np.all(err[off] < 0), "an output ran ahead of the chunk"

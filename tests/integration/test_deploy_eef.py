@@ -21,12 +21,12 @@ import sys
 import time
 
 import numpy as np
-from mimic_ros.msgs import EEF_CHUNK_TOPIC, eef_chunk_msg
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
-from robots.eef_control import tcp_pose_row
+from mimic.robots.eef_control import tcp_pose_row
+from mimic_ros.msgs import EEF_CHUNK_TOPIC, eef_chunk_msg
 from tests.conftest import REPO
 from tests.integration.test_session_recorder import start_node
 from tests.twin_watcher import TwinWatcher
@@ -49,7 +49,6 @@ class Peer(TwinWatcher):
 
     def send(self, rows: np.ndarray, start_in_s: float = 0.3, dt: float = 0.1) -> None:
         self.pub.publish(eef_chunk_msg(time.time() + start_in_s, dt, rows))
-
 
 
 def line(start: np.ndarray, goal_pos: np.ndarray, goal_rot: Rotation, n: int, width: float) -> np.ndarray:

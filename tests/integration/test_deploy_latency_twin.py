@@ -1,4 +1,4 @@
-"""Latency calibration against the MuJoCo twin's injected latencies (sim.latency.LatencyConfig ground truth)."""
+"""Latency calibration against the MuJoCo twin's injected latencies (mimic.sim.latency.LatencyConfig ground truth)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import time
 
 import numpy as np
 
-from calibration.latency import camera_latency_from_motion, measure_arm_latency
-from sim.latency import LatencyConfig
-from sim.twin import TwinArm
+from mimic.calibration.latency import camera_latency_from_motion, measure_arm_latency
+from mimic.sim.latency import LatencyConfig
+from mimic.sim.twin import TwinArm
 
 
 def arm_latency(command_s: float) -> float:

@@ -19,7 +19,7 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import CompressedImage, JointState
 
-from calibration.latency import CODE_BITS, draw_time_code, read_time_code
+from mimic.calibration.latency import CODE_BITS, draw_time_code, read_time_code
 from tests.unit.test_control_chunk import make_spec
 
 SPEC = make_spec()

@@ -1,6 +1,6 @@
 """Latency matching on the twin's timing-sensitive task: `mimic deploy` of a scripted predictive policy on track.
 
-The goal circles at 0.15 m/s and must be followed within 2 cm for 1 s (sim.env). The arm node injects 100 ms
+The goal circles at 0.15 m/s and must be followed within 2 cm for 1 s (mimic.sim.env). The arm node injects 100 ms
 of command latency and reports /objects/state 150 ms late (a tracker on a 150 ms camera); the policy is
 skilled: from the newest object state in its window it predicts the goal's path from that moment on and
 follows it by IK, as a trained policy would. With matching the deploy session succeeds; with the naive loop
@@ -32,7 +32,7 @@ class TrackPolicy:
     n_obs_steps, horizon, n_action_steps, control_hz = 2, 16, 8, 10.0
 
     def __init__(self) -> None:
-        from sim import make_env
+        from mimic.sim import make_env
 
         self.env = make_env("track", ARM, seed=0, cameras=())
         self.action_dim = self.env.spec.dof + 1
@@ -41,7 +41,7 @@ class TrackPolicy:
         pass
 
     def predict(self, obs_window: dict[str, np.ndarray], num_inference_steps=None) -> np.ndarray:
-        from sim.expert import Expert
+        from mimic.sim.expert import Expert
 
         obs = {k: np.asarray(obs_window[k][-1], float) for k in self.obs_keys}
         expert = Expert(self.env)  # starts from the observed TCP, closes in at its speed limit
@@ -54,10 +54,31 @@ class TrackPolicy:
 
 def deploy(tmp_path: Path, matching: bool, episodes: int = 2) -> dict:
     results = tmp_path / f"results_{matching}.json"
-    cmd = [sys.executable, "-m", "mimic.cli", "deploy", f"py:{__name__}:TrackPolicy", "--arm", f"twin:{ARM}",
-           "--task", "track", "--episodes", str(episodes), "--episode-s", "8", "--cameras", "",
-           "--camera-latency-s", "0.15", "--arm-latency-s", "0.1", "--object-latency-s", "0.15",
-           "--results", str(results)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mimic.cli",
+        "deploy",
+        f"py:{__name__}:TrackPolicy",
+        "--arm",
+        f"twin:{ARM}",
+        "--task",
+        "track",
+        "--episodes",
+        str(episodes),
+        "--episode-s",
+        "8",
+        "--cameras",
+        "",
+        "--camera-latency-s",
+        "0.15",
+        "--arm-latency-s",
+        "0.1",
+        "--object-latency-s",
+        "0.15",
+        "--results",
+        str(results),
+    ]
     if not matching:
         cmd.append("--no-matching")
     t0 = time.monotonic()

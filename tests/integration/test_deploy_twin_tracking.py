@@ -12,10 +12,10 @@ from collections import deque
 
 import numpy as np
 
-from calibration.latency import measure_arm_latency
-from robots.control import ChunkController, Pacer
-from sim.latency import LatencyConfig
-from sim.twin import TwinArm
+from mimic.calibration.latency import measure_arm_latency
+from mimic.robots.control import ChunkController, Pacer
+from mimic.sim.latency import LatencyConfig
+from mimic.sim.twin import TwinArm
 
 CAMERA_S, COMMAND_S, INFERENCE_S = 0.150, 0.100, 0.050
 AMP, FREQ = 0.2, 0.4

@@ -17,12 +17,14 @@ import numpy as np
 import pytest
 import torch
 
-from data.dataset import ReplayDataset
-from data.relative import RelativeTrajectory, pose_to_matrix
-from policies.eef import load_eef_policy, record_handheld
-from policies.evaluate_eef import rollout_eef
-from robots.eef_control import EefChunkController
-from robots.ik import IKSolver
+from mimic.data.dataset import ReplayDataset
+from mimic.data.relative import RelativeTrajectory, pose_to_matrix
+from mimic.policies.checkpoint import action_space, load_deployable
+from mimic.robots.eef_control import EefChunkController
+from mimic.robots.gripper import grasp_command
+from mimic.robots.ik import IKSolver
+from mimic.workflows.evaluate_eef import rollout_eef
+from mimic.workflows.record import record_handheld
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "policies" / "configs" / "handheld_pick_place_eef.yaml"
@@ -54,7 +56,9 @@ class ReplayOracle:
         rows = np.clip(np.arange(i - 1, i - 1 + self.horizon), 0, len(a) - 1)
         rel = self.tf.encode_actions(a[rows], pose_to_matrix(a[i, :3], a[i, 3:6]))
         here = pose_to_matrix(window["robot0_eef_pos"][-1], window["robot0_eef_rot_axis_angle"][-1])
-        return self.tf.decode_actions(rel, here)
+        rows = self.tf.decode_actions(rel, here)
+        rows[:, 6] = grasp_command(rows[:, 6], self.gripper_max)  # as EefPolicy.predict does
+        return rows
 
 
 def test_store_has_object_state_from_the_tracker(store):
@@ -71,7 +75,7 @@ def test_store_has_object_state_from_the_tracker(store):
 
 @pytest.mark.parametrize("arm", ["franka", "ur5e", "xarm7"])
 def test_deployment_path_replays_handheld_demos_to_success(store, arm):
-    import sim
+    import mimic.sim as sim
 
     ds = ReplayDataset(store)
     env = sim.make_env("pick_place", arm, cameras=())
@@ -105,7 +109,7 @@ def checkpoint(store, tmp_path_factory):
         [
             sys.executable,
             "-m",
-            "policies.eef",
+            "mimic.cli",
             "train",
             str(CONFIG),
             "--no-progress",
@@ -123,7 +127,9 @@ def checkpoint(store, tmp_path_factory):
 
 def test_trained_policy_predicts_absolute_tcp_chunks_independent_of_the_base_frame(checkpoint, store):
     torch.set_num_threads(1)
-    policy = load_eef_policy(checkpoint)
+    assert action_space(checkpoint) == "eef"
+    policy = load_deployable(checkpoint)
+    assert policy.action_space == "eef"
     assert (policy.n_obs_steps, policy.horizon, policy.action_dim) == (2, 16, 7)
     ep = ReplayDataset(store).episode(0)
     window = {k: ep[k][10:12] for k in policy.obs_keys}
@@ -153,14 +159,14 @@ def test_trained_policy_predicts_absolute_tcp_chunks_independent_of_the_base_fra
     )
 
 
-def test_evaluate_cli_writes_table_json_png_and_mp4(checkpoint, tmp_path, capsys):
-    from policies.evaluate_eef import main  # in-process: the CLI's code path without another torch import
+def test_mimic_eval_runs_an_eef_checkpoint_on_every_arm_twin(checkpoint, tmp_path, capsys):
+    from mimic.workflows.evaluate import main  # in-process: the CLI's code path without another torch import
 
     rc = main(
         [
             str(checkpoint),
             "--arm",
-            "ur5e",
+            "all",
             "--episodes",
             "1",
             "--video-dir",
@@ -173,20 +179,24 @@ def test_evaluate_cli_writes_table_json_png_and_mp4(checkpoint, tmp_path, capsys
     )
     out = capsys.readouterr().out
     assert rc == 0
-    assert "| ur5e | 1 |" in out
-    res = json.loads((tmp_path / "res.json").read_text())[0]
-    assert res["arm"] == "ur5e" and res["episodes"] == 1 and len(res["outcomes"]) == 1
-    assert 0.0 <= res["ci_low"] <= res["ci_high"] <= 1.0
+    assert [line.split(":")[0] for line in out.splitlines() if "success" in line] == [
+        "franka/pick_place",
+        "ur5e/pick_place",
+        "xarm7/pick_place",
+    ]
+    results = json.loads((tmp_path / "res.json").read_text())
+    assert [r["arm"] for r in results] == ["franka", "ur5e", "xarm7"]
+    for res in results:
+        assert res["episodes"] == 1 and len(res["outcomes"]) == 1
+        assert 0.0 <= res["ci_low"] <= res["ci_high"] <= 1.0
     assert (tmp_path / "res.png").stat().st_size > 0
-    assert len(list((tmp_path / "vid").glob("*.mp4"))) == 1
+    assert len(list((tmp_path / "vid").glob("*.mp4"))) == 3
 
 
-def test_evaluate_cli_rejects_a_checkpoint_that_is_not_an_eef_policy(tmp_path, capsys):
-    from policies.evaluate_eef import main
+def test_mimic_eval_refuses_a_directory_that_is_no_checkpoint_in_one_line(tmp_path, capsys):
+    from mimic.workflows.evaluate import main
 
-    assert main([str(tmp_path), "--arm", "franka"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("policies.evaluate_eef:") and len(err.strip().splitlines()) == 1
     (tmp_path / "ckpt").mkdir()
-    assert main([str(tmp_path / "ckpt"), "--arm", "panda"]) == 2
-    assert "missing" in capsys.readouterr().err
+    assert main([str(tmp_path / "ckpt"), "--arm", "franka"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mimic eval:") and len(err.strip().splitlines()) == 1 and "missing" in err

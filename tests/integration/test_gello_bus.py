@@ -10,16 +10,16 @@ import dynamixel_sdk as sdk
 import numpy as np
 import pytest
 
-from calibration.gello import example_calibration
-from teleop import dynamixel as dx
-from teleop.emulated_bus import EmulatedDynamixelBus
+from mimic.teleop import dynamixel as dx
+from mimic.teleop.emulated_bus import EmulatedDynamixelBus
+from mimic.teleop.gello_calibration import example_calibration
 
 
 @pytest.fixture
 def bus_and_port(monkeypatch):
     # These tests check the protocol, not timing (test_gello_leader's rate test does that). The SDK waits
     # 2 x LATENCY_TIMER + 2 ms (~34 ms) for a reply; the emulator is a thread of this process and missed that
-    # window on a machine whose cores were both training (sessions 31-32), which a servo never does.
+    # window on a machine whose cores were both training, which a servo never does.
     monkeypatch.setattr(sdk.port_handler, "LATENCY_TIMER", 100)
     bus = EmulatedDynamixelBus(example_calibration("ur5e", baudrate=1_000_000))
     port = sdk.PortHandler(bus.port)
@@ -52,7 +52,9 @@ def test_sync_bulk_and_stuffing(bus_and_port) -> None:
     bus, port, ph = bus_and_port
     write = sdk.GroupSyncWrite(port, ph, 116, 4)  # goal position
     for sid in (1, 2):
-        write.addParam(sid, list((0x00FDFFFF + sid).to_bytes(4, "little")))  # FF FF FD inside: stuffed on the wire
+        write.addParam(
+            sid, list((0x00FDFFFF + sid).to_bytes(4, "little"))
+        )  # FF FF FD inside: stuffed on the wire
     assert write.txPacket() == 0
     time.sleep(0.05)
     assert ph.read4ByteTxRx(port, 1, 116)[0] == 0x00FDFFFF + 1

@@ -13,10 +13,10 @@ import time
 
 import numpy as np
 
-from calibration.gello import GelloCalibration, example_calibration
-from robots.specs import get_spec
-from teleop.emulated_bus import EmulatedDynamixelBus
-from teleop.gello import GelloConfig, GelloLeader
+from mimic.robots.specs import get_spec
+from mimic.teleop.emulated_bus import EmulatedDynamixelBus
+from mimic.teleop.gello import GelloConfig, GelloLeader
+from mimic.teleop.gello_calibration import GelloCalibration, example_calibration
 
 TICK = 2 * math.pi / 4096
 
@@ -27,7 +27,9 @@ def _wait_for(proc: subprocess.Popen, text: str, timeout: float = 30.0) -> str:
     deadline = time.monotonic() + timeout
     while text.encode() not in out:
         assert time.monotonic() < deadline, f"CLI never printed {text!r}; got {out.decode()!r}"
-        assert proc.poll() is None or select.select([proc.stdout], [], [], 0)[0], f"CLI exited: {out.decode()!r}"
+        assert proc.poll() is None or select.select([proc.stdout], [], [], 0)[0], (
+            f"CLI exited: {out.decode()!r}"
+        )
         if select.select([proc.stdout], [], [], 0.2)[0]:
             chunk = os.read(proc.stdout.fileno(), 4096)
             if not chunk and proc.poll() is not None:
@@ -43,14 +45,30 @@ def test_cli_finds_the_assembly_and_the_file_survives_a_power_cycle(procs, tmp_p
     out_path = tmp_path / "gello_franka.json"
     with EmulatedDynamixelBus(truth, baudrate=57_600, start_pose=spec.home) as bus:
         bus.set_joint_targets(spec.home + hand_error, spec.gripper_max)
-        proc = procs.python("-m", "mimic.cli", "calibrate", "gello", "--port", bus.port, "--arm", "franka",
-                            "--out", str(out_path), "--device-id", "lab-gello-1",
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = procs.python(
+            "-m",
+            "mimic.cli",
+            "calibrate",
+            "gello",
+            "--port",
+            bus.port,
+            "--arm",
+            "franka",
+            "--out",
+            str(out_path),
+            "--device-id",
+            "lab-gello-1",
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         _wait_for(proc, "1/3")
         proc.stdin.write(b"\n")
         proc.stdin.flush()
         _wait_for(proc, "2/3")
-        bus.set_joint_targets(spec.home + 0.2, spec.gripper_min)  # every joint a bit positive, trigger squeezed
+        bus.set_joint_targets(
+            spec.home + 0.2, spec.gripper_min
+        )  # every joint a bit positive, trigger squeezed
         proc.stdin.write(b"\n")
         proc.stdin.flush()
         _wait_for(proc, "3/3")
@@ -81,9 +99,20 @@ def test_cli_finds_the_assembly_and_the_file_survives_a_power_cycle(procs, tmp_p
 def test_cli_refuses_a_joint_that_did_not_move(procs, tmp_path) -> None:
     spec = get_spec("ur5e")
     with EmulatedDynamixelBus(example_calibration("ur5e"), start_pose=spec.home) as bus:
-        proc = procs.python("-m", "calibration.cli", "gello", "--port", bus.port, "--arm", "ur5e",
-                            "--out", str(tmp_path / "c.json"), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+        proc = procs.python(
+            "-m",
+            "mimic.calibration.cli",
+            "gello",
+            "--port",
+            bus.port,
+            "--arm",
+            "ur5e",
+            "--out",
+            str(tmp_path / "c.json"),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         _wait_for(proc, "1/3")
         proc.stdin.write(b"\n")
         proc.stdin.flush()
@@ -101,20 +130,43 @@ def test_cli_refuses_a_joint_that_did_not_move(procs, tmp_path) -> None:
 
 def test_cli_emulate_and_bad_input_are_one_line(procs, tmp_path) -> None:
     out = tmp_path / "xarm.json"
-    proc = procs.python("-m", "mimic.cli", "calibrate", "gello", "--emulate", "--arm", "xarm7", "--out", str(out),
-                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = procs.python(
+        "-m",
+        "mimic.cli",
+        "calibrate",
+        "gello",
+        "--emulate",
+        "--arm",
+        "xarm7",
+        "--out",
+        str(out),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     text = proc.communicate(timeout=60)[0].decode()
     assert proc.returncode == 0, text
     cal = GelloCalibration.load(out)
     truth = example_calibration("xarm7")
-    assert [j.sign for j in cal.joints] == [j.sign for j in truth.joints] and cal.verified_max_error_rad < 1e-3
-    for args, message in [(["--arm", "kuka", "--port", "/dev/null"], "unknown arm 'kuka'"),
-                          (["--arm", "franka", "--port", str(tmp_path / "ttyUSB0")], "no such serial port"),
-                          (["--arm", "franka"], "--port is required"),
-                          (["--arm", "franka", "--emulate", "--signs", "1,x"], "--signs: expected")]:
-        # calibration.cli directly: `mimic` finds its verbs by importing packages (torch among them), seconds each
-        proc = procs.python("-m", "calibration.cli", "gello", "--out", str(tmp_path / "c.json"), *args,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert [j.sign for j in cal.joints] == [
+        j.sign for j in truth.joints
+    ] and cal.verified_max_error_rad < 1e-3
+    for args, message in [
+        (["--arm", "kuka", "--port", "/dev/null"], "unknown arm 'kuka'"),
+        (["--arm", "franka", "--port", str(tmp_path / "ttyUSB0")], "no such serial port"),
+        (["--arm", "franka"], "--port is required"),
+        (["--arm", "franka", "--emulate", "--signs", "1,x"], "--signs: expected"),
+    ]:
+        # mimic.calibration.cli directly: `mimic` finds its verbs by importing packages (torch among them), seconds each
+        proc = procs.python(
+            "-m",
+            "mimic.calibration.cli",
+            "gello",
+            "--out",
+            str(tmp_path / "c.json"),
+            *args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         text = proc.communicate(timeout=60)[0].decode()
         assert proc.returncode == 1 and message in text and "Traceback" not in text, text
         assert text.startswith("mimic calibrate gello: ")

@@ -10,12 +10,12 @@ import time
 import numpy as np
 import torch
 
-from calibration.gello import JointCalibration, example_calibration
-from robots.factory import make_arm
-from robots.specs import get_spec
-from teleop.emulated_bus import EmulatedDynamixelBus
-from teleop.follow import follow, plot_follow
-from teleop.gello import GelloConfig, GelloLeader
+from mimic.robots.factory import make_arm
+from mimic.robots.specs import get_spec
+from mimic.teleop.emulated_bus import EmulatedDynamixelBus
+from mimic.teleop.follow import follow, plot_follow
+from mimic.teleop.gello import GelloConfig, GelloLeader
+from mimic.teleop.gello_calibration import JointCalibration, example_calibration
 from tests.peers.dynamixel_bus import read_along
 
 TICK = 2 * math.pi / 4096
@@ -28,7 +28,9 @@ def test_power_cycles_never_shift_a_joint_by_a_turn(tmp_path) -> None:
     cal.joints[0] = JointCalibration(1, 1, 4, -0.05, float(spec.home[0]))
     path = cal.save(tmp_path / "gello.json")
     with EmulatedDynamixelBus(cal, baudrate=1_000_000, start_pose=spec.home) as bus:
-        leader = GelloLeader(GelloConfig(port=bus.port, calibration=path, follower="franka", baudrate=1_000_000))
+        leader = GelloLeader(
+            GelloConfig(port=bus.port, calibration=path, follower="franka", baudrate=1_000_000)
+        )
         q = spec.home.copy()
         q[0] = 0.1
         bus.set_joint_targets(q, 0.08)
@@ -85,16 +87,22 @@ def test_follower_twin_tracks_the_leader_and_holds_through_a_fault(tmp_path) -> 
     rms = float(np.sqrt(np.mean(err**2)))
     hold_drift = float(np.max(np.ptp(held, axis=0)))
     max_step = float(np.nanmax(steps))
-    print(f"follower tracking: rms {rms:.4f} rad, max {err.max():.4f} rad over {len(err)} samples; "
-          f"{len(flog.leader_errors)} LeaderErrors, drift while holding {hold_drift:.5f} rad, "
-          f"max command step {max_step:.4f} rad")
+    print(
+        f"follower tracking: rms {rms:.4f} rad, max {err.max():.4f} rad over {len(err)} samples; "
+        f"{len(flog.leader_errors)} LeaderErrors, drift while holding {hold_drift:.5f} rad, "
+        f"max command step {max_step:.4f} rad"
+    )
     assert png.stat().st_size > 10_000
     in_fault = [sid for t, sid, _ in flog.leader_errors if fault[0] <= t - t0 <= fault[1] + 0.2]
-    outside = [(round(t - t0, 3), m) for t, sid, m in flog.leader_errors if not fault[0] <= t - t0 <= fault[1] + 0.2]
+    outside = [
+        (round(t - t0, 3), m) for t, sid, m in flog.leader_errors if not fault[0] <= t - t0 <= fault[1] + 0.2
+    ]
     assert len(in_fault) >= 3 and set(in_fault) == {4}
     # the emulator shares this process with the twin and the loop: on a loaded machine it can miss a deadline
     assert len(outside) <= 3, outside
-    assert len(held) >= 5 and hold_drift < 0.01  # held: no motion while the leader was silent (the person moved on)
+    assert (
+        len(held) >= 5 and hold_drift < 0.01
+    )  # held: no motion while the leader was silent (the person moved on)
     assert max_step <= 0.5 * spec.dq_max.max() / rate + 1e-9  # never a jump, also when the leader came back
     assert rms < 0.05 and err.max() < 0.15
     assert flog.counters["arm_refused"] <= 0.01 * len(a["t"])  # thread-switch jitter only, and rare
@@ -109,7 +117,9 @@ def test_reconnect_unwraps_near_the_last_reading_not_home(tmp_path) -> None:
     far = spec.home.copy()
     far[0] = 3.5
     with EmulatedDynamixelBus(cal, start_pose=spec.home) as bus:
-        leader = GelloLeader(GelloConfig(port=bus.port, calibration=path, follower="ur5e", latency_timer_ms=40.0))
+        leader = GelloLeader(
+            GelloConfig(port=bus.port, calibration=path, follower="ur5e", latency_timer_ms=40.0)
+        )
         with leader:
             bus.follow(lambda t: (spec.home + (far - spec.home) * min(t / 2.0, 1.0), 0.05))
             read_along(leader, 2.3)  # carries joint 1 to 3.5 rad
@@ -119,6 +129,8 @@ def test_reconnect_unwraps_near_the_last_reading_not_home(tmp_path) -> None:
             bus.power_cycle()
             leader.connect()  # same object, seconds later
             np.testing.assert_allclose(leader.read().q, far, atol=2 * TICK)
-        fresh = GelloLeader(GelloConfig(port=bus.port, calibration=path, follower="ur5e", latency_timer_ms=40.0))
+        fresh = GelloLeader(
+            GelloConfig(port=bus.port, calibration=path, follower="ur5e", latency_timer_ms=40.0)
+        )
         with fresh:
             assert abs(fresh.read().q[0] - (3.5 - 2 * math.pi)) < 2 * TICK  # why operators start near home

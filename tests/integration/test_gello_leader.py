@@ -13,10 +13,10 @@ import time
 import numpy as np
 import pytest
 
-from calibration.gello import example_calibration
-from robots.specs import get_spec
-from teleop.emulated_bus import EmulatedDynamixelBus
-from teleop.gello import GelloConfig, GelloLeader, LeaderError, measure_read_rate
+from mimic.robots.specs import get_spec
+from mimic.teleop.emulated_bus import EmulatedDynamixelBus
+from mimic.teleop.gello import GelloConfig, GelloLeader, LeaderError, measure_read_rate
+from mimic.teleop.gello_calibration import example_calibration
 from tests.peers.dynamixel_bus import read_along
 
 TICK = 2 * math.pi / 4096
@@ -33,8 +33,10 @@ def _leader(bus: EmulatedDynamixelBus, tmp_path, follower: str, **kw) -> GelloLe
 # The floors guard the failure that matters, a read that waits out its status timeout (40 ms here, so <= 25 Hz),
 # not the speed itself (bench/ measures that): at 1 Mbaud a loaded 2-core machine held one 1 s window to 95 Hz
 # against ~590 idle, so the check takes the best of three 0.5 s windows against a 60 Hz floor.
-@pytest.mark.parametrize(("follower", "baud", "min_hz"), [("franka", 57_600, 20), ("ur5e", 1_000_000, 60),
-                                                          ("xarm7", 1_000_000, 60)])
+@pytest.mark.parametrize(
+    ("follower", "baud", "min_hz"),
+    [("franka", 57_600, 20), ("ur5e", 1_000_000, 60), ("xarm7", 1_000_000, 60)],
+)
 def test_reads_what_the_person_set_at_the_bus_rate(tmp_path, follower: str, baud: int, min_hz: float) -> None:
     spec = get_spec(follower)
     with EmulatedDynamixelBus(example_calibration(follower, seed=1, baudrate=baud)) as bus:
@@ -114,12 +116,18 @@ def test_missing_servo_at_connect_and_unplugged_adapter(tmp_path) -> None:
         with pytest.raises(LeaderError, match="port failed"):
             leader.read()
         leader.disconnect()
-    wrong_baud = _leader(EmulatedDynamixelBus(example_calibration("franka"), baudrate=57_600), tmp_path, "franka",
-                         baudrate=1_000_000)
+    wrong_baud = _leader(
+        EmulatedDynamixelBus(example_calibration("franka"), baudrate=57_600),
+        tmp_path,
+        "franka",
+        baudrate=1_000_000,
+    )
     with pytest.raises(LeaderError, match="servo 1 did not answer PING at 1000000 baud"):
         wrong_baud.connect()
     with pytest.raises(LeaderError, match="no such serial port"):
-        GelloLeader(GelloConfig(port=str(tmp_path / "ttyUSB9"), calibration=tmp_path / "gello_franka.json")).connect()
+        GelloLeader(
+            GelloConfig(port=str(tmp_path / "ttyUSB9"), calibration=tmp_path / "gello_franka.json")
+        ).connect()
 
 
 @pytest.mark.parametrize("baud", [57_600, 1_000_000])
@@ -137,7 +145,9 @@ def test_reading_stamp_is_when_the_servos_sampled(tmp_path, baud: int) -> None:
                 t_sampled = t0 + (r.q[0] - spec.home[0]) / 2.0
                 offsets.append(r.t - t_sampled)
     offsets_ms = np.array(offsets[2:]) * 1e3
-    print(f"{baud} baud: stamp - sample time median {np.median(offsets_ms):+.2f} ms, "
-          f"p90 |.| {np.percentile(np.abs(offsets_ms), 90):.2f} ms")
+    print(
+        f"{baud} baud: stamp - sample time median {np.median(offsets_ms):+.2f} ms, "
+        f"p90 |.| {np.percentile(np.abs(offsets_ms), 90):.2f} ms"
+    )
     # one encoder tick is 0.8 ms of this motion; the servo thread shares a loaded machine
     assert abs(np.median(offsets_ms)) < 2.0

@@ -11,9 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-TINY = ["policy.unet.down_dims=[16,32]", "policy.unet.time_embed_dim=32", "policy.unet.n_groups=4",
-        "policy.horizon=8", "policy.n_action_steps=4", "batch_size=16", "log_every=5", "val_every=10",
-        "ckpt_every=10", "threads=1", "warmup_steps=2"]
+TINY = [
+    "policy.unet.down_dims=[16,32]",
+    "policy.unet.time_embed_dim=32",
+    "policy.unet.n_groups=4",
+    "policy.horizon=8",
+    "policy.n_action_steps=4",
+    "batch_size=16",
+    "log_every=5",
+    "val_every=10",
+    "ckpt_every=10",
+    "threads=1",
+    "warmup_steps=2",
+]
 
 
 def _sets(items: list[str]) -> list[str]:
@@ -35,10 +45,11 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
-    from sim.record import record_expert_dataset
+    from mimic.workflows.record_expert import record_expert_dataset
 
-    return record_expert_dataset(tmp_path_factory.mktemp("data") / "reach.zarr", "franka", "reach", episodes=4,
-                                 progress=False)
+    return record_expert_dataset(
+        tmp_path_factory.mktemp("data") / "reach.zarr", "franka", "reach", episodes=4, progress=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +66,9 @@ def test_train_resume_then_eval_with_video(store, config, tmp_path, procs):
     assert r.returncode == 0, r.stderr[-2000:]
     assert (run / "checkpoint" / "model.safetensors").is_file() and (run / "loss.png").is_file()
     assert json.loads((run / "checkpoint" / "provenance.json").read_text())["steps"] == 10
-    r = _run(procs, ["-m", "mimic.cli", "train", str(config), "--no-progress", *_sets([*base, "steps=20"])])  # resumes at 10
+    r = _run(
+        procs, ["-m", "mimic.cli", "train", str(config), "--no-progress", *_sets([*base, "steps=20"])]
+    )  # resumes at 10
     assert r.returncode == 0, r.stderr[-2000:]
     steps = [int(line.split(",")[0]) for line in (run / "metrics.csv").read_text().splitlines()[1:]]
     assert steps == sorted(steps) and steps[-1] == 20 and steps.count(10) == 1  # one file, continued
@@ -63,8 +76,29 @@ def test_train_resume_then_eval_with_video(store, config, tmp_path, procs):
     assert (run / "success.png").is_file()
 
     out = tmp_path / "eval.json"
-    r = _run(procs, ["-m", "mimic.cli", "eval", str(run / "checkpoint"), "--episodes", "2", "--steps", "2", "--video-dir",
-               str(tmp_path / "videos"), "--videos", "1", "--workers", "2", "--action-steps", "2", "--json", str(out)])
+    r = _run(
+        procs,
+        [
+            "-m",
+            "mimic.cli",
+            "eval",
+            str(run / "checkpoint"),
+            "--episodes",
+            "2",
+            "--steps",
+            "2",
+            "--video-dir",
+            str(tmp_path / "videos"),
+            "--videos",
+            "1",
+            "--workers",
+            "2",
+            "--action-steps",
+            "2",
+            "--json",
+            str(out),
+        ],
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(out.read_text())
     assert (res["arm"], res["task"], res["episodes"], len(res["outcomes"])) == ("franka", "reach", 2, 2)
@@ -73,42 +107,86 @@ def test_train_resume_then_eval_with_video(store, config, tmp_path, procs):
     videos = list((tmp_path / "videos").glob("*.mp4"))
     assert len(videos) == 1 and videos[0].stat().st_size > 1000
     # horizon 8, n_obs_steps 2: at most 7 rows of a chunk can be executed
-    r = _run(procs, ["-m", "mimic.cli", "eval", str(run / "checkpoint"), "--episodes", "1", "--action-steps", "8"])
-    assert r.returncode == 2 and "n_action_steps: 8 must be in 1..7" in r.stderr and "Traceback" not in r.stderr
+    r = _run(
+        procs, ["-m", "mimic.cli", "eval", str(run / "checkpoint"), "--episodes", "1", "--action-steps", "8"]
+    )
+    assert (
+        r.returncode == 2 and "n_action_steps: 8 must be in 1..7" in r.stderr and "Traceback" not in r.stderr
+    )
 
 
 def test_ddp_two_processes_gloo(store, config, tmp_path, procs):
     run = tmp_path / "ddp"
     # static rendezvous on a free loopback port (--master_port 0 hangs and --standalone is slow here)
-    cmd = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "policies.train", str(config), "--no-progress",
-           *_sets([f"dataset={store}", f"run_dir={run}", *TINY, "steps=6", "policy.generator=diffusion"])]
+    cmd = [
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "mimic.workflows.train",
+        str(config),
+        "--no-progress",
+        *_sets([f"dataset={store}", f"run_dir={run}", *TINY, "steps=6", "policy.generator=diffusion"]),
+    ]
     r = _run(procs, cmd, timeout=180)
     assert r.returncode == 0, r.stderr[-3000:]
     prov = json.loads((run / "checkpoint" / "provenance.json").read_text())
     assert prov["world_size"] == 2 and prov["steps"] == 6
-    from policies import load_policy
+    from mimic.policies import load_policy
 
     assert load_policy(run / "checkpoint").cfg.generator == "diffusion"
 
 
 def test_consistency_distils_from_edm_checkpoint(store, config, tmp_path, procs):
     teacher = tmp_path / "teacher"
-    r = _run(procs, ["-m", "mimic.cli", "train", str(config), "--no-progress",
-               *_sets([f"dataset={store}", f"run_dir={teacher}", *TINY, "steps=10", "policy.generator=edm"])])
+    r = _run(
+        procs,
+        [
+            "-m",
+            "mimic.cli",
+            "train",
+            str(config),
+            "--no-progress",
+            *_sets([f"dataset={store}", f"run_dir={teacher}", *TINY, "steps=10", "policy.generator=edm"]),
+        ],
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     student = tmp_path / "student"
-    r = _run(procs, ["-m", "mimic.cli", "train", str(config), "--no-progress",
-               *_sets([f"dataset={store}", f"run_dir={student}", *TINY, "steps=5", "policy.generator=consistency",
-                       f"policy.gen.teacher={teacher / 'checkpoint'}"])])
+    r = _run(
+        procs,
+        [
+            "-m",
+            "mimic.cli",
+            "train",
+            str(config),
+            "--no-progress",
+            *_sets(
+                [
+                    f"dataset={store}",
+                    f"run_dir={student}",
+                    *TINY,
+                    "steps=5",
+                    "policy.generator=consistency",
+                    f"policy.gen.teacher={teacher / 'checkpoint'}",
+                ]
+            ),
+        ],
+    )
     assert r.returncode == 0, r.stderr[-2000:]
-    from policies import load_policy
+    from mimic.policies import load_policy
 
     pol = load_policy(student / "checkpoint")
     assert pol.cfg.generator == "consistency"
-    assert json.loads((student / "checkpoint" / "provenance.json").read_text())["teacher"] == str(teacher / "checkpoint")
+    assert json.loads((student / "checkpoint" / "provenance.json").read_text())["teacher"] == str(
+        teacher / "checkpoint"
+    )
     # the validation loss of the shipped (EMA) student is its distillation loss against the teacher, not NaN
-    from policies.train import Metrics
+    from mimic.workflows.train import Metrics
 
     last = Metrics(student).rows()[-1]
     val_loss = float(last["val_loss"])
@@ -116,8 +194,16 @@ def test_consistency_distils_from_edm_checkpoint(store, config, tmp_path, procs)
 
     # gen.cd_pool: the teacher's endpoints computed once into the run dir; a resumed run reuses that file.
     pooled = tmp_path / "pooled"
-    args = [f"dataset={store}", f"run_dir={pooled}", *TINY, "policy.generator=consistency", "policy.gen.cd_target=ode",
-            "policy.gen.cd_ode_steps=2", "policy.gen.cd_pool=2", f"policy.gen.teacher={teacher / 'checkpoint'}"]
+    args = [
+        f"dataset={store}",
+        f"run_dir={pooled}",
+        *TINY,
+        "policy.generator=consistency",
+        "policy.gen.cd_target=ode",
+        "policy.gen.cd_ode_steps=2",
+        "policy.gen.cd_pool=2",
+        f"policy.gen.teacher={teacher / 'checkpoint'}",
+    ]
     r = _run(procs, ["-m", "mimic.cli", "train", str(config), "--no-progress", *_sets([*args, "steps=3"])])
     assert r.returncode == 0, r.stderr[-2000:]
     targets = pooled / "teacher_targets.safetensors"
@@ -131,27 +217,80 @@ def test_consistency_distils_from_edm_checkpoint(store, config, tmp_path, procs)
     # student's weights, not its teacher's, and a teacher with another normaliser is a one-line error.
     from safetensors.torch import load_file
 
-    from sim.record import record_expert_dataset
+    from mimic.workflows.record_expert import record_expert_dataset
 
-    cont = [f"dataset={store}", *TINY, "steps=1", "lr=1e-12", "policy.generator=consistency",
-            f"init_from={student / 'checkpoint'}"]
-    r = _run(procs, ["-m", "mimic.cli", "train", str(config), "--no-progress",
-                     *_sets([*cont, f"run_dir={tmp_path / 'continued'}", f"policy.gen.teacher={teacher / 'checkpoint'}"])])
+    cont = [
+        f"dataset={store}",
+        *TINY,
+        "steps=1",
+        "lr=1e-12",
+        "policy.generator=consistency",
+        f"init_from={student / 'checkpoint'}",
+    ]
+    r = _run(
+        procs,
+        [
+            "-m",
+            "mimic.cli",
+            "train",
+            str(config),
+            "--no-progress",
+            *_sets(
+                [*cont, f"run_dir={tmp_path / 'continued'}", f"policy.gen.teacher={teacher / 'checkpoint'}"]
+            ),
+        ],
+    )
     assert r.returncode == 0, r.stderr[-2000:]
-    first, again, taught = (load_file(str(d / "checkpoint" / "model.safetensors"))
-                            for d in (student, tmp_path / "continued", teacher))
+    first, again, taught = (
+        load_file(str(d / "checkpoint" / "model.safetensors"))
+        for d in (student, tmp_path / "continued", teacher)
+    )
     assert max((first[k] - taught[k]).abs().max().item() for k in first) > 1e-4  # 5 steps moved the student
     for k in first:
         np.testing.assert_allclose(again[k].numpy(), first[k].numpy(), atol=1e-6, err_msg=k)
-    other = record_expert_dataset(tmp_path / "other.zarr", "franka", "reach", episodes=3, seed=500, progress=False)
-    r = _run(procs, ["-m", "mimic.cli", "train", str(config), "--no-progress",
-                     *_sets([f"dataset={other}", f"run_dir={tmp_path / 'teacher2'}", *TINY, "steps=2",
-                             "policy.generator=edm"])])
+    other = record_expert_dataset(
+        tmp_path / "other.zarr", "franka", "reach", episodes=3, seed=500, progress=False
+    )
+    r = _run(
+        procs,
+        [
+            "-m",
+            "mimic.cli",
+            "train",
+            str(config),
+            "--no-progress",
+            *_sets(
+                [
+                    f"dataset={other}",
+                    f"run_dir={tmp_path / 'teacher2'}",
+                    *TINY,
+                    "steps=2",
+                    "policy.generator=edm",
+                ]
+            ),
+        ],
+    )
     assert r.returncode == 0, r.stderr[-2000:]
-    r = _run(procs, ["-m", "mimic.cli", "train", str(config), "--no-progress",
-                     *_sets([*cont, f"run_dir={tmp_path / 'mixed'}", f"policy.gen.teacher={tmp_path / 'teacher2' / 'checkpoint'}"])])
-    assert r.returncode == 2 and "normaliser is not its teacher's" in r.stderr and "Traceback" not in r.stderr, \
-        r.stderr[-2000:]
+    r = _run(
+        procs,
+        [
+            "-m",
+            "mimic.cli",
+            "train",
+            str(config),
+            "--no-progress",
+            *_sets(
+                [
+                    *cont,
+                    f"run_dir={tmp_path / 'mixed'}",
+                    f"policy.gen.teacher={tmp_path / 'teacher2' / 'checkpoint'}",
+                ]
+            ),
+        ],
+    )
+    assert (
+        r.returncode == 2 and "normaliser is not its teacher's" in r.stderr and "Traceback" not in r.stderr
+    ), r.stderr[-2000:]
 
 
 def test_init_from_starts_a_new_run_from_a_checkpoints_weights_and_normaliser(store, config, tmp_path, procs):
@@ -159,20 +298,34 @@ def test_init_from_starts_a_new_run_from_a_checkpoints_weights_and_normaliser(st
     even though its own data span other ranges, and a network that does not match is a one-line error."""
     from safetensors.torch import load_file
 
-    from sim.record import record_expert_dataset
+    from mimic.workflows.record_expert import record_expert_dataset
 
     first = tmp_path / "first"
-    r = _run(procs, ["-m", "mimic.cli", "train", str(config), "--no-progress",
-                     *_sets([f"dataset={store}", f"run_dir={first}", *TINY, "steps=10"])])
+    r = _run(
+        procs,
+        [
+            "-m",
+            "mimic.cli",
+            "train",
+            str(config),
+            "--no-progress",
+            *_sets([f"dataset={store}", f"run_dir={first}", *TINY, "steps=10"]),
+        ],
+    )
     assert r.returncode == 0, r.stderr[-2000:]
-    other = record_expert_dataset(tmp_path / "other.zarr", "franka", "reach", episodes=3, seed=500, progress=False)
-    from data.dataset import ReplayDataset
+    other = record_expert_dataset(
+        tmp_path / "other.zarr", "franka", "reach", episodes=3, seed=500, progress=False
+    )
+    from mimic.data.dataset import ReplayDataset
 
     spans = [ReplayDataset(p).array("object_state")[:] for p in (store, other)]
     assert np.abs(spans[0].min(0) - spans[1].min(0)).max() > 1e-3  # a refit normaliser would differ
     second = tmp_path / "second"
     base = [f"dataset={other}", *TINY, "steps=1", "lr=1e-12", f"init_from={first / 'checkpoint'}"]
-    r = _run(procs, ["-m", "mimic.cli", "train", str(config), "--no-progress", *_sets([*base, f"run_dir={second}"])])
+    r = _run(
+        procs,
+        ["-m", "mimic.cli", "train", str(config), "--no-progress", *_sets([*base, f"run_dir={second}"])],
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     a, b = first / "checkpoint", second / "checkpoint"
     for name in ("normalizer.safetensors", "model.safetensors"):  # one step at lr 1e-12 leaves the weights
@@ -182,16 +335,34 @@ def test_init_from_starts_a_new_run_from_a_checkpoints_weights_and_normaliser(st
             np.testing.assert_allclose(tb[k].numpy(), ta[k].numpy(), atol=1e-6, err_msg=f"{name}:{k}")
     prov = json.loads((b / "provenance.json").read_text())
     assert (prov["init_from"], prov["steps"], prov["total_steps"]) == (str(a), 1, 11)
-    r = _run(procs, ["-m", "mimic.cli", "train", str(config), "--no-progress",
-                     *_sets([*base, f"run_dir={tmp_path / 'third'}", "policy.unet.down_dims=[8,16]"])])
+    r = _run(
+        procs,
+        [
+            "-m",
+            "mimic.cli",
+            "train",
+            str(config),
+            "--no-progress",
+            *_sets([*base, f"run_dir={tmp_path / 'third'}", "policy.unet.down_dims=[8,16]"]),
+        ],
+    )
     assert r.returncode == 2 and "init_from" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
     # twice as wide: the new run starts as the checkpoint's function (Net2WiderNet, policies/backbones/widen.py)
-    r = _run(procs, ["-m", "mimic.cli", "train", str(config), "--no-progress",
-                     *_sets([*base, f"run_dir={tmp_path / 'wide'}", "policy.unet.down_dims=[32,64]"])])
+    r = _run(
+        procs,
+        [
+            "-m",
+            "mimic.cli",
+            "train",
+            str(config),
+            "--no-progress",
+            *_sets([*base, f"run_dir={tmp_path / 'wide'}", "policy.unet.down_dims=[32,64]"]),
+        ],
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     import torch
 
-    from policies import load_policy
+    from mimic.policies import load_policy
 
     narrow, wide = load_policy(a), load_policy(tmp_path / "wide" / "checkpoint")
     assert wide.cfg.unet.down_dims == [32, 64]
@@ -202,21 +373,50 @@ def test_init_from_starts_a_new_run_from_a_checkpoints_weights_and_normaliser(st
 
 
 def test_bad_inputs_are_one_line_errors(store, config, tmp_path, procs):
-    r = _run(procs, ["-m", "mimic.cli", "train", str(config), "--set", f"dataset={store}", "--set", "policy.generatr=flow"])
+    r = _run(
+        procs,
+        [
+            "-m",
+            "mimic.cli",
+            "train",
+            str(config),
+            "--set",
+            f"dataset={store}",
+            "--set",
+            "policy.generatr=flow",
+        ],
+    )
     assert r.returncode == 2 and "generatr" in r.stderr and "Traceback" not in r.stderr
-    r = _run(procs, ["-m", "mimic.cli", "train", str(config), "--set", f"dataset={tmp_path / 'missing.zarr'}"])
+    r = _run(
+        procs, ["-m", "mimic.cli", "train", str(config), "--set", f"dataset={tmp_path / 'missing.zarr'}"]
+    )
     assert r.returncode == 2 and "missing.zarr" in r.stderr and "Traceback" not in r.stderr
     r = _run(procs, ["-m", "mimic.cli", "eval", str(tmp_path / "no_ckpt"), "--episodes", "1"])
     assert r.returncode == 2 and "no_ckpt" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_train_records_the_dataset_from_the_twin_when_missing(config, tmp_path, procs):
+def test_record_then_train_as_two_stages(config, tmp_path, procs):
     store = tmp_path / "recorded.zarr"
-    r = _run(procs, ["-m", "mimic.cli", "train", str(config), "--no-progress",
-                     *_sets([f"dataset={store}", f"run_dir={tmp_path / 'run'}", *TINY, "steps=2", "record.task=reach",
-                             "record.episodes=2", "val_ratio=0"])])
+    sets = _sets(
+        [
+            f"dataset={store}",
+            f"run_dir={tmp_path / 'run'}",
+            *TINY,
+            "steps=2",
+            "record.task=reach",
+            "record.episodes=2",
+            "val_ratio=0",
+        ]
+    )
+    r = _run(procs, ["-m", "mimic.cli", "train", str(config), "--no-progress", *sets])
+    assert r.returncode == 2 and "mimic record" in r.stderr and not store.exists()  # training only trains
+    r = _run(procs, ["-m", "mimic.cli", "record", str(config), "--no-progress", *sets])
     assert r.returncode == 0, r.stderr[-2000:]
-    from data.dataset import ReplayDataset
+    r = _run(procs, ["-m", "mimic.cli", "record", str(config), "--no-progress", *sets])
+    assert r.returncode == 0 and "exists, kept" in r.stdout  # a chain run again continues
+    r = _run(procs, ["-m", "mimic.cli", "train", str(config), "--no-progress", *sets])
+    assert r.returncode == 0, r.stderr[-2000:]
+    from mimic.data.dataset import ReplayDataset
 
     ds = ReplayDataset(store)
     assert ds.n_episodes == 2 and ds.attrs["task"] == "reach" and ds.attrs["expert_success"] == [True, True]

@@ -17,7 +17,7 @@ import sys
 import mujoco
 import numpy as np
 
-from data.validate import validate
+from mimic.data.validate import validate
 
 ARM, TASK = "franka", "pick_place"
 
@@ -29,7 +29,7 @@ class ExpertPolicy:
     n_obs_steps, horizon, n_action_steps, control_hz = 1, 8, 2, 10.0
 
     def __init__(self) -> None:
-        from sim import make_env, make_expert
+        from mimic.sim import make_env, make_expert
 
         self.env = make_env(TASK, ARM, seed=0, cameras=())
         self.action_dim = self.env.spec.dof + 1
@@ -42,15 +42,21 @@ class ExpertPolicy:
     def _obs(self, q: np.ndarray, gripper: np.ndarray, objects: np.ndarray) -> dict[str, np.ndarray]:
         self.data.qpos[self.env.arm_qpos] = q
         mujoco.mj_kinematics(self.env.model, self.data)
-        return {"robot0_joint_pos": q, "robot0_gripper_width": gripper, "object_state": objects,
-                "robot0_eef_pos": self.data.site_xpos[self.env.tcp_site].copy()}
+        return {
+            "robot0_joint_pos": q,
+            "robot0_gripper_width": gripper,
+            "object_state": objects,
+            "robot0_eef_pos": self.data.site_xpos[self.env.tcp_site].copy(),
+        }
 
     def predict(self, obs_window: dict[str, np.ndarray], num_inference_steps=None) -> np.ndarray:
         q, g = obs_window["robot0_joint_pos"][-1], obs_window["robot0_gripper_width"][-1]
         objects = obs_window["object_state"][-1]
         rows, expert = [], self.expert
         for i in range(self.horizon):
-            if i == self.n_action_steps:  # rows past the replan point: look ahead without advancing the expert
+            if (
+                i == self.n_action_steps
+            ):  # rows past the replan point: look ahead without advancing the expert
                 expert = copy.deepcopy(self.expert)
             rows.append(expert.act(self._obs(q, g, objects)))
             q = rows[-1][:-1]  # open loop: assume the arm tracks the previous row
@@ -59,10 +65,31 @@ class ExpertPolicy:
 
 def test_mimic_deploy_runs_episodes_and_scores_the_twin_task(tmp_path) -> None:
     results = tmp_path / "results.json"
-    cmd = [sys.executable, "-m", "mimic.cli", "deploy", f"py:{__name__}:ExpertPolicy", "--arm", f"twin:{ARM}",
-           "--task", TASK, "--episodes", "2", "--episode-s", "25", "--cameras", "scene",
-           "--results", str(results), "--record", str(tmp_path / "rollouts.zarr"),
-           "--set", "arm.camera_rate_hz=10", "--set", "controller.rate_hz=250"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mimic.cli",
+        "deploy",
+        f"py:{__name__}:ExpertPolicy",
+        "--arm",
+        f"twin:{ARM}",
+        "--task",
+        TASK,
+        "--episodes",
+        "2",
+        "--episode-s",
+        "25",
+        "--cameras",
+        "scene",
+        "--results",
+        str(results),
+        "--record",
+        str(tmp_path / "rollouts.zarr"),
+        "--set",
+        "arm.camera_rate_hz=10",
+        "--set",
+        "controller.rate_hz=250",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]

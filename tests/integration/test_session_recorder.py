@@ -20,14 +20,14 @@ import cv2
 import numpy as np
 import pytest
 import rclpy
-from mimic_ros.msgs import jpeg_image
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from data.validate import validate
+from mimic.data.validate import validate
+from mimic_ros.msgs import jpeg_image
 
 READY = "MIMIC_NODE_READY"
 
@@ -63,7 +63,9 @@ class Client:
         self.status: dict = {}
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.node.create_subscription(String, "/recorder/status", self._on_status, latched)
-        self.clients = {n: self.node.create_client(Trigger, f"/recorder/{n}") for n in ("start", "stop", "discard")}
+        self.clients = {
+            n: self.node.create_client(Trigger, f"/recorder/{n}") for n in ("start", "stop", "discard")
+        }
         self.camera = self.node.create_publisher(CompressedImage, "/cameras/fake/image/compressed", 10)
 
     def _on_status(self, msg: String) -> None:
@@ -105,14 +107,27 @@ def client():
     c.close()
 
 
-ARM = {"backend": "twin:franka", "task": "pick_place", "cameras": "scene", "camera_rate_hz": 10.0,
-       "image_height": 48, "image_width": 64, "state_rate_hz": 50.0}
+ARM = {
+    "backend": "twin:franka",
+    "task": "pick_place",
+    "cameras": "scene",
+    "camera_rate_hz": 10.0,
+    "image_height": 48,
+    "image_width": 64,
+    "state_rate_hz": 50.0,
+}
 
 
 def test_sigkilled_recorder_loses_only_the_open_episode(procs, client, tmp_path) -> None:
     store = tmp_path / "demos.zarr"
     # flushes every 0.25 s (default 1 s), so the open episode surely has rows on disk when the kill lands
-    rec = {"path": str(store), "cameras": "scene", "action": False, "task": "hold still", "flush_every_s": 0.25}
+    rec = {
+        "path": str(store),
+        "cameras": "scene",
+        "action": False,
+        "task": "hold still",
+        "flush_every_s": 0.25,
+    }
     start_node(procs, "arm_node", ARM)
     recorder = start_node(procs, "recorder_node", rec)
     assert client.call("start").success
@@ -148,8 +163,17 @@ def test_camera_stall_is_reported_and_the_episode_marked_not_padded(procs, clien
     store = tmp_path / "demos.zarr"
     start_node(procs, "arm_node", {**ARM, "cameras": ""})
     # joints get a wide tolerance: this test is about the camera, and a CPU-starved twin can pause its joints
-    start_node(procs, "recorder_node", {"path": str(store), "cameras": "fake", "action": False,
-                                        "image_tolerance_s": 0.1, "tolerance_s": 0.3})
+    start_node(
+        procs,
+        "recorder_node",
+        {
+            "path": str(store),
+            "cameras": "fake",
+            "action": False,
+            "image_tolerance_s": 0.1,
+            "tolerance_s": 0.3,
+        },
+    )
     frame = np.zeros((32, 32, 3), np.uint8)
     camera_on, done = threading.Event(), threading.Event()
 
@@ -193,19 +217,26 @@ def test_camera_stall_is_reported_and_the_episode_marked_not_padded(procs, clien
     assert ds.n_episodes == 2 and "1" not in dict(ds.attrs["episode_marks"])
 
 
-@pytest.mark.parametrize("module, param, needle", [
-    ("arm_node", "state_rate_hz:=0", "arm: parameter state_rate_hz=0.0 outside [1.0, 1000.0]"),
-    ("arm_node", "backend:=robot9:x", "unknown backend 'robot9'"),
-    ("recorder_node", "fps:=abc", "recorder: parameter fps='abc' is not a float"),
-    ("recorder_node", "cameras:=scene", "recorder: parameter path is empty"),
-    ("operator_node", "task:=juggle", "operator: parameter task='juggle' is not one of"),
-    ("leader_node", "rate_hz:=10", "leader: parameters port and calibration are required"),
-    ("camera_node", "source:=/nonexistent.mp4", "camera: "),
-    ("evaluator_node", "episodes:=0", "evaluator: parameter episodes=0 outside [1, 100000]"),
-])
+@pytest.mark.parametrize(
+    "module, param, needle",
+    [
+        ("arm_node", "state_rate_hz:=0", "arm: parameter state_rate_hz=0.0 outside [1.0, 1000.0]"),
+        ("arm_node", "backend:=robot9:x", "unknown backend 'robot9'"),
+        ("recorder_node", "fps:=abc", "recorder: parameter fps='abc' is not a float"),
+        ("recorder_node", "cameras:=scene", "recorder: parameter path is empty"),
+        ("operator_node", "task:=juggle", "operator: parameter task='juggle' is not one of"),
+        ("leader_node", "rate_hz:=10", "leader: parameters port and calibration are required"),
+        ("camera_node", "source:=/nonexistent.mp4", "camera: "),
+        ("evaluator_node", "episodes:=0", "evaluator: parameter episodes=0 outside [1, 100000]"),
+    ],
+)
 def test_bad_parameter_stops_the_node_with_one_line(module: str, param: str, needle: str) -> None:
-    r = subprocess.run([sys.executable, "-m", f"mimic_ros.{module}", "--ros-args", "-p", param],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", f"mimic_ros.{module}", "--ros-args", "-p", param],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2, r.stdout + r.stderr
     assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert READY not in r.stdout
@@ -218,9 +249,12 @@ def test_camera_node_publishes_a_video_file_stamped_at_capture(procs, client, tm
         writer.write(np.full((48, 64, 3), i * 6, np.uint8))
     writer.release()
     got: list[tuple[float, float]] = []
-    client.node.create_subscription(CompressedImage, "/cameras/desk/image/compressed",
-                                    lambda m: got.append((m.header.stamp.sec + m.header.stamp.nanosec * 1e-9,
-                                                          time.time())), 10)
+    client.node.create_subscription(
+        CompressedImage,
+        "/cameras/desk/image/compressed",
+        lambda m: got.append((m.header.stamp.sec + m.header.stamp.nanosec * 1e-9, time.time())),
+        10,
+    )
     start_node(procs, "camera_node", {"name": "desk", "source": str(video), "loop": True, "latency_s": 0.05})
     deadline = time.monotonic() + 20.0
     while len(got) <= 15 and time.monotonic() < deadline:
@@ -234,8 +268,14 @@ def test_keyboard_trigger_records_an_episode(procs, tmp_path) -> None:
     store = tmp_path / "keys.zarr"
     start_node(procs, "arm_node", ARM)
     start_node(procs, "recorder_node", {"path": str(store), "cameras": "scene", "action": False})
-    keys = procs.python("-m", "mimic_ros.keys", stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                        stderr=subprocess.STDOUT, text=True)
+    keys = procs.python(
+        "-m",
+        "mimic_ros.keys",
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(keys.stdout), daemon=True).start()
 
@@ -266,23 +306,35 @@ def test_keyboard_trigger_records_an_episode(procs, tmp_path) -> None:
 def test_leader_node_goes_silent_on_a_servo_fault_and_recovers(procs, client, tmp_path) -> None:
     from sensor_msgs.msg import JointState
 
-    from calibration.gello import example_calibration
-    from robots.specs import get_spec
-    from teleop.emulated_bus import EmulatedDynamixelBus
+    from mimic.calibration.gello import example_calibration
+    from mimic.robots.specs import get_spec
+    from mimic.teleop.emulated_bus import EmulatedDynamixelBus
 
     spec = get_spec("franka")
     cal = example_calibration("franka", baudrate=1_000_000)
     cal.save(tmp_path / "gello.json")
     got: list[tuple[float, list[float]]] = []
     leader_status: dict = {}
-    client.node.create_subscription(JointState, "/leader/joint_states",
-                                    lambda m: got.append((time.time(), list(m.position))), 100)
-    client.node.create_subscription(String, "/leader/status", lambda m: leader_status.update(json.loads(m.data)), 10)
+    client.node.create_subscription(
+        JointState, "/leader/joint_states", lambda m: got.append((time.time(), list(m.position))), 100
+    )
+    client.node.create_subscription(
+        String, "/leader/status", lambda m: leader_status.update(json.loads(m.data)), 10
+    )
     with EmulatedDynamixelBus(cal, follower="franka", start_pose=spec.home) as bus:
         target = spec.home + 0.1
         bus.set_joint_targets(target, 0.03)
-        leader = start_node(procs, "leader_node", {"port": bus.port, "calibration": str(tmp_path / "gello.json"),
-                                                   "follower": "franka", "rate_hz": 100.0, "retry_s": 0.1})
+        leader = start_node(
+            procs,
+            "leader_node",
+            {
+                "port": bus.port,
+                "calibration": str(tmp_path / "gello.json"),
+                "follower": "franka",
+                "rate_hz": 100.0,
+                "retry_s": 0.1,
+            },
+        )
         deadline = time.monotonic() + 20.0
         while len(got) <= 50 and time.monotonic() < deadline:
             client.spin_for(0.2)

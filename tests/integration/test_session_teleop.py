@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from data.validate import validate
+from mimic.data.validate import validate
 
 EPISODES = 5
 
@@ -42,14 +42,27 @@ def session_args(tmp_path, episodes: int) -> list[str]:
         "arm.camera_rate_hz": 10,
         "recorder.tolerance_s": 0.25,  # a joint/command gap over 500 ms stalls a take (a real laptop: 200 ms)
     }
-    args = [sys.executable, "-m", "mimic.cli", "session", "up", "teleop_twin"]
+    # --verbose: the lines asserted below are the nodes' own, which the progress view keeps in the log files
+    args = [
+        sys.executable,
+        "-m",
+        "mimic.cli",
+        "session",
+        "up",
+        "teleop_twin",
+        "--verbose",
+        "--log-dir",
+        str(tmp_path / "logs"),
+    ]
     for key, value in sets.items():
         args += ["--set", f"{key}={value}"]
     return args
 
 
 def test_teleop_session_records_pick_place_through_the_emulated_gello(procs, tmp_path) -> None:
-    proc = procs.start(session_args(tmp_path, EPISODES), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = procs.start(
+        session_args(tmp_path, EPISODES), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     out, _ = proc.communicate(timeout=420)
     assert proc.returncode == 0, out[-4000:]
     for node in ("arm", "controller", "recorder", "operator", "leader"):
@@ -62,13 +75,24 @@ def test_teleop_session_records_pick_place_through_the_emulated_gello(procs, tmp
 
     ds, stats = validate(tmp_path / "demos.zarr")
     assert ds.n_episodes == EPISODES
-    cli = subprocess.run([sys.executable, "-m", "mimic.cli", "dataset", "validate", str(tmp_path / "demos.zarr")],
-                         capture_output=True, text=True, timeout=120)
+    cli = subprocess.run(
+        [sys.executable, "-m", "mimic.cli", "dataset", "validate", str(tmp_path / "demos.zarr")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert cli.returncode == 0, cli.stdout + cli.stderr
     attrs = ds.attrs
     assert attrs["robot"] == "franka" and attrs["task"] == "pick_place" and attrs["fps"] == 10.0
     assert attrs["cameras"] == ["scene", "wrist"]
-    for key in ("robot0_joint_pos", "robot0_gripper_width", "action", "object_state", "camera0_rgb", "camera1_rgb"):
+    for key in (
+        "robot0_joint_pos",
+        "robot0_gripper_width",
+        "action",
+        "object_state",
+        "camera0_rgb",
+        "camera1_rgb",
+    ):
         assert key in ds.keys
     assert ds.array("camera0_rgb").shape[1:] == (96, 96, 3) and ds.array("action").shape[1:] == (8,)
     marks = dict(attrs.get("episode_marks", {}))
@@ -87,6 +111,8 @@ def test_teleop_session_records_pick_place_through_the_emulated_gello(procs, tmp
     # commanded actions lead the measured joints: the follower tracks what the leader asked for
     q, a = ds.read("robot0_joint_pos"), ds.read("action")
     assert np.median(np.abs(a[:, :7] - q)) < 0.05
-    print(f"expert success {results['success']}/{results['n']}; steps "
-          f"{[e['recorder']['steps'] for e in results['episodes']]}; alignment max ms "
-          f"{ {k: round(v * 1e3, 1) for k, v in stats.max_error_s.items()} }; marks {marks}")
+    print(
+        f"expert success {results['success']}/{results['n']}; steps "
+        f"{[e['recorder']['steps'] for e in results['episodes']]}; alignment max ms "
+        f"{ {k: round(v * 1e3, 1) for k, v in stats.max_error_s.items()} }; marks {marks}"
+    )

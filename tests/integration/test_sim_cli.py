@@ -4,7 +4,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from sim.cli import main
+from mimic.sim.cli import main
 
 
 def test_list(capsys):
@@ -36,7 +36,10 @@ def test_show_push_t_strip_shows_the_block_reaching_the_goal(tmp_path, capsys):
 
 
 def test_experts_prints_a_success_table(capsys):
-    assert main(["experts", "--arms", "xarm7", "--tasks", "reach", "push_t", "--episodes", "2", "--seed", "5"]) == 0
+    assert (
+        main(["experts", "--arms", "xarm7", "--tasks", "reach", "push_t", "--episodes", "2", "--seed", "5"])
+        == 0
+    )
     rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("xarm7")]
     assert [r[:3] for r in rows] == [["xarm7", "reach", "100%"], ["xarm7", "push_t", "100%"]]
 

@@ -1,7 +1,7 @@
 """Scripted experts solve the twin tasks (physics only, no rendering, to stay affordable in CI).
 
 CI runs 100 seeds of the contact tasks and of track on the Franka and 20 seeds of every other (task, arm) pair; the
-100-seed numbers for every pair are measured by hand (`sim.expert` docstring lists them).
+100-seed numbers for every pair are measured by hand (`mimic.sim.expert` docstring lists them).
 """
 
 from collections import Counter
@@ -9,9 +9,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from robots.specs import ARM_NAMES
-from sim import TASKS, make_env, make_expert
-from sim.expert import run_expert_episode
+from mimic.robots.specs import ARM_NAMES
+from mimic.sim import TASKS, make_env, make_expert
+from mimic.sim.expert import run_expert_episode
 
 ROS_KEYS = ("robot0_joint_pos", "robot0_gripper_width", "object_state")  # what a ROS session publishes
 
@@ -50,9 +50,15 @@ def test_track_franka_100_seeds():
     assert rollouts("track", "franka", range(100))[0] >= 0.95
 
 
-@pytest.mark.parametrize(("task", "arm"), [(t, a) for t in TASKS for a in ARM_NAMES
-                                           if (t, a) not in (("pick_place", "franka"), ("push_t", "franka"),
-                                                             ("track", "franka"))])
+@pytest.mark.parametrize(
+    ("task", "arm"),
+    [
+        (t, a)
+        for t in TASKS
+        for a in ARM_NAMES
+        if (t, a) not in (("pick_place", "franka"), ("push_t", "franka"), ("track", "franka"))
+    ],
+)
 def test_expert_20_seeds(task, arm):
     assert rollouts(task, arm, range(1000, 1020))[0] >= 0.95
 
@@ -64,7 +70,7 @@ def test_expert_runs_on_what_a_ros_session_publishes(task):
 
 
 def test_push_t_layout_and_success_criterion():
-    from sim.env import PUSH_T_GOAL
+    from mimic.sim.env import PUSH_T_GOAL
 
     env = make_env("push_t", "xarm7", cameras=())
     obs = env.reset(seed=3)
@@ -76,7 +82,7 @@ def test_push_t_layout_and_success_criterion():
     adr = env.model.joint("tee").qposadr[0]
     for dx, ok in ((0.0, True), (0.0008, True), (0.005, False)):
         x, y, yaw = PUSH_T_GOAL
-        env.data.qpos[adr:adr + 7] = [x + dx, y, 0, np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)]
+        env.data.qpos[adr : adr + 7] = [x + dx, y, 0, np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)]
         env.data.qvel[:] = 0
         _, reward, term, _, info = env.step(np.r_[env.spec.home, 0.0])
         assert env.success() == ok == term == info["success"]
@@ -103,7 +109,7 @@ def test_observation_and_images_match_the_contract():
 
 
 def test_env_latency_delays_observations_and_commands():
-    from sim.latency import LatencyConfig
+    from mimic.sim.latency import LatencyConfig
 
     live = make_env("reach", "franka", cameras=())
     late = make_env("reach", "franka", cameras=(), latency=LatencyConfig(joint_state_s=0.1, command_s=0.05))
@@ -123,7 +129,7 @@ def test_env_latency_delays_observations_and_commands():
 
 
 def test_command_latency_longer_than_a_control_period_delays_and_never_drops():
-    from sim.latency import LatencyConfig
+    from mimic.sim.latency import LatencyConfig
 
     env = make_env("reach", "franka", cameras=(), latency=LatencyConfig(command_s=0.15))
     obs = env.reset(seed=0)
@@ -140,11 +146,15 @@ def test_command_latency_longer_than_a_control_period_delays_and_never_drops():
 
 def test_experts_cope_with_injected_latency():
     """130 ms of command + joint-state latency (with jitter): the experts still finish their tasks."""
-    from sim.latency import LatencyConfig
+    from mimic.sim.latency import LatencyConfig
 
     for task in ("pick_place", "push_t"):
-        env = make_env(task, "franka", cameras=(),
-                       latency=LatencyConfig(joint_state_s=0.03, command_s=0.1, jitter_s=0.01, seed=1))
+        env = make_env(
+            task,
+            "franka",
+            cameras=(),
+            latency=LatencyConfig(joint_state_s=0.03, command_s=0.1, jitter_s=0.01, seed=1),
+        )
         expert = make_expert(env)
         for s in range(3):
             assert run_expert_episode(env, expert, s)[0], (task, s)

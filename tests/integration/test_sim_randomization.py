@@ -1,9 +1,9 @@
-"""Domain-randomisation knobs (sim.env.Randomization) change what they say, reproducibly per seed."""
+"""Domain-randomisation knobs (mimic.sim.env.Randomization) change what they say, reproducibly per seed."""
 
 import numpy as np
 import pytest
 
-from sim import Randomization, make_env
+from mimic.sim import Randomization, make_env
 
 ALL_ON = Randomization(camera_rot_rad=0.05, light_dir_rad=0.3, table_color=0.2)
 
@@ -11,8 +11,11 @@ ALL_ON = Randomization(camera_rot_rad=0.05, light_dir_rad=0.3, table_color=0.2)
 def _scene(env):
     m = env.model
     return {
-        "cam_pos": m.cam_pos.copy(), "cam_quat": m.cam_quat.copy(), "light": m.light_diffuse.copy(),
-        "light_dir": m.light_dir.copy(), "table": m.geom_rgba[m.geom("table").id].copy(),
+        "cam_pos": m.cam_pos.copy(),
+        "cam_quat": m.cam_quat.copy(),
+        "light": m.light_diffuse.copy(),
+        "light_dir": m.light_dir.copy(),
+        "table": m.geom_rgba[m.geom("table").id].copy(),
         "tee": m.geom_rgba[m.geom("tee_bar").id].copy(),
     }
 

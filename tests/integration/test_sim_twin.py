@@ -5,9 +5,9 @@ import time
 import numpy as np
 import pytest
 
-from robots.arm import ArmError, CommandRefused
-from sim.latency import LatencyConfig
-from sim.twin import TwinArm
+from mimic.robots.arm import ArmError, CommandRefused
+from mimic.sim.latency import LatencyConfig
+from mimic.sim.twin import TwinArm
 
 
 def _ramp(arm: TwinArm, steps: int, dq: float) -> np.ndarray:
@@ -68,7 +68,9 @@ def test_capture_shows_the_arm_moving_and_is_delayed():
         assert 0.28 < t_call - t0 < 0.35
         _ramp(arm, 40, 0.01)  # joint 1 turns 0.4 rad over ~0.4 s
         time.sleep(0.1)
-        _, still_old = arm.capture("scene", (64, 64))  # shows the scene 0.3 s ago: mid-motion, not yet settled
+        _, still_old = arm.capture(
+            "scene", (64, 64)
+        )  # shows the scene 0.3 s ago: mid-motion, not yet settled
         time.sleep(0.5)
         _, after = arm.capture("scene", (64, 64))
     assert np.abs(after.astype(int) - before).max() > 50
@@ -94,7 +96,12 @@ def _refusals(arm, q0: np.ndarray) -> list[str]:
     """Messages of the refusals for a battery of bad commands, timing numbers masked."""
     import re
 
-    bad = [q0 + np.r_[0.0, 0.0, 0.0, 10.0, 0.0, 0.0, 0.0], np.r_[q0[:6], np.nan], q0[:6], q0 + np.r_[0, 0.5, 0, 0, 0, 0, 0]]
+    bad = [
+        q0 + np.r_[0.0, 0.0, 0.0, 10.0, 0.0, 0.0, 0.0],
+        np.r_[q0[:6], np.nan],
+        q0[:6],
+        q0 + np.r_[0, 0.5, 0, 0, 0, 0, 0],
+    ]
     out = []
     for q in bad:
         with pytest.raises(CommandRefused) as e:
@@ -108,8 +115,8 @@ def _refusals(arm, q0: np.ndarray) -> list[str]:
 
 def test_refusals_match_the_xarm_hardware_backend_exactly():
     """Same commands, same refusals, same messages, and neither arm moves (the xArm through its protocol peer)."""
-    from robots.factory import make_arm
-    from robots.specs import get_spec
+    from mimic.robots.factory import make_arm
+    from mimic.robots.specs import get_spec
     from tests.peers.tcp_peer import PeerError
     from tests.peers.xarm_peer import XArmPeer
 
@@ -140,6 +147,8 @@ def test_refusals_match_the_xarm_hardware_backend_exactly():
         q0 = twin.state().q.copy()
         twin_msgs = _refusals(twin, q0)
         time.sleep(0.1)
-        assert np.abs(twin.state().q - q0).max() < 5e-3  # settling sag only; the refused steps were 0.5-10 rad
+        assert (
+            np.abs(twin.state().q - q0).max() < 5e-3
+        )  # settling sag only; the refused steps were 0.5-10 rad
     assert twin_msgs == hw_msgs
     assert "joint4" in twin_msgs[0] and "NaN" in twin_msgs[1] and "gripper" in twin_msgs[-1]

@@ -2,7 +2,7 @@
 
 Real processes: the Franka twin's arm node, the controller in `mode:=eef`, and the keyboard node reading the
 slave side of a pty the test opens (os.openpty); the test types into the master side, exactly the bytes a
-terminal sends, and watches the twin's TCP by forward kinematics of /robot/joint_states (robots.ik).
+terminal sends, and watches the twin's TCP by forward kinematics of /robot/joint_states (mimic.robots.ik).
 Checked, each within POS_TOL_M / ROT_TOL_RAD of the expected motion after the arm settles:
 - position keys move the TCP by step_m per key along the documented base axis and sign, orientation kept;
 - rotation keys turn it by step_rad about the documented base axis, in place;
@@ -29,9 +29,9 @@ from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 
-from data.validate import validate
-from robots.eef_control import tcp_pose_row
-from robots.ik import IKSolver
+from mimic.data.validate import validate
+from mimic.robots.eef_control import tcp_pose_row
+from mimic.robots.ik import IKSolver
 from tests.integration.test_session_recorder import start_node
 from tests.twin_watcher import TwinWatcher
 
@@ -91,8 +91,13 @@ def test_keys_typed_into_a_pty_move_the_twin_tcp(procs) -> None:
     keyboard = start_node(
         procs,
         "keyboard_eef_node",
-        {"arm": ARM, "tty": os.ttyname(slave), "step_m": STEP_M, "step_rad": STEP_RAD,
-         "workspace_half_m": HALF_BOX_M},
+        {
+            "arm": ARM,
+            "tty": os.ttyname(slave),
+            "step_m": STEP_M,
+            "step_rad": STEP_RAD,
+            "workspace_half_m": HALF_BOX_M,
+        },
     )
     os.close(slave)  # the node opened its own descriptor of the slave side
     peer = Peer()
@@ -107,13 +112,17 @@ def test_keys_typed_into_a_pty_move_the_twin_tcp(procs) -> None:
     def check(name: str, start: np.ndarray, now: np.ndarray, dpos, drot) -> None:
         dp, dr = pose_delta(start, now)
         pos_err, rot_err = np.linalg.norm(dp - dpos), np.linalg.norm(dr - drot)
-        report.append(f"{name}: moved {np.round(dp * 1e3, 1).tolist()} mm, rotated {np.round(dr, 3).tolist()} rad; "
-                      f"error {pos_err * 1e3:.2f} mm / {rot_err:.4f} rad")
+        report.append(
+            f"{name}: moved {np.round(dp * 1e3, 1).tolist()} mm, rotated {np.round(dr, 3).tolist()} rad; "
+            f"error {pos_err * 1e3:.2f} mm / {rot_err:.4f} rad"
+        )
         assert pos_err < POS_TOL_M and rot_err < ROT_TOL_RAD, report[-1]
 
     try:
         peer.wait_for("joint states", lambda: len(peer.states) > 5)
-        peer.wait_for("the keyboard target seeded from /robot/joint_states", lambda: peer.status.get("seeded"))
+        peer.wait_for(
+            "the keyboard target seeded from /robot/joint_states", lambda: peer.status.get("seeded")
+        )
         # the controller commands once DDS matched it with the keyboard node: the twin then settles under the
         # keyboard's target (its position servo sags ~1 mm below the target under gravity), the reference pose
         peer.wait_for("the controller commanding the keyboard's target", lambda: peer.commands > 50)
@@ -140,10 +149,14 @@ def test_keys_typed_into_a_pty_move_the_twin_tcp(procs) -> None:
         start_open = g0 > 0.5 * (peer.spec.gripper_min + peer.spec.gripper_max)
         first = peer.spec.gripper_min if start_open else peer.spec.gripper_max
         os.write(master, b" ")
-        peer.wait_for("the gripper to toggle", lambda: abs(peer.gripper() - first) < GRIPPER_TOL_M, timeout=10)
+        peer.wait_for(
+            "the gripper to toggle", lambda: abs(peer.gripper() - first) < GRIPPER_TOL_M, timeout=10
+        )
         g1 = peer.gripper()
         os.write(master, b" ")
-        peer.wait_for("the gripper to toggle back", lambda: abs(peer.gripper() - g0) < GRIPPER_TOL_M, timeout=10)
+        peer.wait_for(
+            "the gripper to toggle back", lambda: abs(peer.gripper() - g0) < GRIPPER_TOL_M, timeout=10
+        )
         report.append(f"gripper: {g0:.4f} -> {g1:.4f} -> {peer.gripper():.4f} m")
         r3 = peer.settled("gripper")
         check("gripper keys keep the TCP", r2, r3, zero, zero)
@@ -152,8 +165,10 @@ def test_keys_typed_into_a_pty_move_the_twin_tcp(procs) -> None:
         # 2 cm above it), the box stops the target 6 cm below it
         b = type_keys("f" * 10, "f x10")
         check("f x10 against the box", r3, b, [0, 0, home[2] - HALF_BOX_M - r3[2]], zero)
-        peer.wait_for("the keyboard status after the box",
-                      lambda: peer.status.get("counts", {}).get("keys", 0) >= 7 + 3 + 2 + 10)
+        peer.wait_for(
+            "the keyboard status after the box",
+            lambda: peer.status.get("counts", {}).get("keys", 0) >= 7 + 3 + 2 + 10,
+        )
         status = peer.status
         assert status["last"] == {"key": "f", "changed": False, "clipped": True, "refused": None}, status
         assert status["counts"]["clipped"] == 2 and status["counts"]["unreachable"] == 0, status
@@ -170,15 +185,17 @@ def test_keys_typed_into_a_pty_move_the_twin_tcp(procs) -> None:
     print("\n".join(report), f"\nkeyboard teleop test took {time.monotonic() - t_begin:.0f} s")
 
 
-
 def test_keys_towards_an_unreachable_target_are_refused_before_the_controller(procs) -> None:
     """10 cm steps forward, no box in the way: the keys past the arm's reach are refused by the node's IK check,
     the arm stops at the last reachable target and the controller never receives an unreachable point."""
     start_node(procs, "arm_node", {"backend": f"twin:{ARM}", "cameras": "", "state_rate_hz": 100.0})
     start_node(procs, "controller_node", {"arm": ARM, "mode": "eef", "rate_hz": RATE_HZ})
     master, slave = os.openpty()
-    start_node(procs, "keyboard_eef_node",
-               {"arm": ARM, "tty": os.ttyname(slave), "step_m": 0.1, "workspace": "-2,-2,-2,2,2,2"})
+    start_node(
+        procs,
+        "keyboard_eef_node",
+        {"arm": ARM, "tty": os.ttyname(slave), "step_m": 0.1, "workspace": "-2,-2,-2,2,2,2"},
+    )
     os.close(slave)
     peer = Peer()
     try:
@@ -189,14 +206,18 @@ def test_keys_towards_an_unreachable_target_are_refused_before_the_controller(pr
         for _ in range(10):  # 1 m forward if every key were accepted
             os.write(master, b"w")
             peer.spin_for(0.3)
-        peer.wait_for("the keyboard status after 10 keys", lambda: peer.status.get("counts", {}).get("keys") == 10)
+        peer.wait_for(
+            "the keyboard status after 10 keys", lambda: peer.status.get("counts", {}).get("keys") == 10
+        )
         end = peer.settled("10 x w")
         status = peer.status
         target = np.asarray(status["target"])
         dp, dr = pose_delta(home, end)
         accepted = 10 - status["counts"]["unreachable"]
-        print(f"unreachable: {accepted} of 10 keys accepted, target x {target[0]:.3f} m, TCP moved "
-              f"{np.round(dp * 1e3, 1).tolist()} mm; controller eef {peer.diag.get('eef')}")
+        print(
+            f"unreachable: {accepted} of 10 keys accepted, target x {target[0]:.3f} m, TCP moved "
+            f"{np.round(dp * 1e3, 1).tolist()} mm; controller eef {peer.diag.get('eef')}"
+        )
         assert 1 <= accepted < 10 and status["last"]["refused"] == "unreachable", status
         assert np.linalg.norm(end[:3] - target[:3]) < POS_TOL_M and np.linalg.norm(dr) < ROT_TOL_RAD
         assert abs(dp[0] - 0.1 * accepted) < POS_TOL_M
@@ -207,6 +228,7 @@ def test_keys_towards_an_unreachable_target_are_refused_before_the_controller(pr
     finally:
         peer.close()
         os.close(master)
+
 
 def test_bad_parameters_stop_the_node_with_one_line(procs) -> None:
     for params, expected in (
@@ -256,17 +278,45 @@ def test_keyboard_session_records_an_episode_typed_on_a_pty(procs, tmp_path) -> 
     kb_master, kb_slave = os.openpty()
     keys_master, keys_slave = os.openpty()
     store = tmp_path / "demos.zarr"
-    sets = {"tty": os.ttyname(kb_slave), "recorder.path": store, "arm.cameras": "scene",
-            "recorder.cameras": "scene", "controller.rate_hz": 100, "keyboard.step_m": STEP_M,
-            # CI's starved 2 cores stalled this take after 9 rows at 250 Hz commands and 100 Hz states: the
-            # lighter rates of test_session_teleop, and a 500 ms gap before a stream counts as stalled
-            "arm.state_rate_hz": 50, "arm.camera_rate_hz": 10, "recorder.tolerance_s": 0.25}
-    args = [sys.executable, "-m", "mimic.cli", "session", "up", "teleop_keyboard_twin"]
+    sets = {
+        "tty": os.ttyname(kb_slave),
+        "recorder.path": store,
+        "arm.cameras": "scene",
+        "recorder.cameras": "scene",
+        "controller.rate_hz": 100,
+        "keyboard.step_m": STEP_M,
+        # CI's starved 2 cores stalled this take after 9 rows at 250 Hz commands and 100 Hz states: the
+        # lighter rates of test_session_teleop, and a 500 ms gap before a stream counts as stalled
+        "arm.state_rate_hz": 50,
+        "arm.camera_rate_hz": 10,
+        "recorder.tolerance_s": 0.25,
+    }
+    # --verbose: the test follows the nodes' own lines, which the progress view keeps in the log files
+    args = [
+        sys.executable,
+        "-m",
+        "mimic.cli",
+        "session",
+        "up",
+        "teleop_keyboard_twin",
+        "--verbose",
+        "--log-dir",
+        str(tmp_path / "logs"),
+    ]
     for key, value in sets.items():
         args += ["--set", f"{key}={value}"]
     session = Lines(procs.start(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    keys = Lines(procs.python("-u", "-m", "mimic_ros.keys", stdin=keys_slave, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True))
+    keys = Lines(
+        procs.python(
+            "-u",
+            "-m",
+            "mimic_ros.keys",
+            stdin=keys_slave,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    )
     os.close(kb_slave)
     os.close(keys_slave)
     try:
@@ -308,11 +358,13 @@ def test_keyboard_session_records_an_episode_typed_on_a_pty(procs, tmp_path) -> 
     first, last = (tcp_pose_row(ik.fk(q[i])) for i in (0, -1))
     dp, dr = pose_delta(first, last)
     expected = np.array([5 * STEP_M, 0.0, -3 * STEP_M])
-    print(f"recorded {len(q)} steps; TCP moved {np.round(dp * 1e3, 1).tolist()} mm (expected "
-          f"{np.round(expected * 1e3, 1).tolist()}), rotated {np.linalg.norm(dr):.4f} rad; gripper "
-          f"{width[0, 0]:.4f} -> {width[-1, 0]:.4f} m; alignment max ms "
-          f"{ {k: round(v * 1e3, 1) for k, v in stats.max_error_s.items()} }; "
-          f"s pressed {presses}x; test {time.monotonic() - t_begin:.0f} s")
+    print(
+        f"recorded {len(q)} steps; TCP moved {np.round(dp * 1e3, 1).tolist()} mm (expected "
+        f"{np.round(expected * 1e3, 1).tolist()}), rotated {np.linalg.norm(dr):.4f} rad; gripper "
+        f"{width[0, 0]:.4f} -> {width[-1, 0]:.4f} m; alignment max ms "
+        f"{ {k: round(v * 1e3, 1) for k, v in stats.max_error_s.items()} }; "
+        f"s pressed {presses}x; test {time.monotonic() - t_begin:.0f} s"
+    )
     assert len(q) >= 20  # > 2 s at 10 fps
     assert np.linalg.norm(dp - expected) < POS_TOL_M and np.linalg.norm(dr) < ROT_TOL_RAD
     assert width[0, 0] > 0.07 and width[-1, 0] < GRIPPER_TOL_M  # the twin starts open; space closed it

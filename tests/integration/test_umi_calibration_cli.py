@@ -7,10 +7,10 @@ import json
 import cv2
 import numpy as np
 
-from calibration.charuco import write_png
-from calibration.cli import main as calibrate
-from calibration.handeye import HandEye
-from calibration.intrinsics import Intrinsics
+from mimic.calibration.charuco import write_png
+from mimic.calibration.cli import main as calibrate
+from mimic.calibration.handeye import HandEye
+from mimic.calibration.intrinsics import Intrinsics
 
 
 def intrinsics_main(argv: list[str]) -> int:
@@ -31,7 +31,7 @@ def test_intrinsics_then_hand_eye_from_files(tmp_path, capsys):
     assert cv2.imread(str(tmp_path / "cam.png")).std() > 10
 
     # The file path a user with a real robot takes: images on disk + flange poses in JSON.
-    from calibration.handeye import collect_twin_views, pose_error
+    from mimic.calibration.handeye import collect_twin_views, pose_error
 
     flanges, images, truth = collect_twin_views("xarm7", n_views=12)
     (tmp_path / "views").mkdir()

@@ -5,17 +5,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from data.relative import RelativeTrajectory, RelativeWindowDataset
-from data.torch_dataset import WindowDataset
-from data.validate import validate
-from teleop.handheld import HandheldCaptureConfig, TwinStreamLatency, read_raw_arrivals, record_twin
+from mimic.data.relative import RelativeTrajectory, RelativeWindowDataset
+from mimic.data.torch_dataset import WindowDataset
+from mimic.data.validate import validate
+from mimic.teleop.handheld import HandheldCaptureConfig, TwinStreamLatency, read_raw_arrivals, record_twin
 
 INJECTED = TwinStreamLatency(pose_s=0.05, gripper_s=0.02, camera_s=0.08, jitter_s=0.004)
 
 
 def _true_tcp(seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The deterministic replay of one episode: (sim time, TCP position) at 100 Hz."""
-    from sim.handheld import HandheldEnv, HandheldExpert
+    from mimic.sim.handheld import HandheldEnv, HandheldExpert
 
     env = HandheldEnv(seed=seed, camera_hz=30.0)
     expert = HandheldExpert(env)
@@ -102,7 +102,7 @@ def test_handheld_capture_compensates_stream_latencies(tmp_path):
     np.testing.assert_allclose(back[:, 6], raw_item["action"][:, 6].numpy(), atol=1e-6)
 
     # the policies package's in-RAM batch path takes the same transform on whole batches
-    from policies.data import WindowBatches
+    from mimic.policies.data import WindowBatches
 
     batches = WindowBatches(base)
     ids = np.arange(8)
@@ -120,7 +120,7 @@ def test_handheld_capture_compensates_stream_latencies(tmp_path):
 def test_record_cli_writes_store_and_video(tmp_path, capsys):
     import imageio.v3 as iio
 
-    from teleop.handheld import main
+    from mimic.teleop.handheld import main
 
     out = tmp_path / "cli.zarr"
     assert (

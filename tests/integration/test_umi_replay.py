@@ -1,8 +1,8 @@
 """Handheld demos are deployable: relative chunks replayed on the Franka, UR5e and xArm7 twins through IK.
 
 This is the open-loop half of what a policy trained on the handheld data must do on an arm: each chunk of
-8 recorded actions is made relative to the recorded pose at the chunk start (data.relative), re-anchored
-at the arm's *measured* TCP pose, solved by DLS IK (sim.expert) and executed. The arm first moves to
+8 recorded actions is made relative to the recorded pose at the chunk start (mimic.data.relative), re-anchored
+at the arm's *measured* TCP pose, solved by DLS IK (mimic.sim.expert) and executed. The arm first moves to
 where the person started, as a deployment starts from a similar pose. Success means the data's TCP
 frame, world frame, rotation convention, relative transform and gripper widths all transfer.
 """
@@ -12,10 +12,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import sim
-from data.dataset import ReplayDataset
-from data.relative import RelativeTrajectory, pose_to_matrix
-from teleop.handheld import grasp_command, record_twin
+import mimic.sim as sim
+from mimic.data.dataset import ReplayDataset
+from mimic.data.relative import RelativeTrajectory, pose_to_matrix
+from mimic.robots.gripper import grasp_command
+from mimic.teleop.handheld import record_twin
 
 CHUNK = 8
 

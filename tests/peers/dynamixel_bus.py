@@ -12,11 +12,11 @@ import time
 
 import numpy as np
 
-from calibration.gello import example_calibration
-from robots.specs import get_spec
-from teleop.emulated_bus import FAULTS, EmulatedDynamixelBus
-from teleop.gello import GelloLeader
-from teleop.leader import LeaderError, LeaderReading
+from mimic.robots.specs import get_spec
+from mimic.teleop.emulated_bus import FAULTS, EmulatedDynamixelBus
+from mimic.teleop.gello import GelloLeader
+from mimic.teleop.gello_calibration import example_calibration
+from mimic.teleop.leader import LeaderError, LeaderReading
 
 __all__ = ["EmulatedDynamixelBus", "FAULTS", "main", "read_along"]
 

@@ -1,6 +1,6 @@
 """An MJPEG-over-HTTP camera on 127.0.0.1 (multipart/x-mixed-replace, what IP cameras and mjpg-streamer serve).
 
-Every frame shows, as `calibration.latency` time codes, its capture time (row 0) and its frame number
+Every frame shows, as `mimic.calibration.latency` time codes, its capture time (row 0) and its frame number
 (row 8), plus the number in large digits, so a test can check order, drops and latency from the
 pixels alone. Faults: `skip` (frame numbers that are captured but never sent: drops), `latency_s`
 (each frame is sent that long after its capture), `stall_after` (stop sending, keep the connection),
@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import cv2
 import numpy as np
 
-from calibration.latency import draw_time_code
+from mimic.calibration.latency import draw_time_code
 
 BOUNDARY = "mimicframe"
 NUMBER_ROW = 8  # the frame-number code sits below the time code (4 px cells)
@@ -37,9 +37,17 @@ def render(number: int, t_capture: float, size: tuple[int, int] = (240, 320)) ->
 
 
 class MjpegServer:
-    def __init__(self, fps: float = 30.0, size: tuple[int, int] = (240, 320), latency_s: float = 0.0,
-                 skip: set[int] | None = None, stall_after: int | None = None, close_after: int | None = None,
-                 max_seconds: float = 60.0, quality: int = 90) -> None:
+    def __init__(
+        self,
+        fps: float = 30.0,
+        size: tuple[int, int] = (240, 320),
+        latency_s: float = 0.0,
+        skip: set[int] | None = None,
+        stall_after: int | None = None,
+        close_after: int | None = None,
+        max_seconds: float = 60.0,
+        quality: int = 90,
+    ) -> None:
         self.fps, self.size, self.latency_s = fps, size, latency_s
         self.skip = set(skip or ())
         self.stall_after, self.close_after = stall_after, close_after
@@ -71,8 +79,9 @@ class MjpegServer:
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/stream.mjpg"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._t_start = time.monotonic()
         self._thread.start()
         self._deadline = threading.Timer(max_seconds, self.stop)
@@ -98,10 +107,13 @@ class MjpegServer:
                 self._stop.wait(self.max_seconds)
                 return
             rgb = render(n, t_capture, self.size)
-            ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                                   [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+            ok, jpg = cv2.imencode(
+                ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, self.quality]
+            )
             data = jpg.tobytes()
-            out.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n".encode())
+            out.write(
+                f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+            )
             out.write(data + b"\r\n")
             out.flush()
             self.sent += 1

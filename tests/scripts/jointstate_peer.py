@@ -50,8 +50,15 @@ def receive(n: int) -> int:
 
     def on_msg(msg: JointState) -> None:
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-        received.append({"i": int(msg.header.frame_id), "names": list(msg.name), "position": list(msg.position),
-                         "stamp": stamp, "arrival": time.time()})
+        received.append(
+            {
+                "i": int(msg.header.frame_id),
+                "names": list(msg.name),
+                "position": list(msg.position),
+                "stamp": stamp,
+                "arrival": time.time(),
+            }
+        )
 
     node.create_subscription(JointState, TOPIC, on_msg, 10)
     executor = SingleThreadedExecutor()

@@ -7,15 +7,17 @@ line naming the backend and the host, never a traceback from inside the SDK.
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 
 import numpy as np
 import pytest
 
-from robots import arm as arm_module
-from robots.arm import Arm, ArmError, CommandRefused, FaultLatch
-from robots.factory import make_arm, parse_uri
+from mimic.robots import arm as arm_module
+from mimic.robots.arm import Arm, ArmError, CommandRefused, FaultLatch
+from mimic.robots.factory import make_arm, parse_uri
 from tests.peers import tcp_peer
 
 pytestmark = pytest.mark.timeout(60)
@@ -46,6 +48,40 @@ def test_unknown_scheme_names_the_known_ones():
         ValueError, match=r"unknown backend 'kuka'.*franka:<\.\.\.>.*ur:<\.\.\.>.*xarm:<\.\.\.>"
     ):
         parse_uri("kuka:1.2.3.4")
+
+
+def _loaded_after(code: str) -> set[str]:
+    """The mimic.* modules a fresh interpreter has loaded after running `code`."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"{code}\nimport sys; print(*sorted(m for m in sys.modules if m.startswith('mimic')))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return set(out.stdout.split())
+
+
+def test_hardware_arms_and_ik_load_no_simulator():
+    """A real arm with IK (the eef mode) must not drag MuJoCo scenes, tasks or the twin in."""
+    loaded = _loaded_after(
+        "from mimic.robots.factory import make_arm\nfrom mimic.robots.ik import IKSolver\n"
+        "[make_arm(f'{s}:10.0.0.2') for s in ('franka', 'ur', 'xarm')]\nIKSolver.for_arm('franka')"
+    )
+    assert "mimic.robots.ik" in loaded and not any(m.startswith("mimic.sim") for m in loaded), loaded
+
+
+def test_twin_registers_itself_on_first_use():
+    """`twin:` is found by module name the first time a twin URI is made; a bare `twin:` is the Franka twin."""
+    loaded = _loaded_after(
+        "from mimic.robots.factory import make_arm\narm = make_arm('twin:')\n"
+        "assert type(arm).__module__ == 'mimic.sim.twin' and arm.spec.name == 'franka', type(arm)"
+    )
+    assert "mimic.sim.twin" in loaded
 
 
 def test_unknown_option_is_rejected():

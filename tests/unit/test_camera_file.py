@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from calibration.latency import read_time_code
-from robots.camera import Camera, CameraConfig, CameraError
+from mimic.calibration.latency import read_time_code
+from mimic.robots.camera import Camera, CameraConfig, CameraError
 from tests.peers.mjpeg_server import NUMBER_ROW, render
 
 FPS, N = 30.0, 45

@@ -7,14 +7,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from robots.control import ChunkController, FollowController, WorkspaceBox
-from robots.spec import ArmSpec, DHRow
+from mimic.robots.control import ChunkController, FollowController, WorkspaceBox
+from mimic.robots.spec import ArmSpec, DHRow
 
 RATE = 500.0
 
 
 def make_spec() -> ArmSpec:
-    """A Franka-like 7-DoF spec written out here so the controller is tested independently of robots.specs."""
+    """A Franka-like 7-DoF spec written out here so the controller is tested independently of mimic.robots.specs."""
     lo = np.array([-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973])
     return ArmSpec(
         name="test7",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from mimic_ros.policy_node import StreamBuffer, align_window, timed_chunk
 
 
@@ -29,10 +30,10 @@ def test_chunk_drops_rows_that_can_no_longer_execute_and_stamps_the_first_kept()
 
 def test_workspace_parameter_uses_the_spec_kinematics() -> None:
     import pytest
-    from mimic_ros.controller_node import workspace_box
 
-    from robots.kinematics import forward_kinematics
-    from robots.specs import get_spec
+    from mimic.robots.kinematics import forward_kinematics
+    from mimic.robots.specs import get_spec
+    from mimic_ros.controller_node import workspace_box
 
     spec = get_spec("franka")
     p = forward_kinematics(spec, spec.home)[:3, 3]

@@ -1,4 +1,4 @@
-"""policies.dagger: expert branches from the states a (barely trained) policy reaches, written as episodes that
+"""mimic.workflows.dagger: expert branches from the states a (barely trained) policy reaches, written as episodes that
 merge with the demonstrations."""
 
 from __future__ import annotations
@@ -6,21 +6,34 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from policies.config import load_train_config
+from mimic.policies.config import load_train_config
 
 
 @pytest.fixture(scope="module")
 def reach_policy(tmp_path_factory):
-    from policies import load_deployable
-    from policies.train import train
-    from sim.record import record_expert_dataset
+    from mimic.policies import load_deployable
+    from mimic.workflows.record_expert import record_expert_dataset
+    from mimic.workflows.train import train
 
     tmp = tmp_path_factory.mktemp("dagger")
     store = record_expert_dataset(tmp / "reach.zarr", "franka", "reach", episodes=3, progress=False)
-    cfg = load_train_config(None, [f"dataset={store}", f"run_dir={tmp / 'run'}", "steps=20", "batch_size=32",
-                                   "val_every=20", "ckpt_every=20", "threads=1", "policy.horizon=8",
-                                   "policy.n_action_steps=4", "policy.unet.down_dims=[16,32]",
-                                   "policy.unet.time_embed_dim=16", "policy.gen.num_inference_steps=2"])
+    cfg = load_train_config(
+        None,
+        [
+            f"dataset={store}",
+            f"run_dir={tmp / 'run'}",
+            "steps=20",
+            "batch_size=32",
+            "val_every=20",
+            "ckpt_every=20",
+            "threads=1",
+            "policy.horizon=8",
+            "policy.n_action_steps=4",
+            "policy.unet.down_dims=[16,32]",
+            "policy.unet.time_embed_dim=16",
+            "policy.gen.num_inference_steps=2",
+        ],
+    )
     ckpt = train(cfg, progress=False) / "checkpoint"
     return store, load_deployable(ckpt), ckpt
 
@@ -33,9 +46,9 @@ def replay(env, seed, actions):
 
 
 def test_replaying_a_rollouts_actions_reaches_the_same_state(reach_policy):
-    from policies.dagger import _ActionLog
-    from policies.evaluate import rollout
-    from sim.env import make_env
+    from mimic.sim.env import make_env
+    from mimic.workflows.dagger import _ActionLog
+    from mimic.workflows.evaluate import rollout
 
     _, policy, _ = reach_policy
     live, twin = _ActionLog(make_env("reach", "franka", cameras=())), make_env("reach", "franka", cameras=())
@@ -51,8 +64,8 @@ def test_replaying_a_rollouts_actions_reaches_the_same_state(reach_policy):
 def test_a_copied_state_continues_bit_identically():
     """TwinEnv.copy_state_from (how a DAgger branch starts): the copy and the original, stepped with the same
     actions, stay identical, contacts included (push_t: the pusher on the block)."""
-    from sim.env import make_env
-    from sim.expert import make_expert
+    from mimic.sim.env import make_env
+    from mimic.sim.expert import make_expert
 
     src, dst = make_env("push_t", "franka", cameras=()), make_env("push_t", "franka", cameras=())
     expert = make_expert(src)
@@ -76,14 +89,22 @@ def test_a_copied_state_continues_bit_identically():
 
 
 def test_branches_are_expert_demonstrations_from_the_policys_states(reach_policy, tmp_path):
-    from data.dataset import ReplayDataset
-    from data.transform import merge
-    from policies.dagger import collect_dagger
-    from sim.env import make_env
+    from mimic.data.dataset import ReplayDataset
+    from mimic.data.transform import merge
+    from mimic.sim.env import make_env
+    from mimic.workflows.dagger import collect_dagger
 
     store, policy, _ = reach_policy
-    st = collect_dagger(policy, "franka", "reach", tmp_path / "dagger.zarr", rollouts=2, branch_every=10,
-                        hold_steps=3, progress=False)
+    st = collect_dagger(
+        policy,
+        "franka",
+        "reach",
+        tmp_path / "dagger.zarr",
+        rollouts=2,
+        branch_every=10,
+        hold_steps=3,
+        progress=False,
+    )
     max_steps = make_env("reach", "franka", cameras=()).max_steps
     # a 20-step policy does not reach its goals: each rollout runs to the limit, one branch every 10 steps
     assert st.policy_successes == 0
@@ -104,14 +125,15 @@ def test_branches_are_expert_demonstrations_from_the_policys_states(reach_policy
 
 
 def test_workers_split_the_seeds_and_merge_their_stores_in_seed_order(reach_policy, tmp_path):
-    from data.dataset import ReplayDataset
-    from policies.dagger import collect_dagger
-    from sim.env import make_env
+    from mimic.data.dataset import ReplayDataset
+    from mimic.sim.env import make_env
+    from mimic.workflows.dagger import collect_dagger
 
     _, policy, _ = reach_policy
     out = tmp_path / "par.zarr"
-    st = collect_dagger(policy, "franka", "reach", out, rollouts=3, branch_every=10, hold_steps=3, progress=False,
-                        workers=2)
+    st = collect_dagger(
+        policy, "franka", "reach", out, rollouts=3, branch_every=10, hold_steps=3, progress=False, workers=2
+    )
     max_steps = make_env("reach", "franka", cameras=()).max_steps
     assert st.rollouts == 3 and st.policy_successes == 0
     assert st.branches == 3 * len(range(10, max_steps, 10)) and 0 < st.kept <= st.branches
@@ -125,24 +147,42 @@ def test_workers_split_the_seeds_and_merge_their_stores_in_seed_order(reach_poli
 
 
 def test_bad_arguments_are_refused(reach_policy, tmp_path):
-    from policies.dagger import collect_dagger
+    from mimic.workflows.dagger import collect_dagger
 
     with pytest.raises(ValueError, match="branch_every"):
         collect_dagger(reach_policy[1], "franka", "reach", tmp_path / "x.zarr", rollouts=1, branch_every=0)
 
 
 def test_a_train_config_with_a_dagger_section_builds_its_dataset(reach_policy, tmp_path):
-    from data.dataset import ReplayDataset
-    from policies.config import ConfigError
-    from policies.train import train
+    from mimic.data.dataset import DatasetError, ReplayDataset
+    from mimic.policies.config import ConfigError
+    from mimic.workflows.dagger import build_dagger_dataset
+    from mimic.workflows.train import train
 
     store, _, ckpt = reach_policy
     data = tmp_path / "round1.zarr"
-    sets = [f"dataset={data}", f"run_dir={tmp_path / 'run1'}", "steps=2", "batch_size=16", "val_every=2",
-            "ckpt_every=2", "threads=1", "policy.horizon=8", "policy.n_action_steps=4",
-            "policy.unet.down_dims=[16,32]", "policy.unet.time_embed_dim=16", f"dagger.policy={ckpt}",
-            f"dagger.demos={store}", "dagger.rollouts=1", "dagger.branch_every=20"]
-    train(load_train_config(None, sets), progress=False)
+    sets = [
+        f"dataset={data}",
+        f"run_dir={tmp_path / 'run1'}",
+        "steps=2",
+        "batch_size=16",
+        "val_every=2",
+        "ckpt_every=2",
+        "threads=1",
+        "policy.horizon=8",
+        "policy.n_action_steps=4",
+        "policy.unet.down_dims=[16,32]",
+        "policy.unet.time_embed_dim=16",
+        f"dagger.policy={ckpt}",
+        f"dagger.demos={store}",
+        "dagger.rollouts=1",
+        "dagger.branch_every=20",
+    ]
+    cfg = load_train_config(None, sets)
+    with pytest.raises(DatasetError, match="mimic dagger"):
+        train(cfg, progress=False)  # training only trains: the dagger stage builds the store first
+    assert build_dagger_dataset(cfg, progress=False) and not build_dagger_dataset(cfg, progress=False)
+    train(cfg, progress=False)
     branches = tmp_path / "round1.branches.zarr"
     kept = ReplayDataset(branches).n_episodes
     assert kept > 0 and not (tmp_path / "round1.branches.zarr.partial").exists()

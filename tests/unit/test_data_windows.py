@@ -7,10 +7,10 @@ import pytest
 import torch
 import zarr
 
-from data.codecs import JpegCodec
-from data.normalizer import Normalizer
-from data.sampler import SequenceSampler, create_indices
-from data.torch_dataset import WindowDataset
+from mimic.data.codecs import JpegCodec
+from mimic.data.normalizer import Normalizer
+from mimic.data.sampler import SequenceSampler, create_indices
+from mimic.data.torch_dataset import WindowDataset
 
 
 def make_store(path, lengths=(5, 7, 6), img=8):
@@ -20,8 +20,14 @@ def make_store(path, lengths=(5, 7, 6), img=8):
     act = np.arange(n, dtype=np.float32)[:, None] * np.array([[1.0, -2.0]], np.float32)
     d.create_array("action", data=act)
     d.create_array("robot0_joint_pos", data=act[:, :1] + 100)
-    im = d.create_array("camera0_rgb", shape=(n, img, img, 3), chunks=(1, img, img, 3), dtype="uint8",
-                        serializer=JpegCodec(level=95), compressors=None)
+    im = d.create_array(
+        "camera0_rgb",
+        shape=(n, img, img, 3),
+        chunks=(1, img, img, 3),
+        dtype="uint8",
+        serializer=JpegCodec(level=95),
+        compressors=None,
+    )
     im[:] = np.broadcast_to((np.arange(n) * 10 % 250).astype(np.uint8)[:, None, None, None], im.shape)
     g.create_group("meta").create_array("episode_ends", data=np.cumsum(lengths).astype(np.int64))
     return act
@@ -60,14 +66,22 @@ def test_sampler_pads_by_repeating_episode_edges():
 @pytest.mark.parametrize("cached", [False, True])
 def test_window_dataset_items_split_and_cache(tmp_path, cached):
     act = make_store(tmp_path / "s.zarr")
-    kw = dict(obs_keys=["robot0_joint_pos", "camera0_rgb"], n_obs_steps=2, horizon=4, val_ratio=0.34, seed=1,
-              cache_dir=tmp_path / "cache" if cached else None)
+    kw = dict(
+        obs_keys=["robot0_joint_pos", "camera0_rgb"],
+        n_obs_steps=2,
+        horizon=4,
+        val_ratio=0.34,
+        seed=1,
+        cache_dir=tmp_path / "cache" if cached else None,
+    )
     tr = WindowDataset(tmp_path / "s.zarr", split="train", **kw)
     va = WindowDataset(tmp_path / "s.zarr", split="val", **kw)
     assert tr.train_mask.sum() == 2 and va.episode_mask.sum() == 1
     assert not np.any(tr.episode_mask & va.episode_mask)
     item = tr[0]
-    assert item["obs"]["camera0_rgb"].shape == (2, 3, 8, 8) and item["obs"]["camera0_rgb"].dtype == torch.float32
+    assert (
+        item["obs"]["camera0_rgb"].shape == (2, 3, 8, 8) and item["obs"]["camera0_rgb"].dtype == torch.float32
+    )
     assert float(item["obs"]["camera0_rgb"].max()) <= 1.0
     assert item["action"].shape == (4, 2)
     # the first window of an episode repeats its first row as the padded observation

@@ -5,17 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data.dataset import ReplayDataset
-from data.validate import validate
-from data.writer import DatasetWriter, StreamSpec
+from mimic.data.dataset import ReplayDataset
+from mimic.data.validate import validate
+from mimic.data.writer import DatasetWriter, StreamSpec
 
 FPS = 10.0
 
 
 def streams(img=16):
-    return {"robot0_joint_pos": StreamSpec((3,), tolerance_s=0.01),
-            "action": StreamSpec((4,), tolerance_s=0.03),
-            "camera0_rgb": StreamSpec((img, img, 3), "uint8", "image", tolerance_s=0.02)}
+    return {
+        "robot0_joint_pos": StreamSpec((3,), tolerance_s=0.01),
+        "action": StreamSpec((4,), tolerance_s=0.03),
+        "camera0_rgb": StreamSpec((img, img, 3), "uint8", "image", tolerance_s=0.02),
+    }
 
 
 def frame(i, img=16):
@@ -29,8 +31,10 @@ def record(w, t0, dur, jitter=None):
     events = []
     events += [(t0 + i / 500, "robot0_joint_pos", i) for i in range(int(dur * 500))]
     events += [(t0 + i / 50 + 0.002, "action", i) for i in range(int(dur * 50))]
-    events += [(t0 + i / 30 + (rng.uniform(-jitter, jitter) if jitter else 0), "camera0_rgb", i)
-               for i in range(int(dur * 30))]
+    events += [
+        (t0 + i / 30 + (rng.uniform(-jitter, jitter) if jitter else 0), "camera0_rgb", i)
+        for i in range(int(dur * 30))
+    ]
     for t, key, i in sorted(events):
         if key == "robot0_joint_pos":
             w.append(key, t, [t, 2 * t, np.sin(t)])
@@ -43,8 +47,17 @@ def record(w, t0, dur, jitter=None):
 
 def test_mixed_rate_round_trip(tmp_path):
     path = tmp_path / "d.zarr"
-    w = DatasetWriter.create(path, FPS, streams(), {"robot": "franka", "joint_names": ["a", "b", "c"],
-                                                    "latencies": {"camera0_rgb": 0.03}, "task": "reach"})
+    w = DatasetWriter.create(
+        path,
+        FPS,
+        streams(),
+        {
+            "robot": "franka",
+            "joint_names": ["a", "b", "c"],
+            "latencies": {"camera0_rgb": 0.03},
+            "task": "reach",
+        },
+    )
     n0 = record(w, 100.0, 2.0, jitter=0.003)
     n1 = record(w, 200.0, 1.5)
     w.close()

@@ -1,12 +1,12 @@
-"""IK (robots.ik) and the end-effector chunk mode (robots.eef_control) on the three arm twins' kinematics."""
+"""IK (mimic.robots.ik) and the end-effector chunk mode (mimic.robots.eef_control) on the three arm twins' kinematics."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from robots.eef_control import EefChunkController, poses_to_matrices
-from robots.ik import IKSolver
+from mimic.robots.eef_control import EefChunkController, poses_to_matrices
+from mimic.robots.ik import IKSolver
 
 ARMS = ("franka", "ur5e", "xarm7")
 

@@ -1,4 +1,4 @@
-"""policies.eef's frame-free features: what the network sees must not depend on where the arm's base is."""
+"""mimic.policies.eef_relative's frame-free features: what the network sees must not depend on where the arm's base is."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from data.relative import pose_to_matrix
-from policies.eef import RAW_OBS_KEYS, EefFeatures, object_features
+from mimic.data.relative import pose_to_matrix
+from mimic.policies.eef_relative import RAW_OBS_KEYS, EefFeatures, object_features
 
 
 def _rz(a: float) -> np.ndarray:
@@ -122,8 +122,8 @@ def test_missing_pose_key_names_it():
 
 
 def test_object_tracker_stream_is_checked_and_aligned(tmp_path):
-    from data.dataset import ReplayDataset
-    from policies.eef import ObjectTrackedCapture
+    from mimic.data.dataset import ReplayDataset
+    from mimic.workflows.record import ObjectTrackedCapture
 
     cap = ObjectTrackedCapture.create(tmp_path / "h.zarr")
     with pytest.raises(RuntimeError, match="outside an episode"):

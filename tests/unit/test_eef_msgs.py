@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mimic_ros.deploy import checkpoint_action_space, controller_mode
-from mimic_ros.msgs import EEF_JOINTS, eef_chunk_from_msg, eef_chunk_msg
 from scipy.spatial.transform import Rotation
 
-from policies.checkpoint import CheckpointError, action_space
+from mimic.policies.checkpoint import CheckpointError, action_space
+from mimic_ros.deploy import checkpoint_action_space, controller_mode
+from mimic_ros.msgs import EEF_JOINTS, eef_chunk_from_msg, eef_chunk_msg
 
 
 def rows(n: int = 5) -> np.ndarray:
@@ -48,8 +48,11 @@ def test_malformed_messages_are_refused() -> None:
 def test_deploy_picks_the_controller_mode_from_the_checkpoint_kind(tmp_path) -> None:
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
+    (ckpt / "processor.json").write_text('{"action_repr": "joint"}')
     assert action_space(ckpt) == "joint" and controller_mode(checkpoint_action_space(str(ckpt))) == "chunk"
-    (ckpt / "eef.json").write_text("{}")
+    (ckpt / "processor.json").write_text('{"action_repr": "tcp_position"}')
+    assert controller_mode(checkpoint_action_space(str(ckpt))) == "chunk"
+    (ckpt / "processor.json").write_text('{"action_repr": "eef_relative", "gripper_max": 0.08}')
     assert controller_mode(checkpoint_action_space(str(ckpt))) == "eef"
     with pytest.raises(ValueError, match="'joints' is not one of"):
         controller_mode("joints")

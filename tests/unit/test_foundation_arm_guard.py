@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from robots.arm import CommandGuard, CommandRefused
-from robots.spec import ArmSpec, DHRow
+from mimic.robots.arm import CommandGuard, CommandRefused
+from mimic.robots.spec import ArmSpec, DHRow
 
 
 def make_spec() -> ArmSpec:
@@ -53,7 +53,9 @@ def test_refuses_outside_spec(target, gripper, match) -> None:
 def test_refuses_velocity_and_keeps_reference() -> None:
     guard = CommandGuard(make_spec())
     guard.reset(np.zeros(2), t=0.0)
-    with pytest.raises(CommandRefused, match=r"j2 step \+0\.0100 rad in 2\.0 ms = 5\.00 rad/s exceeds the 1\.00"):
+    with pytest.raises(
+        CommandRefused, match=r"j2 step \+0\.0100 rad in 2\.0 ms = 5\.00 rad/s exceeds the 1\.00"
+    ):
         guard.check([0.0, 0.01], t=0.002)
     # The refused target did not move the reference: a small step from zero is still fine.
     guard.check([0.0, 0.001], t=0.003)

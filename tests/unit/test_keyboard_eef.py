@@ -1,4 +1,4 @@
-"""Keyboard end-effector teleop logic (teleop.keyboard_eef): key -> TCP target, workspace clipping, gripper."""
+"""Keyboard end-effector teleop logic (mimic.teleop.keyboard_eef): key -> TCP target, workspace clipping, gripper."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from robots.control import parse_workspace
-from teleop.keyboard_eef import (
+from mimic.robots.control import parse_workspace
+from mimic.teleop.keyboard_eef import (
     MOTION_KEYS,
     KeyboardEef,
     KeyboardEefConfig,
@@ -48,8 +48,18 @@ def test_rotation_keys_turn_about_a_base_axis_in_place(key):
 
 def test_opposite_keys_cancel_and_the_bindings_are_the_documented_ones():
     assert {k: v[:2] for k, v in MOTION_KEYS.items()} == {
-        "w": ("pos", 0), "s": ("pos", 0), "a": ("pos", 1), "d": ("pos", 1), "r": ("pos", 2), "f": ("pos", 2),
-        "i": ("rot", 0), "k": ("rot", 0), "j": ("rot", 1), "l": ("rot", 1), "u": ("rot", 2), "o": ("rot", 2),
+        "w": ("pos", 0),
+        "s": ("pos", 0),
+        "a": ("pos", 1),
+        "d": ("pos", 1),
+        "r": ("pos", 2),
+        "f": ("pos", 2),
+        "i": ("rot", 0),
+        "k": ("rot", 0),
+        "j": ("rot", 1),
+        "l": ("rot", 1),
+        "u": ("rot", 2),
+        "o": ("rot", 2),
     }
     kb = make()
     for a, b in ("ws", "ad", "rf", "ik", "jl", "uo"):

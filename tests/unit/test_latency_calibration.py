@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from calibration.latency import (
+from mimic.calibration.latency import (
     LatencyCalibration,
     camera_latency,
     draw_time_code,
@@ -18,7 +18,7 @@ from calibration.latency import (
     measure_arm_latency,
     read_time_code,
 )
-from robots.arm import Arm, ArmState
+from mimic.robots.arm import Arm, ArmState
 from tests.unit.test_control_chunk import make_spec
 
 

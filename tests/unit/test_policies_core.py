@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from policies.config import ConfigError, GeneratorConfig, PolicyConfig, load_train_config
-from policies.generators import (
+from mimic.policies.config import ConfigError, GeneratorConfig, PolicyConfig, load_train_config
+from mimic.policies.generators import (
     ConsistencyGenerator,
     DDPMGenerator,
     EDMGenerator,
     FlowGenerator,
     make_generator,
 )
-from policies.generators.diffusion import NOISE_SCALE
+from mimic.policies.generators.diffusion import NOISE_SCALE
 
 torch.set_num_threads(1)
 
@@ -39,6 +39,7 @@ def _ideal_edm_raw(gen: EDMGenerator):
         c_skip = sd**2 / (sigma**2 + sd**2)
         c_out = sigma * sd / (sigma**2 + sd**2).sqrt()
         return (X_STAR - c_skip * x) / c_out
+
     return net
 
 
@@ -55,9 +56,13 @@ def test_flow_karras_grid_is_edms_sigmas_in_flow_time():
     cfg = GeneratorConfig(schedule="karras")
     ts = FlowGenerator(cfg).grid(5, torch.device("cpu"))
     sigmas = ts[:-1] / (1 - ts[:-1])
-    torch.testing.assert_close(sigmas[[0, -1]], torch.tensor([cfg.sigma_max, cfg.sigma_min]), rtol=1e-4, atol=0)
+    torch.testing.assert_close(
+        sigmas[[0, -1]], torch.tensor([cfg.sigma_max, cfg.sigma_min]), rtol=1e-4, atol=0
+    )
     assert ts[-1] == 0 and bool((ts.diff() < 0).all())
-    assert (FlowGenerator(GeneratorConfig()).grid(10, torch.device("cpu")) > 2 / 3).sum() == 4  # t 1, .9, .8, .7
+    assert (
+        FlowGenerator(GeneratorConfig()).grid(10, torch.device("cpu")) > 2 / 3
+    ).sum() == 4  # t 1, .9, .8, .7
 
 
 @pytest.mark.parametrize("steps", [1, 3, 16])
@@ -77,6 +82,7 @@ def test_ddpm_sampler_lands_on_the_data_with_the_ideal_epsilon(scheduler, spacin
     def eps(x, t, cond):
         a = abar[t.long()][:, None, None]
         return (x - a.sqrt() * X_STAR) / (1 - a).sqrt()
+
     out = gen.sample(eps, torch.zeros(2, 1), (2, 4, 3), 10 if scheduler == "ddim" else 100)
     torch.testing.assert_close(out, X_STAR.expand(2, 4, 3), atol=2e-3, rtol=0)
 
@@ -91,7 +97,12 @@ def test_ddpm_trains_towards_what_its_sampler_reads(kind):
     def ideal(x, t, cond):
         a = abar[t.long()][:, None, None]
         eps = (x - a.sqrt() * X_STAR) / (1 - a).sqrt()
-        return {"epsilon": eps, "sample": X_STAR.expand_as(x), "v_prediction": a.sqrt() * eps - (1 - a).sqrt() * X_STAR}[kind]
+        return {
+            "epsilon": eps,
+            "sample": X_STAR.expand_as(x),
+            "v_prediction": a.sqrt() * eps - (1 - a).sqrt() * X_STAR,
+        }[kind]
+
     out = gen.sample(ideal, torch.zeros(2, 1), (2, 4, 3), 10)
     torch.testing.assert_close(out, X_STAR.expand(2, 4, 3), atol=2e-3, rtol=0)
     assert gen.loss(ideal, X_STAR.expand(64, 4, 3).clone(), torch.zeros(64, 1)).item() < 1e-8
@@ -131,29 +142,45 @@ def test_num_inference_steps_none_means_the_configs_and_zero_is_refused(gen_name
 def test_consistency_boundary_condition_is_identity_at_sigma_min():
     gen = make_generator("consistency", GeneratorConfig(teacher="x"))
     x = torch.randn(3, 4, 2)
-    out = gen.consistency_fn(lambda a, b, c: torch.full_like(a, 9.0), x, torch.full((3,), gen.cfg.sigma_min), None)
+    out = gen.consistency_fn(
+        lambda a, b, c: torch.full_like(a, 9.0), x, torch.full((3,), gen.cfg.sigma_min), None
+    )
     torch.testing.assert_close(out, x)
 
 
 # ---- policies on a real (tiny) twin dataset -----------------------------------------------------------
 @pytest.fixture(scope="module")
 def reach_store(tmp_path_factory):
-    from sim.record import record_expert_dataset
+    from mimic.workflows.record_expert import record_expert_dataset
 
     path = tmp_path_factory.mktemp("store") / "reach.zarr"
-    return record_expert_dataset(path, "franka", "reach", episodes=3, cameras=("scene", "wrist"),
-                                 image_size=(32, 32), progress=False)
+    return record_expert_dataset(
+        path, "franka", "reach", episodes=3, cameras=("scene", "wrist"), image_size=(32, 32), progress=False
+    )
 
 
-def _policy(store, generator="flow", backbone="unet", obs_keys=("robot0_joint_pos", "object_state"),
-            angle_obs=(), unet=None):
-    from data.torch_dataset import WindowDataset
-    from policies.data import WindowBatches, widen_small_ranges
-    from policies.policy import Policy
-    from policies.train import shape_meta_for
+def _policy(
+    store,
+    generator="flow",
+    backbone="unet",
+    obs_keys=("robot0_joint_pos", "object_state"),
+    angle_obs=(),
+    unet=None,
+):
+    from mimic.data.torch_dataset import WindowDataset
+    from mimic.policies.data import WindowBatches, widen_small_ranges
+    from mimic.policies.policy import Policy
+    from mimic.workflows.train import shape_meta_for
 
-    cfg = PolicyConfig(obs_keys=list(obs_keys), horizon=8, n_obs_steps=2, n_action_steps=4, generator=generator,
-                       backbone=backbone, angle_obs=list(angle_obs))
+    cfg = PolicyConfig(
+        obs_keys=list(obs_keys),
+        horizon=8,
+        n_obs_steps=2,
+        n_action_steps=4,
+        generator=generator,
+        backbone=backbone,
+        angle_obs=list(angle_obs),
+    )
     cfg.unet = type(cfg.unet)(**{**TINY_UNET, **(unet or {})})
     cfg.transformer = type(cfg.transformer)(**TINY_TF)
     cfg.image.width, cfg.image.feature_dim, cfg.image.num_keypoints = 8, 16, 8
@@ -161,11 +188,11 @@ def _policy(store, generator="flow", backbone="unet", obs_keys=("robot0_joint_po
         cfg.gen.teacher = "unused-in-unit-tests"
     ds = WindowDataset(store, list(obs_keys), n_obs_steps=2, horizon=8, val_ratio=0.34, seed=0)
     lowdim = [k for k in obs_keys if k not in ds.image_keys]
-    norm = ds.get_normalizer({"action": "minmax", **{k: "minmax" for k in lowdim},
-                              **{k: "identity" for k in ds.image_keys}})
+    norm = ds.get_normalizer(
+        {"action": "minmax", **{k: "minmax" for k in lowdim}, **{k: "identity" for k in ds.image_keys}}
+    )
     norm = widen_small_ranges(norm, lowdim, 0.02)
     return Policy(cfg, shape_meta_for(ds.replay, list(obs_keys), ds.image_keys), norm), WindowBatches(ds), ds
-
 
 
 def _edm_taught_student(store):
@@ -175,6 +202,7 @@ def _edm_taught_student(store):
     student.normalizer = teacher.normalizer
     student.set_teacher(teacher)
     return teacher, student, batches
+
 
 def test_angle_obs_turn_a_wrap_through_pi_into_a_small_step(reach_store):
     """object_state dim 2 declared an angle: +pi - e and -pi + e encode to neighbours, and the policy still
@@ -237,7 +265,7 @@ def test_generator_backbone_trains_and_predicts_absolute_chunks(reach_store, gen
 
 
 def test_relative_joint_actions_train_on_deltas_and_predict_absolute(reach_store):
-    from policies.data import relative_action_normalizer
+    from mimic.policies.data import relative_action_normalizer
 
     torch.manual_seed(0)
     policy, batches, _ = _policy(reach_store, "flow")
@@ -261,8 +289,9 @@ def test_relative_joint_actions_train_on_deltas_and_predict_absolute(reach_store
     policy.relative_key = ""  # same network and noise, read as absolute: differs by exactly the reference
     policy.seed(3)
     raw = policy.predict(window, 3)
-    np.testing.assert_allclose(chunk[:, :7] - raw[:, :7], np.broadcast_to(window["robot0_joint_pos"][-1], (8, 7)),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        chunk[:, :7] - raw[:, :7], np.broadcast_to(window["robot0_joint_pos"][-1], (8, 7)), atol=1e-5
+    )
     np.testing.assert_allclose(chunk[:, 7], raw[:, 7], atol=1e-6)
 
 
@@ -320,18 +349,33 @@ def test_visuomotor_policy_two_cameras_uint8_window(reach_store):
 
 
 def test_checkpoint_round_trip_is_safetensors_only(reach_store, tmp_path):
-    from policies import CheckpointError, load_policy, save_checkpoint
+    from mimic.policies import CheckpointError, load_policy, save_checkpoint
 
     policy, batches, _ = _policy(reach_store, "edm", "transformer")
-    ckpt = save_checkpoint(tmp_path / "ckpt", policy, {"note": "unit"}, {"dataset": str(reach_store), "steps": 0})
-    assert sorted(p.suffix for p in ckpt.iterdir()) == [".json", ".json", ".safetensors", ".safetensors", ".yaml"]
+    ckpt = save_checkpoint(
+        tmp_path / "ckpt", policy, {"note": "unit"}, {"dataset": str(reach_store), "steps": 0}
+    )
+    assert sorted(p.suffix for p in ckpt.iterdir()) == [
+        ".json",
+        ".json",
+        ".json",
+        ".safetensors",
+        ".safetensors",
+        ".yaml",
+    ]
     loaded = load_policy(ckpt)
     window = {k: batches.arrays[k][:2].astype(np.float64) for k in policy.obs_keys}
     policy.seed(7)
     loaded.seed(7)
     np.testing.assert_allclose(loaded.predict(window), policy.eval().predict(window), atol=1e-6)
-    assert (loaded.obs_keys, loaded.n_obs_steps, loaded.horizon, loaded.n_action_steps, loaded.action_dim,
-            loaded.control_hz) == (("robot0_joint_pos", "object_state"), 2, 8, 4, 8, 10.0)
+    assert (
+        loaded.obs_keys,
+        loaded.n_obs_steps,
+        loaded.horizon,
+        loaded.n_action_steps,
+        loaded.action_dim,
+        loaded.control_hz,
+    ) == (("robot0_joint_pos", "object_state"), 2, 8, 4, 8, 10.0)
     # the executed chunk length is an inference choice, checked like the config's (horizon 8 holds 7 rows)
     assert load_policy(ckpt, overrides=["policy.n_action_steps=2"]).n_action_steps == 2
     with pytest.raises(CheckpointError, match="n_action_steps: 8 must be in 1..7"):
@@ -355,7 +399,12 @@ def test_config_yaml_overrides_and_errors(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("dataset: d.zarr\nsteps: 10\npolicy:\n  generator: edm\n")
     cfg = load_train_config(p, ["policy.unet.down_dims=[8,16]", "bf16=true", "policy.obs_keys=a,b"])
-    assert (cfg.steps, cfg.policy.generator, cfg.policy.unet.down_dims, cfg.bf16) == (10, "edm", [8, 16], True)
+    assert (cfg.steps, cfg.policy.generator, cfg.policy.unet.down_dims, cfg.bf16) == (
+        10,
+        "edm",
+        [8, 16],
+        True,
+    )
     assert cfg.policy.obs_keys == ["a", "b"]
     with pytest.raises(ConfigError, match="stpes"):
         load_train_config(p, ["stpes=3"])
@@ -371,14 +420,18 @@ def test_config_yaml_overrides_and_errors(tmp_path):
         load_train_config(p, ["policy.generator=diffusion", "policy.gen.timestep_spacing=linspace"])
     with pytest.raises(ConfigError, match="prediction_type"):
         load_train_config(p, ["policy.generator=diffusion", "policy.gen.prediction_type=v"])
-    assert load_train_config(p, ["policy.generator=flow", "policy.gen.time_sampling=lognormal"]).policy.gen.time_sampling \
+    assert (
+        load_train_config(
+            p, ["policy.generator=flow", "policy.gen.time_sampling=lognormal"]
+        ).policy.gen.time_sampling
         == "lognormal"
+    )
 
 
 def test_lr_warmup_then_cosine_and_wilson_interval():
-    from policies.config import TrainConfig
-    from policies.evaluate import wilson_interval
-    from policies.train import lr_at
+    from mimic.policies.config import TrainConfig
+    from mimic.workflows.eval_result import wilson_interval
+    from mimic.workflows.train import lr_at
 
     cfg = TrainConfig(dataset="x", lr=1.0, steps=110, warmup_steps=10)
     assert lr_at(cfg, 0) == pytest.approx(0.1) and lr_at(cfg, 9) == pytest.approx(1.0)
@@ -390,8 +443,8 @@ def test_lr_warmup_then_cosine_and_wilson_interval():
 
 
 def test_small_ranges_are_widened_not_amplified():
-    from data.normalizer import Normalizer
-    from policies.data import widen_small_ranges
+    from mimic.data.normalizer import Normalizer
+    from mimic.policies.data import widen_small_ranges
 
     x = np.stack([np.linspace(0, 1, 50), 1e-4 * np.sin(np.arange(50))], 1)
     norm = widen_small_ranges(Normalizer().fit({"s": x}, {"s": "minmax"}), ["s"], 0.02)
@@ -427,7 +480,11 @@ def test_chunk_candidates_keep_the_chunk_that_continues_the_last_one(reach_store
     with torch.inference_mode():
         cands = policy.sample_actions({k: v.expand(8, *v.shape[1:]) for k, v in obs.items()}, 2, policy._rng)
         norm = policy.normalizer.normalize("action", cands).double().numpy()
-        prev = policy.normalizer.normalize("action", torch.as_tensor(first, dtype=torch.float32)).double().numpy()
+        prev = (
+            policy.normalizer.normalize("action", torch.as_tensor(first, dtype=torch.float32))
+            .double()
+            .numpy()
+        )
     # n_obs 2, horizon 8, 4 actions per call: rows 1..3 of this call are rows 5..7 of the last one
     dist = ((norm[:, 1:4] - prev[5:8]) ** 2).sum((1, 2))
     i = int(dist.argmin())
@@ -499,8 +556,12 @@ def test_consistency_from_a_flow_teacher_starts_at_its_one_step_and_targets_its_
     with torch.no_grad():
         cond = teacher.encoder(teacher.encoder.augment(teacher.normalize_obs(batch["obs"]), train=False))
         one = gen.sample(student.backbone, cond, shape, 1, torch.Generator().manual_seed(3))
-        torch.testing.assert_close(one, tgen.sample(teacher.backbone, cond, shape, 1, torch.Generator().manual_seed(3)),
-                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            one,
+            tgen.sample(teacher.backbone, cond, shape, 1, torch.Generator().manual_seed(3)),
+            atol=1e-5,
+            rtol=1e-5,
+        )
         sample = tgen.sample(teacher.backbone, cond, shape, 4, torch.Generator().manual_seed(5))
         z = torch.randn(shape, generator=torch.Generator().manual_seed(5)) * tgen.cfg.sigma_max
         end = gen.teacher_endpoint(tgen, teacher.backbone, z, torch.full((8,), tgen.cfg.sigma_max), cond)
@@ -512,16 +573,18 @@ def test_consistency_from_a_flow_teacher_starts_at_its_one_step_and_targets_its_
     with pytest.raises(ValueError, match="'flow' policy for gen.cd_param 'flow'"):
         student.set_teacher(edm_teacher)
     with pytest.raises(ConfigError, match="cd_param"):
-        PolicyConfig(obs_keys=["a"], generator="consistency", gen=GeneratorConfig(teacher="t", cd_param="ddpm")).validate()
+        PolicyConfig(
+            obs_keys=["a"], generator="consistency", gen=GeneratorConfig(teacher="t", cd_param="ddpm")
+        ).validate()
 
 
 @pytest.mark.parametrize("mult", [2, 3])
 def test_widened_unet_computes_the_narrow_ones_function(mult):
     """Net2WiderNet: every level m times wider, the same outputs (GroupNorm groups hold m copies of the same
     old group), but the copies of a channel are not equal (random input shares break their symmetry)."""
-    from policies.backbones.unet import ConditionalUnet1D
-    from policies.backbones.widen import widen_unet_state
-    from policies.config import UnetConfig
+    from mimic.policies.backbones.unet import ConditionalUnet1D
+    from mimic.policies.backbones.widen import widen_unet_state
+    from mimic.policies.config import UnetConfig
 
     torch.manual_seed(0)
     narrow_dims, wide_dims = [8, 16, 32], [mult * 8, mult * 16, mult * 32]
@@ -590,8 +653,11 @@ def test_consistency_sigma_max_share_sets_where_ode_rows_start(reach_store):
         assert torch.allclose(sigma[:at_max], torch.tensor(gen.cfg.sigma_max)), (frac, sigma)
         assert torch.all(sigma[at_max:] <= gen.cfg.sigma_max * (1 + 1e-6))
     with pytest.raises(ConfigError, match="cd_sigma_max_frac"):
-        PolicyConfig(obs_keys=["robot0_joint_pos"], generator="consistency",
-                     gen=GeneratorConfig(teacher="t", cd_sigma_max_frac=1.5)).validate()
+        PolicyConfig(
+            obs_keys=["robot0_joint_pos"],
+            generator="consistency",
+            gen=GeneratorConfig(teacher="t", cd_sigma_max_frac=1.5),
+        ).validate()
 
 
 def test_consistency_unexecuted_weight_spends_the_loss_on_the_executed_rows(reach_store):
@@ -614,17 +680,22 @@ def test_consistency_unexecuted_weight_spends_the_loss_on_the_executed_rows(reac
     gen.cfg.cd_unexecuted_weight = 1.0
     assert gen._distance(pred, moved) > 10 * full
     with pytest.raises(ConfigError, match="cd_unexecuted_weight"):
-        PolicyConfig(obs_keys=["robot0_joint_pos"], generator="consistency",
-                     gen=GeneratorConfig(teacher="t", cd_unexecuted_weight=-0.5)).validate()
+        PolicyConfig(
+            obs_keys=["robot0_joint_pos"],
+            generator="consistency",
+            gen=GeneratorConfig(teacher="t", cd_unexecuted_weight=-0.5),
+        ).validate()
 
 
 def test_trailing_ddim_starts_from_pure_noise_and_ends_at_the_data():
     """At 10 DDIM steps "leading" starts where alpha_bar is 0.02 (x_t still holds 0.14 x0); "trailing" starts at the
     last train timestep, where x_t is noise alone (that both land on the data is the ideal-epsilon test above)."""
+
     def first_abar(spacing: str) -> float:
         sched = DDPMGenerator(GeneratorConfig(timestep_spacing=spacing)).infer_scheduler
         sched.set_timesteps(10)
         return float(sched.alphas_cumprod[sched.timesteps[0]])
+
     assert first_abar("leading") > 0.01 and first_abar("trailing") < 1e-5
 
 
@@ -639,12 +710,13 @@ def test_consistency_pseudo_huber_distance_for_both_targets():
     torch.testing.assert_close(gen._distance(pred, target), want)
 
 
-def test_consistency_pool_holds_the_teachers_endpoints_and_is_rebuilt_only_when_its_source_changes(reach_store,
-                                                                                                   tmp_path, capsys):
+def test_consistency_pool_holds_the_teachers_endpoints_and_is_rebuilt_only_when_its_source_changes(
+    reach_store, tmp_path, capsys
+):
     """gen.cd_pool: each window's rows start where an online batch would (half at sigma_max), their targets are
     the teacher's ODE from there, the file is reused while teacher, store and draw are the same, and a batch that
     carries them trains the student without the teacher running."""
-    from policies.distill_pool import load_or_build
+    from mimic.workflows.distill_pool import load_or_build
 
     teacher, student, batches = _edm_taught_student(reach_store)
     gen = student.generator
@@ -655,13 +727,17 @@ def test_consistency_pool_holds_the_teachers_endpoints_and_is_rebuilt_only_when_
     assert pool.x.shape == (n, 3, student.horizon, student.action_dim) == pool.target.shape
     assert pool.sigma.shape == (n, 3)
     at_max = torch.isclose(pool.sigma, torch.tensor(gen.cfg.sigma_max))
-    assert round(3 * n * 0.5) <= int(at_max.sum()) < 3 * n  # the other bins are uniform, sigma_max's among them
+    assert (
+        round(3 * n * 0.5) <= int(at_max.sum()) < 3 * n
+    )  # the other bins are uniform, sigma_max's among them
     assert len({tuple(r) for r in at_max.tolist()}) > 1  # shuffled: not the first windows of each batch
     ids = np.array([0, n // 2, n - 1])
     batch = batches.batch(ids)
     with torch.no_grad():
         cond = teacher.encoder(teacher.encoder.augment(teacher.normalize_obs(batch["obs"]), train=False))
-        end = gen.teacher_endpoint(teacher.generator, teacher.backbone, pool.x[ids, 1], pool.sigma[ids, 1], cond)
+        end = gen.teacher_endpoint(
+            teacher.generator, teacher.backbone, pool.x[ids, 1], pool.sigma[ids, 1], cond
+        )
         x0 = teacher.normalized_actions(batch)
     torch.testing.assert_close(pool.target[ids, 1], end, atol=1e-5, rtol=1e-4)
     assert (pool.x[ids, 1] - x0).abs().max() > 0  # noised
@@ -689,5 +765,8 @@ def test_consistency_pool_holds_the_teachers_endpoints_and_is_rebuilt_only_when_
         losses.append(loss.item())
     assert np.isfinite(losses).all() and np.mean(losses[-5:]) < np.mean(losses[:5])
     with pytest.raises(ConfigError, match="cd_pool"):
-        PolicyConfig(obs_keys=["robot0_joint_pos"], generator="consistency",
-                     gen=GeneratorConfig(teacher="t", cd_pool=2)).validate()  # cd_target "self"
+        PolicyConfig(
+            obs_keys=["robot0_joint_pos"],
+            generator="consistency",
+            gen=GeneratorConfig(teacher="t", cd_pool=2),
+        ).validate()  # cd_target "self"

@@ -6,9 +6,10 @@ import ast
 import runpy
 
 import pytest
+
 from mimic_ros.session import config_dir, launch_description_entities, load_session
 
-PKG = config_dir().parent
+PKG = config_dir().parent.parent  # the colcon package: setup.py, package.xml, launch/
 
 
 def test_launch_entities_follow_the_yaml() -> None:
@@ -22,8 +23,11 @@ def test_launch_entities_follow_the_yaml() -> None:
 
 def test_every_session_executable_is_an_installed_entry_point() -> None:
     tree = ast.parse((PKG / "setup.py").read_text())
-    nodes = next(n.value for n in ast.walk(tree) if isinstance(n, ast.Assign)
-                 and getattr(n.targets[0], "id", "") == "NODES")
+    nodes = next(
+        n.value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "NODES"
+    )
     installed = set(ast.literal_eval(nodes))
     for path in config_dir().glob("*.yaml"):
         for node in load_session(str(path)).nodes:
@@ -32,12 +36,16 @@ def test_every_session_executable_is_an_installed_entry_point() -> None:
     assert "<build_type>ament_python</build_type>" in xml and (PKG / "resource" / "mimic_ros").exists()
     for launch in ("teleop", "deploy"):
         text = (PKG / "launch" / f"{launch}.launch.py").read_text()
-        assert "launch_description(" in text and len(text.splitlines()) < 15  # thin: all logic is in session.py
+        assert (
+            "launch_description(" in text and len(text.splitlines()) < 15
+        )  # thin: all logic is in session.py
 
 
 @pytest.mark.parametrize("launch, session", [("teleop", "teleop_twin"), ("deploy", "deploy_twin")])
 def test_launch_file_builds_the_sessions_nodes(launch: str, session: str) -> None:
-    pytest.importorskip("launch_ros", reason="launch_ros is not on the package registries; needs a ROS install")
+    pytest.importorskip(
+        "launch_ros", reason="launch_ros is not on the package registries; needs a ROS install"
+    )
     from launch import LaunchContext
 
     module = runpy.run_path(str(PKG / "launch" / f"{launch}.launch.py"))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sim.latency import LatencyConfig
+from mimic.sim.latency import LatencyConfig
 
 
 def test_draws_are_constant_plus_uniform_jitter_and_ground_truth_is_their_mean():

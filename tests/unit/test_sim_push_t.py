@@ -1,9 +1,9 @@
-"""Push-T geometry, coverage score and pushing planner (sim.tasks.push_t), no physics."""
+"""Push-T geometry, coverage score and pushing planner (mimic.sim.tasks.push_t), no physics."""
 
 import numpy as np
 import pytest
 
-from sim.tasks import push_t as pt
+from mimic.sim.tasks import push_t as pt
 
 
 def test_t_matches_diffusion_policy_shape_with_frame_at_centre_of_mass():
@@ -51,7 +51,9 @@ def test_quasi_static_model_translates_through_com_and_turns_off_it():
     contact = np.array([[0.0, -0.05], [0.04, -0.05], [-0.04, -0.05]])
     tw = pt.quasi_static_twist(contact, push)
     np.testing.assert_allclose(tw[0], [0, 1, 0], atol=1e-12)  # pushing through the COM: pure translation
-    assert tw[1, 2] > 0 > tw[2, 2]  # pushing up right of the COM turns counter-clockwise, left of it clockwise
+    assert (
+        tw[1, 2] > 0 > tw[2, 2]
+    )  # pushing up right of the COM turns counter-clockwise, left of it clockwise
     assert np.all(tw[:, 1] > 0) and np.all(tw[:, 1] <= 1 + 1e-12)  # the block never outruns the pusher
 
 
@@ -90,8 +92,8 @@ def test_outline_is_closed_and_the_top_view_png_draws_a_real_episode(tmp_path):
     """The eval's push_t top view, from 30 observations of the expert pushing on the twin."""
     import matplotlib.image as mpimg
 
-    from policies.evaluate import push_t_top_view
-    from sim import make_env, make_expert
+    from mimic.sim import make_env, make_expert
+    from mimic.workflows.evaluate import push_t_top_view
 
     ring = pt.outline_world(np.array([0.5, 0.0, 0.3]))
     assert ring.shape == (len(pt.OUTLINE) + 1, 2) and np.allclose(ring[0], ring[-1])

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim import make_env
-from sim.env import TRACK_HOLD_S, TRACK_RADIUS_M, TRACK_SPEED_M_S, TRACK_TOL_M
-from sim.expert import Expert, run_expert_episode, track_ahead
-from sim.latency import LatencyConfig
+from mimic.sim import make_env
+from mimic.sim.env import TRACK_HOLD_S, TRACK_RADIUS_M, TRACK_SPEED_M_S, TRACK_TOL_M
+from mimic.sim.expert import Expert, run_expert_episode, track_ahead
+from mimic.sim.latency import LatencyConfig
 
 
 def test_goal_runs_counter_clockwise_round_a_seeded_circle():
@@ -82,7 +82,7 @@ def test_timing_decides_success():
 def test_twin_arm_reports_objects_as_old_as_asked_and_forgets_the_last_episode():
     import time
 
-    from sim.twin import TwinArm
+    from mimic.sim.twin import TwinArm
 
     arm = TwinArm("franka", task="track", seed=5, realtime=False)
     arm.connect()
@@ -98,7 +98,9 @@ def test_twin_arm_reports_objects_as_old_as_asked_and_forgets_the_last_episode()
         arm.disconnect()
         arm.seed = 6
         arm.connect()  # a new episode: even an old reading shows the new one's start
-        np.testing.assert_allclose(arm.object_state(0.1)[1], np.concatenate(arm.env.track_goal(0.0)), atol=1e-12)
+        np.testing.assert_allclose(
+            arm.object_state(0.1)[1], np.concatenate(arm.env.track_goal(0.0)), atol=1e-12
+        )
     finally:
         arm.disconnect()
 

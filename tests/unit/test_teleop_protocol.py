@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,16 +14,20 @@ from dynamixel_sdk import Protocol2PacketHandler
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from calibration.gello import GelloCalibration, compute_calibration, example_calibration
-from robots.specs import ARM_NAMES, get_spec
-from teleop import dynamixel as dx
-from teleop.leader import LeaderError, ScriptedLeader
-from teleop.mapping import default_map, trigger_to_width, width_to_trigger
+from mimic.calibration.gello import compute_calibration
+from mimic.robots.specs import ARM_NAMES, get_spec
+from mimic.teleop import dynamixel as dx
+from mimic.teleop.gello_calibration import GelloCalibration, example_calibration
+from mimic.teleop.leader import LeaderError, ScriptedLeader
+from mimic.teleop.mapping import default_map, trigger_to_width, width_to_trigger
 
 
 def test_packets_match_the_e_manual_examples() -> None:
     assert dx.instruction_packet(1, dx.PING).hex(" ") == "ff ff fd 00 01 03 00 01 19 4e"
-    assert dx.instruction_packet(1, dx.READ, bytes([0x84, 0, 4, 0])).hex(" ") == "ff ff fd 00 01 07 00 02 84 00 04 00 1d 15"
+    assert (
+        dx.instruction_packet(1, dx.READ, bytes([0x84, 0, 4, 0])).hex(" ")
+        == "ff ff fd 00 01 07 00 02 84 00 04 00 1d 15"
+    )
 
 
 @settings(max_examples=200, deadline=None)
@@ -76,15 +82,25 @@ def test_calibration_recovers_offsets_signs_and_rejects_bad_files(tmp_path) -> N
     home = get_spec("franka").home
     ref_raw = truth.raw_for(home) + 2 * math.pi * np.array([0, 1, -1, 0, 2, 0, 0])  # turn counts differ
     moved_raw = truth.raw_for(home + 0.1) + 2 * math.pi * np.array([0, 1, -1, 0, 2, 0, 0])
-    cal = compute_calibration("franka", truth.servo_ids[:7], ref_raw, home, moved_raw=moved_raw,
-                              gripper_id=8, gripper_open_raw=3.4, gripper_closed_raw=2.7)
+    cal = compute_calibration(
+        "franka",
+        truth.servo_ids[:7],
+        ref_raw,
+        home,
+        moved_raw=moved_raw,
+        gripper_id=8,
+        gripper_open_raw=3.4,
+        gripper_closed_raw=2.7,
+    )
     assert [j.sign for j in cal.joints] == [j.sign for j in truth.joints]
     turns = cal.turns_near_reference(truth.raw_for(home + 0.2))
     np.testing.assert_allclose(cal.leader_angles(truth.raw_for(home + 0.2), turns), home + 0.2, atol=1e-9)
     path = cal.save(tmp_path / "c.json")
     assert GelloCalibration.load(path).to_dict() == cal.to_dict()
     with pytest.raises(ValueError, match="servo 2"):
-        compute_calibration("franka", truth.servo_ids[:7], ref_raw, home, moved_raw=ref_raw + [0.1, 0, *[0.1] * 5])
+        compute_calibration(
+            "franka", truth.servo_ids[:7], ref_raw, home, moved_raw=ref_raw + [0.1, 0, *[0.1] * 5]
+        )
     d = json.loads(path.read_text())
     d["joints"][2]["sign"] = 0
     (tmp_path / "bad.json").write_text(json.dumps(d))
@@ -108,3 +124,13 @@ def test_scripted_leader_clips_and_refuses_read_before_connect() -> None:
     np.testing.assert_array_equal(r.q, spec.q_max)
     assert r.gripper == spec.gripper_max
     assert leader.joint_names[-1] == "gripper" and len(leader.joint_names) == 7
+
+
+def test_gello_driver_and_emulated_bus_read_the_format_without_the_procedure():
+    """teleop sits below calibration: the driver and the emulated bus load no mimic.calibration module."""
+    code = (
+        "import sys, mimic.teleop.gello, mimic.teleop.emulated_bus\n"
+        "print(*sorted(m for m in sys.modules if m.startswith('mimic.calibration')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split() == []

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
-from calibration.charuco import CharucoBoardSpec, CharucoDetector, board_pose
-from calibration.handeye import HandEye, calibrate_hand_eye, collect_twin_views, pose_error
-from calibration.intrinsics import Intrinsics, calibrate_intrinsics
-from sim.handheld import ArmBoardScene, BoardScene
+from mimic.calibration.charuco import CharucoDetector, board_pose
+from mimic.calibration.handeye import HandEye, calibrate_hand_eye, collect_twin_views, pose_error
+from mimic.calibration.intrinsics import Intrinsics, calibrate_intrinsics
+from mimic.sim.boards import CharucoBoardSpec
+from mimic.sim.handheld import ArmBoardScene, BoardScene
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +82,7 @@ def test_true_mount_is_the_mjcf_wrist_camera():
     np.testing.assert_allclose(scene.true_camera_mount(), mount, atol=1e-9)
     np.testing.assert_allclose(
         mount[:3, 3], [0.07, 0.0, 0.0], atol=1e-9
-    )  # sim/mjcf.py: <camera pos="0.07 0 0">
+    )  # robots/arm_mjcf.py: <camera name="wrist" pos="0.07 0 0">
     scene.close()
 
 
@@ -102,3 +106,13 @@ def test_bad_inputs_get_one_line_errors(board_views, tmp_path):
         Intrinsics.load(bad)
     with pytest.raises(ValueError, match="bad.json: not a hand-eye file"):
         HandEye.load(bad)
+
+
+def test_board_scenes_load_no_calibration_module():
+    """The twin's board scenes sit below the calibration procedures that photograph them."""
+    code = (
+        "import sys, mimic.sim.handheld, mimic.sim.boards\n"
+        "print(*sorted(m for m in sys.modules if m.startswith('mimic.calibration')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split() == []

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from calibration.handeye import pose_stream_latency
-from data.validate import validate
-from teleop.handheld import HandheldCapture, HandheldCaptureConfig, continuous_axis_angle
+from mimic.calibration.handeye import pose_stream_latency
+from mimic.data.validate import validate
+from mimic.teleop.handheld import HandheldCapture, HandheldCaptureConfig, continuous_axis_angle
 
 
 def test_axis_angle_stays_continuous_through_pi():
@@ -65,7 +65,7 @@ def test_capture_joins_width_into_actions_and_names_bad_input(tmp_path):
 @pytest.fixture(scope="module")
 def wave():
     """The hand swaying above the table: capture-time pose samples (100 Hz) and wrist frames (29.4 Hz)."""
-    from sim.handheld import HandheldEnv, wave_capture
+    from mimic.sim.handheld import HandheldEnv, wave_capture
 
     env = HandheldEnv(seed=0, image_size=(96, 96), camera_hz=30.0)
     yield wave_capture(env, duration_s=6.0)
@@ -113,7 +113,7 @@ def test_reopen_appends_episodes_and_refuses_arm_stores(tmp_path):
     cap.close()
     ds, _ = validate(tmp_path / "h.zarr")
     assert ds.n_episodes == 2
-    from data.writer import DatasetWriter, StreamSpec
+    from mimic.data.writer import DatasetWriter, StreamSpec
 
     DatasetWriter.create(
         tmp_path / "arm.zarr", 10.0, {"x": StreamSpec((1,))}, {"robot": "franka", "joint_names": []}
@@ -155,8 +155,8 @@ def test_streams_from_concurrent_callback_threads(tmp_path):
 
 def test_slam_camera_poses_become_tcp_poses(tmp_path):
     """A pose stream of the wrist camera (SLAM, UMI's source) + the camera mount -> the TCP's poses."""
-    from sim.env import Randomization
-    from sim.handheld import HandheldEnv, camera_pose_cv, homogeneous
+    from mimic.sim.env import Randomization
+    from mimic.sim.handheld import HandheldEnv, camera_pose_cv, homogeneous
 
     env = HandheldEnv(seed=2, randomization=Randomization(camera_pos_m=0.0))
     obs = env.reset(seed=2)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
-from data.relative import (
+from mimic.data.relative import (
     RelativeTrajectory,
     RelativeWindowDataset,
     matrix_to_rot6d,
@@ -122,7 +122,7 @@ def test_bad_configuration_and_shapes_are_named():
 
 
 def test_batches_encode_like_items():
-    """policies.data.WindowBatches gathers [B, T, ...] batches: one call must equal B per-item calls."""
+    """mimic.policies.data.WindowBatches gathers [B, T, ...] batches: one call must equal B per-item calls."""
     rng = np.random.default_rng(5)
     items = []
     for _ in range(4):

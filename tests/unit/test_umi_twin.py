@@ -6,9 +6,9 @@ import mujoco
 import numpy as np
 import pytest
 
-import sim
-from sim.expert import run_expert_episode
-from sim.handheld import HandheldEnv, HandheldExpert
+import mimic.sim as sim
+from mimic.sim.expert import run_expert_episode
+from mimic.sim.handheld import HandheldEnv, HandheldExpert
 
 
 @pytest.mark.parametrize("arm", ["franka", "ur5e", "xarm7"])

@@ -10,8 +10,17 @@ from glob import glob
 from setuptools import find_packages, setup
 
 PACKAGE = "mimic_ros"
-NODES = ("arm_node", "camera_node", "controller_node", "evaluator_node", "keyboard_eef_node", "leader_node",
-         "operator_node", "policy_node", "recorder_node")
+NODES = (
+    "arm_node",
+    "camera_node",
+    "controller_node",
+    "evaluator_node",
+    "keyboard_eef_node",
+    "leader_node",
+    "operator_node",
+    "policy_node",
+    "recorder_node",
+)
 
 setup(
     name=PACKAGE,
@@ -20,10 +29,11 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config", glob(f"{PACKAGE}/config/*.yaml")),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
     ],
     install_requires=["setuptools", "pyyaml"],
+    package_data={PACKAGE: ["config/*.yaml"]},
     zip_safe=True,
     maintainer="Mimic maintainers",
     maintainer_email="mimic@example.org",

@@ -1,6 +1,6 @@
-"""Arm node: one `robots.arm.Arm` backend on the ROS graph.
+"""Arm node: one `mimic.robots.arm.Arm` backend on the ROS graph.
 
-Wiring: `robots.factory.make_arm(backend)` -> /robot/joint_states at `state_rate_hz`;
+Wiring: `mimic.robots.factory.make_arm(backend)` -> /robot/joint_states at `state_rate_hz`;
 /robot/joint_command -> `Arm.command`, steps squeezed by transport jitter spread to the velocity limit
 (`_smooth`); a refused command is counted and logged, never fatal: the arm keeps its last accepted target. On the twin (`backend:=twin:<arm>`) the node also plays the scene:
 /objects/state (the tracker-like object stream of the contract), /cameras/<name>/image/compressed
@@ -8,7 +8,7 @@ rendered with `TwinArm.capture`, /sim/status (JSON: episode, seed, live and latc
 the `/sim/reset` service (std_srvs/Trigger) that starts episode i with seed `seed + i`.
 /objects/state is stamped with its capture time, `object_latency_s` before it is published (default 0: live).
 
-Injected latency goes through `sim.latency.LatencyConfig`: joint-state and command delays inside the
+Injected latency goes through `mimic.sim.latency.LatencyConfig`: joint-state and command delays inside the
 twin; the camera delay is applied here, by holding each rendered frame until `capture time + delay`
 before publishing it (stamped with its capture time). The result is what the twin's own delayed capture
 gives, but the renderer (one EGL context, one thread) is never blocked sleeping out the latency, so two
@@ -32,38 +32,57 @@ from sensor_msgs.msg import CompressedImage, JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
+from mimic.robots.arm import ArmError, CommandRefused
 from mimic_ros.msgs import GRIPPER_JOINT, joint_state, jpeg_image
 from mimic_ros.params import ParamError, declare_config, param
 from mimic_ros.runtime import ManagedNode, run_node
-from robots.arm import ArmError, CommandRefused
 
 LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 @dataclass
 class ArmNodeConfig:
-    backend: str = param("twin:franka", "arm URI for robots.factory.make_arm: twin:<arm>, franka:<host>, "
-                                        "ur:<host>, xarm:<host>")
+    backend: str = param(
+        "twin:franka",
+        "arm URI for mimic.robots.factory.make_arm: twin:<arm>, franka:<host>, ur:<host>, xarm:<host>",
+    )
     # sim.TASKS spelled out: importing sim loads mujoco, which a hardware arm node does without
     # (tests/unit/test_session_yaml.py keeps the two equal).
-    task: str = param("", "twin only: task scene, a sim.TASKS name ('' = the bare arm)",
-                      choices=("", "reach", "pick_place", "push_t", "track"))
-    seed: int = param(0, "twin only: seed of episode 0; /sim/reset number i seeds seed + i", range=(0, 2**31 - 1))
-    state_rate_hz: float = param(100.0, "rate of /robot/joint_states and /objects/state (Hz)", range=(1.0, 1000.0))
-    cameras: str = param("scene,wrist", "twin only: comma-separated cameras rendered to "
-                                        "/cameras/<name>/image/compressed ('' = none)")
+    task: str = param(
+        "",
+        "twin only: task scene, a sim.TASKS name ('' = the bare arm)",
+        choices=("", "reach", "pick_place", "push_t", "track"),
+    )
+    seed: int = param(
+        0, "twin only: seed of episode 0; /sim/reset number i seeds seed + i", range=(0, 2**31 - 1)
+    )
+    state_rate_hz: float = param(
+        100.0, "rate of /robot/joint_states and /objects/state (Hz)", range=(1.0, 1000.0)
+    )
+    cameras: str = param(
+        "scene,wrist",
+        "twin only: comma-separated cameras rendered to /cameras/<name>/image/compressed ('' = none)",
+    )
     camera_rate_hz: float = param(15.0, "twin only: frame rate of each camera (Hz)", range=(0.5, 60.0))
     image_height: int = param(96, "twin only: rendered image height (px)", range=(16, 1080))
     image_width: int = param(96, "twin only: rendered image width (px)", range=(16, 1920))
     jpeg_quality: int = param(90, "JPEG quality of published frames", range=(10, 100))
-    camera_latency_s: float = param(0.0, "twin only: injected capture-to-arrival delay of frames (s)",
-                                    range=(0.0, 1.0))
-    joint_latency_s: float = param(0.0, "twin only: injected age of joint-state readings (s)", range=(0.0, 1.0))
+    camera_latency_s: float = param(
+        0.0, "twin only: injected capture-to-arrival delay of frames (s)", range=(0.0, 1.0)
+    )
+    joint_latency_s: float = param(
+        0.0, "twin only: injected age of joint-state readings (s)", range=(0.0, 1.0)
+    )
     command_latency_s: float = param(0.0, "twin only: injected command-to-motion delay (s)", range=(0.0, 1.0))
-    object_latency_s: float = param(0.0, "twin only: injected age of /objects/state readings (s): a tracker on "
-                                         "camera frames reports objects as late as the camera", range=(0.0, 1.0))
-    latency_jitter_s: float = param(0.0, "twin only: uniform extra delay in [0, jitter] per sample (s)",
-                                    range=(0.0, 0.5))
+    object_latency_s: float = param(
+        0.0,
+        "twin only: injected age of /objects/state readings (s): a tracker on "
+        "camera frames reports objects as late as the camera",
+        range=(0.0, 1.0),
+    )
+    latency_jitter_s: float = param(
+        0.0, "twin only: uniform extra delay in [0, jitter] per sample (s)", range=(0.0, 0.5)
+    )
     status_rate_hz: float = param(5.0, "rate of /sim/status (Hz)", range=(0.5, 100.0))
 
 
@@ -73,17 +92,30 @@ class ArmNode(ManagedNode):
         cfg = ArmNodeConfig()
         declare_config(self, cfg)
         self.cfg = cfg
-        from robots.factory import make_arm, parse_uri
-        from sim.latency import LatencyConfig
+        from mimic.robots.factory import make_arm, parse_uri
+        from mimic.sim.latency import LatencyConfig
 
         scheme, _ = parse_uri(cfg.backend)
         self.is_twin = scheme == "twin"
         kwargs = {}
         if self.is_twin:
-            kwargs = dict(task=cfg.task or None, seed=cfg.seed, latency=LatencyConfig(
-                joint_state_s=cfg.joint_latency_s, command_s=cfg.command_latency_s,
-                jitter_s=cfg.latency_jitter_s, seed=cfg.seed))
-        elif cfg.task or cfg.camera_latency_s or cfg.joint_latency_s or cfg.command_latency_s or cfg.object_latency_s:
+            kwargs = dict(
+                task=cfg.task or None,
+                seed=cfg.seed,
+                latency=LatencyConfig(
+                    joint_state_s=cfg.joint_latency_s,
+                    command_s=cfg.command_latency_s,
+                    jitter_s=cfg.latency_jitter_s,
+                    seed=cfg.seed,
+                ),
+            )
+        elif (
+            cfg.task
+            or cfg.camera_latency_s
+            or cfg.joint_latency_s
+            or cfg.command_latency_s
+            or cfg.object_latency_s
+        ):
             raise ParamError(f"arm: task/latency parameters are for twin backends, not {cfg.backend!r}")
         try:
             self.arm = make_arm(cfg.backend, **kwargs)
@@ -93,13 +125,16 @@ class ArmNode(ManagedNode):
         self.names = [*self.spec.joint_names, GRIPPER_JOINT]
         self.camera_names = [c for c in cfg.cameras.split(",") if c] if self.is_twin else []
         if self.is_twin:
-            from sim.env import CAMERA_KEYS
+            from mimic.sim.env import CAMERA_KEYS
 
             bad = [c for c in self.camera_names if c not in CAMERA_KEYS]
             if bad:
-                raise ParamError(f"arm: parameter cameras: unknown twin camera(s) {bad}; known {list(CAMERA_KEYS)}")
-        self.camera_delay = LatencyConfig(camera_s=cfg.camera_latency_s, jitter_s=cfg.latency_jitter_s,
-                                          seed=cfg.seed + 1)
+                raise ParamError(
+                    f"arm: parameter cameras: unknown twin camera(s) {bad}; known {list(CAMERA_KEYS)}"
+                )
+        self.camera_delay = LatencyConfig(
+            camera_s=cfg.camera_latency_s, jitter_s=cfg.latency_jitter_s, seed=cfg.seed + 1
+        )
         self.object_delay = LatencyConfig(jitter_s=cfg.latency_jitter_s, seed=cfg.seed + 2)
         try:
             self.arm.connect()
@@ -118,11 +153,15 @@ class ArmNode(ManagedNode):
         self.state_pub = self.create_publisher(JointState, "/robot/joint_states", 10)
         # Deep queue: a stalled executor must not drop commands, or the next one is a jump the guard refuses.
         self.create_subscription(JointState, "/robot/joint_command", self._on_command, 100)
-        self.status_pub = self.create_publisher(String, "/sim/status" if self.is_twin else "/arm/status", LATCHED)
+        self.status_pub = self.create_publisher(
+            String, "/sim/status" if self.is_twin else "/arm/status", LATCHED
+        )
         if self.is_twin:
             self.object_pub = self.create_publisher(JointState, "/objects/state", 10)
-            self.camera_pubs = {c: self.create_publisher(CompressedImage, f"/cameras/{c}/image/compressed", 2)
-                                for c in self.camera_names}
+            self.camera_pubs = {
+                c: self.create_publisher(CompressedImage, f"/cameras/{c}/image/compressed", 2)
+                for c in self.camera_names
+            }
             self.create_service(Trigger, "/sim/reset", self._on_reset)
 
     # --- ROS callbacks ------------------------------------------------------------------------------
@@ -228,9 +267,17 @@ class ArmNode(ManagedNode):
                 next_t = time.monotonic()
 
     def _publish_status(self) -> None:
-        status = {"backend": self.cfg.backend, "episode": self.episode, "seed": self.seed, "task": self.cfg.task,
-                  "success": bool(getattr(self, "_success_now", False)), "succeeded": self.succeeded,
-                  **self.counts, "frames": dict(self.frames), "t": time.time()}
+        status = {
+            "backend": self.cfg.backend,
+            "episode": self.episode,
+            "seed": self.seed,
+            "task": self.cfg.task,
+            "success": bool(getattr(self, "_success_now", False)),
+            "succeeded": self.succeeded,
+            **self.counts,
+            "frames": dict(self.frames),
+            "t": time.time(),
+        }
         self.status_pub.publish(String(data=json.dumps(status)))
 
     def _camera_loop(self) -> None:

@@ -1,8 +1,8 @@
-"""Camera node: one hardware camera (robots.camera: device index, video file, HTTP MJPEG) as JPEG on ROS.
+"""Camera node: one hardware camera (mimic.robots.camera: device index, video file, HTTP MJPEG) as JPEG on ROS.
 
 Publishes /cameras/<name>/image/compressed (sensor_msgs/CompressedImage), each frame stamped with its capture
-time (`arrival - latency_s`, from calibration.latency), and ~/status (JSON: frames, frames the source dropped,
-frames this node skipped). If the camera stalls, `robots.camera` raises a CameraError naming it: the node
+time (`arrival - latency_s`, from mimic.calibration.latency), and ~/status (JSON: frames, frames the source dropped,
+frames this node skipped). If the camera stalls, `mimic.robots.camera` raises a CameraError naming it: the node
 publishes nothing (the recorder then marks the episode) and tries to reconnect every `retry_s`.
 
     python -m mimic_ros.camera_node --ros-args -p name:=scene -p source:=0 -p latency_s:=0.045
@@ -26,14 +26,16 @@ from mimic_ros.runtime import ManagedNode, run_node
 @dataclass
 class CameraNodeConfig:
     name: str = param("scene", "camera name: topic /cameras/<name>/image/compressed")
-    source: str = param("", "device index (\"0\"), video file path, or http(s):// MJPEG URL")
+    source: str = param("", 'device index ("0"), video file path, or http(s):// MJPEG URL')
     width: int = param(0, "requested width (px, devices only; 0 = the device's)", range=(0, 7680))
     height: int = param(0, "requested height (px, devices only; 0 = the device's)", range=(0, 4320))
     fps: float = param(0.0, "requested/nominal frame rate (Hz; 0 = the source's)", range=(0.0, 240.0))
     latency_s: float = param(0.0, "calibrated capture-to-arrival latency (s)", range=(0.0, 2.0))
     loop: bool = param(False, "video files: start over at the end")
     jpeg_quality: int = param(90, "JPEG quality of published frames", range=(10, 100))
-    retry_s: float = param(1.0, "after a camera error, seconds between reconnection attempts", range=(0.05, 60.0))
+    retry_s: float = param(
+        1.0, "after a camera error, seconds between reconnection attempts", range=(0.05, 60.0)
+    )
 
 
 class CameraNode(ManagedNode):
@@ -43,13 +45,21 @@ class CameraNode(ManagedNode):
         declare_config(self, cfg)
         if not cfg.source or not cfg.name:
             raise ParamError(f"{self.get_name()}: parameters source and name are required")
-        from robots.camera import Camera, CameraConfig, CameraError
+        from mimic.robots.camera import Camera, CameraConfig, CameraError
 
         self.CameraError = CameraError
         self.cfg = cfg
-        self.camera = Camera(CameraConfig(source=cfg.source, name=cfg.name, width=cfg.width or None,
-                                          height=cfg.height or None, fps=cfg.fps or None,
-                                          latency_s=cfg.latency_s, loop=cfg.loop))
+        self.camera = Camera(
+            CameraConfig(
+                source=cfg.source,
+                name=cfg.name,
+                width=cfg.width or None,
+                height=cfg.height or None,
+                fps=cfg.fps or None,
+                latency_s=cfg.latency_s,
+                loop=cfg.loop,
+            )
+        )
         try:
             self.camera.connect()
         except (CameraError, OSError) as e:
@@ -84,8 +94,13 @@ class CameraNode(ManagedNode):
 
     def stats(self) -> dict:
         cam = self.camera
-        return {"published": self.published, "frames": cam.frames, "dropped_by_source": cam.dropped,
-                "skipped": cam.missed, "error": self.error}
+        return {
+            "published": self.published,
+            "frames": cam.frames,
+            "dropped_by_source": cam.dropped,
+            "skipped": cam.missed,
+            "error": self.error,
+        }
 
     def _status(self) -> None:
         self.status_pub.publish(String(data=json.dumps(self.stats())))

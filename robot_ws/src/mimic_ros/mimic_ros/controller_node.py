@@ -2,17 +2,17 @@
 
 Wiring: /robot/joint_states (first measurement seeds the controller) + one target source -> /robot/joint_command
 at `rate_hz`:
-- `mode:=follow`: /leader/joint_states (sensor_msgs/JointState) -> `robots.control.FollowController`;
+- `mode:=follow`: /leader/joint_states (sensor_msgs/JointState) -> `mimic.robots.control.FollowController`;
 - `mode:=chunk`: /policy/action_chunk (trajectory_msgs/JointTrajectory, rows [q, gripper]) ->
-  `robots.control.ChunkController`;
-- `mode:=eef`: /policy/eef_chunk (trajectory_msgs/MultiDOFJointTrajectory) -> `robots.eef_control.EefChunkController`.
+  `mimic.robots.control.ChunkController`;
+- `mode:=eef`: /policy/eef_chunk (trajectory_msgs/MultiDOFJointTrajectory) -> `mimic.robots.eef_control.EefChunkController`.
 
 End-effector mode (`mode:=eef`) executes timed TCP-pose chunks, what a policy trained on handheld (UMI-style)
 demonstrations predicts. Message convention (mimic_ros.msgs): `joint_names` ["tcp", "gripper"], each point two
 transforms: the TCP pose in the arm's base frame (the twin's world frame), then the gripper with its opening
 width (m) in `translation.x`; `header.stamp` = the time the first point executes, uniform `time_from_start`,
 exactly as the joint chunks. Each chunk is solved point by point by damped least-squares IK on the arm's twin
-model (robots.ik; the solve runs on the subscription thread, outside the control loop's lock, seeded with the
+model (mimic.robots.ik; the solve runs on the subscription thread, outside the control loop's lock, seeded with the
 last commanded joints), and the joint chunk then runs through the same ChunkController and Limiter as chunk
 mode: timing (lead_s latency matching, blend_s, stale chunks), joint limits, velocity limits, workspace box.
 A point the IK cannot reach within `max_pos_err_m` / `max_rot_err_rad` is refused, never approximated: the
@@ -21,7 +21,7 @@ whole and the arm keeps following what it had, then holds). Refusals are counted
 `eef` (unreachable_points, unreachable_chunks, worst accepted IK residual) next to the Limiter's `counters`;
 the status goes out as JSON on /controller/diagnostics every second and to `stats_path` on exit.
 
-The control loop runs on its own thread paced by `robots.control.Pacer` (absolute deadlines) rather than
+The control loop runs on its own thread paced by `mimic.robots.control.Pacer` (absolute deadlines) rather than
 an rclpy timer, whose p99 period error on this machine is ~0.2 ms before any work (goal: <= 0.5 ms).
 Subscriptions are served by a single-threaded executor on the main thread. Parameters (mimic_ros.params):
 a bad value stops the node at start with one line naming it (exit 2).
@@ -45,11 +45,11 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 
+from mimic.robots.control import ChunkController, FollowController, Pacer, WorkspaceBox, parse_workspace
+from mimic.robots.spec import ArmSpec
 from mimic_ros.msgs import EEF_CHUNK_TOPIC, eef_chunk_from_msg
 from mimic_ros.params import ParamError, declare_config, param
 from mimic_ros.runtime import ManagedNode, run_node
-from robots.control import ChunkController, FollowController, Pacer, WorkspaceBox, parse_workspace
-from robots.spec import ArmSpec
 
 GRIPPER_JOINT = "gripper"
 MODES = ("follow", "chunk", "eef")
@@ -58,7 +58,7 @@ CHUNK_TOPIC = "/policy/action_chunk"
 
 @dataclass
 class ControllerConfig:
-    arm: str = param("franka", "arm spec name (robots.specs): franka, ur5e, xarm7")
+    arm: str = param("franka", "arm spec name (mimic.robots.specs): franka, ur5e, xarm7")
     mode: str = param(
         "follow",
         "follow: track /leader/joint_states; chunk: timed joint chunks on /policy/action_chunk; "
@@ -117,7 +117,7 @@ def chunk_from_msg(msg: JointTrajectory, dof: int) -> tuple[float, float, np.nda
 
 def resolve_spec(arm: str) -> ArmSpec:
     try:
-        from robots.specs import get_spec
+        from mimic.robots.specs import get_spec
     except ImportError as e:
         raise ValueError(f"cannot load arm specs ({e})") from None
     try:
@@ -134,14 +134,14 @@ def workspace_box(text: str, spec: ArmSpec) -> WorkspaceBox | None:
         raise ValueError(f"parameter {e}") from None
     if box is None:
         return None
-    from robots.kinematics import forward_kinematics
+    from mimic.robots.kinematics import forward_kinematics
 
     return WorkspaceBox(lo=np.array(box[0]), hi=np.array(box[1]), fk=lambda q: forward_kinematics(spec, q))
 
 
 def ik_solver(spec: ArmSpec):
     """IK on the arm's twin model (the TCP frame handheld poses are expressed in); ParamError if it has none."""
-    from robots.ik import IKSolver
+    from mimic.robots.ik import IKSolver
 
     try:
         return IKSolver.for_arm(spec)
@@ -173,7 +173,7 @@ class ControllerNode(ManagedNode):
             )
             self.create_subscription(JointTrajectory, CHUNK_TOPIC, self._on_chunk, 10)
         else:
-            from robots.eef_control import EefChunkController
+            from mimic.robots.eef_control import EefChunkController
 
             self.ctl = EefChunkController(
                 ik_solver(spec),

@@ -7,7 +7,7 @@ values unless `--match-camera-s/--match-arm-s` give others (e.g. calibrated ones
 the naive loop on the same seeds, for the with/without comparison.
 
 The controller's mode follows the checkpoint's kind (the one place it is chosen): `chunk` for a joint-space
-policy, `eef` for an end-effector policy (policies.eef: the checkpoint has eef.json; a py:module:factory whose
+policy, `eef` for an end-effector policy (an eef_relative checkpoint, mimic.policies.processors; a py:module:factory whose
 factory, class or function, has `action_space = "eef"`), whose TCP-pose chunks the controller solves by IK.
 With `mimic session up deploy_twin` set it yourself: `--set controller.mode=eef`.
 
@@ -27,9 +27,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from mimic.policies.chunk_policy import SCRIPTED_PREFIX, action_space_of, scripted_factory
 from mimic_ros.session import SessionError, load_session
 from mimic_ros.supervisor import EXIT_BAD_SESSION, run_session
-from policies.chunk_policy import SCRIPTED_PREFIX, action_space_of, scripted_factory
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,10 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-matching", action="store_true", help="naive loop: no latency compensation")
     p.add_argument("--num-inference-steps", type=int, default=0, help="0: the policy's default")
-    p.add_argument("--chunk-candidates", type=int, default=0,
-                   help="chunks sampled per prediction, the one continuing the last kept (0: the checkpoint's)")
-    p.add_argument("--action-steps", type=int, default=0,
-                   help="chunk rows executed per prediction, the replan period (0: the checkpoint's n_action_steps)")
+    p.add_argument(
+        "--chunk-candidates",
+        type=int,
+        default=0,
+        help="chunks sampled per prediction, the one continuing the last kept (0: the checkpoint's)",
+    )
+    p.add_argument(
+        "--action-steps",
+        type=int,
+        default=0,
+        help="chunk rows executed per prediction, the replan period (0: the checkpoint's n_action_steps)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--record", default="", metavar="ZARR", help="record the rollouts to this store")
     p.add_argument("--results", default="", metavar="JSON", help="write per-episode results here")
@@ -76,11 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def checkpoint_action_space(checkpoint: str) -> str:
-    """The policy kind, "joint" or "eef", without building it: a directory's (policies.checkpoint.action_space),
+    """The policy kind, "joint" or "eef", without building it: a directory's (mimic.policies.checkpoint.action_space),
     or the `action_space` attribute of a `py:module:factory`'s factory (default joint); ValueError if unusable."""
     if checkpoint.startswith(SCRIPTED_PREFIX):
         return action_space_of(scripted_factory(checkpoint), checkpoint)
-    from policies.checkpoint import action_space
+    from mimic.policies.checkpoint import action_space
 
     return action_space(checkpoint)  # CheckpointError (a ValueError) names the path
 

@@ -49,7 +49,10 @@ class EvaluatorNode(ManagedNode):
         self.reset_ctl = TriggerClient(self, "/controller/reset")
         self.reset_pol = TriggerClient(self, "/policy/reset")
         rec = cfg.recorder.rstrip("/")
-        self.rec_start, self.rec_stop = TriggerClient(self, f"{rec}/start"), TriggerClient(self, f"{rec}/stop")
+        self.rec_start, self.rec_stop = (
+            TriggerClient(self, f"{rec}/start"),
+            TriggerClient(self, f"{rec}/stop"),
+        )
         self.results: list[dict] = []
         self.done = threading.Event()
 
@@ -95,10 +98,17 @@ class EvaluatorNode(ManagedNode):
         if cfg.record:
             resp = self.rec_stop.call(cfg.timeout_s, must_succeed=False)
             recorded = json.loads(resp.message).get("steps") if resp.success else None
-        result = {"episode": i, "seed": reply["seed"], "success": success_s is not None,
-                  "time_to_success_s": success_s, "recorded_steps": recorded}
-        self.get_logger().info(f"episode {i} (seed {reply['seed']}): "
-                               + (f"success after {success_s:.1f} s" if success_s is not None else "failed"))
+        result = {
+            "episode": i,
+            "seed": reply["seed"],
+            "success": success_s is not None,
+            "time_to_success_s": success_s,
+            "recorded_steps": recorded,
+        }
+        self.get_logger().info(
+            f"episode {i} (seed {reply['seed']}): "
+            + (f"success after {success_s:.1f} s" if success_s is not None else "failed")
+        )
         return result
 
     def _call_until_ok(self, client: TriggerClient) -> None:
@@ -120,8 +130,9 @@ class EvaluatorNode(ManagedNode):
             print(f"{r['episode']:>7} {r['seed']:>6} {str(r['success']):>7} {t:>7}", flush=True)
         print(f"success {n_ok}/{len(rows)}", flush=True)
         if self.cfg.results_path:
-            Path(self.cfg.results_path).write_text(json.dumps({"episodes": rows, "success": n_ok, "n": len(rows)},
-                                                              indent=1))
+            Path(self.cfg.results_path).write_text(
+                json.dumps({"episodes": rows, "success": n_ok, "n": len(rows)}, indent=1)
+            )
 
 
 def main(argv: list[str] | None = None) -> int:

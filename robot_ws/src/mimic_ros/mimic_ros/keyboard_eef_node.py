@@ -2,7 +2,7 @@
 
 A second capture path beside the GELLO leader, for an arm with no leader device: the controller runs in
 `mode:=eef` (IK on the arm's twin model, the same Limiter as every other mode) and this node is its target
-source. Keys (teleop.keyboard_eef; position steps in the arm's base frame, rotations about the base axes
+source. Keys (mimic.teleop.keyboard_eef; position steps in the arm's base frame, rotations about the base axes
 through the TCP, so the TCP turns in place):
 
     w / s   +x / -x  (step_m)          i / k   rotate +/- about x  (step_rad)
@@ -13,8 +13,8 @@ through the TCP, so the TCP turns in place):
     any other printable key prints this list
     q       quit (exit status 0; in a session with ends_session, this ends the session)
 
-The target starts at the arm's TCP pose: forward kinematics (robots.ik on the twin model, converted by
-robots.eef_control.tcp_pose_row, as the policy node's eef observations) of the first /robot/joint_states,
+The target starts at the arm's TCP pose: forward kinematics (mimic.robots.ik on the twin model, converted by
+mimic.robots.eef_control.tcp_pose_row, as the policy node's eef observations) of the first /robot/joint_states,
 and the gripper's measured width decides whether it starts open. Keys before that are ignored.
 A position key stops at the faces of the workspace box (`workspace`, or a cube of half-size
 `workspace_half_m` around the starting TCP); a key whose target IK cannot reach within `max_pos_err_m` /
@@ -63,22 +63,38 @@ QUIT_KEYS = ("q",)
 
 @dataclass
 class KeyboardEefNodeConfig:
-    arm: str = param("franka", "arm spec name (robots.specs): franka, ur5e, xarm7")
-    tty: str = param("", "terminal the keys are read from ('' = the controlling terminal /dev/tty; under "
-                         "`mimic session up`: --set tty=$(tty))")
+    arm: str = param("franka", "arm spec name (mimic.robots.specs): franka, ur5e, xarm7")
+    tty: str = param(
+        "",
+        "terminal the keys are read from ('' = the controlling terminal /dev/tty; under "
+        "`mimic session up`: --set tty=$(tty))",
+    )
     step_m: float = param(0.01, "TCP translation per position key (m)", range=(0.0005, 0.1))
     step_rad: float = param(0.05, "TCP rotation per rotation key (rad)", range=(0.001, 0.5))
-    workspace: str = param("", "'xmin,ymin,zmin,xmax,ymax,zmax': box the TCP target stays in (m, base frame); "
-                               "'' = a cube of half-size workspace_half_m around the starting TCP")
+    workspace: str = param(
+        "",
+        "'xmin,ymin,zmin,xmax,ymax,zmax': box the TCP target stays in (m, base frame); "
+        "'' = a cube of half-size workspace_half_m around the starting TCP",
+    )
     workspace_half_m: float = param(0.25, "half-size of the default workspace cube (m)", range=(0.005, 2.0))
-    rate_hz: float = param(10.0, "the target is republished this often, besides once per key (Hz)",
-                           range=(1.0, 100.0))
-    horizon_s: float = param(0.3, "a chunk's point executes this long after it is sent; the arm holds this long "
-                                  "after the node stops (s)", range=(0.02, 2.0))
-    max_pos_err_m: float = param(0.005, "IK position residual above which a key's target is unreachable and "
-                                        "refused (use the controller's value, m)", range=(1e-5, 0.1))
-    max_rot_err_rad: float = param(0.05, "IK orientation residual above which a key's target is refused (rad)",
-                                   range=(1e-4, 1.0))
+    rate_hz: float = param(
+        10.0, "the target is republished this often, besides once per key (Hz)", range=(1.0, 100.0)
+    )
+    horizon_s: float = param(
+        0.3,
+        "a chunk's point executes this long after it is sent; the arm holds this long "
+        "after the node stops (s)",
+        range=(0.02, 2.0),
+    )
+    max_pos_err_m: float = param(
+        0.005,
+        "IK position residual above which a key's target is unreachable and "
+        "refused (use the controller's value, m)",
+        range=(1e-5, 0.1),
+    )
+    max_rot_err_rad: float = param(
+        0.05, "IK orientation residual above which a key's target is refused (rad)", range=(1e-4, 1.0)
+    )
 
 
 class KeyboardEefNode(ManagedNode):
@@ -86,8 +102,8 @@ class KeyboardEefNode(ManagedNode):
         super().__init__("keyboard")
         cfg = KeyboardEefNodeConfig()
         declare_config(self, cfg)
+        from mimic.robots.control import parse_workspace
         from mimic_ros.controller_node import ik_solver, resolve_spec
-        from robots.control import parse_workspace
 
         self.cfg = cfg
         self.spec = resolve_spec(cfg.arm)
@@ -99,7 +115,7 @@ class KeyboardEefNode(ManagedNode):
         self.fd, self.saved_tty = self._open_tty(cfg.tty or "/dev/tty")
         self.lock = threading.Lock()
         self.q_measured: np.ndarray | None = None  # newest /robot/joint_states (joints + gripper)
-        self.target = None  # teleop.keyboard_eef.KeyboardEef once seeded
+        self.target = None  # mimic.teleop.keyboard_eef.KeyboardEef once seeded
         self.q_solution: np.ndarray | None = None  # IK seed: the last accepted target's solution
         self.last: dict = {}
         self.published = 0
@@ -112,8 +128,10 @@ class KeyboardEefNode(ManagedNode):
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOCTTY)
         except OSError as e:
-            raise ParamError(f"keyboard: cannot open terminal {path!r} ({e.strerror}); run it in a terminal or "
-                             "pass one: -p tty:=$(tty) (a session: --set tty=$(tty))") from None
+            raise ParamError(
+                f"keyboard: cannot open terminal {path!r} ({e.strerror}); run it in a terminal or "
+                "pass one: -p tty:=$(tty) (a session: --set tty=$(tty))"
+            ) from None
         if not os.isatty(fd):
             return fd, None
         saved = termios.tcgetattr(fd)
@@ -138,13 +156,13 @@ class KeyboardEefNode(ManagedNode):
             q = self.q_measured
         if q is None:
             return None
-        from robots.eef_control import tcp_pose_row
+        from mimic.robots.eef_control import tcp_pose_row
 
         gripper = float(q[self.spec.dof]) if len(q) > self.spec.dof else self.spec.gripper_max
         return tcp_pose_row(self.ik.fk(q[: self.spec.dof])), gripper
 
     def _reachable(self, row: np.ndarray) -> bool:
-        from robots.eef_control import poses_to_matrices
+        from mimic.robots.eef_control import poses_to_matrices
 
         res = self.ik.solve(self.q_solution, poses_to_matrices(row[None])[0])
         if res.within(self.cfg.max_pos_err_m, self.cfg.max_rot_err_rad):
@@ -153,22 +171,30 @@ class KeyboardEefNode(ManagedNode):
         return False
 
     def _seed(self) -> bool:
-        from teleop.keyboard_eef import HELP, KeyboardEef, KeyboardEefConfig, box_around
+        from mimic.teleop.keyboard_eef import HELP, KeyboardEef, KeyboardEefConfig, box_around
 
         m = self._measured()
         if m is None:
             return False
         tcp, gripper = m
         lo, hi = self.box or box_around(tcp, self.cfg.workspace_half_m)
-        conf = KeyboardEefConfig(step_m=self.cfg.step_m, step_rad=self.cfg.step_rad,
-                                 gripper_open_m=self.spec.gripper_max, gripper_closed_m=self.spec.gripper_min,
-                                 workspace_lo=lo, workspace_hi=hi)
+        conf = KeyboardEefConfig(
+            step_m=self.cfg.step_m,
+            step_rad=self.cfg.step_rad,
+            gripper_open_m=self.spec.gripper_max,
+            gripper_closed_m=self.spec.gripper_min,
+            workspace_lo=lo,
+            workspace_hi=hi,
+        )
         with self.lock:
             self.q_solution = self.q_measured[: self.spec.dof].copy()
         self.target = KeyboardEef(conf, tcp, gripper, reachable=self._reachable)
-        print(f"keyboard: target seeded at TCP {np.round(tcp[:3], 4).tolist()} m, gripper "
-              f"{'open' if self.target.gripper_open else 'closed'}, box {np.round(lo, 3).tolist()} .. "
-              f"{np.round(hi, 3).tolist()}\n{HELP}; q: quit", flush=True)
+        print(
+            f"keyboard: target seeded at TCP {np.round(tcp[:3], 4).tolist()} m, gripper "
+            f"{'open' if self.target.gripper_open else 'closed'}, box {np.round(lo, 3).tolist()} .. "
+            f"{np.round(hi, 3).tolist()}\n{HELP}; q: quit",
+            flush=True,
+        )
         return True
 
     def _publish(self) -> None:
@@ -178,15 +204,19 @@ class KeyboardEefNode(ManagedNode):
     def status(self) -> dict:
         out = {"seeded": self.target is not None, "published": self.published, "last": self.last}
         if self.target is not None:
-            out.update(target=self.target.row().tolist(), gripper_open=self.target.gripper_open,
-                       counts=dict(self.target.counts), box=[self.target.lo.tolist(), self.target.hi.tolist()])
+            out.update(
+                target=self.target.row().tolist(),
+                gripper_open=self.target.gripper_open,
+                counts=dict(self.target.counts),
+                box=[self.target.lo.tolist(), self.target.hi.tolist()],
+            )
         return out
 
     def _press(self, key: str) -> None:
         if self.target is None:
             print(f"keyboard: key {key!r} ignored: no /robot/joint_states yet", flush=True)
             return
-        from teleop.keyboard_eef import CATCH_UP_KEY, HELP
+        from mimic.teleop.keyboard_eef import CATCH_UP_KEY, HELP
 
         measured = self._measured() if key == CATCH_UP_KEY else None
         res = self.target.press(key, measured_tcp=None if measured is None else measured[0])
@@ -200,8 +230,11 @@ class KeyboardEefNode(ManagedNode):
         row = self.target.row()
         note = " (stopped at the workspace box)" if res.clipped else ""
         note += f" (refused: {res.refused})" if res.refused else ""
-        print(f"keyboard: {key!r} -> TCP {np.round(row[:3], 4).tolist()} m, axis-angle "
-              f"{np.round(row[3:6], 3).tolist()}, gripper {row[6]:.3f} m{note}", flush=True)
+        print(
+            f"keyboard: {key!r} -> TCP {np.round(row[:3], 4).tolist()} m, axis-angle "
+            f"{np.round(row[3:6], 3).tolist()}, gripper {row[6]:.3f} m{note}",
+            flush=True,
+        )
         self.last = {"key": key, "changed": res.changed, "clipped": res.clipped, "refused": res.refused}
         self._publish()
         self.status_pub.publish(String(data=json.dumps(self.status())))
@@ -218,7 +251,9 @@ class KeyboardEefNode(ManagedNode):
         if not data:
             return None
         text = data.decode("latin-1")
-        return "" if "\x1b" in text else text  # an escape sequence (arrow key...) is no binding: drop it whole
+        return (
+            "" if "\x1b" in text else text
+        )  # an escape sequence (arrow key...) is no binding: drop it whole
 
     def _loop(self) -> None:
         period = 1.0 / self.cfg.rate_hz
@@ -228,7 +263,9 @@ class KeyboardEefNode(ManagedNode):
                 self.status_pub.publish(String(data=json.dumps(self.status())))
             keys = self._read_keys(min(0.05, next_pub - time.monotonic()))
             if keys is None:
-                print("keyboard: end of keyboard input (terminal closed); stopping", file=sys.stderr, flush=True)
+                print(
+                    "keyboard: end of keyboard input (terminal closed); stopping", file=sys.stderr, flush=True
+                )
                 self.exit_code, self.done = 1, True
                 return
             for key in keys:
@@ -253,9 +290,17 @@ class KeyboardEefNode(ManagedNode):
             except termios.error:  # the terminal is already gone
                 pass
         os.close(self.fd)
-        print(json.dumps({"keyboard": {"published": self.published,
-                                       "counts": None if self.target is None else self.target.counts}}),
-              flush=True)
+        print(
+            json.dumps(
+                {
+                    "keyboard": {
+                        "published": self.published,
+                        "counts": None if self.target is None else self.target.counts,
+                    }
+                }
+            ),
+            flush=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -82,13 +82,18 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 try:
                     resp = clients[key].call(args.timeout_s, must_succeed=False)
-                    print(f"{ACTIONS[key]}: {'ok' if resp.success else 'refused'}: {resp.message}", flush=True)
+                    print(
+                        f"{ACTIONS[key]}: {'ok' if resp.success else 'refused'}: {resp.message}", flush=True
+                    )
                 except ServiceError as e:
                     print(f"{ACTIONS[key]}: {e}", flush=True)
                 if status.msg is not None:
                     s = status.json()
-                    print(f"  episodes {s['episodes']}, recording {s['recording']}, steps {s['steps']}, "
-                          f"dropped {json.dumps(s['dropped'])}, stalled {s['stalled']}", flush=True)
+                    print(
+                        f"  episodes {s['episodes']}, recording {s['recording']}, steps {s['steps']}, "
+                        f"dropped {json.dumps(s['dropped'])}, stalled {s['stalled']}",
+                        flush=True,
+                    )
     except KeyboardInterrupt:
         pass
     finally:

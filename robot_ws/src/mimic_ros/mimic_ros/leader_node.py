@@ -1,4 +1,4 @@
-"""Leader node: a GELLO arm (teleop.gello) on /leader/joint_states, in the follower's joint space.
+"""Leader node: a GELLO arm (mimic.teleop.gello) on /leader/joint_states, in the follower's joint space.
 
 Each reading is published stamped with its capture time. On a `LeaderError` (a servo silent, a bad CRC,
 the cable pulled) the node publishes nothing, so the controller's follow mode goes stale and holds the
@@ -26,13 +26,16 @@ from mimic_ros.runtime import ManagedNode, run_node
 @dataclass
 class LeaderNodeConfig:
     port: str = param("", "serial port of the GELLO's Dynamixel bus (/dev/ttyUSB0, or an emulated bus pty)")
-    calibration: str = param("", "GELLO calibration JSON (calibration.gello)")
-    follower: str = param("franka", "follower arm the readings are mapped to (robots.specs name)")
+    calibration: str = param(
+        "", "GELLO calibration JSON (mimic.teleop.gello_calibration; written by mimic calibrate gello)"
+    )
+    follower: str = param("franka", "follower arm the readings are mapped to (mimic.robots.specs name)")
     baudrate: int = param(0, "bus baud rate (0: the calibration file's)", range=(0, 4_000_000))
     rate_hz: float = param(200.0, "read/publish rate (Hz); the bus may cap it", range=(1.0, 2000.0))
     retry_s: float = param(0.5, "after a failure, seconds between reconnection attempts", range=(0.01, 60.0))
-    connect_timeout_s: float = param(10.0, "how long the first connection may take (the port may appear late)",
-                                     range=(0.0, 600.0))
+    connect_timeout_s: float = param(
+        10.0, "how long the first connection may take (the port may appear late)", range=(0.0, 600.0)
+    )
 
 
 class LeaderNode(ManagedNode):
@@ -42,13 +45,19 @@ class LeaderNode(ManagedNode):
         declare_config(self, cfg)
         if not cfg.port or not cfg.calibration:
             raise ParamError("leader: parameters port and calibration are required")
-        from teleop.gello import GelloConfig, GelloLeader
-        from teleop.leader import LeaderError
+        from mimic.teleop.gello import GelloConfig, GelloLeader
+        from mimic.teleop.leader import LeaderError
 
         self.LeaderError = LeaderError
         try:
-            self.leader = GelloLeader(GelloConfig(port=cfg.port, calibration=cfg.calibration, follower=cfg.follower,
-                                                  baudrate=cfg.baudrate or None))
+            self.leader = GelloLeader(
+                GelloConfig(
+                    port=cfg.port,
+                    calibration=cfg.calibration,
+                    follower=cfg.follower,
+                    baudrate=cfg.baudrate or None,
+                )
+            )
         except (ValueError, KeyError) as e:
             raise ParamError(f"leader: {e}") from None
         self.cfg = cfg
@@ -99,8 +108,13 @@ class LeaderNode(ManagedNode):
                 next_t = time.monotonic()
             if time.monotonic() - last_status > 1.0:
                 last_status = time.monotonic()
-                self.status_pub.publish(String(data=json.dumps(
-                    {"published": self.published, "failures": self.failures, "error": self.error})))
+                self.status_pub.publish(
+                    String(
+                        data=json.dumps(
+                            {"published": self.published, "failures": self.failures, "error": self.error}
+                        )
+                    )
+                )
             next_t += period
             time.sleep(max(0.0, next_t - time.monotonic()))
             if time.monotonic() > next_t + 10 * period:

@@ -8,7 +8,7 @@ End-effector chunks (controller `mode:=eef`, policy node with an end-effector po
 - transforms[1]: the gripper, its opening width (m) in `translation.x` (everything else 0 / identity);
 - `header.stamp` = the time the first point is to be executed, `time_from_start` of each point relative to it
   and uniformly spaced (as the joint chunks on /policy/action_chunk); velocities/accelerations are unused.
-Internally a point is the row [tcp position (3), axis-angle (3), gripper width] (robots.eef_control).
+Internally a point is the row [tcp position (3), axis-angle (3), gripper width] (mimic.robots.eef_control).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The person's brain is `sim.make_expert` running on what the session publishes (/robot/joint_states,
 /objects/state), never on the twin's internals. The person's hands move the leader:
-- `output:=bus` (the real chain): an `teleop.emulated_bus.EmulatedDynamixelBus` owned by this process;
+- `output:=bus` (the real chain): an `mimic.teleop.emulated_bus.EmulatedDynamixelBus` owned by this process;
   its pty is linked at `bus_link`, where the leader node opens it with dynamixel-sdk like a /dev/ttyUSB0.
   Targets are swept linearly over each expert period (a hand moves continuously; GELLO rejects jumps).
 - `output:=topic`: publishes /leader/joint_states itself at `leader_rate_hz` (a scripted leader, no GELLO).
@@ -31,29 +31,37 @@ from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 
+from mimic.sim.env import TASKS
 from mimic_ros.msgs import GRIPPER_JOINT, joint_state
 from mimic_ros.params import ParamError, declare_config, param
 from mimic_ros.ros_client import Latest, ServiceError, Stopped, TriggerClient
 from mimic_ros.runtime import ManagedNode, run_node
-from sim.env import TASKS
 
 
 @dataclass
 class OperatorConfig:
-    arm: str = param("franka", "follower arm (robots.specs name); must match the arm node's twin")
+    arm: str = param("franka", "follower arm (mimic.robots.specs name); must match the arm node's twin")
     task: str = param("pick_place", "twin task the expert performs", choices=TASKS)
     episodes: int = param(5, "episodes to record", range=(1, 10_000))
     output: str = param("bus", "how the person moves the leader", choices=("bus", "topic"))
-    bus_link: str = param("", "bus output: path of a symlink to the emulated bus pty (the leader node's port)")
-    calibration: str = param("", "bus output: GELLO calibration JSON; written (example calibration) if absent")
-    baudrate: int = param(1_000_000, "bus output: baud rate of the example calibration's servos",
-                          range=(9600, 4_000_000))
+    bus_link: str = param(
+        "", "bus output: path of a symlink to the emulated bus pty (the leader node's port)"
+    )
+    calibration: str = param(
+        "", "bus output: GELLO calibration JSON; written (example calibration) if absent"
+    )
+    baudrate: int = param(
+        1_000_000, "bus output: baud rate of the example calibration's servos", range=(9600, 4_000_000)
+    )
     leader_rate_hz: float = param(100.0, "topic output: /leader/joint_states rate (Hz)", range=(10.0, 1000.0))
-    max_steps: int = param(0, "expert steps per episode before giving up (0: the task's limit)", range=(0, 100_000))
+    max_steps: int = param(
+        0, "expert steps per episode before giving up (0: the task's limit)", range=(0, 100_000)
+    )
     hold_steps: int = param(5, "expert steps recorded after the twin reports success", range=(0, 1000))
     home_s: float = param(2.0, "time to walk the leader back home between episodes (s)", range=(0.1, 30.0))
-    retries: int = param(2, "re-records of an episode whose recording stalled (discarded, not committed)",
-                         range=(0, 100))
+    retries: int = param(
+        2, "re-records of an episode whose recording stalled (discarded, not committed)", range=(0, 100)
+    )
     record: bool = param(True, "drive the recorder (~/start, ~/stop)")
     recorder: str = param("/recorder", "recorder node namespace whose services are called")
     reset_controller: bool = param(True, "call /controller/reset after each twin reset")
@@ -88,8 +96,8 @@ class BusLeader:
     """The leader as servos on an emulated Dynamixel bus; the person sweeps it to each target."""
 
     def __init__(self, cfg: OperatorConfig, home: np.ndarray, gripper: float) -> None:
-        from calibration.gello import GelloCalibration, example_calibration
-        from teleop.emulated_bus import EmulatedDynamixelBus
+        from mimic.teleop.emulated_bus import EmulatedDynamixelBus
+        from mimic.teleop.gello_calibration import GelloCalibration, example_calibration
 
         if not cfg.bus_link or not cfg.calibration:
             raise ParamError("operator: output=bus needs parameters bus_link and calibration")
@@ -139,7 +147,7 @@ class OperatorNode(ManagedNode):
         super().__init__("operator")
         cfg = OperatorConfig()
         declare_config(self, cfg)
-        from sim import make_env, make_expert
+        from mimic.sim import make_env, make_expert
 
         try:
             self.env = make_env(cfg.task, cfg.arm, seed=0, cameras=())
@@ -165,7 +173,10 @@ class OperatorNode(ManagedNode):
         self.reset_sim = TriggerClient(self, "/sim/reset")
         self.reset_ctl = TriggerClient(self, "/controller/reset")
         rec = cfg.recorder.rstrip("/")
-        self.rec_start, self.rec_stop = TriggerClient(self, f"{rec}/start"), TriggerClient(self, f"{rec}/stop")
+        self.rec_start, self.rec_stop = (
+            TriggerClient(self, f"{rec}/start"),
+            TriggerClient(self, f"{rec}/stop"),
+        )
         self.rec_discard = TriggerClient(self, f"{rec}/discard")
         self.results: list[dict] = []
         self.done = threading.Event()
@@ -185,9 +196,12 @@ class OperatorNode(ManagedNode):
         d, env = self.scratch, self.env
         d.qpos[env.arm_qpos] = q
         mujoco.mj_kinematics(env.model, d)
-        return {"robot0_joint_pos": q, "robot0_gripper_width": np.asarray(js.position[dof:dof + 1], float),
-                "robot0_eef_pos": d.site_xpos[env.tcp_site].copy(),
-                "object_state": np.asarray(obj.position, float)}
+        return {
+            "robot0_joint_pos": q,
+            "robot0_gripper_width": np.asarray(js.position[dof : dof + 1], float),
+            "robot0_eef_pos": d.site_xpos[env.tcp_site].copy(),
+            "object_state": np.asarray(obj.position, float),
+        }
 
     # --- the episode loop (worker thread) ------------------------------------------------------------
     def _run(self) -> None:
@@ -201,7 +215,9 @@ class OperatorNode(ManagedNode):
                 self.results.append(result)
                 if result.get("discarded"):
                     if retries == 0:
-                        raise ServiceError(f"episode {result['episode']} stalled again: {result['discarded']}")
+                        raise ServiceError(
+                            f"episode {result['episode']} stalled again: {result['discarded']}"
+                        )
                     retries -= 1
             self.exit_code = 0 if len(self.committed()) == self.cfg.episodes else 1
         except (ServiceError, TimeoutError) as e:
@@ -225,7 +241,11 @@ class OperatorNode(ManagedNode):
             self.reset_ctl.call(cfg.timeout_s)
         # wait for the new scene on the streams (a tracker sample captured after the reset)
         deadline = time.monotonic() + cfg.timeout_s
-        while self.objects.msg is None or _stamp(self.objects.msg) < t_reset or _stamp(self.joints.msg) < t_reset:
+        while (
+            self.objects.msg is None
+            or _stamp(self.objects.msg) < t_reset
+            or _stamp(self.joints.msg) < t_reset
+        ):
             if time.monotonic() > deadline:
                 raise TimeoutError("no /objects/state after /sim/reset")
             if not self.running:
@@ -259,12 +279,21 @@ class OperatorNode(ManagedNode):
                 resp = self.rec_stop.call(cfg.timeout_s, must_succeed=False)
                 committed = resp.success
                 rec_info = json.loads(resp.message) if resp.success else {"error": resp.message}
-        result = {"episode": i, "seed": reply["seed"], "success": success_step is not None, "steps": steps,
-                  "success_step": success_step, "committed": committed, "recorder": rec_info,
-                  "discarded": discarded}
-        self.get_logger().info(f"episode {i} (seed {reply['seed']}): expert "
-                               f"{'succeeded at step ' + str(success_step) if success_step else 'failed'}"
-                               f", {steps} steps" + (f", recorded {rec_info}" if cfg.record else ""))
+        result = {
+            "episode": i,
+            "seed": reply["seed"],
+            "success": success_step is not None,
+            "steps": steps,
+            "success_step": success_step,
+            "committed": committed,
+            "recorder": rec_info,
+            "discarded": discarded,
+        }
+        self.get_logger().info(
+            f"episode {i} (seed {reply['seed']}): expert "
+            f"{'succeeded at step ' + str(success_step) if success_step else 'failed'}"
+            f", {steps} steps" + (f", recorded {rec_info}" if cfg.record else "")
+        )
         self._walk_home(action)
         return result
 
@@ -292,16 +321,25 @@ class OperatorNode(ManagedNode):
     def _report(self) -> None:
         lines = [f"{'episode':>7} {'seed':>6} {'success':>7} {'steps':>5} {'recorded':>8}"]
         for r in self.results:
-            rec = r["recorder"].get("steps", "-") if r["committed"] else ("discarded" if r["discarded"] else "-")
+            rec = (
+                r["recorder"].get("steps", "-")
+                if r["committed"]
+                else ("discarded" if r["discarded"] else "-")
+            )
             lines.append(f"{r['episode']:>7} {r['seed']:>6} {str(r['success']):>7} {r['steps']:>5} {rec:>8}")
         rows = self.committed()
         n_ok = sum(r["success"] for r in rows)
-        lines.append(f"expert success {n_ok}/{len(rows)} (attempts discarded: {len(self.results) - len(rows)})")
+        lines.append(
+            f"expert success {n_ok}/{len(rows)} (attempts discarded: {len(self.results) - len(rows)})"
+        )
         for line in lines:
             print(line, flush=True)
         if self.cfg.results_path:
-            Path(self.cfg.results_path).write_text(json.dumps(
-                {"episodes": rows, "success": n_ok, "n": len(rows), "attempts": self.results}, indent=1))
+            Path(self.cfg.results_path).write_text(
+                json.dumps(
+                    {"episodes": rows, "success": n_ok, "n": len(rows), "attempts": self.results}, indent=1
+                )
+            )
 
     def close(self) -> None:
         self.leader.close()

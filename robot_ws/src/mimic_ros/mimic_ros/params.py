@@ -19,8 +19,9 @@ class ParamError(ValueError):
     """A parameter value is unusable; the message names the node and the parameter."""
 
 
-def param(default: Any, help: str, range: tuple[float, float] | None = None,
-          choices: tuple[str, ...] | None = None) -> Any:
+def param(
+    default: Any, help: str, range: tuple[float, float] | None = None, choices: tuple[str, ...] | None = None
+) -> Any:
     """A dataclass field that is also a declared ROS parameter (`range` is inclusive, in the field's units)."""
     return field(default=default, metadata={"help": help, "range": range, "choices": choices})
 
@@ -65,7 +66,9 @@ def cast_and_check(node_name: str, f: Field, value: Any) -> Any:
         raise ParamError(f"{node_name}: parameter {f.name}={value!r} outside [{lo_hi[0]}, {lo_hi[1]}]")
     choices = meta.get("choices")
     if choices and value not in choices:
-        raise ParamError(f"{node_name}: parameter {f.name}={value!r} is not one of {', '.join(map(repr, choices))}")
+        raise ParamError(
+            f"{node_name}: parameter {f.name}={value!r} is not one of {', '.join(map(repr, choices))}"
+        )
     return value
 
 

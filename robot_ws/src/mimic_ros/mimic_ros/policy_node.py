@@ -4,24 +4,23 @@ Timing model (DESIGN.md 4): a sample arriving at `t_arrival` on stream s was cap
 `t_arrival - L_s`. The window ends at `t_obs`, the newest time for which every stream has data, and
 holds `n_obs_steps` samples spaced `1 / control_hz`. Predicted row `i` is meant to execute at
 `t_obs + (i - action_offset) / control_hz` (`action_offset = n_obs_steps - 1`, the first of
-policies.chunk_policy.executed_rows: diffusion_policy's convention, the row aligned with the newest
+mimic.policies.chunk_policy.executed_rows: diffusion_policy's convention, the row aligned with the newest
 observation). Rows due before `t_obs + inference + L_arm` can no longer be executed and are dropped; the
 chunk is stamped with the time of its first kept row.
 With matching off every latency is taken as 0: observations count as current and the chunk starts now.
 Inference runs on a worker thread, never on the ROS callback thread.
 
-Two kinds of policy (`action_space`, see policies.checkpoint.load_deployable, the one loading entry point):
+Two kinds of policy (`action_space`, see mimic.policies.checkpoint.load_deployable, the one loading entry point):
 - joint (default): rows [q, gripper] -> /policy/action_chunk (trajectory_msgs/JointTrajectory), executed by the
   controller in `mode:=chunk`;
-- eef (policies.eef.EefPolicy, trained on handheld demonstrations, or a scripted object with
+- eef (mimic.policies.eef_relative.EefPolicy, trained on handheld demonstrations, or a scripted object with
   `action_space = "eef"`): rows [tcp pos, axis-angle, gripper width] -> /policy/eef_chunk
   (trajectory_msgs/MultiDOFJointTrajectory, convention in mimic_ros.msgs), executed by the controller in
   `mode:=eef` (`mimic deploy` picks the mode from the checkpoint). Its observations `robot0_eef_pos` /
   `robot0_eef_rot_axis_angle` are the TCP pose by forward kinematics of each /robot/joint_states sample on the
-  arm's twin model (robots.ik, converted as the twins' and the handheld stores' keys), `robot0_gripper_width`
+  arm's twin model (mimic.robots.ik, converted as the twins' and the handheld stores' keys), `robot0_gripper_width`
   the measured width; the relative-trajectory encoding and decoding are the policy's own (EefPolicy.predict).
-  An EefPolicy's gripper widths go out through teleop.handheld.grasp_command (close fully below 0.75 x the
-  handheld maximum, as policies.evaluate_eef does: the demos record the measured width, not a command).
+  The gripper column is the arm's command as the policy returns it (EefPolicy applies its own post-processing).
 
     python -m mimic_ros.policy_node --ros-args -p checkpoint:=ckpt/ -p arm:=franka -p cameras:=scene,wrist \
         -p camera_latency_s:=0.15 -p arm_latency_s:=0.1
@@ -45,12 +44,12 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint, MultiDOFJointTrajectory
 
+from mimic.policies.chunk_policy import SCRIPTED_PREFIX, check_chunk_policy, executed_rows, scripted_factory
+from mimic.robots.spec import ArmSpec
 from mimic_ros.controller_node import CHUNK_TOPIC, resolve_spec
 from mimic_ros.msgs import EEF_CHUNK_TOPIC, eef_chunk_msg
 from mimic_ros.params import declare_config, param
 from mimic_ros.runtime import ManagedNode, run_node
-from policies.chunk_policy import SCRIPTED_PREFIX, check_chunk_policy, executed_rows, scripted_factory
-from robots.spec import ArmSpec
 
 EEF_OBS_KEYS = ("robot0_eef_pos", "robot0_eef_rot_axis_angle")
 JOINT_OBS_KEYS = ("robot0_joint_pos", "robot0_gripper_width", *EEF_OBS_KEYS)
@@ -62,7 +61,7 @@ NO_LISTENER_WARN_S = 5.0
 class PolicyNodeConfig:
     checkpoint: str = param("", "checkpoint directory (policies.load_deployable), or py:module:factory")
     arm: str = param(
-        "franka", "arm spec name (robots.specs): joint names, and the model for eef observations"
+        "franka", "arm spec name (mimic.robots.specs): joint names, and the model for eef observations"
     )
     cameras: str = param("scene,wrist", "camera names in policy order: camera0_rgb, camera1_rgb, ...")
     camera_latency_s: float = param(0.0, "camera capture-to-arrival latency (s)", range=(0.0, 2.0))
@@ -80,11 +79,13 @@ class PolicyNodeConfig:
         0, "denoising steps per prediction (0: the policy's default)", range=(0, 10_000)
     )
     chunk_candidates: int = param(
-        0, "chunks sampled per prediction, the one continuing the last chunk kept (0: the checkpoint's)",
+        0,
+        "chunks sampled per prediction, the one continuing the last chunk kept (0: the checkpoint's)",
         range=(0, 256),
     )
     action_steps: int = param(
-        0, "chunk rows executed per prediction, i.e. replan period in control steps (0: the checkpoint's)",
+        0,
+        "chunk rows executed per prediction, i.e. replan period in control steps (0: the checkpoint's)",
         range=(0, 256),
     )
     device: str = param("cpu", "torch device of the policy")
@@ -184,7 +185,6 @@ class PolicyNode(ManagedNode):
             self.chunk_pub = self.create_publisher(MultiDOFJointTrajectory, EEF_CHUNK_TOPIC, 10)
         else:
             self.chunk_pub = self.create_publisher(JointTrajectory, CHUNK_TOPIC, 10)
-        self.gripper_max = getattr(policy, "gripper_max", None) if self.action_space == "eef" else None
         self._unheard_since: float | None = None
         self._warned_unheard = False
         self.diag_pub = self.create_publisher(String, "/policy/diagnostics", 10)
@@ -215,7 +215,7 @@ class PolicyNode(ManagedNode):
             return
         tcp = None
         if self.ik is not None:  # FK outside the lock (the inference thread reads the buffers under it)
-            from robots.eef_control import tcp_pose_row
+            from mimic.robots.eef_control import tcp_pose_row
 
             tcp = tcp_pose_row(self.ik.fk(pos[:dof]))
         with self.lock:
@@ -296,10 +296,6 @@ class PolicyNode(ManagedNode):
             )
         if self.action_space == "eef":
             rows = np.array(rows, float)
-            if self.gripper_max is not None:
-                from teleop.handheld import grasp_command
-
-                rows[:, 6] = grasp_command(rows[:, 6], self.gripper_max)
             self.chunk_pub.publish(eef_chunk_msg(t_start, self.dt, rows))
             self.chunks_sent += 1
             return
@@ -319,22 +315,24 @@ class PolicyNode(ManagedNode):
 
 
 def inference_overrides(cfg: PolicyNodeConfig) -> list[str]:
-    """The node's parameters that change a checkpoint at load time (policies.checkpoint.INFERENCE_FIELDS)."""
+    """The node's parameters that change a checkpoint at load time (mimic.policies.checkpoint.INFERENCE_FIELDS)."""
     fields = {"policy.chunk_candidates": cfg.chunk_candidates, "policy.n_action_steps": cfg.action_steps}
     return [f"{key}={value}" for key, value in fields.items() if value]
 
 
 def load_checkpoint(checkpoint: str, device: str, overrides: list[str] | None = None):
     """`policies.load_deployable(checkpoint, overrides=...)` (a joint Policy or an end-effector EefPolicy), or
-    `py:module:factory` for a scripted policy object (tests, baselines; policies.chunk_policy.ChunkPolicy)."""
+    `py:module:factory` for a scripted policy object (tests, baselines; mimic.policies.chunk_policy.ChunkPolicy)."""
     if checkpoint.startswith(SCRIPTED_PREFIX):
         if overrides:
-            raise ValueError(f"{', '.join(overrides)}: inference overrides apply to a checkpoint, not to {checkpoint}")
+            raise ValueError(
+                f"{', '.join(overrides)}: inference overrides apply to a checkpoint, not to {checkpoint}"
+            )
         return scripted_factory(checkpoint)()
     if not checkpoint:
         raise ValueError("parameter checkpoint is empty")
     try:
-        from policies import load_deployable
+        from mimic.policies import load_deployable
     except ImportError as e:
         raise ValueError(f"cannot load policies ({e})") from None
     return load_deployable(checkpoint, device=device, overrides=overrides or [])

@@ -1,4 +1,4 @@
-"""Recorder node: ROS streams -> `data.writer.DatasetWriter` episodes, controlled by ~/start, ~/stop, ~/discard.
+"""Recorder node: ROS streams -> `mimic.data.writer.DatasetWriter` episodes, controlled by ~/start, ~/stop, ~/discard.
 
 Streams (dataset keys of the contract): /robot/joint_states -> `robot0_joint_pos`, `robot0_gripper_width`;
 /robot/joint_command -> `action` (what the arm was commanded); /objects/state -> `object_state`;
@@ -47,20 +47,27 @@ MARKS_ATTR = "episode_marks"
 @dataclass
 class RecorderConfig:
     path: str = param("", "Zarr store to write (created at the first ~/start, reopened if it exists)")
-    arm: str = param("franka", "arm spec name (robots.specs): joint names and dof for the root attrs")
+    arm: str = param("franka", "arm spec name (mimic.robots.specs): joint names and dof for the root attrs")
     task: str = param("", "free-form task text stored in the root attrs")
     fps: float = param(10.0, "dataset grid rate (Hz)", range=(1.0, 1000.0))
-    cameras: str = param("scene,wrist", "comma-separated camera names recorded as camera0_rgb, camera1_rgb, ...")
+    cameras: str = param(
+        "scene,wrist", "comma-separated camera names recorded as camera0_rgb, camera1_rgb, ..."
+    )
     objects: bool = param(True, "record /objects/state as object_state")
     action: bool = param(True, "record /robot/joint_command as action")
-    tolerance_s: float = param(0.05, "joint/object/action: max distance of a grid row to its sample (s)",
-                               range=(1e-3, 1.0))
-    image_tolerance_s: float = param(0.1, "cameras: max distance of a grid row to its frame (s)",
-                                     range=(1e-3, 1.0))
+    tolerance_s: float = param(
+        0.05, "joint/object/action: max distance of a grid row to its sample (s)", range=(1e-3, 1.0)
+    )
+    image_tolerance_s: float = param(
+        0.1, "cameras: max distance of a grid row to its frame (s)", range=(1e-3, 1.0)
+    )
     latencies_json: str = param("{}", "JSON object of per-stream latencies (s) stored in the root attrs")
     status_rate_hz: float = param(2.0, "rate of ~/status (Hz)", range=(0.1, 50.0))
-    flush_every_s: float = param(1.0, "how often the open episode's complete rows are written (s); a commit "
-                                      "always writes them first", range=(0.0, 10.0))
+    flush_every_s: float = param(
+        1.0,
+        "how often the open episode's complete rows are written (s); a commit always writes them first",
+        range=(0.0, 10.0),
+    )
 
 
 class RecorderNode(ManagedNode):
@@ -74,15 +81,19 @@ class RecorderNode(ManagedNode):
             self.latencies = json.loads(cfg.latencies_json)
             assert isinstance(self.latencies, dict)
         except (ValueError, AssertionError):
-            raise ParamError(f"recorder: parameter latencies_json={cfg.latencies_json!r} is not a JSON object") from None
-        from robots.specs import get_spec
+            raise ParamError(
+                f"recorder: parameter latencies_json={cfg.latencies_json!r} is not a JSON object"
+            ) from None
+        from mimic.robots.specs import get_spec
 
         try:
             self.spec = get_spec(cfg.arm)
         except (KeyError, ValueError) as e:
             raise ParamError(f"recorder: parameter arm={cfg.arm!r}: {e}") from None
         self.cfg = cfg
-        self.camera_keys = {name: f"camera{i}_rgb" for i, name in enumerate(c for c in cfg.cameras.split(",") if c)}
+        self.camera_keys = {
+            name: f"camera{i}_rgb" for i, name in enumerate(c for c in cfg.cameras.split(",") if c)
+        }
         self.writer = None
         self.trimmed_steps = 0
         if Path(cfg.path).exists():
@@ -94,7 +105,9 @@ class RecorderNode(ManagedNode):
         self.failed: str | None = None
         self.last_t: dict[str, float] = {}  # capture time of the newest sample per key
         self.last_arrival: dict[str, float] = {}
-        self.latest: dict[str, np.ndarray] = {}  # newest value per key (gives shapes when the store is created)
+        self.latest: dict[
+            str, np.ndarray
+        ] = {}  # newest value per key (gives shapes when the store is created)
         self.received: dict[str, int] = {}
         self.dropped: dict[str, int] = {}
         self.last_episode: dict = {}
@@ -111,7 +124,9 @@ class RecorderNode(ManagedNode):
         if cfg.objects:
             self.create_subscription(JointState, "/objects/state", self._on_objects, 400)
         for name, key in self.camera_keys.items():
-            self.create_subscription(CompressedImage, f"/cameras/{name}/image/compressed", self._camera_cb(key), 60)
+            self.create_subscription(
+                CompressedImage, f"/cameras/{name}/image/compressed", self._camera_cb(key), 60
+            )
         self.create_service(Trigger, "~/start", self._on_start)
         self.create_service(Trigger, "~/stop", self._on_stop)
         self.create_service(Trigger, "~/discard", self._on_discard)
@@ -121,8 +136,8 @@ class RecorderNode(ManagedNode):
 
     # --- store -------------------------------------------------------------------------------------
     def _open_existing(self):
-        from data.dataset import DatasetError
-        from data.writer import DatasetWriter
+        from mimic.data.dataset import DatasetError
+        from mimic.data.writer import DatasetWriter
 
         try:
             w = DatasetWriter.open(self.cfg.path)
@@ -135,36 +150,52 @@ class RecorderNode(ManagedNode):
         if stale:
             w.root.attrs[MARKS_ATTR] = {k: v for k, v in marks.items() if int(k) < n}
         if self.trimmed_steps:
-            self.get_logger().warning(f"{self.cfg.path}: trimmed {self.trimmed_steps} uncommitted steps of an "
-                                      f"episode open when the last recorder stopped; {n} episodes intact")
+            self.get_logger().warning(
+                f"{self.cfg.path}: trimmed {self.trimmed_steps} uncommitted steps of an "
+                f"episode open when the last recorder stopped; {n} episodes intact"
+            )
         return w
 
     def _stream_specs(self) -> dict:
-        from data.writer import StreamSpec
+        from mimic.data.writer import StreamSpec
 
         cfg, dof = self.cfg, self.spec.dof
-        specs = {"robot0_joint_pos": StreamSpec((dof,), tolerance_s=cfg.tolerance_s),
-                 "robot0_gripper_width": StreamSpec((1,), tolerance_s=cfg.tolerance_s)}
+        specs = {
+            "robot0_joint_pos": StreamSpec((dof,), tolerance_s=cfg.tolerance_s),
+            "robot0_gripper_width": StreamSpec((1,), tolerance_s=cfg.tolerance_s),
+        }
         if cfg.action:
             specs["action"] = StreamSpec((dof + 1,), tolerance_s=cfg.tolerance_s)
         if cfg.objects:
-            specs["object_state"] = StreamSpec(tuple(self.latest["object_state"].shape), tolerance_s=cfg.tolerance_s)
+            specs["object_state"] = StreamSpec(
+                tuple(self.latest["object_state"].shape), tolerance_s=cfg.tolerance_s
+            )
         for key in self.camera_keys.values():
             specs[key] = StreamSpec(tuple(self.latest[key].shape), "uint8", "image", cfg.image_tolerance_s)
         return specs
 
     def _create_store(self) -> str | None:
         """Create the store from the shapes seen so far; returns why not, if a stream has not spoken yet."""
-        from data.dataset import DatasetError
-        from data.writer import DatasetWriter
+        from mimic.data.dataset import DatasetError
+        from mimic.data.writer import DatasetWriter
 
-        needed = ["robot0_joint_pos", *(["action"] if self.cfg.action else []),
-                  *(["object_state"] if self.cfg.objects else []), *self.camera_keys.values()]
+        needed = [
+            "robot0_joint_pos",
+            *(["action"] if self.cfg.action else []),
+            *(["object_state"] if self.cfg.objects else []),
+            *self.camera_keys.values(),
+        ]
         missing = [k for k in needed if k not in self.latest]
         if missing:
             return f"no samples yet for {missing}: are the arm, controller and camera nodes running?"
-        attrs = {"robot": self.spec.name, "joint_names": list(self.spec.joint_names), "task": self.cfg.task,
-                 "latencies": self.latencies, "cameras": list(self.camera_keys), MARKS_ATTR: {}}
+        attrs = {
+            "robot": self.spec.name,
+            "joint_names": list(self.spec.joint_names),
+            "task": self.cfg.task,
+            "latencies": self.latencies,
+            "cameras": list(self.camera_keys),
+            MARKS_ATTR: {},
+        }
         try:
             self.writer = DatasetWriter.create(self.cfg.path, self.cfg.fps, self._stream_specs(), attrs)
         except (DatasetError, OSError) as e:
@@ -192,8 +223,10 @@ class RecorderNode(ManagedNode):
             return
         spec = self.writer.streams[key]
         if key in self.episode_keys and t - prev > 2 * spec.tolerance_s:
-            self._stall(f"{key}: no sample for {(t - prev) * 1e3:.0f} ms (tolerance {spec.tolerance_s * 1e3:.0f} ms)"
-                        f" at t={prev:.3f}")
+            self._stall(
+                f"{key}: no sample for {(t - prev) * 1e3:.0f} ms (tolerance {spec.tolerance_s * 1e3:.0f} ms)"
+                f" at t={prev:.3f}"
+            )
             self.after_stall += 1
             return
         try:
@@ -218,7 +251,7 @@ class RecorderNode(ManagedNode):
             return
         t, pos = stamp_to_s(msg.header.stamp), np.asarray(msg.position, float)
         self._add("robot0_joint_pos", t, pos[:dof])
-        self._add("robot0_gripper_width", t, pos[dof:dof + 1])
+        self._add("robot0_gripper_width", t, pos[dof : dof + 1])
         self._hold_action(t)
 
     def _hold_action(self, t: float) -> None:
@@ -230,7 +263,12 @@ class RecorderNode(ManagedNode):
         as `late_actions`: the arm, too, received them only then.
         Cameras and joints are never filled in this way: their silence is a stall.
         """
-        if not (self.recording and self.cfg.action) or self.stalled or self.failed or "action" not in self.episode_keys:
+        if (
+            not (self.recording and self.cfg.action)
+            or self.stalled
+            or self.failed
+            or "action" not in self.episode_keys
+        ):
             return
         last = self.last_t.get("action")
         if last is not None and t - last > self.writer.streams["action"].tolerance_s:
@@ -243,7 +281,9 @@ class RecorderNode(ManagedNode):
         if len(msg.position) < self.spec.dof + 1:
             self._drop("action")
             return
-        self._add("action", stamp_to_s(msg.header.stamp), np.asarray(msg.position[: self.spec.dof + 1], float))
+        self._add(
+            "action", stamp_to_s(msg.header.stamp), np.asarray(msg.position[: self.spec.dof + 1], float)
+        )
 
     def _on_objects(self, msg: JointState) -> None:
         self._add("object_state", stamp_to_s(msg.header.stamp), np.asarray(msg.position, float))
@@ -277,8 +317,12 @@ class RecorderNode(ManagedNode):
                 return self._reply(response, False, f"cannot start: {why}")
         have, want = set(self.writer.streams), set(self._stream_specs_keys())
         if have != want:
-            return self._reply(response, False, f"{self.cfg.path}: store streams {sorted(have)} differ from "
-                                                f"this recorder's {sorted(want)} (use another path)")
+            return self._reply(
+                response,
+                False,
+                f"{self.cfg.path}: store streams {sorted(have)} differ from "
+                f"this recorder's {sorted(want)} (use another path)",
+            )
         now = time.time()
         silent = [k for k in self.writer.streams if now - self.last_arrival.get(k, 0.0) > 1.0]
         if silent:
@@ -308,7 +352,9 @@ class RecorderNode(ManagedNode):
             return self._reply(response, False, f"episode discarded: {self.failed}")
         index = self._n_episodes()
         marks = dict(self.writer.root.attrs.get(MARKS_ATTR, {}))
-        if self.stalled:  # the mark goes in before the commit, so a committed stalled episode is always marked
+        if (
+            self.stalled
+        ):  # the mark goes in before the commit, so a committed stalled episode is always marked
             marks[str(index)] = {"stalled": self.stalled, "samples_after_stall": self.after_stall}
             self.writer.root.attrs[MARKS_ATTR] = marks
         try:
@@ -317,11 +363,19 @@ class RecorderNode(ManagedNode):
             marks.pop(str(index), None)
             self.writer.root.attrs[MARKS_ATTR] = marks
             return self._reply(response, False, f"episode discarded: {e}")
-        self.last_episode = {"index": index, "steps": steps, "stalled": self.stalled, "dropped": dict(self.dropped),
-                             "samples_after_stall": self.after_stall, "action_holds": self.action_holds,
-                             "late_actions": self.late_actions}
-        self.get_logger().info(f"episode {index} committed: {steps} steps"
-                               + (f" (marked: {self.stalled})" if self.stalled else ""))
+        self.last_episode = {
+            "index": index,
+            "steps": steps,
+            "stalled": self.stalled,
+            "dropped": dict(self.dropped),
+            "samples_after_stall": self.after_stall,
+            "action_holds": self.action_holds,
+            "late_actions": self.late_actions,
+        }
+        self.get_logger().info(
+            f"episode {index} committed: {steps} steps"
+            + (f" (marked: {self.stalled})" if self.stalled else "")
+        )
         return self._reply(response, True, json.dumps(self.last_episode))
 
     def _on_discard(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
@@ -344,18 +398,29 @@ class RecorderNode(ManagedNode):
         if self.recording and not self.stalled and not self.failed and not late:
             for key, spec in self.writer.streams.items():
                 silent = now - max(self.last_arrival.get(key, 0.0), self.episode_t0)
-                if silent > 2 * spec.tolerance_s + 0.25:  # arrival jitter margin; a dead stream has no gap to see
+                if (
+                    silent > 2 * spec.tolerance_s + 0.25
+                ):  # arrival jitter margin; a dead stream has no gap to see
                     self._stall(f"{key}: no sample for {silent * 1e3:.0f} ms while recording")
                     break
         self._publish_status()
 
     def status(self) -> dict:
-        return {"path": self.cfg.path, "recording": self.recording, "episodes": self._n_episodes(),
-                "steps": int(getattr(self.writer, "_rows", 0)) if self.recording else 0,
-                "received": dict(self.received), "dropped": dict(self.dropped), "stalled": self.stalled,
-                "samples_after_stall": self.after_stall, "action_holds": self.action_holds,
-                "late_actions": self.late_actions,
-                "failed": self.failed, "trimmed_steps": self.trimmed_steps, "last_episode": self.last_episode}
+        return {
+            "path": self.cfg.path,
+            "recording": self.recording,
+            "episodes": self._n_episodes(),
+            "steps": int(getattr(self.writer, "_rows", 0)) if self.recording else 0,
+            "received": dict(self.received),
+            "dropped": dict(self.dropped),
+            "stalled": self.stalled,
+            "samples_after_stall": self.after_stall,
+            "action_holds": self.action_holds,
+            "late_actions": self.late_actions,
+            "failed": self.failed,
+            "trimmed_steps": self.trimmed_steps,
+            "last_episode": self.last_episode,
+        }
 
     def _publish_status(self) -> None:
         self.status_pub.publish(String(data=json.dumps(self.status())))

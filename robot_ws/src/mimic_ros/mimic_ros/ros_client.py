@@ -70,8 +70,13 @@ class Latest:
             self.count += 1
             self._cond.notify_all()
 
-    def wait(self, after_count: int = 0, timeout_s: float = 10.0, what: str = "message",
-             alive: Callable[[], bool] = lambda: True) -> Any:
+    def wait(
+        self,
+        after_count: int = 0,
+        timeout_s: float = 10.0,
+        what: str = "message",
+        alive: Callable[[], bool] = lambda: True,
+    ) -> Any:
         deadline = time.monotonic() + timeout_s
         with self._cond:
             while not self._cond.wait_for(lambda: self.count > after_count, timeout=0.1):

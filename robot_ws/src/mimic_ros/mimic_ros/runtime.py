@@ -35,7 +35,9 @@ def announce_ready(node: Node) -> None:
 def init_ros(name: str, argv: list[str] | None = None) -> None:
     """rclpy.init without rclpy's signal handlers, with SIGINT -> KeyboardInterrupt even if inherited ignored."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    rclpy.init(args=sys.argv if argv is None else [name, *argv], signal_handler_options=SignalHandlerOptions.NO)
+    rclpy.init(
+        args=sys.argv if argv is None else [name, *argv], signal_handler_options=SignalHandlerOptions.NO
+    )
 
 
 class ManagedNode(Node):
@@ -55,8 +57,13 @@ class ManagedNode(Node):
         """Release devices after the workers stopped (disconnect the arm, close the dataset...)."""
 
 
-def run_node(name: str, build: Callable[[], ManagedNode], argv: list[str] | None = None,
-             errors: tuple[type[BaseException], ...] = (ValueError, OSError), join_timeout_s: float = 5.0) -> int:
+def run_node(
+    name: str,
+    build: Callable[[], ManagedNode],
+    argv: list[str] | None = None,
+    errors: tuple[type[BaseException], ...] = (ValueError, OSError),
+    join_timeout_s: float = 5.0,
+) -> int:
     """Run a node until SIGINT or until it reports `finished()`; returns the process exit status.
 
     `join_timeout_s` bounds the wait for each worker to return after `running` turns False (a policy's
@@ -71,7 +78,9 @@ def run_node(name: str, build: Callable[[], ManagedNode], argv: list[str] | None
         return 2
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    threads = [threading.Thread(target=w, name=f"{name}-{i}", daemon=False) for i, w in enumerate(node.workers())]
+    threads = [
+        threading.Thread(target=w, name=f"{name}-{i}", daemon=False) for i, w in enumerate(node.workers())
+    ]
     try:  # workers and the ready line inside: a SIGINT the moment the supervisor sees it still closes cleanly
         for t in threads:
             t.start()

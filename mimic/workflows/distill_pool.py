@@ -22,8 +22,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from policies.data import WindowBatches
-from policies.policy import Policy
+from mimic.policies.data import WindowBatches
+from mimic.policies.policy import Policy
 
 BUILD_BATCH = 1024  # windows per teacher pass while building (x cd_pool rows)
 
@@ -36,13 +36,17 @@ class TeacherTargets:
     sigma: torch.Tensor  # [N, K]
     target: torch.Tensor  # [N, K, H, A]
 
-    def draw(self, ids: np.ndarray, rng: np.random.Generator,
-             device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def draw(
+        self, ids: np.ndarray, rng: np.random.Generator, device: str | torch.device = "cpu"
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One entry per row of a batch of windows `ids`: (x_sigma, sigma, endpoint) on `device`."""
         rows = torch.as_tensor(np.asarray(ids), dtype=torch.long)
         pick = torch.as_tensor(rng.integers(0, self.x.shape[1], len(rows)), dtype=torch.long)
-        return (self.x[rows, pick].to(device), self.sigma[rows, pick].to(device),
-                self.target[rows, pick].to(device))
+        return (
+            self.x[rows, pick].to(device),
+            self.sigma[rows, pick].to(device),
+            self.target[rows, pick].to(device),
+        )
 
 
 def stamp(student: Policy, batches: WindowBatches, per_window: int, seed: int) -> dict[str, str]:
@@ -53,23 +57,42 @@ def stamp(student: Policy, batches: WindowBatches, per_window: int, seed: int) -
         weights.update(name.encode())
         weights.update(t.detach().cpu().contiguous().numpy().tobytes())
     c = student.cfg.gen
-    draw = {k: getattr(c, k) for k in ("cd_bins", "cd_ode_steps", "cd_sigma_max_frac", "sigma_min", "sigma_max",
-                                       "rho", "cd_param")}
-    return {"teacher_sha256": weights.hexdigest(), "store": str(Path(batches.windows.path).resolve()),
-            "windows": str(len(batches)), "rows_sha256": hashlib.sha256(batches.rows.tobytes()).hexdigest(),
-            "per_window": str(per_window), "seed": str(seed), "draw": json.dumps(draw, sort_keys=True)}
+    draw = {
+        k: getattr(c, k)
+        for k in ("cd_bins", "cd_ode_steps", "cd_sigma_max_frac", "sigma_min", "sigma_max", "rho", "cd_param")
+    }
+    return {
+        "teacher_sha256": weights.hexdigest(),
+        "store": str(Path(batches.windows.path).resolve()),
+        "windows": str(len(batches)),
+        "rows_sha256": hashlib.sha256(batches.rows.tobytes()).hexdigest(),
+        "per_window": str(per_window),
+        "seed": str(seed),
+        "draw": json.dumps(draw, sort_keys=True),
+    }
 
 
 @torch.no_grad()
-def build(student: Policy, batches: WindowBatches, per_window: int, seed: int, device: str = "cpu",
-          progress: bool = True) -> TeacherTargets:
+def build(
+    student: Policy,
+    batches: WindowBatches,
+    per_window: int,
+    seed: int,
+    device: str = "cpu",
+    progress: bool = True,
+) -> TeacherTargets:
     """Solve the teacher's ODE from per_window starting points of every window of `batches`."""
     teacher, gen = student._teacher[0], student.generator
     g = torch.Generator(device=device).manual_seed(seed)
     xs, sigmas, targets = [], [], []
     n = len(batches)
-    for lo in tqdm(range(0, n, BUILD_BATCH), desc=f"teacher endpoints x{per_window}", unit="batch",
-                   disable=not progress, leave=False):
+    for lo in tqdm(
+        range(0, n, BUILD_BATCH),
+        desc=f"teacher endpoints x{per_window}",
+        unit="batch",
+        disable=not progress,
+        leave=False,
+    ):
         batch = batches.batch(np.arange(lo, min(n, lo + BUILD_BATCH)), device)
         nobs = teacher.encoder.augment(teacher.normalize_obs(batch["obs"]), train=False)
         cond = teacher.encoder(nobs).repeat_interleave(per_window, 0)
@@ -83,8 +106,15 @@ def build(student: Policy, batches: WindowBatches, per_window: int, seed: int, d
     return TeacherTargets(torch.cat(xs), torch.cat(sigmas), torch.cat(targets))
 
 
-def load_or_build(path: Path, student: Policy, batches: WindowBatches, per_window: int, seed: int,
-                  device: str = "cpu", progress: bool = True) -> TeacherTargets:
+def load_or_build(
+    path: Path,
+    student: Policy,
+    batches: WindowBatches,
+    per_window: int,
+    seed: int,
+    device: str = "cpu",
+    progress: bool = True,
+) -> TeacherTargets:
     """The pool at `path` if it was made from the same teacher, store and draw; else build it and save it there."""
     want = stamp(student, batches, per_window, seed)
     if path.exists():

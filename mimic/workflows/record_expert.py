@@ -2,7 +2,7 @@
 
 The store carries the cross-team dataset keys (robot0_joint_pos, robot0_gripper_width, object_state,
 camera<i>_rgb, action) plus robot0_eef_pos / robot0_eef_rot_axis_angle, written through
-data.writer.DatasetWriter exactly as a teleoperated session would, so a policy trained on it trains
+mimic.data.writer.DatasetWriter exactly as a teleoperated session would, so a policy trained on it trains
 on the same schema as one recorded through ROS. Sample times are synthetic (10 Hz grid, episodes a
 gap apart) because the twin runs unpaced here; the writer's alignment is then exact.
 
@@ -12,7 +12,7 @@ data show states off the expert's path together with the action that leads back.
 errors put it in such states; without them in the data it has never seen how to recover.
 
 `regrasp_fraction` of the episodes demonstrate a recovery: the expert's first grasp lands 3.5-5 cm beside
-the cube (sim.expert's `miss_m`), closes on air and lifts, sees the empty gripper and goes back for the cube.
+the cube (mimic.sim.expert's `miss_m`), closes on air and lifts, sees the empty gripper and goes back for the cube.
 Only the rows from that failed lift on are stored: the deliberate miss itself is not something to imitate,
 what follows it is what a policy whose grasp slipped must do (a policy from images missed its grasp in every
 failure and then carried nothing to the goal, having never seen a regrasp).
@@ -24,20 +24,23 @@ stored in root attrs `expert_success` (list of bool, one per recorded episode, i
 
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from data.writer import DatasetWriter, StreamSpec
-from sim.env import CAMERA_KEYS, make_env
-from sim.expert import make_expert
+from mimic.data.writer import DatasetWriter, StreamSpec
+from mimic.sim.env import CAMERA_KEYS, make_env
+from mimic.sim.expert import make_expert
 
-LOWDIM_KEYS = ("robot0_joint_pos", "robot0_gripper_width", "robot0_eef_pos", "robot0_eef_rot_axis_angle",
-               "object_state")
+LOWDIM_KEYS = (
+    "robot0_joint_pos",
+    "robot0_gripper_width",
+    "robot0_eef_pos",
+    "robot0_eef_rot_axis_angle",
+    "object_state",
+)
 EPISODE_GAP_S = 100.0  # synthetic time between episodes: far beyond any stream tolerance
 
 
@@ -54,12 +57,18 @@ def create_twin_store(path: str | Path, env, obs: dict[str, np.ndarray], attrs: 
     for cam in env.cameras:
         streams[CAMERA_KEYS[cam]] = StreamSpec((*env.image_size, 3), "uint8", "image")
     streams["action"] = StreamSpec((env.spec.dof + 1,))
-    base = {"robot": env.spec.name, "joint_names": list(env.spec.joint_names), "task": env.task, "latencies": {}}
+    base = {
+        "robot": env.spec.name,
+        "joint_names": list(env.spec.joint_names),
+        "task": env.task,
+        "latencies": {},
+    }
     return DatasetWriter.create(path, env.control_hz, streams, {**base, **attrs})
 
 
-def write_twin_episode(writer: DatasetWriter, rows: list[tuple[dict[str, np.ndarray], np.ndarray]], t0: float,
-                       env) -> int:
+def write_twin_episode(
+    writer: DatasetWriter, rows: list[tuple[dict[str, np.ndarray], np.ndarray]], t0: float, env
+) -> int:
     """Commit (observation, action) rows as one episode on the 10 Hz grid from synthetic time `t0`; -> rows."""
     writer.begin_episode()
     for i, (o, act) in enumerate(rows):
@@ -83,11 +92,21 @@ class RecordStats:
     expert_success_rate: float  # over attempted rollouts
 
 
-def record_expert_dataset(path: str | Path, arm: str, task: str, episodes: int, seed: int = 0,
-                          cameras: tuple[str, ...] = (), image_size: tuple[int, int] = (96, 96),
-                          keep_failed: bool = False, max_attempts: int | None = None,
-                          progress: bool = True, hold_steps: int = 0, action_noise: float = 0.0,
-                          regrasp_fraction: float = 0.0) -> Path:
+def record_expert_dataset(
+    path: str | Path,
+    arm: str,
+    task: str,
+    episodes: int,
+    seed: int = 0,
+    cameras: tuple[str, ...] = (),
+    image_size: tuple[int, int] = (96, 96),
+    keep_failed: bool = False,
+    max_attempts: int | None = None,
+    progress: bool = True,
+    hold_steps: int = 0,
+    action_noise: float = 0.0,
+    regrasp_fraction: float = 0.0,
+) -> Path:
     """Roll out the scripted expert for `episodes` successful episodes (seeds seed, seed+1, ...) -> store path.
 
     An episode ends at the expert's success plus `hold_steps` more expert steps (the operator node's
@@ -96,31 +115,63 @@ def record_expert_dataset(path: str | Path, arm: str, task: str, episodes: int, 
     Unsuccessful rollouts are skipped unless `keep_failed`; at most `max_attempts` (default 2x episodes)
     rollouts are tried. Raises ValueError for an empty/impossible request; the store must not exist.
     """
-    return record_expert_dataset_stats(path, arm, task, episodes, seed, cameras, image_size, keep_failed,
-                                       max_attempts, progress, hold_steps, action_noise, regrasp_fraction).path
+    return record_expert_dataset_stats(
+        path,
+        arm,
+        task,
+        episodes,
+        seed,
+        cameras,
+        image_size,
+        keep_failed,
+        max_attempts,
+        progress,
+        hold_steps,
+        action_noise,
+        regrasp_fraction,
+    ).path
 
 
-def record_expert_dataset_stats(path: str | Path, arm: str, task: str, episodes: int, seed: int = 0,
-                                cameras: tuple[str, ...] = (), image_size: tuple[int, int] = (96, 96),
-                                keep_failed: bool = False, max_attempts: int | None = None,
-                                progress: bool = True, hold_steps: int = 0, action_noise: float = 0.0,
-                                regrasp_fraction: float = 0.0) -> RecordStats:
+def record_expert_dataset_stats(
+    path: str | Path,
+    arm: str,
+    task: str,
+    episodes: int,
+    seed: int = 0,
+    cameras: tuple[str, ...] = (),
+    image_size: tuple[int, int] = (96, 96),
+    keep_failed: bool = False,
+    max_attempts: int | None = None,
+    progress: bool = True,
+    hold_steps: int = 0,
+    action_noise: float = 0.0,
+    regrasp_fraction: float = 0.0,
+) -> RecordStats:
     """record_expert_dataset, returning counts and the expert's success rate as well."""
     if episodes < 1:
         raise ValueError(f"record: episodes must be >= 1, got {episodes}")
     if not 0.0 <= action_noise < 0.5:
         raise ValueError(f"record: action_noise must be in [0, 0.5) rad, got {action_noise}")
     if not 0.0 <= regrasp_fraction <= 1.0 or (regrasp_fraction and task != "pick_place"):
-        raise ValueError(f"record: regrasp_fraction must be in [0, 1] and only for pick_place, got {regrasp_fraction} "
-                         f"for {task}")
+        raise ValueError(
+            f"record: regrasp_fraction must be in [0, 1] and only for pick_place, got {regrasp_fraction} "
+            f"for {task}"
+        )
     path = Path(path)
     env = make_env(task, arm, seed=seed, cameras=tuple(cameras), image_size=tuple(image_size))
     expert = make_expert(env)
     obs = env.reset(seed=seed)
     dof = env.spec.dof
-    writer = create_twin_store(path, env, obs, {"source": "sim.record scripted expert",
-                                                "expert_action_noise_rad": action_noise,
-                                                "expert_regrasp_fraction": regrasp_fraction})
+    writer = create_twin_store(
+        path,
+        env,
+        obs,
+        {
+            "source": "mimic.workflows.record_expert scripted expert",
+            "expert_action_noise_rad": action_noise,
+            "expert_regrasp_fraction": regrasp_fraction,
+        },
+    )
     max_attempts = max_attempts if max_attempts is not None else 2 * episodes
     outcomes: list[bool] = []
     seeds: list[int] = []
@@ -153,7 +204,7 @@ def record_expert_dataset_stats(path: str | Path, arm: str, task: str, episodes:
             if regrasp:  # keep the recovery only: from the failed lift on (none if the miss caught the cube)
                 if expert.grasp_attempts == 1:
                     continue
-                rows = rows[expert.first_lift_step:]
+                rows = rows[expert.first_lift_step :]
             if not success and not keep_failed:
                 continue
             steps += write_twin_episode(writer, rows, len(outcomes) * EPISODE_GAP_S, env)
@@ -167,41 +218,8 @@ def record_expert_dataset_stats(path: str | Path, arm: str, task: str, episodes:
         writer.close()
         env.close()
     if len(outcomes) < episodes:
-        raise ValueError(f"record: only {len(outcomes)}/{episodes} successful expert episodes for {task} on {arm} "
-                         f"after {attempted} attempts (store kept at {path})")
+        raise ValueError(
+            f"record: only {len(outcomes)}/{episodes} successful expert episodes for {task} on {arm} "
+            f"after {attempted} attempts (store kept at {path})"
+        )
     return RecordStats(path, len(outcomes), attempted, steps, ok_total / max(attempted, 1))
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="record scripted-expert twin demonstrations into a Mimic Zarr store")
-    ap.add_argument("path")
-    ap.add_argument("--arm", default="franka")
-    ap.add_argument("--task", default="pick_place")
-    ap.add_argument("--episodes", type=int, default=100)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--cameras", default="", help="comma-separated: scene,wrist")
-    ap.add_argument("--image-size", default="96x96", help="HxW")
-    ap.add_argument("--keep-failed", action="store_true")
-    ap.add_argument("--hold-steps", type=int, default=0, help="expert steps recorded after success")
-    ap.add_argument("--regrasp-fraction", type=float, default=0.0,
-                    help="pick_place: this share of episodes shows a missed first grasp and the regrasp (stored from "
-                         "the failed lift on)")
-    ap.add_argument("--action-noise", type=float, default=0.0,
-                    help="std (rad) of noise on the executed joint targets; the clean target is recorded (DART)")
-    args = ap.parse_args(argv)
-    try:
-        h, w = (int(v) for v in args.image_size.lower().split("x"))
-        cams = tuple(c for c in args.cameras.split(",") if c)
-        stats = record_expert_dataset_stats(args.path, args.arm, args.task, args.episodes, args.seed, cams, (h, w),
-                                            keep_failed=args.keep_failed, hold_steps=args.hold_steps,
-                                            action_noise=args.action_noise, regrasp_fraction=args.regrasp_fraction)
-    except (ValueError, KeyError) as e:
-        print(e if str(e).startswith("record:") else f"record: {e}", file=sys.stderr)
-        return 2
-    print(f"{stats.path}: {stats.episodes} episodes, {stats.steps} steps, expert success "
-          f"{stats.expert_success_rate:.0%} over {stats.attempted} rollouts")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,41 +1,36 @@
-"""`python -m policies.evaluate_eef <checkpoint> --arm franka|ur5e|xarm7|all --episodes N`: a handheld-trained
-end-effector policy rolled out on the arm twins' pick_place through IK.
+"""An end-effector (eef_relative) policy rolled out on the arm twins' pick_place through IK (`mimic eval` on
+an end-effector checkpoint; `--arm all` runs every arm twin, since one checkpoint drives them all).
 
 Per episode: TwinEnv pick_place on the arm (seeds 100000+, never the demos' scenes); the arm first moves
 its TCP to a start pose drawn like the handheld demos' starts (`--start handheld`, UMI deployments
 also begin at a start pose) or stays at its home pose (`--start home`); then every n_action_steps the
 policy sees its last n_obs_steps observations (TCP pose, gripper width, object_state: what the twin's
 /robot and /objects streams give) and predicts absolute TCP poses; the rows for the next n_action_steps
-control periods (row n_obs_steps is the pose one period ahead: UMI's action = pose reached) go through
-`teleop.handheld.grasp_command` (close fully below 0.75 x max: the demos record the measured width) and
-robots.eef_control.EefChunkController (IK, refusal of unreachable poses, the Limiter), whose joint
+control periods (row n_obs_steps is the pose one period ahead: UMI's action = pose reached; the gripper column
+is already the arm's command, EefPolicy's own post-processing) go through
+mimic.robots.eef_control.EefChunkController (IK, refusal of unreachable poses, the Limiter), whose joint
 targets the twin executes. Success is the twin's own pick_place check; the interval is Wilson's 95%.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from policies.evaluate import DEFAULT_SEED, EvalResult
-from robots.eef_control import EefChunkController
-from robots.ik import IKSolver, tool_down
-from sim.env import TwinEnv, make_env
-from teleop.handheld import grasp_command
+from mimic.robots.eef_control import EefChunkController
+from mimic.robots.ik import IKSolver, tool_down
+from mimic.sim.env import TwinEnv, make_env
+from mimic.workflows.eval_result import DEFAULT_SEED, EvalResult
 
 ARMS = ("franka", "ur5e", "xarm7")
 STARTS = ("handheld", "home")
-# sim.handheld.HandheldEnv.reset's start draw (m, rad): the region the demonstrations begin in
+# mimic.sim.handheld.HandheldEnv.reset's start draw (m, rad): the region the demonstrations begin in
 START_LOW, START_HIGH, START_YAW = np.array([0.35, -0.1, 0.2]), np.array([0.45, 0.1, 0.3]), 0.3
 START_STEPS = 25  # control periods to go there (2.5 s) and settle
 
@@ -124,7 +119,6 @@ def rollout_eef(
         chunk = policy.predict(window, num_inference_steps=num_inference_steps)
         times.append(time.perf_counter() - t0)
         rows = chunk[first : first + (n_action_steps or policy.n_action_steps)].copy()
-        rows[:, 6] = grasp_command(rows[:, 6], policy.gripper_max)
         ctrl.set_chunk((k + 1) * dt, dt, rows, t_now=(k + 1) * dt)
         for _ in range(len(rows)):
             k += 1
@@ -238,92 +232,3 @@ def plot_results(results: list[EefEvalResult], out: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=90)
     plt.close(fig)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="policies.evaluate_eef", description=__doc__.splitlines()[0])
-    ap.add_argument("checkpoint", help="checkpoint directory written by policies.eef (contains eef.json)")
-    ap.add_argument("--arm", default="all", help=f"one of {', '.join(ARMS)}, or all")
-    ap.add_argument("--episodes", type=int, default=50)
-    ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    ap.add_argument("--start", default="handheld", choices=STARTS)
-    ap.add_argument("--steps", type=int, default=None, help="num_inference_steps (default: the policy's)")
-    ap.add_argument(
-        "--action-steps",
-        type=int,
-        default=None,
-        help="rows executed per prediction (default: the policy's n_action_steps)",
-    )
-    ap.add_argument(
-        "--video-dir", default=None, help="MP4s (scene | wrist) of the first --videos rollouts per arm"
-    )
-    ap.add_argument("--videos", type=int, default=2)
-    ap.add_argument("--json", default=None, help="write all results as JSON here (and a PNG next to it)")
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 on a shared machine)")
-    args = ap.parse_args(argv)
-    from policies.checkpoint import CheckpointError, load_provenance
-    from policies.eef import load_eef_policy
-
-    torch.set_num_threads(max(1, args.threads))
-    arms = ARMS if args.arm == "all" else (args.arm,)
-    results = []
-    try:
-        policy = load_eef_policy(args.checkpoint)
-        prov = load_provenance(args.checkpoint)
-        for arm in arms:
-            r = evaluate_eef(
-                policy,
-                arm,
-                args.episodes,
-                seed=args.seed,
-                start=args.start,
-                num_inference_steps=args.steps,
-                video_dir=args.video_dir,
-                n_videos=args.videos,
-                n_action_steps=args.action_steps,
-            )
-            r.extra = {
-                k: prov.get(k)
-                for k in (
-                    "dataset",
-                    "train_episodes",
-                    "train_rows",
-                    "steps",
-                    "wall_s",
-                    "total_steps",
-                    "total_wall_s",
-                    "init_from",
-                )
-            }
-            results.append(r)
-            print(
-                f"{r.summary()}; unreachable points {r.unreachable_points}, max IK residual "
-                f"{r.max_ik_pos_err_mm:.2f} mm",
-                flush=True,
-            )
-    except (CheckpointError, ValueError, KeyError, RuntimeError) as e:
-        print(f"policies.evaluate_eef: {e}", file=sys.stderr)
-        return 2
-    print("\n| arm | episodes | successes | rate | Wilson 95% | start | train demos | train steps |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in results:
-        print(
-            f"| {r.arm} | {r.episodes} | {r.successes} | {r.success_rate:.0%} | "
-            f"{r.ci_low:.0%}-{r.ci_high:.0%} | {r.start} | {r.extra.get('train_episodes')} | "
-            f"{r.extra.get('total_steps') or r.extra.get('steps')} |"
-        )
-    for r in results:
-        for v in r.videos:
-            print(f"  video: {v}")
-    if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps([asdict(r) for r in results], indent=2))
-        plot_results(
-            results, out.with_suffix(".png"), f"{Path(args.checkpoint).parent.name}, start={args.start}"
-        )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,7 +9,11 @@ Run directory layout (all written by rank 0):
     <run_dir>/loss.png, success.png
     <run_dir>/teacher_targets.safetensors   consistency with gen.cd_pool: the teacher's precomputed endpoints
 
-The same entry point runs under `torchrun --nproc_per_node N -m policies.train cfg.yaml`: DDP over gloo
+One loop for every action space (joint, TCP position, end-effector relative: the config's
+`policy.action_repr` picks its processor, mimic.policies.processors), with bf16 autocast, DDP and resume for
+all. Training only trains: the dataset is recorded (`mimic record`) or built by DAgger (`mimic dagger`) first.
+
+The same entry point runs under `torchrun --nproc_per_node N -m mimic.workflows.train cfg.yaml`: DDP over gloo
 on CPU (NCCL on CUDA), each rank draws its own batches of batch_size / N windows.
 """
 
@@ -21,7 +25,6 @@ import csv
 import json
 import math
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -34,32 +37,35 @@ import yaml
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from data.dataset import DatasetError, ReplayDataset
-from data.normalizer import Normalizer
-from data.torch_dataset import WindowDataset
-from policies.checkpoint import (
+from mimic.data.dataset import DatasetError, ReplayDataset
+from mimic.data.normalizer import Normalizer
+from mimic.data.torch_dataset import WindowDataset
+from mimic.policies.checkpoint import (
     CheckpointError,
     load_policy,
     load_provenance,
     save_checkpoint,
     tensors_for_save,
 )
-from policies.config import ConfigError, PolicyConfig, TrainConfig, load_train_config, to_dict
-from policies.data import (
-    WindowBatches,
-    refit_action_normalizer,
-    relative_action_normalizer,
-    widen_small_ranges,
-)
-from policies.distill_pool import TeacherTargets, load_or_build
-from policies.policy import Policy, ShapeMeta
-from policies.tcp_position import convert_batches, deployable
+from mimic.policies.config import ConfigError, PolicyConfig, TrainConfig, load_train_config, to_dict
+from mimic.policies.data import WindowBatches
+from mimic.policies.policy import Policy, ShapeMeta
+from mimic.policies.processors import deployable, prepare
+from mimic.workflows.distill_pool import TeacherTargets, load_or_build
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_DIR = "train_state"
-TEACHER_TARGETS = "teacher_targets.safetensors"  # gen.cd_pool's default file (policies.distill_pool)
-METRIC_FIELDS = ("step", "wall_s", "lr", "loss", "val_loss", "val_action_mse", "success_rate", "samples_per_s")
-MIN_LOWDIM_RANGE = 0.02  # see policies.data.widen_small_ranges
+TEACHER_TARGETS = "teacher_targets.safetensors"  # gen.cd_pool's default file (mimic.workflows.distill_pool)
+METRIC_FIELDS = (
+    "step",
+    "wall_s",
+    "lr",
+    "loss",
+    "val_loss",
+    "val_action_mse",
+    "success_rate",
+    "samples_per_s",
+)
 
 
 # ---- small helpers ---------------------------------------------------------------------------------
@@ -98,29 +104,24 @@ def shape_meta_for(ds: ReplayDataset, obs_keys: list[str], image_keys: set[str])
     attrs = ds.attrs
     return ShapeMeta(
         obs_shapes={k: list(ds.array(k).shape[1:]) for k in obs_keys},
-        action_dim=int(ds.array("action").shape[1]), control_hz=float(attrs.get("fps", 10.0)),
-        image_keys=sorted(image_keys), arm=str(attrs.get("robot", "")), task=str(attrs.get("task", "")),
-        joint_names=list(attrs.get("joint_names", [])))
-
-
-def fit_normalizer(pc: PolicyConfig, train_windows: WindowDataset, data: WindowBatches) -> Normalizer:
-    """The normaliser a run from scratch fits on its training windows (actions min-max to [-1, 1])."""
-    lowdim = [k for k in pc.obs_keys if k not in train_windows.image_keys]
-    modes = {"action": "minmax", **{k: pc.lowdim_norm for k in lowdim},
-             **{k: "identity" for k in train_windows.image_keys}}
-    normalizer = widen_small_ranges(train_windows.get_normalizer(modes), lowdim, MIN_LOWDIM_RANGE)
-    if pc.action_relative_to:
-        normalizer = relative_action_normalizer(normalizer, data, pc.action_relative_to)
-    if pc.action_repr == "tcp_position":
-        normalizer = refit_action_normalizer(normalizer, data.arrays[data.windows.action_key])
-    return normalizer
+        action_dim=int(ds.array("action").shape[1]),
+        control_hz=float(attrs.get("fps", 10.0)),
+        image_keys=sorted(image_keys),
+        arm=str(attrs.get("robot", "")),
+        task=str(attrs.get("task", "")),
+        joint_names=list(attrs.get("joint_names", [])),
+    )
 
 
 def same_spaces(other: Policy, pc: PolicyConfig) -> bool:
     """Whether a trained policy reads observations and writes action chunks the way config `pc` does."""
-    return (list(other.obs_keys) == list(pc.obs_keys) and other.horizon == pc.horizon
-            and other.cfg.action_relative_to == pc.action_relative_to and other.cfg.angle_obs == pc.angle_obs
-            and other.cfg.action_repr == pc.action_repr)
+    return (
+        list(other.obs_keys) == list(pc.obs_keys)
+        and other.horizon == pc.horizon
+        and other.cfg.action_relative_to == pc.action_relative_to
+        and other.cfg.angle_obs == pc.angle_obs
+        and other.cfg.action_repr == pc.action_repr
+    )
 
 
 def same_normalizer(a: Normalizer, b: Normalizer) -> bool:
@@ -129,20 +130,29 @@ def same_normalizer(a: Normalizer, b: Normalizer) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def policy_from_checkpoint(path: str, pc: PolicyConfig, meta: ShapeMeta, device: str) -> tuple[Policy, dict[str, Any]]:
+def policy_from_checkpoint(
+    path: str, pc: PolicyConfig, meta: ShapeMeta, device: str
+) -> tuple[Policy, dict[str, Any]]:
     """TrainConfig.init_from: a new Policy (this run's config and shapes) holding `path`'s EMA weights and normaliser.
 
     Also returns that checkpoint's provenance, so the new run's total_steps / total_wall_s cover every stage. A
     checkpoint whose inputs or network differ from this run's is a one-line ConfigError naming it."""
     start = load_policy(path, device=device)
     shapes = {k: list(v) for k, v in start.shape_meta.obs_shapes.items()}
-    if (not same_spaces(start, pc) or shapes != {k: list(v) for k, v in meta.obs_shapes.items()}
-            or start.shape_meta.action_dim != meta.action_dim):
-        raise ConfigError(f"init_from {path}: obs_keys/shapes/horizon/action_relative_to/angle_obs/action_repr "
-                          "differ from this run's")
+    if (
+        not same_spaces(start, pc)
+        or shapes != {k: list(v) for k, v in meta.obs_shapes.items()}
+        or start.shape_meta.action_dim != meta.action_dim
+    ):
+        raise ConfigError(
+            f"init_from {path}: obs_keys/shapes/horizon/action_relative_to/angle_obs/action_repr "
+            "differ from this run's"
+        )
     policy = Policy(pc, meta, start.normalizer).to(device)
     try:
-        policy.load_weights_from(start)  # a wider UNet starts as the checkpoint's function (backbones/widen.py)
+        policy.load_weights_from(
+            start
+        )  # a wider UNet starts as the checkpoint's function (backbones/widen.py)
     except (RuntimeError, ValueError) as e:
         raise ConfigError(f"init_from {path}: network differs ({str(e).splitlines()[0]})") from None
     return policy, load_provenance(path)
@@ -150,54 +160,30 @@ def policy_from_checkpoint(path: str, pc: PolicyConfig, meta: ShapeMeta, device:
 
 def stage_totals(prov_before: dict[str, Any], steps: int, wall_s: float) -> dict[str, Any]:
     """total_steps / total_wall_s of a run that started from a checkpoint with provenance `prov_before`."""
-    return {"total_steps": steps + int(prov_before.get("total_steps", prov_before.get("steps", 0))),
-            "total_wall_s": round(wall_s + float(prov_before.get("total_wall_s", prov_before.get("wall_s", 0.0))), 1)}
+    return {
+        "total_steps": steps + int(prov_before.get("total_steps", prov_before.get("steps", 0))),
+        "total_wall_s": round(
+            wall_s + float(prov_before.get("total_wall_s", prov_before.get("wall_s", 0.0))), 1
+        ),
+    }
 
 
-def ensure_dataset(cfg: TrainConfig, rank: int) -> None:
-    if not Path(cfg.dataset).exists() and cfg.dagger.policy:
-        if rank == 0:
-            build_dagger_dataset(cfg)
+def check_dataset(cfg: TrainConfig) -> None:
+    """A missing local store is a one-line error that names the stage producing it."""
+    if "://" in cfg.dataset or Path(cfg.dataset).exists():
         return
-    if Path(cfg.dataset).exists() or cfg.record.episodes <= 0:
-        if not Path(cfg.dataset).exists() and "://" not in cfg.dataset:
-            raise DatasetError(f"{cfg.dataset}: dataset not found (set record.episodes to record it from the twin, "
-                               "or dagger.policy to build it from a trained policy's rollouts)")
-        return
-    if rank == 0:
-        from sim.record import record_expert_dataset
-
-        r = cfg.record
-        record_expert_dataset(cfg.dataset, r.arm, r.task, r.episodes, seed=r.seed, cameras=tuple(r.cameras),
-                              image_size=(r.image_size[0], r.image_size[1]), hold_steps=r.hold_steps,
-                              action_noise=r.action_noise, regrasp_fraction=r.regrasp_fraction)
+    if cfg.dagger.policy:
+        hint = "build it with `mimic dagger <config>` (its dagger: section)"
+    elif cfg.record.episodes > 0:
+        hint = "record it with `mimic record <config>` (its record: section)"
+    else:
+        hint = "record one (`mimic record`, a teleop session) or point dataset at one"
+    raise DatasetError(f"{cfg.dataset}: dataset not found; {hint}")
 
 
-def build_dagger_dataset(cfg: TrainConfig) -> None:
-    """`dataset` = `dagger.demos` + expert branches from `dagger.policy`'s rollouts (kept beside it as
-    <dataset stem>.branches.zarr, so a crash in the merge does not cost the rollouts)."""
-    from data.transform import merge
-    from policies.dagger import collect_dagger
-    from policies.evaluate import load_twin_policy
-
-    d, out = cfg.dagger, Path(cfg.dataset)
-    for path, what in ((d.policy, "dagger.policy"), (d.demos, "dagger.demos")):
-        if not Path(path).exists():
-            raise DatasetError(f"{path}: {what} not found (train/record it first)")
-    branches = out.with_name(out.stem + ".branches.zarr")
-    if not branches.exists():  # collected under another name first: a killed run leaves no short store behind
-        partial = branches.with_name(branches.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        policy, arm, task = load_twin_policy(d.policy)
-        st = collect_dagger(policy, arm, task, partial, d.rollouts, d.seed, d.branch_every, source=d.policy,
-                            workers=d.workers)
-        tqdm.write(f"dagger: {st.kept} of {st.branches} expert branches kept ({st.steps} steps); {d.policy} "
-                   f"finished {st.policy_successes} of {st.rollouts} rollouts")
-        partial.rename(branches)
-    merge([d.demos, str(branches)], str(out))
-
-
-def save_state(run_dir: Path, policy: Policy, ema: EMA, opt: torch.optim.Optimizer, step: int, wall_s: float) -> None:
+def save_state(
+    run_dir: Path, policy: Policy, ema: EMA, opt: torch.optim.Optimizer, step: int, wall_s: float
+) -> None:
     """Everything resume needs, as safetensors + JSON (no pickle)."""
     tmp = run_dir / (STATE_DIR + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
@@ -206,8 +192,11 @@ def save_state(run_dir: Path, policy: Policy, ema: EMA, opt: torch.optim.Optimiz
     osd = opt.state_dict()
     flat = {f"{i}.{name}": torch.as_tensor(v) for i, st in osd["state"].items() for name, v in st.items()}
     save_file(tensors_for_save(flat), str(tmp / "optim.safetensors"))
-    (tmp / "state.json").write_text(json.dumps({"step": step, "wall_s": wall_s, "ema_step": ema.step,
-                                                "param_groups": osd["param_groups"]}))
+    (tmp / "state.json").write_text(
+        json.dumps(
+            {"step": step, "wall_s": wall_s, "ema_step": ema.step, "param_groups": osd["param_groups"]}
+        )
+    )
     final = run_dir / STATE_DIR
     old = run_dir / (STATE_DIR + ".old")
     if final.exists():
@@ -291,8 +280,14 @@ class Metrics:
 
 
 @torch.no_grad()
-def validate(policy: Policy, batches: WindowBatches, seed: int, batch_size: int, n_batches: int = 4,
-             device: str = "cpu") -> tuple[float, float]:
+def validate(
+    policy: Policy,
+    batches: WindowBatches,
+    seed: int,
+    batch_size: int,
+    n_batches: int = 4,
+    device: str = "cpu",
+) -> tuple[float, float]:
     """(mean loss, action MSE of sampled chunks in normalised units) on fixed val windows and fixed noise."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -309,7 +304,9 @@ def validate(policy: Policy, batches: WindowBatches, seed: int, batch_size: int,
             pred = policy.sample_actions(b["obs"])
             policy.train(was)
             norm = policy.normalizer
-            mses.append(float(((norm.normalize("action", pred) - norm.normalize("action", b["action"])) ** 2).mean()))
+            mses.append(
+                float(((norm.normalize("action", pred) - norm.normalize("action", b["action"])) ** 2).mean())
+            )
     return (float(np.mean(losses)) if losses else float("nan")), float(np.mean(mses))
 
 
@@ -329,66 +326,100 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     torch.manual_seed(cfg.seed)
     run_dir = Path(cfg.run_dir)
     try:
-        ensure_dataset(cfg, rank)
-        if world > 1:
-            dist.barrier()
+        check_dataset(cfg)
         pc = cfg.policy
-        common = dict(obs_keys=pc.obs_keys, n_obs_steps=pc.n_obs_steps, horizon=pc.horizon,
-                      n_action_steps=pc.n_action_steps, val_ratio=cfg.val_ratio, seed=cfg.seed)
+        common = dict(
+            obs_keys=pc.obs_keys,
+            n_obs_steps=pc.n_obs_steps,
+            horizon=pc.horizon,
+            n_action_steps=pc.n_action_steps,
+            val_ratio=cfg.val_ratio,
+            seed=cfg.seed,
+        )
         train_windows = WindowDataset(cfg.dataset, split="train", **common)
-        data = WindowBatches(train_windows, progress=progress and rank == 0)
-        val = WindowBatches(WindowDataset(cfg.dataset, split="val", **common)) \
-            if cfg.val_ratio > 0 and train_windows.replay.n_episodes > 1 else None
-        meta = shape_meta_for(train_windows.replay, pc.obs_keys, train_windows.image_keys)
-        if pc.action_repr == "tcp_position":
-            meta.action_dim = convert_batches(meta.arm, [b for b in (data, val) if b is not None])
+        replay = train_windows.replay
+        val_windows = (
+            WindowDataset(cfg.dataset, split="val", **common)
+            if cfg.val_ratio > 0 and replay.n_episodes > 1
+            else None
+        )
+        meta = shape_meta_for(replay, pc.obs_keys, train_windows.image_keys)
+        prep = prepare(
+            pc, meta, train_windows, val_windows, dict(replay.attrs), progress=progress and rank == 0
+        )
+        net_cfg, data, val = prep.policy_cfg, prep.data, prep.val
         teacher = None
         if pc.generator == "consistency":
             teacher = load_policy(pc.gen.teacher, device=device)
-            if not same_spaces(teacher, pc):
-                raise ConfigError(f"policy.gen.teacher {pc.gen.teacher}: obs_keys/horizon/action_relative_to/"
-                                  "angle_obs/action_repr differ from the student's")
+            if not same_spaces(teacher, net_cfg):
+                raise ConfigError(
+                    f"policy.gen.teacher {pc.gen.teacher}: obs_keys/horizon/action_relative_to/"
+                    "angle_obs/action_repr differ from the student's"
+                )
         init_prov: dict[str, Any] = {}
         if cfg.init_from:  # the checkpoint's normaliser comes with its weights; nothing is fitted
-            policy, init_prov = policy_from_checkpoint(cfg.init_from, pc, meta, device)
+            policy, init_prov = policy_from_checkpoint(cfg.init_from, net_cfg, prep.meta, device)
             if teacher is not None and not same_normalizer(policy.normalizer, teacher.normalizer):
-                raise ConfigError(f"init_from {cfg.init_from}: its normaliser is not its teacher's "
-                                  f"({pc.gen.teacher}); a student lives in its teacher's normalised space")
+                raise ConfigError(
+                    f"init_from {cfg.init_from}: its normaliser is not its teacher's "
+                    f"({pc.gen.teacher}); a student lives in its teacher's normalised space"
+                )
         else:  # a student lives in its teacher's normalised space
-            normalizer = teacher.normalizer if teacher is not None else fit_normalizer(pc, train_windows, data)
-            policy = Policy(pc, meta, normalizer).to(device)
+            normalizer = (
+                teacher.normalizer if teacher is not None else prep.fit_normalizer(train_windows, cfg.seed)
+            )
+            policy = Policy(net_cfg, prep.meta, normalizer).to(device)
         if teacher is not None:
             try:
                 policy.set_teacher(teacher, init_student=not cfg.init_from)
             except ValueError as e:
                 raise ConfigError(f"policy.gen.teacher {pc.gen.teacher}: {e}") from None
         targets = None
-        if pc.generator == "consistency" and pc.gen.cd_pool > 0:  # rank 0 builds (or checks) it, the others load
+        if (
+            pc.generator == "consistency" and pc.gen.cd_pool > 0
+        ):  # rank 0 builds (or checks) it, the others load
+
             def pool() -> TeacherTargets:
-                return load_or_build(Path(pc.gen.cd_pool_file or run_dir / TEACHER_TARGETS), policy, data,
-                                     pc.gen.cd_pool, cfg.seed, device, progress=progress and rank == 0)
+                return load_or_build(
+                    Path(pc.gen.cd_pool_file or run_dir / TEACHER_TARGETS),
+                    policy,
+                    data,
+                    pc.gen.cd_pool,
+                    cfg.seed,
+                    device,
+                    progress=progress and rank == 0,
+                )
 
             targets = pool() if rank == 0 else None
             if world > 1:
                 dist.barrier()
                 targets = targets or pool()
         ema = EMA(policy, cfg.ema_power, cfg.ema_max_decay)
-        opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.95, 0.999), weight_decay=cfg.weight_decay)
+        opt = torch.optim.AdamW(
+            policy.parameters(), lr=cfg.lr, betas=(0.95, 0.999), weight_decay=cfg.weight_decay
+        )
         step, wall0 = 0, 0.0
         if cfg.resume and (run_dir / STATE_DIR / "state.json").exists():
             step, wall0 = load_state(run_dir, policy, ema, opt)
         if rank == 0:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        metrics = Metrics(run_dir, fresh=step == 0) if rank == 0 else None  # a run from scratch starts a new file
+        metrics = (
+            Metrics(run_dir, fresh=step == 0) if rank == 0 else None
+        )  # a run from scratch starts a new file
         model: torch.nn.Module = policy
         if world > 1:
             model = torch.nn.parallel.DistributedDataParallel(policy)
         local_bs = max(1, cfg.batch_size // world)
         rng = np.random.default_rng([cfg.seed, rank, step])
         n_params = sum(p.numel() for p in policy.parameters())
-        bar = tqdm(total=cfg.steps, initial=step, desc=f"train {pc.generator}/{pc.backbone} {n_params / 1e6:.2f}M",
-                   disable=not (progress and rank == 0), unit="step")
+        bar = tqdm(
+            total=cfg.steps,
+            initial=step,
+            desc=f"train {pc.generator}/{pc.backbone} {n_params / 1e6:.2f}M",
+            disable=not (progress and rank == 0),
+            unit="step",
+        )
         t_start = time.monotonic()
         t_log, n_log, losses = time.monotonic(), 0, []
 
@@ -396,24 +427,42 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             return wall0 + time.monotonic() - t_start
 
         def provenance() -> dict[str, Any]:
-            return {"dataset": str(cfg.dataset), "steps": step, "wall_s": round(wall(), 1), "seed": cfg.seed,
-                    "world_size": world, "n_params": n_params, "train_episodes": int(train_windows.train_mask.sum()),
-                    "train_windows": len(data), "teacher": pc.gen.teacher or None,
-                    "init_from": cfg.init_from or None, **stage_totals(init_prov, step, wall())}
+            return {
+                "dataset": str(cfg.dataset),
+                "steps": step,
+                "wall_s": round(wall(), 1),
+                "seed": cfg.seed,
+                "world_size": world,
+                "n_params": n_params,
+                "train_episodes": int(train_windows.train_mask.sum()),
+                "train_windows": len(data),
+                "train_rows": int(replay.n_steps),
+                "representation": prep.representation,
+                "teacher": pc.gen.teacher or None,
+                "init_from": cfg.init_from or None,
+                **stage_totals(init_prov, step, wall()),
+            }
 
         def checkpoint() -> None:
-            save_checkpoint(run_dir / CHECKPOINT_DIR, ema.model, to_dict(cfg), provenance())
+            save_checkpoint(
+                run_dir / CHECKPOINT_DIR, ema.model, to_dict(cfg), provenance(), processor=prep.info
+            )
             save_state(run_dir, policy, ema, opt, step, wall())
 
         def rollouts() -> float | None:
             if cfg.eval.episodes <= 0:
                 return None
-            from policies.evaluate import evaluate
+            from mimic.workflows.evaluate import evaluate
 
-            res = evaluate(deployable(ema.model), cfg.eval.arm, cfg.eval.task, cfg.eval.episodes, seed=cfg.eval.seed,
-                           progress=False)
-            tqdm.write(f"step {step}: success {res.success_rate:.0%} [{res.ci_low:.0%}, {res.ci_high:.0%}] "
-                       f"over {res.episodes} rollouts")
+            res = evaluate(
+                deployable(ema.model, prep.info),
+                cfg.eval.arm,
+                cfg.eval.task,
+                cfg.eval.episodes,
+                seed=cfg.eval.seed,
+                progress=False,
+            )
+            tqdm.write(f"step {step}: {res.summary()}")
             return res.success_rate
 
         policy.train()
@@ -425,8 +474,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             batch = data.batch(ids, device)
             if targets is not None:
                 batch["teacher_targets"] = targets.draw(ids, rng, device)
-            with torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16,
-                                enabled=cfg.bf16):
+            with torch.autocast(
+                device_type="cuda" if device.startswith("cuda") else "cpu",
+                dtype=torch.bfloat16,
+                enabled=cfg.bf16,
+            ):
                 loss = model(batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -451,7 +503,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                 row.update(val_loss=round(vl, 6), val_action_mse=round(vm, 6))
             if step % cfg.ckpt_every == 0 or step == cfg.steps:
                 checkpoint()
-            if cfg.eval.episodes > 0 and ((cfg.eval.every and step % cfg.eval.every == 0) or step == cfg.steps):
+            if cfg.eval.episodes > 0 and (
+                (cfg.eval.every and step % cfg.eval.every == 0) or step == cfg.steps
+            ):
                 row["success_rate"] = rollouts()
             if row and metrics is not None:
                 metrics.log(step=step, wall_s=round(wall(), 2), **row)
@@ -469,8 +523,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="mimic train", description="train a policy from a YAML config")
     ap.add_argument("config", help="YAML config (see policies/configs/)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a config field, e.g. --set steps=500 --set policy.generator=diffusion")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set steps=500 --set policy.generator=diffusion",
+    )
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     try:

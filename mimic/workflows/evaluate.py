@@ -5,7 +5,7 @@ Plain Python, no ROS: sim.make_env stepped at its control rate with receding-hor
 n_action_steps the policy sees the last n_obs_steps observations and the rows
 [n_obs_steps - 1, n_obs_steps - 1 + n_action_steps) of its chunk are executed (diffusion_policy's
 convention, the one the policy node uses). Evaluation seeds default to 100000+ so scenes are never
-ones the demonstrations were recorded on (sim.record uses 0, 1, ...). With --video-dir, the first --videos
+ones the demonstrations were recorded on (mimic.workflows.record_expert uses 0, 1, ...). With --video-dir, the first --videos
 rollouts are written as MP4s (scene and wrist cameras); push_t ones also as a top-view PNG of the TCP path
 over the block's poses.
 """
@@ -14,78 +14,33 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from policies.chunk_policy import executed_rows
-from sim.env import CAMERA_KEYS, make_env
+from mimic.policies.chunk_policy import executed_rows
+from mimic.sim.env import CAMERA_KEYS, make_env
+from mimic.workflows.eval_result import DEFAULT_SEED, EvalResult
+from mimic.workflows.evaluate_eef import ARMS, STARTS, evaluate_eef, plot_results
 
 KEY_TO_CAMERA = {v: k for k, v in CAMERA_KEYS.items()}
-DEFAULT_SEED = 100_000
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (95% for z = 1.96); (0, 1) for n = 0."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z**2 / n
-    centre = (p + z**2 / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-@dataclass
-class EvalResult:
-    arm: str
-    task: str
-    episodes: int
-    successes: int
-    success_rate: float
-    ci_low: float
-    ci_high: float
-    outcomes: list[bool] = field(default_factory=list)
-    seeds: list[int] = field(default_factory=list)
-    episode_steps: list[int] = field(default_factory=list)
-    scores: list[float] = field(default_factory=list)  # per episode, the best reward seen (push_t: coverage/0.95)
-    num_inference_steps: int | None = None
-    n_action_steps: int = 0  # rows executed per prediction (the policy's receding horizon)
-    inference_ms_p50: float = 0.0
-    inference_ms_p99: float = 0.0
-    wall_s: float = 0.0
-    videos: list[str] = field(default_factory=list)
-    overrides: list[str] = field(default_factory=list)  # inference-time config fields this run changed
-
-    def finish(self, chunk_times_s: list[float], started: float) -> None:
-        """Fill the totals from `outcomes`: successes, rate, Wilson interval, chunk p50/p99, wall time since
-        `started` (time.monotonic)."""
-        self.successes = int(sum(self.outcomes))
-        self.success_rate = self.successes / self.episodes
-        self.ci_low, self.ci_high = wilson_interval(self.successes, self.episodes)
-        if chunk_times_s:
-            self.inference_ms_p50 = float(np.median(chunk_times_s) * 1e3)
-            self.inference_ms_p99 = float(np.percentile(chunk_times_s, 99) * 1e3)
-        self.wall_s = time.monotonic() - started
-
-    def summary(self) -> str:
-        score = f", mean score {np.mean(self.scores):.3f}" if self.task == "push_t" and self.scores else ""
-        return (f"{self.arm}/{self.task}: success {self.successes}/{self.episodes} = {self.success_rate:.1%} "
-                f"(95% CI {self.ci_low:.1%}-{self.ci_high:.1%}){score}, chunk {self.inference_ms_p50:.1f} ms p50 / "
-                f"{self.inference_ms_p99:.1f} ms p99, {self.wall_s:.0f} s")
-
-
-def rollout(policy, env, seed: int, num_inference_steps: int | None = None, video_size: tuple[int, int] | None = None,
-            on_step: Callable[[dict[str, np.ndarray]], None] | None = None
-            ) -> tuple[bool, int, float, list[float], list[np.ndarray]]:
+def rollout(
+    policy,
+    env,
+    seed: int,
+    num_inference_steps: int | None = None,
+    video_size: tuple[int, int] | None = None,
+    on_step: Callable[[dict[str, np.ndarray]], None] | None = None,
+) -> tuple[bool, int, float, list[float], list[np.ndarray]]:
     """One episode -> (success, steps, best reward, chunk inference times [s], frames if video_size).
 
     The best reward is Diffusion Policy's Push-T score (max coverage over the episode, relative to the bar);
@@ -99,7 +54,9 @@ def rollout(policy, env, seed: int, num_inference_steps: int | None = None, vide
 
     def frame() -> None:
         if video_size is not None:
-            frames.append(np.concatenate([env.render("scene", video_size), env.render("wrist", video_size)], 1))
+            frames.append(
+                np.concatenate([env.render("scene", video_size), env.render("wrist", video_size)], 1)
+            )
 
     frame()
     if on_step is not None:
@@ -123,13 +80,24 @@ def rollout(policy, env, seed: int, num_inference_steps: int | None = None, vide
     return success, steps, score, times, frames
 
 
-def _episode(policy, env, ep_seed: int, num_inference_steps: int | None, video: Path | None,
-             video_size: tuple[int, int]) -> tuple[bool, int, float, list[float], str | None]:
+def _episode(
+    policy,
+    env,
+    ep_seed: int,
+    num_inference_steps: int | None,
+    video: Path | None,
+    video_size: tuple[int, int],
+) -> tuple[bool, int, float, list[float], str | None]:
     seen: list[dict[str, np.ndarray]] = []
     top_view = video is not None and env.task == "push_t"
-    ok, steps, score, times, frames = rollout(policy, env, ep_seed, num_inference_steps,
-                                              video_size if video is not None else None,
-                                              seen.append if top_view else None)
+    ok, steps, score, times, frames = rollout(
+        policy,
+        env,
+        ep_seed,
+        num_inference_steps,
+        video_size if video is not None else None,
+        seen.append if top_view else None,
+    )
     out = None
     if video is not None:
         import imageio.v3 as iio
@@ -137,8 +105,11 @@ def _episode(policy, env, ep_seed: int, num_inference_steps: int | None, video: 
         out = str(video.with_name(video.name.format(outcome="success" if ok else "fail")))
         iio.imwrite(out, np.stack(frames), fps=env.control_hz, codec="libx264")
         if top_view:
-            push_t_top_view(seen, Path(out).with_suffix(".png"), f"seed {ep_seed}: {'success' if ok else 'failed'}, "
-                            f"score {score:.2f}, {steps} steps")
+            push_t_top_view(
+                seen,
+                Path(out).with_suffix(".png"),
+                f"seed {ep_seed}: {'success' if ok else 'failed'}, score {score:.2f}, {steps} steps",
+            )
     return ok, steps, score, times, out
 
 
@@ -152,7 +123,7 @@ def push_t_top_view(observations: list[dict[str, np.ndarray]], out: Path, title:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sim.tasks.push_t import outline_world
+    from mimic.sim.tasks.push_t import outline_world
 
     tcp = np.array([o["robot0_eef_pos"][:2] for o in observations])
     state = np.array([o["object_state"] for o in observations])
@@ -197,13 +168,41 @@ def policy_cameras(policy) -> tuple[tuple[str, ...], tuple[int, int]]:
     return tuple(cams), image_size
 
 
-def evaluate(policy, arm: str, task: str, episodes: int, seed: int = DEFAULT_SEED,
-             num_inference_steps: int | None = None, video_dir: str | Path | None = None, n_videos: int = 3,
-             video_size: tuple[int, int] = (192, 256), progress: bool = True, workers: int = 1) -> EvalResult:
+def evaluate(
+    policy,
+    arm: str,
+    task: str,
+    episodes: int,
+    seed: int = DEFAULT_SEED,
+    num_inference_steps: int | None = None,
+    video_dir: str | Path | None = None,
+    n_videos: int = 3,
+    video_size: tuple[int, int] = (192, 256),
+    progress: bool = True,
+    workers: int = 1,
+    start: str = "handheld",
+) -> EvalResult:
     """Roll `policy` out for `episodes` seeded episodes (seed, seed+1, ...); MP4s of the first n_videos.
 
-    workers > 1 fans the episodes out over forked processes (each with its own env and one torch thread).
+    A policy whose `action_space` is "eef" runs through the end-effector controller (mimic.workflows.evaluate_eef,
+    pick_place only, from `start`); every other one through joint targets. workers > 1 fans the episodes out over
+    forked processes (each with its own env and one torch thread).
     """
+    if getattr(policy, "action_space", "joint") == "eef":
+        if task != "pick_place":
+            raise ValueError(f"eval: an end-effector policy is evaluated on pick_place, not {task!r}")
+        return evaluate_eef(
+            policy,
+            arm,
+            episodes,
+            seed=seed,
+            start=start,
+            num_inference_steps=num_inference_steps,
+            video_dir=video_dir,
+            n_videos=n_videos,
+            video_size=video_size,
+            progress=progress,
+        )
     if episodes < 1:
         raise ValueError(f"eval: episodes must be >= 1, got {episodes}")
     if num_inference_steps is not None and num_inference_steps < 1:
@@ -212,11 +211,32 @@ def evaluate(policy, arm: str, task: str, episodes: int, seed: int = DEFAULT_SEE
     vdir = Path(video_dir) if video_dir else None
     if vdir is not None:
         vdir.mkdir(parents=True, exist_ok=True)
-    jobs = [(task, arm, tuple(cams), image_size, seed + i, num_inference_steps,
-             vdir / f"{task}_{arm}_seed{seed + i}_{{outcome}}.mp4" if vdir is not None and i < n_videos else None,
-             video_size) for i in range(episodes)]
-    result = EvalResult(arm, task, episodes, 0, 0.0, 0.0, 1.0, num_inference_steps=num_inference_steps,
-                        n_action_steps=policy.n_action_steps)
+    jobs = [
+        (
+            task,
+            arm,
+            tuple(cams),
+            image_size,
+            seed + i,
+            num_inference_steps,
+            vdir / f"{task}_{arm}_seed{seed + i}_{{outcome}}.mp4"
+            if vdir is not None and i < n_videos
+            else None,
+            video_size,
+        )
+        for i in range(episodes)
+    ]
+    result = EvalResult(
+        arm,
+        task,
+        episodes,
+        0,
+        0.0,
+        0.0,
+        1.0,
+        num_inference_steps=num_inference_steps,
+        n_action_steps=policy.n_action_steps,
+    )
     all_times: list[float] = []
     t_start = time.monotonic()
     make_env(task, arm, cameras=tuple(cams), image_size=image_size).close()  # bad arm/task: fail here, once
@@ -239,8 +259,12 @@ def evaluate(policy, arm: str, task: str, episodes: int, seed: int = DEFAULT_SEE
             env = make_env(task, arm, seed=seed, cameras=tuple(cams), image_size=image_size)
             try:
                 for job in jobs:
-                    _collect(result, all_times, job[4], _episode(policy, env, job[4], num_inference_steps, job[6],
-                                                                 video_size))
+                    _collect(
+                        result,
+                        all_times,
+                        job[4],
+                        _episode(policy, env, job[4], num_inference_steps, job[6], video_size),
+                    )
                     bar.update(1)
                     bar.set_postfix(success=f"{sum(result.outcomes)}/{len(result.outcomes)}")
             finally:
@@ -262,18 +286,23 @@ def _collect(result: EvalResult, all_times: list[float], ep_seed: int, out: tupl
         result.videos.append(video)
 
 
-def load_twin_policy(checkpoint: str | Path, arm: str | None = None, task: str | None = None, device: str = "cpu",
-                     overrides: Sequence[str] = ()):
-    """(deployable joint-space policy, arm, task) for rolling `checkpoint` out on a twin: arm and task default to
-    the ones it was trained on. `overrides`: inference-time config fields (policies.checkpoint.INFERENCE_FIELDS;
-    CheckpointError when one is not, or its value does not fit). ValueError for an end-effector checkpoint or
-    one that names no arm/task."""
-    from policies.checkpoint import action_space, load_deployable
+def load_twin_policy(
+    checkpoint: str | Path,
+    arm: str | None = None,
+    task: str | None = None,
+    device: str = "cpu",
+    overrides: Sequence[str] = (),
+):
+    """(deployable policy, arm, task) for rolling `checkpoint` out on a twin: arm and task default to the ones it
+    was trained on (an end-effector policy trained on handheld demos: "all" arm twins, pick_place).
+    `overrides`: inference-time config fields (mimic.policies.checkpoint.INFERENCE_FIELDS; CheckpointError when one
+    is not, or its value does not fit). ValueError for a checkpoint that names no arm/task."""
+    from mimic.policies.checkpoint import load_deployable
 
-    if action_space(checkpoint) == "eef":
-        raise ValueError(f"{checkpoint}: an end-effector checkpoint; evaluate it with policies.evaluate_eef")
     policy = load_deployable(checkpoint, device=device, overrides=overrides)
-    arm, task = arm or policy.shape_meta.arm, task or policy.shape_meta.task
+    trained_arm = policy.shape_meta.arm
+    arm = arm or ("all" if trained_arm == "handheld" else trained_arm)
+    task = task or policy.shape_meta.task
     if not arm or not task:
         raise ValueError(f"{checkpoint}: checkpoint names no arm/task; pass --arm and --task")
     return policy, arm, task
@@ -282,28 +311,66 @@ def load_twin_policy(checkpoint: str | Path, arm: str | None = None, task: str |
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="mimic eval", description="roll a checkpoint out on a twin task")
     ap.add_argument("checkpoint", help="checkpoint directory (e.g. <run_dir>/checkpoint)")
-    ap.add_argument("--arm", default=None, help="twin arm (default: the arm the policy was trained on)")
+    ap.add_argument(
+        "--arm",
+        default=None,
+        help=f"twin arm, or all ({', '.join(ARMS)}); default: the arm the policy "
+        "was trained on (all for one trained on handheld demos)",
+    )
     ap.add_argument("--task", default=None, help="twin task (default: the policy's training task)")
     ap.add_argument("--episodes", type=int, default=50)
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
     ap.add_argument("--steps", type=int, default=None, help="num_inference_steps (default: the policy's)")
-    ap.add_argument("--video-dir", default=None, help="write MP4s (push_t: and top-view PNGs) of the first --videos rollouts here")
+    ap.add_argument(
+        "--start",
+        default="handheld",
+        choices=STARTS,
+        help="end-effector policies: where the TCP "
+        "starts (a pose drawn like the handheld demos' starts, or the arm's home)",
+    )
+    ap.add_argument(
+        "--video-dir",
+        default=None,
+        help="write MP4s (push_t: and top-view PNGs) of the first --videos rollouts here",
+    )
     ap.add_argument("--videos", type=int, default=3)
-    ap.add_argument("--candidates", type=int, default=None, help="chunks sampled per call, the one continuing the "
-                    "last chunk kept (policy.chunk_candidates; default: the checkpoint's)")
-    ap.add_argument("--action-steps", type=int, default=None, help="rows executed per prediction (default: the "
-                    "checkpoint's n_action_steps)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="an inference-time config field for this run, e.g. --set policy.gen.sampler=heun "
-                    "(policies.checkpoint.INFERENCE_FIELDS)")
-    ap.add_argument("--json", default=None, help="also write the result as JSON to this file")
+    ap.add_argument(
+        "--candidates",
+        type=int,
+        default=None,
+        help="chunks sampled per call, the one continuing the "
+        "last chunk kept (policy.chunk_candidates; default: the checkpoint's)",
+    )
+    ap.add_argument(
+        "--action-steps",
+        type=int,
+        default=None,
+        help="rows executed per prediction (default: the checkpoint's n_action_steps)",
+    )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an inference-time config field for this run, e.g. --set policy.gen.sampler=heun "
+        "(mimic.policies.checkpoint.INFERENCE_FIELDS)",
+    )
+    ap.add_argument(
+        "--json",
+        default=None,
+        help="also write the result as JSON to this file (a list with --arm all; "
+        "and a PNG of the rates beside it)",
+    )
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 on a shared machine)")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--workers", type=int, default=1, help="rollout processes (forked; one torch thread each)")
+    ap.add_argument(
+        "--workers", type=int, default=1, help="rollout processes (forked; one torch thread each)"
+    )
     args = ap.parse_args(argv)
-    from policies.checkpoint import CheckpointError
+    from mimic.policies.checkpoint import CheckpointError
 
     torch.set_num_threads(max(1, args.threads))
+    results: list[EvalResult] = []
     try:
         overrides = list(args.set)
         if args.candidates is not None:
@@ -311,17 +378,35 @@ def main(argv: list[str] | None = None) -> int:
         if args.action_steps is not None:
             overrides.append(f"policy.n_action_steps={args.action_steps}")
         policy, arm, task = load_twin_policy(args.checkpoint, args.arm, args.task, args.device, overrides)
-        res = evaluate(policy, arm, task, args.episodes, seed=args.seed, num_inference_steps=args.steps,
-                       video_dir=args.video_dir, n_videos=args.videos, workers=args.workers)
-    except (CheckpointError, ValueError, KeyError) as e:
+        for one in ARMS if arm == "all" else (arm,):
+            res = evaluate(
+                policy,
+                one,
+                task,
+                args.episodes,
+                seed=args.seed,
+                num_inference_steps=args.steps,
+                video_dir=args.video_dir,
+                n_videos=args.videos,
+                workers=args.workers,
+                start=args.start,
+            )
+            res.overrides = overrides
+            results.append(res)
+            print(res.summary(), flush=True)
+            for v in res.videos:
+                print(f"  video: {v}")
+    except (CheckpointError, ValueError, KeyError, RuntimeError) as e:
         print(f"mimic eval: {e}", file=sys.stderr)
         return 2
-    res.overrides = overrides
-    print(res.summary())
-    for v in res.videos:
-        print(f"  video: {v}")
     if args.json:
-        Path(args.json).write_text(json.dumps(asdict(res), indent=2))
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(
+            json.dumps(asdict(results[0]) if len(results) == 1 else [asdict(r) for r in results], indent=2)
+        )
+        if len(results) > 1:
+            plot_results(results, out.with_suffix(".png"), f"{Path(args.checkpoint).parent.name}")
     return 0
 
 

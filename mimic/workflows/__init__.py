@@ -1,0 +1,1 @@
+"""Workflows over the library: training, evaluation rollouts, DAgger, recording, distillation pools."""

@@ -1,0 +1,151 @@
+"""Action-space processors: dataset rows -> what the network learns, and its chunks -> what a controller runs.
+
+One processor per `policy.action_repr`, each with a training side (`prepare`: the batches, shapes and
+normaliser the one training loop uses) and a deployment side (`deployable`: the policy wrapped behind the
+chunk-policy contract). What a processor needs at deployment is saved in the checkpoint as
+`processor.json` and applied by `mimic.policies.checkpoint.load_deployable`, so the policy node, `mimic eval`
+and `mimic deploy` never special-case an action space; they read the deployable's `action_space` ("joint"
+or "eef") only to choose the controller mode.
+
+- joint: the store's joint-target rows as they are (optionally relative to the newest joints).
+- tcp_position: joint rows mapped to TCP positions by forward kinematics; IK turns chunks back into joints
+  (mimic.policies.tcp_position).
+- eef_relative: handheld stores; poses relative to the newest TCP pose, decoded to absolute TCP poses for an
+  end-effector controller (mimic.policies.eef_relative).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+from mimic.data.normalizer import Normalizer
+from mimic.data.relative import ROTATIONS, RelativeTrajectory
+from mimic.data.torch_dataset import WindowDataset
+from mimic.policies.config import ConfigError, PolicyConfig
+from mimic.policies.data import (
+    WindowBatches,
+    refit_action_normalizer,
+    relative_action_normalizer,
+    widen_small_ranges,
+)
+from mimic.policies.eef_relative import RAW_OBS_KEYS, EefBatches, EefFeatures, EefPolicy
+from mimic.policies.policy import Policy, ShapeMeta
+from mimic.policies.tcp_position import TcpPositionPolicy, convert_batches
+
+PROCESSOR_JSON = "processor.json"
+MIN_LOWDIM_RANGE = 0.02  # see mimic.policies.data.widen_small_ranges
+
+
+@dataclass
+class Prepared:
+    """What the training loop trains: the network's config and shapes, its batches, how to fit its normaliser,
+    and the processor's state a deployment needs (saved as processor.json)."""
+
+    policy_cfg: PolicyConfig
+    meta: ShapeMeta
+    data: Any  # WindowBatches-like: batch(ids, device), __len__
+    val: Any | None
+    info: dict[str, Any] = field(default_factory=dict)
+    representation: str = "joint"
+
+    def fit_normalizer(self, train_windows: WindowDataset, seed: int) -> Normalizer:
+        """The normaliser a run from scratch fits on its training windows (actions min-max to [-1, 1])."""
+        pc = self.policy_cfg
+        if isinstance(self.data, EefBatches):
+            return self.data.normalizer(pc.lowdim_norm, seed=seed)
+        lowdim = [k for k in pc.obs_keys if k not in train_windows.image_keys]
+        modes = {
+            "action": "minmax",
+            **{k: pc.lowdim_norm for k in lowdim},
+            **{k: "identity" for k in train_windows.image_keys},
+        }
+        normalizer = widen_small_ranges(train_windows.get_normalizer(modes), lowdim, MIN_LOWDIM_RANGE)
+        if pc.action_relative_to:
+            normalizer = relative_action_normalizer(normalizer, self.data, pc.action_relative_to)
+        if pc.action_repr == "tcp_position":
+            normalizer = refit_action_normalizer(normalizer, self.data.arrays[self.data.windows.action_key])
+        return normalizer
+
+
+def prepare(
+    pc: PolicyConfig,
+    meta: ShapeMeta,
+    train: WindowDataset,
+    val: WindowDataset | None,
+    attrs: dict[str, Any],
+    progress: bool = False,
+) -> Prepared:
+    """The processor of `pc.action_repr` applied to a run's windows: their batches, the network's config and
+    shapes. `meta`: the store's shapes for `pc.obs_keys`; `attrs`: its root attrs."""
+    if pc.action_repr == "eef_relative":
+        return _prepare_eef(pc, meta, train, val, attrs, progress)
+    data = WindowBatches(train, progress=progress)
+    val_data = WindowBatches(val) if val is not None else None
+    if pc.action_repr == "tcp_position":
+        meta.action_dim = convert_batches(meta.arm, [b for b in (data, val_data) if b is not None])
+        return Prepared(pc, meta, data, val_data, representation="tcp_position")
+    return Prepared(pc, meta, data, val_data)
+
+
+def _prepare_eef(
+    pc: PolicyConfig,
+    meta: ShapeMeta,
+    train: WindowDataset,
+    val: WindowDataset | None,
+    attrs: dict[str, Any],
+    progress: bool,
+) -> Prepared:
+    if list(pc.obs_keys) != list(RAW_OBS_KEYS):
+        raise ConfigError(f"policy.obs_keys: an eef_relative policy observes exactly {list(RAW_OBS_KEYS)}")
+    if pc.eef_rotation not in ROTATIONS:
+        raise ConfigError(f"policy.eef_rotation: {pc.eef_rotation!r} is not one of {ROTATIONS}")
+    if attrs.get("robot") != "handheld":
+        raise ConfigError(
+            f"policy.action_repr eef_relative: the store's robot attr is {attrs.get('robot')!r}, "
+            "expected 'handheld'"
+        )
+    features = EefFeatures(RelativeTrajectory(rotation=pc.eef_rotation))
+    inner = copy.deepcopy(pc)
+    inner.obs_keys = features.inner_keys
+    inner_meta = ShapeMeta(
+        obs_shapes=features.inner_shapes(),
+        action_dim=features.relative.action_dim(meta.action_dim),
+        control_hz=meta.control_hz,
+        arm="handheld",
+        task="pick_place",
+    )  # object_rel is pick_place's
+    info = {
+        "relative": features.relative.to_json(),
+        "raw_obs_keys": list(RAW_OBS_KEYS),
+        "gripper_max": float(attrs.get("gripper_max", 0.08)),
+    }
+    return Prepared(
+        inner,
+        inner_meta,
+        EefBatches(train, features, progress=progress),
+        EefBatches(val, features) if val is not None else None,
+        info,
+        representation="relative eef",
+    )
+
+
+def deployable(policy: Policy, info: dict[str, Any] | None = None) -> Any:
+    """`policy` as a deployment runs it, per its config's action_repr and the processor state `info`."""
+    repr_ = getattr(policy.cfg, "action_repr", "joint")
+    if repr_ == "tcp_position":
+        return TcpPositionPolicy(policy)
+    if repr_ == "eef_relative":
+        if not info:
+            raise ValueError(
+                f"eef_relative policy: no {PROCESSOR_JSON} state (relative encoding, gripper_max)"
+            )
+        features = EefFeatures(RelativeTrajectory.from_json(info["relative"]))
+        return EefPolicy(policy, features, float(info["gripper_max"]))
+    return policy
+
+
+def action_space_of_repr(action_repr: str) -> str:
+    """The controller mode a policy of this action_repr needs: "eef" for TCP-pose chunks, else "joint"."""
+    return "eef" if action_repr == "eef_relative" else "joint"
