@@ -14,7 +14,8 @@ export PYTHONUNBUFFERED := 1
 
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 
-.PHONY: setup test test-fast test-integration test-e2e bench lint demo push-t-teacher push-t-consistency clean
+.PHONY: setup test test-fast test-integration test-e2e bench lint demo push-t-teacher push-t-consistency push-t-ddpm \
+	push-t-edm pick-place pick-place-image reach track handheld-eef clean
 
 setup: $(STAMP)
 
@@ -75,6 +76,54 @@ push-t-teacher: setup
 
 push-t-consistency: push-t-teacher
 	$(MIMIC) train policies/configs/push_t_state_consistency_flow.yaml $(TRAIN_ARGS)
+
+# The other results of docs/results.md, each chain as its page states it (runs/ paths in the configs are
+# written by these targets).
+DDPM_FT := policies/configs/push_t_state_diffusion_dagger_ft.yaml
+push-t-ddpm: push-t-teacher
+	$(MIMIC) record policies/configs/push_t_state_diffusion.yaml
+	$(MIMIC) train policies/configs/push_t_state_diffusion.yaml $(TRAIN_ARGS)
+	for steps in 20000 30000; do $(MIMIC) train policies/configs/push_t_state_diffusion.yaml $(TRAIN_ARGS) \
+	  --set dataset=runs/datasets/push_t_franka_200_r1flow50k.zarr --set init_from=runs/push_t_state_diffusion/checkpoint \
+	  --set lr=5e-4 --set run_dir=runs/push_t_ddpm_ft_r1 --set steps=$$steps || exit 1; done
+	prev=runs/datasets/push_t_franka_200_r1flow50k.zarr; \
+	for r in 2 3 4 5 6; do \
+	  seed=$$(( r == 2 ? 50300 : 50200 + 100 * r )); \
+	  set -- --set dagger.policy=runs/push_t_ddpm_ft_r$$((r - 1))/checkpoint --set dagger.demos=$$prev \
+	    --set dagger.seed=$$seed --set dataset=runs/datasets/push_t_franka_r$${r}ddpm.zarr \
+	    --set init_from=runs/push_t_ddpm_ft_r$$((r - 1))/checkpoint --set run_dir=runs/push_t_ddpm_ft_r$$r; \
+	  $(MIMIC) dagger $(DDPM_FT) "$$@" $(DAGGER_ARGS) && $(MIMIC) train $(DDPM_FT) "$$@" $(TRAIN_ARGS) || exit 1; \
+	  prev=runs/datasets/push_t_franka_r$${r}ddpm.zarr; \
+	done
+	$(MIMIC) train policies/configs/push_t_state_diffusion_dagger_wide.yaml $(TRAIN_ARGS)
+
+push-t-edm: setup
+	$(MIMIC) record $(PUSH_T).yaml
+	$(MIMIC) train $(PUSH_T).yaml --set steps=6000 --set run_dir=runs/push_t_state_flow_6k $(TRAIN_ARGS)
+	$(MIMIC) dagger policies/configs/push_t_state_edm_dagger.yaml \
+	  --set dagger.policy=runs/push_t_state_flow_6k/checkpoint $(DAGGER_ARGS)
+	$(MIMIC) train policies/configs/push_t_state_edm_dagger.yaml --set steps=8000 $(TRAIN_ARGS)
+	$(MIMIC) dagger policies/configs/push_t_state_edm_dagger2.yaml $(DAGGER_ARGS)
+	for steps in 10000 30000 50000; do \
+	  $(MIMIC) train policies/configs/push_t_state_edm_dagger2.yaml --set steps=$$steps $(TRAIN_ARGS) || exit 1; done
+
+pick-place: setup
+	$(MIMIC) record policies/configs/pick_place_state_flow.yaml
+	for c in flow edm consistency diffusion; do \
+	  $(MIMIC) train policies/configs/pick_place_state_$$c.yaml $(TRAIN_ARGS) || exit 1; done
+
+pick-place-image: setup
+	$(MIMIC) record policies/configs/pick_place_image_flow.yaml
+	$(MIMIC) train policies/configs/pick_place_image_flow.yaml $(TRAIN_ARGS)
+
+reach track: setup
+	$(MIMIC) record policies/configs/$@_state_flow.yaml
+	$(MIMIC) train policies/configs/$@_state_flow.yaml $(TRAIN_ARGS)
+
+handheld-eef: setup
+	$(MIMIC) record policies/configs/handheld_pick_place_eef.yaml
+	$(MIMIC) train policies/configs/handheld_pick_place_eef.yaml $(TRAIN_ARGS)
+	$(MIMIC) train policies/configs/handheld_pick_place_eef_finetune.yaml $(TRAIN_ARGS)
 
 clean:
 	rm -rf $(VENV) runs bench/results .pytest_cache

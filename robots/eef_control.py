@@ -13,7 +13,7 @@ and `counters.unreachable_points` / `unreachable_chunks` count what was refused;
 point is unreachable is refused whole and the arm keeps following what it had (then holds).
 
 Chunk rows are [tcp position (3, m), axis-angle (3, rad), gripper width (m)] in the arm's base frame
-(the twins' world frame), the layout of handheld stores' `action` and of mimic.policies.eef's predictions.
+(the twins' world frame), the layout of handheld stores' `action` and of eef_relative policies' predictions (mimic.policies.eef_relative).
 """
 
 from __future__ import annotations
