@@ -31,14 +31,36 @@ def open_group(path: str | Path, mode: str = "r") -> zarr.Group:
 
 
 def committed_prefix(ends: np.ndarray) -> np.ndarray:
-    """Drop a trailing episode end that a killed writer resized for but never wrote (reads as 0)."""
+    """Drop one trailing 0: the slot a writer before atomic commits resized for and was killed before filling.
+
+    That slot was never a commit, so ignoring it loses nothing; any other zero is a broken store.
+    """
     if ends.ndim == 1 and ends.size and ends[-1] == 0:
         return ends[:-1]
     return ends
 
 
+def ends_problem(ends: np.ndarray) -> str | None:
+    """Why `ends` (after committed_prefix) is not a valid commit, or None: strictly increasing positive ints."""
+    if ends.ndim != 1:
+        return f"has {ends.ndim} dimensions, expected 1"
+    if not ends.size:
+        return None
+    if ends[0] <= 0:
+        return f"entry 0 is {int(ends[0])}, expected > 0"
+    bad = np.flatnonzero(np.diff(ends) <= 0)
+    if bad.size:
+        i = int(bad[0]) + 1
+        return f"entry {i} is {int(ends[i])} after {int(ends[i - 1])}, expected strictly increasing"
+    return None
+
+
 def check_layout(grp: zarr.Group, path: str | Path) -> np.ndarray:
-    """Validate the data/ + meta/episode_ends layout; return episode_ends (int64)."""
+    """Validate the data/ + meta/episode_ends layout; return the committed episode_ends (int64).
+
+    Why strict: a reader that guessed past a broken commit would hand out rows no writer committed, and a
+    writer that "repaired" it would truncate committed episodes; both refuse instead.
+    """
     for name in ("data", "meta"):
         if name not in grp:
             raise DatasetError(f"{path}: missing group {name!r} (not a Mimic/diffusion_policy store)")
@@ -50,8 +72,9 @@ def check_layout(grp: zarr.Group, path: str | Path) -> np.ndarray:
     except Exception as exc:
         raise DatasetError(f"{path}: key 'meta/episode_ends' unreadable ({exc})") from None
     ends = committed_prefix(ends)
-    if ends.ndim != 1 or (ends.size and (ends[0] <= 0 or np.any(np.diff(ends) <= 0))):
-        raise DatasetError(f"{path}: key 'meta/episode_ends' must be strictly increasing positive ints")
+    why = ends_problem(ends)
+    if why is not None:
+        raise DatasetError(f"{path}: key 'meta/episode_ends' is not a valid commit: {why}")
     n = int(ends[-1]) if ends.size else 0
     for key, arr in grp["data"].arrays():
         if arr.shape[0] < n:

@@ -1,4 +1,8 @@
-"""Schema checks beyond layout: attrs, streams, grid spacing and recorded alignment error."""
+"""Schema checks beyond layout: attrs, streams, grid spacing and recorded alignment error.
+
+These are cheap (attrs and the lowdim time arrays only), so every command runs them on its input; `deep=True`
+adds `mimic.data.integrity.deep_check`, which decodes every chunk.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from mimic.data.dataset import SCHEMA_VERSION, DatasetError, ReplayDataset
+from mimic.data.integrity import deep_check
 
 
 @dataclass
@@ -17,8 +22,12 @@ class AlignmentStats:
     max_error_s: dict[str, float] = field(default_factory=dict)
 
 
-def validate(path: str | Path) -> tuple[ReplayDataset, AlignmentStats]:
-    """Raise DatasetError (path + key) on the first violation; return the dataset and alignment stats."""
+def validate(path: str | Path, deep: bool = False) -> tuple[ReplayDataset, AlignmentStats]:
+    """Raise DatasetError (path + key) on the first violation; return the dataset and alignment stats.
+
+    With `deep`, every chunk is decoded (and checked) before any other array is read, so a damaged chunk is
+    reported as such rather than surfacing as a codec exception from a schema check.
+    """
     ds = ReplayDataset(path)
     attrs = ds.attrs
     for name in ("schema_version", "fps", "streams", "robot", "joint_names"):
@@ -28,6 +37,8 @@ def validate(path: str | Path) -> tuple[ReplayDataset, AlignmentStats]:
         raise DatasetError(
             f"{path}: root attr 'schema_version' is {attrs['schema_version']!r}, expected {SCHEMA_VERSION}"
         )
+    if deep:
+        deep_check(ds)
     fps = float(attrs["fps"])
     keys = set(ds.keys)
     if "timestamp" not in keys:

@@ -4,9 +4,12 @@ Each stream receives (capture time, value) at its own rate. A grid row at time g
 every stream has a sample at or after g: images take the nearest sample, lowdim streams are linearly
 interpolated; `data/<key>_t` keeps the capture time of the nearest sample used, so alignment error
 stays inspectable. Rows are flushed to zarr in small batches (`flush_every_s`), never buffered for a
-whole episode, on one background thread so JPEG encoding and file I/O never stall the caller. The commit point is appending to `meta/episode_ends`, written after the rows; zarr's
-local store writes each file atomically (tmp + rename), so a kill at any moment leaves every committed
-episode intact and `DatasetWriter.open()` trims the uncommitted tail.
+whole episode, on one background thread so JPEG encoding and file I/O never stall the caller.
+
+Every mutation commits the same way: the data rows land first (past the committed end, where no reader
+looks), then `mimic.data.commit.append_ends` makes the new episode ends exist in one atomic metadata
+write. A kill at any moment therefore leaves every committed episode intact; `DatasetWriter.open()` trims
+the uncommitted tail and refuses, without touching anything, a store whose ends are not a valid commit.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import numpy as np
 import zarr
 
 from mimic.data.codecs import JpegCodec
-from mimic.data.dataset import SCHEMA_VERSION, DatasetError, committed_prefix, open_group
+from mimic.data.commit import append_ends
+from mimic.data.dataset import SCHEMA_VERSION, DatasetError, check_layout, open_group
 
 log = logging.getLogger(__name__)
 
@@ -190,23 +194,24 @@ class DatasetWriter:
 
     @classmethod
     def open(cls, path: str | Path) -> DatasetWriter:
-        """Reopen for appending; trims rows past the last commit and reports how many steps it dropped."""
+        """Reopen for appending; trims rows past the last commit and reports how many steps it dropped.
+
+        Never trims below the last commit: a store whose `meta/episode_ends` is not a valid commit, or
+        whose data is shorter than it, is refused with a DatasetError before anything is written.
+        """
         root = open_group(path, "r+")
         if root.attrs.get("schema_version") != SCHEMA_VERSION or "streams" not in root.attrs:
             raise DatasetError(
                 f"{path}: attrs 'schema_version'/'streams' missing or wrong (not a Mimic store)"
             )
+        ends = check_layout(root, path)
         ends_arr = root["meta"]["episode_ends"]
-        raw = np.asarray(ends_arr[:], dtype=np.int64)
-        ends = committed_prefix(raw)
-        if ends.size != raw.size:
+        if ends_arr.shape[0] > ends.size:  # the never-filled slot of a writer killed before atomic commits
             ends_arr.resize((ends.size,))
         n = int(ends[-1]) if ends.size else 0
         data = root["data"]
         written = data["timestamp"].shape[0]
-        for key, arr in data.arrays():
-            if arr.shape[0] < n:
-                raise DatasetError(f"{path}: key 'data/{key}' has {arr.shape[0]} rows < committed {n}")
+        for _, arr in data.arrays():
             if arr.shape[0] > n:
                 arr.resize((n, *arr.shape[1:]))
         for partial in Path(str(path)).rglob("*.partial"):  # leftovers of a write killed mid-file
@@ -271,9 +276,7 @@ class DatasetWriter:
         if self._rows == 0:
             self._discard()
             raise ValueError(f"{self.path}: episode has no complete rows (every stream needs samples)")
-        n = self._ends.shape[0]
-        self._ends.resize((n + 1,))
-        self._ends[n] = self._start + self._rows  # the commit
+        append_ends(self._ends, np.array([self._start + self._rows]))  # the commit
         rows, self._active = self._rows, None
         return rows
 
@@ -288,8 +291,9 @@ class DatasetWriter:
         """Append several already-aligned episodes with one write per key, then commit them all.
 
         Why: a store's cost is per zarr operation (a resize and a metadata file per key), not per row, so
-        merge and split batch episodes. The data lands before any of the episode_ends, so a kill
-        mid-batch leaves the earlier commits intact and this batch uncommitted. Returns each one's steps.
+        merge and split batch episodes. The data lands before the episode ends, which then land whole in
+        one atomic write, so a kill mid-batch leaves the earlier commits intact and this batch uncommitted.
+        Returns each one's steps.
         """
         if self._active is not None:
             raise RuntimeError(f"{self.path}: write_episode() while an episode is open")
@@ -312,9 +316,7 @@ class DatasetWriter:
             start = self.n_committed
             self._truncate(start)  # rows left by a discarded episode
             self._write_batch({k: np.concatenate([np.asarray(rows[k]) for rows in episodes]) for k in keys})
-            n = self._ends.shape[0]
-            self._ends.resize((n + len(lengths),))
-            self._ends[n:] = start + np.cumsum(lengths)  # the commits
+            append_ends(self._ends, start + np.cumsum(lengths))  # the commit of the whole batch
         return lengths
 
     def discard_episode(self) -> None:

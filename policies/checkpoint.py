@@ -120,10 +120,15 @@ def load_policy(path: str | Path, device: str = "cpu", overrides: Sequence[str] 
             raise CheckpointError(f"{path}: missing {name}")
     try:
         cfg_all = yaml.safe_load((path / "config.yaml").read_text()) or {}
+        if not isinstance(cfg_all, dict) or not isinstance(cfg_all.get("policy", {}), dict):
+            raise ConfigError("not a mapping with a 'policy' mapping")
         policy_cfg = policy_config_from_dict(cfg_all.get("policy", {}))
     except (yaml.YAMLError, ConfigError) as e:
         raise CheckpointError(f"{path / 'config.yaml'}: {str(e).splitlines()[0]}") from None
-    meta = ShapeMeta.from_json(read_json(path / "shape_meta.json"))
+    try:
+        meta = ShapeMeta.from_json(read_json(path / "shape_meta.json"))
+    except (TypeError, AttributeError) as e:
+        raise CheckpointError(f"{path / 'shape_meta.json'}: not a shape description ({e})") from None
     try:
         normalizer = Normalizer().load_state_dict(load_file(str(path / "normalizer.safetensors")))
         weights = load_file(str(path / "model.safetensors"))

@@ -8,6 +8,7 @@ unknown keys are an error naming the key (a typo must not silently train the def
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,6 +203,10 @@ class PolicyConfig:
                 f"policy.n_action_steps: {self.n_action_steps} must be in 1.."
                 f"{self.horizon - self.n_obs_steps + 1} (horizon - n_obs_steps + 1)"
             )
+        if not self.unet.down_dims or any(d < 1 for d in self.unet.down_dims):
+            raise ConfigError(
+                f"policy.unet.down_dims: {self.unet.down_dims} must be one or more positive widths"
+            )
         if self.backbone == "unet" and self.horizon % (2 ** (len(self.unet.down_dims) - 1)):
             raise ConfigError(
                 f"policy.horizon: {self.horizon} must be divisible by "
@@ -346,9 +351,51 @@ class TrainConfig:
                 "dagger: needs dagger.demos (the store dagger.policy was trained on) and no "
                 "record.episodes (the dataset is built from those, not recorded)"
             )
-        for name in ("steps", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        check_ranges(self, TRAIN_RANGES)
+        if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
+            raise ConfigError(f"device: {self.device!r} is not cpu, cuda or cuda:<index>")
+
+
+# Every numeric field a run reads, with its range: (field path, low, high, low inclusive, high inclusive).
+TRAIN_RANGES: tuple[tuple[str, float, float, bool, bool], ...] = (
+    ("steps", 1, math.inf, True, True),
+    ("batch_size", 1, math.inf, True, True),
+    ("lr", 0, math.inf, False, True),
+    ("weight_decay", 0, math.inf, True, True),
+    ("warmup_steps", 0, math.inf, True, True),
+    ("ema_power", 0, math.inf, False, True),
+    ("ema_max_decay", 0, 1, True, False),
+    ("threads", 0, math.inf, True, True),
+    ("val_ratio", 0, 1, True, False),
+    ("val_every", 1, math.inf, True, True),
+    ("ckpt_every", 1, math.inf, True, True),
+    ("log_every", 1, math.inf, True, True),
+    ("grad_clip", 0, math.inf, True, True),
+    ("policy.gen.num_inference_steps", 0, math.inf, True, True),
+    ("policy.unet.kernel_size", 1, math.inf, True, True),
+    ("policy.unet.n_groups", 1, math.inf, True, True),
+    ("policy.unet.time_embed_dim", 1, math.inf, True, True),
+    ("record.episodes", 0, math.inf, True, True),
+    ("record.hold_steps", 0, math.inf, True, True),
+    ("dagger.rollouts", 1, math.inf, True, True),
+    ("dagger.branch_every", 1, math.inf, True, True),
+    ("dagger.workers", 1, math.inf, True, True),
+    ("eval.episodes", 0, math.inf, True, True),
+    ("eval.every", 0, math.inf, True, True),
+)
+
+
+def check_ranges(cfg: Any, ranges: tuple[tuple[str, float, float, bool, bool], ...]) -> None:
+    """ConfigError naming the first field (dotted path) whose value is outside its range."""
+    for path, low, high, low_in, high_in in ranges:
+        value: Any = cfg
+        for part in path.split("."):
+            value = getattr(value, part)
+        ok_low = value >= low if low_in else value > low
+        ok_high = value <= high if high_in else value < high
+        if not (ok_low and ok_high) or (isinstance(value, float) and not math.isfinite(value)):
+            lo, hi = ("[" if low_in else "(") + f"{low:g}", f"{high:g}" + ("]" if high_in else ")")
+            raise ConfigError(f"{path}: {value} is outside {lo}, {hi}")
 
 
 # ---- dict / YAML ------------------------------------------------------------------------------------

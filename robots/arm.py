@@ -54,8 +54,17 @@ class CommandGuard:
     _t_ref: float = field(default=0.0, init=False)
 
     def reset(self, q_measured: np.ndarray, t: float | None = None) -> None:
-        self._q_ref = np.asarray(q_measured, dtype=float).copy()
-        self._t_ref = time.time() if t is None else t
+        """Take the measured pose as the velocity reference; a non-finite pose or time is refused, since a NaN
+        reference would license any next step."""
+        q = np.asarray(q_measured, dtype=float).reshape(-1)
+        now = time.time() if t is None else float(t)
+        if q.shape[0] != self.spec.dof or not np.all(np.isfinite(q)) or not np.isfinite(now):
+            raise CommandRefused(
+                f"{self.spec.name}: cannot take a non-finite or {q.shape[0]}-joint pose "
+                f"(t={now}) as the velocity reference"
+            )
+        self._q_ref = q.copy()
+        self._t_ref = now
 
     def check(self, q_target: np.ndarray, gripper: float | None = None, t: float | None = None) -> np.ndarray:
         """Return the target as a float array, or raise CommandRefused naming the joint and the limit."""
@@ -79,7 +88,9 @@ class CommandGuard:
             raise CommandRefused(
                 f"{spec.name}: gripper target {gripper:.4f} m outside [{spec.gripper_min}, {spec.gripper_max}]"
             )
-        now = time.time() if t is None else t
+        now = time.time() if t is None else float(t)
+        if not np.isfinite(now):
+            raise CommandRefused(f"{spec.name}: command time {now} is not finite")
         if self._q_ref is not None:
             dt = min(max(now - self._t_ref, 1.0 / spec.control_rate_hz), self.max_step_time)
             speed = np.abs(q - self._q_ref) / dt

@@ -389,6 +389,8 @@ class TwinEnv:
             raise ValueError(
                 f"{spec.name}: action has {a.shape[0]} values, expected {spec.dof + 1} (q + gripper)"
             )
+        if not np.all(np.isfinite(a)):  # clipping would pass NaN straight into the simulator's controls
+            raise ValueError(f"{spec.name}: action contains NaN or inf: {np.round(a, 4).tolist()}")
         lat = self.latency
         delay = int(round(lat.draw(lat.command_s) / self.model.opt.timestep)) if lat else 0
         # Commands queue in order and take effect `delay` sub-steps after they were sent, which may be in a

@@ -40,6 +40,7 @@ from tqdm import tqdm
 from mimic.data.dataset import DatasetError, ReplayDataset
 from mimic.data.normalizer import Normalizer
 from mimic.data.torch_dataset import WindowDataset
+from mimic.data.validate import validate as validate_store
 from mimic.policies.checkpoint import (
     CheckpointError,
     load_policy,
@@ -66,6 +67,10 @@ METRIC_FIELDS = (
     "success_rate",
     "samples_per_s",
 )
+
+
+class TrainingError(ValueError):
+    """Training stopped because going on would only produce garbage weights; the message names the step."""
 
 
 # ---- small helpers ---------------------------------------------------------------------------------
@@ -179,6 +184,30 @@ def check_dataset(cfg: TrainConfig) -> None:
     else:
         hint = "record one (`mimic record`, a teleop session) or point dataset at one"
     raise DatasetError(f"{cfg.dataset}: dataset not found; {hint}")
+
+
+def preflight_dataset(cfg: TrainConfig) -> None:
+    """Run the cheap store validation on a local dataset before any step, so a broken store is one line
+    naming it up front instead of an exception (or silently wrong batches) somewhere inside training."""
+    if "://" not in cfg.dataset:
+        validate_store(cfg.dataset)
+
+
+def finite_on_all_ranks(value: torch.Tensor, world: int) -> bool:
+    """Whether `value` is finite on every rank: under DDP all ranks must stop together, or the rest hang in
+    the next all-reduce."""
+    ok = torch.isfinite(value.detach().float()).all().float()
+    if world > 1:
+        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+    return bool(ok.item())
+
+
+def nonfinite_stop(step: int, what: str, value: torch.Tensor, dataset: str) -> TrainingError:
+    """The one-line error for a non-finite loss or gradient norm at (1-based) `step`."""
+    return TrainingError(
+        f"step {step}: {what} is {float(value.detach().float()):g} (non-finite); stopped before updating the "
+        f"weights, no checkpoint written for this step (check the data: mimic dataset validate --deep {dataset})"
+    )
 
 
 def save_state(
@@ -316,6 +345,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     cfg.validate()
     rank, world = dist_info()
     device = cfg.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device: {device} asked for, but torch sees no CUDA GPU on this machine")
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     if device.startswith("cuda") and world > 1:
@@ -327,6 +358,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     run_dir = Path(cfg.run_dir)
     try:
         check_dataset(cfg)
+        preflight_dataset(cfg)
         pc = cfg.policy
         common = dict(
             obs_keys=pc.obs_keys,
@@ -480,10 +512,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                 enabled=cfg.bf16,
             ):
                 loss = model(batch)
+            if not finite_on_all_ranks(loss, world):  # a NaN step would poison the weights and the EMA
+                raise nonfinite_stop(step + 1, "loss", loss, cfg.dataset)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
+                grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
+                if not finite_on_all_ranks(grad_norm, 1):  # DDP's all-reduced grads: one norm on every rank
+                    raise nonfinite_stop(step + 1, "gradient norm", grad_norm, cfg.dataset)
             opt.step()
             ema.update(policy)
             step += 1
@@ -535,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_train_config(args.config, args.set)
         run_dir = train(cfg, progress=not args.no_progress)
-    except (ConfigError, DatasetError, CheckpointError, FileNotFoundError) as e:
+    except (ConfigError, DatasetError, CheckpointError, TrainingError, FileNotFoundError) as e:
         print(f"mimic train: {e}", file=sys.stderr)
         return 2
     if dist_info()[0] == 0:

@@ -93,6 +93,24 @@ def checkpoint_action_space(checkpoint: str) -> str:
     return action_space(checkpoint)  # CheckpointError (a ValueError) names the path
 
 
+def check_checkpoint(args: argparse.Namespace) -> str:
+    """Load the checkpoint as the policy node will, with this run's inference overrides, before any node
+    starts: a bad checkpoint is one line here rather than a node's log and a session without results.
+    Returns its action space; ValueError (CheckpointError) naming the checkpoint otherwise."""
+    kind = checkpoint_action_space(args.checkpoint)
+    if args.checkpoint.startswith(SCRIPTED_PREFIX):
+        return kind
+    from mimic.policies.checkpoint import load_deployable
+
+    overrides = []
+    if args.chunk_candidates:
+        overrides.append(f"policy.chunk_candidates={args.chunk_candidates}")
+    if args.action_steps:
+        overrides.append(f"policy.n_action_steps={args.action_steps}")
+    load_deployable(args.checkpoint, overrides=overrides)
+    return kind
+
+
 def controller_mode(action_space: str) -> str:
     modes = {"joint": "chunk", "eef": "eef"}
     if action_space not in modes:
@@ -186,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
-        kind = checkpoint_action_space(args.checkpoint)
+        kind = check_checkpoint(args)
         mode = controller_mode(kind)
     except ValueError as e:  # checkpoint_action_space's errors name the checkpoint
         print(f"mimic deploy: {e}", file=sys.stderr)

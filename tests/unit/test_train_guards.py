@@ -1,0 +1,127 @@
+"""Nothing non-finite is trained: `mimic dataset validate --deep` and `mimic train` refuse a NaN store in one
+line, train refuses a store the cheap validation rejects before any step, and a non-finite loss or gradient
+norm stops training without writing a checkpoint of those weights."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from mimic.data.cli import main as dataset_main
+from mimic.data.dataset import DatasetError
+from mimic.data.integrity import deep_check
+from mimic.data.validate import validate
+from mimic.policies.config import load_train_config
+
+TINY = [
+    "steps=2",
+    "batch_size=16",
+    "val_every=2",
+    "ckpt_every=2",
+    "threads=1",
+    "policy.horizon=8",
+    "policy.n_action_steps=4",
+    "policy.unet.down_dims=[16,32]",
+    "policy.unet.time_embed_dim=16",
+    "policy.gen.num_inference_steps=2",
+]
+
+
+@pytest.fixture(scope="module")
+def reach_store(tmp_path_factory):
+    from mimic.workflows.record_expert import record_expert_dataset
+
+    tmp = tmp_path_factory.mktemp("guards")
+    return record_expert_dataset(tmp / "reach.zarr", "franka", "reach", episodes=2, progress=False)
+
+
+def poisoned(src, dst, key: str = "action", row: int = 7, value: float = np.nan):
+    shutil.copytree(src, dst)
+    arr = zarr.open_group(str(dst), mode="r+")[f"data/{key}"]
+    arr[row] = np.full(arr.shape[1:], value)
+    return dst
+
+
+def config(store, run_dir, *extra: str):
+    return load_train_config(None, [f"dataset={store}", f"run_dir={run_dir}", *TINY, *extra])
+
+
+def one_line(text: str) -> str:
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in text, text
+    return lines[0]
+
+
+def test_finite_store_trains_and_passes_the_deep_check(reach_store, tmp_path, capsys):
+    from mimic.workflows.train import train
+
+    assert dataset_main(["validate", "--deep", str(reach_store)]) == 0
+    assert "every chunk decodes" in capsys.readouterr().out
+    ds, _ = validate(reach_store)
+    stats = deep_check(ds)
+    assert stats.arrays >= len(ds.keys) + 1 and stats.chunks >= stats.arrays
+    run = train(config(reach_store, tmp_path / "run"), progress=False)
+    assert (run / "checkpoint").is_dir()
+
+
+def test_nan_action_is_refused_by_validate_deep_and_by_train(reach_store, tmp_path, capsys):
+    from mimic.workflows.train import main as train_main
+
+    bad = poisoned(reach_store, tmp_path / "nan.zarr")
+    assert dataset_main(["validate", str(bad)]) == 0  # the cheap checks read no action rows
+    capsys.readouterr()
+    assert dataset_main(["validate", "--deep", str(bad)]) == 1
+    line = one_line(capsys.readouterr().err)
+    assert str(bad) in line and "'data/action' row 7 (episode 0)" in line and "non-finite" in line
+
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(f"dataset: {bad}\nrun_dir: {tmp_path / 'run'}\n")
+    args = [str(cfg_file), "--no-progress"] + [a for s in TINY for a in ("--set", s)]
+    assert train_main(args) == 2
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith("mimic train: step 1: loss is nan") and str(bad) in line
+    assert not (tmp_path / "run" / "checkpoint").exists()
+    assert not (tmp_path / "run" / "train_state").exists()
+
+
+def test_a_later_nan_keeps_the_earlier_finite_checkpoint(reach_store, tmp_path):
+    from mimic.workflows.train import TrainingError, train
+
+    run = tmp_path / "run"
+    train(config(reach_store, run), progress=False)
+    before = {p.name: p.read_bytes() for p in (run / "checkpoint").iterdir()}
+    state = {p.name: p.read_bytes() for p in (run / "train_state").iterdir()}
+    bad = poisoned(reach_store, tmp_path / "nan.zarr", value=np.inf)
+    with pytest.raises(TrainingError, match=r"^step 3: loss is"):
+        train(config(bad, run, "steps=4"), progress=False)  # resumes at step 2 from the finite state
+    assert {p.name: p.read_bytes() for p in (run / "checkpoint").iterdir()} == before
+    assert {p.name: p.read_bytes() for p in (run / "train_state").iterdir()} == state
+
+
+def test_nonfinite_gradient_norm_stops_without_a_checkpoint(reach_store, tmp_path, monkeypatch):
+    from mimic.workflows.train import TrainingError, train
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda *a, **k: torch.tensor(float("inf")))
+    with pytest.raises(TrainingError, match=r"^step 1: gradient norm is inf"):
+        train(config(reach_store, tmp_path / "run", "grad_clip=1.0"), progress=False)
+    assert not (tmp_path / "run" / "checkpoint").exists()
+
+
+def test_train_refuses_a_store_the_cheap_validation_rejects(reach_store, tmp_path):
+    from mimic.workflows.train import train
+
+    bad = tmp_path / "late.zarr"
+    shutil.copytree(reach_store, bad)
+    g = zarr.open_group(str(bad), mode="r+")
+    t = g["data/robot0_joint_pos_t"]
+    t[3] = t[3] + 5.0  # five seconds off its grid row: past the stream's tolerance
+    with pytest.raises(
+        DatasetError, match=r"late\.zarr: key 'data/robot0_joint_pos_t' alignment error"
+    ) as err:
+        train(config(bad, tmp_path / "run"), progress=False)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "run" / "checkpoint").exists()
