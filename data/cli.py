@@ -1,4 +1,5 @@
-"""`mimic dataset <verb>`: info, validate, plot, video, merge, split, import-dp, export-mcap.
+"""`mimic dataset <verb>`: info, validate, plot, video, merge, split, import-dp, export-mcap,
+export-lerobot, import-lerobot, import-mcap.
 
 Every failure is one line naming the store and key; output files are only created after the input
 passed validation, and a half-written output is removed.
@@ -38,8 +39,9 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    ds, _ = validate(args.path)
-    print(f"{args.path}: OK ({ds.n_episodes} episodes, {ds.n_steps} steps)")
+    ds, _ = validate(args.path, deep=args.deep)
+    deep = "; every chunk decodes, floats finite, time monotonic" if args.deep else ""
+    print(f"{args.path}: OK ({ds.n_episodes} episodes, {ds.n_steps} steps{deep})")
     return 0
 
 
@@ -80,6 +82,27 @@ def _mcap(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_mcap(args: argparse.Namespace) -> int:
+    from mimic.data.mcap_import import import_mcap
+
+    cams = [c for c in args.cameras.split(",") if c] if args.cameras is not None else None
+    opts = (args.fps, args.episode_gap_s, args.robot, cams, args.tolerance_s, args.image_tolerance_s)
+    reports = []
+
+    def run(p: str) -> None:
+        reports.append(import_mcap(args.bag, p, *opts))
+        validate(p)
+
+    _output(args.store, run)
+    r = reports[0]
+    print(f"wrote {args.store}: {r.episodes} episodes, {r.steps} steps (episodes by {r.segmentation})")
+    for line in r.skipped:
+        print(f"  skipped {line}")
+    if r.dropped:
+        print(f"  samples not written (repeated, out of order, unreadable): {r.dropped}")
+    return 0
+
+
 def _merge(args: argparse.Namespace) -> int:
     from mimic.data.transform import merge
 
@@ -104,6 +127,26 @@ def _import_dp(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_lerobot(args: argparse.Namespace) -> int:
+    from mimic.data.lerobot import LeRobotExportConfig, export_lerobot
+
+    validate(args.path)
+    cfg = LeRobotExportConfig(repo_id=args.repo_id or "")
+    _output(
+        args.out_dir,
+        lambda p: print(f"wrote {p}: {export_lerobot(args.path, p, cfg)} episodes (LeRobot v3.0)"),
+    )
+    return 0
+
+
+def _import_lerobot(args: argparse.Namespace) -> int:
+    from mimic.data.lerobot import import_lerobot
+
+    _output(args.out, lambda p: print(f"wrote {p}: {import_lerobot(args.src, p)} episodes"))
+    validate(args.out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mimic dataset", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="verb", required=True)
@@ -113,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         s = sub.add_parser(name, help=help_)
         s.add_argument("path")
+        if name == "validate":
+            s.add_argument(
+                "--deep",
+                action="store_true",
+                help="also decode every chunk, require finite floats and per-episode monotonic time",
+            )
         s.set_defaults(fn=fn)
     for name, fn, help_ in (
         ("plot", _plot, "PNG of joint/action trajectories"),
@@ -123,10 +172,28 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("-o", "--out", required=True)
         s.add_argument("-e", "--episode", type=int, default=0)
         s.set_defaults(fn=fn)
-    s = sub.add_parser("export-mcap", help="MCAP with sensor_msgs/JointState and CompressedImage")
+    s = sub.add_parser("export-mcap", help="MCAP of every stream on the live session's topics")
     s.add_argument("path")
     s.add_argument("-o", "--out", required=True)
     s.set_defaults(fn=_mcap)
+    s = sub.add_parser("import-mcap", help="store from a ROS 2 MCAP bag (a live session's or export-mcap's)")
+    s.add_argument("bag")
+    s.add_argument("store")
+    s.add_argument(
+        "--fps", type=float, default=None, help="grid rate (default: the exported store's, else 10)"
+    )
+    s.add_argument(
+        "--episode-gap-s",
+        type=float,
+        default=None,
+        help="cut episodes at message gaps longer than this instead of at the recorder's start/stop "
+        "(used, at 1 s, when the bag has no /recorder/status)",
+    )
+    s.add_argument("--robot", default=None, help="arm name for attrs (default: matched by joint names)")
+    s.add_argument("--cameras", default=None, help="camera names in key order (default: sorted topic names)")
+    s.add_argument("--tolerance-s", type=float, default=0.05, help="joints/command/objects tolerance (s)")
+    s.add_argument("--image-tolerance-s", type=float, default=0.1, help="camera tolerance (s)")
+    s.set_defaults(fn=_import_mcap)
     s = sub.add_parser("merge", help="concatenate stores with equal fps and streams")
     s.add_argument("inputs", nargs="+")
     s.add_argument("-o", "--out", required=True)
@@ -144,6 +211,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fps", type=float, default=10.0)
     s.add_argument("--robot", default="")
     s.set_defaults(fn=_import_dp)
+    s = sub.add_parser("export-lerobot", help="LeRobot v3.0 dataset folder (parquet + MP4 videos)")
+    s.add_argument("path")
+    s.add_argument("out_dir")
+    s.add_argument("--repo-id", default="", help="dataset name in its card (default mimic/<store name>)")
+    s.set_defaults(fn=_export_lerobot)
+    s = sub.add_parser("import-lerobot", help="import a LeRobot v3.0 dataset folder")
+    s.add_argument("src")
+    s.add_argument("out")
+    s.set_defaults(fn=_import_lerobot)
     return p
 
 

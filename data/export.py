@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,22 +10,6 @@ import numpy as np
 from mimic.data.dataset import DatasetError, ReplayDataset
 
 JOINT_KEY = "robot0_joint_pos"
-
-# ROS 2 message definitions (the concatenated form rosbag2/mcap-ros2 expect).
-_HEADER = """================================================================================
-MSG: std_msgs/Header
-builtin_interfaces/Time stamp
-string frame_id
-================================================================================
-MSG: builtin_interfaces/Time
-int32 sec
-uint32 nanosec
-"""
-JOINT_STATE_DEF = (
-    "std_msgs/Header header\nstring[] name\nfloat64[] position\nfloat64[] velocity\n"
-    "float64[] effort\n" + _HEADER
-)
-COMPRESSED_IMAGE_DEF = "std_msgs/Header header\nstring format\nuint8[] data\n" + _HEADER
 
 
 def camera_keys(ds: ReplayDataset) -> list[str]:
@@ -92,56 +77,112 @@ def video(ds: ReplayDataset, out: str | Path, episode: int = 0) -> int:
 
 
 def export_mcap(ds: ReplayDataset, out: str | Path) -> int:
-    """JointState on /robot0/joint_states, CompressedImage (JPEG) on /<camera key>; stamped by capture time."""
+    """Every stream of the store on the live session's topics (`mimic.data.mcap_topics`); returns messages.
+
+    Why this shape: a bag exported here and a bag recorded from a live session are interchangeable, for
+    tools (Foxglove, ros2 bag play) and for `import-mcap`. Header stamps are the capture times `<key>_t`,
+    log times those plus the stream's recorded latency; a sample several grid rows used (a camera slower
+    than the grid) is written once, as the live stream sent it once. Each episode sits between a
+    `/recorder/status` start and stop, as the recorder reports its own, and the store's attrs and routes
+    ride along as MCAP metadata so an import rebuilds the same streams. Episodes must not overlap in time:
+    a bag separates them by time alone.
+    """
     import imagecodecs
     from mcap_ros2.writer import Writer
 
-    if JOINT_KEY not in ds.keys:
-        raise DatasetError(f"{ds.path}: missing key 'data/{JOINT_KEY}' for JointState export")
-    names = list(ds.attrs.get("joint_names") or [])
-    cams = camera_keys(ds)
-    count = 0
+    from mimic.data import mcap_topics as mt
+
+    attrs = ds.attrs
+    specs = dict(attrs["streams"])
+    routes, dof = _mcap_routes(ds, specs)
+    by_topic: dict[str, list[mt.Route]] = {}
+    for r in sorted(routes, key=lambda r: r.start):
+        by_topic.setdefault(r.topic, []).append(r)
+    names = list(attrs.get("joint_names") or [])
+    names = names if len(names) == dof else [f"joint{j}" for j in range(dof)]
+    latencies = dict(attrs.get("latencies") or {})
+    quality = {k: _jpeg_level(ds.array(k)) for k in camera_keys(ds)}
+    count, prev_stop = 0, None
+    seq: dict[str, int] = {}
     with open(out, "wb") as f:
         w = Writer(f)
-        js = w.register_msgdef("sensor_msgs/msg/JointState", JOINT_STATE_DEF)
-        ci = w.register_msgdef("sensor_msgs/msg/CompressedImage", COMPRESSED_IMAGE_DEF)
+        schemas = {t: w.register_msgdef(t, d) for t, d in mt.MSGDEFS.items()}
+        w.add_metadata(
+            mt.METADATA_NAME,
+            {"attrs": json.dumps(attrs), "routes": json.dumps([r.to_json() for r in routes])},
+        )
         for e in range(ds.n_episodes):
-            ep = ds.episode(e, [JOINT_KEY, f"{JOINT_KEY}_t", *cams, *(f"{k}_t" for k in cams)])
-            for i, (q, t) in enumerate(zip(ep[JOINT_KEY], ep[f"{JOINT_KEY}_t"], strict=True)):
-                ns = int(round(t * 1e9))
-                stamp = {"sec": ns // 1_000_000_000, "nanosec": ns % 1_000_000_000}
-                w.write_message(
-                    "/robot0/joint_states",
-                    js,
-                    {
-                        "header": {"stamp": stamp, "frame_id": "base"},
-                        "name": names or [f"joint{j}" for j in range(len(q))],
-                        "position": [float(v) for v in q],
-                        "velocity": [],
-                        "effort": [],
-                    },
-                    log_time=ns,
-                    publish_time=ns,
-                    sequence=count,
+            ep = ds.episode(e, [*specs, *(f"{k}_t" for k in specs)])
+            msgs: list[tuple[int, int, str, dict]] = []
+            for order, (topic, rs) in enumerate(by_topic.items()):
+                image = rs[0].msgtype == mt.COMPRESSED_IMAGE
+                lat = mt.to_ns(
+                    mt.stream_latency_s(latencies, rs[0].key, mt.camera_name(topic) if image else None)
                 )
+                last = None
+                for i, t in enumerate(ep[f"{rs[0].key}_t"]):
+                    if t == last:
+                        continue
+                    last, ns = t, mt.to_ns(float(t))
+                    header = {"stamp": mt.stamp(ns), "frame_id": ""}
+                    if image:
+                        data = imagecodecs.jpeg_encode(ep[rs[0].key][i], level=quality.get(rs[0].key, 90))
+                        msg = {"header": header, "format": "jpeg", "data": bytes(data)}
+                    else:
+                        pos = np.concatenate([np.ravel(ep[r.key][i]) for r in rs]).astype(float)
+                        msg = {
+                            "header": header,
+                            "name": mt.joint_state_names(topic, routes, names, len(pos)),
+                            "position": pos.tolist(),
+                            "velocity": [],
+                            "effort": [],
+                        }
+                    msgs.append((ns + lat, order, topic, msg))
+            msgs.sort(key=lambda m: (m[0], m[1]))
+            if msgs[0][0] < 0:
+                raise DatasetError(f"{ds.path}: episode {e} has capture times before 1970 (no MCAP log time)")
+            start, stop = max(0, msgs[0][0] - 1000), msgs[-1][0] + 1000  # 1 us around the episode's messages
+            if prev_stop is not None and start <= prev_stop:
+                raise DatasetError(
+                    f"{ds.path}: episode {e} overlaps episode {e - 1} in time (a bag separates episodes by time)"
+                )
+            prev_stop = stop
+            begin = (start, mt.RECORDER_STATUS_TOPIC, {"data": mt.status_json(True, e)}, mt.STRING)
+            end = (stop, mt.RECORDER_STATUS_TOPIC, {"data": mt.status_json(False, e + 1)}, mt.STRING)
+            samples = [(m[0], m[2], m[3], by_topic[m[2]][0].msgtype) for m in msgs]
+            for t_log, topic, msg, schema in [begin, *samples, end]:
+                w.write_message(
+                    topic,
+                    schemas[schema],
+                    msg,
+                    log_time=t_log,
+                    publish_time=t_log,
+                    sequence=seq.get(topic, 0),
+                )
+                seq[topic] = seq.get(topic, 0) + 1
                 count += 1
-                for k in cams:
-                    tk = int(round(ep[f"{k}_t"][i] * 1e9))
-                    w.write_message(
-                        f"/{k}",
-                        ci,
-                        {
-                            "header": {
-                                "stamp": {"sec": tk // 1_000_000_000, "nanosec": tk % 1_000_000_000},
-                                "frame_id": k,
-                            },
-                            "format": "jpeg",
-                            "data": bytes(imagecodecs.jpeg_encode(ep[k][i], level=90)),
-                        },
-                        log_time=tk,
-                        publish_time=tk,
-                        sequence=count,
-                    )
-                    count += 1
         w.finish()
     return count
+
+
+def _jpeg_level(arr) -> int:  # noqa: ANN001 - a zarr array
+    """The store's own JPEG quality for a Mimic image array (so export adds no coarser loss), else 90."""
+    from mimic.data.codecs import JpegCodec
+
+    codecs = getattr(arr.metadata, "codecs", None) or ()
+    return codecs[0].level if codecs and isinstance(codecs[0], JpegCodec) else 90
+
+
+def _mcap_routes(ds: ReplayDataset, specs: dict) -> tuple[list, int]:
+    """The store's routes (`mcap_topics.plan_routes`) and its arm's dof."""
+    from mimic.data import mcap_topics as mt
+
+    attrs = ds.attrs
+    if "robot0_joint_pos" in specs:
+        dof = int(specs["robot0_joint_pos"]["shape"][0])
+    else:
+        dof = len(attrs.get("joint_names") or [])
+    together = "robot0_joint_pos" in specs and "robot0_gripper_width" in specs
+    together = together and np.array_equal(ds.read("robot0_joint_pos_t"), ds.read("robot0_gripper_width_t"))
+    shapes = {k: (tuple(s["shape"]), s["kind"]) for k, s in specs.items()}
+    return mt.plan_routes(shapes, dof, list(attrs.get("cameras") or []), together), dof
