@@ -1,7 +1,7 @@
 """The whole loop on the Franka twin, CI-sized: teleop capture -> dataset -> train -> latency-matched deploy.
 
 `mimic demo --quick` runs every stage as a user would (separate ROS processes under the supervisor, the
-emulated GELLO bus read through dynamixel-sdk, the ROS recorder, policies.train on CPU, the ROS deploy
+emulated GELLO bus read through dynamixel-sdk, the ROS recorder, mimic.workflows.train on CPU, the ROS deploy
 session with 150 ms camera / 100 ms arm latency injected and matching on).
 
 Threshold: at least SUCCESS_MIN of the deploy episodes must succeed. Reach success needs the TCP within
@@ -58,8 +58,14 @@ def _env() -> dict[str, str]:
 @pytest.mark.timeout(2400)
 def test_demo_loop_succeeds_and_a_frozen_policy_does_not(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, "-m", "mimic.cli", "demo", "--quick", "--out", str(out)],
-                          cwd=REPO, env=_env(), timeout=2400, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mimic.cli", "demo", "--quick", "--out", str(out)],
+        cwd=REPO,
+        env=_env(),
+        timeout=2400,
+        capture_output=True,
+        text=True,
+    )
     log = proc.stdout[-6000:] + proc.stderr[-3000:]
     assert proc.returncode == 0, log
     report = json.loads((out / "franka" / "report.json").read_text())
@@ -68,13 +74,40 @@ def test_demo_loop_succeeds_and_a_frozen_policy_does_not(tmp_path: Path) -> None
     assert Path(report["paths"]["loss_plot"]).is_file()
     assert report["episodes"] >= 10
     assert report["success_rate"] >= SUCCESS_MIN, log
+    # the terminal shows each stage's progress, the nodes' output is in their log files
+    terminal = proc.stdout + proc.stderr
+    logs = out / "franka" / "logs"
+    assert f"node logs: {logs}/<stage>/<node>.log" in terminal
+    assert "30/30 episodes recorded" in terminal and "10/10 rollouts" in terminal and "1500/1500" in terminal
+    assert "MIMIC_NODE_READY" not in terminal and "[INFO]" not in terminal and "[WARN]" not in terminal
+    assert "episode 29 committed" in (logs / "record" / "recorder.log").read_text()
+    assert "MIMIC_NODE_READY policy" in (logs / "deploy" / "policy.log").read_text()
 
     results = tmp_path / "frozen.json"
     frozen = subprocess.run(
-        [sys.executable, "-m", "mimic.cli", "deploy", "py:tests.e2e.test_whole_loop:frozen_policy",
-         "--arm", "twin:franka", "--task", "reach", "--episodes", "2", "--episode-s", "10",
-         "--results", str(results)],
-        cwd=REPO, env=_env(), timeout=600, capture_output=True, text=True)
+        [
+            sys.executable,
+            "-m",
+            "mimic.cli",
+            "deploy",
+            "py:tests.e2e.test_whole_loop:frozen_policy",
+            "--arm",
+            "twin:franka",
+            "--task",
+            "reach",
+            "--episodes",
+            "2",
+            "--episode-s",
+            "10",
+            "--results",
+            str(results),
+        ],
+        cwd=REPO,
+        env=_env(),
+        timeout=600,
+        capture_output=True,
+        text=True,
+    )
     assert frozen.returncode == 0, frozen.stdout[-4000:] + frozen.stderr[-2000:]
     episodes = json.loads(results.read_text())["episodes"]
     assert len(episodes) == 2 and not any(e["success"] for e in episodes)

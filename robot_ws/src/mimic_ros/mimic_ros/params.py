@@ -15,6 +15,9 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 
 
+ROS_PARAMETERS = {"use_sim_time", "start_type_description_service"}  # rclpy's own, accepted by every node
+
+
 class ParamError(ValueError):
     """A parameter value is unusable; the message names the node and the parameter."""
 
@@ -78,6 +81,12 @@ def declare_config(node: Node, cfg: object) -> None:
     Parameters are dynamically typed so that `rate_hz:=500` (an integer on the command line) sets a float
     field; the cast and the range check happen here, with an error naming the parameter.
     """
+    known = {f.name for f in fields(cfg)}  # type: ignore[arg-type]
+    unknown = sorted(set(getattr(node, "_parameter_overrides", {})) - known - ROS_PARAMETERS)
+    if unknown:  # a misspelt parameter would otherwise be ignored and the node run on its default
+        raise ParamError(
+            f"{node.get_name()}: unknown parameter {unknown[0]!r} (known: {', '.join(sorted(known))})"
+        )
     for f in fields(cfg):  # type: ignore[arg-type]
         value = node.declare_parameter(f.name, getattr(cfg, f.name), describe(f)).value
         setattr(cfg, f.name, cast_and_check(node.get_name(), f, value))

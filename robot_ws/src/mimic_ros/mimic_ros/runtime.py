@@ -89,6 +89,10 @@ def run_node(
             executor.spin_once(timeout_sec=0.05)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RuntimeError:
+        if rclpy.ok():
+            raise
+        # rclpy raises from a take that races its own shutdown (SIGINT): a clean stop, not a failure
     finally:
         node.running = False
         for t in threads:

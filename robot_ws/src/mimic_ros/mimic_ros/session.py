@@ -32,7 +32,9 @@ from typing import Any
 import yaml
 
 PACKAGE = "mimic_ros"
-READY_LINE = "MIMIC_NODE_READY"  # a node prints `READY_LINE <name>` on stdout once it is up (runtime.run_node)
+READY_LINE = (
+    "MIMIC_NODE_READY"  # a node prints `READY_LINE <name>` on stdout once it is up (runtime.run_node)
+)
 NODE_FIELDS = ("enabled", "required", "ends_session", "ready_timeout_s")
 
 
@@ -79,7 +81,9 @@ class Session:
         for n in self.nodes:
             if n.name == name:
                 return n
-        raise SessionError(f"{self.path}: no node named {name!r} (nodes: {', '.join(n.name for n in self.nodes)})")
+        raise SessionError(
+            f"{self.path}: no node named {name!r} (nodes: {', '.join(n.name for n in self.nodes)})"
+        )
 
     @property
     def enabled_nodes(self) -> list[NodeSpec]:
@@ -98,16 +102,9 @@ def format_value(value: Any) -> str:
 
 
 def config_dir() -> Path:
-    """Where the packaged session files live: the source tree, or the colcon install's share directory."""
-    here = Path(__file__).resolve().parent.parent / "config"
-    if here.is_dir():
-        return here
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        return Path(get_package_share_directory(PACKAGE)) / "config"
-    except Exception:  # noqa: BLE001 - no ament index: only the source layout exists
-        return here
+    """Where the packaged session files live: package data of `mimic_ros`, so a pip install, the source tree
+    and a colcon install (which also copies them to share/mimic_ros/config) all find them beside this module."""
+    return Path(__file__).resolve().parent / "config"
 
 
 def resolve_path(name_or_path: str) -> Path:
@@ -163,10 +160,13 @@ def _node(path: str, i: int, raw: Any) -> NodeSpec:
     if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
         raise SessionError(f"{where}: 'ready_timeout_s' must be a positive number, got {timeout!r}")
     return NodeSpec(
-        name=raw["name"], executable=raw["executable"], package=raw.get("package", PACKAGE),
+        name=raw["name"],
+        executable=raw["executable"],
+        package=raw.get("package", PACKAGE),
         parameters={str(k): v for k, v in params.items()},
         remaps={str(k): str(v) for k, v in remaps.items()},
-        required=raw.get("required", True), enabled=raw.get("enabled", True),
+        required=raw.get("required", True),
+        enabled=raw.get("enabled", True),
         ends_session=raw.get("ends_session", False),
         ready_timeout_s=float(timeout) if timeout is not None else None,
     )
@@ -201,8 +201,13 @@ def parse_session(text: str, path: str = "<session>") -> Session:
     args = raw.get("args") or {}
     if not isinstance(args, dict) or not all(isinstance(v, (str, int, float, bool)) for v in args.values()):
         raise SessionError(f"{path}: 'args' must map names to plain values")
-    return Session(name=str(raw.get("session") or Path(path).stem), path=path, nodes=nodes,
-                   args={str(k): v for k, v in args.items()}, **timeouts)
+    return Session(
+        name=str(raw.get("session") or Path(path).stem),
+        path=path,
+        nodes=nodes,
+        args={str(k): v for k, v in args.items()},
+        **timeouts,
+    )
 
 
 def apply_override(session: Session, text: str) -> None:
@@ -251,8 +256,15 @@ def load_session(name_or_path: str, overrides: list[str] | tuple[str, ...] = ())
 def launch_description_entities(session: Session) -> list[dict[str, Any]]:
     """What a launch file needs per enabled node (package, executable, name, parameters, remappings, required)."""
     return [
-        {"package": n.package, "executable": n.executable, "name": n.name, "parameters": dict(n.parameters),
-         "remappings": list(n.remaps.items()), "required": n.required, "ends_session": n.ends_session}
+        {
+            "package": n.package,
+            "executable": n.executable,
+            "name": n.name,
+            "parameters": dict(n.parameters),
+            "remappings": list(n.remaps.items()),
+            "required": n.required,
+            "ends_session": n.ends_session,
+        }
         for n in session.enabled_nodes
     ]
 
@@ -276,14 +288,31 @@ def launch_description(default_session: str):
         session = load_session(LaunchConfiguration("session").perform(context), sets)
         actions = []
         for spec in launch_description_entities(session):
-            on_exit = [Shutdown(reason=f"{spec['name']} exited")] if spec["required"] or spec["ends_session"] else []
-            actions.append(Node(package=spec["package"], executable=spec["executable"], name=spec["name"],
-                                parameters=[spec["parameters"]], remappings=spec["remappings"], output="screen",
-                                emulate_tty=True, on_exit=on_exit))
+            on_exit = (
+                [Shutdown(reason=f"{spec['name']} exited")]
+                if spec["required"] or spec["ends_session"]
+                else []
+            )
+            actions.append(
+                Node(
+                    package=spec["package"],
+                    executable=spec["executable"],
+                    name=spec["name"],
+                    parameters=[spec["parameters"]],
+                    remappings=spec["remappings"],
+                    output="screen",
+                    emulate_tty=True,
+                    on_exit=on_exit,
+                )
+            )
         return actions
 
-    return LaunchDescription([
-        DeclareLaunchArgument("session", default_value=default_session, description="session YAML or name"),
-        DeclareLaunchArgument("set", default_value="", description="overrides: node.key=value;..."),
-        OpaqueFunction(function=nodes),
-    ])
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument(
+                "session", default_value=default_session, description="session YAML or name"
+            ),
+            DeclareLaunchArgument("set", default_value="", description="overrides: node.key=value;..."),
+            OpaqueFunction(function=nodes),
+        ]
+    )
