@@ -1,5 +1,5 @@
-"""`mimic dataset <verb>`: info, validate, plot, video, merge, split, import-dp, export-mcap,
-export-lerobot, import-lerobot, import-mcap.
+"""`mimic dataset <verb>`: info, validate, plot, video, merge, split, import-dp, export-dp, convert,
+export-mcap, export-lerobot, import-lerobot, import-mcap.
 
 Every failure is one line naming the store and key; output files are only created after the input
 passed validation, and a half-written output is removed.
@@ -8,13 +8,18 @@ passed validation, and a half-written output is removed.
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
+from zarr.errors import ZarrUserWarning
 
+from mimic.data.codecs import codec_name
 from mimic.data.dataset import DatasetError
+from mimic.data.storage import is_url, locate
 from mimic.data.validate import validate
 
 
@@ -31,7 +36,7 @@ def _info(args: argparse.Namespace) -> int:
     print(f"latencies={a.get('latencies')} calibration_ids={a.get('calibration_ids')}")
     for key in ds.keys:
         arr = ds.array(key)
-        codec = type(arr.metadata.codecs[0]).__name__ if hasattr(arr.metadata, "codecs") else "v2"
+        codec = codec_name(arr)
         err = stats.max_error_s.get(key)
         extra = f"  max |t - grid| {err * 1e3:.2f} ms" if err is not None else ""
         print(f"  data/{key:<28} {str(arr.shape[1:]):<16} {str(arr.dtype):<8} {codec}{extra}")
@@ -45,14 +50,22 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _output(path: str, fn) -> None:  # noqa: ANN001 - small helper
-    """Run fn(path); remove a partial output if it fails."""
-    if Path(path).exists():
+def _output(path: str, fn, store: bool = False) -> None:  # noqa: ANN001 - small helper
+    """Run fn(path); remove a partial output if it fails. A store output may be a URL (mimic.data.storage);
+    any other output (PNG, MP4, MCAP, LeRobot folder) is a local file, and a URL for it is refused up front."""
+    if is_url(path) and not store:
+        raise DatasetError(f"{path}: this output must be a local path (stores may be URLs)")
+    loc = locate(path)
+    if loc.exists():
         raise DatasetError(f"{path}: output already exists")
     try:
         fn(path)
     except BaseException:
-        p = Path(path)
+        if not loc.local:
+            if loc.exists():
+                loc.fs.rm(loc.path, recursive=True)
+            raise
+        p = Path(loc.path)
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         raise
 
@@ -93,7 +106,7 @@ def _import_mcap(args: argparse.Namespace) -> int:
         reports.append(import_mcap(args.bag, p, *opts))
         validate(p)
 
-    _output(args.store, run)
+    _output(args.store, run, store=True)
     r = reports[0]
     print(f"wrote {args.store}: {r.episodes} episodes, {r.steps} steps (episodes by {r.segmentation})")
     for line in r.skipped:
@@ -106,7 +119,7 @@ def _import_mcap(args: argparse.Namespace) -> int:
 def _merge(args: argparse.Namespace) -> int:
     from mimic.data.transform import merge
 
-    _output(args.out, lambda p: print(f"wrote {p}: {merge(args.inputs, p)} episodes"))
+    _output(args.out, lambda p: print(f"wrote {p}: {merge(args.inputs, p)} episodes"), store=True)
     return 0
 
 
@@ -119,11 +132,37 @@ def _split(args: argparse.Namespace) -> int:
 
 
 def _import_dp(args: argparse.Namespace) -> int:
-    from mimic.data.transform import import_dp
+    from mimic.data.dp_umi import import_dp
 
-    n = import_dp(args.src, args.out, args.fps, args.robot)
-    validate(args.out)
-    print(f"wrote {args.out}: {n} episodes")
+    def run(p: str) -> None:
+        print(f"wrote {p}: {import_dp(args.src, p, args.fps, args.robot)} episodes")
+        validate(p)
+
+    _output(args.out, run, store=True)
+    return 0
+
+
+def _export_dp(args: argparse.Namespace) -> int:
+    from mimic.data.dp_umi import export_dp
+
+    validate(args.path)
+    _output(
+        args.out, lambda p: print(f"wrote {p}: {export_dp(args.path, p)} episodes (diffusion_policy/UMI)")
+    )
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from mimic.data.convert import convert
+
+    def run(p: str) -> None:
+        n = convert(args.src, p, args.quality)
+        validate(p)
+        print(
+            f"wrote {p}: {n} episodes ({'lossless' if args.quality is None else f'quality {args.quality}'})"
+        )
+
+    _output(args.out, run, store=True)
     return 0
 
 
@@ -142,7 +181,7 @@ def _export_lerobot(args: argparse.Namespace) -> int:
 def _import_lerobot(args: argparse.Namespace) -> int:
     from mimic.data.lerobot import import_lerobot
 
-    _output(args.out, lambda p: print(f"wrote {p}: {import_lerobot(args.src, p)} episodes"))
+    _output(args.out, lambda p: print(f"wrote {p}: {import_lerobot(args.src, p)} episodes"), store=True)
     validate(args.out)
     return 0
 
@@ -205,12 +244,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--val-ratio", type=float, default=0.1)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=_split)
-    s = sub.add_parser("import-dp", help="import a diffusion_policy ReplayBuffer zarr store")
+    s = sub.add_parser(
+        "import-dp",
+        help="import a diffusion_policy / UMI ReplayBuffer store (directory or .zarr.zip), exactly",
+    )
     s.add_argument("src")
     s.add_argument("-o", "--out", required=True)
-    s.add_argument("--fps", type=float, default=10.0)
+    s.add_argument(
+        "--fps", type=float, default=None, help="grid rate (default: the store's attr fps, else 10)"
+    )
     s.add_argument("--robot", default="")
     s.set_defaults(fn=_import_dp)
+    s = sub.add_parser(
+        "export-dp", help="diffusion_policy / UMI ReplayBuffer store (out.zarr or out.zarr.zip)"
+    )
+    s.add_argument("path")
+    s.add_argument("out")
+    s.set_defaults(fn=_export_dp)
+    s = sub.add_parser("convert", help="rewrite a store portably (zarr format 2, standard codecs only)")
+    s.add_argument("src")
+    s.add_argument("out")
+    s.add_argument(
+        "--quality", type=int, default=None, help="lossy JPEG XL quality 1..100 (default: lossless, exact)"
+    )
+    s.set_defaults(fn=_convert)
     s = sub.add_parser("export-lerobot", help="LeRobot v3.0 dataset folder (parquet + MP4 videos)")
     s.add_argument("path")
     s.add_argument("out_dir")
@@ -226,9 +283,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.fn(args))
-    except (DatasetError, KeyError, ValueError, OSError) as exc:
+        with warnings.catch_warnings():
+            # zarr warns about each object of a damaged hierarchy it skips, and its event loop logs the
+            # metadata reads it abandoned; the one-line error below says what is wrong with the store
+            warnings.simplefilter("ignore", ZarrUserWarning)
+            logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+            return int(args.fn(args))
+    except (DatasetError, KeyError, ValueError, OSError, RuntimeError, TypeError) as exc:
+        # A damaged store surfaces from zarr and its codecs as any of these (zstd raises RuntimeError, a
+        # metadata file of the wrong shape TypeError): one line naming the input, never a traceback.
         msg = str(exc).strip("'\"").splitlines()[0] if str(exc) else type(exc).__name__
+        where = next((str(getattr(args, a)) for a in ("path", "src") if getattr(args, a, None)), "")
+        if not isinstance(exc, DatasetError) and where and where not in msg:
+            msg = f"{where}: unreadable ({type(exc).__name__}: {msg})"
         print(f"mimic dataset {args.verb}: error: {msg}", file=sys.stderr)
         return 1
 

@@ -13,6 +13,7 @@ import numpy as np
 import zarr
 
 import mimic.data.codecs  # noqa: F401  (registers the JPEG codec before any array is opened)
+from mimic.data.storage import StorageError, locate
 
 SCHEMA_VERSION = 1
 
@@ -22,9 +23,17 @@ class DatasetError(ValueError):
 
 
 def open_group(path: str | Path, mode: str = "r") -> zarr.Group:
-    """Open a store (v2 or v3) or raise a one-line DatasetError naming the path."""
+    """Open a store (v2 or v3), a local path or an fsspec URL (mimic.data.storage), or raise a one-line
+    DatasetError naming the path."""
     try:
-        grp = zarr.open_group(str(path), mode=mode)  # type: ignore[arg-type]
+        loc = locate(path)
+    except StorageError as exc:
+        raise DatasetError(str(exc)) from None
+    if loc.protocol != "file" and mode == "r" and not loc.exists():
+        raise DatasetError(f"{path}: no store at this URL")
+    try:
+        target = loc.path if loc.local else loc.zarr_store(read_only=mode == "r")
+        grp = zarr.open_group(target, mode=mode)  # type: ignore[arg-type]
     except Exception as exc:  # zarr raises several types for missing/corrupt metadata
         raise DatasetError(f"{path}: not a readable zarr group ({type(exc).__name__}: {exc})") from None
     return grp

@@ -101,7 +101,7 @@ def export_mcap(ds: ReplayDataset, out: str | Path) -> int:
     names = list(attrs.get("joint_names") or [])
     names = names if len(names) == dof else [f"joint{j}" for j in range(dof)]
     latencies = dict(attrs.get("latencies") or {})
-    quality = {k: _jpeg_level(ds.array(k)) for k in camera_keys(ds)}
+    jpeg = {k: _jpeg_options(ds.array(k)) for k in camera_keys(ds)}
     count, prev_stop = 0, None
     seq: dict[str, int] = {}
     with open(out, "wb") as f:
@@ -126,7 +126,7 @@ def export_mcap(ds: ReplayDataset, out: str | Path) -> int:
                     last, ns = t, mt.to_ns(float(t))
                     header = {"stamp": mt.stamp(ns), "frame_id": ""}
                     if image:
-                        data = imagecodecs.jpeg_encode(ep[rs[0].key][i], level=quality.get(rs[0].key, 90))
+                        data = imagecodecs.jpeg_encode(ep[rs[0].key][i], **jpeg.get(rs[0].key, {"level": 90}))
                         msg = {"header": header, "format": "jpeg", "data": bytes(data)}
                     else:
                         pos = np.concatenate([np.ravel(ep[r.key][i]) for r in rs]).astype(float)
@@ -165,12 +165,19 @@ def export_mcap(ds: ReplayDataset, out: str | Path) -> int:
     return count
 
 
-def _jpeg_level(arr) -> int:  # noqa: ANN001 - a zarr array
-    """The store's own JPEG quality for a Mimic image array (so export adds no coarser loss), else 90."""
-    from mimic.data.codecs import JpegCodec
+def _jpeg_options(arr) -> dict:  # noqa: ANN001 - a zarr array
+    """JPEG settings for a camera array's frames that add little loss to what the store already lost.
+
+    A legacy store's frames are JPEGs: its own quality (4:2:0, as stored) re-encodes them almost unchanged.
+    A portable store's JPEG XL frames keep full chroma, which 4:2:0 would halve (64x64 renders: max error
+    107 at quality 90), so they go out 4:4:4 at quality 95 (max 11, mean 0.5).
+    """
+    from mimic.data.codecs import JpegCodec, image_quality
 
     codecs = getattr(arr.metadata, "codecs", None) or ()
-    return codecs[0].level if codecs and isinstance(codecs[0], JpegCodec) else 90
+    if codecs and isinstance(codecs[0], JpegCodec):
+        return {"level": image_quality(arr) or 90}
+    return {"level": max(95, image_quality(arr) or 0), "subsampling": "444"}
 
 
 def _mcap_routes(ds: ReplayDataset, specs: dict) -> tuple[list, int]:

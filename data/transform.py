@@ -1,4 +1,4 @@
-"""Store-to-store operations: merge, split by episode, import of diffusion_policy ReplayBuffers."""
+"""Store-to-store operations: merge and split by episode (diffusion_policy / UMI import: `mimic.data.dp_umi`)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from mimic.data.dataset import DatasetError, ReplayDataset, check_layout, open_group
-from mimic.data.torch_dataset import is_image_key, split_episodes
+from mimic.data.dataset import DatasetError, ReplayDataset
+from mimic.data.storage import locate
+from mimic.data.torch_dataset import split_episodes
 from mimic.data.validate import validate
 from mimic.data.writer import DatasetWriter, StreamSpec
 
@@ -20,7 +21,7 @@ def _streams(ds: ReplayDataset) -> dict[str, StreamSpec]:
 
 
 def _refuse_existing(out: str | Path) -> None:
-    if Path(str(out)).exists():
+    if locate(out).exists():  # a URL is checked for reachability too, before any input is read
         raise DatasetError(f"{out}: output already exists")
 
 
@@ -75,55 +76,3 @@ def split(src: str, out_train: str, out_val: str, val_ratio: float, seed: int) -
         _copy([(ds, list(np.flatnonzero(~val)))], out_train),
         _copy([(ds, list(np.flatnonzero(val)))], out_val),
     )
-
-
-def import_dp(src: str, out: str, fps: float, robot: str = "", tolerance_s: float | None = None) -> int:
-    """Import a diffusion_policy ReplayBuffer store (zarr v2 or v3: data/<key>, meta/episode_ends).
-
-    Its rows are already on a grid, so `<key>_t` equals the grid time (data/timestamp if the store has
-    one, else row / fps counted from each episode start).
-    """
-    _refuse_existing(out)
-    try:  # diffusion_policy stores images with imagecodecs' numcodecs codecs (e.g. Jpeg2k)
-        import imagecodecs.numcodecs as icn
-
-        icn.register_codecs(verbose=False)
-    except Exception:  # noqa: BLE001 - optional; plain stores need none
-        pass
-    root = open_group(src, "r")
-    ends = check_layout(root, src)
-    if ends.size == 0:
-        raise DatasetError(f"{src}: key 'meta/episode_ends' is empty (no episodes)")
-    data = root["data"]
-    keys = sorted(k for k, _ in data.arrays() if k != "timestamp" and not k.endswith("_t"))
-    if not keys:
-        raise DatasetError(f"{src}: group 'data' has no arrays")
-    tol = tolerance_s if tolerance_s is not None else 0.5 / fps
-    streams = {}
-    for k in keys:
-        a = data[k]
-        kind = "image" if is_image_key(a.shape, a.dtype) else "lowdim"
-        dtype = "uint8" if kind == "image" else ("float64" if a.dtype.kind == "f" else str(a.dtype))
-        streams[k] = StreamSpec(tuple(a.shape[1:]), dtype, kind, tol)
-    joint_names = (
-        [f"joint{i}" for i in range(data["robot0_joint_pos"].shape[1])] if "robot0_joint_pos" in keys else []
-    )
-    w = DatasetWriter.create(
-        out, fps, streams, {"robot": robot, "joint_names": joint_names, "task": f"imported from {src}"}
-    )
-    has_ts = "timestamp" in [k for k, _ in data.arrays()]
-    try:
-        for i in tqdm(range(ends.size), desc="import", disable=ends.size < 20):
-            s0 = int(ends[i - 1]) if i else 0
-            s1 = int(ends[i])
-            ts = np.asarray(data["timestamp"][s0:s1], np.float64) if has_ts else np.arange(s1 - s0) / fps
-            rows = {k: np.asarray(data[k][s0:s1]) for k in keys}
-            rows.update({f"{k}_t": ts for k in keys})
-            rows["timestamp"] = ts
-            w.write_episode(rows)
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(str(out), ignore_errors=True)  # nothing written on failure
-        raise
-    return int(ends.size)

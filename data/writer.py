@@ -4,7 +4,11 @@ Each stream receives (capture time, value) at its own rate. A grid row at time g
 every stream has a sample at or after g: images take the nearest sample, lowdim streams are linearly
 interpolated; `data/<key>_t` keeps the capture time of the nearest sample used, so alignment error
 stays inspectable. Rows are flushed to zarr in small batches (`flush_every_s`), never buffered for a
-whole episode, on one background thread so JPEG encoding and file I/O never stall the caller.
+whole episode, on one background thread so image encoding and file I/O never stall the caller.
+
+On-disk format: zarr format 2 with standard codec ids only (`mimic.data.codecs`): camera arrays are one
+JPEG per chunk, or (lossless) several frames per chunk as one JPEG XL image, where `mimic.data.image_chunks`
+keeps the open chunk's original frames so appends rewrite it without re-encoding stored frames.
 
 Every mutation commits the same way: the data rows land first (past the committed end, where no reader
 looks), then `mimic.data.commit.append_ends` makes the new episode ends exist in one atomic metadata
@@ -26,9 +30,11 @@ from typing import Any
 import numpy as np
 import zarr
 
-from mimic.data.codecs import JpegCodec
+from mimic.data.codecs import image_chunk_rows, image_codec
 from mimic.data.commit import append_ends
 from mimic.data.dataset import SCHEMA_VERSION, DatasetError, check_layout, open_group
+from mimic.data.image_chunks import ChunkTail
+from mimic.data.storage import StorageError, locate
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +144,11 @@ class DatasetWriter:
         self._lock = threading.RLock()  # append() may be called from several ROS callback threads
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="dataset-writer")
         self._inflight: deque[Future] = deque()
+        self._tails = {
+            k: ChunkTail(self._data[k].chunks[0], self._data[k].shape[0])
+            for k, s in self.streams.items()
+            if s.kind == "image" and self._data[k].chunks[0] > 1
+        }
 
     # ---- construction --------------------------------------------------------------------------
     @classmethod
@@ -147,9 +158,14 @@ class DatasetWriter:
         fps: float,
         streams: dict[str, StreamSpec],
         attrs: dict[str, Any] | None = None,
-        image_quality: int = 90,
+        image_quality: int | None = 90,
     ) -> DatasetWriter:
-        """New store (fails if one exists). attrs must name `robot` and `joint_names`."""
+        """New store (fails if one exists). attrs must name `robot` and `joint_names`.
+
+        `image_quality` is the JPEG quality of camera arrays (one frame per chunk, fast enough to record live),
+        None for lossless JPEG XL, several frames per chunk (imports and conversions use it so that decoded
+        pixels equal their source's).
+        """
         attrs = dict(attrs or {})
         missing = [k for k in REQUIRED_ATTRS if k not in attrs]
         if missing:
@@ -158,9 +174,13 @@ class DatasetWriter:
             raise DatasetError(f"{path}: fps must be > 0, got {fps}")
         if "timestamp" in streams or any(k.endswith("_t") for k in streams):
             raise DatasetError(f"{path}: stream names may not be 'timestamp' or end in '_t'")
-        if Path(str(path)).exists():
-            raise DatasetError(f"{path}: already exists (use DatasetWriter.open to append)")
-        root = zarr.open_group(str(path), mode="w-")
+        try:  # a URL is checked (protocol, bucket, credentials) before anything is written
+            loc = locate(path)
+            if loc.exists():
+                raise DatasetError(f"{path}: already exists (use DatasetWriter.open to append)")
+        except StorageError as exc:
+            raise DatasetError(str(exc)) from None
+        root = zarr.open_group(loc.path if loc.local else loc.zarr_store(), mode="w-", zarr_format=2)
         root.attrs.update(
             {
                 **DEFAULT_ATTRS,
@@ -176,10 +196,10 @@ class DatasetWriter:
                 data.create_array(
                     key,
                     shape=(0, *s.shape),
-                    chunks=(1, *s.shape),
+                    chunks=(image_chunk_rows(s.shape, image_quality), *s.shape),
                     dtype="uint8",
-                    serializer=JpegCodec(level=image_quality),
-                    compressors=None,
+                    compressors=image_codec(image_quality),
+                    fill_value=0,
                 )
             else:
                 data.create_array(
@@ -214,7 +234,8 @@ class DatasetWriter:
         for _, arr in data.arrays():
             if arr.shape[0] > n:
                 arr.resize((n, *arr.shape[1:]))
-        for partial in Path(str(path)).rglob("*.partial"):  # leftovers of a write killed mid-file
+        loc = locate(path, check=False)
+        for partial in loc.local_path.rglob("*.partial") if loc.local else ():  # a write killed mid-file
             partial.unlink(missing_ok=True)
         w = cls(str(path), root)
         w.dropped_steps = max(0, written - n)
@@ -277,6 +298,7 @@ class DatasetWriter:
             self._discard()
             raise ValueError(f"{self.path}: episode has no complete rows (every stream needs samples)")
         append_ends(self._ends, np.array([self._start + self._rows]))  # the commit
+        self._committed()
         rows, self._active = self._rows, None
         return rows
 
@@ -317,6 +339,7 @@ class DatasetWriter:
             self._truncate(start)  # rows left by a discarded episode
             self._write_batch({k: np.concatenate([np.asarray(rows[k]) for rows in episodes]) for k in keys})
             append_ends(self._ends, start + np.cumsum(lengths))  # the commit of the whole batch
+            self._committed()
         return lengths
 
     def discard_episode(self) -> None:
@@ -387,10 +410,19 @@ class DatasetWriter:
             n0 = arr.shape[0]
             k = len(batch[key])
             arr.resize((n0 + k, *arr.shape[1:]))
-            arr[n0 : n0 + k] = batch[key].astype(arr.dtype, copy=False)
+            rows = batch[key].astype(arr.dtype, copy=False)
+            tail = self._tails.get(key)
+            start, rows = tail.extend(n0, rows) if tail is not None else (n0, rows)
+            arr[start : n0 + k] = rows
+
+    def _committed(self) -> None:
+        for tail in self._tails.values():
+            tail.commit()
 
     def _truncate(self, n: int) -> None:
         self._drain()
         for _, arr in self._data.arrays():
             if arr.shape[0] > n:
                 arr.resize((n, *arr.shape[1:]))
+        for tail in self._tails.values():
+            tail.truncate(n)

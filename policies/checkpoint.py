@@ -12,12 +12,16 @@
 `load_deployable` the policy a deployment runs, its processor applied.
 
 A directory is written next to its final name and renamed into place, so a reader (the policy node,
-`mimic eval`) never sees a half-written checkpoint.
+`mimic eval`) never sees a half-written checkpoint. A checkpoint at a URL (s3://, gs://, ...;
+mimic.data.storage) is written the same way into a local staging directory and then uploaded with
+config.yaml last (object stores have no rename, and a reader requires config.yaml); loading one downloads it
+first into a local cache keyed by the URL and the files' etags, so a rewritten checkpoint is fetched anew.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -29,6 +33,16 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from mimic.data.normalizer import Normalizer
+from mimic.data.storage import (
+    StorageError,
+    cache_root,
+    download_dir,
+    is_url,
+    locate,
+    upload_dir,
+    url_key,
+    version_tag,
+)
 from mimic.policies.config import ConfigError, PolicyConfig, apply_overrides, policy_config_from_dict, to_dict
 from mimic.policies.policy import Policy, ShapeMeta
 from mimic.policies.processors import PROCESSOR_JSON, action_space_of_repr, deployable
@@ -77,7 +91,19 @@ def save_checkpoint(
     processor: dict[str, Any] | None = None,
 ) -> Path:
     """Write `policy` (its current weights) to directory `path`, replacing an existing one atomically.
-    `processor`: the action space's state a deployment needs (mimic.policies.processors.Prepared.info)."""
+    `processor`: the action space's state a deployment needs (mimic.policies.processors.Prepared.info).
+    A URL `path` is written to a local staging directory and uploaded (see the module docstring)."""
+    if is_url(path):
+        locate(path)  # reachable (protocol, bucket, credentials) before anything is written
+        local = save_checkpoint(
+            cache_root() / "upload" / url_key(str(path)) / "checkpoint",
+            policy,
+            train_cfg,
+            provenance,
+            processor,
+        )
+        upload_checkpoint(local, str(path))
+        return local
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -101,18 +127,51 @@ def save_checkpoint(
     return path
 
 
+def upload_checkpoint(local: Path, url: str) -> None:
+    """Upload a finished local checkpoint directory to `url`, config.yaml last (a reader's marker)."""
+    upload_dir(local, locate(url), last=("config.yaml",))
+
+
+def local_checkpoint(path: str | Path) -> Path:
+    """`path` itself for a local checkpoint; for a URL, a local copy in the cache (downloaded once per version
+    of its files: the key covers the URL and the etags of FILES), so loading never reads the network twice."""
+    if not is_url(path):
+        return Path(path)
+    try:
+        src = locate(path)
+        key = url_key(str(path), version_tag(src, (*FILES, PROCESSOR_JSON)))
+    except StorageError as e:
+        raise CheckpointError(str(e)) from None
+    local = cache_root() / "checkpoints" / key
+    if (local / "config.yaml").is_file():
+        return local
+    tmp = local.with_name(local.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        names = download_dir(src, tmp)
+    except StorageError as e:
+        raise CheckpointError(str(e)) from None
+    if "config.yaml" not in names:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"{path}: not a checkpoint directory (no config.yaml there)")
+    shutil.rmtree(local, ignore_errors=True)
+    tmp.rename(local)
+    return local
+
+
 def read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:  # JSONDecodeError, UnicodeDecodeError
         raise CheckpointError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
 
 
 def load_policy(path: str | Path, device: str = "cpu", overrides: Sequence[str] = ()) -> Policy:
     """A ready policy (eval mode, on `device`) from a checkpoint directory. `overrides` (`key=value`, keys from
     INFERENCE_FIELDS, e.g. "policy.gen.sampler=heun" or "policy.n_action_steps=4": a chunk trained at 8 rows can
-    be replanned every 4) change the checkpoint's config for this run, checked like its own values."""
-    path = Path(path)
+    be replanned every 4) change the checkpoint's config for this run, checked like its own values.
+    A URL is downloaded to the local cache first (local_checkpoint)."""
+    path = local_checkpoint(path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: not a checkpoint directory")
     for name in FILES[:4]:
@@ -123,7 +182,7 @@ def load_policy(path: str | Path, device: str = "cpu", overrides: Sequence[str] 
         if not isinstance(cfg_all, dict) or not isinstance(cfg_all.get("policy", {}), dict):
             raise ConfigError("not a mapping with a 'policy' mapping")
         policy_cfg = policy_config_from_dict(cfg_all.get("policy", {}))
-    except (yaml.YAMLError, ConfigError) as e:
+    except (yaml.YAMLError, ValueError) as e:  # ConfigError, UnicodeDecodeError
         raise CheckpointError(f"{path / 'config.yaml'}: {str(e).splitlines()[0]}") from None
     try:
         meta = ShapeMeta.from_json(read_json(path / "shape_meta.json"))
@@ -165,20 +224,20 @@ def _with_overrides(path: Path, policy_cfg: PolicyConfig, overrides: Sequence[st
 
 
 def load_provenance(path: str | Path) -> dict[str, Any]:
-    p = Path(path) / "provenance.json"
+    p = local_checkpoint(path) / "provenance.json"
     return read_json(p) if p.is_file() else {}
 
 
 def load_processor(path: str | Path) -> dict[str, Any]:
     """The checkpoint's processor state ({"action_repr": ...}); CheckpointError if it is not a checkpoint."""
-    p = Path(path)
+    p = local_checkpoint(path)
     if not p.is_dir():
         raise CheckpointError(f"{p}: not a checkpoint directory")
     if (p / PROCESSOR_JSON).is_file():
         return read_json(p / PROCESSOR_JSON)
     try:  # written before processors were saved: the config names the action space
         cfg = yaml.safe_load((p / "config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
+    except (OSError, ValueError, yaml.YAMLError) as e:
         raise CheckpointError(f"{p / 'config.yaml'}: unreadable ({type(e).__name__})") from None
     return {"action_repr": (cfg.get("policy") or {}).get("action_repr", "joint")}
 

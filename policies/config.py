@@ -311,6 +311,19 @@ class EvalConfig:
 
 
 @dataclass
+class DataConfig:
+    """How training reads its windows. In RAM (the default) loads every key once: fastest, and what small local
+    stores use. Streaming (mimic.policies.streaming) keeps lowdim keys in RAM but reads image frames on
+    demand through an LRU of decoded chunks (`cache_mb`) and, with `cache_dir`, a local on-disk cache of
+    decoded chunks, so a store larger than the machine's memory (or a remote one) trains; under torchrun each
+    rank then reads only its own episodes (rank r: train episodes r, r + world, ...)."""
+
+    streaming: bool = False
+    cache_mb: int = 512  # decoded-chunk LRU per process and split
+    cache_dir: str = ""  # local directory for decoded chunks ("": none); one per node on a cluster
+
+
+@dataclass
 class TrainConfig:
     dataset: str = ""
     run_dir: str = "runs/policy"
@@ -341,6 +354,7 @@ class TrainConfig:
     record: RecordConfig = field(default_factory=RecordConfig)
     dagger: DaggerConfig = field(default_factory=DaggerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    data: DataConfig = field(default_factory=DataConfig)
 
     def validate(self) -> None:
         self.policy.validate()
@@ -371,6 +385,7 @@ TRAIN_RANGES: tuple[tuple[str, float, float, bool, bool], ...] = (
     ("ckpt_every", 1, math.inf, True, True),
     ("log_every", 1, math.inf, True, True),
     ("grad_clip", 0, math.inf, True, True),
+    ("data.cache_mb", 1, math.inf, True, True),
     ("policy.gen.num_inference_steps", 0, math.inf, True, True),
     ("policy.unet.kernel_size", 1, math.inf, True, True),
     ("policy.unet.n_groups", 1, math.inf, True, True),

@@ -75,8 +75,9 @@ def relative_action_normalizer(normalizer: Normalizer, batches: WindowBatches, k
 
     Matches Policy.action_reference: the first dims(key) action dims minus the reference, the rest as is.
     """
-    action = batches.arrays[batches.windows.action_key][batches.rows]  # [N, H, A]
-    ref = batches.arrays[key][batches.rows[:, batches.n_obs_steps - 1]].reshape(len(batches.rows), -1)
+    rows = getattr(batches, "all_rows", batches.rows)  # every window, not one rank's share: ranks must agree
+    action = batches.arrays[batches.windows.action_key][rows]  # [N, H, A]
+    ref = batches.arrays[key][rows[:, batches.n_obs_steps - 1]].reshape(len(rows), -1)
     rel = action.astype(np.float64)
     rel[..., : ref.shape[1]] -= ref[:, None, :]
     return refit_action_normalizer(normalizer, rel)

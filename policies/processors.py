@@ -23,7 +23,7 @@ from typing import Any
 from mimic.data.normalizer import Normalizer
 from mimic.data.relative import ROTATIONS, RelativeTrajectory
 from mimic.data.torch_dataset import WindowDataset
-from mimic.policies.config import ConfigError, PolicyConfig
+from mimic.policies.config import ConfigError, DataConfig, PolicyConfig
 from mimic.policies.data import (
     WindowBatches,
     refit_action_normalizer,
@@ -32,6 +32,7 @@ from mimic.policies.data import (
 )
 from mimic.policies.eef_relative import RAW_OBS_KEYS, EefBatches, EefFeatures, EefPolicy
 from mimic.policies.policy import Policy, ShapeMeta
+from mimic.policies.streaming import StreamingBatches
 from mimic.policies.tcp_position import TcpPositionPolicy, convert_batches
 
 PROCESSOR_JSON = "processor.json"
@@ -76,17 +77,35 @@ def prepare(
     val: WindowDataset | None,
     attrs: dict[str, Any],
     progress: bool = False,
+    data: DataConfig | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> Prepared:
     """The processor of `pc.action_repr` applied to a run's windows: their batches, the network's config and
-    shapes. `meta`: the store's shapes for `pc.obs_keys`; `attrs`: its root attrs."""
+    shapes. `meta`: the store's shapes for `pc.obs_keys`; `attrs`: its root attrs. `data.streaming` reads
+    image frames on demand (StreamingBatches), the training split sharded by episode per `shard`
+    (rank, world); otherwise every rank loads the whole store into RAM (WindowBatches)."""
+    streaming = data is not None and data.streaming
     if pc.action_repr == "eef_relative":
+        if streaming:
+            raise ConfigError(
+                "data.streaming: not available for policy.action_repr eef_relative (in RAM only)"
+            )
         return _prepare_eef(pc, meta, train, val, attrs, progress)
-    data = WindowBatches(train, progress=progress)
-    val_data = WindowBatches(val) if val is not None else None
+    if streaming:
+        assert data is not None
+        opts = dict(cache_mb=data.cache_mb, cache_dir=data.cache_dir or None)
+        try:
+            batches: Any = StreamingBatches(train, shard=shard, **opts)
+        except ValueError as e:
+            raise ConfigError(f"data.streaming: {e}") from None
+        val_data: Any = StreamingBatches(val, **opts) if val is not None else None
+    else:
+        batches = WindowBatches(train, progress=progress)
+        val_data = WindowBatches(val) if val is not None else None
     if pc.action_repr == "tcp_position":
-        meta.action_dim = convert_batches(meta.arm, [b for b in (data, val_data) if b is not None])
-        return Prepared(pc, meta, data, val_data, representation="tcp_position")
-    return Prepared(pc, meta, data, val_data)
+        meta.action_dim = convert_batches(meta.arm, [b for b in (batches, val_data) if b is not None])
+        return Prepared(pc, meta, batches, val_data, representation="tcp_position")
+    return Prepared(pc, meta, batches, val_data)
 
 
 def _prepare_eef(

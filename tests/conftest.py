@@ -79,3 +79,23 @@ def procs() -> Iterator[ProcessGroup]:
         yield group
     finally:
         group.stop_all()
+
+
+@pytest.fixture
+def s3_server(monkeypatch: pytest.MonkeyPatch) -> Iterator:
+    """A real S3-protocol server (moto) on 127.0.0.1 with bucket "bucket"; its credentials and endpoint are in
+    this process's environment (so in every subprocess the test starts) until the test ends."""
+    from tests.peers.s3_server import S3Server
+
+    server = S3Server().start()
+    try:
+        for k, v in server.env().items():
+            monkeypatch.setenv(k, v)
+        server.create_bucket("bucket")
+        import fsspec
+
+        # An s3fs instance cached for another endpoint or credentials must not answer for this server.
+        fsspec.filesystem("s3").clear_instance_cache()
+        yield server
+    finally:
+        server.stop()

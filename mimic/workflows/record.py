@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mimic.data.dataset import DatasetError
+from mimic.data.storage import locate
 from mimic.data.writer import StreamSpec
 from mimic.policies.config import ConfigError, RecordConfig, load_train_config
 from mimic.teleop.handheld import HandheldCapture, HandheldCaptureConfig
@@ -122,7 +123,7 @@ def record_handheld(
 
 def record_dataset(dataset: str, r: RecordConfig, progress: bool = True, keep_failed: bool = False) -> bool:
     """Record `dataset` per `r` unless it exists -> whether anything was recorded."""
-    if Path(dataset).exists():
+    if locate(dataset).exists():  # a URL is checked (protocol, bucket, credentials) before any rollout
         return False
     if r.episodes <= 0:
         raise ConfigError("record.episodes: must be > 0 to record a dataset")

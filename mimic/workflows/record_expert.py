@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from mimic.data.storage import is_url
 from mimic.data.writer import DatasetWriter, StreamSpec
 from mimic.sim.env import CAMERA_KEYS, make_env
 from mimic.sim.expert import make_expert
@@ -85,7 +86,7 @@ def write_twin_episode(
 class RecordStats:
     """What came out of a recording run."""
 
-    path: Path
+    path: str | Path  # a Path for a local store, the URL as given for a remote one (mimic.data.storage)
     episodes: int  # committed episodes
     attempted: int  # expert rollouts run (failures included)
     steps: int  # committed rows
@@ -106,7 +107,7 @@ def record_expert_dataset(
     hold_steps: int = 0,
     action_noise: float = 0.0,
     regrasp_fraction: float = 0.0,
-) -> Path:
+) -> str | Path:
     """Roll out the scripted expert for `episodes` successful episodes (seeds seed, seed+1, ...) -> store path.
 
     An episode ends at the expert's success plus `hold_steps` more expert steps (the operator node's
@@ -157,7 +158,7 @@ def record_expert_dataset_stats(
             f"record: regrasp_fraction must be in [0, 1] and only for pick_place, got {regrasp_fraction} "
             f"for {task}"
         )
-    path = Path(path)
+    path = str(path) if is_url(path) else Path(path)  # Path("s3://b/x") is a local folder "s3:/b/x"
     env = make_env(task, arm, seed=seed, cameras=tuple(cameras), image_size=tuple(image_size))
     expert = make_expert(env)
     obs = env.reset(seed=seed)

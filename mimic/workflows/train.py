@@ -15,6 +15,11 @@ all. Training only trains: the dataset is recorded (`mimic record`) or built by 
 
 The same entry point runs under `torchrun --nproc_per_node N -m mimic.workflows.train cfg.yaml`: DDP over gloo
 on CPU (NCCL on CUDA), each rank draws its own batches of batch_size / N windows.
+
+`dataset` and `run_dir` may be fsspec URLs (s3://bucket/demos.zarr, gs://..., memory://...; mimic.data.storage):
+the store is read through zarr's FsspecStore, and the run directory is staged locally and uploaded after each
+checkpoint (mimic.workflows.run_dir). `data.streaming: true` reads windows with bounded memory instead of
+loading the store into RAM (mimic.policies.streaming), each rank from its own share of the episodes.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from tqdm import tqdm
 
 from mimic.data.dataset import DatasetError, ReplayDataset
 from mimic.data.normalizer import Normalizer
+from mimic.data.storage import StorageError, is_url, locate
 from mimic.data.torch_dataset import WindowDataset
 from mimic.data.validate import validate as validate_store
 from mimic.policies.checkpoint import (
@@ -53,6 +59,7 @@ from mimic.policies.data import WindowBatches
 from mimic.policies.policy import Policy, ShapeMeta
 from mimic.policies.processors import deployable, prepare
 from mimic.workflows.distill_pool import TeacherTargets, load_or_build
+from mimic.workflows.run_dir import RunDir
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_DIR = "train_state"
@@ -174,9 +181,13 @@ def stage_totals(prov_before: dict[str, Any], steps: int, wall_s: float) -> dict
 
 
 def check_dataset(cfg: TrainConfig) -> None:
-    """A missing local store is a one-line error that names the stage producing it."""
-    if "://" in cfg.dataset or Path(cfg.dataset).exists():
-        return
+    """A missing store is a one-line error that names the stage producing it; an unreachable URL (unknown
+    protocol, missing bucket, no credentials) one that names the URL."""
+    try:
+        if locate(cfg.dataset).exists():
+            return
+    except StorageError as e:
+        raise DatasetError(str(e)) from None
     if cfg.dagger.policy:
         hint = "build it with `mimic dagger <config>` (its dagger: section)"
     elif cfg.record.episodes > 0:
@@ -187,10 +198,9 @@ def check_dataset(cfg: TrainConfig) -> None:
 
 
 def preflight_dataset(cfg: TrainConfig) -> None:
-    """Run the cheap store validation on a local dataset before any step, so a broken store is one line
-    naming it up front instead of an exception (or silently wrong batches) somewhere inside training."""
-    if "://" not in cfg.dataset:
-        validate_store(cfg.dataset)
+    """Run the cheap store validation (attrs and lowdim time arrays) before any step, so a broken store is one
+    line naming it up front instead of an exception (or silently wrong batches) somewhere inside training."""
+    validate_store(cfg.dataset)
 
 
 def finite_on_all_ranks(value: torch.Tensor, world: int) -> bool:
@@ -341,7 +351,8 @@ def validate(
 
 # ---- training --------------------------------------------------------------------------------------
 def train(cfg: TrainConfig, progress: bool = True) -> Path:
-    """Train per `cfg`; returns the run directory (policy at <run_dir>/checkpoint)."""
+    """Train per `cfg`; returns the run directory (policy at <run_dir>/checkpoint): for a URL run_dir, the local
+    staging copy of what was uploaded there."""
     cfg.validate()
     rank, world = dist_info()
     device = cfg.device
@@ -355,7 +366,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    run_dir = Path(cfg.run_dir)
+    try:
+        rd = RunDir.open(cfg.run_dir, rank)
+    except StorageError as e:
+        raise ConfigError(f"run_dir: {e}") from None
+    run_dir = rd.local
     try:
         check_dataset(cfg)
         preflight_dataset(cfg)
@@ -377,9 +392,20 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         )
         meta = shape_meta_for(replay, pc.obs_keys, train_windows.image_keys)
         prep = prepare(
-            pc, meta, train_windows, val_windows, dict(replay.attrs), progress=progress and rank == 0
+            pc,
+            meta,
+            train_windows,
+            val_windows,
+            dict(replay.attrs),
+            progress=progress and rank == 0,
+            data=cfg.data,
+            shard=(rank, world),
         )
         net_cfg, data, val = prep.policy_cfg, prep.data, prep.val
+        if (
+            cfg.data.streaming and world > 1
+        ):  # which share of the store this rank streams: a multi-node log line
+            print(f"rank {rank}/{world} reads episodes {data.episodes.tolist()}", file=sys.stderr, flush=True)
         teacher = None
         if pc.generator == "consistency":
             teacher = load_policy(pc.gen.teacher, device=device)
@@ -431,6 +457,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             policy.parameters(), lr=cfg.lr, betas=(0.95, 0.999), weight_decay=cfg.weight_decay
         )
         step, wall0 = 0, 0.0
+        if cfg.resume:
+            rd.pull(STATE_DIR, "metrics.csv", TEACHER_TARGETS)
         if cfg.resume and (run_dir / STATE_DIR / "state.json").exists():
             step, wall0 = load_state(run_dir, policy, ema, opt)
         if rank == 0:
@@ -480,6 +508,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                 run_dir / CHECKPOINT_DIR, ema.model, to_dict(cfg), provenance(), processor=prep.info
             )
             save_state(run_dir, policy, ema, opt, step, wall())
+            rd.push(CHECKPOINT_DIR, last=("config.yaml",))
+            rd.push(STATE_DIR, last=("state.json",))
+            rd.push("config.yaml", "metrics.csv", TEACHER_TARGETS)
 
         def rollouts() -> float | None:
             if cfg.eval.episodes <= 0:
@@ -550,6 +581,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             if not (run_dir / CHECKPOINT_DIR).exists():  # resumed at/after the last step
                 checkpoint()
             metrics.plot()
+            rd.push("metrics.csv", "loss.png", "success.png")
     finally:
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
@@ -571,11 +603,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_train_config(args.config, args.set)
         run_dir = train(cfg, progress=not args.no_progress)
-    except (ConfigError, DatasetError, CheckpointError, TrainingError, FileNotFoundError) as e:
+    except (ConfigError, DatasetError, CheckpointError, TrainingError, StorageError, FileNotFoundError) as e:
         print(f"mimic train: {e}", file=sys.stderr)
         return 2
     if dist_info()[0] == 0:
-        print(f"{run_dir / CHECKPOINT_DIR}")
+        print(
+            f"{cfg.run_dir.rstrip('/')}/{CHECKPOINT_DIR}" if is_url(cfg.run_dir) else run_dir / CHECKPOINT_DIR
+        )
     return 0
 
 

@@ -64,7 +64,7 @@ def run(argv, capsys):
 
 def test_info_and_validate(store, capsys):
     rc, out, _ = run(["info", store], capsys)
-    assert rc == 0 and "2 episodes" in out and "JpegCodec" in out and "push the T" in out
+    assert rc == 0 and "2 episodes" in out and "imagecodecs_jpeg" in out and "push the T" in out
     rc, out, _ = run(["validate", store], capsys)
     assert rc == 0 and "OK" in out
     # through the real `mimic` entry point as a process
@@ -116,7 +116,11 @@ def test_export_mcap_readable_as_ros2(store, tmp_path, capsys):
             first = m.ros_msg
     # the live session's topics and types (data.mcap_topics), so a bag of a store reads like a recorded one
     assert topics["/robot/joint_states"] == ds.n_steps
-    assert topics["/cameras/camera0/image/compressed"] == topics["/cameras/camera1/image/compressed"] == ds.n_steps
+    assert (
+        topics["/cameras/camera0/image/compressed"]
+        == topics["/cameras/camera1/image/compressed"]
+        == ds.n_steps
+    )
     assert topics["/recorder/status"] == 2 * ds.n_episodes
     assert list(first.name) == [*[f"j{i}" for i in range(7)], "gripper"]
     assert np.allclose(first.position[:7], ds.episode(0)["robot0_joint_pos"][0])

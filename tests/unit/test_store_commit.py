@@ -96,7 +96,10 @@ def assert_committed(path, expected: dict[int, dict[str, np.ndarray]], allow_ext
     for i, rows in expected.items():
         got = ds.episode(i)
         for key, want in rows.items():
-            assert np.array_equal(got[key], want), (i, key)
+            if want.dtype == np.uint8:  # lossy JPEG XL: flat frames 10 apart per episode, decoded within 2
+                assert np.abs(got[key].astype(int) - want).max() <= 2, (i, key)
+            else:
+                assert np.array_equal(got[key], want), (i, key)
     return ds.n_episodes
 
 

@@ -16,19 +16,9 @@ from mimic.data.dataset import DatasetError
 from mimic.data.integrity import deep_check
 from mimic.data.validate import validate
 from mimic.policies.config import load_train_config
+from tests.tiny import TINY_RUN
 
-TINY = [
-    "steps=2",
-    "batch_size=16",
-    "val_every=2",
-    "ckpt_every=2",
-    "threads=1",
-    "policy.horizon=8",
-    "policy.n_action_steps=4",
-    "policy.unet.down_dims=[16,32]",
-    "policy.unet.time_embed_dim=16",
-    "policy.gen.num_inference_steps=2",
-]
+TINY = TINY_RUN
 
 
 @pytest.fixture(scope="module")

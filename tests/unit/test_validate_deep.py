@@ -46,7 +46,8 @@ def test_clean_store_passes(tmp_path, capsys):
 
 def test_damaged_chunk_nan_and_backwards_time_each_named_once(tmp_path, capsys):
     store = make_store(tmp_path / "bad.zarr")
-    (store / "data" / "camera0_rgb" / "c" / "8" / "0" / "0" / "0").write_bytes(b"\xff\xd8 not a jpeg")
+    # 8x8 frames: all 11 rows sit in one multi-frame chunk (zarr format 2 key "0.0.0.0")
+    (store / "data" / "camera0_rgb" / "0.0.0.0").write_bytes(b"\xff\x0a not a jpeg xl")
     g = zarr.open_group(str(store), mode="r+")
     g["data/action"][2, 1] = np.inf
     g["data/action_t"][8] = g["data/action_t"][7] - 0.01  # episode 1, backwards, within tolerance
@@ -55,7 +56,7 @@ def test_damaged_chunk_nan_and_backwards_time_each_named_once(tmp_path, capsys):
         validate(store, deep=True)
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith(f"{store}: ")
-    assert "key 'data/camera0_rgb' chunk 8 (rows 8..8) does not decode" in msg
+    assert "key 'data/camera0_rgb' chunk 0 (rows 0..0) does not decode" in msg
     assert "key 'data/action' row 2 (episode 0) holds a non-finite value" in msg
     assert "key 'data/action_t' goes backwards at row 8 (episode 1)" in msg
     assert dataset_main(["validate", "--deep", str(store)]) == 1

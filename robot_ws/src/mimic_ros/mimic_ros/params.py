@@ -14,7 +14,6 @@ from typing import Any
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 
-
 ROS_PARAMETERS = {"use_sim_time", "start_type_description_service"}  # rclpy's own, accepted by every node
 
 

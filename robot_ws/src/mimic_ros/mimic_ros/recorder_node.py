@@ -28,7 +28,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from rclpy.qos import DurabilityPolicy, QoSProfile
@@ -36,6 +35,7 @@ from sensor_msgs.msg import CompressedImage, JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
+from mimic.data.storage import StorageError, locate
 from mimic_ros.msgs import decode_image, stamp_to_s
 from mimic_ros.params import ParamError, declare_config, param
 from mimic_ros.runtime import ManagedNode, run_node
@@ -96,7 +96,11 @@ class RecorderNode(ManagedNode):
         }
         self.writer = None
         self.trimmed_steps = 0
-        if Path(cfg.path).exists():
+        try:  # a store URL is checked up front (protocol, bucket, credentials): never a local "s3:/..." folder
+            exists = locate(cfg.path).exists()
+        except StorageError as e:
+            raise ParamError(f"recorder: parameter path: {e}") from None
+        if exists:
             self.writer = self._open_existing()
         self.recording = False
         self.episode_t0 = 0.0
