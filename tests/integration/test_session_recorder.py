@@ -28,6 +28,7 @@ from std_srvs.srv import Trigger
 
 from mimic.data.validate import validate
 from mimic_ros.msgs import jpeg_image
+from tests.plain_zarr import read_plain
 
 READY = "MIMIC_NODE_READY"
 
@@ -157,6 +158,10 @@ def test_sigkilled_recorder_loses_only_the_open_episode(procs, client, tmp_path)
     assert ds.attrs["task"] == "hold still" and ds.attrs["robot"] == "franka"
     img = ds.read("camera0_rgb")
     assert img.shape[1:] == (48, 64, 3) and img.dtype == np.uint8
+    arrays, meta = read_plain(store, tmp_path)  # a live session's store is portable: no Mimic needed
+    assert meta["mimic_imported"] is False
+    for key in ds.keys:
+        assert np.array_equal(arrays[f"data/{key}"][: ds.n_steps], ds.read(key)), key
 
 
 def test_camera_stall_is_reported_and_the_episode_marked_not_padded(procs, client, tmp_path) -> None:
