@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +64,13 @@ def merge(inputs: list[str], out: str) -> int:
 
 
 def split(src: str, out_train: str, out_val: str, val_ratio: float, seed: int) -> tuple[int, int]:
-    """Split by episode with the same rule WindowDataset uses."""
+    """Split by episode with the same rule WindowDataset uses; both outputs are removed if either fails."""
+    if len({str(src), str(out_train), str(out_val)}) < 3:
+        raise DatasetError(
+            f"split: the source and the two outputs must be three paths ({src}, {out_train}, {out_val})"
+        )
+    if not 0.0 < val_ratio < 1.0:
+        raise DatasetError(f"split: --val-ratio {val_ratio} must be in (0, 1)")
     _refuse_existing(out_train)
     _refuse_existing(out_val)
     ds = validate(src)[0]
@@ -72,7 +79,13 @@ def split(src: str, out_train: str, out_val: str, val_ratio: float, seed: int) -
         raise DatasetError(
             f"{src}: val_ratio {val_ratio} leaves no validation episode ({ds.n_episodes} episodes)"
         )
-    return (
-        _copy([(ds, list(np.flatnonzero(~val)))], out_train),
-        _copy([(ds, list(np.flatnonzero(val)))], out_val),
-    )
+    try:
+        return (
+            _copy([(ds, list(np.flatnonzero(~val)))], out_train),
+            _copy([(ds, list(np.flatnonzero(val)))], out_val),
+        )
+    except BaseException:  # no half split left behind: a decode error in the second copy removes the first
+        for out in (out_train, out_val):
+            if "://" not in str(out):
+                shutil.rmtree(out, ignore_errors=True)
+        raise

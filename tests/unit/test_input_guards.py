@@ -106,3 +106,20 @@ def test_mimic_deploy_refuses_a_bad_checkpoint_before_starting_any_node(tmp_path
     assert main([str(ckpt), "--arm", "twin:franka", "--episodes", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("mimic deploy:") and str(ckpt) in err and len(err.splitlines()) == 1
+
+
+def test_split_refuses_shared_paths_and_a_ratio_outside_0_1_before_writing(tmp_path, capsys):
+    from mimic.data.cli import main
+    from mimic.workflows.record_expert import record_expert_dataset
+
+    src = tmp_path / "src.zarr"
+    record_expert_dataset(src, "franka", "reach", 2, progress=False)
+    tr, va = tmp_path / "tr.zarr", tmp_path / "va.zarr"
+    for argv in (
+        ["split", str(src), "--train", str(tr), "--val", str(tr)],
+        ["split", str(src), "--train", str(tr), "--val", str(va), "--val-ratio", "2"],
+    ):
+        assert main(argv) != 0
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("mimic dataset split: error: split:") and len(err.splitlines()) == 1, err
+        assert not tr.exists() and not va.exists()
