@@ -51,6 +51,9 @@ class WindowBatches:
         return {"obs": obs, "action": action}
 
 
+MIN_LOWDIM_RANGE = 0.02  # dataset units: the narrowest range widen_small_ranges lets a key keep
+
+
 def widen_small_ranges(normalizer: Normalizer, keys: list[str], min_range: float) -> Normalizer:
     """Cap the gain of min-max keys whose training range is below `min_range` (dataset units).
 

@@ -24,7 +24,7 @@ import torch
 from mimic.data.normalizer import Normalizer
 from mimic.data.relative import RelativeTrajectory
 from mimic.data.torch_dataset import WindowDataset
-from mimic.policies.data import WindowBatches, widen_small_ranges
+from mimic.policies.data import MIN_LOWDIM_RANGE, WindowBatches, widen_small_ranges
 from mimic.policies.policy import Policy
 from mimic.robots.gripper import grasp_command
 
@@ -38,7 +38,6 @@ OBJECT_REL_KEY = "object_rel"
 OBJECT_REL_DIM = 8
 RAW_OBS_KEYS = (POS_KEY, ROT_KEY, WIDTH_KEY, OBJECT_KEY)
 ACTION_LAYOUT = ("tcp_x", "tcp_y", "tcp_z", "aa_x", "aa_y", "aa_z", "gripper_width")
-MIN_LOWDIM_RANGE = 0.02  # the joint space's value: caps the gain of dimensions that barely move
 
 
 def _yaw_of_quat(q: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ from mimic.data.relative import ROTATIONS, RelativeTrajectory
 from mimic.data.torch_dataset import WindowDataset
 from mimic.policies.config import ConfigError, DataConfig, PolicyConfig
 from mimic.policies.data import (
+    MIN_LOWDIM_RANGE,
     WindowBatches,
     refit_action_normalizer,
     relative_action_normalizer,
@@ -36,7 +37,6 @@ from mimic.policies.streaming import StreamingBatches
 from mimic.policies.tcp_position import TcpPositionPolicy, convert_batches
 
 PROCESSOR_JSON = "processor.json"
-MIN_LOWDIM_RANGE = 0.02  # see mimic.policies.data.widen_small_ranges
 
 
 @dataclass

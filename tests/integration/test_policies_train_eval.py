@@ -4,12 +4,13 @@ with torchrun (2 processes), consistency distillation from an EDM teacher, MP4s,
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.launch import torchrun_train
 
 TINY = [
     "policy.unet.down_dims=[16,32]",
@@ -35,12 +36,6 @@ def _run(procs, args: list[str], timeout: float = 240) -> subprocess.CompletedPr
     proc = procs.python(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = proc.communicate(timeout=timeout)
     return subprocess.CompletedProcess(args, proc.returncode, out, err)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -117,18 +112,8 @@ def test_train_resume_then_eval_with_video(store, config, tmp_path, procs):
 
 def test_ddp_two_processes_gloo(store, config, tmp_path, procs):
     run = tmp_path / "ddp"
-    # static rendezvous on a free loopback port (--master_port 0 hangs and --standalone is slow here)
     cmd = [
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        "-m",
-        "mimic.workflows.train",
+        *torchrun_train(2),
         str(config),
         "--no-progress",
         *_sets([f"dataset={store}", f"run_dir={run}", *TINY, "steps=6", "policy.generator=diffusion"]),

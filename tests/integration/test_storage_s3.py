@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import fsspec
 import pytest
 
+from tests.launch import torchrun_train
 from tests.tiny import TINY_RUN
 
 TINY = TINY_RUN
@@ -132,12 +132,6 @@ def test_unreachable_urls_are_one_line_and_create_nothing(s3_server, cwd, monkey
     _no_lookalike(cwd)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_torchrun_two_ranks_stream_their_own_episodes_from_s3(s3_server, cwd, procs):
     store, run = "s3://bucket/reach_img.zarr", "s3://bucket/ddp"
     r = _mimic(
@@ -159,16 +153,7 @@ def test_torchrun_two_ranks_stream_their_own_episodes_from_s3(s3_server, cwd, pr
     (cwd / "cfg.yaml").write_text(IMAGES)
     cmd = [
         sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        "-m",
-        "mimic.workflows.train",
+        *torchrun_train(2),
         "cfg.yaml",
         "--no-progress",
         *_sets(

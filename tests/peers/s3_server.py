@@ -10,19 +10,14 @@ subprocess it starts (mimic record/train/eval, torchrun ranks), reaches it.
 from __future__ import annotations
 
 import argparse
-import socket
 import time
 from dataclasses import dataclass, field
+
+from tests.launch import free_port
 
 ACCESS_KEY = "mimic-test"
 SECRET_KEY = "mimic-test-secret"
 REGION = "us-east-1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
