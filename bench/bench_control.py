@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.common import BenchResult, percentiles, time_calls
-from mimic.robots.control import ChunkController, Pacer
+from mimic.robots.control import ChunkController
+from mimic.robots.pacer import Pacer
 from mimic.robots.spec import ArmSpec, DHRow
 
 RATE = 500.0

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from mimic.robots.arm import Arm, CommandRefused
-from mimic.robots.control import FollowController, Pacer
+from mimic.robots.control import FollowController
+from mimic.robots.pacer import Pacer
 from mimic.teleop.leader import Leader, LeaderError
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,8 @@ from collections import deque
 import numpy as np
 
 from mimic.calibration.latency import measure_arm_latency
-from mimic.robots.control import ChunkController, Pacer
+from mimic.robots.control import ChunkController
+from mimic.robots.pacer import Pacer
 from mimic.sim.latency import LatencyConfig
 from mimic.sim.twin import TwinArm
 

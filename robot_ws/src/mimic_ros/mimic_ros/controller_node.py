@@ -21,7 +21,7 @@ whole and the arm keeps following what it had, then holds). Refusals are counted
 `eef` (unreachable_points, unreachable_chunks, worst accepted IK residual) next to the Limiter's `counters`;
 the status goes out as JSON on /controller/diagnostics every second and to `stats_path` on exit.
 
-The control loop runs on its own thread paced by `mimic.robots.control.Pacer` (absolute deadlines) rather than
+The control loop runs on its own thread paced by `mimic.robots.pacer.Pacer` (absolute deadlines) rather than
 an rclpy timer, whose p99 period error on this machine is ~0.2 ms before any work (goal: <= 0.5 ms).
 Subscriptions are served by a single-threaded executor on the main thread. Parameters (mimic_ros.params):
 a bad value stops the node at start with one line naming it (exit 2).
@@ -45,7 +45,8 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 
-from mimic.robots.control import ChunkController, FollowController, Pacer, WorkspaceBox, parse_workspace
+from mimic.robots.control import ChunkController, FollowController, WorkspaceBox, parse_workspace
+from mimic.robots.pacer import Pacer
 from mimic.robots.spec import ArmSpec
 from mimic_ros.msgs import EEF_CHUNK_TOPIC, eef_chunk_from_msg
 from mimic_ros.params import ParamError, declare_config, param
