@@ -1,5 +1,12 @@
 """Controller numbers: 500 Hz loop period error, chunk interpolation cost, and what latency matching buys.
 
+Period error (|actual period - 2 ms| of a `Pacer` loop running the chunk controller on its own thread, as
+the controller node runs it) is measured at normal priority and under SCHED_FIFO (`enable_realtime`, where
+the OS allows it), first on the machine as it is ("idle": nothing started by the bench), then with the
+teleop twin session running beside it (`mimic session up teleop_twin`: arm twin with two cameras,
+controller at 500 Hz, recorder, scripted operator on an emulated GELLO bus, leader node), whose own
+controller's period error is reported too (its node's stats, written on exit).
+
 The matching rows are a controller-level proof with a scripted chunk source, in simulated time: a target
 moves on joint 1; the "policy" sees it through a camera with latency `camera_s`, takes `inference_s` to
 answer with a 16-point chunk at 10 Hz predicting the target from the time it believes the frame was
@@ -10,15 +17,23 @@ is taken as current and chunks start when they arrive. The score is the RMS erro
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from bench.common import BenchResult, percentiles, time_calls
 from mimic.robots.control import ChunkController
-from mimic.robots.pacer import Pacer
+from mimic.robots.pacer import Pacer, enable_realtime
 from mimic.robots.spec import ArmSpec, DHRow
 
 RATE = 500.0
@@ -93,32 +108,130 @@ def tracking_error(setup: TrackingSetup, matching: bool) -> float:
     return float(np.sqrt(np.mean(np.square(errors))))
 
 
-def loop_period_errors(seconds: float) -> tuple[np.ndarray, np.ndarray]:
-    """Period errors and per-tick compute times of a real-time 500 Hz loop running the chunk controller."""
-    spec = bench_spec()
-    ctl = ChunkController(spec, RATE, lead_s=0.1)
-    now = time.time()
-    ctl.reset(spec.home, 0.04, now)
-    rows = np.tile(np.concatenate([spec.home, [0.04]]), (int(seconds * 10) + 20, 1))
-    rows[:, 0] += np.linspace(0, 0.5, len(rows))
-    ctl.set_chunk(now, 0.1, rows)
-    pacer = Pacer(RATE)
-    errs, comp = [], []
-    for _ in range(int(seconds * RATE)):
-        err = pacer.wait()
-        t0 = time.perf_counter()
-        ctl.target(time.time())
-        comp.append(time.perf_counter() - t0)
-        if err is not None:
-            errs.append(err)
-    return np.array(errs), np.array(comp)
+def loop_period_errors(seconds: float, realtime: bool = False) -> tuple[np.ndarray, np.ndarray, str]:
+    """Period errors and per-tick compute times of a 500 Hz loop running the chunk controller on its own
+    thread (SCHED_FIFO when `realtime` and permitted), and the scheduling note."""
+    out: dict = {}
+
+    def loop() -> None:
+        note = "normal priority"
+        if realtime:
+            _, note = enable_realtime(what="bench loop")
+        spec = bench_spec()
+        ctl = ChunkController(spec, RATE, lead_s=0.1)
+        now = time.time()
+        ctl.reset(spec.home, 0.04, now)
+        rows = np.tile(np.concatenate([spec.home, [0.04]]), (int(seconds * 10) + 20, 1))
+        rows[:, 0] += np.linspace(0, 0.5, len(rows))
+        ctl.set_chunk(now, 0.1, rows)
+        pacer = Pacer(RATE)
+        errs, comp = [], []
+        for _ in range(int(seconds * RATE)):
+            err = pacer.wait()
+            t0 = time.perf_counter()
+            ctl.target(time.time())
+            comp.append(time.perf_counter() - t0)
+            if err is not None:
+                errs.append(err)
+        out.update(errs=np.array(errs), comp=np.array(comp), note=note)
+
+    th = threading.Thread(target=loop, name="bench-loop")
+    th.start()
+    th.join()
+    return out["errs"], out["comp"], out["note"]
+
+
+class TeleopSession:
+    """`mimic session up teleop_twin` in the background, bounded, its controller's stats written on exit."""
+
+    def __init__(self, seconds_max: float) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="bench_control_"))
+        self.stats_path = self.tmp / "controller_stats.json"
+        self.log_dir = self.tmp / "logs"
+        self.seconds_max = seconds_max
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, ready_timeout_s: float = 120.0) -> None:
+        cmd = [
+            sys.executable, "-m", "mimic.cli", "session", "up", "teleop_twin",
+            "--set", f"recorder.path={self.tmp / 'demos.zarr'}",
+            "--set", "operator.episodes=1000",
+            "--set", f"controller.stats_path={self.stats_path}",
+            "--log-dir", str(self.log_dir),
+            "--time-limit-s", str(self.seconds_max),
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + ready_timeout_s
+        leader_log = self.log_dir / "leader.log"
+        while time.monotonic() < deadline:  # the leader node comes up last
+            if leader_log.exists() and "MIMIC_NODE_READY" in leader_log.read_text(errors="replace"):
+                time.sleep(3.0)  # the operator starts its first episode
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(
+            f"teleop_twin session not running after {ready_timeout_s:.0f} s (logs: {self.log_dir})"
+        )
+
+    def stop(self) -> dict | None:
+        """Ctrl-C the session; the controller's own loop statistics (None if it wrote none)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGINT)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        if self.stats_path.exists():
+            return json.loads(self.stats_path.read_text())
+        return None
+
+
+def period_rows(seconds: float, load: str) -> tuple[list[dict], list[str]]:
+    rows, notes = (
+        [],
+        [f"{load}: load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the start"],
+    )
+    for realtime in (False, True):
+        errs, comp, note = loop_period_errors(seconds, realtime)
+        rows.append({"measure": f"500 Hz loop period error (ms), {load}, {note}", **percentiles(errs)})
+        if not realtime:
+            rows.append({"measure": f"target() per tick in loop (ms), {load}", **percentiles(comp)})
+        else:
+            notes.append(f"{load}: {note}")
+    return rows, notes
 
 
 def run(quick: bool) -> BenchResult:
     res = BenchResult("control")
-    errs, comp = loop_period_errors(2.0 if quick else 10.0)
-    res.rows.append({"measure": "500 Hz loop period error (ms)", **percentiles(errs)})
-    res.rows.append({"measure": "target() per tick in loop (ms)", **percentiles(comp)})
+    seconds = 2.0 if quick else 10.0
+    rows, notes = period_rows(seconds, "idle")
+    res.rows += rows
+    res.notes += notes
+    session = TeleopSession(seconds_max=4 * seconds + 240)
+    try:
+        session.start()
+        rows, notes = period_rows(seconds, "teleop twin session beside")
+        res.rows += rows
+        res.notes += notes
+    except RuntimeError as e:
+        res.notes.append(f"loaded rows skipped: {e}")
+    finally:
+        stats = session.stop()
+    if stats:
+        res.rows.append(
+            {
+                "measure": "teleop twin session's own 500 Hz controller period error (ms)",
+                "p50": stats["period_error_ms_p50"],
+                "p99": stats["period_error_ms_p99"],
+                "max": stats["period_error_ms_max"],
+                "n": stats["ticks"],
+            }
+        )
     spec = bench_spec()
     ctl = ChunkController(spec, RATE)
     ctl.reset(spec.home, 0.04, 0.0)

@@ -245,6 +245,16 @@ class FaultLatch:
         if self._fault is not None:
             raise ArmError(self._fault)
 
+    def _latch_now(self, message: str) -> None:
+        """Record the first fault without waiting for a send in flight, for watchdogs: an SDK call can block
+        inside `_send_lock` for as long as its own timeout. Senders check the fault under `_lock` just before
+        each send, so at most the one send already under way completes after the fault is visible."""
+        with self._lock:
+            if self._fault is None:
+                self._fault, self.fault_time = message, time.time()
+                self._drop_target()
+        self._stop.set()
+
     def _latch(self, message: str) -> None:
         """Record the first fault after any send in flight, so once it is visible nothing more goes out."""
         with self._send_lock:

@@ -12,12 +12,20 @@ A watchdog thread notices when the robot's own clock (`RobotState.time`) stops a
 libfranka itself only gives up on a silent robot after about 1 s and blocks state reads meanwhile. After
 a fault nothing more is sent and every call raises ArmError.
 
+Connecting gives up within `connect_timeout_s` (4 s) with the address and the likely cause, where libfranka
+alone waits about a minute on an address that does not answer: a TCP probe of the FCI port (1337) first
+tells "nothing answers" (wrong address, robot off, another network) from "refused" (FCI not activated),
+then libfranka's handshake runs on a helper thread (franky releases the GIL) that is abandoned, not
+waited for, if it does not finish in time (an address that accepts TCP but is not a Franka's FCI).
+
 Works against a real robot or `franky-sim -s mujoco` (tests/peers/franky_sim.py). The gripper (Franka
 Hand) is driven with `Gripper.move_async` when the width target changes by more than `gripper_deadband_m`.
 """
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +50,28 @@ class FrankaConfig:
     gripper_speed_mps: float = 0.05
     gripper_deadband_m: float = 0.001
     gripper_read_every: int = 5  # read the hand's width every N streaming ticks (one UDP read, ~1 ms)
+    connect_timeout_s: float = 4.0  # a wrong address errors within this (under 5 s), naming the likely cause
+
+
+FCI_PORT = 1337  # libfranka's command port (the hand's is 1338)
+
+
+def probe_fci(name: str, host: str, timeout_s: float) -> None:
+    """ArmError naming the address and the likely cause unless a TCP connection to the FCI port opens."""
+    where = f"{host}:{FCI_PORT}"
+    try:
+        with socket.create_connection((host, FCI_PORT), timeout=timeout_s):
+            return
+    except TimeoutError:
+        cause = (
+            f"no answer within {timeout_s:.1f} s: wrong address, robot switched off, or not on this "
+            "network (the FCI cable goes to the control box, not the arm base)"
+        )
+    except ConnectionRefusedError:
+        cause = "connection refused: the address answers but FCI is not running (activate FCI in Desk)"
+    except OSError as e:  # unreachable network or host, bad name
+        cause = f"{e.strerror or e}: check the address and this machine's network settings"
+    raise ArmError(f"{name}: cannot connect to {where}: {cause}")
 
 
 class FrankaArm(FaultLatch, Arm):
@@ -74,14 +104,32 @@ class FrankaArm(FaultLatch, Arm):
         import franky  # lazy: the hw extra is optional
 
         cfg = self.config
-        try:
-            robot = franky.Robot(cfg.host, realtime_config=franky.RealtimeConfig.Ignore)
-            robot.relative_dynamics_factor = cfg.dynamics_factor
-            if robot.has_errors:
-                robot.recover_from_errors()
-            gripper = franky.Gripper(cfg.host) if cfg.gripper else None
-        except Exception as e:  # franky raises NetworkException/IncompatibleVersionException/RuntimeError
-            raise ArmError(f"{self.name}: cannot connect: {e}") from None
+        deadline = time.monotonic() + cfg.connect_timeout_s
+        probe_fci(self.name, cfg.host, cfg.connect_timeout_s)
+        made: dict[str, Any] = {}
+
+        def handshake() -> None:  # libfranka's connect; runs on a thread that may be abandoned
+            try:
+                robot = franky.Robot(cfg.host, realtime_config=franky.RealtimeConfig.Ignore)
+                robot.relative_dynamics_factor = cfg.dynamics_factor
+                if robot.has_errors:
+                    robot.recover_from_errors()
+                made["gripper"] = franky.Gripper(cfg.host) if cfg.gripper else None
+                made["robot"] = robot
+            except Exception as e:  # franky raises NetworkException/IncompatibleVersionException/RuntimeError
+                made["error"] = e
+
+        th = threading.Thread(target=handshake, name=f"{self.name}-connect", daemon=True)
+        th.start()
+        th.join(timeout=max(0.0, deadline - time.monotonic()))
+        if th.is_alive():
+            raise ArmError(
+                f"{self.name}: {cfg.host}:{FCI_PORT} accepted a connection but libfranka's handshake did not "
+                f"finish within {cfg.connect_timeout_s:.1f} s: not a Franka's FCI, or FCI busy with another client"
+            )
+        if "error" in made:
+            raise ArmError(f"{self.name}: cannot connect to {cfg.host}: {made['error']}") from None
+        robot, gripper = made["robot"], made["gripper"]
         self._robot, self._gripper = robot, gripper
         self._fault, self.fault_time = None, None
         self._state, self._robot_time_ms = None, -1
@@ -211,7 +259,7 @@ class FrankaArm(FaultLatch, Arm):
             with self._lock:
                 age = time.time() - self._fresh_wall
             if age > self.config.stale_after_s:
-                self._latch(
+                self._latch_now(
                     f"{self.name}: no robot state for {age * 1e3:.0f} ms (connection lost or robot "
                     f"silent); stopped commanding"
                 )

@@ -4,8 +4,11 @@ Two halves that share the wire constants below, so the emulator and the driver c
 - `crc16`, `stuff`/`unstuff`, `instruction_packet`/`status_packet`, `parse_packet`: the byte format from
   the ROBOTIS Protocol 2.0 e-manual (header FF FF FD 00, ID, LEN, INST, params, CRC-16/0x8005 little-endian;
   any FF FF FD inside the payload is sent as FF FF FD FD and LEN counts the stuffed bytes).
-- `DynamixelBus`: opens a port with the ROBOTIS SDK, pings servos and GroupSyncReads present positions,
-  turning every SDK result code into a `BusError` that names the servo, never a silent zero.
+- `DynamixelBus`: opens a port with the ROBOTIS SDK, pings servos and sync-reads present positions,
+  turning every SDK result code into a `BusError` that names the servo, never a silent zero. The SDK's
+  group reads drop each status packet's error byte, so the bus receives sync, fast sync and bulk replies
+  itself and checks every error byte: the hardware-alert bit (0x80: overheating, input voltage, encoder,
+  shock, overload) raises `ServoAlarm` with the servo's decoded Hardware Error Status (register 70).
 
 Control-table addresses are those of the X series (XL330, XM430, XC330), which GELLO leaders are built from.
 """
@@ -46,6 +49,15 @@ SYNC_READ, SYNC_WRITE, FAST_SYNC_READ, BULK_READ, BULK_WRITE = 0x82, 0x83, 0x8A,
 ERR_RESULT_FAIL, ERR_INSTRUCTION, ERR_CRC, ERR_DATA_RANGE, ERR_DATA_LENGTH, ERR_DATA_LIMIT, ERR_ACCESS = (
     range(1, 8)
 )
+ERRBIT_ALERT = 0x80
+# Hardware Error Status (register 70) bits of the X series, as the e-manual names them
+HARDWARE_ERROR_BITS = {
+    0: "input voltage",
+    2: "overheating",
+    3: "motor encoder",
+    4: "electrical shock",
+    5: "overload",
+}
 
 # X-series control table (address, size in bytes)
 ADDR_MODEL_NUMBER = (0, 2)
@@ -56,6 +68,7 @@ ADDR_RETURN_DELAY_TIME = (9, 1)  # units of 2 us
 ADDR_OPERATING_MODE = (11, 1)
 ADDR_TORQUE_ENABLE = (64, 1)
 ADDR_STATUS_RETURN_LEVEL = (68, 1)
+ADDR_HARDWARE_ERROR_STATUS = (70, 1)
 ADDR_GOAL_POSITION = (116, 4)
 ADDR_PRESENT_POSITION = (132, 4)
 EEPROM_END = 64  # addresses below this are writable only with torque off
@@ -174,6 +187,26 @@ class BusError(RuntimeError):
         self.servo_id = servo_id
 
 
+class ServoAlarm(BusError):
+    """A servo set the hardware-alert bit; `hardware_status` is its register 70 (None if unreadable).
+
+    Unlike a timeout or a CRC error this is no glitch: the servo stays in alarm until it is rebooted or
+    power-cycled, so callers must not retry it away."""
+
+    def __init__(self, message: str, servo_id: int, hardware_status: int | None) -> None:
+        super().__init__(message, servo_id)
+        self.hardware_status = hardware_status
+
+
+def decode_hardware_error(status: int) -> str:
+    """Register 70 as words: 0x24 -> "overheating, overload"."""
+    names = [name for bit, name in HARDWARE_ERROR_BITS.items() if status & (1 << bit)]
+    unknown = status & ~sum(1 << bit for bit in HARDWARE_ERROR_BITS)
+    if unknown:
+        names.append(f"unknown bits 0x{unknown:02x}")
+    return ", ".join(names) or "no bit set"
+
+
 def tune_port_latency(port_path: str, ser: object) -> list[str]:
     """Best-effort FTDI tuning (ASYNC_LOW_LATENCY, sysfs latency_timer = 1 ms); returns what was not possible.
 
@@ -226,8 +259,6 @@ class DynamixelBus:
         self._lock = threading.Lock()
         self._port = None
         self._ph = None
-        self._group = None
-        self._group_ids: tuple[int, ...] = ()
         self.byte_time_s = 10.0 / self.baudrate  # 8N1: 10 bits on the wire per byte
 
     @property
@@ -268,7 +299,7 @@ class DynamixelBus:
             if self._port is not None:
                 with contextlib.suppress(Exception):
                     self._port.closePort()
-            self._port = self._ph = self._group = None
+            self._port = self._ph = None
 
     def _require(self) -> None:
         if self._port is None:
@@ -310,25 +341,51 @@ class DynamixelBus:
                 break
         return out
 
-    @staticmethod
-    def _fast_sync_read(group) -> int:
+    def _alarm(self, servo_id: int, what: str) -> ServoAlarm:
+        """The ServoAlarm for `servo_id`, its Hardware Error Status read from the servo (caller holds `_lock`).
+
+        Replies still left on the line from the transaction that carried the alert are dropped first."""
         import dynamixel_sdk as sdk
 
-        try:
-            return group.fastSyncRead()
-        except (IndexError, TypeError):
-            return sdk.COMM_RX_CORRUPT  # the SDK indexes past the end of a truncated fast packet
+        status = None
+        self._io(self._port.clearPort)
+        for _ in range(self.attempts):
+            value, result, _error = self._io(
+                self._ph.read1ByteTxRx, self._port, servo_id, ADDR_HARDWARE_ERROR_STATUS[0]
+            )
+            if result == sdk.COMM_SUCCESS:
+                status = int(value)
+                break
+        detail = (
+            "Hardware Error Status (register 70) unreadable"
+            if status is None
+            else f"Hardware Error Status 0x{status:02x} ({decode_hardware_error(status)})"
+        )
+        return ServoAlarm(
+            f"{self.port_name}: servo {servo_id}: hardware alert on {what}: {detail}", servo_id, status
+        )
+
+    def _check_error(self, servo_id: int, error: int, what: str) -> None:
+        """Raise for a status packet's error byte (caller holds `_lock`): ServoAlarm for the alert bit."""
+        if error & ERRBIT_ALERT:
+            raise self._alarm(servo_id, what)
+        if error:
+            raise BusError(
+                f"{self.port_name}: servo {servo_id}: {what} failed: {self._reason(0, error)}", servo_id
+            )
 
     def ping(self, servo_id: int) -> int:
-        """Model number of `servo_id`, or BusError."""
+        """Model number of `servo_id`, or BusError (ServoAlarm when it answers in alarm)."""
         self._require()
         model, result, error = self._retry(self._ph.ping, servo_id)
-        if result != 0 or error:
+        if result != 0:
             raise BusError(
                 f"{self.port_name}: servo {servo_id} did not answer PING at {self.baudrate} baud: "
                 f"{self._reason(result, error)}",
                 servo_id,
             )
+        with self._lock:
+            self._check_error(servo_id, error, "PING")
         return int(model)
 
     def read(self, servo_id: int, address: tuple[int, int]) -> int:
@@ -336,11 +393,13 @@ class DynamixelBus:
         addr, size = address
         fn = {1: self._ph.read1ByteTxRx, 2: self._ph.read2ByteTxRx, 4: self._ph.read4ByteTxRx}[size]
         value, result, error = self._retry(fn, servo_id, addr)
-        if result != 0 or error:
+        if result != 0:
             raise BusError(
                 f"{self.port_name}: servo {servo_id}: read @{addr} failed: {self._reason(result, error)}",
                 servo_id,
             )
+        with self._lock:
+            self._check_error(servo_id, error, f"read @{addr}")
         return int(value)
 
     def write(self, servo_id: int, address: tuple[int, int], value: int) -> None:
@@ -348,44 +407,151 @@ class DynamixelBus:
         addr, size = address
         fn = {1: self._ph.write1ByteTxRx, 2: self._ph.write2ByteTxRx, 4: self._ph.write4ByteTxRx}[size]
         result, error = self._retry(fn, servo_id, addr, int(value))
-        if result != 0 or error:
+        if result != 0:
             raise BusError(
                 f"{self.port_name}: servo {servo_id}: write @{addr} failed: {self._reason(result, error)}",
                 servo_id,
             )
+        with self._lock:
+            self._check_error(servo_id, error, f"write @{addr}")
+
+    def reboot(self, servo_id: int) -> None:
+        """REBOOT: the way a Dynamixel leaves its alarm state (register 70 clears if the cause is gone)."""
+        self._require()
+        result, error = self._retry(self._ph.reboot, servo_id)
+        if (
+            result != 0 or error & ~ERRBIT_ALERT
+        ):  # the status packet before the reboot may still carry the alert
+            raise BusError(
+                f"{self.port_name}: servo {servo_id}: REBOOT failed: {self._reason(result, error)}", servo_id
+            )
+
+    def _receive_each(self, sizes: dict[int, int], what: str) -> dict[int, bytes]:
+        """Receive one status packet per servo after a sync/bulk read instruction and check every error byte.
+
+        All replies are taken in before any is judged, so an alarm is reported even when a servo after the
+        alarmed one also failed; an alert outranks a timeout, which outranks another error bit."""
+        import dynamixel_sdk as sdk
+
+        replies: dict[int, tuple[int, bytes]] = {}
+        lost: tuple[int, int] | None = None
+        for sid, size in sizes.items():
+            data, result, error = self._ph.readRx(self._port, sid, size)
+            if result != sdk.COMM_SUCCESS:
+                lost = (sid, result)
+                break
+            replies[sid] = (int(error), bytes(data))
+        return self._judge(replies, sizes, lost, what)
+
+    def _judge(
+        self,
+        replies: dict[int, tuple[int, bytes]],
+        sizes: dict[int, int],
+        lost: tuple[int, int] | None,
+        what: str,
+    ) -> dict[int, bytes]:
+        alarmed = next((sid for sid, (err, _) in replies.items() if err & ERRBIT_ALERT), None)
+        if alarmed is not None:
+            raise self._alarm(alarmed, what)
+        if lost is not None:
+            raise BusError(f"{self.port_name}: servo {lost[0]}: {self._reason(lost[1])}", lost[0])
+        for sid, (err, data) in replies.items():
+            self._check_error(sid, err, what)
+            if len(data) < sizes[sid]:
+                raise BusError(
+                    f"{self.port_name}: servo {sid}: {what}: {len(data)} of {sizes[sid]} bytes", sid
+                )
+        return {sid: data for sid, (_, data) in replies.items()}
+
+    def _sync_read(self, ids: tuple[int, ...], addr: int, size: int) -> dict[int, bytes]:
+        import dynamixel_sdk as sdk
+
+        result = self._ph.syncReadTx(self._port, addr, size, list(ids), len(ids), False)
+        if result != sdk.COMM_SUCCESS:
+            raise BusError(f"{self.port_name}: sync read not sent: {self._reason(result)}")
+        return self._receive_each(dict.fromkeys(ids, size), "sync read")
+
+    def _fast_sync_read(self, ids: tuple[int, ...], addr: int, size: int) -> dict[int, bytes] | None:
+        """Fast Sync Read: one packet of [error, id, data, crc] per servo; None when it failed in transport
+        (it cannot say which servo broke the chain), raising only on what the servos reported."""
+        import dynamixel_sdk as sdk
+
+        if self._ph.syncReadTx(self._port, addr, size, list(ids), len(ids), True) != sdk.COMM_SUCCESS:
+            return None
+        try:
+            raw, result, _ = self._ph.fastSyncReadRx(self._port, BROADCAST_ID, (size + 4) * len(ids))
+        except (IndexError, TypeError):  # the SDK indexes past the end of a truncated fast packet
+            return None
+        if result != sdk.COMM_SUCCESS:
+            return None
+        replies: dict[int, tuple[int, bytes]] = {}
+        for k in range(len(ids)):
+            seg = bytes(raw[k * (size + 4) : (k + 1) * (size + 4)])
+            if len(seg) < size + 2 or seg[1] not in ids:
+                return None
+            replies[seg[1]] = (seg[0], seg[2 : 2 + size])
+        if set(replies) != set(ids):
+            return None
+        return self._judge(replies, dict.fromkeys(ids, size), None, "fast sync read")
+
+    def bulk_read(self, items: dict[int, tuple[int, int]], alerts_ok: bool = False) -> dict[int, int]:
+        """One Bulk Read, {servo id: (address, size)} -> {servo id: unsigned value}, every error byte checked.
+
+        `alerts_ok` returns the values of servos in alarm instead of raising (reading register 70 itself)."""
+        import dynamixel_sdk as sdk
+
+        self._require()
+        param: list[int] = []
+        for sid, (addr, size) in items.items():
+            param += [sid, addr & 0xFF, addr >> 8, size & 0xFF, size >> 8]
+        sizes = {sid: size for sid, (_, size) in items.items()}
+        with self._lock:
+            result = self._io(self._ph.bulkReadTx, self._port, param, len(param), False)
+            if result != sdk.COMM_SUCCESS:
+                raise BusError(f"{self.port_name}: bulk read not sent: {self._reason(result)}")
+            if alerts_ok:
+                data = {}
+                for sid, size in sizes.items():
+                    value, result, error = self._io(self._ph.readRx, self._port, sid, size)
+                    if result != sdk.COMM_SUCCESS:
+                        raise BusError(f"{self.port_name}: servo {sid}: {self._reason(result)}", sid)
+                    if error & ~ERRBIT_ALERT or len(value) < size:
+                        raise BusError(
+                            f"{self.port_name}: servo {sid}: bulk read failed: {self._reason(0, error)}", sid
+                        )
+                    data[sid] = bytes(value)
+            else:
+                data = self._io(self._receive_each, sizes, "bulk read")
+        return {sid: int.from_bytes(data[sid][: sizes[sid]], "little") for sid in sizes}
+
+    def hardware_status(self, servo_ids: tuple[int, ...]) -> dict[int, int]:
+        """Register 70 (Hardware Error Status) of each servo, in one bulk read; 0 = no alarm."""
+        return self.bulk_read(dict.fromkeys(servo_ids, ADDR_HARDWARE_ERROR_STATUS), alerts_ok=True)
 
     def sync_read_positions(self, servo_ids: tuple[int, ...], fast: bool = False) -> tuple[float, np.ndarray]:
-        """One GroupSyncRead of Present Position: (time the servos latched it, signed ticks per servo).
+        """One sync read of Present Position: (time the servos latched it, signed ticks per servo).
 
         The time is when the instruction packet has finished arriving at the servos (each servo samples
         its encoder on receipt), estimated from the send time and the packet length at the bus baud rate.
         `fast` uses Fast Sync Read (one status packet for all servos: fewer bytes, one return delay; X
         series firmware 46+); since its failure cannot say which servo broke the chain, a failed fast
-        read is repeated as a plain sync read, which names the servo (or recovers the reading).
+        read is repeated as a plain sync read, which names the servo (or recovers the reading). Every
+        servo's error byte is checked either way: an alert raises ServoAlarm naming the servo and its
+        Hardware Error Status, any other error bit BusError.
         """
-        import dynamixel_sdk as sdk
-
         self._require()
         addr, size = ADDR_PRESENT_POSITION
+        ids = tuple(servo_ids)
         with self._lock:
-            if self._group is None or self._group_ids != tuple(servo_ids):
-                self._group = sdk.GroupSyncRead(self._port, self._ph, addr, size)
-                for sid in servo_ids:
-                    self._group.addParam(sid)
-                self._group_ids = tuple(servo_ids)
-            group = self._group
-            result = sdk.COMM_RX_CORRUPT
+            data = None
             if fast:
                 t_send = time.time()
-                result = self._io(self._fast_sync_read, group)
-            if result != sdk.COMM_SUCCESS:
+                data = self._io(self._fast_sync_read, ids, addr, size)
+            if data is None:
                 t_send = time.time()
-                result = self._io(group.txRxPacket)
-            if result != sdk.COMM_SUCCESS:
-                failed = next((sid for sid in servo_ids if not group.data_dict.get(sid)), servo_ids[0])
-                raise BusError(f"{self.port_name}: servo {failed}: {self._reason(result)}", failed)
-            ticks = np.array(
-                [ticks_to_signed(group.getData(sid, addr, size)) for sid in servo_ids], dtype=np.int64
-            )
-        t_latch = t_send + (14 + len(servo_ids)) * self.byte_time_s
+                data = self._io(self._sync_read, ids, addr, size)
+        ticks = np.array(
+            [ticks_to_signed(int.from_bytes(data[sid][:size], "little")) for sid in ids], dtype=np.int64
+        )
+        t_latch = t_send + (14 + len(ids)) * self.byte_time_s
         return t_latch, ticks

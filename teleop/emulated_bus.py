@@ -16,7 +16,11 @@ can read 2*pi differently after a restart (GELLO issue #19).
 
 Faults per servo (`inject`): "silence" (stops answering), "corrupt" (status packets with a bad CRC),
 "missing" (absent from the bus, PING included); for N packets or until cleared. `disconnect()` is the
-USB cable pulled: the pty closes and the host's next read fails.
+USB cable pulled: the pty closes and the host's next read fails. `alarm(servo_id, bits)` is a servo in
+alarm (overheating, input voltage, ...): its Hardware Error Status (register 70) holds the bits and every
+status packet it sends (PING, READ, WRITE, sync, fast sync and bulk read replies) carries the alert bit
+0x80 until REBOOT or a power cycle clears RAM, as on an X-series servo (`persist=True`: the cause is still
+there, so the alarm comes back at once after a reboot).
 
 The servos' angles come from the calibration the bus is built with (its physical truth): a GelloLeader
 using the same calibration reads back exactly what `set_joint_targets` set.
@@ -63,6 +67,7 @@ class EmulatedServo:
     table: bytearray = field(default_factory=lambda: bytearray(TABLE_SIZE))
     fault: str | None = None
     fault_left: int | None = None  # packets the fault still affects; None = until cleared
+    alarm_cause: int = 0  # Hardware Error Status bits whose cause outlives a reboot (an overheated motor)
     registered: tuple[int, bytes] | None = None  # REG_WRITE pending ACTION
 
     def __post_init__(self) -> None:
@@ -88,6 +93,7 @@ class EmulatedServo:
         self.turn_base_ticks = (ticks // dx.TICKS_PER_REV) * dx.TICKS_PER_REV
         self.table[dx.EEPROM_END :] = bytes(TABLE_SIZE - dx.EEPROM_END)
         self.put(dx.ADDR_STATUS_RETURN_LEVEL, 2)
+        self.put(dx.ADDR_HARDWARE_ERROR_STATUS, self.alarm_cause)
         self.registered = None
 
     def put(self, address: tuple[int, int], value: int) -> None:
@@ -103,6 +109,14 @@ class EmulatedServo:
         homing = int.from_bytes(self.table[20:24], "little", signed=True)
         ticks = int(round(self.angle_rad / dx.RAD_PER_TICK)) - self.turn_base_ticks + homing
         self.put(dx.ADDR_PRESENT_POSITION, ticks)
+
+    @property
+    def error_bits(self) -> int:
+        """The alert bit every status packet carries while register 70 is non-zero."""
+        return dx.ERRBIT_ALERT if self.get(dx.ADDR_HARDWARE_ERROR_STATUS) else 0
+
+    def status(self, error: int = 0, params: bytes = b"") -> bytes:
+        return dx.status_packet(self.servo_id, error | self.error_bits, params)
 
     @property
     def return_delay_s(self) -> float:
@@ -215,6 +229,15 @@ class EmulatedDynamixelBus:
             servo = self.servos[servo_id]
             servo.fault, servo.fault_left = fault, count
 
+    def alarm(self, servo_id: int, bits: int, persist: bool = False) -> None:
+        """Put `servo_id` in alarm with Hardware Error Status `bits` (dx.HARDWARE_ERROR_BITS; 0 ends it).
+
+        Without `persist` a REBOOT clears it (the cause is gone); with it the servo alarms again on restart."""
+        with self._lock:
+            servo = self.servos[servo_id]
+            servo.put(dx.ADDR_HARDWARE_ERROR_STATUS, bits)
+            servo.alarm_cause = bits if persist else 0
+
     def clear_faults(self) -> None:
         with self._lock:
             for servo in self.servos.values():
@@ -308,7 +331,7 @@ class EmulatedDynamixelBus:
             if not packet.crc_ok:
                 self.crc_errors += 1
                 servo = self.servos.get(packet.servo_id)
-                replies = [] if servo is None else [(servo, dx.status_packet(servo.servo_id, dx.ERR_CRC))]
+                replies = [] if servo is None else [(servo, servo.status(dx.ERR_CRC))]
             else:
                 replies = self._handle(packet)
             # a servo at another baud rate hears noise and never answers (a new baud rate applies after the reply)
@@ -351,7 +374,7 @@ class EmulatedDynamixelBus:
             self._update_script()
         if inst == dx.PING:
             return [
-                (s, dx.status_packet(s.servo_id, 0, s.table[0:2] + s.table[6:7]))
+                (s, s.status(0, s.table[0:2] + s.table[6:7]))
                 for s in sorted(targets, key=lambda s: s.servo_id)
             ]
         if inst == dx.READ and not broadcast and len(prm) == 4:
@@ -366,16 +389,16 @@ class EmulatedDynamixelBus:
                 else:
                     s.registered, err = (addr, data), 0
                 if not broadcast:
-                    replies.append((s, dx.status_packet(s.servo_id, err)))
+                    replies.append((s, s.status(err)))
             return replies
         if inst == dx.ACTION:
             for s in targets:
                 if s.registered is not None:
                     self._write(s, *s.registered)
                     s.registered = None
-            return [] if broadcast else [(s, dx.status_packet(s.servo_id)) for s in targets]
+            return [] if broadcast else [(s, s.status()) for s in targets]
         if inst == dx.REBOOT:
-            replies = [] if broadcast else [(s, dx.status_packet(s.servo_id)) for s in targets]
+            replies = [] if broadcast else [(s, s.status()) for s in targets]
             for s in targets:
                 s.power_on()
             return replies
@@ -416,13 +439,13 @@ class EmulatedDynamixelBus:
                 i += 5 + n
             return []
         # unknown instruction or malformed parameters: an addressed servo says so
-        return [] if broadcast else [(s, dx.status_packet(s.servo_id, dx.ERR_INSTRUCTION)) for s in targets]
+        return [] if broadcast else [(s, s.status(dx.ERR_INSTRUCTION)) for s in targets]
 
     def _read_reply(self, s: EmulatedServo, addr: int, n: int) -> bytes:
         if n == 0 or addr + n > TABLE_SIZE:
-            return dx.status_packet(s.servo_id, dx.ERR_ACCESS)
+            return s.status(dx.ERR_ACCESS)
         s.refresh()
-        return dx.status_packet(s.servo_id, 0, bytes(s.table[addr : addr + n]))
+        return s.status(0, bytes(s.table[addr : addr + n]))
 
     def _fast_sync_reply(self, ids: bytes, addr: int, n: int) -> list[tuple]:
         """One packet for all servos: [err, id, data, crc] per servo, each crc covering the packet so far and
@@ -442,7 +465,7 @@ class EmulatedDynamixelBus:
             first = first or servo
             corrupt |= fault == "corrupt"
             servo.refresh()
-            body += bytes([0, sid]) + servo.table[addr : addr + n]
+            body += bytes([servo.error_bits, sid]) + servo.table[addr : addr + n]
             if i < len(ids) - 1:
                 body += dx.crc16(head + body).to_bytes(2, "little")
         if first is None:

@@ -19,6 +19,13 @@ reference pose (a UR joint may legitimately sit more than pi from home when a ca
 
 Failures (timeout, CRC error, missing servo, unplugged adapter, implausible jump) raise `LeaderError`
 naming the servo; the caller holds the follower (mimic.teleop.leader). One retry absorbs a single glitch.
+
+Servo alarms are not glitches: a status packet with the hardware-alert bit (overheating, input voltage,
+encoder, electrical shock, overload) raises `LeaderError` naming the port, the servo and its decoded
+Hardware Error Status, and latches. Every later `read()` raises the same error, so the follower holds,
+until the operator calls `clear_alarm()` (which reboots the servos in alarm, the only way a Dynamixel
+leaves it, and checks register 70 of every servo); a servo that recovers by itself (a brown-out restart
+clears its alarm) does not end the hold.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ import numpy as np
 
 from mimic.robots.specs import get_spec
 from mimic.teleop import dynamixel as dx
-from mimic.teleop.dynamixel import BusError, DynamixelBus
+from mimic.teleop.dynamixel import BusError, DynamixelBus, ServoAlarm
 from mimic.teleop.gello_calibration import GelloCalibration
 from mimic.teleop.leader import Leader, LeaderError, LeaderReading
 from mimic.teleop.mapping import clip_to_limits, default_map, trigger_to_width
@@ -78,6 +85,9 @@ class GelloLeader(Leader):
         self.failures = 0
         self.unwraps = 0
         self._read_lock = threading.Lock()  # read() from several threads: one unwrap state, updated in order
+        self.alarm: LeaderError | None = (
+            None  # a latched servo alarm; survives disconnect(), ended by clear_alarm()
+        )
 
     @property
     def is_connected(self) -> bool:
@@ -111,6 +121,9 @@ class GelloLeader(Leader):
                 bus.ping(sid)
             if cfg.return_delay_us is not None:
                 self._set_return_delay(bus, cal.servo_ids, cfg.return_delay_us)
+        except ServoAlarm as e:
+            self.bus = bus  # kept open: clear_alarm() reboots the servo through it
+            raise self._latch_alarm(e) from None
         except BusError as e:
             bus.close()
             raise LeaderError(f"GELLO ({cal.device_id}): {e}", e.servo_id) from None
@@ -118,7 +131,8 @@ class GelloLeader(Leader):
         try:
             t, raw = self._sync_read()
         except LeaderError:
-            self.disconnect()
+            if self.alarm is None:  # in alarm the bus stays open for clear_alarm()
+                self.disconnect()
             raise
         n = len(cal.joints)
         # reconnecting soon after a good reading (a replugged cable, a servo brown-out): that pose is a far
@@ -169,18 +183,73 @@ class GelloLeader(Leader):
         """(latch time, raw angles in rad for every servo), retried; LeaderError naming the servo."""
         if self.bus is None or self.calibration is None:
             raise LeaderError(f"GELLO on {self.config.port}: read() before connect()")
+        if self.alarm is not None:
+            raise self.alarm
         cal = self.calibration
         error: BusError | None = None
         for _ in range(1 + max(0, self.config.retries)):
             try:
                 t, ticks = self.bus.sync_read_positions(cal.servo_ids, fast=self.config.fast_sync_read)
                 return t, ticks * dx.RAD_PER_TICK
+            except ServoAlarm as e:
+                raise self._latch_alarm(e) from None
             except BusError as e:
                 error = e
                 self.failures += 1
                 if e.servo_id is None:
                     break  # the port itself failed: retrying cannot help
         raise LeaderError(f"GELLO ({cal.device_id}): {error}", error.servo_id)
+
+    def _latch_alarm(self, e: ServoAlarm) -> LeaderError:
+        device = self.calibration.device_id if self.calibration is not None else self.config.port
+        self.failures += 1
+        self.alarm = LeaderError(
+            f"GELLO ({device}): {e}; the follower holds until the operator clears the alarm", e.servo_id
+        )
+        log.error("%s", self.alarm)
+        return self.alarm
+
+    def clear_alarm(self, restart_s: float = 1.0) -> None:
+        """The operator's acknowledgement: reboot the servo in alarm and resume if no servo reports one.
+
+        Rebooting restarts the servo's turn count within one revolution, which `read()` unwraps as it
+        does after a brown-out. Raises LeaderError (and stays latched) if a servo is still in alarm."""
+        if self.alarm is None:
+            return
+        if self.bus is None or self.calibration is None:
+            raise LeaderError(f"GELLO on {self.config.port}: clear_alarm() needs a connected bus")
+        cal, bus = self.calibration, self.bus
+        try:
+            if self.alarm.servo_id is not None:
+                bus.reboot(self.alarm.servo_id)
+                deadline = time.monotonic() + restart_s
+                while True:  # the servo answers again once it has restarted
+                    try:
+                        bus.ping(self.alarm.servo_id)
+                        break
+                    except ServoAlarm:
+                        break  # back, and still in alarm: the status read below says why
+                    except BusError:
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.02)
+            status = bus.hardware_status(cal.servo_ids)
+        except BusError as e:
+            raise LeaderError(f"GELLO ({cal.device_id}): clearing the alarm: {e}", e.servo_id) from None
+        still = {sid: bits for sid, bits in status.items() if bits}
+        if still:
+            sid, bits = next(iter(still.items()))
+            self.alarm = LeaderError(
+                f"GELLO ({cal.device_id}): {self.config.port}: servo {sid}: still in alarm after a reboot: Hardware Error Status 0x{bits:02x} "
+                f"({dx.decode_hardware_error(bits)}); the follower holds",
+                sid,
+            )
+            raise self.alarm
+        log.info("GELLO %s: alarm cleared by the operator", cal.device_id)
+        self.alarm = None
+        if self._last is None:  # the alarm came at connect: finish connecting now
+            self.disconnect()
+            self.connect()
 
     def read_leader(self) -> tuple[float, np.ndarray, float]:
         """(capture time, leader joint angles unwrapped, trigger closing fraction): before the follower map."""

@@ -7,6 +7,7 @@ by a relay between libfranka and the simulator that truncates the UDP state data
 
 from __future__ import annotations
 
+import socket
 import time
 
 import numpy as np
@@ -184,6 +185,45 @@ def test_corrupt_frames_raise_within_a_period(sim):
     finally:
         proxy.stop()
     time.sleep(1.5)  # the simulator notices its client left
+
+
+def _free_loopback(port: int) -> str:
+    """A 127.0.x.y address where nothing listens on `port` (franky-sim and the proxy take their own)."""
+    for x in range(200, 250):
+        host = f"127.0.{x}.{x}"
+        probe = socket.socket()
+        try:
+            probe.bind((host, port))
+            return host
+        except OSError:
+            continue
+        finally:
+            probe.close()
+    raise RuntimeError("no free loopback address")
+
+
+def test_wrong_address_errors_within_5_s_naming_address_and_cause():
+    host = _free_loopback(1337)
+    t0 = time.monotonic()
+    with pytest.raises(ArmError, match=rf"{host}:1337: connection refused: .*FCI is not running"):
+        make_arm(f"franka:{host}").connect()
+    assert time.monotonic() - t0 < 5.0
+    # an address that accepts the TCP connection and then says nothing (not a Franka's FCI): libfranka alone
+    # would wait about a minute for its handshake
+    host = _free_loopback(1337)
+    listener = socket.create_server((host, 1337))
+    try:
+        arm = make_arm(f"franka:{host}", connect_timeout_s=2.0)
+        t0 = time.monotonic()
+        with pytest.raises(
+            ArmError, match=rf"{host}:1337 accepted a connection but libfranka's handshake did not"
+        ):
+            arm.connect()
+        took = time.monotonic() - t0
+        assert 1.5 < took < 5.0, took
+        assert not arm.is_connected
+    finally:
+        listener.close()
 
 
 def test_disconnect_raises_within_a_period(sim):

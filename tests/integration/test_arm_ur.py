@@ -2,11 +2,15 @@
 
 The peer runs in its own process (ur_rtde's constructors hold the GIL while they wait for the controller,
 so a peer thread in this process would deadlock) and takes a file lock because ur_rtde fixes the ports;
-the test steers it and reads its counters over the peer's admin port.
+the test steers it and reads its counters over the peer's admin port. ur_rtde itself runs in the backend's
+child process (mimic.robots.ur_worker), which the crash test kills.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import subprocess
 import time
 
@@ -24,9 +28,11 @@ SPEC = get_spec("ur5e")
 RATE_HZ = SPEC.control_rate_hz
 CALLER_HZ = 100.0  # the test commands like a controller node would; the backend streams servoJ at 500 Hz
 SCHED_MARGIN_S = 0.15  # slack for thread wake-ups on a loaded 2-core machine
-# Staleness threshold for these tests: the backends default to 0.1 s (hardware), but peers and simulator share
-# a 2-core machine whose load can starve them for longer; the detection bound below is derived from it.
-STALE_S = 0.25
+# Staleness for the tests that are not about silence: the backend defaults to 3 control periods (6 ms), but the
+# peer is a Python process on a loaded 2-core machine whose own clock stalls for longer now and then (measured:
+# a few gaps > 6 ms per 5 s); 125 periods = 250 ms keeps those tests about what they test.
+STALE_PERIODS = 125
+STALE_S = STALE_PERIODS / RATE_HZ
 MIN_RATE_FRACTION = (
     0.6  # of the backend's rate, achieved under load (bench/bench_arms.py reports the real rate)
 )
@@ -63,7 +69,7 @@ def stream(arm, seconds: float, amplitude: float = 0.2, freq_hz: float = 0.5):
 
 
 def test_connect_state_stream_and_track(peer):
-    arm = make_arm("ur:127.0.0.1", stale_after_s=STALE_S)
+    arm = make_arm("ur:127.0.0.1", stale_periods=STALE_PERIODS)
     arm.connect()
     try:
         assert peer.stats()["program_running"]  # ur_rtde uploaded its script and it answered ready
@@ -90,7 +96,7 @@ def test_connect_state_stream_and_track(peer):
 
 
 def test_robotiq_gripper_through_its_urcap_socket(peer):
-    arm = make_arm("ur:127.0.0.1", gripper=True, stale_after_s=STALE_S)
+    arm = make_arm("ur:127.0.0.1", gripper=True, stale_periods=STALE_PERIODS)
     arm.connect()
     try:
         assert arm.gripper_supported
@@ -109,7 +115,7 @@ def test_robotiq_gripper_through_its_urcap_socket(peer):
 
 
 def test_refuses_out_of_limit_and_too_fast(peer):
-    arm = make_arm("ur:127.0.0.1", stale_after_s=STALE_S)
+    arm = make_arm("ur:127.0.0.1", stale_periods=STALE_PERIODS)
     arm.connect()
     try:
         q0 = arm.state().q.copy()
@@ -129,9 +135,9 @@ def test_refuses_out_of_limit_and_too_fast(peer):
         arm.disconnect()
 
 
-@pytest.mark.parametrize("fault", ["silence", "corrupt", "disconnect"])
+@pytest.mark.parametrize("fault", ["corrupt", "disconnect"])
 def test_fault_raises_within_a_period_and_stops_commanding(peer, fault):
-    arm = make_arm("ur:127.0.0.1", stale_after_s=STALE_S)
+    arm = make_arm("ur:127.0.0.1", stale_periods=STALE_PERIODS)
     arm.connect()
     try:
         q0, _ = stream(arm, 0.3, amplitude=0.05)
@@ -150,10 +156,8 @@ def test_fault_raises_within_a_period_and_stops_commanding(peer, fault):
             time.sleep(1.0 / CALLER_HZ)
         assert raised_at is not None, f"no ArmError within 3 s of {fault}"
         assert message.startswith("ur:127.0.0.1:") and "stopped commanding" in message
-        # Silence is observable once the controller clock has been frozen for stale_after_s; corrupt data
-        # and a closed socket at the next sample or servoJ.
-        observable = arm.config.stale_after_s if fault == "silence" else 0.0
-        bound = observable + 1.0 / RATE_HZ + SCHED_MARGIN_S
+        # corrupt data and a closed socket are seen at the next sample or servoJ
+        bound = 1.0 / RATE_HZ + SCHED_MARGIN_S
         assert arm.fault_time - t_fault <= bound, (fault, arm.fault_time - t_fault, bound, message)
         sent = arm.commands_sent
         count = peer.stats()["servoj_count"]
@@ -163,5 +167,98 @@ def test_fault_raises_within_a_period_and_stops_commanding(peer, fault):
             assert peer.stats()["servoj_count"] == count  # and nothing arrived
         with pytest.raises(ArmError):
             arm.state()
+    finally:
+        arm.disconnect()
+
+
+def test_silent_controller_latches_after_three_periods_of_its_clock(peer):
+    """The controller stops sending without closing anything: the fault is latched from the controller's own
+    clock (RTDE timestamp) not advancing for 3 control periods (the default), after which no state is returned
+    and no command is accepted. The detection time on the wall clock is measured in bench/bench_arms.py; here
+    the peer's own clock can stall past 6 ms on a loaded machine, which the backend rightly calls a fault, so
+    such an attempt (a fault before the injection, of the same kind) is repeated, at most 5 times."""
+    arm = None
+    for _attempt in range(5):
+        arm = make_arm("ur:127.0.0.1")  # stale_periods=3: 6 ms
+        assert arm.config.stale_periods == 3
+        arm.connect()
+        try:
+            q0 = arm.state().q.copy()
+            for k in range(10):
+                arm.command(q0 + np.eye(6)[0] * 0.002 * k)
+                time.sleep(1.0 / CALLER_HZ)
+        except ArmError as e:  # the peer stalled before the injection: a real fault of the same kind
+            assert re.search(r"controller silent.* clock stuck at .* control periods", str(e)), str(e)
+            arm.disconnect()
+            continue
+        t_inject = time.time()
+        peer.inject("silence")
+        silenced_at = peer.stats()["silenced_at"]
+        break
+    else:
+        pytest.fail("the peer never streamed 0.1 s without stalling past 3 control periods")
+    try:
+        deadline = time.time() + 2.0
+        while arm.fault_time is None and time.time() < deadline:
+            time.sleep(0.001)
+        assert arm.fault_time is not None and arm.fault_time >= t_inject
+        message = arm._fault
+        m = re.search(
+            r"controller silent.* clock stuck at t=([0-9.]+) s for ([0-9.]+) control periods", message
+        )
+        assert m, message
+        assert float(m.group(2)) >= 3.0  # latched by the period count of the controller clock ...
+        assert float(m.group(1)) <= silenced_at + 1e-3  # ... which stopped where the controller went silent
+        print(f"silence latched {(arm.fault_time - t_inject) * 1e3:.1f} ms after the injection: {message}")
+        last_controller_time, count = arm.controller_time, peer.stats()["servoj_count"]
+        with pytest.raises(ArmError, match="controller silent"):
+            arm.state()  # no stale state
+        with pytest.raises(ArmError, match="controller silent"):
+            arm.command(q0)  # no command accepted
+        time.sleep(0.1)
+        assert arm.controller_time == last_controller_time
+        assert peer.stats()["servoj_count"] == count
+    finally:
+        t0 = time.monotonic()
+        arm.disconnect()  # the controller is still silent: stopScript would wait forever
+        assert time.monotonic() - t0 < 1.0
+
+
+def test_disconnect_returns_within_a_second_when_the_script_never_stops(peer):
+    arm = make_arm("ur:127.0.0.1", stale_periods=STALE_PERIODS)
+    arm.connect()
+    stream(arm, 0.2, amplitude=0.02)
+    peer.script_never_stops()
+    t0 = time.monotonic()
+    arm.disconnect()
+    took = time.monotonic() - t0
+    stats = peer.stats()
+    assert took < 1.0, took
+    assert stats["stop_requests"] > 0 and stats["program_running"]  # asked to stop; the program did not
+    print(f"disconnect under a never-stopping script: {took * 1e3:.0f} ms")
+    assert not arm.is_connected
+
+
+def test_ur_rtde_crash_is_a_latched_fault_and_the_process_stays_up(peer):
+    arm = make_arm("ur:127.0.0.1", stale_periods=STALE_PERIODS)
+    arm.connect()
+    try:
+        q0, _ = stream(arm, 0.2, amplitude=0.02)
+        pid = arm.sdk_pid
+        assert pid is not None and pid != os.getpid()
+        os.kill(pid, signal.SIGSEGV)  # what a segfault inside ur_rtde does to its process
+        deadline = time.time() + 2.0
+        while arm.fault_time is None and time.time() < deadline:
+            time.sleep(0.005)
+        with pytest.raises(ArmError, match="ur_rtde process died of SIGSEGV"):
+            arm.command(q0)
+        with pytest.raises(ArmError, match="SIGSEGV"):
+            arm.state()
+    finally:
+        arm.disconnect()
+    arm = make_arm("ur:127.0.0.1", stale_periods=STALE_PERIODS)  # this process is fine: connect again
+    arm.connect()
+    try:
+        assert np.all(np.isfinite(arm.state().q))
     finally:
         arm.disconnect()

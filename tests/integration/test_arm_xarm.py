@@ -6,6 +6,7 @@ because the SDK hard-codes its ports.
 
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
@@ -21,9 +22,10 @@ pytestmark = pytest.mark.timeout(300)
 SPEC = get_spec("xarm7")
 RATE_HZ = SPEC.control_rate_hz
 SCHED_MARGIN_S = 0.15  # slack for thread wake-ups on a loaded 2-core machine
-# Staleness threshold for these tests: the backends default to 0.1 s (hardware), but peers and simulator share
-# a 2-core machine whose load can starve them for longer; the detection bound below is derived from it.
-STALE_S = 0.25
+# Staleness for the tests that are not about silence: the backend defaults to 3 report periods (12 ms), but the
+# peer shares this process and a loaded 2-core machine, whose scheduling stalls its report stream past that
+# now and then; 62 periods (~250 ms) keep those tests about what they test.
+STALE_PERIODS = 62
 MIN_RATE_FRACTION = (
     0.6  # of the backend's rate, achieved under load (bench/bench_arms.py reports the real rate)
 )
@@ -53,7 +55,7 @@ def stream(arm, seconds: float, amplitude: float = 0.2, freq_hz: float = 0.5):
 
 
 def test_connect_state_stream_and_track(peer):
-    arm = make_arm("xarm:127.0.0.1", stale_after_s=STALE_S)
+    arm = make_arm("xarm:127.0.0.1", stale_periods=STALE_PERIODS)
     arm.connect()
     try:
         s = arm.state()
@@ -77,7 +79,7 @@ def test_connect_state_stream_and_track(peer):
 
 
 def test_gripper_through_the_tool_rs485_port(peer):
-    arm = make_arm("xarm:127.0.0.1", gripper=True, stale_after_s=STALE_S)
+    arm = make_arm("xarm:127.0.0.1", gripper=True, stale_periods=STALE_PERIODS)
     arm.connect()
     try:
         assert arm.gripper_supported and peer.gripper_enabled  # enabled over Modbus-RTU at connect
@@ -99,7 +101,7 @@ def test_gripper_through_the_tool_rs485_port(peer):
 
 
 def test_refuses_out_of_limit_and_too_fast(peer):
-    arm = make_arm("xarm:127.0.0.1", stale_after_s=STALE_S)
+    arm = make_arm("xarm:127.0.0.1", stale_periods=STALE_PERIODS)
     arm.connect()
     try:
         q0 = arm.state().q.copy()
@@ -121,9 +123,9 @@ def test_refuses_out_of_limit_and_too_fast(peer):
         arm.disconnect()
 
 
-@pytest.mark.parametrize("fault", ["silence", "corrupt", "disconnect"])
+@pytest.mark.parametrize("fault", ["corrupt", "disconnect"])
 def test_fault_raises_within_a_period_and_stops_commanding(peer, fault):
-    arm = make_arm("xarm:127.0.0.1", stale_after_s=STALE_S)
+    arm = make_arm("xarm:127.0.0.1", stale_periods=STALE_PERIODS)
     arm.connect()
     try:
         q0, _, _ = stream(arm, 0.3, amplitude=0.05)
@@ -142,9 +144,7 @@ def test_fault_raises_within_a_period_and_stops_commanding(peer, fault):
             time.sleep(1.0 / RATE_HZ)
         assert raised_at is not None, f"no ArmError within 3 s of {fault}"
         assert message.startswith("xarm:127.0.0.1:") and "stopped commanding" in message
-        # Silence is observable after stale_after_s without reports; corruption and disconnect at once.
-        observable = arm.config.stale_after_s if fault == "silence" else 0.0
-        bound = observable + 1.0 / RATE_HZ + SCHED_MARGIN_S
+        bound = 1.0 / RATE_HZ + SCHED_MARGIN_S  # seen at the next report frame or servo command
         assert arm.fault_time - t_fault <= bound, (fault, arm.fault_time - t_fault, bound)
         sent, received = arm.commands_sent, peer.servoj_count
         time.sleep(0.2)
@@ -153,3 +153,80 @@ def test_fault_raises_within_a_period_and_stops_commanding(peer, fault):
             arm.state()
     finally:
         arm.disconnect()
+
+
+def test_silent_controller_latches_after_three_report_periods(peer):
+    """The controller stops reporting and answering without closing anything: the fault is latched from the
+    report stream (one frame per controller tick) missing 3 periods (the default), after which no state is
+    returned and no command accepted; disconnect still returns within 1 s. The wall-clock detection time is
+    measured in bench/bench_arms.py: the peer shares this process, and a stall of its stream past 12 ms on
+    a loaded machine is, rightly, a fault for the backend, so such an attempt (a fault before the injection)
+    is repeated, at most 5 times."""
+    arm = None
+    for _attempt in range(5):
+        arm = make_arm("xarm:127.0.0.1")
+        assert arm.config.stale_periods == 3
+        arm.connect()
+        try:
+            q0 = arm.state().q.copy()
+            for k in range(10):
+                arm.command(q0 + np.eye(7)[0] * 0.001 * k)
+                time.sleep(1.0 / RATE_HZ)
+        except ArmError as e:
+            assert "controller silent" in str(e), str(e)
+            arm.disconnect()
+            continue
+        reports_before = arm.reports
+        t_inject = time.time()
+        peer.inject("silence")
+        break
+    else:
+        pytest.fail("the peer never reported for 40 ms without stalling past 3 periods")
+    try:
+        deadline = time.time() + 2.0
+        while arm.fault_time is None and time.time() < deadline:
+            time.sleep(0.001)
+        assert arm.fault_time is not None and arm.fault_time >= t_inject
+        message = arm._fault
+        m = re.search(
+            r"controller silent.* no report frame after #(\d+) for ([0-9.]+) control periods", message
+        )
+        assert m, message
+        assert int(m.group(1)) >= reports_before and float(m.group(2)) >= 3.0
+        print(f"silence latched {(arm.fault_time - t_inject) * 1e3:.1f} ms after the injection: {message}")
+        sent, received = arm.commands_sent, peer.servoj_count
+        with pytest.raises(ArmError, match="controller silent"):
+            arm.state()
+        with pytest.raises(ArmError, match="controller silent"):
+            arm.command(q0)
+        time.sleep(0.1)
+        assert arm.commands_sent == sent and peer.servoj_count == received
+    finally:
+        t0 = time.monotonic()
+        arm.disconnect()
+        assert time.monotonic() - t0 < 1.0
+
+
+def test_controller_error_latches_while_no_target_is_sent(peer):
+    """A controller error is seen from the polled error code even when the arm is only holding (no commands)."""
+    arm = make_arm("xarm:127.0.0.1", stale_periods=STALE_PERIODS)
+    arm.connect()
+    try:
+        q0 = arm.state().q.copy()
+        time.sleep(0.1)
+        t_error = time.time()
+        peer.set_error(31, 0)  # a collision, say
+        deadline = time.time() + 2.0
+        while arm.fault_time is None and time.time() < deadline:
+            time.sleep(0.005)
+        assert arm.fault_time is not None
+        took = arm.fault_time - t_error
+        print(f"controller error latched {took * 1e3:.0f} ms after it was raised")
+        assert took <= 1.0 / arm.config.error_poll_hz + SCHED_MARGIN_S
+        with pytest.raises(ArmError, match="controller error code 31"):
+            arm.command(q0)
+        with pytest.raises(ArmError, match="controller error code 31"):
+            arm.state()
+    finally:
+        arm.disconnect()
+    peer.set_error(0, 0)

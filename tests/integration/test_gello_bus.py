@@ -118,3 +118,29 @@ def test_garbage_on_the_line_and_pty_tuning_are_tolerated(bus_and_port) -> None:
     # what a pty lacks (FTDI low-latency ioctl, sysfs latency_timer) is reported, never raised
     skipped = dx.tune_port_latency(bus.port, port.ser)
     assert any("low-latency" in s for s in skipped) and "sysfs latency_timer" in skipped
+
+
+def test_alarm_sets_the_alert_bit_in_every_reply_until_reboot(bus_and_port) -> None:
+    """A servo in alarm answers with error bit 0x80 in sync, fast sync and bulk replies and in PING; register 70
+    holds the cause; REBOOT clears it (unless the cause persists)."""
+    bus, port, ph = bus_and_port
+    bus.alarm(3, 0x04)  # overheating
+    assert ph.syncReadTx(port, 132, 4, [2, 3, 4], 3, False) == 0
+    errors = {sid: ph.readRx(port, sid, 4)[2] for sid in (2, 3, 4)}
+    assert errors == {2: 0, 3: dx.ERRBIT_ALERT, 4: 0}
+    assert ph.syncReadTx(port, 132, 4, [2, 3], 2, True) == 0
+    raw, result, _ = ph.fastSyncReadRx(port, sdk.BROADCAST_ID, 16)
+    assert result == 0 and (raw[0], raw[1], raw[8], raw[9]) == (
+        0,
+        2,
+        dx.ERRBIT_ALERT,
+        3,
+    )  # [err, id, data, crc]
+    assert ph.bulkReadTx(port, [3, 70, 0, 1, 0], 5, False) == 0
+    assert ph.readRx(port, 3, 1) == ([0x04], 0, dx.ERRBIT_ALERT)
+    assert ph.ping(port, 3)[2] == dx.ERRBIT_ALERT
+    assert ph.reboot(port, 3) == (0, dx.ERRBIT_ALERT)  # the reply goes out before the restart
+    assert ph.read1ByteTxRx(port, 3, 70) == (0, 0, 0)
+    bus.alarm(3, 0x20, persist=True)  # overload that is still there
+    ph.reboot(port, 3)
+    assert ph.read1ByteTxRx(port, 3, 70) == (0x20, 0, dx.ERRBIT_ALERT)

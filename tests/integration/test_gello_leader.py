@@ -151,3 +151,66 @@ def test_reading_stamp_is_when_the_servos_sampled(tmp_path, baud: int) -> None:
     )
     # one encoder tick is 0.8 ms of this motion; the servo thread shares a loaded machine
     assert abs(np.median(offsets_ms)) < 2.0
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["sync", "fast-sync"])
+def test_servo_alarm_names_servo_and_status_and_holds_until_cleared(tmp_path, fast: bool) -> None:
+    """A servo in alarm (hardware-alert bit in its status packets) fails the very next read, naming the port, the
+    servo and its decoded Hardware Error Status; the leader stays latched (even when the servo restarts and
+    stops alarming by itself) until the operator clears it, and clearing fails while the cause persists."""
+    spec = get_spec("franka")
+    with EmulatedDynamixelBus(example_calibration("franka"), baudrate=1_000_000) as bus:
+        leader = _leader(bus, tmp_path, "franka", baudrate=1_000_000, fast_sync_read=fast)
+        leader.connect()
+        try:
+            leader.read()
+            bus.alarm(4, 0x24)  # overheating + overload
+            with pytest.raises(LeaderError) as err:
+                leader.read()
+            message = str(err.value)
+            assert err.value.servo_id == 4
+            assert bus.port in message and "servo 4" in message
+            assert "Hardware Error Status 0x24 (overheating, overload)" in message
+            bus.power_cycle((4,))  # the alarm is gone from the servo, but nobody acknowledged it
+            bus.alarm(4, 0)
+            reads_before = bus.packets
+            with pytest.raises(LeaderError, match="servo 4"):
+                leader.read()
+            assert bus.packets == reads_before  # latched: not even a bus read, the follower holds
+            leader.clear_alarm()
+            np.testing.assert_allclose(leader.read().q, spec.home, atol=TICK)
+            bus.alarm(6, 0x01, persist=True)  # input voltage, and the supply is still low
+            with pytest.raises(LeaderError, match=r"servo 6: .*0x01 \(input voltage\)"):
+                leader.read()
+            with pytest.raises(LeaderError, match="servo 6: still in alarm after a reboot"):
+                leader.clear_alarm()
+            with pytest.raises(LeaderError, match="servo 6"):
+                leader.read()
+        finally:
+            leader.disconnect()
+
+
+def test_servo_alarm_on_bulk_read_ping_and_at_connect(tmp_path) -> None:
+    """The other read paths check the error byte too: a bulk read, a PING at connect."""
+    from mimic.teleop.dynamixel import DynamixelBus, ServoAlarm
+
+    with EmulatedDynamixelBus(example_calibration("franka"), baudrate=1_000_000) as bus:
+        bus.alarm(2, 0x08)  # motor encoder
+        dxl = DynamixelBus(bus.port, 1_000_000, latency_timer_ms=40.0)
+        dxl.open()
+        try:
+            with pytest.raises(
+                ServoAlarm, match=r"servo 2: hardware alert on bulk read: .*0x08 \(motor encoder\)"
+            ):
+                dxl.bulk_read({1: (132, 4), 2: (132, 4), 3: (7, 1)})
+            assert dxl.bulk_read({1: (7, 1), 3: (7, 1)}) == {1: 1, 3: 3}  # the others read fine
+            assert dxl.hardware_status((1, 2, 3)) == {1: 0, 2: 0x08, 3: 0}
+        finally:
+            dxl.close()
+        leader = _leader(bus, tmp_path, "franka", baudrate=1_000_000)
+        with pytest.raises(LeaderError, match=r"servo 2: hardware alert on PING: .*motor encoder") as err:
+            leader.connect()
+        assert err.value.servo_id == 2
+        leader.clear_alarm()  # reboots servo 2 and finishes connecting
+        np.testing.assert_allclose(leader.read().q, get_spec("franka").home, atol=TICK)
+        leader.disconnect()

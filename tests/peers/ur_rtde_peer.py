@@ -19,9 +19,12 @@ What it emulates (learned from the RTDE guide and ur_rtde's behaviour, written f
 
 ur_rtde hard-codes the ports, so the peer takes the machine-wide arm-peer port lock (shared with the xArm
 peer: both need 30003), waiting a bounded time for another run, and fails clearly if a port stays busy.
-Faults (`inject`): "silence" (no data packages, inputs ignored), "corrupt" (data packages of the right
-size and recipe whose values are random bytes), "disconnect" (all client sockets closed, no new ones
-accepted).
+Faults (`inject`): "silence" (the controller goes quiet without closing anything: no data packages,
+inputs, scripts and dashboard requests ignored, new connections accepted and never answered), "corrupt"
+(data packages of the right size and recipe whose values are random bytes), "disconnect" (all client
+sockets closed, no new ones accepted). `script never_stops` (admin) makes the program ignore the stop-script
+command and the dashboard's `stop`, as a controller whose program will not end; `silenced_at` (stats) is
+the controller clock when silence began.
 """
 
 from __future__ import annotations
@@ -137,7 +140,7 @@ class _Conn:
 
 class URPeer(TcpPeer):
     who = "UR peer"
-    refuse_on = ("disconnect", "silence")
+    refuse_on = ("disconnect",)
     client_timeout_s = 0.2
 
     def __init__(
@@ -157,6 +160,9 @@ class URPeer(TcpPeer):
         self.out_int, self.out_double = [0] * 48, [0.0] * 48
         self.reg_offset = 0
         self.program_running = False
+        self.script_never_stops = False  # the program ignores stop requests
+        self.stop_requests = 0  # stop-script commands and dashboard stops received
+        self.silenced_at: float | None = None  # controller clock when "silence" was injected
         self.servoing = False
         self.scripts_received = 0
         self.servoj_count = 0  # servoJ input packages received: what "nothing reached the peer" checks
@@ -259,6 +265,7 @@ class URPeer(TcpPeer):
             with self._lock:
                 if self.fault in ("silence", "disconnect"):
                     return
+                before = self.in_int[self.reg_offset]
                 for name, value in zip(names, values, strict=True):
                     idx = int(name.rsplit("_", 1)[1]) if name[-1].isdigit() else -1
                     if name.startswith("input_int_register_"):
@@ -266,6 +273,8 @@ class URPeer(TcpPeer):
                     elif name.startswith("input_double_register_"):
                         self.in_double[idx] = value
                 o = self.reg_offset
+                if f"input_int_register_{o}" in names and self.in_int[o] == STOP_SCRIPT != before:
+                    self.stop_requests += 1
                 if f"input_int_register_{o}" in names and self.in_int[o] == SERVOJ:
                     self.servoj_count += 1
                     self.servoj_last = np.array(self.in_double[o : o + 6])
@@ -357,9 +366,10 @@ class URPeer(TcpPeer):
             self.servoing = False
             self.out_int[o] = DONE
         elif cmd == STOP_SCRIPT:
-            self.servoing = False
-            self.program_running = False
-            self.out_int[o] = 0
+            if not self.script_never_stops:
+                self.servoing = False
+                self.program_running = False
+                self.out_int[o] = 0
         else:
             self.out_int[o] = DONE
 
@@ -430,7 +440,7 @@ class URPeer(TcpPeer):
                     break
         except OSError:
             pass
-        if data:
+        if data and self.fault != "silence":
             with self._lock:
                 self.scripts_received += 1
                 self.log.append(f"script {len(data)} bytes: {data[:60]!r}")
@@ -441,7 +451,8 @@ class URPeer(TcpPeer):
 
     def _serve_dashboard(self, sock: socket.socket) -> None:
         try:
-            sock.sendall(b"Connected: Universal Robots Dashboard Server\n")
+            if self.fault != "silence":
+                sock.sendall(b"Connected: Universal Robots Dashboard Server\n")
             buf = b""
             while not self._stop.is_set():
                 try:
@@ -450,6 +461,8 @@ class URPeer(TcpPeer):
                     continue
                 if not chunk or self.fault == "disconnect":
                     return
+                if self.fault == "silence":
+                    continue
                 buf += chunk
                 while b"\n" in buf:
                     line, buf = buf.split(b"\n", 1)
@@ -485,8 +498,10 @@ class URPeer(TcpPeer):
         }
         if request == "stop":
             with self._lock:
-                self.program_running = False
-                self.servoing = False
+                self.stop_requests += 1
+                if not self.script_never_stops:
+                    self.program_running = False
+                    self.servoing = False
         return answers.get(request, f"could not understand: '{request}'")
 
 
@@ -519,7 +534,14 @@ class _Admin:
     def handle(self, words: list[str]) -> dict:
         peer = self.peer
         if words[:1] == ["inject"]:
-            peer.inject(words[1] if len(words) > 1 and words[1] != "none" else None)
+            fault = words[1] if len(words) > 1 and words[1] != "none" else None
+            with peer._lock:
+                peer.silenced_at = time.time() - peer.t0 if fault == "silence" else None
+            peer.inject(fault)
+            return {"ok": True}
+        if words[:2] == ["script", "never_stops"]:
+            with peer._lock:
+                peer.script_never_stops = len(words) < 3 or words[2] != "off"
             return {"ok": True}
         with peer._lock:
             return {
@@ -531,6 +553,8 @@ class _Admin:
                 "fault": peer.fault,
                 "robotiq": dict(peer.robotiq),
                 "servoj_last": None if peer.servoj_last is None else peer.servoj_last.tolist(),
+                "stop_requests": peer.stop_requests,
+                "silenced_at": peer.silenced_at,
             }
 
 
@@ -562,6 +586,9 @@ class URPeerClient:
 
     def stats(self) -> dict:
         return self._ask("stats")
+
+    def script_never_stops(self, on: bool = True) -> None:
+        self._ask(f"script never_stops {'on' if on else 'off'}")
 
     def close(self) -> None:
         self._file.close()
@@ -595,6 +622,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--verbose", action="store_true", help="print what the client sets up and uploads")
     args = ap.parse_args(argv)
+    # A controller streams on time; this one is a Python process whose threads wait for the GIL up to the
+    # switch interval (5 ms by default) behind each other, which alone can stall its clock past the
+    # backend's 3-period (6 ms) limit.
+    sys.setswitchinterval(0.0005)
     peer = URPeer(q0=np.array(args.q0))
     try:
         peer.start()

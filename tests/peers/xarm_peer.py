@@ -16,9 +16,11 @@ frames passed through register 124 (tool RS-485): enable, speed, target and curr
 
 The SDK hard-codes the ports, so the peer first takes a machine-wide file lock shared with the UR peer (both
 use 30003), waiting a bounded time for another run, and fails with a clear error if a port stays busy.
-Fault injection (`inject`): "silence" (no reports, no answers), "corrupt" (a report frame with a wrong
-length prefix and a reply with a wrong protocol id), "disconnect" (every client socket closed, no new
-connections).
+Fault injection (`inject`): "silence" (no reports, no answers, every socket left open), "corrupt" (a report
+frame with a wrong length prefix and a reply with a wrong protocol id), "disconnect" (every client socket
+closed, no new connections). `set_error(error_code, warn_code)` is a controller error (a joint over its
+current limit, a collision...): the controller stops (state 4) and holds, GET_ERROR answers the codes, and
+the state byte of every reply carries the error (0x40) and warning (0x20) bits, as the SDK reads them.
 """
 
 from __future__ import annotations
@@ -71,7 +73,16 @@ class XArmPeer(TcpPeer):
         self.gripper_target = 850
         self.gripper_speed = 1500.0  # pulses/s (the SDK's default speed value)
         self.gripper_writes = 0  # RS-485 writes to the gripper that reached the controller
+        self.error_code, self.warn_code = 0, 0
         self._init_peer(threading.Lock())
+
+    def set_error(self, error_code: int, warn_code: int = 0) -> None:
+        """A controller error (non-zero) stops the arm where it is; (0, 0) clears the codes."""
+        with self._lock:
+            self.error_code, self.warn_code = error_code, warn_code
+            if error_code:
+                self.state = 4
+                self.q_set = self.q.copy()
 
     # --- lifecycle (TcpPeer) ---------------------------------------------------------------------------
     def _listeners(self):
@@ -164,6 +175,7 @@ class XArmPeer(TcpPeer):
             if fault == "corrupt":
                 prot_id ^= 0x55  # the SDK checks the protocol id of every answer
             state = 0x10 if self.state in (4, 5) and reg == MOVE_SERVOJ else 0
+            state |= (0x40 if self.error_code else 0) | (0x20 if self.warn_code else 0)
         return struct.pack(">HHHBB", trans_id, prot_id, 2 + len(out), reg, state) + out
 
     def _register(self, reg: int, data: bytes) -> bytes:
@@ -179,7 +191,7 @@ class XArmPeer(TcpPeer):
             self.state = 4  # the controller stops on a mode change until set_state(0)
             return b""
         if reg == SET_STATE:
-            self.state = data[0] if self.enabled or data[0] != 0 else 4
+            self.state = data[0] if (self.enabled and not self.error_code) or data[0] != 0 else 4
             if self.state == 4:
                 self.q_set = self.q.copy()
             return b""
@@ -188,7 +200,7 @@ class XArmPeer(TcpPeer):
         if reg == GET_CMDNUM:
             return struct.pack(">H", self.cmd_count)
         if reg == GET_ERROR:
-            return b"\0\0"
+            return bytes([self.error_code & 0xFF, self.warn_code & 0xFF])
         if reg == MOVE_SERVOJ:
             target = np.array(struct.unpack("<7f", data[:28]))[: self.dof]
             self.servoj_count += 1

@@ -174,3 +174,57 @@ def test_a_loop_stuck_in_the_sdk_is_reported_and_its_sdk_objects_are_kept_alive(
     assert any(o is sdk for o in arm_module._ORPHANED_SDK_OBJECTS)
     assert not any(o is None for o in arm_module._ORPHANED_SDK_OBJECTS)
     loops.sdk_returns.set()
+
+
+def test_backend_options_ride_in_the_uri():
+    arm = make_arm("ur:10.0.0.2?stale_periods=5&gain=500&gripper=true")
+    assert arm.config.host == "10.0.0.2" and arm.name == "ur:10.0.0.2"
+    assert (arm.config.stale_periods, arm.config.gain, arm.config.gripper) == (5.0, 500.0, True)
+    assert make_arm("xarm:10.0.0.3?stale_periods=10").config.stale_periods == 10.0
+    with pytest.raises(ValueError, match=r"arm 'ur:10.0.0.2\?stale=5': unknown option 'stale'; options are"):
+        make_arm("ur:10.0.0.2?stale=5")
+    with pytest.raises(ValueError, match="option stale_periods='x' is not a float"):
+        make_arm("xarm:10.0.0.2?stale_periods=x")
+
+
+def test_realtime_scheduling_applies_to_the_calling_thread_or_says_why_not():
+    import os
+
+    from mimic.robots.pacer import enable_realtime
+
+    result: dict = {}
+
+    def loop() -> None:
+        result["done"], result["note"] = enable_realtime(what="test loop")
+        result["policy"] = os.sched_getscheduler(0)
+
+    interval = sys.getswitchinterval()
+    th = threading.Thread(target=loop)
+    th.start()
+    th.join()
+    sys.setswitchinterval(interval)
+    assert "\n" not in result["note"] and result["note"].startswith("test loop: ")
+    if result["done"]:
+        assert result["policy"] == os.SCHED_FIFO and "SCHED_FIFO priority" in result["note"]
+    else:
+        assert "normal priority" in result["note"]
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the process and its other threads are untouched
+
+
+def test_a_crashed_sdk_process_becomes_a_message_not_a_dead_parent():
+    import os
+    import signal
+
+    from mimic.robots.sdk_process import ChildGone, SdkProcess
+
+    exits: list[str] = []
+    proc = SdkProcess("mimic.robots.ur_worker", "ur_rtde process", lambda k, p: None, exits.append)
+    proc.start()
+    os.kill(proc.pid, signal.SIGSEGV)
+    deadline = time.monotonic() + 10.0
+    while not exits and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert exits and exits[0].startswith("died of SIGSEGV")
+    with pytest.raises(ChildGone, match="died of SIGSEGV"):
+        proc.send(b"T", b"")
+    proc.close()
