@@ -2,24 +2,23 @@
 export-mcap, export-lerobot, import-lerobot, import-mcap.
 
 Every failure is one line naming the store and key; output files are only created after the input
-passed validation, and a half-written output is removed.
+passed validation, and appear whole or not at all (mimic.data.staging).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 from zarr.errors import ZarrUserWarning
 
 from mimic.data.codecs import codec_name
 from mimic.data.dataset import DatasetError
-from mimic.data.storage import is_url, locate
+from mimic.data.staging import staged_output
+from mimic.data.storage import is_url
 from mimic.data.validate import validate
 
 
@@ -51,23 +50,13 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _output(path: str, fn, store: bool = False) -> None:  # noqa: ANN001 - small helper
-    """Run fn(path); remove a partial output if it fails. A store output may be a URL (mimic.data.storage);
-    any other output (PNG, MP4, MCAP, LeRobot folder) is a local file, and a URL for it is refused up front."""
+    """Run fn(where) to write the output `path`, which appears only if it succeeds (staged_output). A store
+    output may be a URL (mimic.data.storage); any other output (PNG, MP4, MCAP, LeRobot folder) is a local
+    file, and a URL for it is refused up front."""
     if is_url(path) and not store:
         raise DatasetError(f"{path}: this output must be a local path (stores may be URLs)")
-    loc = locate(path)
-    if loc.exists():
-        raise DatasetError(f"{path}: output already exists")
-    try:
-        fn(path)
-    except BaseException:
-        if not loc.local:
-            if loc.exists():
-                loc.fs.rm(loc.path, recursive=True)
-            raise
-        p = Path(loc.path)
-        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-        raise
+    with staged_output(path) as where:
+        fn(where)
 
 
 def _plot(args: argparse.Namespace) -> int:
@@ -83,7 +72,7 @@ def _video(args: argparse.Namespace) -> int:
     from mimic.data.export import video
 
     ds, _ = validate(args.path)
-    _output(args.out, lambda p: print(f"wrote {p}: {video(ds, p, args.episode)} frames"))
+    _output(args.out, lambda p: print(f"wrote {args.out}: {video(ds, p, args.episode)} frames"))
     return 0
 
 
@@ -91,7 +80,7 @@ def _mcap(args: argparse.Namespace) -> int:
     from mimic.data.export import export_mcap
 
     ds, _ = validate(args.path)
-    _output(args.out, lambda p: print(f"wrote {p}: {export_mcap(ds, p)} messages"))
+    _output(args.out, lambda p: print(f"wrote {args.out}: {export_mcap(ds, p)} messages"))
     return 0
 
 
@@ -119,7 +108,7 @@ def _import_mcap(args: argparse.Namespace) -> int:
 def _merge(args: argparse.Namespace) -> int:
     from mimic.data.transform import merge
 
-    _output(args.out, lambda p: print(f"wrote {p}: {merge(args.inputs, p)} episodes"), store=True)
+    _output(args.out, lambda p: print(f"wrote {args.out}: {merge(args.inputs, p)} episodes"), store=True)
     return 0
 
 
@@ -135,7 +124,7 @@ def _import_dp(args: argparse.Namespace) -> int:
     from mimic.data.dp_umi import import_dp
 
     def run(p: str) -> None:
-        print(f"wrote {p}: {import_dp(args.src, p, args.fps, args.robot)} episodes")
+        print(f"wrote {args.out}: {import_dp(args.src, p, args.fps, args.robot)} episodes")
         validate(p)
 
     _output(args.out, run, store=True)
@@ -147,7 +136,8 @@ def _export_dp(args: argparse.Namespace) -> int:
 
     validate(args.path)
     _output(
-        args.out, lambda p: print(f"wrote {p}: {export_dp(args.path, p)} episodes (diffusion_policy/UMI)")
+        args.out,
+        lambda p: print(f"wrote {args.out}: {export_dp(args.path, p)} episodes (diffusion_policy/UMI)"),
     )
     return 0
 
@@ -159,7 +149,8 @@ def _convert(args: argparse.Namespace) -> int:
         n = convert(args.src, p, args.quality)
         validate(p)
         print(
-            f"wrote {p}: {n} episodes ({'lossless' if args.quality is None else f'quality {args.quality}'})"
+            f"wrote {args.out}: {n} episodes "
+            f"({'lossless' if args.quality is None else f'quality {args.quality}'})"
         )
 
     _output(args.out, run, store=True)
@@ -173,7 +164,7 @@ def _export_lerobot(args: argparse.Namespace) -> int:
     cfg = LeRobotExportConfig(repo_id=args.repo_id or "")
     _output(
         args.out_dir,
-        lambda p: print(f"wrote {p}: {export_lerobot(args.path, p, cfg)} episodes (LeRobot v3.0)"),
+        lambda p: print(f"wrote {args.out_dir}: {export_lerobot(args.path, p, cfg)} episodes (LeRobot v3.0)"),
     )
     return 0
 
@@ -181,7 +172,9 @@ def _export_lerobot(args: argparse.Namespace) -> int:
 def _import_lerobot(args: argparse.Namespace) -> int:
     from mimic.data.lerobot import import_lerobot
 
-    _output(args.out, lambda p: print(f"wrote {p}: {import_lerobot(args.src, p)} episodes"), store=True)
+    _output(
+        args.out, lambda p: print(f"wrote {args.out}: {import_lerobot(args.src, p)} episodes"), store=True
+    )
     validate(args.out)
     return 0
 

@@ -1,14 +1,19 @@
-"""Store-to-store operations: merge and split by episode (diffusion_policy / UMI import: `mimic.data.dp_umi`)."""
+"""Store-to-store operations: merge and split by episode (diffusion_policy / UMI import: `mimic.data.dp_umi`).
+
+Outputs never share a path with an input or with each other, and split's two outputs are staged
+(mimic.data.staging): each appears whole, and neither does if either write fails.
+"""
 
 from __future__ import annotations
 
-import shutil
+import os
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from mimic.data.dataset import DatasetError, ReplayDataset
+from mimic.data.staging import staged_output
 from mimic.data.storage import locate
 from mimic.data.torch_dataset import split_episodes
 from mimic.data.validate import validate
@@ -24,6 +29,14 @@ def _streams(ds: ReplayDataset) -> dict[str, StreamSpec]:
 def _refuse_existing(out: str | Path) -> None:
     if locate(out).exists():  # a URL is checked for reachability too, before any input is read
         raise DatasetError(f"{out}: output already exists")
+
+
+def _same_place(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths or URLs name one location (`x.zarr`, `./x.zarr` and its absolute path do)."""
+    la, lb = locate(a, check=False), locate(b, check=False)
+    if la.local and lb.local:
+        return os.path.normpath(la.path) == os.path.normpath(lb.path)
+    return (la.protocol, la.path.rstrip("/")) == (lb.protocol, lb.path.rstrip("/"))
 
 
 def _copy(sources: list[tuple[ReplayDataset, list[int]]], out: str | Path) -> int:
@@ -48,11 +61,15 @@ def _copy(sources: list[tuple[ReplayDataset, list[int]]], out: str | Path) -> in
                     batch, rows = [], 0
         w.write_episodes(batch)
         bar.update(len(batch))
+    w.close()
     return total
 
 
 def merge(inputs: list[str], out: str) -> int:
     """Concatenate episodes of stores with identical fps and streams; returns episodes written."""
+    for p in inputs:
+        if _same_place(p, out):
+            raise DatasetError(f"merge: the output {out} is also an input")
     _refuse_existing(out)
     sets = [validate(p)[0] for p in inputs]
     ref = sets[0]
@@ -64,8 +81,9 @@ def merge(inputs: list[str], out: str) -> int:
 
 
 def split(src: str, out_train: str, out_val: str, val_ratio: float, seed: int) -> tuple[int, int]:
-    """Split by episode with the same rule WindowDataset uses; both outputs are removed if either fails."""
-    if len({str(src), str(out_train), str(out_val)}) < 3:
+    """Split by episode with the same rule WindowDataset uses; neither output appears if either write fails."""
+    paths = (src, out_train, out_val)
+    if any(_same_place(a, b) for i, a in enumerate(paths) for b in paths[i + 1 :]):
         raise DatasetError(
             f"split: the source and the two outputs must be three paths ({src}, {out_train}, {out_val})"
         )
@@ -79,13 +97,9 @@ def split(src: str, out_train: str, out_val: str, val_ratio: float, seed: int) -
         raise DatasetError(
             f"{src}: val_ratio {val_ratio} leaves no validation episode ({ds.n_episodes} episodes)"
         )
-    try:
+    # Nested: a decode error in the val copy removes the staged train copy too, so no half split is left.
+    with staged_output(out_train) as tr, staged_output(out_val) as va:
         return (
-            _copy([(ds, list(np.flatnonzero(~val)))], out_train),
-            _copy([(ds, list(np.flatnonzero(val)))], out_val),
+            _copy([(ds, list(np.flatnonzero(~val)))], tr),
+            _copy([(ds, list(np.flatnonzero(val)))], va),
         )
-    except BaseException:  # no half split left behind: a decode error in the second copy removes the first
-        for out in (out_train, out_val):
-            if "://" not in str(out):
-                shutil.rmtree(out, ignore_errors=True)
-        raise

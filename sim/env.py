@@ -1,7 +1,8 @@
 """TwinEnv: gym-style tasks (reach, pick_place, push_t, track) on any spec'd arm, 10 Hz control with physics sub-steps.
 
 Actions are absolute joint targets plus a gripper width, exactly what a hardware backend accepts, so a
-policy trained here deploys unchanged. Resets are seeded; object poses, colours, light and camera pose are
+policy trained here deploys unchanged. A non-finite action is refused; a joint target further than the arm's
+dq_max * control period from the last commanded one is clipped to that step (`velocity_clips` counts them). Resets are seeded; object poses, colours, light and camera pose are
 randomised from the same generator so a seed reproduces an episode (knobs: `Randomization`).
 
 `object_state` layout per task (what /objects/state carries and the dataset key `object_state` holds):
@@ -174,6 +175,10 @@ class TwinEnv:
         self._pending: deque[tuple[int, np.ndarray, float]] = deque()
         self._substep = 0
         self._scratch = mujoco.MjData(self.model)
+        # Velocity limit of the plain-Python step: the last commanded joint target (reset to the reset pose,
+        # never to a refused NaN) and how many commanded targets were clipped to dq_max per control period.
+        self._last_q = np.asarray(self.spec.home, dtype=float).copy()
+        self.velocity_clips = 0
 
     # --- task state -------------------------------------------------------------------------------
     def _randomize(self) -> None:
@@ -244,6 +249,7 @@ class TwinEnv:
         self._history.clear()
         self._pending.clear()
         self._substep = 0
+        self._last_q = d.qpos[self.arm_qpos].copy()
         return self._obs()
 
     def copy_state_from(self, other: TwinEnv) -> dict[str, np.ndarray]:
@@ -261,6 +267,7 @@ class TwinEnv:
         mujoco.mj_copyData(self.data, self.model, other.data)
         self.t, self._substep, self._near_since = other.t, other._substep, other._near_since
         self._pending = deque(other._pending)
+        self._last_q = other._last_q.copy()
         return self._obs()
 
     def _reset_push_t(self) -> None:
@@ -399,7 +406,7 @@ class TwinEnv:
         self._pending.append(
             (
                 due,
-                np.clip(a[: spec.dof], spec.q_min, spec.q_max),
+                self._limit_velocity(np.clip(a[: spec.dof], spec.q_min, spec.q_max)),
                 float(np.clip(a[-1], spec.gripper_min, spec.gripper_max)) / 2,
             )
         )
@@ -422,6 +429,20 @@ class TwinEnv:
             ok = self.success()
             info, reward = {"success": ok}, float(ok)
         return self._obs(), reward, ok, self.t >= self.max_steps, info
+
+    def _limit_velocity(self, q: np.ndarray) -> np.ndarray:
+        """`q` moved at most dq_max * control period from the last commanded target, whatever came before.
+
+        A hardware backend refuses such a jump (CommandGuard); the twin's plain-Python step clips it instead so
+        an evaluation rollout goes on, and counts it in `velocity_clips` so a result built on clipped motion
+        is visible. The scripted experts stay below the limit, so their demonstrations are unchanged.
+        """
+        max_step = np.asarray(self.spec.dq_max, dtype=float) / self.control_hz
+        limited = np.clip(q, self._last_q - max_step, self._last_q + max_step)
+        if not np.array_equal(limited, q):
+            self.velocity_clips += 1
+        self._last_q = limited
+        return limited
 
     def render(
         self, camera: str, size: tuple[int, int] = (96, 96), data: mujoco.MjData | None = None

@@ -200,7 +200,18 @@ def check_dataset(cfg: TrainConfig) -> None:
 def preflight_dataset(cfg: TrainConfig) -> None:
     """Run the cheap store validation (attrs and lowdim time arrays) before any step, so a broken store is one
     line naming it up front instead of an exception (or silently wrong batches) somewhere inside training."""
-    validate_store(cfg.dataset)
+    ds, _ = validate_store(cfg.dataset)
+    if ds.n_episodes == 0:  # a valid store that nothing was recorded into yet
+        raise DatasetError(f"{cfg.dataset}: no committed episodes to train on")
+
+
+def rank0_pid(world: int) -> int:
+    """Rank 0's process id on every rank: it names the staging sibling of a new run directory (RunDir), which
+    ranks > 0 read rank 0's files from (the consistency teacher pool)."""
+    pid = [os.getpid()]
+    if world > 1:
+        dist.broadcast_object_list(pid, src=0)
+    return int(pid[0])
 
 
 def finite_on_all_ranks(value: torch.Tensor, world: int) -> bool:
@@ -367,7 +378,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     try:
-        rd = RunDir.open(cfg.run_dir, rank)
+        rd = RunDir.open(cfg.run_dir, rank, tag=rank0_pid(world))
     except StorageError as e:
         raise ConfigError(f"run_dir: {e}") from None
     run_dir = rd.local
@@ -461,12 +472,20 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             rd.pull(STATE_DIR, "metrics.csv", TEACHER_TARGETS)
         if cfg.resume and (run_dir / STATE_DIR / "state.json").exists():
             step, wall0 = load_state(run_dir, policy, ema, opt)
-        if rank == 0:
-            run_dir.mkdir(parents=True, exist_ok=True)
+        first_step = step
+        metrics: Metrics | None = None
+
+        def begin() -> Metrics:
+            """The run has started (a step ran, or a resumed run has none left): only now does the run directory
+            move into place and get its config and metrics, so a failed start changes nothing on disk."""
+            nonlocal run_dir
+            try:
+                run_dir = rd.commit()
+            except StorageError as e:
+                raise ConfigError(f"run_dir: {e}") from None
             (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        metrics = (
-            Metrics(run_dir, fresh=step == 0) if rank == 0 else None
-        )  # a run from scratch starts a new file
+            return Metrics(run_dir, fresh=first_step == 0)  # a run from scratch starts a new file
+
         model: torch.nn.Module = policy
         if world > 1:
             model = torch.nn.parallel.DistributedDataParallel(policy)
@@ -559,6 +578,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             bar.update(1)
             if rank != 0:
                 continue
+            metrics = metrics or begin()
             row: dict[str, Any] = {}
             if step % cfg.log_every == 0 or step == cfg.steps:
                 sps = n_log / max(1e-9, time.monotonic() - t_log)
@@ -574,18 +594,23 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                 (cfg.eval.every and step % cfg.eval.every == 0) or step == cfg.steps
             ):
                 row["success_rate"] = rollouts()
-            if row and metrics is not None:
+            if row:
                 metrics.log(step=step, wall_s=round(wall(), 2), **row)
         bar.close()
-        if rank == 0 and metrics is not None:
+        if rank == 0:
+            metrics = metrics or begin()
             if not (run_dir / CHECKPOINT_DIR).exists():  # resumed at/after the last step
                 checkpoint()
             metrics.plot()
             rd.push("metrics.csv", "loss.png", "success.png")
+    except BaseException:
+        if rank == 0:
+            rd.discard()  # a failed start leaves nothing new; a started run keeps what it wrote
+        raise
     finally:
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
-    return run_dir
+    return rd.final or run_dir  # ranks > 0: the run directory rank 0 committed
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 pytestmark = pytest.mark.unit
@@ -202,3 +202,193 @@ def test_a_random_config_loads_or_fails_in_one_line(tmp_path_factory, fields):
         load_train_config(f)
     except ConfigError as e:
         assert len(str(e).splitlines()) == 1, str(e)
+
+
+# ---- session YAML ---------------------------------------------------------------------------------------
+_SESSION = {
+    "session": "fuzz",
+    "ready_timeout_s": 30,
+    "args": {"arm": "franka"},
+    "nodes": [
+        {"name": "arm", "executable": "arm_node", "parameters": {"backend": "twin:${arm}", "rate_hz": 100}},
+        {"name": "recorder", "executable": "recorder_node", "required": False, "remaps": {"/a": "/b"}},
+    ],
+}
+_ANY = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(10**400), 10**400),
+        st.floats(),
+        st.text(max_size=8),
+        st.sampled_from(
+            ["", "../x", "a b", "a\nb", "arm_node.py", "os", "mimic_ros.x", "session", "${NOPE}"]
+        ),
+        st.sampled_from([10**400, -(10**400), float("inf"), float("nan"), True, 0, -1, 1e308]),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+_SESSION_KEYS = st.sampled_from(
+    [
+        "session",
+        "ready_timeout_s",
+        "stop_timeout_s",
+        "args",
+        "nodes",
+        "description",
+        "sesion",
+        "nodes.0",
+        "nodes.0.name",
+        "nodes.0.executable",
+        "nodes.0.package",
+        "nodes.0.parameters",
+        "nodes.0.parameters.rate_hz",
+        "nodes.0.parameters.rate_hzz",
+        "nodes.0.remaps",
+        "nodes.0.required",
+        "nodes.0.enabled",
+        "nodes.0.ends_session",
+        "nodes.0.ready_timeout_s",
+        "nodes.0.nmae",
+        "nodes.1.name",
+        "nodes.1.remaps./a",
+        "args.arm",
+    ]
+)
+_OVERRIDES = st.lists(
+    st.one_of(
+        st.sampled_from(
+            [
+                "arm=ur5e",
+                "arm.ready_timeout_s=1e999",
+                "arm.ready_timeout_s=-1",
+                "arm.ready_timeout_s=true",
+                "arm.enabled=3",
+                "arm.rate_hz=[1, {a: 2}]",
+                "arm.typo_param=1",
+                "ghost.x=1",
+                "=",
+                ".=",
+                "arm.=1",
+            ]
+        ),
+        st.text(max_size=12),
+    ),
+    max_size=2,
+)
+
+
+def _mutated(doc: dict, edits: list[tuple[str, str, object]]) -> object:
+    """`doc` with each (op, dotted key, value) edit applied: set, delete, or replace the whole document."""
+    import copy
+
+    out: object = copy.deepcopy(doc)
+    for op, key, value in edits:
+        if op == "document":
+            out = value
+            continue
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            if isinstance(node, list) and p.isdigit() and int(p) < len(node):
+                node = node[int(p)]
+            elif isinstance(node, dict) and p in node:
+                node = node[p]
+            else:
+                node = None
+                break
+        if isinstance(node, list) and leaf.isdigit() and int(leaf) < len(node):
+            if op == "delete":
+                del node[int(leaf)]
+            else:
+                node[int(leaf)] = value
+        elif isinstance(node, dict):
+            if op == "delete":
+                node.pop(leaf, None)
+            else:
+                node[leaf] = value
+    return out
+
+
+@FUZZ
+@example(edits=[("set", "ready_timeout_s", 10**400)], overrides=[], cut=None)
+@example(edits=[("set", "nodes.0.ready_timeout_s", float("inf"))], overrides=[], cut=None)
+@example(edits=[("set", "nodes.0.name", "a b")], overrides=[], cut=None)
+@example(edits=[("set", "nodes.0.executable", "../x")], overrides=[], cut=None)
+@example(edits=[("set", "nodes.0.executable", "arm_nod")], overrides=[], cut=None)
+@example(edits=[("set", "nodes.0.package", 3)], overrides=[], cut=None)
+@example(edits=[("set", "nodes.0.parameters.rate_hz", [1, {"a": 2}])], overrides=[], cut=None)
+@example(edits=[("set", "nodes.0.parameters.rate_hzz", float("nan"))], overrides=[], cut=None)
+@example(edits=[("set", "nodes.1.remaps./a", [1])], overrides=[], cut=None)
+@example(edits=[("set", "nodes.0", {1: "x", "a": "y"})], overrides=[], cut=None)
+@example(edits=[("document", "nodes", "\x00")], overrides=[], cut=None)
+@example(edits=[("set", "description", "x")], overrides=["arm.ready_timeout_s=1" + "0" * 400], cut=None)
+@example(
+    edits=[("set", "description", "x")], overrides=["arm.ready_timeout_s=-1", "arm.x=[1, {a: 2}]"], cut=None
+)
+@given(
+    edits=st.lists(
+        st.tuples(st.sampled_from(["set", "set", "delete", "document"]), _SESSION_KEYS, _ANY),
+        min_size=1,
+        max_size=3,
+    ),
+    overrides=_OVERRIDES,
+    cut=st.one_of(st.none(), st.integers(0, 400)),
+)
+def test_a_corrupted_session_file_loads_or_fails_in_one_line(tmp_path_factory, edits, overrides, cut):
+    from mimic_ros.session import SessionError, load_session
+    from mimic_ros.supervisor import node_command
+
+    doc = _mutated(_SESSION, edits)
+    try:
+        text = yaml.safe_dump(doc, sort_keys=False)
+    except (yaml.YAMLError, ValueError):  # a value plain YAML cannot hold: nothing a user could write
+        return
+    if cut is not None:
+        text = text[:cut]  # a file cut short while it was written
+    f = tmp_path_factory.mktemp("session") / "s.yaml"
+    f.write_text(text)
+    try:
+        session = load_session(str(f), overrides)
+    except SessionError as e:
+        msg = str(e)
+        assert msg and len(msg.splitlines()) == 1, msg
+        return
+    for node in session.enabled_nodes:  # what `session up` and `session show` run for each node
+        cmd = node_command(node)
+        assert all(isinstance(a, str) and "\n" not in a for a in cmd), cmd
+
+
+# ---- the twin's plain-Python step ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def twin():
+    from mimic.sim.env import make_env
+
+    env = make_env("reach", "franka", cameras=())
+    yield env
+    env.close()
+
+
+_FINITE = st.floats(allow_nan=False, allow_infinity=False, min_value=-1e300, max_value=1e300)
+
+
+@FUZZ
+@given(
+    seed=st.integers(0, 3),
+    actions=st.lists(st.lists(_FINITE, min_size=8, max_size=8), min_size=1, max_size=6),
+)
+def test_no_finite_action_sequence_moves_the_twin_command_faster_than_the_limit(twin, seed, actions):
+    spec = twin.spec
+    twin.reset(seed=seed)
+    max_step = np.asarray(spec.dq_max) / twin.control_hz
+    prev = twin.data.ctrl[: spec.dof].copy()
+    for a in actions:
+        twin.step(np.asarray(a))
+        q = twin.data.ctrl[: spec.dof].copy()
+        assert np.all(np.isfinite(q))
+        assert np.all(np.abs(q - prev) <= max_step * (1 + 1e-12)), (q - prev, max_step)
+        assert np.all(q >= spec.q_min) and np.all(q <= spec.q_max)
+        prev = q

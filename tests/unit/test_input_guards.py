@@ -123,3 +123,45 @@ def test_split_refuses_shared_paths_and_a_ratio_outside_0_1_before_writing(tmp_p
         err = capsys.readouterr().err.strip()
         assert err.startswith("mimic dataset split: error: split:") and len(err.splitlines()) == 1, err
         assert not tr.exists() and not va.exists()
+
+
+def test_the_twin_clips_a_3_rad_jump_to_the_velocity_limit_and_counts_it():
+    from mimic.sim.env import make_env
+
+    env = make_env("reach", "franka", cameras=())
+    try:
+        obs = env.reset(seed=0)
+        home = obs["robot0_joint_pos"].copy()
+        a = np.concatenate([home, [0.04]])
+        a[0] += 3.0
+        env.step(a)
+        max_step = env.spec.dq_max / env.control_hz
+        assert env.data.ctrl[0] == pytest.approx(home[0] + max_step[0])
+        np.testing.assert_allclose(env.data.ctrl[1 : env.spec.dof], home[1:])
+        assert env.velocity_clips == 1
+        env.step(np.concatenate([env.data.ctrl[: env.spec.dof], [0.04]]))  # holding still is no clip
+        assert env.velocity_clips == 1
+        env.reset(seed=1)  # the reference goes back to the reset pose, not to the last target
+        env.step(a)
+        assert env.data.ctrl[0] == pytest.approx(home[0] + max_step[0]) and env.velocity_clips == 2
+    finally:
+        env.close()
+
+
+def test_a_refused_nan_action_leaves_the_velocity_reference_where_it_was():
+    from mimic.sim.env import make_env
+
+    env = make_env("reach", "franka", cameras=())
+    try:
+        home = env.reset(seed=0)["robot0_joint_pos"].copy()
+        bad = np.concatenate([home + 2.0, [0.04]])
+        bad[3] = np.nan
+        with pytest.raises(ValueError, match="NaN or inf"):
+            env.step(bad)
+        env.step(np.concatenate([home + 2.0, [0.04]]))
+        np.testing.assert_allclose(
+            env.data.ctrl[: env.spec.dof],
+            np.clip(home + env.spec.dq_max / env.control_hz, env.spec.q_min, env.spec.q_max),
+        )
+    finally:
+        env.close()

@@ -115,3 +115,66 @@ def test_train_refuses_a_store_the_cheap_validation_rejects(reach_store, tmp_pat
         train(config(bad, tmp_path / "run"), progress=False)
     assert "\n" not in str(err.value)
     assert not (tmp_path / "run" / "checkpoint").exists()
+
+
+# ---- a failed start leaves no run directory -----------------------------------------------------------
+def leftovers(parent) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if p.name == "run" or ".tmp-" in p.name)
+
+
+def empty_store(path):
+    from mimic.sim.env import make_env
+    from mimic.workflows.record_expert import create_twin_store
+
+    env = make_env("reach", "franka", cameras=())
+    try:
+        create_twin_store(path, env, env.reset(seed=0), {}).close()
+    finally:
+        env.close()
+    return path
+
+
+def test_a_store_with_no_episodes_is_one_line_and_leaves_no_run_dir(tmp_path, capsys):
+    from mimic.workflows.train import main as train_main
+
+    store = empty_store(tmp_path / "empty.zarr")
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(f"dataset: {store}\nrun_dir: {tmp_path / 'runs' / 'a' / 'run'}\n")
+    assert train_main([str(cfg_file), "--no-progress"] + [a for s in TINY for a in ("--set", s)]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith("mimic train:") and str(store) in line
+    assert not (tmp_path / "runs").exists()  # nor the parent folders made for it
+
+
+def test_a_nan_first_step_leaves_no_run_dir_and_a_good_run_no_staging(reach_store, tmp_path):
+    from mimic.workflows.train import TrainingError, train
+
+    bad = poisoned(reach_store, tmp_path / "nan.zarr")
+    with pytest.raises(TrainingError, match=r"^step 1: loss is nan"):
+        train(config(bad, tmp_path / "run"), progress=False)
+    assert leftovers(tmp_path) == []
+    run = train(config(reach_store, tmp_path / "run"), progress=False)
+    assert run == tmp_path / "run" and (run / "checkpoint").is_dir() and (run / "config.yaml").is_file()
+    assert leftovers(tmp_path) == ["run"]
+
+
+def test_a_failed_resume_changes_nothing_in_the_existing_run_dir(reach_store, tmp_path):
+    from mimic.workflows.train import TrainingError, train
+
+    run = tmp_path / "run"
+    train(config(reach_store, run), progress=False)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    bad = poisoned(reach_store, tmp_path / "nan.zarr")
+    with pytest.raises(TrainingError):
+        train(config(bad, run, "steps=4", "lr=0.002"), progress=False)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert leftovers(tmp_path) == ["run"]
+
+
+def test_a_run_dir_that_is_a_file_is_refused_in_one_line(reach_store, tmp_path):
+    from mimic.policies.config import ConfigError
+    from mimic.workflows.train import train
+
+    (tmp_path / "run").write_text("not a directory")
+    with pytest.raises(ConfigError, match=r"^run_dir: .*run: exists and is not a directory$"):
+        train(config(reach_store, tmp_path / "run"), progress=False)

@@ -16,6 +16,10 @@ means the same thing with or without a ROS install. Schema (unknown keys are err
         parameters: {backend: "twin:franka", task: pick_place}
         remaps: {/robot/joint_states: /follower/joint_states}
 
+Names are ROS names (letters, digits, `_`, not starting with a digit); a node of this package must name one
+of its modules as `executable`, so a typo fails when the file loads rather than when the node starts. Parameter
+values are strings, finite numbers, booleans or flat lists of them; timeouts are positive finite numbers.
+
 Session arguments: `args: {arm: franka}` at the top; string parameters use them as `${arm}` (then
 ${ENV_VAR} for the environment). Overrides: `name=value` sets an argument; `node.key=value` (value parsed
 as YAML) sets a node field (`enabled`, `required`, `ends_session`, `ready_timeout_s`) or else a parameter.
@@ -24,7 +28,9 @@ as YAML) sets a node field (`enabled`, `required`, `ends_session`, `ready_timeou
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +42,10 @@ READY_LINE = (
     "MIMIC_NODE_READY"  # a node prints `READY_LINE <name>` on stdout once it is up (runtime.run_node)
 )
 NODE_FIELDS = ("enabled", "required", "ends_session", "ready_timeout_s")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a ROS node name, a module name
+_PACKAGE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_PARAMETER = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")  # a ROS parameter name (`-p name:=value`)
+_INT64 = 2**63
 
 
 class SessionError(ValueError):
@@ -134,6 +144,53 @@ def expand_session(session: Session) -> None:
         node.parameters = {k: _expand(v, session.args) for k, v in node.parameters.items()}
 
 
+def _keys(mapping: dict) -> list[str]:
+    """A mapping's keys for a message, sorted whatever their YAML types (1, "a", null)."""
+    return sorted(map(str, mapping))
+
+
+def positive_seconds(where: str, key: str, value: Any) -> float:
+    """`value` as a positive finite float, or SessionError naming `key` (a bool, inf or 1e400 is not a time)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and isinstance(value, int):
+        ok = 0 < value < _INT64
+    if not ok or not math.isfinite(value) or value <= 0:
+        raise SessionError(f"{where}: '{key}' must be a positive number, got {value!r:.40}")
+    return float(value)
+
+
+def _scalar_ok(value: Any) -> bool:
+    if isinstance(value, bool) or isinstance(value, str):
+        return True
+    if isinstance(value, int):
+        return -_INT64 <= value < _INT64
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def check_parameter(where: str, key: Any, value: Any) -> None:
+    """A parameter ROS's `-p name:=value` carries unchanged: a ROS name, and a string, finite number (int64
+    for integers), boolean or flat list of those; anything else is a SessionError naming it."""
+    if not isinstance(key, str) or not _PARAMETER.fullmatch(key):
+        raise SessionError(f"{where}: parameter name {key!r:.40} is not a ROS parameter name")
+    flat = isinstance(value, list) and all(_scalar_ok(v) for v in value)
+    if not (flat or _scalar_ok(value)):
+        raise SessionError(
+            f"{where}: parameter {key!r} has unsupported value {value!r:.60} (strings, finite numbers, "
+            "booleans or flat lists of them)"
+        )
+
+
+def _check_executable(where: str, package: Any, executable: Any) -> None:
+    if not isinstance(package, str) or not _PACKAGE.fullmatch(package):
+        raise SessionError(f"{where}: 'package' must be a Python package name, got {package!r:.40}")
+    if not isinstance(executable, str) or not _NAME.fullmatch(executable):
+        raise SessionError(f"{where}: 'executable' must be a module name, got {executable!r:.40}")
+    here = Path(__file__).resolve().parent
+    if package == PACKAGE and not (here / f"{executable}.py").is_file():
+        nodes = ", ".join(sorted(q.stem for q in here.glob("*_node.py")))
+        raise SessionError(f"{where}: no executable {executable!r} in {PACKAGE} (nodes: {nodes})")
+
+
 def _node(path: str, i: int, raw: Any) -> NodeSpec:
     where = f"{path}: nodes[{i}]"
     if not isinstance(raw, dict):
@@ -141,34 +198,38 @@ def _node(path: str, i: int, raw: Any) -> NodeSpec:
     known = {f.name for f in fields(NodeSpec)}
     unknown = set(raw) - known
     if unknown:
-        raise SessionError(f"{where}: unknown key(s) {sorted(unknown)} (known: {sorted(known)})")
+        raise SessionError(f"{where}: unknown key(s) {_keys(unknown)} (known: {sorted(known)})")
     for key in ("name", "executable"):
         if not isinstance(raw.get(key), str) or not raw[key]:
             raise SessionError(f"{where}: '{key}' must be a non-empty string")
+    if not _NAME.fullmatch(raw["name"]):
+        raise SessionError(f"{where}: 'name' {raw['name']!r:.40} is not a ROS node name (letters, digits, _)")
     where = f"{path}: node {raw['name']!r}"
+    package = raw.get("package", PACKAGE)
+    _check_executable(where, package, raw["executable"])
     params = raw.get("parameters") or {}
     remaps = raw.get("remaps") or {}
     if not isinstance(params, dict) or not isinstance(remaps, dict):
         raise SessionError(f"{where}: 'parameters' and 'remaps' must be mappings")
     for key, value in params.items():
-        if not isinstance(value, (str, int, float, bool, list)):
-            raise SessionError(f"{where}: parameter {key!r} has unsupported value {value!r}")
+        check_parameter(where, key, value)
+    for src, dst in remaps.items():
+        if not (isinstance(src, str) and isinstance(dst, str) and src and dst):
+            raise SessionError(f"{where}: remap {src!r:.40}: {dst!r:.40} must map a name to a name")
     for key in ("required", "enabled", "ends_session"):
         if key in raw and not isinstance(raw[key], bool):
-            raise SessionError(f"{where}: '{key}' must be true or false, got {raw[key]!r}")
+            raise SessionError(f"{where}: '{key}' must be true or false, got {raw[key]!r:.40}")
     timeout = raw.get("ready_timeout_s")
-    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
-        raise SessionError(f"{where}: 'ready_timeout_s' must be a positive number, got {timeout!r}")
     return NodeSpec(
         name=raw["name"],
         executable=raw["executable"],
-        package=raw.get("package", PACKAGE),
-        parameters={str(k): v for k, v in params.items()},
-        remaps={str(k): str(v) for k, v in remaps.items()},
+        package=package,
+        parameters=dict(params),
+        remaps=dict(remaps),
         required=raw.get("required", True),
         enabled=raw.get("enabled", True),
         ends_session=raw.get("ends_session", False),
-        ready_timeout_s=float(timeout) if timeout is not None else None,
+        ready_timeout_s=positive_seconds(where, "ready_timeout_s", timeout) if timeout is not None else None,
     )
 
 
@@ -178,12 +239,13 @@ def parse_session(text: str, path: str = "<session>") -> Session:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" line {mark.line + 1}" if mark is not None else ""
-        raise SessionError(f"{path}:{at} not valid YAML ({getattr(e, 'problem', e)})") from None
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())  # one line, whatever YAML said
+        raise SessionError(f"{path}:{at} not valid YAML ({problem})") from None
     if not isinstance(raw, dict):
         raise SessionError(f"{path}: expected a mapping with 'nodes'")
     unknown = set(raw) - {"session", "nodes", "ready_timeout_s", "stop_timeout_s", "description", "args"}
     if unknown:
-        raise SessionError(f"{path}: unknown top-level key(s) {sorted(unknown)}")
+        raise SessionError(f"{path}: unknown top-level key(s) {_keys(unknown)}")
     nodes_raw = raw.get("nodes")
     if not isinstance(nodes_raw, list) or not nodes_raw:
         raise SessionError(f"{path}: 'nodes' must be a non-empty list")
@@ -195,9 +257,7 @@ def parse_session(text: str, path: str = "<session>") -> Session:
     timeouts = {}
     for key in ("ready_timeout_s", "stop_timeout_s"):
         if key in raw:
-            if not isinstance(raw[key], (int, float)) or raw[key] <= 0:
-                raise SessionError(f"{path}: '{key}' must be a positive number, got {raw[key]!r}")
-            timeouts[key] = float(raw[key])
+            timeouts[key] = positive_seconds(path, key, raw[key])
     args = raw.get("args") or {}
     if not isinstance(args, dict) or not all(isinstance(v, (str, int, float, bool)) for v in args.values()):
         raise SessionError(f"{path}: 'args' must map names to plain values")
@@ -228,14 +288,16 @@ def apply_override(session: Session, text: str) -> None:
         raise SessionError(f"--set {text!r}: expected node.parameter=value or argument=value{known}")
     node = session.node(node_name)
     if key in NODE_FIELDS:
-        expected = float if key == "ready_timeout_s" else bool
-        if not isinstance(value, (int, float) if expected is float else bool):
-            raise SessionError(f"--set {text!r}: {key} must be a {expected.__name__}")
+        if key == "ready_timeout_s":
+            value = positive_seconds(f"--set {text!r}", key, value)
+        elif not isinstance(value, bool):
+            raise SessionError(f"--set {text!r}: {key} must be a bool")
         idx = session.nodes.index(node)
-        session.nodes[idx] = replace(node, **{key: expected(value)})
+        session.nodes[idx] = replace(node, **{key: value})
         return
     if not isinstance(value, (str, int, float, bool, list)):
         value = value_text
+    check_parameter(f"--set {text!r}", key, value)
     node.parameters[key] = value
 
 
