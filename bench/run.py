@@ -3,6 +3,7 @@
 python -m bench.run            # all, full size
 python -m bench.run --quick    # smaller sizes, for a smoke run
 python -m bench.run data sim   # only modules whose name contains one of these words
+python -m bench.run inference  # inference engines side by side (docs/inference.md)
 python -m bench.run policies --device cuda   # modules that take a device: only that one (default: auto,
                                              # the CPU and a GPU where torch sees one)
 """

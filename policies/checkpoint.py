@@ -44,6 +44,8 @@ from mimic.data.storage import (
     version_tag,
 )
 from mimic.policies.config import ConfigError, PolicyConfig, apply_overrides, policy_config_from_dict, to_dict
+from mimic.policies.engines import ONNX_ENGINES, EngineError, apply_engine, check_engine
+from mimic.policies.export import engine_files
 from mimic.policies.policy import Policy, ShapeMeta
 from mimic.policies.processors import PROCESSOR_JSON, action_space_of_repr, deployable
 
@@ -247,11 +249,16 @@ def action_space(path: str | Path) -> str:
     return action_space_of_repr(str(load_processor(path).get("action_repr", "joint")))
 
 
-def load_deployable(path: str | Path, device: str = "cpu", overrides: Sequence[str] = ()) -> Any:
+def load_deployable(
+    path: str | Path, device: str = "cpu", overrides: Sequence[str] = (), engine: str = "torch"
+) -> Any:
     """The policy a deployment runs, whatever its action space: the network of `load_policy` behind its
     processor (mimic.policies.processors.deployable). The one loading entry point of the policy node,
-    `mimic eval` and `mimic deploy`; `overrides` as in `load_policy`."""
+    `mimic eval` and `mimic deploy`; `overrides` as in `load_policy`. `engine` (mimic.policies.engines.ENGINES)
+    runs the denoiser and encoder another way; "onnx" and "onnx-int8" use what `mimic export` wrote beside it."""
     policy = load_policy(path, device=device, overrides=overrides)
+    if engine != "torch":
+        policy = _with_engine(path, policy, engine)
     info = load_processor(path)
     try:
         return deployable(policy, {k: v for k, v in info.items() if k != "action_repr"})
@@ -259,3 +266,11 @@ def load_deployable(path: str | Path, device: str = "cpu", overrides: Sequence[s
         raise CheckpointError(
             f"{Path(path) / PROCESSOR_JSON}: unreadable ({type(e).__name__}: {e})"
         ) from None
+
+
+def _with_engine(path: str | Path, policy: Policy, engine: str) -> Policy:
+    try:
+        files = engine_files(local_checkpoint(path), engine) if check_engine(engine) in ONNX_ENGINES else None
+        return apply_engine(policy, engine, files)
+    except EngineError as e:
+        raise CheckpointError(str(e)) from None
