@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from bench.bench_policies import obs_window
 from bench.common import BenchResult, percentiles
 from mimic.data.normalizer import Normalizer
 from mimic.policies.config import PolicyConfig
@@ -58,17 +59,6 @@ def make_policy(shapes: dict[str, list[int]], action_dim: int, dims: list[int], 
     arrays |= {k: np.zeros((1, 1)) for k in images}
     meta = ShapeMeta(obs_shapes=shapes, action_dim=action_dim, image_keys=images)
     return Policy(cfg, meta, Normalizer().fit(arrays, modes)).eval()
-
-
-def window(policy: Policy) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(1)
-    out = {}
-    for k in policy.obs_keys:
-        shape = (policy.n_obs_steps, *policy.shape_meta.obs_shapes[k])
-        out[k] = (
-            rng.integers(0, 255, shape, dtype=np.uint8) if k in policy.image_keys else rng.normal(size=shape)
-        )
-    return out
 
 
 def forward_calls(policy: Policy) -> dict[str, object]:
@@ -153,7 +143,7 @@ def measure(
 ) -> None:
     """One network at one thread count: every engine built, then timed interleaved with the fp32 floor."""
     params = sum(p.numel() for p in ref.backbone.parameters()) / 1e6
-    obs = window(ref)
+    obs = obs_window(ref)
     timers = forward_calls(ref)
     built: dict[str, Policy] = {}
     prep: dict[str, float] = {}
