@@ -22,6 +22,11 @@ VERBS: dict[str, tuple[str, str]] = {
     ),
     "train": ("mimic.workflows.train", "train a policy from a YAML config (every action space)"),
     "eval": ("mimic.workflows.evaluate", "roll a checkpoint out on a twin task (joint or end-effector)"),
+    "export": ("mimic.workflows.export", "write a checkpoint's inference engine (ONNX, int8) beside it"),
+    "chunking-study": (
+        "mimic.workflows.chunking_study",
+        "every chunking strategy against injected inference delay, on a twin",
+    ),
     "deploy": ("mimic_ros.deploy", "deploy a checkpoint through the ROS deploy session"),
     "calibrate": ("mimic.calibration.cli", "GELLO offsets, camera intrinsics, hand-eye, latency"),
     "demo": ("mimic.demo", "the whole loop on a twin: teleop -> dataset -> train -> deploy -> report"),

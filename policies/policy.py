@@ -23,6 +23,8 @@ from mimic.policies.chunk_policy import executed_rows
 from mimic.policies.config import CD_PARAMS, PolicyConfig
 from mimic.policies.encoders import ObsEncoder
 from mimic.policies.generators import ConsistencyGenerator, make_generator
+from mimic.policies.generators.guidance import Inpaint
+from mimic.policies.realtime import ChunkPrefix
 
 
 @dataclass
@@ -181,17 +183,40 @@ class Policy(nn.Module):
         obs: dict[str, torch.Tensor],
         num_inference_steps: int | None = None,
         generator: torch.Generator | None = None,
+        prefix: ChunkPrefix | None = None,
     ) -> torch.Tensor:
-        """Batched obs tensors (dataset units; images [B,T,3,H,W] 0..1) -> absolute actions [B, H, A]."""
+        """Batched obs tensors (dataset units; images [B,T,3,H,W] 0..1) -> absolute actions [B, H, A].
+
+        With `prefix` (real-time chunking) the chunk is inpainted towards the prefix's rows by guided sampling
+        (mimic.policies.generators.guidance); predict() then replaces its frozen rows exactly."""
         nobs = self.encoder.augment(self.normalize_obs(obs), train=False)
         cond = self.encoder(nobs)
         b = cond.shape[0]
+        ref = self.action_reference(obs)
+        guide = None if prefix is None else self._inpaint(prefix, ref, b)
         x = self.generator.sample(
-            self.backbone, cond, (b, self.horizon, self.action_dim), num_inference_steps, generator
+            self.backbone, cond, (b, self.horizon, self.action_dim), num_inference_steps, generator, guide
         )
         actions = self.normalizer.unnormalize("action", x)
-        ref = self.action_reference(obs)
         return actions if ref is None else actions + ref
+
+    def _inpaint(self, prefix: ChunkPrefix, ref: torch.Tensor | None, b: int) -> Inpaint:
+        """The prefix as the generator's target: relative to the window's reference where configured, normalised."""
+        rows, weights = np.asarray(prefix.rows, float), np.asarray(prefix.weights, float)
+        if rows.shape != (self.horizon, self.action_dim) or weights.shape != (self.horizon,):
+            raise ValueError(
+                f"rtc prefix: rows {rows.shape} / weights {weights.shape} do not fit a chunk of "
+                f"{self.horizon} x {self.action_dim}"
+            )
+        rows = np.where(weights[:, None] > 0, rows, 0.0)
+        target = torch.as_tensor(rows, dtype=torch.float32, device=self.device)[None].expand(b, -1, -1)
+        if ref is not None:
+            target = target - ref
+        return Inpaint(
+            self.normalizer.normalize("action", target),
+            torch.as_tensor(weights, dtype=torch.float32, device=self.device),
+            prefix.max_guidance,
+        )
 
     # ---- deploy contract ---------------------------------------------------------------------
     def obs_to_tensors(self, obs_window: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -216,18 +241,28 @@ class Policy(nn.Module):
         return out
 
     def predict(
-        self, obs_window: dict[str, np.ndarray], num_inference_steps: int | None = None
+        self,
+        obs_window: dict[str, np.ndarray],
+        num_inference_steps: int | None = None,
+        prefix: ChunkPrefix | None = None,
     ) -> np.ndarray:
         """Raw observation window -> [horizon, action_dim] absolute actions (numpy, float64).
 
+        `prefix` (mimic.policies.realtime.continuation_prefix): the chunk continues the executing one, its frozen rows
+        equal to the prefix's. Guided sampling takes gradients through the network, which inference mode forbids, so
+        that path runs under no_grad with gradients enabled only inside the guidance.
         Deployed policies are already in eval mode; the mode is switched (and back) only when they are not,
         since walking the module tree twice costs ~0.25 ms a call on CPU, a tenth of a 1-step chunk."""
         if self.training:
             self.eval()
             try:
-                return self.predict(obs_window, num_inference_steps)
+                return self.predict(obs_window, num_inference_steps, prefix)
             finally:
                 self.train()
+        if prefix is not None:
+            obs = self.obs_to_tensors(obs_window)
+            chunk = self.sample_actions(obs, num_inference_steps, self._rng, prefix)[0]
+            return prefix.apply(chunk.double().cpu().numpy())
         with torch.inference_mode():
             obs = self.obs_to_tensors(obs_window)
             n = self.chunk_candidates

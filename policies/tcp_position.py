@@ -19,10 +19,11 @@ chunk rows are [tcp x, y, z (m, arm base frame), gripper width]; the deploy cont
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from mimic.policies.realtime import ChunkPrefix
 from mimic.robots.ik import IKSolver, tool_down
 
 JOINT_KEY = "robot0_joint_pos"
@@ -125,12 +126,28 @@ class TcpPositionPolicy:
         return out
 
     def predict(
-        self, obs_window: dict[str, np.ndarray], num_inference_steps: int | None = None
+        self,
+        obs_window: dict[str, np.ndarray],
+        num_inference_steps: int | None = None,
+        prefix: ChunkPrefix | None = None,
     ) -> np.ndarray:
-        rows = self.policy.predict({k: obs_window[k] for k in self.policy.obs_keys}, num_inference_steps)
+        """Joint rows; a real-time chunking `prefix` (joint rows) is continued in TCP space, its frozen rows kept."""
         if JOINT_KEY not in obs_window:
             raise KeyError(f"tcp_position policy: observation key {JOINT_KEY!r} missing (the IK seed)")
-        return self.to_joints(rows, np.asarray(obs_window[JOINT_KEY])[-1])
+        inner = None
+        if prefix is not None:
+            used = prefix.weights > 0
+            tcp = np.zeros((len(prefix.rows), TCP_ACTION_DIM))
+            tcp[used] = tcp_actions(prefix.rows[used], self.ik)
+            inner = replace(prefix, rows=tcp)
+        window = {k: obs_window[k] for k in self.policy.obs_keys}
+        rows = (
+            self.policy.predict(window, num_inference_steps, inner)
+            if inner
+            else self.policy.predict(window, num_inference_steps)
+        )
+        joints = self.to_joints(rows, np.asarray(obs_window[JOINT_KEY])[-1])
+        return joints if prefix is None else prefix.apply(joints)
 
     def reset(self) -> None:
         self.policy.reset()

@@ -209,14 +209,47 @@ def _smoothstep(x: float) -> float:
     return x * x * (3.0 - 2.0 * x)
 
 
+# How a deployed chunk policy continues its chunks (`mimic deploy/eval --chunking`, the policy and controller nodes'
+# `chunking` parameter):
+# - sync: each chunk is computed while the arm waits, and only its executed rows are sent (the baseline);
+# - switch: the next chunk is computed while the current one runs and replaces it at its first executable row;
+# - ensemble: ACT's temporal ensembling, every chunk covering a time step averaged with exponential weights;
+# - blend: the new chunk is blended in from the old one's trajectory over `blend_s` (smoothstep);
+# - rtc: real-time chunking, the new chunk computed to continue the executing one (mimic.policies.realtime), then
+#   switched in like `switch`.
+CHUNKING = ("sync", "switch", "ensemble", "blend", "rtc")
+CONTINUATIONS = ("switch", "blend", "ensemble")
+
+
+def continuation_of(chunking: str) -> str:
+    """The ChunkController continuation a chunking strategy runs with; ValueError naming an unknown one."""
+    if chunking not in CHUNKING:
+        raise ValueError(f"chunking {chunking!r} is not one of {', '.join(CHUNKING)}")
+    return chunking if chunking in CONTINUATIONS else "switch"
+
+
+def ensemble_weights(n: int, decay: float) -> np.ndarray:
+    """ACT's temporal-ensembling weights for `n` chunks covering one time step, oldest first: exp(-decay * i),
+    normalised to sum to one (decay > 0 favours the older chunks, as ACT does; 0 is a plain mean)."""
+    if n < 1:
+        raise ValueError("ensemble_weights: no chunk covers the step")
+    w = np.exp(-decay * np.arange(n, dtype=float))
+    return w / w.sum()
+
+
 class ChunkController:
     """Execute timed action chunks from a policy at the control rate.
 
     `lead_s` is the arm's command-to-motion latency: at wall time `t` the controller sends the chunk's
     value for `t + lead_s`, so that the arm moves there at the chunk's stamped time (DESIGN.md 4).
-    Points whose time has passed are therefore never sent. A new chunk is blended in over `blend_s`
-    (smoothstep from the old chunk's trajectory to the new one), so the target's velocity does not jump.
+    Points whose time has passed are therefore never sent. How a new chunk takes over from the one running
+    (`continuation`, see CHUNKING): `switch` at the new chunk's first row; `blend` over `blend_s` (smoothstep from
+    the old chunk's trajectory to the new one, so the target's velocity does not jump); `ensemble` averages every
+    chunk that covers the time with `ensemble_weights(n, ensemble_decay)`. `source` names the chunk the last target
+    came from (its `t_start`; the newest contributing one), which is how motion quality finds chunk boundaries.
     """
+
+    MAX_CHUNKS = 8  # chunks kept for ensembling; older ones cannot cover the present at sane horizons
 
     def __init__(
         self,
@@ -226,21 +259,33 @@ class ChunkController:
         blend_s: float = 0.1,
         velocity_scale: float = 0.5,
         workspace: WorkspaceBox | None = None,
+        continuation: str = "blend",
+        ensemble_decay: float = 0.01,
     ) -> None:
+        if continuation not in CONTINUATIONS:
+            raise ValueError(f"continuation {continuation!r} is not one of {', '.join(CONTINUATIONS)}")
         self.spec = spec
         self.rate_hz = rate_hz
         self.lead_s = lead_s
-        self.blend_s = blend_s
+        self.blend_s = blend_s if continuation == "blend" else 0.0
+        self.continuation = continuation
+        self.ensemble_decay = ensemble_decay
         self.limiter = Limiter(spec, rate_hz, velocity_scale=velocity_scale, workspace=workspace)
         self.counters = self.limiter.counters
-        self.chunk: Chunk | None = None
-        self._old: Chunk | None = None
+        self.chunks: list[Chunk] = []  # oldest first; the last one is the newest accepted
         self._t_switch: float | None = None
         self._was_stale = False
+        self.source: float | None = None
+
+    @property
+    def chunk(self) -> Chunk | None:
+        """The newest accepted chunk."""
+        return self.chunks[-1] if self.chunks else None
 
     def reset(self, q_measured: np.ndarray, gripper: float, t: float) -> None:
         self.limiter.reset(q_measured, gripper, t)
-        self.chunk = self._old = None
+        self.chunks = []
+        self.source = None
 
     def set_chunk(self, t_start: float, dt: float, positions: np.ndarray, t_now: float | None = None) -> bool:
         """Accept a chunk unless it is malformed, older than the current one, or (given `t_now`) already over."""
@@ -256,34 +301,45 @@ class ChunkController:
             self.counters.refused += 1
             return False
         chunk = Chunk(float(t_start), float(dt), p.copy())
-        if self.chunk is not None and chunk.t_start < self.chunk.t_start:
+        if self.chunks and chunk.t_start < self.chunks[-1].t_start:
             self.counters.out_of_order += 1
             return False
         if t_now is not None and chunk.t_end < t_now + self.lead_s:
             self.counters.stale_chunks += 1
             return False
-        if self.chunk is not None:
-            self._old, self._t_switch = self.chunk, None
-        self.chunk = chunk
+        self.chunks = [*self.chunks[-(self.MAX_CHUNKS - 1) :], chunk]
+        self._t_switch = None
         return True
 
     def desired(self, t_now: float) -> np.ndarray | None:
-        """The unlimited target row for wall time `t_now` (blended), or None when no chunk covers it."""
-        if self.chunk is None:
-            return None
+        """The unlimited target row for wall time `t_now`, or None when no chunk covers it."""
         t_exec = t_now + self.lead_s
-        if t_exec > self.chunk.t_end + 1e-9:
+        live = [c for c in self.chunks if t_exec <= c.t_end + 1e-9]
+        if not live:
+            self.source = None
             return None
-        new = self.chunk.at(t_exec)
-        if self._old is None:
-            return new
+        new = live[-1]
+        if new.t_start > t_exec + 1e-9 and len(live) > 1:
+            # switch/blend: the newest chunk starts later; the one before runs until then
+            started = [c for c in live if c.t_start <= t_exec + 1e-9]
+            if started and self.continuation != "ensemble":
+                new = started[-1]
+        self.source = new.t_start
+        if self.continuation == "ensemble":
+            covering = [c for c in live if c.t_start <= t_exec + 1e-9] or [new]
+            w = ensemble_weights(len(covering), self.ensemble_decay)
+            self.source = covering[-1].t_start
+            return np.einsum("i,ij->j", w, np.stack([c.at(t_exec) for c in covering]))
+        older = [c for c in self.chunks if c.t_start < new.t_start]
+        if self.continuation == "switch" or not older or self.blend_s <= 0:
+            return new.at(t_exec)
         if self._t_switch is None:
             self._t_switch = t_now
-        w = _smoothstep((t_now - self._t_switch) / self.blend_s) if self.blend_s > 0 else 1.0
+        w = _smoothstep((t_now - self._t_switch) / self.blend_s)
         if w >= 1.0:
-            self._old = None
-            return new
-        return (1.0 - w) * self._old.at(t_exec) + w * new
+            self.chunks = [c for c in self.chunks if c.t_start >= new.t_start]
+            return new.at(t_exec)
+        return (1.0 - w) * older[-1].at(t_exec) + w * new.at(t_exec)
 
     def target(self, t_now: float) -> tuple[np.ndarray, float] | None:
         row = self.desired(t_now)

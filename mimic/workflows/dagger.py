@@ -43,8 +43,9 @@ from mimic.data.transform import merge
 from mimic.policies.config import ConfigError, TrainConfig, load_train_config
 from mimic.sim.env import make_env
 from mimic.sim.expert import make_expert
-from mimic.workflows.evaluate import load_twin_policy, policy_cameras, rollout
+from mimic.workflows.evaluate import load_twin_policy, policy_cameras
 from mimic.workflows.record_expert import EPISODE_GAP_S, create_twin_store, write_twin_episode
+from mimic.workflows.rollout import rollout
 
 DEFAULT_SEED = 50_000
 
@@ -164,7 +165,8 @@ def collect_dagger(
     try:
         for ep_seed in range(seed, seed + rollouts):
             seen: list[dict[str, np.ndarray]] = []
-            ok, steps, *_ = rollout(policy, live, ep_seed, num_inference_steps, on_step=seen.append)
+            ep = rollout(policy, live, ep_seed, num_inference_steps, on_step=seen.append)
+            ok, steps = ep.success, ep.steps
             stats.policy_successes += ok
             actions = list(live.actions)
             replayer.reset(seed=ep_seed)

@@ -44,6 +44,11 @@ class EvalResult:
     wall_s: float = 0.0
     videos: list[str] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)  # inference-time config fields this run changed
+    chunking: str = "sync"  # how chunks continued (mimic.robots.control.CHUNKING)
+    inference_delay_s: str = "0"  # injected inference delay: fixed, or LO:HI uniform
+    control_hz: float = 0.0
+    task_time_s: float = float("nan")  # mean over the successful episodes
+    motion: dict[str, float] = field(default_factory=dict)  # mimic.robots.motion.MotionQuality
 
     def finish(self, chunk_times_s: list[float], started: float) -> None:
         """Fill the totals from `outcomes`: successes, rate, Wilson interval, chunk p50/p99, wall time since
@@ -55,11 +60,24 @@ class EvalResult:
             self.inference_ms_p50 = float(np.median(chunk_times_s) * 1e3)
             self.inference_ms_p99 = float(np.percentile(chunk_times_s, 99) * 1e3)
         self.wall_s = time.monotonic() - started
+        done = [n for n, ok in zip(self.episode_steps, self.outcomes, strict=False) if ok]
+        if done and self.control_hz > 0:
+            self.task_time_s = float(np.mean(done)) / self.control_hz
 
     def summary(self) -> str:
         score = f", mean score {np.mean(self.scores):.3f}" if self.task == "push_t" and self.scores else ""
         return (
             f"{self.arm}/{self.task}: success {self.successes}/{self.episodes} = {self.success_rate:.1%} "
             f"(95% CI {self.ci_low:.1%}-{self.ci_high:.1%}){score}, chunk {self.inference_ms_p50:.1f} ms p50 / "
-            f"{self.inference_ms_p99:.1f} ms p99, {self.wall_s:.0f} s"
+            f"{self.inference_ms_p99:.1f} ms p99, {self.wall_s:.0f} s{self._chunking_summary()}"
+        )
+
+    def _chunking_summary(self) -> str:
+        if self.chunking == "sync" and self.inference_delay_s == "0":
+            return ""
+        m = self.motion
+        seam = f", seam/within p99 {m['vel_jump_ratio_p50']:.2f}" if m else ""
+        idle = f", idle {m['idle_s_mean']:.2f} s" if m else ""
+        return (
+            f"; {self.chunking}, delay {self.inference_delay_s} s{seam}{idle}, task {self.task_time_s:.2f} s"
         )

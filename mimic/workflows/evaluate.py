@@ -16,8 +16,7 @@ import argparse
 import json
 import sys
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,59 +24,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mimic.policies.chunk_policy import executed_rows
+from mimic.policies.engines import ENGINES
+from mimic.policies.realtime import ChunkingConfig, add_chunking_args, chunking_from_args
+from mimic.robots.motion import MotionSamples
 from mimic.sim.env import CAMERA_KEYS, make_env
 from mimic.workflows.eval_result import DEFAULT_SEED, EvalResult
 from mimic.workflows.evaluate_eef import ARMS, STARTS, evaluate_eef, plot_results
+from mimic.workflows.rollout import Episode, rollout
 
 KEY_TO_CAMERA = {v: k for k, v in CAMERA_KEYS.items()}
-
-
-def rollout(
-    policy,
-    env,
-    seed: int,
-    num_inference_steps: int | None = None,
-    video_size: tuple[int, int] | None = None,
-    on_step: Callable[[dict[str, np.ndarray]], None] | None = None,
-) -> tuple[bool, int, float, list[float], list[np.ndarray]]:
-    """One episode -> (success, steps, best reward, chunk inference times [s], frames if video_size).
-
-    The best reward is Diffusion Policy's Push-T score (max coverage over the episode, relative to the bar);
-    1/0 on the other tasks. `on_step` sees every observation, the first (after reset) included."""
-    obs = env.reset(seed=seed)
-    policy.reset()
-    hist: deque[dict[str, np.ndarray]] = deque([obs] * policy.n_obs_steps, maxlen=policy.n_obs_steps)
-    lo, hi = executed_rows(policy.n_obs_steps, policy.n_action_steps)
-    times: list[float] = []
-    frames: list[np.ndarray] = []
-
-    def frame() -> None:
-        if video_size is not None:
-            frames.append(
-                np.concatenate([env.render("scene", video_size), env.render("wrist", video_size)], 1)
-            )
-
-    frame()
-    if on_step is not None:
-        on_step(obs)
-    success, steps, score = False, 0, 0.0
-    while steps < env.max_steps:
-        window = {k: np.stack([o[k] for o in hist]) for k in policy.obs_keys}
-        t0 = time.perf_counter()
-        chunk = policy.predict(window, num_inference_steps=num_inference_steps)
-        times.append(time.perf_counter() - t0)
-        for action in chunk[lo:hi]:
-            obs, reward, term, trunc, info = env.step(action)
-            score = max(score, float(reward))
-            hist.append(obs)
-            steps += 1
-            frame()
-            if on_step is not None:
-                on_step(obs)
-            if term or trunc:
-                return bool(info["success"]), steps, score, times, frames
-    return success, steps, score, times, frames
 
 
 def _episode(
@@ -87,30 +42,33 @@ def _episode(
     num_inference_steps: int | None,
     video: Path | None,
     video_size: tuple[int, int],
-) -> tuple[bool, int, float, list[float], str | None]:
+    chunking: ChunkingConfig | None = None,
+) -> tuple[Episode, str | None]:
     seen: list[dict[str, np.ndarray]] = []
     top_view = video is not None and env.task == "push_t"
-    ok, steps, score, times, frames = rollout(
+    ep = rollout(
         policy,
         env,
         ep_seed,
         num_inference_steps,
         video_size if video is not None else None,
         seen.append if top_view else None,
+        chunking,
     )
     out = None
     if video is not None:
         import imageio.v3 as iio
 
-        out = str(video.with_name(video.name.format(outcome="success" if ok else "fail")))
-        iio.imwrite(out, np.stack(frames), fps=env.control_hz, codec="libx264")
+        out = str(video.with_name(video.name.format(outcome="success" if ep.success else "fail")))
+        iio.imwrite(out, np.stack(ep.frames), fps=env.control_hz, codec="libx264")
         if top_view:
             push_t_top_view(
                 seen,
                 Path(out).with_suffix(".png"),
-                f"seed {ep_seed}: {'success' if ok else 'failed'}, score {score:.2f}, {steps} steps",
+                f"seed {ep_seed}: {'success' if ep.success else 'failed'}, score {ep.score:.2f}, {ep.steps} steps",
             )
-    return ok, steps, score, times, out
+    ep.frames = []
+    return ep, out
 
 
 def push_t_top_view(observations: list[dict[str, np.ndarray]], out: Path, title: str) -> None:
@@ -147,12 +105,12 @@ def push_t_top_view(observations: list[dict[str, np.ndarray]], out: Path, title:
 _WORKER: dict = {}  # per worker process: the policy (inherited through fork) and its env
 
 
-def _worker_run(job: tuple) -> tuple[bool, int, float, list[float], str | None]:
-    task, arm, cams, image_size, ep_seed, steps, video, video_size = job
+def _worker_run(job: tuple) -> tuple[Episode, str | None]:
+    task, arm, cams, image_size, ep_seed, steps, video, video_size, chunking = job
     if "env" not in _WORKER:
         torch.set_num_threads(1)
         _WORKER["env"] = make_env(task, arm, seed=ep_seed, cameras=cams, image_size=image_size)
-    return _episode(_WORKER["policy"], _WORKER["env"], ep_seed, steps, video, video_size)
+    return _episode(_WORKER["policy"], _WORKER["env"], ep_seed, steps, video, video_size, chunking)
 
 
 def policy_cameras(policy) -> tuple[tuple[str, ...], tuple[int, int]]:
@@ -181,14 +139,21 @@ def evaluate(
     progress: bool = True,
     workers: int = 1,
     start: str = "handheld",
+    chunking: ChunkingConfig | None = None,
 ) -> EvalResult:
     """Roll `policy` out for `episodes` seeded episodes (seed, seed+1, ...); MP4s of the first n_videos.
 
     A policy whose `action_space` is "eef" runs through the end-effector controller (mimic.workflows.evaluate_eef,
     pick_place only, from `start`); every other one through joint targets. workers > 1 fans the episodes out over
-    forked processes (each with its own env and one torch thread).
+    forked processes (each with its own env and one torch thread). `chunking`: how chunks continue, with what
+    inference delay (mimic.workflows.rollout; default sync, no delay).
     """
+    chunking = chunking or ChunkingConfig()
     if getattr(policy, "action_space", "joint") == "eef":
+        if chunking != ChunkingConfig():
+            raise ValueError(
+                "eval: --chunking and --inference-delay-s apply to joint policies, not end-effector ones"
+            )
         if task != "pick_place":
             raise ValueError(f"eval: an end-effector policy is evaluated on pick_place, not {task!r}")
         return evaluate_eef(
@@ -223,6 +188,7 @@ def evaluate(
             if vdir is not None and i < n_videos
             else None,
             video_size,
+            chunking,
         )
         for i in range(episodes)
     ]
@@ -236,8 +202,12 @@ def evaluate(
         1.0,
         num_inference_steps=num_inference_steps,
         n_action_steps=policy.n_action_steps,
+        chunking=chunking.strategy,
+        inference_delay_s=str(chunking.delay),
+        control_hz=float(policy.control_hz),
     )
     all_times: list[float] = []
+    motion = MotionSamples()
     t_start = time.monotonic()
     make_env(task, arm, cameras=tuple(cams), image_size=image_size).close()  # bad arm/task: fail here, once
     bar = tqdm(total=episodes, desc=f"eval {arm}/{task}", disable=not progress, unit="ep")
@@ -251,7 +221,7 @@ def evaluate(
             with ProcessPoolExecutor(min(workers, episodes), mp_context=mp.get_context("fork")) as pool:
                 outcomes = pool.map(_worker_run, jobs)
                 for job, out in zip(jobs, outcomes, strict=True):
-                    _collect(result, all_times, job[4], out)
+                    _collect(result, all_times, motion, job[4], out)
                     bar.update(1)
                     bar.set_postfix(success=f"{sum(result.outcomes)}/{len(result.outcomes)}")
             _WORKER.clear()
@@ -262,8 +232,9 @@ def evaluate(
                     _collect(
                         result,
                         all_times,
+                        motion,
                         job[4],
-                        _episode(policy, env, job[4], num_inference_steps, job[6], video_size),
+                        _episode(policy, env, job[4], num_inference_steps, job[6], video_size, chunking),
                     )
                     bar.update(1)
                     bar.set_postfix(success=f"{sum(result.outcomes)}/{len(result.outcomes)}")
@@ -271,17 +242,25 @@ def evaluate(
                 env.close()
     finally:
         bar.close()
+    result.motion = motion.summary().as_dict()
     result.finish(all_times, t_start)
     return result
 
 
-def _collect(result: EvalResult, all_times: list[float], ep_seed: int, out: tuple) -> None:
-    ok, steps, score, times, video = out
-    result.outcomes.append(bool(ok))
+def _collect(
+    result: EvalResult,
+    all_times: list[float],
+    motion: MotionSamples,
+    ep_seed: int,
+    out: tuple[Episode, str | None],
+) -> None:
+    ep, video = out
+    result.outcomes.append(ep.success)
     result.seeds.append(ep_seed)
-    result.episode_steps.append(int(steps))
-    result.scores.append(score)
-    all_times += times
+    result.episode_steps.append(ep.steps)
+    result.scores.append(ep.score)
+    all_times += ep.inference_s
+    motion.add(np.stack(ep.joints), np.asarray(ep.source), 1.0 / result.control_hz)
     if video:
         result.videos.append(video)
 
@@ -292,6 +271,7 @@ def load_twin_policy(
     task: str | None = None,
     device: str = "cpu",
     overrides: Sequence[str] = (),
+    engine: str = "torch",
 ):
     """(deployable policy, arm, task) for rolling `checkpoint` out on a twin: arm and task default to the ones it
     was trained on (an end-effector policy trained on handheld demos: "all" arm twins, pick_place).
@@ -299,7 +279,7 @@ def load_twin_policy(
     is not, or its value does not fit). ValueError for a checkpoint that names no arm/task."""
     from mimic.policies.checkpoint import load_deployable
 
-    policy = load_deployable(checkpoint, device=device, overrides=overrides)
+    policy = load_deployable(checkpoint, device=device, overrides=overrides, engine=engine)
     trained_arm = policy.shape_meta.arm
     arm = arm or ("all" if trained_arm == "handheld" else trained_arm)
     task = task or policy.shape_meta.task
@@ -361,8 +341,15 @@ def main(argv: list[str] | None = None) -> int:
         help="also write the result as JSON to this file (a list with --arm all; "
         "and a PNG of the rates beside it)",
     )
+    add_chunking_args(ap)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 on a shared machine)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument(
+        "--engine",
+        default="torch",
+        choices=ENGINES,
+        help="how the denoiser and encoder run (mimic.policies.engines; onnx ones need `mimic export` first)",
+    )
     ap.add_argument(
         "--workers", type=int, default=1, help="rollout processes (forked; one torch thread each)"
     )
@@ -377,7 +364,10 @@ def main(argv: list[str] | None = None) -> int:
             overrides.append(f"policy.chunk_candidates={args.candidates}")
         if args.action_steps is not None:
             overrides.append(f"policy.n_action_steps={args.action_steps}")
-        policy, arm, task = load_twin_policy(args.checkpoint, args.arm, args.task, args.device, overrides)
+        chunking = chunking_from_args(args)
+        policy, arm, task = load_twin_policy(
+            args.checkpoint, args.arm, args.task, args.device, overrides, engine=args.engine
+        )
         for one in ARMS if arm == "all" else (arm,):
             res = evaluate(
                 policy,
@@ -390,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
                 n_videos=args.videos,
                 workers=args.workers,
                 start=args.start,
+                chunking=chunking,
             )
             res.overrides = overrides
             results.append(res)

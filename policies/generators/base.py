@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 
 from mimic.policies.config import GeneratorConfig
+from mimic.policies.generators.guidance import Inpaint
 
 Net = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -37,7 +38,9 @@ class Generator:
         shape: tuple[int, ...],
         num_inference_steps: int | None = None,
         generator: torch.Generator | None = None,
+        guide: Inpaint | None = None,
     ) -> torch.Tensor:
+        """x0 [B, H, A]; with `guide`, inpainted towards its target (mimic.policies.generators.guidance)."""
         raise NotImplementedError
 
 

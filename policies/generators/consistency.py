@@ -26,6 +26,7 @@ import torch
 from mimic.policies.generators.base import Generator, Net, randn
 from mimic.policies.generators.diffusion import NOISE_SCALE, EDMGenerator, karras_sigmas
 from mimic.policies.generators.flow import FlowGenerator, flow_denoise
+from mimic.policies.generators.guidance import Inpaint, guided_denoise
 
 Teacher = EDMGenerator | FlowGenerator  # anything with denoise(net, x, sigma, cond) on EDM's scale
 
@@ -168,12 +169,21 @@ class ConsistencyGenerator(Generator):
         shape: tuple[int, ...],
         num_inference_steps: int | None = None,
         generator: torch.Generator | None = None,
+        guide: Inpaint | None = None,
     ) -> torch.Tensor:
         c, n = self.cfg, self.steps(num_inference_steps)
         sigmas = karras_sigmas(n + 1, c.sigma_min, c.sigma_max, c.rho, cond.device)[:n]
         b = shape[0]
-        x = self.consistency_fn(net, randn(shape, cond, generator) * sigmas[0], sigmas[0].expand(b), cond)
+
+        def clean(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+            if guide is None:
+                return self.consistency_fn(net, x, s.expand(b), cond)
+            return guided_denoise(
+                lambda xx: self.consistency_fn(net, xx, s.expand(b), cond), x, float(s), guide
+            )
+
+        x = clean(randn(shape, cond, generator) * sigmas[0], sigmas[0])
         for s in sigmas[1:]:
             noisy = x + (s**2 - c.sigma_min**2).clamp(min=0).sqrt() * randn(shape, cond, generator)
-            x = self.consistency_fn(net, noisy, s.expand(b), cond)
+            x = clean(noisy, s)
         return x

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from mimic.policies.config import GeneratorConfig
 from mimic.policies.generators.base import Generator, Net, randn
+from mimic.policies.generators.guidance import Inpaint, guided_denoise
 
 NOISE_SCALE = 100.0  # c_noise = ln(sigma) / 4 spans ~[-1.6, 1.1]; scaled to the embedding's range
 
@@ -74,15 +75,34 @@ class DDPMGenerator(Generator):
         shape: tuple[int, ...],
         num_inference_steps: int | None = None,
         generator: torch.Generator | None = None,
+        guide: Inpaint | None = None,
     ) -> torch.Tensor:
         n = min(self.steps(num_inference_steps), self.cfg.num_train_timesteps)
         sched = self.infer_scheduler
         sched.set_timesteps(n, device=cond.device)
+        if guide is not None and self.cfg.prediction_type != "epsilon":
+            raise ValueError(
+                f"rtc guidance: a diffusion policy must predict epsilon, not {self.cfg.prediction_type!r}"
+            )
         x = randn(shape, cond, generator)
         for t in sched.timesteps:
-            out = net(x, t.float().expand(shape[0]).to(cond.device), cond)
+            tb = t.float().expand(shape[0]).to(cond.device)
+            if guide is None:
+                out = net(x, tb, cond)
+            else:
+                out = self._guided_epsilon(net, x, t, tb, cond, guide)
             x = sched.step(out, t, x, generator=generator).prev_sample
         return x
+
+    def _guided_epsilon(
+        self, net: Net, x: torch.Tensor, t: torch.Tensor, tb: torch.Tensor, cond: torch.Tensor, guide: Inpaint
+    ) -> torch.Tensor:
+        """The epsilon whose clean estimate is the guided one: x = sqrt(ab) (x0 + sigma eps), sigma^2 = (1 - ab) / ab,
+        so the step runs on EDM's scale x / sqrt(ab) and the guided x0 is turned back into an epsilon."""
+        ab = self.infer_scheduler.alphas_cumprod[int(t)].to(x)
+        a, s = ab.sqrt(), (1 - ab).sqrt()
+        x0 = guided_denoise(lambda xe: (xe * a - s * net(xe * a, tb, cond)) / a, x / a, float(s / a), guide)
+        return (x - a * x0) / s
 
 
 def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float, device=None) -> torch.Tensor:
@@ -122,18 +142,25 @@ class EDMGenerator(Generator):
         shape: tuple[int, ...],
         num_inference_steps: int | None = None,
         generator: torch.Generator | None = None,
+        guide: Inpaint | None = None,
     ) -> torch.Tensor:
         c, n = self.cfg, self.steps(num_inference_steps)
         sigmas = karras_sigmas(n, c.sigma_min, c.sigma_max, c.rho, cond.device)
         sigmas = torch.cat([sigmas, sigmas.new_zeros(1)])
         x = randn(shape, cond, generator) * sigmas[0]
         b = shape[0]
+
+        def denoised(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+            if guide is None:
+                return self.denoise(net, x, s.expand(b), cond)
+            return guided_denoise(lambda xx: self.denoise(net, xx, s.expand(b), cond), x, float(s), guide)
+
         for i in range(n):
             s, s_next = sigmas[i], sigmas[i + 1]
-            d = (x - self.denoise(net, x, s.expand(b), cond)) / s
+            d = (x - denoised(x, s)) / s
             x_next = x + (s_next - s) * d
             if c.sampler == "heun" and s_next > 0:
-                d2 = (x_next - self.denoise(net, x_next, s_next.expand(b), cond)) / s_next
+                d2 = (x_next - denoised(x_next, s_next)) / s_next
                 x_next = x + (s_next - s) * 0.5 * (d + d2)
             x = x_next
         return x

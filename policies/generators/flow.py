@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from mimic.policies.generators.base import Generator, Net, randn
 from mimic.policies.generators.diffusion import karras_sigmas
+from mimic.policies.generators.guidance import Inpaint, estimate_and_pull, guidance_weight
 
 TIME_SCALE = 100.0  # the backbone's sinusoidal embedding is tuned for times ~0..100
 
@@ -69,6 +70,7 @@ class FlowGenerator(Generator):
         shape: tuple[int, ...],
         num_inference_steps: int | None = None,
         generator: torch.Generator | None = None,
+        guide: Inpaint | None = None,
     ) -> torch.Tensor:
         n = self.steps(num_inference_steps)
         ts = self.grid(n, cond.device)
@@ -76,13 +78,20 @@ class FlowGenerator(Generator):
             randn(shape, cond, generator) * ts[0]
         )  # x_t at t < 1 drops (1 - t) x0, as EDM starts at sigma_max z
         heun = self.cfg.sampler == "heun"
+
+        def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            tb = t.expand(shape[0]) * TIME_SCALE
+            if guide is None:
+                return net(x, tb, cond)
+            # x0 = x_t - t v; the guided velocity is v - c * J^T W (Y - x0) (guidance.py has the derivation)
+            x0, pull = estimate_and_pull(lambda xx: xx - t * net(xx, tb, cond), x, guide)
+            return (x - x0) / t - guidance_weight(float(t), guide.max_guidance) * pull
+
         for i in range(n):
             t, t_next = ts[i], ts[i + 1]
-            tb = t.expand(shape[0])
-            v = net(x, tb * TIME_SCALE, cond)
+            v = velocity(x, t)
             if heun and i < n - 1:  # Heun's corrector on all but the last step (as EDM): 2 calls per step
                 x_pred = x + (t_next - t) * v
-                v2 = net(x_pred, t_next.expand(shape[0]) * TIME_SCALE, cond)
-                v = 0.5 * (v + v2)
+                v = 0.5 * (v + velocity(x_pred, t_next))
             x = x + (t_next - t) * v
         return x

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mimic_ros.policy_node import StreamBuffer, align_window, timed_chunk
+from mimic.policies.realtime import timed_chunk
+from mimic_ros.policy_node import StreamBuffer, align_window
 
 
 def test_window_ends_at_newest_time_all_streams_cover_using_capture_times() -> None:

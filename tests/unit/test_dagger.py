@@ -48,12 +48,12 @@ def replay(env, seed, actions):
 def test_replaying_a_rollouts_actions_reaches_the_same_state(reach_policy):
     from mimic.sim.env import make_env
     from mimic.workflows.dagger import _ActionLog
-    from mimic.workflows.evaluate import rollout
+    from mimic.workflows.rollout import rollout
 
     _, policy, _ = reach_policy
     live, twin = _ActionLog(make_env("reach", "franka", cameras=())), make_env("reach", "franka", cameras=())
     seen: list[dict] = []
-    _, steps, *_ = rollout(policy, live, 7, on_step=seen.append)
+    steps = rollout(policy, live, 7, on_step=seen.append).steps
     assert len(live.actions) == steps == len(seen) - 1
     for t in (1, steps // 2, steps):
         obs = replay(twin, 7, live.actions[:t])

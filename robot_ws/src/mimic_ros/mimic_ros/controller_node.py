@@ -45,8 +45,15 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 
-from mimic.robots.control import ChunkController, FollowController, WorkspaceBox, parse_workspace
-from mimic.robots.pacer import Pacer
+from mimic.robots.control import (
+    CHUNKING,
+    ChunkController,
+    FollowController,
+    WorkspaceBox,
+    continuation_of,
+    parse_workspace,
+)
+from mimic.robots.pacer import Pacer, enable_realtime
 from mimic.robots.spec import ArmSpec
 from mimic_ros.msgs import EEF_CHUNK_TOPIC, eef_chunk_from_msg
 from mimic_ros.params import ParamError, declare_config, param
@@ -73,7 +80,18 @@ class ControllerConfig:
         0.0, "chunk/eef: arm command-to-motion latency; latency matching on when > 0 (s)", range=(0.0, 2.0)
     )
     stale_after_s: float = param(0.1, "follow: a leader older than this -> hold (s)", range=(0.001, 10.0))
-    blend_s: float = param(0.1, "chunk/eef: a new chunk is blended in over this time (s)", range=(0.0, 5.0))
+    chunking: str = param(
+        "blend",
+        "chunk/eef: how a new chunk takes over, as the policy node's chunking (mimic.robots.control.CHUNKING): "
+        "blend over blend_s, ensemble (ACT), or switch at its first row (sync, switch, rtc)",
+        choices=CHUNKING,
+    )
+    blend_s: float = param(
+        0.1, "chunking=blend: a new chunk is blended in over this time (s)", range=(0.0, 5.0)
+    )
+    ensemble_decay: float = param(
+        0.01, "chunking=ensemble: ACT's weight decay per chunk of age", range=(0.0, 10.0)
+    )
     velocity_scale: float = param(
         0.5, "fraction of the spec's joint velocity limits used", range=(0.001, 1.0)
     )
@@ -171,6 +189,8 @@ class ControllerNode(ManagedNode):
                 blend_s=cfg.blend_s,
                 velocity_scale=cfg.velocity_scale,
                 workspace=box,
+                continuation=continuation_of(cfg.chunking),
+                ensemble_decay=cfg.ensemble_decay,
             )
             self.create_subscription(JointTrajectory, CHUNK_TOPIC, self._on_chunk, 10)
         else:
@@ -263,6 +283,11 @@ class ControllerNode(ManagedNode):
         """Fixed-rate control loop on absolute deadlines; a missed deadline re-anchors instead of bursting."""
         while self.running and not self.seeded.wait(0.05):
             pass
+        realtime, note = enable_realtime(  # the executor (main thread) takes the GIL for every message
+            what=f"controller loop at {self.cfg.rate_hz:g} Hz",
+            helper_threads=(threading.main_thread().native_id,),
+        )
+        (self.get_logger().info if realtime else self.get_logger().warning)(note)
         pacer = Pacer(self.cfg.rate_hz)
         last_diag = time.monotonic()
         while self.running:

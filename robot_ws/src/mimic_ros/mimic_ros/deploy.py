@@ -28,6 +28,7 @@ import tempfile
 from pathlib import Path
 
 from mimic.policies.chunk_policy import SCRIPTED_PREFIX, action_space_of, scripted_factory
+from mimic.policies.realtime import add_chunking_args, chunking_from_args
 from mimic_ros.session import SessionError, load_session
 from mimic_ros.supervisor import EXIT_BAD_SESSION, run_session
 
@@ -69,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="chunk rows executed per prediction, the replan period (0: the checkpoint's n_action_steps)",
     )
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--engine",
+        default="torch",
+        help="how the policy's networks run: torch, bf16, compiled, onnx, onnx-int8 (onnx ones need `mimic export`)",
+    )
+    add_chunking_args(p, default="blend")
     p.add_argument("--record", default="", metavar="ZARR", help="record the rollouts to this store")
     p.add_argument("--results", default="", metavar="JSON", help="write per-episode results here")
     p.add_argument("--session", default="deploy_twin", help="session YAML to start from")
@@ -99,6 +106,8 @@ def check_checkpoint(args: argparse.Namespace) -> str:
     Returns its action space; ValueError (CheckpointError) naming the checkpoint otherwise."""
     kind = checkpoint_action_space(args.checkpoint)
     if args.checkpoint.startswith(SCRIPTED_PREFIX):
+        if args.engine != "torch":
+            raise ValueError(f"--engine {args.engine}: applies to a checkpoint, not to {args.checkpoint}")
         return kind
     from mimic.policies.checkpoint import load_deployable
 
@@ -107,7 +116,7 @@ def check_checkpoint(args: argparse.Namespace) -> str:
         overrides.append(f"policy.chunk_candidates={args.chunk_candidates}")
     if args.action_steps:
         overrides.append(f"policy.n_action_steps={args.action_steps}")
-    load_deployable(args.checkpoint, overrides=overrides)
+    load_deployable(args.checkpoint, overrides=overrides, engine=args.engine)
     return kind
 
 
@@ -147,6 +156,13 @@ def session_overrides(args: argparse.Namespace, results_path: str, action_space:
         "policy.chunk_candidates": args.chunk_candidates,
         "policy.action_steps": args.action_steps,
         "policy.device": args.device,
+        "policy.engine": args.engine,
+        "policy.chunking": args.chunking,
+        "policy.inference_delay_s": args.inference_delay_s,
+        "policy.max_guidance": args.max_guidance,
+        "controller.chunking": args.chunking,
+        "controller.blend_s": args.blend_s,
+        "controller.ensemble_decay": args.ensemble_decay,
         "evaluator.episodes": args.episodes,
         "evaluator.episode_s": args.episode_s,
         "evaluator.results_path": results_path,
@@ -175,7 +191,8 @@ def print_table(results: dict, args: argparse.Namespace, mode: str = "chunk") ->
     print(
         f"\nmimic deploy {args.checkpoint} on {args.arm} / {args.task}: camera {args.camera_latency_s * 1e3:.0f} ms, "
         f"arm {args.arm_latency_s * 1e3:.0f} ms, objects {args.object_latency_s * 1e3:.0f} ms injected; "
-        f"matching {'off' if args.no_matching else 'on'}; controller mode {mode}"
+        f"matching {'off' if args.no_matching else 'on'}; controller mode {mode}; chunking {args.chunking}, "
+        f"inference delay {args.inference_delay_s} s injected"
     )
     print(f"{'episode':>7} {'seed':>7} {'success':>7} {'time_s':>7}")
     for r in rows:
@@ -183,6 +200,12 @@ def print_table(results: dict, args: argparse.Namespace, mode: str = "chunk") ->
         print(f"{r['episode']:>7} {r['seed']:>7} {str(r['success']):>7} {t:>7}")
     n, ok = len(rows), sum(bool(r["success"]) for r in rows)
     print(f"success {ok}/{n}" + (f" = {100.0 * ok / n:.0f}%" if n else ""))
+    m = results.get("motion") or {}
+    if m.get("boundaries"):
+        print(
+            f"motion: {m['boundaries']} chunk seams, velocity jump p50 {m['boundary_vel_jump_p50']:.3f} rad/s = "
+            f"{m['vel_jump_ratio_p50']:.2f}x the within-chunk p99; idle {m['idle_s_mean']:.2f} s per episode"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
+        chunking_from_args(args)
         kind = check_checkpoint(args)
         mode = controller_mode(kind)
     except ValueError as e:  # checkpoint_action_space's errors name the checkpoint

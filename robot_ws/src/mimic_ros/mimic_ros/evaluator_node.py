@@ -6,6 +6,11 @@ optional ~/stop. Success is the twin task's own check (sim.TwinEnv.success), rea
 policy, the controller and the arm are the real nodes of the deploy session, so what is scored is the
 whole loop with its latencies.
 
+Motion quality (mimic.robots.motion) comes from what the arm did: /robot/joint_states (by their capture stamps),
+resampled at the chunks' row period, and /policy/action_chunk, whose stamped start times say which chunk each
+period executes (the newest started one; none, i.e. waiting, once it has run out). Pooled over the episodes it
+goes into the results as `motion`: seam jumps against the within-chunk p99, and idle time per episode.
+
     python -m mimic_ros.evaluator_node --ros-args -p episodes:=10 -p episode_s:=20 -p results_path:=eval.json
 """
 
@@ -18,8 +23,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+from sensor_msgs.msg import JointState
 from std_msgs.msg import String
+from trajectory_msgs.msg import JointTrajectory
 
+from mimic.robots.motion import MotionSamples, resample
+from mimic_ros.controller_node import CHUNK_TOPIC, stamp_to_s
 from mimic_ros.params import declare_config, param
 from mimic_ros.ros_client import Latest, ServiceError, TriggerClient
 from mimic_ros.runtime import ManagedNode, run_node
@@ -45,6 +55,12 @@ class EvaluatorNode(ManagedNode):
         self.cfg = cfg
         self.sim_status = Latest()
         self.create_subscription(String, "/sim/status", self.sim_status, 10)
+        self.trace_lock = threading.Lock()
+        self.joint_trace: list[tuple[float, np.ndarray]] = []
+        self.chunk_trace: list[tuple[float, float, float]] = []  # (t_start, t_end, dt)
+        self.motion = MotionSamples()
+        self.create_subscription(JointState, "/robot/joint_states", self._on_joints, 50)
+        self.create_subscription(JointTrajectory, CHUNK_TOPIC, self._on_chunk, 10)
         self.reset_sim = TriggerClient(self, "/sim/reset")
         self.reset_ctl = TriggerClient(self, "/controller/reset")
         self.reset_pol = TriggerClient(self, "/policy/reset")
@@ -55,6 +71,46 @@ class EvaluatorNode(ManagedNode):
         )
         self.results: list[dict] = []
         self.done = threading.Event()
+
+    def _on_joints(self, msg: JointState) -> None:
+        with self.trace_lock:
+            self.joint_trace.append((stamp_to_s(msg.header.stamp), np.asarray(msg.position, float)))
+
+    def _on_chunk(self, msg: JointTrajectory) -> None:
+        if len(msg.points) < 2:
+            return
+        dt = msg.points[1].time_from_start.sec + msg.points[1].time_from_start.nanosec * 1e-9
+        dt -= msg.points[0].time_from_start.sec + msg.points[0].time_from_start.nanosec * 1e-9
+        t_start = stamp_to_s(msg.header.stamp)
+        with self.trace_lock:
+            self.chunk_trace.append((t_start, t_start + (len(msg.points) - 1) * dt, dt))
+
+    def _add_motion(self, t0: float, t1: float) -> None:
+        """The episode between wall times t0 and t1 into the motion samples (nothing if no chunk ran)."""
+        with self.trace_lock:
+            joints, chunks = self.joint_trace, self.chunk_trace
+            self.joint_trace, self.chunk_trace = [], []
+        chunks = [c for c in chunks if t0 <= c[0] <= t1]
+        joints = [(t, q) for t, q in joints if t0 <= t <= t1]
+        if not chunks or len(joints) < 4:
+            return
+        dt = chunks[0][2]
+        start = chunks[0][0]
+        n = int((min(t1, joints[-1][0]) - start) / dt)
+        if n < 3:
+            return
+        dof = min(len(q) for _, q in joints)
+        q = resample(
+            np.array([t for t, _ in joints]), np.stack([q[:dof] for _, q in joints]), start, dt, n + 1
+        )
+        starts = np.array([c[0] for c in chunks])
+        source = np.full(n, -1)
+        for k in range(n):
+            t = start + k * dt
+            i = int(np.searchsorted(starts, t + 1e-6, side="right")) - 1
+            if i >= 0 and t <= chunks[i][1] + 1e-6:
+                source[k] = i
+        self.motion.add(q, source, dt)
 
     def workers(self):
         return (self._run,)
@@ -86,6 +142,9 @@ class EvaluatorNode(ManagedNode):
         if cfg.record:
             self._call_until_ok(self.rec_start)
         t0 = time.monotonic()
+        wall0 = time.time()
+        with self.trace_lock:
+            self.joint_trace, self.chunk_trace = [], []
         success_s = None
         while self.running and time.monotonic() - t0 < cfg.episode_s:
             status = self.sim_status.json()
@@ -94,6 +153,7 @@ class EvaluatorNode(ManagedNode):
             if success_s is not None and time.monotonic() - t0 >= success_s + cfg.hold_s:
                 break
             time.sleep(0.05)
+        self._add_motion(wall0, time.time())
         recorded = None
         if cfg.record:
             resp = self.rec_stop.call(cfg.timeout_s, must_succeed=False)
@@ -131,7 +191,15 @@ class EvaluatorNode(ManagedNode):
         print(f"success {n_ok}/{len(rows)}", flush=True)
         if self.cfg.results_path:
             Path(self.cfg.results_path).write_text(
-                json.dumps({"episodes": rows, "success": n_ok, "n": len(rows)}, indent=1)
+                json.dumps(
+                    {
+                        "episodes": rows,
+                        "success": n_ok,
+                        "n": len(rows),
+                        "motion": self.motion.summary().as_dict(),
+                    },
+                    indent=1,
+                )
             )
 
 

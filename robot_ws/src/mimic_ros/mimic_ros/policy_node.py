@@ -29,6 +29,7 @@ Two kinds of policy (`action_space`, see mimic.policies.checkpoint.load_deployab
 from __future__ import annotations
 
 import json
+import random
 import sys
 import threading
 import time
@@ -45,10 +46,20 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint, MultiDOFJointTrajectory
 
 from mimic.policies.chunk_policy import SCRIPTED_PREFIX, check_chunk_policy, executed_rows, scripted_factory
+from mimic.policies.realtime import (
+    DEFAULT_MAX_GUIDANCE,
+    ChunkingConfig,
+    DelayEstimate,
+    InferenceDelay,
+    continuation_prefix,
+    supports_prefix,
+    timed_chunk,
+)
+from mimic.robots.control import CHUNKING, Chunk
 from mimic.robots.spec import ArmSpec
 from mimic_ros.controller_node import CHUNK_TOPIC, resolve_spec
 from mimic_ros.msgs import EEF_CHUNK_TOPIC, eef_chunk_msg
-from mimic_ros.params import declare_config, param
+from mimic_ros.params import ParamError, declare_config, param
 from mimic_ros.runtime import ManagedNode, run_node
 
 EEF_OBS_KEYS = ("robot0_eef_pos", "robot0_eef_rot_axis_angle")
@@ -89,6 +100,21 @@ class PolicyNodeConfig:
         range=(0, 256),
     )
     device: str = param("cpu", "torch device of the policy")
+    engine: str = param(
+        "torch",
+        "how the policy's networks run: torch, bf16, compiled, onnx, onnx-int8 (mimic.policies.engines; "
+        "onnx ones need `mimic export` first)",
+    )
+    chunking: str = param(
+        "blend",
+        "sync: wait for each chunk, send its executed rows; switch|ensemble|blend|rtc: compute the next chunk "
+        "while the current one runs (mimic.policies.realtime); the controller's chunking must match",
+        choices=CHUNKING,
+    )
+    inference_delay_s: str = param(
+        "0", "extra delay injected per chunk before it is published: SECONDS or LO:HI (uniform)"
+    )
+    max_guidance: float = param(DEFAULT_MAX_GUIDANCE, "rtc: clip of the guidance weight", range=(0.01, 100.0))
 
 
 class StreamBuffer:
@@ -128,18 +154,6 @@ def align_window(
     return t_obs, {k: np.stack([b.at(t) for t in times]) for k, b in buffers.items()}
 
 
-def timed_chunk(
-    actions: np.ndarray, t_obs: float, dt: float, action_offset: int, t_ready: float, lead_s: float
-) -> tuple[float, np.ndarray] | None:
-    """(t_start, rows) keeping the rows still executable: due at or after `t_ready + lead_s`. None if none is."""
-    due = t_obs + (np.arange(len(actions)) - action_offset) * dt
-    keep = due >= t_ready + lead_s - 1e-9
-    if not keep.any():
-        return None
-    first = int(np.argmax(keep))
-    return float(due[first]), np.asarray(actions[first:], float)
-
-
 class PolicyNode(ManagedNode):
     def __init__(self, spec: ArmSpec | None = None, policy=None) -> None:
         super().__init__("policy")
@@ -147,10 +161,21 @@ class PolicyNode(ManagedNode):
         declare_config(self, cfg)
         spec = spec or resolve_spec(cfg.arm)
         if policy is None:
-            policy = load_checkpoint(cfg.checkpoint, cfg.device, inference_overrides(cfg))
-        check_chunk_policy(policy, f"parameter checkpoint={cfg.checkpoint!r}" if cfg.checkpoint else "policy")
+            policy = load_checkpoint(cfg.checkpoint, cfg.device, inference_overrides(cfg), cfg.engine)
+        source = f"parameter checkpoint={cfg.checkpoint!r}" if cfg.checkpoint else "policy"
+        check_chunk_policy(policy, source)
         self.cfg, self.spec, self.policy = cfg, spec, policy
         self.action_space = getattr(policy, "action_space", "joint")  # check_chunk_policy checked it
+        try:
+            self.chunking = ChunkingConfig(
+                cfg.chunking, InferenceDelay.parse(cfg.inference_delay_s), max_guidance=cfg.max_guidance
+            )
+        except ValueError as e:
+            raise ParamError(f"parameter {e}") from None
+        if cfg.chunking == "rtc" and (self.action_space != "joint" or not supports_prefix(policy)):
+            raise ParamError(
+                f"parameter chunking=rtc: {source} cannot continue a prefix (a trained joint policy can)"
+            )
         lat = (lambda s: s) if cfg.matching else (lambda s: 0.0)
         self.lead_s = lat(cfg.arm_latency_s)
         self.dt = 1.0 / float(policy.control_hz)
@@ -192,6 +217,9 @@ class PolicyNode(ManagedNode):
         self.running = True
         self.chunks_sent = 0
         self.episode = 0  # bumped by ~/reset; a window built before it is never used after it
+        self.last_chunk: Chunk | None = None  # the last published joint chunk, what an rtc chunk continues
+        self.delay_estimate = DelayEstimate()
+        self.rng = random.Random(0)
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         """New episode: drop buffered observations (they show the old scene) and the policy's state."""
@@ -200,6 +228,7 @@ class PolicyNode(ManagedNode):
                 b.samples.clear()
             self.episode += 1
             self.policy.reset()
+            self.last_chunk = None
         response.success, response.message = True, f"episode {self.episode}"
         return response
 
@@ -245,42 +274,88 @@ class PolicyNode(ManagedNode):
         return (self.loop,)
 
     def loop(self) -> None:
-        """Replan every `n_action_steps` control steps (receding horizon); publish each chunk on arrival."""
-        replan_s = self.dt * max(1, int(self.policy.n_action_steps))
-        next_t = time.monotonic()
-        steps = self.cfg.num_inference_steps or None
+        """Compute chunks as the chunking strategy says, each published the moment it is ready.
+
+        sync: the next inference starts once the controller has sent the last chunk's rows (the arm waits for it);
+        every other strategy: one inference every `n_action_steps` rows (receding horizon) while the current chunk
+        keeps running, so a chunk arrives before the one running ends. rtc passes the executing chunk as prefix."""
+        s = max(1, int(self.policy.n_action_steps))
+        next_t = time.time()
         while self.running:
-            next_t += replan_s
+            while self.running and time.time() < next_t:
+                time.sleep(min(0.005, max(0.0, next_t - time.time())))
+            if not self.running:
+                break
             with self.lock:
                 window = align_window(self.buffers, int(self.policy.n_obs_steps), self.dt)
                 episode = self.episode
-            if window is not None:
-                t_obs, obs = window
-                if not self.cfg.matching:
-                    t_obs = time.time()  # naive: the newest sample is taken as current
-                t0 = time.time()
-                actions = self.policy.predict(obs, num_inference_steps=steps)
-                t_ready = time.time()
-                chunk = timed_chunk(actions, t_obs, self.dt, self.action_offset, t_ready, self.lead_s)
-                if not self.cfg.matching:
-                    chunk = (t_ready, np.asarray(actions[self.action_offset :], float))
-                if chunk is not None and episode == self.episode:
-                    self.publish_chunk(*chunk)
-                self.diag_pub.publish(
-                    String(
-                        data=json.dumps(
-                            {
-                                "inference_s": t_ready - t0,
-                                "obs_age_s": t_ready - t_obs,
-                                "chunk_start_in_s": (chunk[0] - t_ready) if chunk else None,
-                                "chunks_sent": self.chunks_sent,
-                            }
-                        )
-                    )
+            if window is None:
+                next_t = time.time() + 0.01
+                continue
+            t_start = self.infer_and_publish(window, episode)
+            now = time.time()
+            if not self.chunking.asynchronous and t_start is not None:
+                next_t = max(now, t_start + s * self.dt - self.lead_s)
+            else:
+                next_t = max(now, next_t + s * self.dt)
+
+    def infer_and_publish(self, window: tuple[float, dict[str, np.ndarray]], episode: int) -> float | None:
+        """One chunk from `window`: predict (with the rtc prefix), inject the configured delay, publish the rows still
+        executable, report timing on /policy/diagnostics. Returns the published chunk's start, or None."""
+        t_obs, obs = window
+        if not self.cfg.matching:
+            t_obs = time.time()  # naive: the newest sample is taken as current
+        t_trigger = time.time()
+        prefix, t_commit = None, None
+        if self.chunking.strategy == "rtc" and self.last_chunk is not None:
+            t_commit = t_trigger + self.delay_estimate.value + self.lead_s
+            prefix = continuation_prefix(
+                self.last_chunk,
+                t_obs,
+                self.dt,
+                self.action_offset,
+                int(self.policy.horizon),
+                t_commit,
+                self.chunking.max_guidance,
+            )
+        steps = self.cfg.num_inference_steps or None
+        if prefix is None:
+            actions = self.policy.predict(obs, num_inference_steps=steps)
+        else:
+            actions = self.policy.predict(obs, num_inference_steps=steps, prefix=prefix)
+        computed = time.time()
+        injected = self.chunking.delay.sample(self.rng)
+        if injected > 0:
+            time.sleep(injected)
+        t_ready = time.time()
+        self.delay_estimate.add(t_ready - t_trigger)
+        chunk = timed_chunk(actions, t_obs, self.dt, self.action_offset, t_ready, self.lead_s)
+        if not self.cfg.matching:
+            chunk = (t_ready, np.asarray(actions[self.action_offset :], float))
+        if chunk is not None and not self.chunking.asynchronous:
+            chunk = (chunk[0], chunk[1][: max(1, int(self.policy.n_action_steps))])
+        published = chunk is not None and episode == self.episode
+        if published:
+            self.publish_chunk(*chunk)
+            self.last_chunk = Chunk(chunk[0], self.dt, chunk[1]) if self.action_space == "joint" else None
+        self.diag_pub.publish(
+            String(
+                data=json.dumps(
+                    {
+                        "inference_s": computed - t_trigger,
+                        "delay_s": t_ready - t_trigger,
+                        "injected_delay_s": injected,
+                        "frozen_rows": prefix.frozen if prefix is not None else 0,
+                        "frozen_until": t_commit if prefix is not None else None,
+                        "chunking": self.chunking.strategy,
+                        "obs_age_s": t_ready - t_obs,
+                        "chunk_start_in_s": (chunk[0] - t_ready) if chunk else None,
+                        "chunks_sent": self.chunks_sent,
+                    }
                 )
-            time.sleep(max(0.0, next_t - time.monotonic()))
-            if time.monotonic() > next_t + replan_s:  # inference slower than the replan period
-                next_t = time.monotonic()
+            )
+        )
+        return chunk[0] if published else None
 
     def publish_chunk(self, t_start: float, rows: np.ndarray) -> None:
         if self.chunk_pub.get_subscription_count() > 0:
@@ -320,7 +395,7 @@ def inference_overrides(cfg: PolicyNodeConfig) -> list[str]:
     return [f"{key}={value}" for key, value in fields.items() if value]
 
 
-def load_checkpoint(checkpoint: str, device: str, overrides: list[str] | None = None):
+def load_checkpoint(checkpoint: str, device: str, overrides: list[str] | None = None, engine: str = "torch"):
     """`policies.load_deployable(checkpoint, overrides=...)` (a joint Policy or an end-effector EefPolicy), or
     `py:module:factory` for a scripted policy object (tests, baselines; mimic.policies.chunk_policy.ChunkPolicy)."""
     if checkpoint.startswith(SCRIPTED_PREFIX):
@@ -328,6 +403,8 @@ def load_checkpoint(checkpoint: str, device: str, overrides: list[str] | None = 
             raise ValueError(
                 f"{', '.join(overrides)}: inference overrides apply to a checkpoint, not to {checkpoint}"
             )
+        if engine != "torch":
+            raise ValueError(f"engine {engine}: applies to a checkpoint, not to {checkpoint}")
         return scripted_factory(checkpoint)()
     if not checkpoint:
         raise ValueError("parameter checkpoint is empty")
@@ -335,7 +412,7 @@ def load_checkpoint(checkpoint: str, device: str, overrides: list[str] | None = 
         from mimic.policies import load_deployable
     except ImportError as e:
         raise ValueError(f"cannot load policies ({e})") from None
-    return load_deployable(checkpoint, device=device, overrides=overrides or [])
+    return load_deployable(checkpoint, device=device, overrides=overrides or [], engine=engine)
 
 
 def main(argv: list[str] | None = None, spec: ArmSpec | None = None, policy=None) -> int:
