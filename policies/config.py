@@ -172,6 +172,11 @@ class PolicyConfig:
     # either-way-round pushes), independent chunks can alternate between them and the arm dithers; a chunk
     # chosen to continue the last one keeps the way it started. 1: one sample, no memory between calls.
     chunk_candidates: int = 1
+    # Training-time real-time chunking (flow + unet): each training chunk gives the network its first
+    # 0..prefix_rows rows clean, marked by a mask channel, and the loss covers the rest; `rtc` then conditions on
+    # the executing chunk's frozen rows instead of guiding towards them (mimic.policies.generators.prefix).
+    # 0: off (rtc guides, training-free).
+    prefix_rows: int = 0
     unet: UnetConfig = field(default_factory=UnetConfig)
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
@@ -255,6 +260,13 @@ class PolicyConfig:
         if not self.obs_keys:
             raise ConfigError("policy.obs_keys: at least one observation key is required")
         self.angle_dims()
+        if not 0 <= self.prefix_rows < self.horizon:
+            raise ConfigError(f"policy.prefix_rows: {self.prefix_rows} must be in 0..{self.horizon - 1}")
+        if self.prefix_rows and (self.generator != "flow" or self.backbone != "unet"):
+            raise ConfigError(
+                f"policy.prefix_rows: prefix conditioning is built for flow + unet, not {self.generator} + "
+                f"{self.backbone}"
+            )
         if self.chunk_candidates < 1:
             raise ConfigError(f"policy.chunk_candidates: must be >= 1, got {self.chunk_candidates}")
         if self.action_repr not in ACTION_REPRS:

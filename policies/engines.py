@@ -215,6 +215,10 @@ def apply_engine(
     check_engine(engine)
     if engine == "torch":
         return policy
+    if engine in ONNX_ENGINES and getattr(policy.cfg, "prefix_rows", 0):
+        raise EngineError(
+            f"engine {engine}: a prefix-conditioned policy (policy.prefix_rows) runs on torch engines"
+        )
     if policy.device.type != "cpu" and engine in ONNX_ENGINES:
         raise EngineError(f"engine {engine}: runs on the CPU (the policy is on {policy.device})")
     if engine in ONNX_ENGINES and files is None:

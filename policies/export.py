@@ -128,6 +128,10 @@ def _quantize_int8(src: Path, dst: Path) -> None:
 def write_graphs(policy: Any, out: Path, fmt: str) -> dict[str, Any]:
     """Export `policy`'s denoiser (and, with cameras, its encoder) into directory `out`; the engine.json fields
     that describe the graphs."""
+    if getattr(policy.cfg, "prefix_rows", 0):
+        raise EngineError(
+            f"engine {fmt}: a prefix-conditioned policy (policy.prefix_rows) runs on torch engines"
+        )
     out.mkdir(parents=True, exist_ok=True)
     obs = example_obs(policy, batch=2)
     with torch.no_grad():

@@ -24,6 +24,7 @@ from mimic.policies.config import CD_PARAMS, PolicyConfig
 from mimic.policies.encoders import ObsEncoder
 from mimic.policies.generators import ConsistencyGenerator, make_generator
 from mimic.policies.generators.guidance import Inpaint
+from mimic.policies.generators.prefix import MaskedNet, prefix_flow_loss, prefix_flow_sample
 from mimic.policies.realtime import ChunkPrefix
 
 
@@ -175,6 +176,8 @@ class Policy(nn.Module):
             return self.generator.distill_loss(
                 self.backbone, x0, cond, teacher.generator, teacher.backbone, teacher_cond
             )
+        if self.cfg.prefix_rows:
+            return prefix_flow_loss(self.generator, MaskedNet(self.backbone), x0, cond, self.cfg.prefix_rows)
         return self.generator.loss(self.backbone, x0, cond)
 
     @torch.no_grad()
@@ -194,9 +197,24 @@ class Policy(nn.Module):
         b = cond.shape[0]
         ref = self.action_reference(obs)
         guide = None if prefix is None else self._inpaint(prefix, ref, b)
-        x = self.generator.sample(
-            self.backbone, cond, (b, self.horizon, self.action_dim), num_inference_steps, generator, guide
-        )
+        shape = (b, self.horizon, self.action_dim)
+        if self.cfg.prefix_rows:  # trained to continue a prefix: condition on its frozen rows, no guidance
+            net = MaskedNet(self.backbone)
+            if guide is None:
+                x = self.generator.sample(net, cond, shape, num_inference_steps, generator)
+            else:
+                x = prefix_flow_sample(
+                    self.generator,
+                    net,
+                    cond,
+                    shape,
+                    guide.target,
+                    prefix.frozen,
+                    num_inference_steps,
+                    generator,
+                )
+        else:
+            x = self.generator.sample(self.backbone, cond, shape, num_inference_steps, generator, guide)
         actions = self.normalizer.unnormalize("action", x)
         return actions if ref is None else actions + ref
 

@@ -11,7 +11,8 @@ from mimic.policies.config import PolicyConfig
 
 def make_backbone(cfg: PolicyConfig, action_dim: int, obs_feature_dim: int) -> nn.Module:
     if cfg.backbone == "unet":
-        return ConditionalUnet1D(action_dim, obs_feature_dim * cfg.n_obs_steps, cfg.unet)
+        extra = 1 if cfg.prefix_rows else 0  # the prefix mask channel (mimic.policies.generators.prefix)
+        return ConditionalUnet1D(action_dim, obs_feature_dim * cfg.n_obs_steps, cfg.unet, extra)
     return TransformerDenoiser(action_dim, obs_feature_dim, cfg.horizon, cfg.n_obs_steps, cfg.transformer)
 
 

@@ -38,14 +38,15 @@ class FiLMResBlock(nn.Module):
 
 
 class ConditionalUnet1D(nn.Module):
-    def __init__(self, action_dim: int, global_cond_dim: int, cfg: UnetConfig) -> None:
+    def __init__(self, action_dim: int, global_cond_dim: int, cfg: UnetConfig, extra_in: int = 0) -> None:
+        """`extra_in` input channels beside the action's (a prefix mask), not predicted."""
         super().__init__()
         t = cfg.time_embed_dim
         self.time_mlp = nn.Sequential(
             SinusoidalTimeEmbedding(t), nn.Linear(t, 4 * t), nn.Mish(), nn.Linear(4 * t, t)
         )
         cond_dim = t + global_cond_dim
-        dims = [action_dim, *cfg.down_dims]
+        dims = [action_dim + extra_in, *cfg.down_dims]
         k, g = cfg.kernel_size, cfg.n_groups
         self.down = nn.ModuleList()
         for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)):

@@ -166,6 +166,7 @@ def _policy(
     obs_keys=("robot0_joint_pos", "object_state"),
     angle_obs=(),
     unet=None,
+    prefix_rows=0,
 ):
     from mimic.data.torch_dataset import WindowDataset
     from mimic.policies.data import WindowBatches, widen_small_ranges
@@ -180,6 +181,7 @@ def _policy(
         generator=generator,
         backbone=backbone,
         angle_obs=list(angle_obs),
+        prefix_rows=prefix_rows,
     )
     cfg.unet = type(cfg.unet)(**{**TINY_UNET, **(unet or {})})
     cfg.transformer = type(cfg.transformer)(**TINY_TF)

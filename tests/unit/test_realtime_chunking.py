@@ -236,3 +236,30 @@ def test_motion_quality_finds_the_seam_between_chunks():
     assert s.boundaries == 1
     assert s.boundary_vel_jump_p50 == pytest.approx(0.5, abs=1e-9)
     assert s.within_vel_jump_p99 < 1e-9 and s.boundary_acc_jump_p50 > 1.0
+
+
+def test_a_prefix_conditioned_flow_policy_trains_on_the_rows_after_the_prefix_and_keeps_it(reach_store):  # noqa: F811
+    from mimic.policies.config import ConfigError
+
+    torch.manual_seed(0)
+    policy, batches, _ = _policy(reach_store, "flow", prefix_rows=4)
+    opt = torch.optim.AdamW(policy.parameters(), lr=3e-3)
+    rng = np.random.default_rng(0)
+    losses = []
+    for _ in range(40):
+        loss = policy(batches.batch(rng.integers(0, len(batches), 32)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.isfinite(losses).all() and np.mean(losses[-5:]) < np.mean(losses[:5])
+    policy.eval()
+    window = {k: batches.arrays[k][:2].astype(np.float64) for k in policy.obs_keys}
+    free = policy.predict(window)  # no prefix: the mask channel is all zeros
+    old = Chunk(0.0, 0.1, free[1:] + 0.05)
+    prefix = continuation_prefix(old, 0.0, 0.1, 1, policy.horizon, t_commit=0.2)
+    conditioned = policy.predict(window, prefix=prefix)
+    np.testing.assert_array_equal(conditioned[: prefix.frozen], prefix.rows[: prefix.frozen])
+    assert np.isfinite(conditioned).all()
+    with pytest.raises(ConfigError, match="prefix_rows"):
+        _policy(reach_store, "edm", prefix_rows=4)
