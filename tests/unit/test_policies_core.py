@@ -197,6 +197,20 @@ def _policy(
     return Policy(cfg, shape_meta_for(ds.replay, list(obs_keys), ds.image_keys), norm), WindowBatches(ds), ds
 
 
+def train_steps(policy, batches, steps: int) -> list[float]:
+    """`steps` AdamW steps (lr 3e-3) on random batches of 32 (seeded); the losses."""
+    opt = torch.optim.AdamW(policy.parameters(), lr=3e-3)
+    rng = np.random.default_rng(0)
+    losses = []
+    for _ in range(steps):
+        loss = policy(batches.batch(rng.integers(0, len(batches), 32)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
 def _edm_taught_student(store):
     """An edm teacher and a consistency student set up to distil from it (shared normaliser, teacher's weights)."""
     teacher, batches, _ = _policy(store, "edm")
@@ -244,15 +258,7 @@ def test_window_batches_match_window_dataset_items(reach_store):
 def test_generator_backbone_trains_and_predicts_absolute_chunks(reach_store, generator, backbone):
     torch.manual_seed(0)
     policy, batches, _ = _policy(reach_store, generator, backbone)
-    opt = torch.optim.AdamW(policy.parameters(), lr=3e-3)
-    rng = np.random.default_rng(0)
-    losses = []
-    for _ in range(30):
-        loss = policy(batches.batch(rng.integers(0, len(batches), 32)))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = train_steps(policy, batches, 30)
     assert np.isfinite(losses).all() and np.mean(losses[-5:]) < np.mean(losses[:5])
     window = {k: batches.arrays[k][:2].astype(np.float64) for k in policy.obs_keys}
     for steps in (1, 3):

@@ -20,7 +20,7 @@ from mimic.policies.realtime import (
 from mimic.robots.control import CHUNKING, Chunk, ChunkController, ensemble_weights
 from mimic.robots.motion import MotionSamples
 from mimic.robots.specs import get_spec
-from tests.unit.test_policies_core import _policy, reach_store  # noqa: F401  (fixture)
+from tests.unit.test_policies_core import _policy, reach_store, train_steps  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.unit
 torch.set_num_threads(1)
@@ -102,13 +102,7 @@ def test_guidance_weight_is_clipped_and_smallest_midway():
 def test_rtc_chunk_keeps_the_frozen_rows_and_moves_the_overlap_towards_the_old_chunk(reach_store):  # noqa: F811
     torch.manual_seed(0)
     policy, batches, _ = _policy(reach_store, "flow")
-    opt = torch.optim.AdamW(policy.parameters(), lr=3e-3)
-    rng = np.random.default_rng(0)
-    for _ in range(150):  # a policy with some idea of the data, so its Jacobian means something
-        loss = policy(batches.batch(rng.integers(0, len(batches), 32)))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    train_steps(policy, batches, 150)  # a policy with some idea of the data, so its Jacobian means something
     policy.eval()
     window = {k: batches.arrays[k][:2].astype(np.float64) for k in policy.obs_keys}
     policy.seed(3)
@@ -243,15 +237,7 @@ def test_a_prefix_conditioned_flow_policy_trains_on_the_rows_after_the_prefix_an
 
     torch.manual_seed(0)
     policy, batches, _ = _policy(reach_store, "flow", prefix_rows=4)
-    opt = torch.optim.AdamW(policy.parameters(), lr=3e-3)
-    rng = np.random.default_rng(0)
-    losses = []
-    for _ in range(40):
-        loss = policy(batches.batch(rng.integers(0, len(batches), 32)))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = train_steps(policy, batches, 40)
     assert np.isfinite(losses).all() and np.mean(losses[-5:]) < np.mean(losses[:5])
     policy.eval()
     window = {k: batches.arrays[k][:2].astype(np.float64) for k in policy.obs_keys}
