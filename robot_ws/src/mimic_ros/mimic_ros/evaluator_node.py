@@ -29,7 +29,7 @@ from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 
 from mimic.robots.motion import MotionSamples, resample
-from mimic_ros.controller_node import CHUNK_TOPIC, stamp_to_s
+from mimic_ros.controller_node import CHUNK_TOPIC, chunk_from_msg, stamp_to_s
 from mimic_ros.params import declare_config, param
 from mimic_ros.ros_client import Latest, ServiceError, TriggerClient
 from mimic_ros.runtime import ManagedNode, run_node
@@ -79,11 +79,12 @@ class EvaluatorNode(ManagedNode):
     def _on_chunk(self, msg: JointTrajectory) -> None:
         if len(msg.points) < 2:
             return
-        dt = msg.points[1].time_from_start.sec + msg.points[1].time_from_start.nanosec * 1e-9
-        dt -= msg.points[0].time_from_start.sec + msg.points[0].time_from_start.nanosec * 1e-9
-        t_start = stamp_to_s(msg.header.stamp)
+        parsed = chunk_from_msg(msg, len(msg.points[0].positions) - 1)
+        if parsed is None:
+            return
+        t_start, dt, rows = parsed
         with self.trace_lock:
-            self.chunk_trace.append((t_start, t_start + (len(msg.points) - 1) * dt, dt))
+            self.chunk_trace.append((t_start, t_start + (len(rows) - 1) * dt, dt))
 
     def _add_motion(self, t0: float, t1: float) -> None:
         """The episode between wall times t0 and t1 into the motion samples (nothing if no chunk ran)."""
