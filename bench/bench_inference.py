@@ -21,13 +21,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from bench.bench_policies import make_policy as bench_policy
 from bench.bench_policies import obs_window
 from bench.common import BenchResult, percentiles
-from mimic.data.normalizer import Normalizer
-from mimic.policies.config import PolicyConfig
 from mimic.policies.engines import ENGINES, ONNX_ENGINES, apply_engine, chunk_deviation, example_obs
 from mimic.policies.export import graph_files, write_graphs
-from mimic.policies.policy import Policy, ShapeMeta
+from mimic.policies.policy import Policy
 
 PUSH_T = {"obs": [20]}
 VISUOMOTOR = {
@@ -47,18 +46,12 @@ THREADS = (2, 1)
 
 
 def make_policy(shapes: dict[str, list[int]], action_dim: int, dims: list[int], time_dim: int) -> Policy:
+    """A 1-step consistency policy of these shapes and UNet widths (bench_policies.make_policy, seeded)."""
     torch.manual_seed(0)
-    images = [k for k in shapes if k.startswith("camera")]
-    cfg = PolicyConfig(obs_keys=list(shapes), generator="consistency", backbone="unet")
-    cfg.unet.down_dims, cfg.unet.time_embed_dim = list(dims), time_dim
-    cfg.gen.teacher = "(random weights: latency only)"
-    rng = np.random.default_rng(0)
-    arrays = {k: rng.normal(size=(64, *s)) for k, s in shapes.items() if k not in images}
-    arrays["action"] = rng.normal(size=(64, action_dim))
-    modes = {k: "minmax" for k in arrays} | {k: "identity" for k in images}
-    arrays |= {k: np.zeros((1, 1)) for k in images}
-    meta = ShapeMeta(obs_shapes=shapes, action_dim=action_dim, image_keys=images)
-    return Policy(cfg, meta, Normalizer().fit(arrays, modes)).eval()
+    images = tuple(k for k in shapes if k.startswith("camera"))
+    return bench_policy(
+        "consistency", "unet", shapes, images, action_dim=action_dim, down_dims=dims, time_embed_dim=time_dim
+    )
 
 
 def forward_calls(policy: Policy) -> dict[str, object]:

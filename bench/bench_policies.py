@@ -33,18 +33,26 @@ def make_policy(
     image_keys: tuple[str, ...] = (),
     scheduler: str = "ddim",
     device: str = "cpu",
+    action_dim: int = ACTION_DIM,
+    down_dims: list[int] | None = None,
+    time_embed_dim: int | None = None,
 ) -> Policy:
+    """A policy with random weights (latency does not depend on them); UNet widths as given, else the default."""
     obs_shapes = obs_shapes or STATE
     cfg = PolicyConfig(obs_keys=list(obs_shapes), generator=generator, backbone=backbone)
     cfg.gen.scheduler = scheduler
+    if down_dims is not None:
+        cfg.unet.down_dims = list(down_dims)
+    if time_embed_dim is not None:
+        cfg.unet.time_embed_dim = time_embed_dim
     if generator == "consistency":
         cfg.gen.teacher = "(random weights: latency only)"
     rng = np.random.default_rng(0)
     arrays = {k: rng.normal(size=(64, *s)) for k, s in obs_shapes.items() if k not in image_keys}
-    arrays["action"] = rng.normal(size=(64, ACTION_DIM))
+    arrays["action"] = rng.normal(size=(64, action_dim))
     modes = {k: "minmax" for k in arrays} | {k: "identity" for k in image_keys}
     arrays |= {k: np.zeros((1, 1)) for k in image_keys}
-    meta = ShapeMeta(obs_shapes=obs_shapes, action_dim=ACTION_DIM, image_keys=list(image_keys))
+    meta = ShapeMeta(obs_shapes=obs_shapes, action_dim=action_dim, image_keys=list(image_keys))
     return Policy(cfg, meta, Normalizer().fit(arrays, modes)).to(device).eval()
 
 
