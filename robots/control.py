@@ -318,17 +318,14 @@ class ChunkController:
         if not live:
             self.source = None
             return None
-        new = live[-1]
-        if new.t_start > t_exec + 1e-9 and len(live) > 1:
-            # switch/blend: the newest chunk starts later; the one before runs until then
-            started = [c for c in live if c.t_start <= t_exec + 1e-9]
-            if started and self.continuation != "ensemble":
-                new = started[-1]
+        # a chunk whose first row is still ahead waits for it while an older one runs (clamped to its first row
+        # when none does); live is in start order, so the started ones come first
+        started = [c for c in live if c.t_start <= t_exec + 1e-9]
+        new = started[-1] if started else live[-1]
         self.source = new.t_start
         if self.continuation == "ensemble":
-            covering = [c for c in live if c.t_start <= t_exec + 1e-9] or [new]
+            covering = started or [new]
             w = ensemble_weights(len(covering), self.ensemble_decay)
-            self.source = covering[-1].t_start
             return np.einsum("i,ij->j", w, np.stack([c.at(t_exec) for c in covering]))
         older = [c for c in self.chunks if c.t_start < new.t_start]
         if self.continuation == "switch" or not older or self.blend_s <= 0:
