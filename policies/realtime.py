@@ -181,9 +181,6 @@ class DelayEstimate:
     def value(self) -> float:
         return max(self.delays) if self.delays else 0.0
 
-    def clear(self) -> None:
-        self.delays.clear()
-
 
 def supports_prefix(policy) -> bool:
     """Whether `policy.predict` takes a real-time chunking prefix (trained joint policies do)."""

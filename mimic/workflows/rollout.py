@@ -49,7 +49,6 @@ class Episode:
     steps: int = 0
     score: float = 0.0  # best reward (push_t: coverage relative to the bar; 1/0 elsewhere)
     inference_s: list[float] = field(default_factory=list)  # compute time of each chunk (wall clock)
-    delays_s: list[float] = field(default_factory=list)  # injected inference delay of each chunk (twin time)
     frames: list[np.ndarray] = field(default_factory=list)
     joints: list[np.ndarray] = field(default_factory=list)  # q at every period start, and after the last
     source: list[int] = field(default_factory=list)  # per period: the chunk its target came from, -1 waiting
@@ -138,7 +137,6 @@ def rollout(
                 actions = policy.predict(window, num_inference_steps=num_inference_steps, prefix=prefix)
             ep.inference_s.append(time.perf_counter() - t0)
             delay = cfg.delay.sample(rng)
-            ep.delays_s.append(delay)
             pending = (t + delay, t, np.asarray(actions, float), delay)
             if cfg.asynchronous:
                 next_trigger = t + s * dt
