@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mimic.policies.config import load_train_config
+from tests.tiny import TINY_RUN
 
 
 @pytest.fixture(scope="module")
@@ -164,15 +165,7 @@ def test_a_train_config_with_a_dagger_section_builds_its_dataset(reach_policy, t
     sets = [
         f"dataset={data}",
         f"run_dir={tmp_path / 'run1'}",
-        "steps=2",
-        "batch_size=16",
-        "val_every=2",
-        "ckpt_every=2",
-        "threads=1",
-        "policy.horizon=8",
-        "policy.n_action_steps=4",
-        "policy.unet.down_dims=[16,32]",
-        "policy.unet.time_embed_dim=16",
+        *TINY_RUN,
         f"dagger.policy={ckpt}",
         f"dagger.demos={store}",
         "dagger.rollouts=1",
