@@ -3,12 +3,14 @@
 A store or file written in place and killed half way looks like a finished output (a merged store with
 fewer episodes still validates). So a local output is built in `.<stem>.tmp-<pid><suffixes>` beside its
 final path, keeping its suffixes for writers that pick a format by extension (.mp4, .mcap, .zarr.zip), and
-renamed onto the final path only when the whole write succeeded; a failure removes the sibling. Object stores
+renamed onto the final path only when the whole write succeeded; a failure removes the sibling, and the
+siblings of killed writers (their process is gone) are removed by the next write of the same output. Object stores
 (s3://, gs://, memory://) have no atomic rename, so a URL output is written in place and removed on failure.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 from collections.abc import Iterator
@@ -19,10 +21,32 @@ from mimic.data.dataset import DatasetError
 from mimic.data.storage import locate
 
 
-def staging_sibling(path: Path) -> Path:
-    """The hidden sibling `path` is built in: `.<stem>.tmp-<pid><suffixes>`."""
+def staging_sibling(path: Path, pid: int | None = None) -> Path:
+    """The hidden sibling `path` is built in by process `pid` (this one): `.<stem>.tmp-<pid><suffixes>`."""
     stem, dot, ext = path.name.lstrip(".").partition(".")
-    return path.with_name(f".{stem}.tmp-{os.getpid()}{dot}{ext}")
+    return path.with_name(f".{stem}.tmp-{os.getpid() if pid is None else pid}{dot}{ext}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def stale_siblings(path: Path) -> list[Path]:
+    """Staging siblings of `path` left by processes that no longer run (killed before they could clean up)."""
+    stem, dot, ext = path.name.lstrip(".").partition(".")
+    prefix, suffix = f".{stem}.tmp-", f"{dot}{ext}"
+    stale = []
+    for p in path.parent.glob(glob.escape(prefix) + "*"):
+        pid = p.name[len(prefix) : len(p.name) - len(suffix)] if p.name.endswith(suffix) else ""
+        if pid.isdigit() and p == staging_sibling(path, int(pid)) and not _alive(int(pid)):
+            stale.append(p)
+    return stale
 
 
 def _remove(p: Path) -> None:
@@ -62,7 +86,8 @@ def staged_output(target: str | Path) -> Iterator[str]:
         return
     final = Path(loc.path)
     tmp = staging_sibling(final)
-    _remove(tmp)  # left by a killed process that had this one's id
+    for left in [tmp, *stale_siblings(final)]:  # left by killed processes, this one's id included
+        _remove(left)
     try:
         yield str(tmp)
         if not tmp.exists():  # the writer wrote nothing: there is nothing to put in place

@@ -8,17 +8,18 @@ continued on another machine picks up where the bucket says it stopped.
 
 A run that fails to start leaves nothing new behind. A new local run_dir is built in a hidden sibling,
 `.<name>.tmp-<pid>`, and renamed into place by `commit()` once the run has started (its first step ran);
-`discard()` removes the sibling, and any parent folders made for it, after a failed start. An existing run_dir
+`discard()` removes the sibling, and any parent folders made for it, after a failed start. Siblings left by
+killed runs (their process is gone) are removed by the next run of the same name. An existing run_dir
 (a resumed run) is written in place, and a URL run_dir is only uploaded to from the first checkpoint on.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from mimic.data.staging import staging_sibling, stale_siblings
 from mimic.data.storage import (
     Location,
     StorageError,
@@ -48,7 +49,7 @@ class RunDir:
     def open(target: str, rank: int = 0, tag: int | None = None) -> RunDir:
         """Resolve `target`; a URL is checked (protocol, bucket, credentials) and given a fresh staging dir.
 
-        A local run_dir that does not exist yet is staged in `.<name>.tmp-<tag>` beside it (`tag`: the process
+        A local run_dir that does not exist yet is staged in `.<stem>.tmp-<tag><suffixes>` beside it (data.staging's sibling) (`tag`: the process
         id of rank 0, the same on every rank so that all of them find the files rank 0 stages); only rank 0
         creates it."""
         if not is_url(target):
@@ -61,10 +62,11 @@ class RunDir:
                 return RunDir(target, final)
             if not final.name:
                 raise StorageError(f"{target}: not a directory name")
-            staging = final.parent / f".{final.name}.tmp-{os.getpid() if tag is None else tag}"
+            staging = staging_sibling(final, tag)
             made = next((p for p in reversed(staging.parents) if not p.exists()), None)
             if rank == 0:
-                shutil.rmtree(staging, ignore_errors=True)  # left by a killed process that had this id
+                for left in [staging, *stale_siblings(final)]:  # left by killed processes, this id included
+                    shutil.rmtree(left, ignore_errors=True)
                 try:
                     staging.mkdir(parents=True)
                 except OSError as e:

@@ -5,7 +5,10 @@ line before anything is written."""
 from __future__ import annotations
 
 import io
+import os
 import shutil
+import subprocess
+import sys
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -13,7 +16,7 @@ import pytest
 
 from mimic.data.cli import main
 from mimic.data.dataset import DatasetError
-from mimic.data.staging import staged_output, staging_sibling
+from mimic.data.staging import staged_output, staging_sibling, stale_siblings
 
 pytestmark = pytest.mark.unit
 
@@ -126,3 +129,18 @@ def test_merge_refuses_its_own_input_as_output(store, tmp_path):
 
     with pytest.raises(DatasetError, match=r"^merge: the output .* is also an input$"):
         merge([str(store), str(tmp_path / "other.zarr")], str(store))
+
+
+def test_siblings_of_killed_writers_are_removed_by_the_next_write(tmp_path):
+    final = tmp_path / "out.zarr"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    killed = staging_sibling(final, dead.pid)
+    running = staging_sibling(final, os.getppid())  # a writer that still runs keeps its sibling
+    for sibling in (killed, running):
+        sibling.mkdir()
+        (sibling / "chunk").write_text("partial")
+    assert stale_siblings(final) == [killed]
+    with staged_output(final) as where:
+        Path(where).mkdir()
+    assert names(tmp_path) == sorted(["out.zarr", running.name])
