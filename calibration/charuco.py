@@ -49,21 +49,24 @@ class CharucoDetector:
 
 
 def board_pose(
-    det: CharucoDetection, camera_matrix: np.ndarray, dist: np.ndarray | None = None
+    det: CharucoDetection, camera_matrix: np.ndarray, dist: np.ndarray | None = None, model: str = "pinhole"
 ) -> np.ndarray:
-    """T_cam_board (4x4, OpenCV camera frame: x right, y down, z forward) from one detection by PnP."""
-    ok, rvec, tvec = cv2.solvePnP(
-        det.object_points,
-        det.corners_px,
-        camera_matrix,
-        np.zeros(5) if dist is None else dist,
-        flags=cv2.SOLVEPNP_ITERATIVE,
-    )
+    """T_cam_board (4x4, OpenCV camera frame: x right, y down, z forward) from one detection by PnP.
+
+    model "fisheye" (dist = k1..k4): the corners are first undistorted to the pinhole image with the same
+    camera matrix, where PnP runs without distortion."""
+    corners = det.corners_px
+    if model == "fisheye":
+        from mimic.sim.camera_model import Lens, unproject
+
+        rays, _ = unproject(Lens(camera_matrix, dist, (1, 1), "fisheye"), corners)
+        corners = (camera_matrix @ (rays / rays[:, 2:]).T).T[:, :2]
+        dist = None
+    d = np.zeros(5) if dist is None else dist
+    ok, rvec, tvec = cv2.solvePnP(det.object_points, corners, camera_matrix, d, flags=cv2.SOLVEPNP_ITERATIVE)
     if not ok:
         raise ValueError("charuco: solvePnP failed on a detection")
-    rvec, tvec = cv2.solvePnPRefineLM(
-        det.object_points, det.corners_px, camera_matrix, np.zeros(5) if dist is None else dist, rvec, tvec
-    )
+    rvec, tvec = cv2.solvePnPRefineLM(det.object_points, corners, camera_matrix, d, rvec, tvec)
     t = np.eye(4)
     t[:3, :3] = cv2.Rodrigues(rvec)[0]
     t[:3, 3] = tvec.reshape(3)
@@ -76,6 +79,7 @@ def draw_detection(
     camera_matrix: np.ndarray | None = None,
     dist: np.ndarray | None = None,
     t_cam_board: np.ndarray | None = None,
+    model: str = "pinhole",
 ) -> np.ndarray:
     """A copy of `image` (RGB) with the detected corners and, given a pose, the board's axes drawn on it."""
     out = np.ascontiguousarray(image.copy() if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2RGB))
@@ -85,7 +89,18 @@ def draw_detection(
     cv2.aruco.drawDetectedCornersCharuco(
         out, det.corners_px.reshape(-1, 1, 2).astype(np.float32), det.ids.reshape(-1, 1), (0, 255, 0)
     )
-    if camera_matrix is not None and t_cam_board is not None:
+    if camera_matrix is not None and t_cam_board is not None and model == "fisheye":
+        from mimic.sim.camera_model import Lens, project
+
+        axes = np.array([[0, 0, 0], [0.05, 0, 0], [0, 0.05, 0], [0, 0, 0.05]])
+        px = project(
+            Lens(camera_matrix, dist, (1, 1), "fisheye"), axes @ t_cam_board[:3, :3].T + t_cam_board[:3, 3]
+        )
+        if np.all(np.isfinite(px)):  # cv2.drawFrameAxes' colours: x (0, 0, 255), y (0, 255, 0), z (255, 0, 0)
+            o = tuple(int(round(v)) for v in px[0])
+            for end, colour in zip(px[1:], [(0, 0, 255), (0, 255, 0), (255, 0, 0)], strict=True):
+                cv2.line(out, o, tuple(int(round(v)) for v in end), colour, 2)
+    elif camera_matrix is not None and t_cam_board is not None:
         rvec = cv2.Rodrigues(t_cam_board[:3, :3])[0]
         cv2.drawFrameAxes(
             out, camera_matrix, np.zeros(5) if dist is None else dist, rvec, t_cam_board[:3, 3], 0.05, 2
@@ -115,13 +130,14 @@ def write_png(path: str, rgb: np.ndarray) -> None:
 
 def write_detections(path: str, images: list[np.ndarray], board: CharucoBoardSpec, intr) -> None:
     """A PNG mosaic of the views with detected corners and, where solvable, the board's axes under `intr`
-    (mimic.calibration.intrinsics.Intrinsics): what a user looks at to trust a calibration."""
+    (mimic.calibration.intrinsics.Intrinsics, either model): what a user looks at to trust a calibration."""
     det = CharucoDetector(board)
+    model = getattr(intr, "model", "pinhole")
     tiles = []
     for img in images:
         d = det.detect(img)
-        pose = board_pose(d, intr.camera_matrix, intr.dist) if d is not None else None
-        tiles.append(draw_detection(img, d, intr.camera_matrix, intr.dist, pose))
+        pose = board_pose(d, intr.camera_matrix, intr.dist, model) if d is not None else None
+        tiles.append(draw_detection(img, d, intr.camera_matrix, intr.dist, pose, model))
     write_png(path, mosaic(tiles))
 
 

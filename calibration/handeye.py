@@ -118,7 +118,7 @@ def calibrate_hand_eye(
         if det is None:
             continue
         flanges.append(np.asarray(pose, float))
-        boards.append(board_pose(det, intrinsics.camera_matrix, intrinsics.dist))
+        boards.append(board_pose(det, intrinsics.camera_matrix, intrinsics.dist, intrinsics.model))
         used.append(i)
     if len(used) < 3:
         raise ValueError(

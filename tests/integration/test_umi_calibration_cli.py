@@ -72,6 +72,15 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
         == 1
     )
     assert "no image files match" in capsys.readouterr().err
+    assert (
+        intrinsics_main(
+            ["--twin", "--model", "fisheye", "--distortion", "radial", "--out", str(tmp_path / "c.json")]
+        )
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert "--model fisheye always fits k1..k4" in err and err.count("\n") == 1
+    assert not (tmp_path / "c.json").exists()
     assert handeye_main(["--twin", "robotx", "--out", str(tmp_path / "h.json")]) == 1
     assert "unknown arm 'robotx'" in capsys.readouterr().err
     (tmp_path / "poses.json").write_text("[1, 2]")

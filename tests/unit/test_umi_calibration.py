@@ -38,9 +38,9 @@ def test_intrinsics_within_one_percent_of_the_renderer(board_views, distortion, 
         assert abs(got - want) / want < 0.01, (got, want)
     assert intr.rms_px < 0.5 and intr.n_views >= 12
     intr.save(tmp_path / "cam.json")
-    back = Intrinsics.load(tmp_path / "cam.json")
+    back = Intrinsics.load(tmp_path / "cam.json", model="pinhole")
     np.testing.assert_allclose(back.camera_matrix, intr.camera_matrix)
-    assert back.size == (480, 640)
+    assert back.size == (480, 640) and back.model == "pinhole"
 
 
 def test_board_frame_matches_mujoco(board_views):
@@ -91,8 +91,13 @@ def test_bad_inputs_get_one_line_errors(board_views, tmp_path):
     blank = np.zeros_like(images[0])
     with pytest.raises(ValueError, match=r"board found .* in 2 of 8 images, need 5"):
         calibrate_intrinsics([*images[:2], *[blank] * 6], scene.board)
-    with pytest.raises(ValueError, match="distortion"):
+    # "fisheye" is a camera model, not one of the pinhole distortion choices: the error says where it is
+    with pytest.raises(
+        ValueError, match=r"distortion must be one of .*\(a fisheye lens is model='fisheye'\)"
+    ):
         calibrate_intrinsics(images, scene.board, distortion="fisheye")
+    with pytest.raises(ValueError, match=r"in 7 of 7 images, need 8 for a fisheye"):
+        calibrate_intrinsics(images[:7], scene.board, model="fisheye")
     with pytest.raises(ValueError, match="3 flange poses but 2 images"):
         calibrate_hand_eye(
             [np.eye(4)] * 3,
