@@ -7,6 +7,11 @@ since that lag is also part of "command to motion".
 
 Camera: a display in view shows the current time as a binary time code (Gray-coded milliseconds, big
 cells so JPEG survives); each frame's latency is its arrival time minus the time it shows.
+
+Pose stream (a handheld gripper's tracker): the tracker rides on the arm while the arm moves one joint; its
+positions, projected on their main direction, are cross-correlated with the joint's capture-stamped motion
+(`pose_latency_from_motion`, plain Python: any pose source hands it arrival times and positions). On a twin
+`--pose twin` is a tracker on the flange whose samples arrive `--inject-pose-s` late, the check against truth.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ class LatencyCalibration:
 
     arm_s: float | None = None
     camera_s: dict[str, float] = field(default_factory=dict)
+    pose_s: float | None = None  # a handheld pose stream's capture-to-arrival latency
     details: dict = field(default_factory=dict)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
@@ -158,6 +164,31 @@ def camera_latency_from_motion(
     return max(fits, key=lambda f: f[1])[0]
 
 
+def pose_latency_from_motion(
+    t_ref: np.ndarray,
+    x_ref: np.ndarray,
+    t_pose_arrival: np.ndarray,
+    positions: np.ndarray,
+    max_delay_s: float = 0.5,
+) -> float:
+    """Capture-to-arrival latency (s) of a pose stream, against a 1-D reference motion stamped at capture.
+
+    The tracked positions move along one main direction when the reference is one joint's small sinusoid;
+    their displacement along it (sign unknown: both are tried, the stronger correlation wins) is delayed
+    behind the reference by the pose stream's latency.
+    """
+    p = np.asarray(positions, float)
+    if p.ndim != 2 or p.shape[1] != 3 or len(p) != len(t_pose_arrival) or len(p) < 10:
+        raise ValueError(
+            f"pose latency: positions must be [n >= 10, 3] matching {len(t_pose_arrival)} arrival times, "
+            f"got {p.shape}"
+        )
+    centred = p - p.mean(axis=0)
+    x = centred @ np.linalg.svd(centred, full_matrices=False)[2][0]
+    fits = [_xcorr_delay(t_ref, x_ref, t_pose_arrival, sign * x, max_delay_s) for sign in (1.0, -1.0)]
+    return max(fits, key=lambda f: f[1])[0]
+
+
 def _gray(n: int) -> int:
     return n ^ (n >> 1)
 
@@ -263,12 +294,47 @@ def camera_grabber(camera) -> Callable[[], tuple[float, np.ndarray] | None]:
     return grab
 
 
+class PoseLog:
+    """A pose stream's samples (arrival time, position), sampled once per control tick of the motion."""
+
+    def __init__(self, name: str, grab: Callable[[], tuple[float, np.ndarray] | None]) -> None:
+        self.name, self.grab = name, grab
+        self.t_arrival: list[float] = []
+        self.positions: list[np.ndarray] = []
+
+    def tick(self) -> None:
+        got = self.grab()
+        if got is not None:
+            self.t_arrival.append(got[0])
+            self.positions.append(np.asarray(got[1], float))
+
+
+def twin_tracker(arm, latency_s: float, jitter_s: float = 0.0, seed: int = 0):
+    """A tracker on the twin's flange: the flange position of each joint reading, arriving `latency_s` after
+    its capture (+ uniform jitter in [0, jitter_s], never reordering samples)."""
+    from mimic.robots.kinematics import forward_kinematics
+
+    rng = np.random.default_rng(seed)
+    last = [-np.inf]
+
+    def grab() -> tuple[float, np.ndarray] | None:
+        st = arm.state()
+        t = max(st.t + latency_s + (rng.uniform(0, jitter_s) if jitter_s > 0 else 0.0), last[0])
+        if t == last[0]:
+            return None
+        last[0] = t
+        return t, forward_kinematics(arm.spec, st.q)[:3, 3]
+
+    return grab
+
+
 def configure(p) -> None:
     """`mimic calibrate latency --arm URI [--camera SOURCE ...] --out latency.json`."""
     p.description = (
         "Moves one joint in a small sinusoid about the arm's current pose and measures command-to-motion "
         "(L_arm) by cross-correlation; with --camera, moves it again (--camera-amplitude) and measures each "
-        "camera's capture-to-arrival latency from the arm's motion in its frames (no marker needed). "
+        "camera's capture-to-arrival latency from the arm's motion in its frames (no marker needed); with "
+        "--pose, a pose stream's (a handheld tracker riding on the arm) from the same arm pass. "
         "Keep the arm's surroundings clear; a real arm asks before it moves unless --yes."
     )
     p.add_argument("--arm", required=True, help="arm URI: twin:franka, franka:<ip>, ur:<ip>, xarm:<ip>")
@@ -294,6 +360,20 @@ def configure(p) -> None:
     p.add_argument(
         "--inject-camera-s", type=float, default=0.0, help="twin only: camera latency to inject (s)"
     )
+    p.add_argument(
+        "--pose",
+        choices=("twin",),
+        help="also time a pose stream during the arm pass: twin = a tracker on the twin's flange",
+    )
+    p.add_argument(
+        "--inject-pose-s", type=float, default=0.0, help="twin tracker: pose latency to inject (s)"
+    )
+    p.add_argument(
+        "--pose-jitter-s",
+        type=float,
+        default=0.0,
+        help="twin tracker: arrival jitter, uniform in [0, this] (s)",
+    )
     p.add_argument("--yes", action="store_true", help="move a real arm without asking first")
     p.add_argument("--out", required=True, help="latency JSON to write")
 
@@ -304,6 +384,10 @@ def run(a) -> int:
     twin = parse_uri(a.arm)[0] == "twin"
     if not twin and (a.inject_arm_s or a.inject_camera_s):
         raise ValueError("--inject-arm-s / --inject-camera-s: only a twin arm injects latency")
+    if a.pose == "twin" and not twin:
+        raise ValueError("--pose twin: the twin tracker rides on a twin arm (--arm twin:<arm>)")
+    if min(a.inject_pose_s, a.pose_jitter_s) < 0:
+        raise ValueError("--inject-pose-s / --pose-jitter-s must be >= 0")
     if a.duration * a.freq < 2:
         raise ValueError(f"--duration {a.duration} s at --freq {a.freq} Hz: needs at least 2 periods")
     kwargs = {}
@@ -337,7 +421,12 @@ def run(a) -> int:
                 cam = Camera(CameraConfig(source=source, name=name))
                 cam.connect()
                 cams.append((FrameLog(name, camera_grabber(cam)), cam))
-        lat, _ = measure_arm_latency(arm, a.joint, a.amplitude, a.freq, a.duration)
+        pose_log = (
+            PoseLog("pose", twin_tracker(arm, a.inject_pose_s, a.pose_jitter_s)) if a.pose == "twin" else None
+        )
+        lat, arm_pass = measure_arm_latency(
+            arm, a.joint, a.amplitude, a.freq, a.duration, on_tick=pose_log.tick if pose_log else None
+        )
         print(f"{a.arm}: command-to-motion L_arm = {lat * 1e3:.1f} ms (joint {a.joint}, +-{a.amplitude} rad)")
         result = LatencyCalibration(
             arm_s=lat,
@@ -349,6 +438,18 @@ def run(a) -> int:
                 "duration_s": a.duration,
             },
         )
+        if pose_log is not None:
+            result.pose_s = pose_latency_from_motion(
+                np.array(arm_pass["t_meas"]),
+                np.array(arm_pass["x_meas"]),
+                np.array(pose_log.t_arrival),
+                np.array(pose_log.positions),
+            )
+            result.details["pose"] = {"source": a.pose, "samples": len(pose_log.t_arrival)}
+            print(
+                f"pose ({a.pose}): capture-to-arrival {result.pose_s * 1e3:.1f} ms over "
+                f"{len(pose_log.t_arrival)} samples"
+            )
         if cams:
             _, motion = measure_arm_latency(
                 arm,
@@ -382,5 +483,6 @@ def run(a) -> int:
     print(
         f"{a.out}: session YAML, policy node: arm_latency_s: {result.arm_s:.3f}"
         + (f", camera_latency_s: {cam_s}" if cam_s else "")
+        + (f"; handheld recorder: pose_latency_s: {result.pose_s:.3f}" if result.pose_s is not None else "")
     )
     return 0

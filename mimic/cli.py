@@ -28,6 +28,10 @@ VERBS: dict[str, tuple[str, str]] = {
         "every chunking strategy against injected inference delay, on a twin",
     ),
     "deploy": ("mimic_ros.deploy", "deploy a checkpoint through the ROS deploy session"),
+    "handheld": (
+        "mimic_ros.handheld_cli",
+        "handheld (UMI-style) demos: record on the twin, replay as live topics",
+    ),
     "calibrate": ("mimic.calibration.cli", "GELLO offsets, camera intrinsics, hand-eye, latency"),
     "demo": ("mimic.demo", "the whole loop on a twin: teleop -> dataset -> train -> deploy -> report"),
 }

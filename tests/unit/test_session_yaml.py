@@ -22,6 +22,8 @@ CONFIGS = {
     "camera_node": "CameraNodeConfig",
     "controller_node": "ControllerConfig",
     "evaluator_node": "EvaluatorConfig",
+    "handheld_recorder_node": "HandheldRecorderConfig",
+    "handheld_replay_node": "HandheldReplayConfig",
     "keyboard_eef_node": "KeyboardEefNodeConfig",
     "leader_node": "LeaderNodeConfig",
     "operator_node": "OperatorConfig",

@@ -15,6 +15,8 @@ NODES = (
     "camera_node",
     "controller_node",
     "evaluator_node",
+    "handheld_recorder_node",
+    "handheld_replay_node",
     "keyboard_eef_node",
     "leader_node",
     "operator_node",
@@ -37,7 +39,7 @@ setup(
     zip_safe=True,
     maintainer="Mimic maintainers",
     maintainer_email="mimic@example.org",
-    description="Mimic ROS 2 nodes and sessions (teleop, deploy)",
+    description="Mimic ROS 2 nodes and sessions (teleop, handheld, deploy)",
     license="Apache-2.0",
     entry_points={
         "console_scripts": [f"{n} = {PACKAGE}.{n}:main" for n in NODES]
