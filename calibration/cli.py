@@ -32,6 +32,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "mimic.calibration.latency",
         "arm command-to-motion and camera capture-to-arrival latency -> JSON",
     ),
+    "gripper-width": ("mimic.calibration.gripper_width", "gripper width from finger markers -> JSON"),
 }
 
 

@@ -10,10 +10,12 @@ principal point at the image centre, (W - 1) / 2 and (H - 1) / 2 in OpenCV's pix
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import asdict, dataclass
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+import cv2  # noqa: E402
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -283,6 +285,165 @@ def _handheld_xml(gripper_spec, objects: str) -> str:
 </mujoco>"""
 
 
+# ---- ArUco markers on the fingers (UMI's gripper-width sensing) ----------------------------------
+@dataclass(frozen=True)
+class FingerMarkerSpec:
+    """The two printed ArUco markers, one per finger, that a wrist image measures the gripper width from.
+
+    One description serves both sides, like `CharucoBoardSpec`: the twin renders these markers and the
+    detector (mimic.teleop.marker_width) looks for the same dictionary, ids and size, so they never disagree.
+    `marker_m` is the side of the black square; each marker is printed on a white plate one cell wider on
+    every side (ArUco needs a light quiet zone around the square to find it).
+    """
+
+    dictionary: str = "DICT_4X4_50"
+    left_id: int = 0
+    right_id: int = 1
+    marker_m: float = 0.02
+
+    def __post_init__(self) -> None:
+        if not hasattr(cv2.aruco, self.dictionary):
+            raise ValueError(f"finger markers: unknown ArUco dictionary {self.dictionary!r}")
+        n = self.aruco_dictionary().bytesList.shape[0]
+        for name in ("left_id", "right_id"):
+            if not 0 <= getattr(self, name) < n:
+                raise ValueError(
+                    f"finger markers: {name} {getattr(self, name)} outside {self.dictionary}'s ids 0..{n - 1}"
+                )
+        if self.left_id == self.right_id:
+            raise ValueError(f"finger markers: left_id and right_id must differ, both are {self.left_id}")
+        if not 0.002 <= self.marker_m <= 0.1:
+            raise ValueError(f"finger markers: marker_m must be 0.002..0.1 m, got {self.marker_m}")
+
+    def aruco_dictionary(self) -> cv2.aruco.Dictionary:
+        return cv2.aruco.getPredefinedDictionary(getattr(cv2.aruco, self.dictionary))
+
+    @property
+    def cells(self) -> int:
+        """Cells across the black square: the dictionary's bits plus a one-cell black border each side."""
+        return int(self.aruco_dictionary().markerSize) + 2
+
+    @property
+    def plate_m(self) -> float:
+        """Side of the printed plate: the marker plus a one-cell white quiet zone each side."""
+        return self.marker_m * (self.cells + 2) / self.cells
+
+    def image(self, marker_id: int, px_per_cell: int = 16) -> np.ndarray:
+        """The printed plate (uint8 grey, rows top to bottom): the marker inside its white quiet zone."""
+        side = self.cells * px_per_cell
+        marker = cv2.aruco.generateImageMarker(self.aruco_dictionary(), int(marker_id), side, borderBits=1)
+        return cv2.copyMakeBorder(
+            marker, px_per_cell, px_per_cell, px_per_cell, px_per_cell, cv2.BORDER_CONSTANT, value=255
+        )
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+FINGER_BODIES = ("finger_left", "finger_right")
+MARKER_THICKNESS_M = 0.0008
+MARKER_CLEARANCE_M = 0.0005  # gap between the plate and the finger's surface
+MARKER_INSET_M = 0.004  # the plate's inner edge this far outside the gripping face: a held object stays clear
+
+
+def _body_bbox(model: mujoco.MjModel, body: int) -> tuple[np.ndarray, np.ndarray]:
+    """(min, max) corners in the body's frame of every geom on `body`, meshes included."""
+    pts = []
+    for g in range(model.body_geomadr[body], model.body_geomadr[body] + model.body_geomnum[body]):
+        centre, half = model.geom_aabb[g, :3], model.geom_aabb[g, 3:]
+        corners = centre + half * np.array([[i, j, k] for i in (-1, 1) for j in (-1, 1) for k in (-1, 1)])
+        rot = np.zeros(9)
+        mujoco.mju_quat2Mat(rot, model.geom_quat[g])
+        pts.append(corners @ rot.reshape(3, 3).T + model.geom_pos[g])
+    if not pts:
+        raise RuntimeError(
+            f"finger markers: body {model.body(body).name!r} has no geoms to place a marker on"
+        )
+    pts = np.concatenate(pts)
+    return pts.min(axis=0), pts.max(axis=0)
+
+
+def _marker_placement(model: mujoco.MjModel, data: mujoco.MjData, body: str, plate_m: float) -> np.ndarray:
+    """T_body_marker of the plate on finger `body`: on the finger's side that faces the wrist camera,
+    reaching outwards from just outside the finger's gripping face (an object held between the fingers then
+    covers neither plate nor its white border), half-way along the finger, turned to face the camera.
+
+    Marker frame = OpenCV's marker frame: x right, y down, z into the plate. Placed from the finger
+    geoms' bounding box, so a new finger mesh moves the plate with it."""
+    b = model.body(body).id
+    lo, hi = _body_bbox(model, b)
+    rot_b = data.xmat[b].reshape(3, 3)
+    cam = rot_b.T @ (data.cam_xpos[model.camera("wrist").id] - data.xpos[b])  # wrist camera in the body frame
+    centre_dir = rot_b.T @ (data.xpos[model.body("hand").id] - data.xpos[b])  # towards the other finger
+    side, along = 0, 2  # gripper_xml's fingers slide along y and extend along z; the camera sits off x
+    half = plate_m / 2
+    p = np.zeros(3)
+    inner = lo[1] if centre_dir[1] < 0 else hi[1]  # the gripping face
+    p[1] = inner + np.sign(-centre_dir[1]) * (MARKER_INSET_M + half)
+    p[along] = (lo[along] + hi[along]) / 2  # mid-finger: the palm's edge stays clear of it at any mount
+    p[side] = hi[side] if cam[side] > 0 else lo[side]
+    n = cam - p
+    n[1] = 0.0  # tilt about the finger's travel axis only: the plate moves within its own plane
+    n /= np.linalg.norm(n)
+    # offset along the face normal so the tilted plate clears the finger everywhere
+    tilt_sin = abs(n[along])
+    p[side] += np.sign(cam[side] - p[side]) * (half * tilt_sin + MARKER_CLEARANCE_M)
+    z = -n
+    x = np.array([0.0, 1.0, 0.0])
+    y = np.cross(z, x)
+    return homogeneous(p, np.stack([x, y, z], axis=1))
+
+
+def _marker_asset_xml(name: str, plate_m: float, px: int) -> str:
+    """<texture>/<material>/<mesh> of one plate; the texture's pixels are written after compiling."""
+    h = plate_m / 2
+    verts = " ".join(
+        f"{x:.6g} {y:.6g} {z:.6g}"
+        for z in (0, MARKER_THICKNESS_M)
+        for x, y in ((-h, -h), (h, -h), (h, h), (-h, h))
+    )
+    texcoord = " ".join(["0 0 1 0 1 1 0 1"] * 2)
+    faces = "0 2 1 0 3 2 4 5 6 4 6 7 0 1 5 0 5 4 1 2 6 1 6 5 2 3 7 2 7 6 3 0 4 3 4 7"  # z=0 faces -z
+    return (
+        f'<texture name="{name}" type="2d" builtin="flat" width="{px}" height="{px}" rgb1="1 1 1"/>'
+        f'<material name="{name}" texture="{name}" emission="0.4" specular="0" shininess="0"/>'
+        f'<mesh name="{name}" vertex="{verts}" texcoord="{texcoord}" face="{faces}"/>'
+    )
+
+
+def _with_finger_markers(xml: str, spec: FingerMarkerSpec) -> str:
+    """`xml` with one marker plate added inside each finger body, found by body name (not by its geoms)."""
+    model = mujoco.MjModel.from_xml_string(xml)
+    data = mujoco.MjData(model)
+    mujoco.mj_forward(model, data)  # camera poses too
+    px = spec.image(spec.left_id).shape[0]
+    assets = ""
+    for body in FINGER_BODIES:
+        name = f"{body}_marker"
+        pose = _marker_placement(model, data, body, spec.plate_m)
+        geom = (
+            f'<geom name="{name}" type="mesh" mesh="{name}" material="{name}" {_pose_attr(pose)} '
+            f'contype="0" conaffinity="0" mass="0" group="1"/>'
+        )
+        pattern = re.compile(rf'<body\b[^>]*\bname="{body}"[^>]*>')
+        match = pattern.search(xml)
+        if match is None or match.group(0).endswith("/>"):
+            raise RuntimeError(f"finger markers: no <body name={body!r}> with children in the handheld scene")
+        xml = xml[: match.end()] + geom + xml[match.end() :]
+        assets += _marker_asset_xml(name, spec.plate_m, px)
+    return _with_assets(xml, assets)
+
+
+def apply_finger_marker_textures(model: mujoco.MjModel, spec: FingerMarkerSpec) -> None:
+    """Print each finger's marker into its compiled texture (before any Renderer is made)."""
+    for body, marker_id in zip(FINGER_BODIES, (spec.left_id, spec.right_id), strict=True):
+        img = spec.image(marker_id)
+        tid = model.texture(f"{body}_marker").id
+        h, w, n = model.tex_height[tid], model.tex_width[tid], model.tex_nchannel[tid]
+        adr = model.tex_adr[tid]
+        model.tex_data[adr : adr + h * w * n] = np.repeat(img.reshape(-1), n)
+
+
 def _aa(rot: np.ndarray) -> np.ndarray:
     q, aa = _quat(rot), np.zeros(3)
     mujoco.mju_quat2Vel(aa, q, 1.0)
@@ -315,6 +476,12 @@ class HandheldEnv:
     the same position servos as the arm twins'. Observations carry the end-effector keys only. Every step
     also returns the high-rate tracker samples (`pose_hz`) and wrist frames (`camera_hz`) taken during it
     (info["pose_samples"], info["frames"]) so capture can be tested with real streams, not grid values.
+
+    `finger_markers` (True or a FingerMarkerSpec; off by default, so existing scenes, seeds and datasets are
+    unchanged) prints an ArUco marker on each finger facing the wrist camera, as UMI does to read the
+    gripper width from the image; every wrist frame is then also rendered at `marker_image_size` (default
+    240x320, the detection frame: a real rig detects on the full-resolution frame, not the policy image)
+    into info["marker_frames"].
     """
 
     task = "pick_place"
@@ -327,11 +494,23 @@ class HandheldEnv:
         pose_hz: float = 100.0,
         camera_hz: float = 10.0,
         randomization=None,
+        finger_markers: bool | FingerMarkerSpec = False,
+        marker_image_size: tuple[int, int] = (240, 320),
     ) -> None:
         from mimic.sim.env import _OBJECTS, Randomization
 
         self.spec = get_spec(gripper_like)  # the gripper's dimensions (width range) come from this arm's hand
-        self.model = mujoco.MjModel.from_xml_string(_handheld_xml(self.spec, _OBJECTS["pick_place"]))
+        self.finger_markers = FingerMarkerSpec() if finger_markers is True else (finger_markers or None)
+        self.marker_image_size = tuple(marker_image_size)
+        xml = _handheld_xml(self.spec, _OBJECTS["pick_place"])
+        if self.finger_markers is not None:
+            xml = _with_finger_markers(xml, self.finger_markers)
+        self.model = mujoco.MjModel.from_xml_string(xml)
+        if self.finger_markers is not None:
+            apply_finger_marker_textures(self.model, self.finger_markers)
+            glob = self.model.vis.global_  # room for the detection frame (read when a renderer is made)
+            glob.offheight = max(glob.offheight, self.marker_image_size[0])
+            glob.offwidth = max(glob.offwidth, self.marker_image_size[1])
         self.data = mujoco.MjData(self.model)
         self.image_size = tuple(image_size)
         self.randomization = randomization or Randomization()
@@ -456,7 +635,9 @@ class HandheldEnv:
         """Move the hand to the TCP target over one control period; returns gym's 5-tuple.
 
         info: success, pose_samples (PoseSample list at pose_hz), widths [(t, m)] at pose_hz and
-        frames [(t, wrist image)] at camera_hz, all stamped with sim time at capture.
+        frames [(t, wrist image)] at camera_hz, all stamped with sim time at capture; with finger markers
+        also marker_frames [(t, wrist image at marker_image_size)], the same instants as frames, and
+        marker_widths [(t, m)], the true width at those instants (fingers can close within one frame).
         """
         a = np.asarray(action, float).reshape(-1)
         if a.shape[0] != 7:
@@ -470,7 +651,7 @@ class HandheldEnv:
         if np.dot(q0, q1) < 0:
             q1 = -q1
         self.data.ctrl[:] = np.clip(a[6], self.spec.gripper_min, self.spec.gripper_max) / 2
-        poses, widths, frames = [], [], []
+        poses, widths, frames, marker_frames, marker_widths = [], [], [], [], []
         for i in range(1, self.n_substeps + 1):
             f = i / self.n_substeps
             q = (1 - f) * q0 + f * q1  # nlerp: steps are small, so it matches slerp closely
@@ -486,11 +667,35 @@ class HandheldEnv:
             if self._substep % self.camera_every == 0:
                 mujoco.mj_forward(self.model, self.data)
                 frames.append((float(self.data.time), self.render("wrist", self.image_size)))
+                if self.finger_markers is not None:
+                    marker_frames.append(
+                        (float(self.data.time), self.render("wrist", self.marker_image_size))
+                    )
+                    marker_widths.append((float(self.data.time), self.gripper_width()))
         mujoco.mj_forward(self.model, self.data)
         self.t += 1
         ok = self.success()
         info = {"success": ok, "pose_samples": poses, "widths": widths, "frames": frames}
+        if self.finger_markers is not None:
+            info["marker_frames"], info["marker_widths"] = marker_frames, marker_widths
         return self._obs(), float(ok), ok, self.t >= self.max_steps, info
+
+    def place_hand(self, pos: np.ndarray, rot: np.ndarray) -> None:
+        """Put the TCP at (pos, 3x3 rot) at once, the hand's target with it: for still renders at chosen poses."""
+        self._set_tcp(np.asarray(pos, float), np.asarray(rot, float), teleport=True)
+        self._target = (np.asarray(pos, float).copy(), np.asarray(rot, float).copy())
+        mujoco.mj_forward(self.model, self.data)
+
+    def set_gripper_width(self, width_m: float) -> None:
+        """Place both fingers at `width_m` (and hold them there): for sweeps over the opening range."""
+        w = float(np.clip(width_m, self.spec.gripper_min, self.spec.gripper_max))
+        self.data.qpos[self.finger_qpos] = w / 2
+        self.data.ctrl[:] = w / 2
+        mujoco.mj_forward(self.model, self.data)
+
+    def wrist_camera_matrix(self, size: tuple[int, int] | None = None) -> np.ndarray:
+        """The wrist camera's true 3x3 intrinsics at (height, width) `size` (default marker_image_size)."""
+        return true_intrinsics(self.model, "wrist", size or self.marker_image_size)
 
     def render(self, camera: str = "wrist", size: tuple[int, int] = (96, 96)) -> np.ndarray:
         h, w = size
