@@ -543,6 +543,7 @@ def record_twin(
     progress: bool = True,
     randomization: Any = None,
     grippers: int = 1,
+    finger_markers: bool = False,
 ) -> dict[str, Any]:
     """Scripted handheld pick-place demos on the twin through HandheldCapture -> counts and success rate.
 
@@ -552,6 +553,9 @@ def record_twin(
     latencies as the calibrated ones; `randomization` is mimic.sim.env.Randomization (TwinEnv's knobs, same draws).
     With `grippers` > 1 each gripper is a scripted hand in its own twin scene (seed + i * SEED_STRIDE) on one
     clock, holding still once its pick-place succeeded; an episode counts when every hand succeeded.
+    `finger_markers` puts the ArUco finger markers (mimic.sim.handheld.FingerMarkerSpec) in the wrist frames,
+    so a store recorded at a detection-size `image_size` can be replayed to a recorder that reads the width
+    from them.
     """
     from tqdm import tqdm
 
@@ -576,6 +580,8 @@ def record_twin(
             pose_hz=pose_hz,
             camera_hz=camera_hz,
             randomization=randomization,
+            finger_markers=finger_markers,
+            marker_image_size=tuple(image_size),
         )
         for i in range(grippers)
     ]

@@ -291,7 +291,7 @@ def test_recorder_marks_a_stalled_stream_and_names_bad_parameters(procs, tmp_pat
             ["grippers:=left,right", "cameras:=wrist"],
             "parameter cameras='wrist' must name one camera per gripper",
         ),
-        (["width_source:=markers"], "width_source=markers is not wired"),
+        (["width_source:=markers"], "parameter marker_calibration: width_source=markers needs one"),
         (["tracked_to_tcp:=1,2"], "tracked_to_tcp must be 16 comma-separated numbers"),
     ):
         extra = [a for p in [f"path:={tmp_path / 'bad.zarr'}", *params] for a in ("-p", p)]
@@ -378,3 +378,44 @@ def test_recorder_marks_a_stalled_stream_and_names_bad_parameters(procs, tmp_pat
     assert ds.n_episodes == 1 and 8 <= ds.n_steps <= 20, ds.n_steps  # the 1.5 s before the gap, not after it
     assert "pose" in ds.attrs["episode_marks"]["0"]["stalled"]
     assert ds.array("camera0_rgb").shape[1:] == (32, 32, 3)
+
+
+def test_width_read_from_finger_markers_in_the_session(procs, tmp_path):
+    """width_source=markers: the recorder reads the width from the ArUco markers on the fingers in the replayed
+    240x320 wrist frames (no width topic); it stays within 2 mm of the direct store's width, which is the
+    twin's true finger opening, at every grid row."""
+    from mimic.calibration.gripper_width import twin_calibration
+
+    size = (240, 320)
+    direct = tmp_path / "direct.zarr"
+    record_twin(direct, 1, seed=3, image_size=size, injected=INJECTED, progress=False, finger_markers=True)
+    cal, _ = twin_calibration(size=size)
+    cal.save(tmp_path / "gripper_width.json")
+    sets = {
+        "recorder.width_source": "markers",
+        "recorder.marker_calibration": tmp_path / "gripper_width.json",
+        "recorder.image_height": size[0],
+        "recorder.image_width": size[1],
+        "replay.widths": "false",
+        # widths come at the 30 fps frame rate, and the grasp can hide a marker for a frame or two
+        "recorder.lowdim_tolerance_s": 0.07,
+    }
+    out, results = session(procs, tmp_path, direct, sets)
+    (ep,) = results["episodes"]
+    assert ep["committed"] and "gripper" not in ep["samples"], ep
+    a, b = validate(direct)[0].episode(0), validate(tmp_path / "session.zarr")[0].episode(0)
+    truth, read = a["robot0_gripper_width"].ravel(), b["robot0_gripper_width"].ravel()
+    assert len(truth) == len(read)
+    # a row's width is its nearest sample's: 100 Hz truth and 30 fps frames are taken at different instants,
+    # which only matters while the fingers move (they close in a few ms); compare where they are still
+    step = np.abs(np.diff(truth))
+    still = np.r_[step[0], np.maximum(step[1:], step[:-1]), step[-1]] < 1e-3
+    err_mm = np.abs(truth - read)[still] * 1e3
+    ds = validate(tmp_path / "session.zarr")[0]
+    assert ds.attrs["topics"]["gripper"] == "markers in /cameras/wrist/image/compressed"
+    assert ds.attrs["latencies"]["gripper_s"] == ds.attrs["latencies"]["camera_s"]
+    print(
+        f"marker width through the session: {still.sum()} of {len(read)} rows with the fingers still, error max "
+        f"{err_mm.max():.2f} mm, mean {err_mm.mean():.2f} mm"
+    )
+    assert still.mean() > 0.8 and err_mm.max() < 2.0

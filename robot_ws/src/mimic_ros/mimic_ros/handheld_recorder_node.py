@@ -64,6 +64,11 @@ class HandheldRecorderConfig:
         "gripper width from <gripper>/gripper_width (topic) or the wrist image",
         choices=("topic", "markers"),
     )
+    marker_calibration: str = param(
+        "",
+        "width_source=markers: `mimic calibrate gripper-width` JSON per gripper (comma-separated, in gripper "
+        "order; one file serves every gripper); frames reach it at full size, before resizing",
+    )
     fps: float = param(10.0, "dataset grid rate (Hz)", range=(1.0, 1000.0))
     image_height: int = param(
         96, "stored image height (px); frames of another size are resized", range=(8, 4320)
@@ -147,6 +152,25 @@ def topic_names(node: str, grippers: str, cameras: str) -> tuple[list[str], list
     return names, cams
 
 
+def marker_sources(node: str, cfg: HandheldRecorderConfig, n_grippers: int) -> list:
+    """One MarkerWidthSource per gripper for width_source=markers (else none), from `marker_calibration`."""
+    if cfg.width_source != "markers":
+        return []
+    paths = [p.strip() for p in cfg.marker_calibration.split(",") if p.strip()]
+    if len(paths) not in (1, n_grippers):
+        raise ParamError(
+            f"{node}: parameter marker_calibration: width_source=markers needs one calibration file, or one per "
+            f"gripper ({n_grippers}), got {len(paths)}"
+        )
+    from mimic.teleop.marker_width import MarkerWidthCalibration, MarkerWidthSource
+
+    try:
+        cals = [MarkerWidthCalibration.load(p) for p in paths]
+    except ValueError as e:
+        raise ParamError(f"{node}: parameter marker_calibration: {e}") from None
+    return [MarkerWidthSource(cals[i % len(cals)]) for i in range(n_grippers)]
+
+
 class HandheldRecorderNode(ManagedNode):
     def __init__(self) -> None:
         super().__init__("handheld_recorder")
@@ -155,11 +179,8 @@ class HandheldRecorderNode(ManagedNode):
         me = self.get_name()
         if not cfg.path:
             raise ParamError(f"{me}: parameter path is empty (where should episodes go?)")
-        if cfg.width_source == "markers":
-            raise ParamError(
-                f"{me}: width_source=markers is not wired into this recorder yet; use width_source:=topic"
-            )
         names, cameras = topic_names(me, cfg.grippers, cfg.cameras)
+        self.width_sources = marker_sources(me, cfg, len(names))
         latency = {
             "pose": cfg.pose_latency_s,
             "gripper": cfg.gripper_latency_s,
@@ -170,6 +191,8 @@ class HandheldRecorderNode(ManagedNode):
                 latency.update(read_latency_file(cfg.latency_file, cameras))
             except ValueError as e:
                 raise ParamError(f"{me}: parameter latency_file: {e}") from None
+        if self.width_sources:  # a width read from a frame was captured when the frame was
+            latency["gripper"] = latency["camera"]
         from mimic.teleop.handheld import HandheldCaptureConfig
 
         try:
@@ -197,7 +220,11 @@ class HandheldRecorderNode(ManagedNode):
                     f"{me}: parameter attrs_file: {cfg.attrs_file} is not a JSON object file"
                 ) from None
         self.cfg, self.names, self.cameras, self.latency = cfg, names, cameras, latency
-        self.stamp_mode = {"pose": cfg.pose_stamp, "gripper": cfg.gripper_stamp, "camera": cfg.camera_stamp}
+        self.stamp_mode = {
+            "pose": cfg.pose_stamp,
+            "gripper": cfg.camera_stamp if self.width_sources else cfg.gripper_stamp,
+            "camera": cfg.camera_stamp,
+        }
         self.cap = None
         self.recording = False
         self.t_start = 0.0
@@ -217,11 +244,16 @@ class HandheldRecorderNode(ManagedNode):
         for i, (name, camera) in enumerate(zip(names, cameras, strict=True)):
             prefix = topic_prefix(name)
             self.topics[raw_stream("pose", i)] = f"{prefix}/pose"
-            self.topics[raw_stream("gripper", i)] = f"{prefix}/gripper_width"
+            self.topics[raw_stream("gripper", i)] = (
+                f"markers in /cameras/{camera}/image/compressed"
+                if self.width_sources
+                else f"{prefix}/gripper_width"
+            )
             self.topics[raw_stream("camera", i)] = f"/cameras/{camera}/image/compressed"
             # queues hold ~2 s of each stream, so a recorder briefly starved of CPU loses nothing
             self.create_subscription(PoseStamped, f"{prefix}/pose", self._pose_cb(i), 400)
-            self.create_subscription(JointState, f"{prefix}/gripper_width", self._width_cb(i), 400)
+            if not self.width_sources:
+                self.create_subscription(JointState, f"{prefix}/gripper_width", self._width_cb(i), 400)
             self.create_subscription(
                 CompressedImage, f"/cameras/{camera}/image/compressed", self._frame_cb(i), 120
             )
@@ -275,7 +307,7 @@ class HandheldRecorderNode(ManagedNode):
         return on_width
 
     def _frame_cb(self, i: int) -> Callable[[CompressedImage], None]:
-        stream = self.raw_stream("camera", i)
+        stream, width_stream = self.raw_stream("camera", i), self.raw_stream("gripper", i)
         h, w = self.capture_config.image_size
 
         def on_frame(msg: CompressedImage) -> None:
@@ -283,13 +315,20 @@ class HandheldRecorderNode(ManagedNode):
             if rgb is None:
                 self._count(self.dropped, stream)
                 return
+            stamp = stamp_to_s(msg.header.stamp)
+            if self.width_sources:
+                full = rgb
+                self._sample(
+                    width_stream,
+                    "gripper",
+                    stamp,
+                    lambda t: self.width_sources[i].feed(self.cap, t, full, i),
+                )
             if rgb.shape[:2] != (h, w):
                 import cv2
 
                 rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
-            self._sample(
-                stream, "camera", stamp_to_s(msg.header.stamp), lambda t: self.cap.on_frame(t, rgb, i)
-            )
+            self._sample(stream, "camera", stamp, lambda t: self.cap.on_frame(t, rgb, i))
 
         return on_frame
 

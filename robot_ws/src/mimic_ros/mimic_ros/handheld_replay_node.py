@@ -48,6 +48,10 @@ class HandheldReplayConfig:
     camera_stamp: str = param("capture", "frame header stamp: capture or arrival time", choices=STAMPS)
     jpeg_quality: int = param(90, "JPEG quality of the published frames", range=(10, 100))
     lead_in_s: float = param(1.0, "holding still before each ~/start (s)", range=(0.0, 30.0))
+    widths: bool = param(
+        True,
+        "publish the recorded widths (false: the recorder reads them from the finger markers in the frames)",
+    )
     record: bool = param(True, "drive the recorder (~/start, ~/stop)")
     recorder: str = param("/recorder", "recorder node namespace whose services are called")
     timeout_s: float = param(
@@ -208,9 +212,10 @@ class HandheldReplayNode(ManagedNode):
 
         cfg = self.cfg
         ep = replay_episode(cfg.store, k)
-        msgs = [self._message(s.kind, s.value) for s in ep.samples]
+        samples = [s for s in ep.samples if cfg.widths or s.kind != "gripper"]
+        msgs = [self._message(s.kind, s.value) for s in samples]
         first: dict[tuple[str, int], int] = {}
-        for j, s in enumerate(ep.samples):
+        for j, s in enumerate(samples):
             first.setdefault((s.kind, s.gripper), j)
         # lead-in: the first sample of every stream at its stream's rate, captured now (before ~/start)
         period = {key: self._period(ep, *key) for key in first}
@@ -225,14 +230,14 @@ class HandheldReplayNode(ManagedNode):
             if now >= end and (not cfg.record or self._start_recorder()):
                 break
             self._sleep_until(min(next_t.values()))
-        self.get_logger().info(f"episode {k}: motion ({ep.samples[-1].t_arrival / cfg.rate:.1f} s)")
+        self.get_logger().info(f"episode {k}: motion ({samples[-1].t_arrival / cfg.rate:.1f} s)")
         # the motion: arrival times from t0, stamps too, so every capture time is after ~/start (the recorder
         # subtracts a latency from an arrival stamp: at rate > 1 that is more than the scaled one)
-        lead = max(0.0, -min(s.t_capture for s in ep.samples)) / cfg.rate + max(ep.latencies.values())
+        lead = max(0.0, -min(s.t_capture for s in samples)) / cfg.rate + max(ep.latencies.values())
         t0 = time.time() + 0.05 + lead
         sent: dict[str, int] = {}
         late = 0.0
-        for s, msg in zip(ep.samples, msgs, strict=True):
+        for s, msg in zip(samples, msgs, strict=True):
             due = t0 + s.t_arrival / cfg.rate
             self._sleep_until(due)
             late = max(late, time.time() - due)
