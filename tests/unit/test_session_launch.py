@@ -34,14 +34,16 @@ def test_every_session_executable_is_an_installed_entry_point() -> None:
             assert node.executable in installed, f"{path.name}: {node.executable} is not in setup.py"
     xml = (PKG / "package.xml").read_text()
     assert "<build_type>ament_python</build_type>" in xml and (PKG / "resource" / "mimic_ros").exists()
-    for launch in ("teleop", "deploy"):
+    for launch in ("teleop", "deploy", "handheld"):
         text = (PKG / "launch" / f"{launch}.launch.py").read_text()
         assert (
             "launch_description(" in text and len(text.splitlines()) < 15
         )  # thin: all logic is in session.py
 
 
-@pytest.mark.parametrize("launch, session", [("teleop", "teleop_twin"), ("deploy", "deploy_twin")])
+@pytest.mark.parametrize(
+    "launch, session", [("teleop", "teleop_twin"), ("deploy", "deploy_twin"), ("handheld", "handheld_twin")]
+)
 def test_launch_file_builds_the_sessions_nodes(launch: str, session: str) -> None:
     pytest.importorskip(
         "launch_ros", reason="launch_ros is not on the package registries; needs a ROS install"

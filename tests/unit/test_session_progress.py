@@ -41,6 +41,9 @@ def test_deploy_counts_rollouts_and_successes_even_when_it_records() -> None:
 def test_a_person_recording_has_no_target_and_other_sessions_no_count() -> None:
     p = session_progress(load_session("teleop_keyboard_twin"))
     assert p is not None and p.node == "recorder" and p.total is None
+    handheld = session_progress(load_session("handheld_twin"))
+    assert handheld is not None and handheld.node == "recorder" and handheld.total is None
+    assert handheld.feed("recorder", COMMIT.format(i=0)) and handheld.snapshot() == (1, 0)
     bare = parse_session("nodes:\n  - {name: cam, executable: camera_node}\n")
     assert session_progress(bare) is None
 

@@ -9,6 +9,7 @@ about. The nodes already log one line per finished episode; the rules below say 
 - recorder_node: `episode 3 committed: 57 steps`: one recorded episode each (a discarded take does not
   count); the total is the scripted operator's `episodes` when the session has one, else open-ended (a
   person recording until they stop).
+- handheld_recorder_node: the same line, open-ended (a person with a handheld gripper, or a replay).
 
 The first rule whose node runs in the session applies, so a deploy session that also records rollouts
 counts rollouts. A session with neither node has no count; its view shows elapsed time only.
@@ -45,6 +46,11 @@ RULES: tuple[Rule, ...] = (
         "episodes recorded",
         re.compile(r"\bepisode \d+ committed: \d+ steps"),
         total_from=("operator_node", "episodes"),
+    ),
+    Rule(
+        "handheld_recorder_node",
+        "episodes recorded",
+        re.compile(r"\bepisode \d+ committed: \d+ steps"),
     ),
 )
 
