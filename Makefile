@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 DEBS := libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6
+MESHES := sim/assets/robosuite/visuals.json
 
 # DDS must never leave this machine, and each run gets its own domain.
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
@@ -17,7 +18,7 @@ PYTEST := $(PY) -m pytest -p no:cacheprovider
 .PHONY: setup test test-fast test-integration test-e2e bench lint demo push-t-teacher push-t-consistency push-t-ddpm \
 	push-t-edm pick-place pick-place-image reach track handheld-eef clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(MESHES)
 
 $(STAMP): pyproject.toml
 	@missing=$$(for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -30,6 +31,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[hw,dev]"
 	$(PY) -m pip check
 	rm -f $(VENV)/.installed-*; touch $@
+
+# The twins' manufacturer meshes (mimic.sim.robosuite_assets): robosuite's wheel at the version pinned in pyproject's
+# [tool.mimic], fetched by name with pip and unpacked once. Without a registry the twins keep their capsules, so
+# a failed fetch is a notice, not a failed setup.
+$(MESHES): pyproject.toml sim/robosuite_assets.py | $(STAMP)
+	@ver=$$($(PY) -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["tool"]["mimic"]["robosuite-assets"])'); \
+	tmp=$$(mktemp -d); \
+	if $(PY) -m pip download -q --no-deps "robosuite==$$ver" -d "$$tmp"; then \
+	  $(PY) -c 'import sys; from mimic.sim.robosuite_assets import main; sys.exit(main(sys.argv[1:]))' \
+	    "$$tmp"/robosuite-$$ver-*.whl; rc=$$?; \
+	else echo "robosuite==$$ver not downloadable: the twins keep their capsules"; rc=0; fi; \
+	rm -rf "$$tmp"; exit $$rc
 
 # Each tier runs on its own so that a tier that collects nothing fails (pytest exits 5). ur_rtde, which can
 # segfault inside its own reconnect path, runs in a child process of the UR backend (mimic.robots.ur_worker),
@@ -128,4 +141,4 @@ handheld-eef: setup
 	$(MIMIC) train policies/configs/handheld_pick_place_eef_finetune.yaml $(TRAIN_ARGS)
 
 clean:
-	rm -rf $(VENV) runs bench/results .pytest_cache
+	rm -rf $(VENV) runs bench/results .pytest_cache sim/assets/robosuite

@@ -18,6 +18,7 @@ constraint solver fought the position servos with kilonewtons of phantom self-co
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import mujoco
 import numpy as np
@@ -30,6 +31,13 @@ TCP_Z = 0.10  # m from the flange to the grasp point, 1 cm above the pad tips
 BASE_YAW = {"ur5e": math.pi}  # UR's base frame faces -x at home; turn it so every arm works toward +x
 ARM_COLLISION = 'contype="2" conaffinity="1"'  # collides with contype-1 scene geoms, never with itself
 COMPILER = '<compiler angle="radian" autolimits="true"/>'  # how every generated model reads its numbers
+# Geom group MuJoCo's default render options skip: the collision geoms go there when visual meshes stand in.
+HIDDEN_GROUP = 3
+
+
+def _hide(visuals: Mapping[str, str] | None) -> str:
+    """The group attribute of a collision geom: hidden from renders when visual geoms are supplied."""
+    return f' group="{HIDDEN_GROUP}"' if visuals is not None else ""
 
 
 def pose_attr(t: np.ndarray) -> str:
@@ -44,33 +52,41 @@ def pose_attr(t: np.ndarray) -> str:
     )
 
 
-def gripper_xml(spec: ArmSpec) -> str:
+def gripper_xml(spec: ArmSpec, visuals: Mapping[str, str] | None = None) -> str:
     """The hand body (palm, fingers, "tcp" site, "wrist" camera) at its parent's origin; the handheld twin
-    mounts the same hand on a free body so its demonstrations look like the arms'."""
+    mounts the same hand on a free body so its demonstrations look like the arms'. `visuals` (see arm_xml)
+    adds visual-only geoms to "hand", "finger_left" and "finger_right"."""
     half = spec.gripper_max / 2
+    vis = visuals or {}
     pad = (
         'type="box" size="0.008 0.006 0.025" friction="1.5 0.02 0.001" condim="4" rgba="0.2 0.2 0.2 1" '
-        f'mass="0.05" {ARM_COLLISION}'
+        f'mass="0.05" {ARM_COLLISION}{_hide(visuals)}'
     )
     return f"""
 <body name="hand" {pose_attr(trans(0, 0, 0))}>
   <geom name="palm" type="box" size="0.02 {half + 0.02:.4f} 0.025" pos="0 0 0.03" rgba="0.9 0.9 0.9 1" mass="0.4"
-        {ARM_COLLISION}/>
+        {ARM_COLLISION}{_hide(visuals)}/>{vis.get("hand", "")}
   <site name="tcp" pos="0 0 {TCP_Z}" size="0.005" rgba="1 0 0 0.5"/>
   <camera name="wrist" pos="0.07 0 0.0" xyaxes="0 1 0 0.954 0 0.3" fovy="75"/>
   <body name="finger_left" pos="0 0.006 {FINGER_Z + 0.025}">
     <joint name="finger_left" type="slide" axis="0 1 0" range="0 {half}" damping="5" armature="0.01"/>
-    <geom name="pad_left" {pad}/>
+    <geom name="pad_left" {pad}/>{vis.get("finger_left", "")}
   </body>
   <body name="finger_right" pos="0 -0.006 {FINGER_Z + 0.025}">
     <joint name="finger_right" type="slide" axis="0 -1 0" range="0 {half}" damping="5" armature="0.01"/>
-    <geom name="pad_right" {pad}/>
+    <geom name="pad_right" {pad}/>{vis.get("finger_right", "")}
   </body>
 </body>"""
 
 
-def arm_xml(spec: ArmSpec) -> str:
-    """The <body> tree of the arm, base at the origin of its parent, flange site named "flange"."""
+def arm_xml(spec: ArmSpec, visuals: Mapping[str, str] | None = None) -> str:
+    """The <body> tree of the arm, base at the origin of its parent, flange site named "flange".
+
+    `visuals` maps body names ("link1".., "hand", "finger_left", "finger_right") to visual-only geom XML that
+    is placed inside those bodies (mimic.sim.visuals builds it: no contact, no mass); given it, the
+    collision geoms move to HIDDEN_GROUP so renders show the visual geoms instead. None: today's capsules.
+    """
+    vis = visuals or {}
     splits = [joint_split(row, spec.dh_convention) for row in spec.dh]
     n = spec.dof
     placements = [splits[0][0]] + [splits[i - 1][1] @ splits[i][0] for i in range(1, n)]
@@ -83,10 +99,11 @@ def arm_xml(spec: ArmSpec) -> str:
         if np.linalg.norm(end) > 1e-6:
             geom = (
                 f'<geom type="capsule" fromto="0 0 0 {end[0]:.12g} {end[1]:.12g} {end[2]:.12g}" size="0.045" '
-                f'mass="{mass:.3f}" {ARM_COLLISION}/>'
+                f'mass="{mass:.3f}" {ARM_COLLISION}{_hide(visuals)}/>'
             )
         else:
-            geom = f'<geom type="sphere" size="0.05" mass="{mass:.3f}" {ARM_COLLISION}/>'
+            geom = f'<geom type="sphere" size="0.05" mass="{mass:.3f}" {ARM_COLLISION}{_hide(visuals)}/>'
+        geom += vis.get(f"link{i + 1}", "")
         lo, hi = spec.q_min[i], spec.q_max[i]
         links.append(
             f'<body name="link{i + 1}" {pose_attr(placements[i])} gravcomp="1">'
@@ -94,18 +111,19 @@ def arm_xml(spec: ArmSpec) -> str:
         )
     tail = (
         f'<site name="flange" {pose_attr(flange)} size="0.01"/>'
-        f'<body name="flange_body" {pose_attr(flange)} gravcomp="1">' + gripper_xml(spec) + "</body>"
+        f'<body name="flange_body" {pose_attr(flange)} gravcomp="1">' + gripper_xml(spec, visuals) + "</body>"
     )
     return "".join(links) + tail + "</body>" * n
 
 
-def base_xml(spec: ArmSpec) -> str:
+def base_xml(spec: ArmSpec, visuals: Mapping[str, str] | None = None) -> str:
     """The "base" body at the world origin, turned by BASE_YAW, carrying the arm: world = the arm's base
-    frame as IK and the twins report poses in it."""
+    frame as IK and the twins report poses in it. `visuals`: see arm_xml ("base" included)."""
     yaw = BASE_YAW.get(spec.name, 0.0)
+    vis = visuals or {}
     return f"""<body name="base" pos="0 0 0" euler="0 0 {yaw}">
-    <geom type="cylinder" size="0.07 0.01" pos="0 0 0.01" rgba="0.3 0.3 0.3 1" contype="0" conaffinity="0"/>
-    {arm_xml(spec)}
+    <geom type="cylinder" size="0.07 0.01" pos="0 0 0.01" rgba="0.3 0.3 0.3 1" contype="0" conaffinity="0"{_hide(visuals)}/>
+    {vis.get("base", "")}{arm_xml(spec, visuals)}
   </body>"""
 
 

@@ -3,7 +3,9 @@
 Actions are absolute joint targets plus a gripper width, exactly what a hardware backend accepts, so a
 policy trained here deploys unchanged. A non-finite action is refused; a joint target further than the arm's
 dq_max * control period from the last commanded one is clipped to that step (`velocity_clips` counts them). Resets are seeded; object poses, colours, light and camera pose are
-randomised from the same generator so a seed reproduces an episode (knobs: `Randomization`).
+randomised from the same generator so a seed reproduces an episode (knobs: `Randomization`). Scenes are
+dressed in the lab look (manufacturer meshes, lit lab cell; mimic.sim.mjcf.Look) unless `look` says
+otherwise; the look never changes physics.
 
 `object_state` layout per task (what /objects/state carries and the dataset key `object_state` holds):
 - reach [3]: goal x, y, z (m)
@@ -34,8 +36,9 @@ import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mimic.robots.specs import get_spec  # noqa: E402
+from mimic.sim.image_augment import CameraEffects, draw_effects  # noqa: E402
 from mimic.sim.latency import LatencyConfig  # noqa: E402
-from mimic.sim.mjcf import build_model  # noqa: E402
+from mimic.sim.mjcf import LAB, Look, build_model  # noqa: E402
 from mimic.sim.tasks import push_t  # noqa: E402
 
 TASKS = ("reach", "pick_place", "push_t", "track")
@@ -65,6 +68,20 @@ _OBJECTS = {
   <site name="goal_stem" type="box" pos="0.5 0 0.0005" size="{push_t.STEM_HALF[0]} {push_t.STEM_HALF[1]} 0.0005"
         rgba="0.3 0.9 0.3 0.7"/>""",
 }
+# What the task objects are made of in the lab look (mimic.sim.mjcf.OBJECT_MATERIALS): finish only, the
+# colours stay the geoms' own (and randomised), sizes, masses and friction are untouched.
+_OBJECT_MATERIALS = {"cube": "plastic", "tee_bar": "plastic", "tee_stem": "plastic"}
+
+
+def _dressed(objects: str, look: Look) -> str:
+    """`objects` with the lab look's materials named on its geoms (unchanged for the plain look)."""
+    if not look.lab:
+        return objects
+    for geom, material in _OBJECT_MATERIALS.items():
+        objects = objects.replace(f'<geom name="{geom}"', f'<geom name="{geom}" material="{material}"')
+    return objects
+
+
 # The T slides on the table with mu = 0.5 (an explicit pair: MuJoCo would otherwise take the larger of the two
 # geoms' frictions, the table's 1.0) while the rubber pads keep their grip on it (1.5, no slip in the pushes).
 _CONTACTS = {
@@ -93,7 +110,9 @@ class Randomization:
     """Domain-randomisation knobs, drawn at every reset from the episode's seed; zero/False disables each one.
 
     The defaults are what the datasets so far were recorded with; the knobs added later (camera rotation,
-    light direction, table colour) default to off so existing seeds reproduce the same episodes.
+    light direction, table colour, the camera effects) default to off so existing seeds reproduce the same
+    episodes. The camera effects (mimic.sim.image_augment) act on every rendered frame after rendering:
+    exposure, gamma, per-channel gain, blur drawn once per episode, sensor noise fresh every frame.
     """
 
     object_pose: float = (
@@ -105,6 +124,11 @@ class Randomization:
     camera_rot_rad: float = 0.0  # +/- rotation jitter of every camera about its own x, y, z axes
     light_dir_rad: float = 0.0  # +/- tilt of the key light's direction
     table_color: float = 0.0  # +/- change of the table's RGB
+    exposure_ev: float = 0.0  # +/- exposure in stops (image gain 2 ** EV)
+    gamma: float = 0.0  # +/- change of the image gamma (1 +/- gamma)
+    color_jitter: float = 0.0  # +/- relative gain of each colour channel
+    blur_px: float = 0.0  # Gaussian blur sigma drawn in [0, blur_px] pixels
+    noise_std: float = 0.0  # sensor noise std drawn in [0, noise_std] 8-bit levels (per frame)
 
     def __post_init__(self) -> None:
         for name in (
@@ -114,6 +138,11 @@ class Randomization:
             "camera_rot_rad",
             "light_dir_rad",
             "table_color",
+            "exposure_ev",
+            "gamma",
+            "color_jitter",
+            "blur_px",
+            "noise_std",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"Randomization.{name} must be >= 0, got {getattr(self, name)}")
@@ -121,6 +150,14 @@ class Randomization:
             raise ValueError(
                 f"Randomization.object_pose is a fraction of the spawn range (0..1), got {self.object_pose}"
             )
+        if self.gamma >= 1:
+            raise ValueError(f"Randomization.gamma must be < 1 (gamma = 1 +/- gamma), got {self.gamma}")
+
+    @property
+    def camera_effects(self) -> bool:
+        return any(
+            getattr(self, k) > 0 for k in ("exposure_ev", "gamma", "color_jitter", "blur_px", "noise_std")
+        )
 
 
 class TwinEnv:
@@ -133,6 +170,7 @@ class TwinEnv:
         image_size: tuple[int, int] = (96, 96),
         latency: LatencyConfig | None = None,
         randomization: Randomization | None = None,
+        look: Look = LAB,
     ):
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
@@ -140,7 +178,8 @@ class TwinEnv:
             if c not in CAMERA_KEYS:
                 raise ValueError(f"unknown camera {c!r}; known: {', '.join(CAMERA_KEYS)}")
         self.task, self.spec = task, get_spec(arm)
-        self.model = build_model(self.spec, _OBJECTS[task], _CONTACTS.get(task, ""))
+        self.look = look
+        self.model = build_model(self.spec, _dressed(_OBJECTS[task], look), _CONTACTS.get(task, ""), look)
         self.data = mujoco.MjData(self.model)
         if task in _SCENE_CAMERA:
             _aim_camera(self.model, "scene", *_SCENE_CAMERA[task])
@@ -150,6 +189,8 @@ class TwinEnv:
         self.n_substeps = int(round(1.0 / (self.control_hz * self.model.opt.timestep)))
         self.max_steps = _MAX_STEPS[task]
         self._rng = np.random.default_rng(seed)
+        self._effects: CameraEffects | None = None  # this episode's camera, when the effects are enabled
+        self._effects_rng = np.random.default_rng(0)  # per-frame sensor noise, reseeded every episode
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
         self._cam0 = self.model.cam_pos.copy()
         self._cam_quat0 = self.model.cam_quat.copy()
@@ -243,6 +284,13 @@ class TwinEnv:
             self.model.site_pos[self.goal_site] = goal
         else:
             self._reset_push_t()
+        k = self.randomization
+        # The camera effects are drawn after the scene, so enabling them leaves every episode's layout as it was.
+        if k.camera_effects:
+            self._effects = draw_effects(
+                self._rng, k.exposure_ev, k.gamma, k.color_jitter, k.blur_px, k.noise_std
+            )
+            self._effects_rng = np.random.default_rng(self._rng.integers(2**63))
         mujoco.mj_forward(self.model, d)
         self.t = 0
         self._near_since: float | None = None  # track: simulated time since when the TCP is within tolerance
@@ -268,6 +316,7 @@ class TwinEnv:
         self.t, self._substep, self._near_since = other.t, other._substep, other._near_since
         self._pending = deque(other._pending)
         self._last_q = other._last_q.copy()
+        self._effects_rng.bit_generator.state = other._effects_rng.bit_generator.state  # the frames' noise
         return self._obs()
 
     def _reset_push_t(self) -> None:
@@ -458,7 +507,10 @@ class TwinEnv:
                 0
             ]
         rend.update_scene(self.data if data is None else data, camera=camera)
-        return rend.render().copy()
+        image = rend.render().copy()
+        if self._effects is not None:
+            image = self._effects.apply(image, self._effects_rng)
+        return image
 
     def close(self) -> None:
         for r in self._renderers.values():
@@ -487,8 +539,10 @@ def make_env(
     image_size: tuple[int, int] = (96, 96),
     latency: LatencyConfig | None = None,
     randomization: Randomization | None = None,
+    look: Look = LAB,
 ) -> TwinEnv:
-    """A task on an arm's twin: `task` in TASKS, `arm` a mimic.robots.specs name, cameras "scene"/"wrist" at (H, W)."""
+    """A task on an arm's twin: `task` in TASKS, `arm` a mimic.robots.specs name, cameras "scene"/"wrist" at (H, W),
+    dressed as `look` (mimic.sim.mjcf: LAB by default, PLAIN for the original capsule scene)."""
     return TwinEnv(
         task,
         arm,
@@ -497,4 +551,5 @@ def make_env(
         image_size=image_size,
         latency=latency,
         randomization=randomization,
+        look=look,
     )

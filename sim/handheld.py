@@ -27,7 +27,8 @@ from mimic.sim.boards import (  # noqa: E402
     board_asset_xml,
     board_center,
 )
-from mimic.sim.mjcf import scene_xml  # noqa: E402
+from mimic.sim.mjcf import LAB, PLAIN, Look, scene_dressing, scene_xml  # noqa: E402
+from mimic.sim.visuals import arm_visuals  # noqa: E402
 
 # MuJoCo cameras look along -z with y up; OpenCV's look along +z with y down.
 MJ_TO_CV = np.diag([1.0, -1.0, -1.0])
@@ -256,11 +257,12 @@ class ArmBoardScene:
 
 
 # ---- the free-floating handheld gripper --------------------------------------------------------
-def _handheld_xml(gripper_spec, objects: str) -> str:
+def _handheld_xml(gripper_spec, objects: str, look: Look = PLAIN) -> str:
     """Table, task objects and the arm twins' own gripper (same palm, fingers, TCP and wrist camera) on a
     free "flange" body welded to a mocap target: the person's hand moves the target, the gripper follows
     through a stiff weld with real velocities (a kinematic mocap gripper would teleport and its pads could
-    never lift a cube by friction). Its wrist images look like the arms' twins', which is what makes
+    never lift a cube by friction). Dressed by `look` like the arm twins' scene (the same room, and the
+    arm's hand meshes on the gripper), its wrist images look like the arms' twins', which is what makes
     handheld demos deployable on an arm."""
     half = gripper_spec.gripper_max / 2
     fingers = "".join(
@@ -268,16 +270,19 @@ def _handheld_xml(gripper_spec, objects: str) -> str:
         'forcerange="-15 15"/>'
         for s in ("left", "right")
     )
+    vis = arm_visuals(gripper_spec.name) if look.meshes else None
+    dress = scene_dressing(look, vis.assets if vis else "")
+    hand = gripper_xml(gripper_spec, vis.bodies if vis else None)
     return f"""<mujoco model="handheld_gripper">
 <compiler angle="radian" autolimits="true"/>
 <option timestep="0.002" integrator="implicitfast" cone="elliptic" impratio="10"/>
-<visual><quality shadowsize="0"/><global offwidth="640" offheight="480"/></visual>
-<worldbody>
-  <light name="key" pos="0.5 -0.5 2" dir="0 0.3 -1" directional="true" castshadow="false" diffuse="0.8 0.8 0.8"/>
-  <geom name="table" type="box" pos="0.4 0 -0.02" size="0.7 0.7 0.02" rgba="0.6 0.5 0.4 1"/>
+{dress.visual}
+{f"<asset>{dress.assets}</asset>" if dress.assets else ""}
+<worldbody>{dress.world}
+  {dress.table}
   <camera name="scene" pos="1.25 0 0.75" xyaxes="0 1 0 -0.5 0 0.866" fovy="50"/>
   <body name="hand_target" mocap="true" pos="0.45 0 0.4"/>
-  <body name="flange" pos="0.45 0 0.4" gravcomp="1"><freejoint name="hand"/>{gripper_xml(gripper_spec)}</body>
+  <body name="flange" pos="0.45 0 0.4" gravcomp="1"><freejoint name="hand"/>{hand}</body>
   {objects}
 </worldbody>
 <equality><weld body1="hand_target" body2="flange" relpose="0 0 0 1 0 0 0" solref="0.004 1"/></equality>
@@ -347,9 +352,12 @@ MARKER_INSET_M = 0.004  # the plate's inner edge this far outside the gripping f
 
 
 def _body_bbox(model: mujoco.MjModel, body: int) -> tuple[np.ndarray, np.ndarray]:
-    """(min, max) corners in the body's frame of every geom on `body`, meshes included."""
+    """(min, max) corners in the body's frame of the geoms on `body` that touch things (the finger pad): the
+    gripping face is where the object is held, whatever visual mesh a look puts around it."""
     pts = []
     for g in range(model.body_geomadr[body], model.body_geomadr[body] + model.body_geomnum[body]):
+        if model.geom_contype[g] == 0 and model.geom_conaffinity[g] == 0:
+            continue  # visual only
         centre, half = model.geom_aabb[g, :3], model.geom_aabb[g, 3:]
         corners = centre + half * np.array([[i, j, k] for i in (-1, 1) for j in (-1, 1) for k in (-1, 1)])
         rot = np.zeros(9)
@@ -369,7 +377,7 @@ def _marker_placement(model: mujoco.MjModel, data: mujoco.MjData, body: str, pla
     covers neither plate nor its white border), half-way along the finger, turned to face the camera.
 
     Marker frame = OpenCV's marker frame: x right, y down, z into the plate. Placed from the finger
-    geoms' bounding box, so a new finger mesh moves the plate with it."""
+    pad's bounding box, so every look puts the plate at the same place on the finger."""
     b = model.body(body).id
     lo, hi = _body_bbox(model, b)
     rot_b = data.xmat[b].reshape(3, 3)
@@ -482,6 +490,9 @@ class HandheldEnv:
     gripper width from the image; every wrist frame is then also rendered at `marker_image_size` (default
     240x320, the detection frame: a real rig detects on the full-resolution frame, not the policy image)
     into info["marker_frames"].
+
+    `look` dresses the scene as the arm twins' (mimic.sim.mjcf: LAB, the task envs' default, with the arm's
+    hand meshes on the gripper; PLAIN for the original capsule scene); it never changes physics.
     """
 
     task = "pick_place"
@@ -496,13 +507,15 @@ class HandheldEnv:
         randomization=None,
         finger_markers: bool | FingerMarkerSpec = False,
         marker_image_size: tuple[int, int] = (240, 320),
+        look: Look = LAB,
     ) -> None:
-        from mimic.sim.env import _OBJECTS, Randomization
+        from mimic.sim.env import _OBJECTS, Randomization, _dressed
 
         self.spec = get_spec(gripper_like)  # the gripper's dimensions (width range) come from this arm's hand
         self.finger_markers = FingerMarkerSpec() if finger_markers is True else (finger_markers or None)
         self.marker_image_size = tuple(marker_image_size)
-        xml = _handheld_xml(self.spec, _OBJECTS["pick_place"])
+        self.look = look
+        xml = _handheld_xml(self.spec, _dressed(_OBJECTS["pick_place"], look), look)
         if self.finger_markers is not None:
             xml = _with_finger_markers(xml, self.finger_markers)
         self.model = mujoco.MjModel.from_xml_string(xml)
