@@ -106,7 +106,11 @@ def import_dp(
             if ("robot0_joint_pos" in arrays and arrays["robot0_joint_pos"].ndim == 2)
             else []
         )
-        carried = {k: root.attrs[k] for k in ("latencies", "calibration_ids", "cameras") if k in root.attrs}
+        carried = {
+            k: root.attrs[k]
+            for k in ("latencies", "calibration_ids", "cameras", "gripper_max")
+            if k in root.attrs
+        }
         attrs = {
             **carried,
             "robot": robot or str(root.attrs.get("robot", "")),
@@ -191,3 +195,100 @@ def _zip_dir(folder: str, out: str) -> None:
             for name in sorted(files):
                 full = os.path.join(dirpath, name)
                 zf.write(full, os.path.relpath(full, folder).replace(os.sep, "/"))
+
+
+class ReplayBufferWriter:
+    """Build a new diffusion_policy / UMI ReplayBuffer episode by episode, as UMI's pipeline writes one
+    (scripts_slam_pipeline/07_generate_replay_buffer.py: zarr format 2, low-dim keys as given, cameras one
+    frame per chunk, `meta/episode_ends`, a stored `.zarr.zip` for a zip name).
+
+    Episodes are appended to arrays that grow on disk, so memory holds one episode at a time; frames are
+    lossless JPEG XL with the portable config keys (what `export_dp` writes). The store is built in a hidden
+    sibling and appears at `out` only on `close()`, whole; `abort()` (or an exception inside `with`) leaves
+    nothing. The first episode fixes the keys, per-row shapes and dtypes; a later episode that differs is a
+    DatasetError naming the key.
+    """
+
+    def __init__(self, out: str | Path, attrs: dict | None = None) -> None:
+        self.out = Path(out)
+        if self.out.exists():
+            raise DatasetError(f"{out}: already exists")
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self._staging = tempfile.mkdtemp(prefix=".replay-buffer-", dir=str(self.out.resolve().parent))
+        self._root_path = os.path.join(self._staging, "root.zarr")
+        self.root = zarr.open_group(self._root_path, mode="w-", zarr_format=2)
+        self.root.attrs.update(attrs or {})
+        self._data = self.root.create_group("data")
+        self._ends: list[int] = []
+        self._spec: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+        self._done = False
+
+    @property
+    def n_episodes(self) -> int:
+        return len(self._ends)
+
+    def add_episode(self, episode: dict[str, np.ndarray]) -> None:
+        """Append one episode: every key an array of the same number of rows."""
+        rows = {k: np.asarray(v) for k, v in episode.items()}
+        lengths = {len(v) for v in rows.values()}
+        if len(lengths) != 1 or not rows:
+            raise DatasetError(f"{self.out}: episode keys have different row counts {sorted(lengths)}")
+        n = lengths.pop()
+        if not self._spec:
+            for k, v in rows.items():
+                self._create(k, v)
+        if set(rows) != set(self._spec):
+            raise DatasetError(f"{self.out}: episode keys {sorted(rows)} differ from {sorted(self._spec)}")
+        s0 = self._ends[-1] if self._ends else 0
+        for k, v in rows.items():
+            shape, dtype = self._spec[k]
+            if v.shape[1:] != shape or v.dtype != dtype:
+                raise DatasetError(
+                    f"{self.out}: key 'data/{k}' is {v.dtype} {v.shape[1:]}, the store has {dtype} {shape}"
+                )
+            arr = self._data[k]
+            arr.resize((s0 + n, *shape))
+            arr[s0 : s0 + n] = v
+        self._ends.append(s0 + n)
+
+    def _create(self, key: str, v: np.ndarray) -> None:
+        if v.ndim == 0:
+            raise DatasetError(f"{self.out}: key 'data/{key}' is a scalar, expected one row per step")
+        shape = tuple(v.shape[1:])
+        if v.ndim == 4 and shape[-1] == 3 and v.dtype == np.uint8:
+            self._data.create_array(
+                key, shape=(0, *shape), chunks=(1, *shape), dtype="uint8", compressors=image_codec(None)
+            )
+        else:
+            rows = max(1, (1 << 20) // max(1, int(np.prod(shape))))
+            self._data.create_array(key, shape=(0, *shape), chunks=(rows, *shape), dtype=v.dtype)
+        self._spec[key] = (shape, v.dtype)
+
+    def close(self) -> int:
+        """Write `meta/episode_ends` and move the store into place; returns episodes written."""
+        if not self._ends:
+            self.abort()
+            raise DatasetError(f"{self.out}: no episodes to write")
+        self._done = True
+        try:
+            self.root.create_group("meta").create_array("episode_ends", data=np.asarray(self._ends, np.int64))
+            if is_zip(self.out):
+                _zip_dir(self._root_path, str(self.out))
+            else:
+                os.rename(self._root_path, self.out)
+        finally:
+            shutil.rmtree(self._staging, ignore_errors=True)
+        return len(self._ends)
+
+    def abort(self) -> None:
+        self._done = True
+        shutil.rmtree(self._staging, ignore_errors=True)
+
+    def __enter__(self) -> ReplayBufferWriter:
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        if exc_type is not None:
+            self.abort()
+        elif not self._done:
+            self.close()

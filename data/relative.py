@@ -189,6 +189,24 @@ class RelativeTrajectory:
         return RelativeTrajectory(**d)
 
 
+def pose_wrt(
+    pos_a: np.ndarray, aa_a: np.ndarray, pos_b: np.ndarray, aa_b: np.ndarray, rotation: str = "rot6d"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gripper a's pose history in the frame of gripper b's newest pose: UMI's bimanual observation
+    `robot<a>_eef_pos_wrt<b>` / `robot<a>_eef_rot_axis_angle_wrt<b>` (umi/real_world/real_inference_util.py).
+
+    Inputs are [..., T, 3] positions (m) and axis-angles (rad) of both grippers in one frame (the tracker's,
+    or the table's for two arms whose base poses are known); returns ([..., T, 3], [..., T, rot_dim]) =
+    T_b[-1]^-1 @ T_a[t]. The result is frame-free: the same for any common frame the poses come in.
+    """
+    if rotation not in ROTATIONS:
+        raise ValueError(f"pose_wrt: rotation must be one of {ROTATIONS}, got {rotation!r}")
+    ref = pose_to_matrix(_np(pos_b)[..., -1, :], _np(aa_b)[..., -1, :])
+    rel = invert(ref)[..., None, :, :] @ pose_to_matrix(_np(pos_a), _np(aa_a))
+    rot = matrix_to_rot6d(rel[..., :3, :3]) if rotation == "rot6d" else matrix_to_axis_angle(rel[..., :3, :3])
+    return rel[..., :3, 3], rot
+
+
 class RelativeWindowDataset:
     """Wraps a WindowDataset (or any dataset of window items) so it yields relative items.
 

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,10 +23,11 @@ import numpy as np
 import torch
 
 from mimic.data.normalizer import Normalizer
-from mimic.data.relative import RelativeTrajectory
+from mimic.data.relative import RelativeTrajectory, pose_wrt
 from mimic.data.torch_dataset import WindowDataset
+from mimic.policies.config import PolicyConfig
 from mimic.policies.data import MIN_LOWDIM_RANGE, WindowBatches, widen_small_ranges
-from mimic.policies.policy import Policy
+from mimic.policies.policy import Policy, ShapeMeta
 from mimic.robots.gripper import grasp_command
 
 POS_KEY, ROT_KEY, WIDTH_KEY, OBJECT_KEY = (
@@ -173,3 +175,230 @@ class EefPolicy:
 
     def seed(self, seed: int | None) -> None:
         self.inner.seed(seed)
+
+
+# ---- two grippers (UMI's bimanual layout) -------------------------------------------------------
+N_GRIPPERS = 2
+OBJECT_PER_GRIPPER = (
+    10  # object_state holds each gripper's pick_place state [cube xyz, quat, goal xyz] in turn
+)
+BIMANUAL_OBS_KEYS = (
+    *(f"robot{i}_{k}" for i in range(N_GRIPPERS) for k in ("eef_pos", "eef_rot_axis_angle", "gripper_width")),
+    OBJECT_KEY,
+)
+BIMANUAL_ACTION_LAYOUT = tuple(f"robot{i}_{name}" for i in range(N_GRIPPERS) for name in ACTION_LAYOUT)
+ROW = len(ACTION_LAYOUT)  # absolute action values per gripper
+
+
+def is_bimanual(obs_keys: list[str] | tuple[str, ...]) -> bool:
+    """Whether a config's raw observation keys are the two-gripper ones (robot1_* present)."""
+    return any(k.startswith("robot1_") for k in obs_keys)
+
+
+@dataclass(frozen=True)
+class BimanualEefFeatures:
+    """Two grippers' absolute window/batch -> what the network sees, UMI's bimanual representation.
+
+    Per gripper i (j the other one): its TCP history relative to its own newest pose (`robot<i>_eef_pos`,
+    `robot<i>_eef_rot_axis_angle`), its width, `robot<i>_object_rel` (its own cube and goal in its own TCP
+    frame, as `object_features`), and the inter-gripper pose `robot<i>_eef_pos_wrt<j>` /
+    `robot<i>_eef_rot_axis_angle_wrt<j>` (its TCP history in the frame of j's newest pose:
+    mimic.data.relative.pose_wrt). Actions: each gripper's rows relative to its own newest pose,
+    [pos, rot, width] for gripper 0 then gripper 1. Nothing depends on the common frame the poses came in,
+    so demos from a tracker's frame run on two arms in a table frame.
+    """
+
+    rotation: str = "rot6d"
+
+    def relative(self, i: int) -> RelativeTrajectory:
+        return RelativeTrajectory(
+            rotation=self.rotation, pos_key=f"robot{i}_eef_pos", rot_key=f"robot{i}_eef_rot_axis_angle"
+        )
+
+    @property
+    def inner_keys(self) -> list[str]:
+        keys = []
+        for i in range(N_GRIPPERS):
+            j = 1 - i
+            keys += [
+                f"robot{i}_{k}" for k in ("eef_pos", "eef_rot_axis_angle", "gripper_width", "object_rel")
+            ]
+            keys += [f"robot{i}_eef_pos_wrt{j}", f"robot{i}_eef_rot_axis_angle_wrt{j}"]
+        return keys
+
+    def inner_shapes(self) -> dict[str, list[int]]:
+        rot = self.relative(0).rot_dim
+        per = {"eef_pos": 3, "eef_rot_axis_angle": rot, "gripper_width": 1, "object_rel": OBJECT_REL_DIM}
+        out = {}
+        for i in range(N_GRIPPERS):
+            out.update({f"robot{i}_{k}": [n] for k, n in per.items()})
+            out[f"robot{i}_eef_pos_wrt{1 - i}"] = [3]
+            out[f"robot{i}_eef_rot_axis_angle_wrt{1 - i}"] = [rot]
+        return out
+
+    def action_dim(self, absolute_dim: int) -> int:
+        if absolute_dim != N_GRIPPERS * ROW:
+            raise ValueError(
+                f"bimanual actions are [pos, axis-angle, width] per gripper ({N_GRIPPERS * ROW} values), "
+                f"got width {absolute_dim}"
+            )
+        return N_GRIPPERS * self.relative(0).action_dim(ROW)
+
+    def encode_obs(self, obs: dict[str, Any]) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+        """(inner observations, [T_ref per gripper]) for an absolute window ([T, d] or [B, T, d] per key)."""
+        o = {k: _np(obs[k]) for k in BIMANUAL_OBS_KEYS}
+        inner, refs = {}, []
+        for i in range(N_GRIPPERS):
+            rt, pk, rk = self.relative(i), f"robot{i}_eef_pos", f"robot{i}_eef_rot_axis_angle"
+            ref = rt.reference(o)
+            rel = rt.encode_obs({pk: o[pk], rk: o[rk]}, ref)
+            state = o[OBJECT_KEY][..., OBJECT_PER_GRIPPER * i : OBJECT_PER_GRIPPER * (i + 1)]
+            j = 1 - i
+            pos_w, rot_w = pose_wrt(
+                o[pk], o[rk], o[f"robot{j}_eef_pos"], o[f"robot{j}_eef_rot_axis_angle"], self.rotation
+            )
+            inner.update(
+                {
+                    pk: rel[pk],
+                    rk: rel[rk],
+                    f"robot{i}_gripper_width": o[f"robot{i}_gripper_width"],
+                    f"robot{i}_object_rel": object_features(state, ref),
+                    f"robot{i}_eef_pos_wrt{j}": pos_w,
+                    f"robot{i}_eef_rot_axis_angle_wrt{j}": rot_w,
+                }
+            )
+            refs.append(ref)
+        return inner, refs
+
+    def encode_actions(self, actions: Any, refs: list[np.ndarray]) -> np.ndarray:
+        a = _np(actions)
+        self.action_dim(a.shape[-1])
+        return np.concatenate(
+            [
+                self.relative(i).encode_actions(a[..., ROW * i : ROW * (i + 1)], refs[i])
+                for i in range(N_GRIPPERS)
+            ],
+            axis=-1,
+        )
+
+    def decode_actions(self, actions_rel: np.ndarray, refs: list[np.ndarray]) -> np.ndarray:
+        """Relative rows [..., 2 * (3 + rot_dim + 1)] -> absolute [..., 14] rows in the observations' frame."""
+        a = _np(actions_rel)
+        n = self.relative(0).action_dim(ROW)
+        return np.concatenate(
+            [
+                self.relative(i).decode_actions(a[..., n * i : n * (i + 1)], refs[i])
+                for i in range(N_GRIPPERS)
+            ],
+            axis=-1,
+        )
+
+    def encode_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """{"obs": raw [B, T, ...], "action": [B, H, 14]} -> float32 torch batch in the inner space."""
+        inner, refs = self.encode_obs(batch["obs"])
+        act = self.encode_actions(batch["action"], refs)
+        return {
+            "obs": {k: torch.from_numpy(v.astype(np.float32)) for k, v in inner.items()},
+            "action": torch.from_numpy(act.astype(np.float32)),
+        }
+
+
+class BimanualEefPolicy:
+    """Deploy-contract wrapper for two grippers: absolute window of both TCPs in one frame in, [horizon, 14]
+    absolute rows [tcp0 pos, axis-angle, gripper0, tcp1 pos, axis-angle, gripper1] out, in that frame, each
+    gripper column already an arm command (as EefPolicy)."""
+
+    action_space = "eef"  # each gripper's rows go to its own end-effector controller
+    grippers = N_GRIPPERS
+
+    def __init__(self, inner: Policy, features: BimanualEefFeatures, gripper_max: float) -> None:
+        self.inner, self.features, self.gripper_max = inner, features, float(gripper_max)
+        self.obs_keys = BIMANUAL_OBS_KEYS
+        self.image_keys: tuple[str, ...] = ()
+        self.n_obs_steps, self.horizon = inner.n_obs_steps, inner.horizon
+        self.n_action_steps = inner.n_action_steps
+        self.action_dim = len(BIMANUAL_ACTION_LAYOUT)
+        self.control_hz = inner.control_hz
+        self.shape_meta = inner.shape_meta
+        self.cfg = inner.cfg
+
+    def predict_raw(
+        self, obs_window: dict[str, np.ndarray], num_inference_steps: int | None = None
+    ) -> np.ndarray:
+        for k in self.obs_keys:
+            if k not in obs_window:
+                raise KeyError(
+                    f"bimanual eef policy: observation key {k!r} missing (have {sorted(obs_window)})"
+                )
+            n = np.asarray(obs_window[k]).shape[0]
+            if n != self.n_obs_steps:
+                raise ValueError(
+                    f"bimanual eef policy: {k!r} has {n} steps, expected n_obs_steps={self.n_obs_steps}"
+                )
+        inner, refs = self.features.encode_obs(obs_window)
+        rel = self.inner.predict(inner, num_inference_steps=num_inference_steps)
+        return self.features.decode_actions(rel, refs)
+
+    def predict(
+        self, obs_window: dict[str, np.ndarray], num_inference_steps: int | None = None
+    ) -> np.ndarray:
+        rows = self.predict_raw(obs_window, num_inference_steps)
+        for i in range(N_GRIPPERS):
+            rows[:, ROW * i + 6] = grasp_command(rows[:, ROW * i + 6], self.gripper_max)
+        return rows
+
+    def reset(self) -> None:
+        self.inner.reset()
+
+    def seed(self, seed: int | None) -> None:
+        self.inner.seed(seed)
+
+
+def bimanual_parts(
+    pc: PolicyConfig,
+    meta: ShapeMeta,
+    train: WindowDataset,
+    val: WindowDataset | None,
+    attrs: dict[str, Any],
+    progress: bool,
+) -> tuple[PolicyConfig, ShapeMeta, EefBatches, EefBatches | None, dict[str, Any]]:
+    """What mimic.policies.processors needs to train a two-gripper eef_relative policy: (network config,
+    network shapes, training batches, validation batches, processor state). ValueError names the field."""
+    if list(pc.obs_keys) != list(BIMANUAL_OBS_KEYS):
+        raise ValueError(
+            f"policy.obs_keys: a two-gripper eef_relative policy observes exactly {list(BIMANUAL_OBS_KEYS)}"
+        )
+    if attrs.get("robot") != "handheld":
+        raise ValueError(
+            f"policy.action_repr eef_relative: the store's robot attr is {attrs.get('robot')!r}, expected "
+            "'handheld' (mimic dataset import-dp --robot handheld)"
+        )
+    features = BimanualEefFeatures(rotation=pc.eef_rotation)
+    inner = copy.deepcopy(pc)
+    inner.obs_keys = features.inner_keys
+    inner_meta = ShapeMeta(
+        obs_shapes=features.inner_shapes(),
+        action_dim=features.action_dim(meta.action_dim),
+        control_hz=meta.control_hz,
+        arm="handheld",
+        task="pick_place",  # each gripper's pick_place (object_rel is pick_place's); grippers: 2 in the info
+    )
+    info = {
+        "grippers": N_GRIPPERS,
+        "rotation": features.rotation,
+        "raw_obs_keys": list(BIMANUAL_OBS_KEYS),
+        "gripper_max": float(attrs.get("gripper_max", 0.08)),
+    }
+    return (
+        inner,
+        inner_meta,
+        EefBatches(train, features, progress=progress),  # type: ignore[arg-type]
+        EefBatches(val, features) if val is not None else None,  # type: ignore[arg-type]
+        info,
+    )
+
+
+def bimanual_deployable(inner: Policy, info: dict[str, Any]) -> BimanualEefPolicy:
+    return BimanualEefPolicy(
+        inner, BimanualEefFeatures(rotation=info["rotation"]), float(info["gripper_max"])
+    )

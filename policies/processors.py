@@ -31,7 +31,15 @@ from mimic.policies.data import (
     relative_action_normalizer,
     widen_small_ranges,
 )
-from mimic.policies.eef_relative import RAW_OBS_KEYS, EefBatches, EefFeatures, EefPolicy
+from mimic.policies.eef_relative import (
+    RAW_OBS_KEYS,
+    EefBatches,
+    EefFeatures,
+    EefPolicy,
+    bimanual_deployable,
+    bimanual_parts,
+    is_bimanual,
+)
 from mimic.policies.policy import Policy, ShapeMeta
 from mimic.policies.streaming import StreamingBatches
 from mimic.policies.tcp_position import TcpPositionPolicy, convert_batches
@@ -116,6 +124,12 @@ def _prepare_eef(
     attrs: dict[str, Any],
     progress: bool,
 ) -> Prepared:
+    if is_bimanual(pc.obs_keys):  # two grippers (UMI's robot0_* / robot1_* layout)
+        try:
+            parts = bimanual_parts(pc, meta, train, val, attrs, progress)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        return Prepared(*parts, representation="relative eef, two grippers")
     if list(pc.obs_keys) != list(RAW_OBS_KEYS):
         raise ConfigError(f"policy.obs_keys: an eef_relative policy observes exactly {list(RAW_OBS_KEYS)}")
     if pc.eef_rotation not in ROTATIONS:
@@ -160,6 +174,8 @@ def deployable(policy: Policy, info: dict[str, Any] | None = None) -> Any:
             raise ValueError(
                 f"eef_relative policy: no {PROCESSOR_JSON} state (relative encoding, gripper_max)"
             )
+        if info.get("grippers") == 2:
+            return bimanual_deployable(policy, info)
         features = EefFeatures(RelativeTrajectory.from_json(info["relative"]))
         return EefPolicy(policy, features, float(info["gripper_max"]))
     return policy

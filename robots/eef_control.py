@@ -13,7 +13,8 @@ and `counters.unreachable_points` / `unreachable_chunks` count what was refused;
 point is unreachable is refused whole and the arm keeps following what it had (then holds).
 
 Chunk rows are [tcp position (3, m), axis-angle (3, rad), gripper width (m)] in the arm's base frame
-(the twins' world frame), the layout of handheld stores' `action` and of eef_relative policies' predictions (mimic.policies.eef_relative).
+(the twins' world frame), or, with `base_pose` = T_frame_base, in a frame shared by several arms (the table of
+a two-arm twin, where UMI's bimanual policies give both grippers' poses), the layout of handheld stores' `action` and of eef_relative policies' predictions (mimic.policies.eef_relative).
 """
 
 from __future__ import annotations
@@ -82,9 +83,16 @@ class EefChunkController:
         workspace: WorkspaceBox | None = None,
         max_pos_err_m: float = 0.005,
         max_rot_err_rad: float = 0.05,
+        base_pose: np.ndarray | None = None,
     ) -> None:
         if max_pos_err_m <= 0 or max_rot_err_rad <= 0:
             raise ValueError("EefChunkController: max_pos_err_m and max_rot_err_rad must be > 0")
+        self.frame_to_base: np.ndarray | None = None  # T_base_frame: chunk rows' frame -> the IK's base frame
+        if base_pose is not None:
+            t = np.asarray(base_pose, float)
+            if t.shape != (4, 4) or not np.allclose(t[:3, :3] @ t[:3, :3].T, np.eye(3), atol=1e-6):
+                raise ValueError("EefChunkController: base_pose must be a 4x4 rigid transform")
+            self.frame_to_base = np.linalg.inv(t)
         self.ik, self.spec = ik, ik.spec
         self.max_pos_err_m, self.max_rot_err_rad = max_pos_err_m, max_rot_err_rad
         self.joint = ChunkController(
@@ -108,7 +116,10 @@ class EefChunkController:
         point whose residual is over the threshold."""
         rows, self.last_solutions = [], []
         q = np.asarray(q_seed, float)
-        for t, row in zip(poses_to_matrices(poses), poses, strict=True):
+        targets = poses_to_matrices(poses)
+        if self.frame_to_base is not None:
+            targets = self.frame_to_base @ targets
+        for t, row in zip(targets, poses, strict=True):
             res = self.ik.solve(q, t)
             self.eef_counters.ik_points += 1
             self.last_solutions.append(res)

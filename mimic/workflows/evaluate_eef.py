@@ -9,7 +9,8 @@ policy sees its last n_obs_steps observations (TCP pose, gripper width, object_s
 control periods (row n_obs_steps is the pose one period ahead: UMI's action = pose reached; the gripper column
 is already the arm's command, EefPolicy's own post-processing) go through
 mimic.robots.eef_control.EefChunkController (IK, refusal of unreachable poses, the Limiter), whose joint
-targets the twin executes. Success is the twin's own pick_place check; the interval is Wilson's 95%.
+targets the twin executes. Success is the twin's own pick_place check; the interval is Wilson's 95%. A two-gripper policy (`grippers` 2)
+runs on two twins of the arm instead (mimic.workflows.bimanual_eval).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tqdm import tqdm
 from mimic.robots.eef_control import EefChunkController
 from mimic.robots.ik import IKSolver, tool_down
 from mimic.sim.env import TwinEnv, make_env
+from mimic.workflows.bimanual_eval import BimanualEvalResult, evaluate_bimanual
 from mimic.workflows.eval_result import DEFAULT_SEED, EvalResult
 
 ARMS = ("franka", "ur5e", "xarm7")
@@ -142,13 +144,28 @@ def evaluate_eef(
     video_size: tuple[int, int] = (192, 256),
     progress: bool = True,
     n_action_steps: int | None = None,
-) -> EefEvalResult:
+) -> EefEvalResult | BimanualEvalResult:
     """Roll `policy` (an EefPolicy) out on `arm`'s pick_place for `episodes` seeds (seed, seed+1, ...);
     `n_action_steps` overrides the policy's receding horizon (rows executed per prediction)."""
     if arm not in ARMS:
         raise ValueError(f"evaluate_eef: --arm {arm!r} is not one of {ARMS}")
     if start not in STARTS:
         raise ValueError(f"evaluate_eef: --start {start!r} is not one of {STARTS}")
+    if (
+        getattr(policy, "grippers", 1) == 2
+    ):  # two grippers: two arm twins of `arm` (mimic.workflows.bimanual_eval)
+        return evaluate_bimanual(
+            policy,
+            arm,
+            episodes,
+            seed=seed,
+            start=start,
+            num_inference_steps=num_inference_steps,
+            video_dir=video_dir,
+            n_videos=n_videos,
+            progress=progress,
+            n_action_steps=n_action_steps,
+        )
     if episodes < 1:
         raise ValueError(f"evaluate_eef: episodes must be >= 1, got {episodes}")
     if n_action_steps is not None and not 1 <= n_action_steps <= policy.horizon - policy.n_obs_steps:

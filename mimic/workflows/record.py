@@ -27,6 +27,9 @@ from mimic.teleop.handheld import HandheldCapture, HandheldCaptureConfig
 from mimic.workflows.record_expert import record_expert_dataset_stats
 
 OBJECT_KEY = "object_state"
+BIMANUAL_ARM = (
+    "handheld_bimanual"  # record.arm of two-gripper handheld demos (mimic.workflows.bimanual_record)
+)
 
 
 class ObjectTrackedCapture(HandheldCapture):
@@ -127,6 +130,22 @@ def record_dataset(dataset: str, r: RecordConfig, progress: bool = True, keep_fa
         return False
     if r.episodes <= 0:
         raise ConfigError("record.episodes: must be > 0 to record a dataset")
+    if r.arm == BIMANUAL_ARM and str(dataset).endswith(".zarr.zip"):
+        from mimic.workflows.bimanual_record import record_bimanual_handheld
+
+        out = record_bimanual_handheld(
+            dataset, r.episodes, seed=r.seed, image_size=(r.image_size[0], r.image_size[1]), progress=progress
+        )
+        print(f"{dataset}: UMI-style bimanual store, {out['episodes']} episodes, {out['rows']} rows")
+        return True
+    if r.arm == BIMANUAL_ARM:  # two handheld grippers: a UMI-style .zarr.zip, imported into `dataset`
+        from mimic.workflows.bimanual_record import record_and_import
+
+        umi = record_and_import(
+            dataset, r.episodes, seed=r.seed, image_size=(r.image_size[0], r.image_size[1]), progress=progress
+        )
+        print(f"{umi}: UMI-style bimanual store; imported into {dataset}")
+        return True
     if r.arm == "handheld":
         record_handheld(
             dataset, r.episodes, seed=r.seed, image_size=(r.image_size[0], r.image_size[1]), progress=progress
@@ -167,7 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="config mode: override a field"
     )
-    ap.add_argument("--arm", default="franka", help="arm twin, or handheld (scripted handheld demos)")
+    ap.add_argument(
+        "--arm",
+        default="franka",
+        help="arm twin, handheld (scripted handheld demos) or handheld_bimanual (two grippers; a "
+        "target ending .zarr.zip is written as a UMI-style bimanual store and not imported)",
+    )
     ap.add_argument("--task", default="pick_place")
     ap.add_argument("--episodes", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)

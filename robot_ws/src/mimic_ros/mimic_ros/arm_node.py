@@ -84,6 +84,12 @@ class ArmNodeConfig:
         0.0, "twin only: uniform extra delay in [0, jitter] per sample (s)", range=(0.0, 0.5)
     )
     status_rate_hz: float = param(5.0, "rate of /sim/status (Hz)", range=(0.5, 100.0))
+    arms: int = param(
+        1,
+        "twin only: 2 = two arms of the backend's model at one table (task bimanual_pick_place, "
+        "mimic.sim.bimanual) on /robot<i>/joint_states and /robot<i>/joint_command, i = 0, 1",
+        range=(1, 2),
+    )
 
 
 class ArmNode(ManagedNode):
@@ -92,6 +98,10 @@ class ArmNode(ManagedNode):
         cfg = ArmNodeConfig()
         declare_config(self, cfg)
         self.cfg = cfg
+        self.bimanual = None  # mimic.sim.bimanual.BimanualTwinArms when arms == 2
+        if cfg.arms == 2:
+            self._init_bimanual(cfg)
+            return
         from mimic.robots.factory import make_arm, parse_uri
         from mimic.sim.latency import LatencyConfig
 
@@ -164,6 +174,83 @@ class ArmNode(ManagedNode):
             }
             self.create_service(Trigger, "/sim/reset", self._on_reset)
 
+    def _init_bimanual(self, cfg: ArmNodeConfig) -> None:
+        """Two arms of one twin scene: /robot<i>/joint_states and /robot<i>/joint_command per arm, the scene's
+        /objects/state (20 values, mimic.sim.tasks.bimanual_pick_place), /sim/status and /sim/reset."""
+        scheme, _, arm = cfg.backend.partition(":")
+        if scheme != "twin" or cfg.cameras or cfg.task not in ("",):
+            raise ParamError(
+                f"arm: arms=2 runs the two-arm twin: backend twin:<arm>, cameras '' and task '' "
+                f"(got backend={cfg.backend!r}, cameras={cfg.cameras!r}, task={cfg.task!r})"
+            )
+        from mimic.sim.bimanual import TASK, BimanualTwinArms
+
+        try:
+            self.bimanual = BimanualTwinArms(arm or "franka", seed=cfg.seed)
+        except KeyError as e:
+            raise ParamError(f"arm: backend={cfg.backend!r}: {e}") from None
+        self.bimanual.connect()
+        self.is_twin, self.camera_names, self.task_name = True, [], TASK
+        self.spec = self.bimanual.spec
+        self.names = [*self.spec.joint_names, GRIPPER_JOINT]
+        self.device_lock = threading.Lock()
+        self.episode, self.seed, self.succeeded = 0, cfg.seed, False
+        self.counts = {"commands": 0, "refused": 0, "smoothed": 0, "ignored": 0, "states": 0}
+        self.frames: dict[str, int] = {}
+        self._last_refusal_log = 0.0
+        n = len(self.bimanual.arms)
+        self.state_pubs = [self.create_publisher(JointState, f"/robot{i}/joint_states", 10) for i in range(n)]
+        for i in range(n):
+            self.create_subscription(
+                JointState, f"/robot{i}/joint_command", self._bimanual_command_cb(i), 100
+            )
+        self.object_pub = self.create_publisher(JointState, "/objects/state", 10)
+        self.status_pub = self.create_publisher(String, "/sim/status", LATCHED)
+        self.create_service(Trigger, "/sim/reset", self._on_reset)
+
+    def _bimanual_command_cb(self, i: int):
+        def on_command(msg: JointState) -> None:
+            dof = self.spec.dof
+            if len(msg.position) < dof:
+                self.counts["refused"] += 1
+                return
+            g = float(msg.position[dof]) if len(msg.position) > dof else None
+            try:
+                with self.device_lock:
+                    self.bimanual.arms[i].command(np.asarray(msg.position[:dof], float), g)
+                self.counts["commands"] += 1
+            except CommandRefused as e:
+                self.counts["refused"] += 1
+                if time.monotonic() - self._last_refusal_log > 1.0:
+                    self._last_refusal_log = time.monotonic()
+                    self.get_logger().warning(
+                        f"robot{i}: command refused ({self.counts['refused']} so far): {e}"
+                    )
+
+        return on_command
+
+    def _bimanual_state_loop(self) -> None:
+        period = 1.0 / self.cfg.state_rate_hz
+        status_every = max(1, int(round(self.cfg.state_rate_hz / self.cfg.status_rate_hz)))
+        next_t, tick = time.monotonic(), 0
+        while self.running:
+            with self.device_lock:
+                states = [a.state() for a in self.bimanual.arms]
+                t_obj, obj, ok = self.bimanual.scene()
+            self.succeeded = self.succeeded or ok
+            self._success_now = ok
+            for pub, s in zip(self.state_pubs, states, strict=True):
+                pub.publish(joint_state(s.t, self.names, [*s.q, s.gripper], [*s.dq, 0.0]))
+            self.counts["states"] += 1
+            self.object_pub.publish(joint_state(t_obj, [f"object_state[{i}]" for i in range(len(obj))], obj))
+            tick += 1
+            if tick % status_every == 0:
+                self._publish_status()
+            next_t += period
+            time.sleep(max(0.0, next_t - time.monotonic()))
+            if time.monotonic() > next_t + 10 * period:
+                next_t = time.monotonic()
+
     # --- ROS callbacks ------------------------------------------------------------------------------
     def _on_command(self, msg: JointState) -> None:
         dof = self.spec.dof
@@ -208,6 +295,17 @@ class ArmNode(ManagedNode):
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         """New seeded episode: the twin's scene is re-randomised and the arm put back at home."""
+        if self.bimanual is not None:
+            with self.device_lock:
+                self.bimanual.disconnect()
+                self.episode += 1
+                self.seed = self.bimanual.seed = self.cfg.seed + self.episode
+                self.bimanual.connect()
+                self.succeeded = False
+            self._publish_status()
+            response.success = True
+            response.message = json.dumps({"episode": self.episode, "seed": self.seed})
+            return response
         with self.device_lock:
             self.arm.stop()
             self.arm.disconnect()
@@ -225,6 +323,8 @@ class ArmNode(ManagedNode):
 
     # --- workers ------------------------------------------------------------------------------------
     def workers(self):
+        if self.bimanual is not None:
+            return (self._bimanual_state_loop,)
         return (self._state_loop, self._camera_loop) if self.camera_names else (self._state_loop,)
 
     def _twin_scene(self) -> tuple[float, np.ndarray, bool]:
@@ -271,7 +371,7 @@ class ArmNode(ManagedNode):
             "backend": self.cfg.backend,
             "episode": self.episode,
             "seed": self.seed,
-            "task": self.cfg.task,
+            "task": self.cfg.task if self.bimanual is None else self.task_name,
             "success": bool(getattr(self, "_success_now", False)),
             "succeeded": self.succeeded,
             **self.counts,
@@ -310,6 +410,12 @@ class ArmNode(ManagedNode):
 
     def close(self) -> None:
         self._publish_status()
+        if self.bimanual is not None:
+            for a in self.bimanual.arms:
+                a.stop()
+            self.bimanual.disconnect()
+            print(json.dumps({"arm": self.counts, "frames": self.frames}), flush=True)
+            return
         self.arm.stop()
         self.arm.disconnect()
         print(json.dumps({"arm": self.counts, "frames": self.frames}), flush=True)

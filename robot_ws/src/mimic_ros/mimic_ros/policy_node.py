@@ -115,6 +115,15 @@ class PolicyNodeConfig:
         "0", "extra delay injected per chunk before it is published: SECONDS or LO:HI (uniform)"
     )
     max_guidance: float = param(DEFAULT_MAX_GUIDANCE, "rtc: clip of the guidance weight", range=(0.01, 100.0))
+    arm_namespaces: str = param(
+        "robot0,robot1",
+        "two-gripper policies: gripper i's arm is /<name i>/joint_states in and /<name i>/eef_chunk out",
+    )
+    base_positions: str = param(
+        "",
+        "two-gripper policies: each arm base's position in the frame both grippers' poses share, "
+        "'x,y,z;x,y,z' (m, bases facing the same way); '' = the two-arm twin's (mimic.sim.tasks.bimanual_pick_place)",
+    )
 
 
 class StreamBuffer:
@@ -184,12 +193,16 @@ class PolicyNode(ManagedNode):
         self.buffers: dict[str, StreamBuffer] = {}
         keys = set(policy.obs_keys)
         self.ik = None  # forward kinematics for the robot0_eef_* keys (the arm's twin model)
-        if keys & set(EEF_OBS_KEYS):
+        self.arm_namespaces: list[str] = []  # two-gripper policy: one arm per gripper
+        if int(getattr(policy, "grippers", 1)) == 2:
+            self._init_two_arms(cfg, spec, lat)
+        single = keys - set(self.buffers)  # keys of one arm on /robot/joint_states
+        if single & set(EEF_OBS_KEYS):
             from mimic_ros.controller_node import ik_solver
 
             self.ik = ik_solver(spec)
-        if keys & set(JOINT_OBS_KEYS):
-            for key in keys & set(JOINT_OBS_KEYS):
+        if single & set(JOINT_OBS_KEYS):
+            for key in single & set(JOINT_OBS_KEYS):
                 self.buffers[key] = StreamBuffer(lat(cfg.joint_latency_s))
             self.create_subscription(JointState, "/robot/joint_states", self._on_joints, 10)
         for i, name in enumerate(n for n in cfg.cameras.split(",") if n):
@@ -206,7 +219,13 @@ class PolicyNode(ManagedNode):
         missing = keys - set(self.buffers)
         if missing:
             raise ValueError(f"policy node: no ROS stream provides observation keys {sorted(missing)}")
-        if self.action_space == "eef":
+        if self.arm_namespaces:
+            self.chunk_pubs = [
+                self.create_publisher(MultiDOFJointTrajectory, f"/{ns}/eef_chunk", 10)
+                for ns in self.arm_namespaces
+            ]
+            self.chunk_pub = self.chunk_pubs[0]
+        elif self.action_space == "eef":
             self.chunk_pub = self.create_publisher(MultiDOFJointTrajectory, EEF_CHUNK_TOPIC, 10)
         else:
             self.chunk_pub = self.create_publisher(JointTrajectory, CHUNK_TOPIC, 10)
@@ -220,6 +239,50 @@ class PolicyNode(ManagedNode):
         self.last_chunk: Chunk | None = None  # the last published joint chunk, what an rtc chunk continues
         self.delay_estimate = DelayEstimate()
         self.rng = random.Random(0)
+
+    def _init_two_arms(self, cfg: PolicyNodeConfig, spec: ArmSpec, lat: Callable[[float], float]) -> None:
+        """A two-gripper policy (UMI's bimanual layout): per arm, /<ns>/joint_states -> the TCP pose by forward
+        kinematics moved into the shared frame by the arm's base position -> robot<i>_eef_* and
+        robot<i>_gripper_width; its chunk's gripper-i rows go back to arm i's base frame on /<ns>/eef_chunk."""
+        from mimic_ros.controller_node import ik_solver
+
+        names = [n for n in cfg.arm_namespaces.split(",") if n]
+        if len(names) != 2:
+            raise ParamError(f"parameter arm_namespaces={cfg.arm_namespaces!r}: a two-gripper policy needs 2")
+        if cfg.base_positions:
+            try:
+                bases = [np.array([float(v) for v in p.split(",")]) for p in cfg.base_positions.split(";")]
+            except ValueError:
+                bases = []
+            if len(bases) != 2 or any(b.shape != (3,) for b in bases):
+                raise ParamError(f"parameter base_positions={cfg.base_positions!r}: expected 'x,y,z;x,y,z'")
+        else:
+            from mimic.sim.tasks.bimanual_pick_place import BASE_POSES
+
+            bases = [t[:3, 3].copy() for t in BASE_POSES]
+        self.arm_namespaces, self.base_positions = names, bases
+        self.ik = ik_solver(spec)
+        for i, ns in enumerate(names):
+            for k in ("eef_pos", "eef_rot_axis_angle", "gripper_width"):
+                self.buffers[f"robot{i}_{k}"] = StreamBuffer(lat(cfg.joint_latency_s))
+            self.create_subscription(JointState, f"/{ns}/joint_states", self._two_arm_joints_cb(i), 10)
+
+    def _two_arm_joints_cb(self, i: int) -> Callable[[JointState], None]:
+        def on_joints(msg: JointState) -> None:
+            from mimic.robots.eef_control import tcp_pose_row
+
+            t, dof = time.time(), self.spec.dof
+            pos = np.asarray(msg.position, float)
+            if len(pos) <= dof or not np.all(np.isfinite(pos)):
+                return
+            tcp = tcp_pose_row(self.ik.fk(pos[:dof]))  # FK outside the lock
+            tcp[:3] += self.base_positions[i]
+            with self.lock:
+                self.buffers[f"robot{i}_eef_pos"].add(t, tcp[:3])
+                self.buffers[f"robot{i}_eef_rot_axis_angle"].add(t, tcp[3:])
+                self.buffers[f"robot{i}_gripper_width"].add(t, pos[dof : dof + 1])
+
+        return on_joints
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         """New episode: drop buffered observations (they show the old scene) and the policy's state."""
@@ -369,6 +432,14 @@ class PolicyNode(ManagedNode):
                 f"nobody subscribes to {self.chunk_pub.topic_name} ({self.action_space} policy): "
                 f"is the controller running with mode:={mode}?"
             )
+        if self.arm_namespaces:  # gripper i's 7 columns, back in arm i's base frame
+            rows = np.array(rows, float)
+            for i, pub in enumerate(self.chunk_pubs):
+                arm_rows = rows[:, 7 * i : 7 * (i + 1)].copy()
+                arm_rows[:, :3] -= self.base_positions[i]
+                pub.publish(eef_chunk_msg(t_start, self.dt, arm_rows))
+            self.chunks_sent += 1
+            return
         if self.action_space == "eef":
             rows = np.array(rows, float)
             self.chunk_pub.publish(eef_chunk_msg(t_start, self.dt, rows))

@@ -1,0 +1,62 @@
+"""The two-arm twin and the two-gripper handheld twin of bimanual_pick_place: one seed one scene, experts succeed,
+bad actions refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mimic.sim.bimanual import (
+    BimanualArmExpert,
+    BimanualHandheldEnv,
+    BimanualHandheldExpert,
+    BimanualTwinEnv,
+    run_expert,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def envs():
+    arms, hands = (
+        BimanualTwinEnv("xarm7"),
+        BimanualHandheldEnv(cameras=("camera0_rgb", "camera1_rgb"), image_size=(32, 40)),
+    )
+    yield arms, hands
+    arms.close()
+    hands.close()
+
+
+def test_same_seed_same_scene_on_both_twins(envs):
+    arms, hands = envs
+    a, h = arms.reset(seed=7), hands.reset(seed=7)
+    np.testing.assert_array_equal(a["object_state"], h["object_state"])
+    s = a["object_state"]
+    assert s.shape == (20,) and s[1] < 0 < s[11]  # robot0's cube on its side (y < 0), robot1's on the other
+    assert h["camera0_rgb"].shape == (32, 40, 3) and not np.array_equal(h["camera0_rgb"], h["camera1_rgb"])
+    assert not arms.success() and not hands.success()
+
+
+@pytest.mark.parametrize("which", ["arms", "hands"])
+def test_experts_place_both_cubes(envs, which):
+    arms, hands = envs
+    env = arms if which == "arms" else hands
+    expert = BimanualArmExpert(arms) if which == "arms" else BimanualHandheldExpert(hands)
+    for seed in range(3):
+        ok, steps = run_expert(env, expert, seed)
+        assert ok, f"{which} seed {seed}: failed after {steps} steps"
+    if which == "arms":
+        assert arms.velocity_clips == 0  # the expert stays within what a driver accepts
+
+
+def test_bad_actions_are_refused(envs):
+    arms, hands = envs
+    arms.reset(seed=0)
+    hands.reset(seed=0)
+    with pytest.raises(ValueError, match="expected 16"):
+        arms.step(np.zeros(8))
+    with pytest.raises(ValueError, match="NaN"):
+        arms.step(np.full(16, np.nan))
+    with pytest.raises(ValueError, match="14 finite"):
+        hands.step(np.zeros(7))
