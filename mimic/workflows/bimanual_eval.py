@@ -169,15 +169,8 @@ def evaluate_bimanual(
     progress: bool = True,
     n_action_steps: int | None = None,
 ) -> BimanualEvalResult:
-    """Roll a two-gripper eef policy out on two `arm` twins for `episodes` seeds (seed, seed+1, ...)."""
-    if start not in STARTS:
-        raise ValueError(f"evaluate_bimanual: --start {start!r} is not one of {STARTS}")
-    if episodes < 1:
-        raise ValueError(f"evaluate_bimanual: episodes must be >= 1, got {episodes}")
-    if n_action_steps is not None and not 1 <= n_action_steps <= policy.horizon - policy.n_obs_steps:
-        raise ValueError(
-            f"evaluate_bimanual: --action-steps {n_action_steps} must be in 1..{policy.horizon - policy.n_obs_steps}"
-        )
+    """Roll a two-gripper eef policy out on two `arm` twins for `episodes` seeds (seed, seed+1, ...); the
+    arguments come checked from mimic.workflows.evaluate_eef.evaluate_eef, its only entry."""
     env = BimanualTwinEnv(arm, seed=seed)
     ctrls = make_controllers(env)
     vdir = Path(video_dir) if video_dir else None

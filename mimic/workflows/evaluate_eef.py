@@ -151,6 +151,13 @@ def evaluate_eef(
         raise ValueError(f"evaluate_eef: --arm {arm!r} is not one of {ARMS}")
     if start not in STARTS:
         raise ValueError(f"evaluate_eef: --start {start!r} is not one of {STARTS}")
+    if episodes < 1:
+        raise ValueError(f"evaluate_eef: episodes must be >= 1, got {episodes}")
+    if n_action_steps is not None and not 1 <= n_action_steps <= policy.horizon - policy.n_obs_steps:
+        raise ValueError(
+            f"evaluate_eef: --action-steps {n_action_steps} must be in "
+            f"1..{policy.horizon - policy.n_obs_steps}"
+        )
     if (
         getattr(policy, "grippers", 1) == 2
     ):  # two grippers: two arm twins of `arm` (mimic.workflows.bimanual_eval)
@@ -165,13 +172,6 @@ def evaluate_eef(
             n_videos=n_videos,
             progress=progress,
             n_action_steps=n_action_steps,
-        )
-    if episodes < 1:
-        raise ValueError(f"evaluate_eef: episodes must be >= 1, got {episodes}")
-    if n_action_steps is not None and not 1 <= n_action_steps <= policy.horizon - policy.n_obs_steps:
-        raise ValueError(
-            f"evaluate_eef: --action-steps {n_action_steps} must be in "
-            f"1..{policy.horizon - policy.n_obs_steps}"
         )
     env = make_env("pick_place", arm, seed=seed, cameras=())
     ctrl = EefChunkController(IKSolver(env.model, env.spec), env.control_hz, blend_s=0.0, velocity_scale=0.8)
