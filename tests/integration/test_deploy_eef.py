@@ -80,6 +80,9 @@ def test_eef_controller_reaches_a_pose_and_refuses_unreachable_ones(procs, tmp_p
     try:
         peer.wait_for("joint states", lambda: len(peer.states) > 5)
         peer.wait_for("the controller's subscription", lambda: peer.pub.get_subscription_count() > 0)
+        # a chunk that arrives before the controller is seeded from a joint state is refused (no IK seed);
+        # its diagnostics are published only by the running loop, after seeding
+        peer.wait_for("the controller seeded and looping", lambda: "eef" in peer.diag)
         home = peer.tcp()
 
         # 1. reachable: 10 cm down, 8 cm sideways, 0.3 rad about the vertical, over 2 s; gripper to 0.03 m
