@@ -49,6 +49,16 @@ from mimic.sim.tasks.bimanual_pick_place import (  # noqa: E402
 
 TASK = "bimanual_pick_place"
 CAMERA_KEYS = tuple(f"camera{i}_rgb" for i in range(N_GRIPPERS))  # gripper i's wrist camera, UMI's naming
+STARTS = ("home", "handheld")  # where an arm episode begins: the spec's home, or a demo-like TCP start pose
+
+
+def start_tcp_rows(seed: int) -> list[np.ndarray]:
+    """The episode's TCP start pose row [pos, axis-angle] per gripper (table frame), drawn like the handheld
+    demos' starts from its own stream ([seed, 7]), so it does not shift the scene's draws."""
+    return [
+        np.concatenate([pos, _aa(tool_down(yaw))])
+        for pos, yaw in start_poses(np.random.default_rng([seed, 7]))
+    ]
 
 
 def _scene_spec() -> mujoco.MjSpec:
@@ -262,6 +272,23 @@ class BimanualTwinEnv(_BimanualBase):
         mujoco.mj_forward(m, d)
         self.t = 0
         return self._obs()
+
+    def place_tcps(self, rows: list[np.ndarray]) -> None:
+        """Put each arm at rest with its TCP at rows[i] ([pos, axis-angle], table frame), solved by IK from
+        home: how a twin episode starts at a demo-like pose. ValueError naming the arm if one is out of reach."""
+        ik = IKSolver.for_arm(self.spec)
+        for i, row in enumerate(rows):
+            target = np.linalg.inv(self.base_poses[i]) @ homogeneous(row[:3], _rot(row[3:6]))
+            sol = ik.solve(np.asarray(self.spec.home, float), target)
+            if not sol.within(1e-3, 1e-2):
+                raise ValueError(
+                    f"bimanual {self.spec.name} {i}: start pose {np.round(row[:3], 3).tolist()} is out of reach"
+                )
+            self.data.qpos[self.arm_qpos[i]] = sol.q
+            self.data.qvel[self.arm_qpos[i]] = 0.0
+            self.data.ctrl[self.arm_ctrl[i]] = sol.q
+            self._last_q[i] = np.asarray(sol.q, float).copy()
+        mujoco.mj_forward(self.model, self.data)
 
     def _obs(self) -> dict[str, np.ndarray]:
         obs = self._eef_obs()
@@ -515,9 +542,11 @@ class BimanualTwinArms:
     step; readings are the live state stamped with the time they were taken (no injected latency).
     """
 
-    def __init__(self, arm: str = "xarm7", seed: int = 0) -> None:
+    def __init__(self, arm: str = "xarm7", seed: int = 0, start: str = "home") -> None:
+        if start not in STARTS:
+            raise ValueError(f"bimanual start {start!r} is not one of {STARTS}")
         self.env = BimanualTwinEnv(arm, seed=seed)
-        self.spec, self.seed = self.env.spec, seed
+        self.spec, self.seed, self.start = self.env.spec, seed, start
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -527,11 +556,14 @@ class BimanualTwinArms:
         self.sim_time_at = 0.0  # wall time of the newest physics step
 
     def connect(self) -> None:
-        """Reset the scene with `seed` (arms at home) and start the physics thread."""
+        """Reset the scene with `seed` (arms at home, or at `start_tcp_rows(seed)` for start "handheld") and
+        start the physics thread."""
         if self.is_connected:
             return
         with self._lock:
             self.env.reset(seed=self.seed)
+            if self.start == "handheld":
+                self.env.place_tcps(start_tcp_rows(self.seed))
             now = time.time()
             self.sim_time_at = now
             for i, g in enumerate(self.guards):

@@ -24,12 +24,11 @@ from scipy.spatial.transform import Rotation, Slerp
 from tqdm import tqdm
 
 from mimic.robots.eef_control import EefChunkController
-from mimic.robots.ik import IKSolver, tool_down
-from mimic.sim.bimanual import TASK, BimanualTwinEnv
-from mimic.sim.tasks.bimanual_pick_place import N_GRIPPERS, start_poses
+from mimic.robots.ik import IKSolver
+from mimic.sim.bimanual import TASK, BimanualTwinEnv, start_tcp_rows
+from mimic.sim.tasks.bimanual_pick_place import N_GRIPPERS
 from mimic.workflows.eval_result import DEFAULT_SEED, EvalResult
 
-STARTS = ("handheld", "home")
 START_STEPS = 25  # control periods to reach the start pose (2.5 s) and settle
 ROW = 7  # [tcp pos (3), axis-angle (3), gripper] per gripper
 
@@ -59,14 +58,6 @@ def make_controllers(env: BimanualTwinEnv) -> list[EefChunkController]:
             base_pose=env.base_poses[i],
         )
         for i in range(N_GRIPPERS)
-    ]
-
-
-def start_rows(seed: int) -> list[np.ndarray]:
-    """The episode's TCP start pose row [pos, axis-angle] per gripper (table frame), like the demos' starts."""
-    return [
-        np.concatenate([pos, Rotation.from_matrix(tool_down(yaw)).as_rotvec()])
-        for pos, yaw in start_poses(np.random.default_rng([seed, 7]))
     ]
 
 
@@ -100,7 +91,7 @@ def rollout_bimanual(
 ) -> tuple[bool, int, list[bool], list[float], list[np.ndarray]]:
     """One episode -> (success, control steps, cube placed per gripper, chunk inference times [s], frames).
 
-    `start`: "handheld" (drawn by start_rows(seed)), "home" (no move) or explicit [pos, axis-angle] rows, one
+    `start`: "handheld" (drawn by start_tcp_rows(seed)), "home" (no move) or explicit [pos, axis-angle] rows, one
     per gripper (table frame)."""
     obs = env.reset(seed=seed)
     policy.reset()
@@ -119,7 +110,7 @@ def rollout_bimanual(
 
     frame()
     if not (isinstance(start, str) and start == "home"):
-        goals = start_rows(seed) if isinstance(start, str) else [np.asarray(r, float)[:6] for r in start]
+        goals = start_tcp_rows(seed) if isinstance(start, str) else [np.asarray(r, float)[:6] for r in start]
         for i, (c, goal) in enumerate(zip(ctrls, goals, strict=True)):
             here = np.concatenate([obs[f"robot{i}_eef_pos"], obs[f"robot{i}_eef_rot_axis_angle"]])
             rows = _line(here, goal, START_STEPS - 5, START_STEPS, env.spec.gripper_max)

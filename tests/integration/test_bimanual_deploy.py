@@ -4,13 +4,15 @@ Real processes started from the packaged session YAML (its parameters and remaps
 the arm node serving both arms of one twin scene, one controller per arm in eef mode on /robot<i>/..., and the
 policy node with a scripted two-gripper policy that moves each TCP by its own offset from where it started
 (in the shared table frame). Both arms must get there: chunks split per gripper, back in each arm's base
-frame, IK and execution on each arm, no point refused.
+frame, IK and execution on each arm, no point refused. `mimic deploy` of the same policy runs the session
+with its evaluator, which resets both controllers and scores seeded episodes.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import threading
 import time
 
@@ -26,6 +28,7 @@ from mimic.robots.eef_control import tcp_pose_row
 from mimic.robots.ik import IKSolver
 from mimic.sim.tasks.bimanual_pick_place import BASE_POSES
 from mimic_ros.session import load_session
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -154,3 +157,27 @@ def test_policy_drives_both_arms_through_the_bimanual_session(procs) -> None:
         assert all(c.poll() is None for c in ctls)
     finally:
         watcher.close()
+
+
+def test_mimic_deploy_scores_a_two_gripper_policy_on_two_arms(tmp_path) -> None:
+    """`mimic deploy` on a two-gripper policy picks the two-arm session and scores its seeded episodes."""
+    results = tmp_path / "results.json"
+    base = [sys.executable, "-m", "mimic.cli", "deploy", f"py:{__name__}:TwoArmOffsetPolicy"]
+    cmd = [*base, "--arm", "twin:xarm7", "--episodes", "2", "--episode-s", "4", "--results", str(results)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=REPO)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    data = json.loads(results.read_text())
+    assert [e["seed"] for e in data["episodes"]] == [100001, 100002], data
+    assert data["n"] == 2 and data["success"] == 0  # moving by an offset places no cube
+    assert "bimanual_pick_place" in out and "controller mode eef" in out and "success 0/2" in out
+
+    for bad, words in (
+        (["--camera-latency-s", "0.1"], "--camera-latency-s: the two-arm twin injects no latency"),
+        (
+            ["--task", "reach"],
+            "--task reach: a two-gripper policy runs the two-arm twin's bimanual_pick_place",
+        ),
+    ):
+        proc = subprocess.run([*base, *bad], capture_output=True, text=True, timeout=120, cwd=REPO)
+        assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

@@ -1,17 +1,20 @@
 """The two-arm twin and the two-gripper handheld twin of bimanual_pick_place: one seed one scene, experts succeed,
-bad actions refused."""
+bad actions refused, arm episodes starting at demo-like TCP poses."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 
 from mimic.sim.bimanual import (
     BimanualArmExpert,
     BimanualHandheldEnv,
     BimanualHandheldExpert,
+    BimanualTwinArms,
     BimanualTwinEnv,
     run_expert,
+    start_tcp_rows,
 )
 
 pytestmark = pytest.mark.integration
@@ -60,3 +63,26 @@ def test_bad_actions_are_refused(envs):
         arms.step(np.full(16, np.nan))
     with pytest.raises(ValueError, match="14 finite"):
         hands.step(np.zeros(7))
+
+
+def test_two_arm_twin_starts_each_episode_at_the_demo_like_tcp_poses():
+    twin = BimanualTwinArms("xarm7", seed=11, start="handheld")
+    try:
+        for seed in (11, 12):
+            twin.disconnect()
+            twin.seed = seed
+            twin.connect()
+            with twin._lock:
+                obs = twin.env._obs()
+            for i, row in enumerate(start_tcp_rows(seed)):
+                assert np.linalg.norm(obs[f"robot{i}_eef_pos"] - row[:3]) < 1e-3
+                turn = (
+                    Rotation.from_rotvec(obs[f"robot{i}_eef_rot_axis_angle"])
+                    * Rotation.from_rotvec(row[3:]).inv()
+                )
+                assert turn.magnitude() < 1e-2
+        assert start_tcp_rows(11)[0][0] != start_tcp_rows(12)[0][0]  # a new draw per episode
+    finally:
+        twin.disconnect()
+    with pytest.raises(ValueError, match="start 'sideways'"):
+        BimanualTwinArms("xarm7", start="sideways")

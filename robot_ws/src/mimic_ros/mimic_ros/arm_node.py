@@ -90,6 +90,12 @@ class ArmNodeConfig:
         "mimic.sim.bimanual) on /robot<i>/joint_states and /robot<i>/joint_command, i = 0, 1",
         range=(1, 2),
     )
+    start: str = param(
+        "home",
+        "twin only, arms=2: where each episode begins: home, or handheld (each TCP at a demo-like start "
+        "pose, mimic.sim.bimanual.start_tcp_rows, as `mimic eval --start handheld`)",
+        choices=("home", "handheld"),
+    )
 
 
 class ArmNode(ManagedNode):
@@ -102,6 +108,8 @@ class ArmNode(ManagedNode):
         if cfg.arms == 2:
             self._init_bimanual(cfg)
             return
+        if cfg.start != "home":
+            raise ParamError(f"arm: start={cfg.start!r} applies to the two-arm twin (arms=2) only")
         from mimic.robots.factory import make_arm, parse_uri
         from mimic.sim.latency import LatencyConfig
 
@@ -186,7 +194,7 @@ class ArmNode(ManagedNode):
         from mimic.sim.bimanual import TASK, BimanualTwinArms
 
         try:
-            self.bimanual = BimanualTwinArms(arm or "franka", seed=cfg.seed)
+            self.bimanual = BimanualTwinArms(arm or "franka", seed=cfg.seed, start=cfg.start)
         except KeyError as e:
             raise ParamError(f"arm: backend={cfg.backend!r}: {e}") from None
         self.bimanual.connect()

@@ -14,6 +14,11 @@ With `mimic session up deploy_twin` set it yourself: `--set controller.mode=eef`
     mimic deploy runs/pp/ckpt --arm twin:franka --task pick_place --episodes 10 \
         --camera-latency-s 0.15 --arm-latency-s 0.1 [--no-matching] [--record rollouts.zarr]
 
+A two-gripper checkpoint (`grippers` 2: trained on UMI-style bimanual demos, docs/bimanual.md) runs on two
+twin arms of `--arm` at one table instead: `config/deploy_bimanual_twin.yaml`, one controller per arm, each
+episode starting with both TCPs at demo-like start poses (`--start handheld`, as `mimic eval`); that twin
+injects no latency, so the latency options must stay 0 there.
+
 `--object-latency-s` delays /objects/state too (default 0: the twin reports objects live). A state policy
 sees no camera, so on a moving target (task track) set it to the camera latency, as a tracker working on
 those frames would be: docs/latency_matching.md measures track that way.
@@ -37,17 +42,39 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mimic deploy", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="checkpoint directory (policies.load_policy), or py:module:factory")
     p.add_argument("--arm", default="twin:franka", help="arm URI; deploy evaluates on twins (twin:<arm>)")
-    p.add_argument("--task", default="pick_place", help="twin task (reach, pick_place, ...)")
+    p.add_argument(
+        "--task",
+        default=None,
+        help="twin task (reach, pick_place, ...; default pick_place, bimanual_pick_place)",
+    )
+    p.add_argument(
+        "--start",
+        default="handheld",
+        choices=("home", "handheld"),
+        help="two-gripper policies: each episode's arms start at home or at demo-like TCP poses",
+    )
     p.add_argument("--episodes", type=int, default=10)
-    p.add_argument("--episode-s", type=float, default=20.0, help="time limit per episode (s)")
+    p.add_argument(
+        "--episode-s",
+        type=float,
+        default=None,
+        help="time limit per episode (s; default 20, two grippers 25)",
+    )
     p.add_argument("--seed", type=int, default=100_000, help="seed of episode 1 is seed+1, and so on")
     p.add_argument("--cameras", default="scene,wrist", help="twin cameras, in the policy's camera order")
-    p.add_argument("--camera-latency-s", type=float, default=0.15, help="injected camera latency (s)")
-    p.add_argument("--arm-latency-s", type=float, default=0.1, help="injected command-to-motion latency (s)")
+    p.add_argument(
+        "--camera-latency-s", type=float, default=None, help="injected camera latency (s; default 0.15)"
+    )
+    p.add_argument(
+        "--arm-latency-s",
+        type=float,
+        default=None,
+        help="injected command-to-motion latency (s; default 0.1)",
+    )
     p.add_argument(
         "--object-latency-s",
         type=float,
-        default=0.0,
+        default=None,
         help="injected age of /objects/state (s); 0: live. A tracker on camera frames is as late as the camera",
     )
     p.add_argument("--match-camera-s", type=float, default=None, help="camera latency used for matching")
@@ -78,7 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_chunking_args(p, default="blend")
     p.add_argument("--record", default="", metavar="ZARR", help="record the rollouts to this store")
     p.add_argument("--results", default="", metavar="JSON", help="write per-episode results here")
-    p.add_argument("--session", default="deploy_twin", help="session YAML to start from")
+    p.add_argument(
+        "--session",
+        default=None,
+        help="session YAML to start from (default deploy_twin; deploy_bimanual_twin for two grippers)",
+    )
     p.add_argument(
         "--set",
         dest="overrides",
@@ -100,15 +131,15 @@ def checkpoint_action_space(checkpoint: str) -> str:
     return action_space(checkpoint)  # CheckpointError (a ValueError) names the path
 
 
-def check_checkpoint(args: argparse.Namespace) -> str:
+def check_checkpoint(args: argparse.Namespace) -> tuple[str, int]:
     """Load the checkpoint as the policy node will, with this run's inference overrides, before any node
     starts: a bad checkpoint is one line here rather than a node's log and a session without results.
-    Returns its action space; ValueError (CheckpointError) naming the checkpoint otherwise."""
+    Returns its action space and gripper count; ValueError (CheckpointError) naming the checkpoint otherwise."""
     kind = checkpoint_action_space(args.checkpoint)
     if args.checkpoint.startswith(SCRIPTED_PREFIX):
         if args.engine != "torch":
             raise ValueError(f"--engine {args.engine}: applies to a checkpoint, not to {args.checkpoint}")
-        return kind
+        return kind, int(getattr(scripted_factory(args.checkpoint), "grippers", 1))
     from mimic.policies.checkpoint import load_deployable
 
     overrides = []
@@ -116,8 +147,43 @@ def check_checkpoint(args: argparse.Namespace) -> str:
         overrides.append(f"policy.chunk_candidates={args.chunk_candidates}")
     if args.action_steps:
         overrides.append(f"policy.n_action_steps={args.action_steps}")
-    load_deployable(args.checkpoint, overrides=overrides, engine=args.engine)
-    return kind
+    policy = load_deployable(args.checkpoint, overrides=overrides, engine=args.engine)
+    return kind, int(getattr(policy, "grippers", 1))
+
+
+LATENCIES = ("camera_latency_s", "arm_latency_s", "object_latency_s")
+
+
+def resolve_defaults(args: argparse.Namespace, grippers: int) -> None:
+    """Fill the options whose defaults depend on the policy's gripper count; ValueError for a combination the
+    two-arm twin cannot run (it injects no latency, has no cameras, runs only its own task, records nothing)."""
+    if grippers == 1:
+        defaults = {
+            "task": "pick_place",
+            "episode_s": 20.0,
+            "camera_latency_s": 0.15,
+            "arm_latency_s": 0.1,
+            "object_latency_s": 0.0,
+        }
+        for key, value in defaults.items():
+            if getattr(args, key) is None:
+                setattr(args, key, value)
+        args.session = args.session or "deploy_twin"
+        return
+    from mimic.sim.bimanual import TASK
+
+    if args.task not in (None, TASK):
+        raise ValueError(f"--task {args.task}: a two-gripper policy runs the two-arm twin's {TASK}")
+    given = [f"--{k.replace('_', '-')}" for k in LATENCIES if getattr(args, k)]
+    if given:
+        raise ValueError(f"{', '.join(given)}: the two-arm twin injects no latency (leave them 0)")
+    if args.record:
+        raise ValueError("--record: the two-arm twin's rollouts are not recorded by the deploy session")
+    args.task, args.cameras, args.session = TASK, "", args.session or "deploy_bimanual_twin"
+    if args.episode_s is None:
+        args.episode_s = 25.0  # the task's 200 control periods at 10 Hz, and time to settle
+    for key in LATENCIES:
+        setattr(args, key, 0.0)
 
 
 def controller_mode(action_space: str) -> str:
@@ -127,8 +193,46 @@ def controller_mode(action_space: str) -> str:
     return modes[action_space]
 
 
-def session_overrides(args: argparse.Namespace, results_path: str, action_space: str = "joint") -> list[str]:
-    """The deploy arguments as session overrides (`node.param=value`)."""
+def bimanual_overrides(args: argparse.Namespace, results_path: str) -> dict[str, object]:
+    """deploy_bimanual_twin's settings: one arm node serving both arms, one eef controller per arm."""
+    _, _, arm = args.arm.partition(":")
+    sets: dict[str, object] = {
+        "arm.backend": args.arm,
+        "arm.seed": args.seed,
+        "arm.start": args.start,
+        "policy.checkpoint": args.checkpoint,
+        "policy.arm": arm,
+        "policy.num_inference_steps": args.num_inference_steps,
+        "policy.chunk_candidates": args.chunk_candidates,
+        "policy.action_steps": args.action_steps,
+        "policy.device": args.device,
+        "policy.engine": args.engine,
+        "policy.chunking": args.chunking,
+        "policy.inference_delay_s": args.inference_delay_s,
+        "policy.max_guidance": args.max_guidance,
+        "evaluator.episodes": args.episodes,
+        "evaluator.episode_s": args.episode_s,
+        "evaluator.results_path": results_path,
+    }
+    for i in range(2):
+        sets.update(
+            {
+                f"controller{i}.arm": arm,
+                f"controller{i}.chunking": args.chunking,
+                f"controller{i}.blend_s": args.blend_s,
+                f"controller{i}.ensemble_decay": args.ensemble_decay,
+            }
+        )
+    return sets
+
+
+def session_overrides(
+    args: argparse.Namespace, results_path: str, action_space: str = "joint", grippers: int = 1
+) -> list[str]:
+    """The deploy arguments as session overrides (`node.param=value`), their defaults resolved first."""
+    resolve_defaults(args, grippers)
+    if grippers == 2:
+        return _as_overrides(bimanual_overrides(args, results_path), args.overrides)
     scheme, _, arm = args.arm.partition(":")
     match_cam = args.camera_latency_s if args.match_camera_s is None else args.match_camera_s
     match_arm = args.arm_latency_s if args.match_arm_s is None else args.match_arm_s
@@ -181,9 +285,11 @@ def session_overrides(args: argparse.Namespace, results_path: str, action_space:
                 "evaluator.record": True,
             }
         )
-    return [f"{k}={json.dumps(v) if isinstance(v, str) else v}" for k, v in sets.items()] + list(
-        args.overrides
-    )
+    return _as_overrides(sets, args.overrides)
+
+
+def _as_overrides(sets: dict[str, object], extra: list[str]) -> list[str]:
+    return [f"{k}={json.dumps(v) if isinstance(v, str) else v}" for k, v in sets.items()] + list(extra)
 
 
 def print_table(results: dict, args: argparse.Namespace, mode: str = "chunk") -> None:
@@ -219,8 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if (
         args.episodes < 1
-        or args.episode_s <= 0
-        or min(args.camera_latency_s, args.arm_latency_s, args.object_latency_s) < 0
+        or (args.episode_s is not None and args.episode_s <= 0)
+        or min(getattr(args, k) or 0.0 for k in LATENCIES) < 0
     ):
         print(
             "mimic deploy: --episodes >= 1, --episode-s > 0 and latencies >= 0 are required", file=sys.stderr
@@ -228,15 +334,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         chunking_from_args(args)
-        kind = check_checkpoint(args)
+        kind, grippers = check_checkpoint(args)
         mode = controller_mode(kind)
+        resolve_defaults(args, grippers)
     except ValueError as e:  # checkpoint_action_space's errors name the checkpoint
         print(f"mimic deploy: {e}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="mimic-deploy-") as tmp:
         results_path = args.results or str(Path(tmp) / "results.json")
         try:
-            session = load_session(args.session, session_overrides(args, results_path, kind))
+            session = load_session(args.session, session_overrides(args, results_path, kind, grippers))
         except SessionError as e:
             print(f"mimic deploy: {e}", file=sys.stderr)
             return EXIT_BAD_SESSION

@@ -1,8 +1,8 @@
 """Evaluator node: runs deploy episodes on the twin and counts the task's success, then ends the session.
 
-Per episode: /sim/reset (next seed) -> /controller/reset -> /policy/reset -> optional recorder ~/start ->
-wait until /sim/status reports success for this episode (then `hold_s` more) or `episode_s` passes ->
-optional ~/stop. Success is the twin task's own check (sim.TwinEnv.success), read by the arm node; the
+Per episode: /sim/reset (next seed) -> /controller/reset (each of `controllers`: one per arm) -> /policy/reset
+-> optional recorder ~/start -> wait until /sim/status reports success for this episode (then `hold_s` more)
+or `episode_s` passes -> optional ~/stop. Success is the twin task's own check (sim.TwinEnv.success), read by the arm node; the
 policy, the controller and the arm are the real nodes of the deploy session, so what is scored is the
 whole loop with its latencies.
 
@@ -30,7 +30,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from mimic.robots.motion import MotionSamples, resample
 from mimic_ros.controller_node import CHUNK_TOPIC, chunk_from_msg, stamp_to_s
-from mimic_ros.params import declare_config, param
+from mimic_ros.params import ParamError, declare_config, param
 from mimic_ros.ros_client import Latest, ServiceError, TriggerClient
 from mimic_ros.runtime import ManagedNode, run_node
 
@@ -43,6 +43,10 @@ class EvaluatorConfig:
     reset_policy: bool = param(True, "call /policy/reset at each episode start")
     record: bool = param(False, "record each rollout with the recorder (~/start, ~/stop)")
     recorder: str = param("/recorder", "recorder node namespace")
+    controllers: str = param(
+        "/controller",
+        "comma-separated controller node namespaces, each reset at every episode start (one per arm)",
+    )
     results_path: str = param("", "JSON file for the per-episode results ('' = log only)")
     timeout_s: float = param(30.0, "bound on every service call (s)", range=(1.0, 600.0))
 
@@ -62,7 +66,10 @@ class EvaluatorNode(ManagedNode):
         self.create_subscription(JointState, "/robot/joint_states", self._on_joints, 50)
         self.create_subscription(JointTrajectory, CHUNK_TOPIC, self._on_chunk, 10)
         self.reset_sim = TriggerClient(self, "/sim/reset")
-        self.reset_ctl = TriggerClient(self, "/controller/reset")
+        names = [n.strip().rstrip("/") for n in cfg.controllers.split(",") if n.strip()]
+        if not names:
+            raise ParamError(f"evaluator: parameter controllers={cfg.controllers!r} names no controller")
+        self.reset_ctls = [TriggerClient(self, f"{n}/reset") for n in names]
         self.reset_pol = TriggerClient(self, "/policy/reset")
         rec = cfg.recorder.rstrip("/")
         self.rec_start, self.rec_stop = (
@@ -135,9 +142,11 @@ class EvaluatorNode(ManagedNode):
 
     def _episode(self, i: int) -> dict:
         cfg = self.cfg
-        self.reset_ctl.call(cfg.timeout_s)  # stop executing the old episode's chunks now...
+        for ctl in self.reset_ctls:  # stop executing the old episode's chunks now...
+            ctl.call(cfg.timeout_s)
         reply = json.loads(self.reset_sim.call(cfg.timeout_s).message)
-        self.reset_ctl.call(cfg.timeout_s)  # ...and re-seed from the reset arm
+        for ctl in self.reset_ctls:  # ...and re-seed from the reset arms
+            ctl.call(cfg.timeout_s)
         if cfg.reset_policy:
             self.reset_pol.call(cfg.timeout_s)
         if cfg.record:
