@@ -40,6 +40,7 @@ OBJECT_REL_KEY = "object_rel"
 OBJECT_REL_DIM = 8
 RAW_OBS_KEYS = (POS_KEY, ROT_KEY, WIDTH_KEY, OBJECT_KEY)
 ACTION_LAYOUT = ("tcp_x", "tcp_y", "tcp_z", "aa_x", "aa_y", "aa_z", "gripper_width")
+ROW = len(ACTION_LAYOUT)  # absolute action values per gripper
 
 
 def _yaw_of_quat(q: np.ndarray) -> np.ndarray:
@@ -96,6 +97,10 @@ class EefFeatures:
         }
         return inner, ref
 
+    def decode_actions(self, actions_rel: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        """Relative chunk [H, 10] -> absolute rows [H, 7] at the reference pose."""
+        return self.relative.decode_actions(actions_rel, ref)
+
     def encode_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
         """{"obs": raw [B, T, ...], "action": [B, H, 7]} -> float32 torch batch in the inner space."""
         inner, ref = self.encode_obs(batch["obs"])
@@ -132,19 +137,24 @@ class EefBatches:
         return widen_small_ranges(Normalizer().fit(arrays, modes), list(b["obs"]), MIN_LOWDIM_RANGE)
 
 
-class EefPolicy:
-    """Deploy-contract wrapper: absolute TCP window in, absolute TCP chunk [horizon, 7] out, its gripper
-    column already the arm's command (close fully below 0.75 x max: the demos record the measured width)."""
+class _EefDeployable:
+    """Deploy-contract wrapper shared by one and two grippers: an absolute observation window in, absolute
+    rows out (per gripper [tcp pos (3), axis-angle (3), gripper]), each gripper column already the arm's
+    command (close fully below 0.75 x max: the demos record the measured width, robots.gripper)."""
 
     action_space = "eef"  # the controller mode it needs (mimic.policies.chunk_policy.ACTION_SPACES)
+    grippers = 1
+    name = "eef policy"
 
-    def __init__(self, inner: Policy, features: EefFeatures, gripper_max: float) -> None:
+    def __init__(
+        self, inner: Policy, features: Any, gripper_max: float, obs_keys: tuple[str, ...], action_dim: int
+    ) -> None:
         self.inner, self.features, self.gripper_max = inner, features, float(gripper_max)
-        self.obs_keys = RAW_OBS_KEYS
+        self.obs_keys = obs_keys
         self.image_keys: tuple[str, ...] = ()
         self.n_obs_steps, self.horizon = inner.n_obs_steps, inner.horizon
         self.n_action_steps = inner.n_action_steps
-        self.action_dim = len(ACTION_LAYOUT)
+        self.action_dim = action_dim
         self.control_hz = inner.control_hz
         self.shape_meta = inner.shape_meta
         self.cfg = inner.cfg
@@ -152,22 +162,23 @@ class EefPolicy:
     def predict_raw(
         self, obs_window: dict[str, np.ndarray], num_inference_steps: int | None = None
     ) -> np.ndarray:
-        """The decoded chunk with the gripper column as the network predicts the handheld's width."""
+        """The decoded chunk with the gripper columns as the network predicts the handheld's width."""
         for k in self.obs_keys:
             if k not in obs_window:
-                raise KeyError(f"eef policy: observation key {k!r} missing (have {sorted(obs_window)})")
+                raise KeyError(f"{self.name}: observation key {k!r} missing (have {sorted(obs_window)})")
             n = np.asarray(obs_window[k]).shape[0]
             if n != self.n_obs_steps:
-                raise ValueError(f"eef policy: {k!r} has {n} steps, expected n_obs_steps={self.n_obs_steps}")
+                raise ValueError(f"{self.name}: {k!r} has {n} steps, expected n_obs_steps={self.n_obs_steps}")
         inner, ref = self.features.encode_obs(obs_window)
         rel = self.inner.predict(inner, num_inference_steps=num_inference_steps)
-        return self.features.relative.decode_actions(rel, ref)
+        return self.features.decode_actions(rel, ref)
 
     def predict(
         self, obs_window: dict[str, np.ndarray], num_inference_steps: int | None = None
     ) -> np.ndarray:
         rows = self.predict_raw(obs_window, num_inference_steps)
-        rows[:, 6] = grasp_command(rows[:, 6], self.gripper_max)
+        for i in range(self.grippers):
+            rows[:, ROW * i + 6] = grasp_command(rows[:, ROW * i + 6], self.gripper_max)
         return rows
 
     def reset(self) -> None:
@@ -175,6 +186,13 @@ class EefPolicy:
 
     def seed(self, seed: int | None) -> None:
         self.inner.seed(seed)
+
+
+class EefPolicy(_EefDeployable):
+    """One gripper: absolute TCP window in, absolute TCP chunk [horizon, 7] out."""
+
+    def __init__(self, inner: Policy, features: EefFeatures, gripper_max: float) -> None:
+        super().__init__(inner, features, gripper_max, RAW_OBS_KEYS, len(ACTION_LAYOUT))
 
 
 # ---- two grippers (UMI's bimanual layout) -------------------------------------------------------
@@ -187,7 +205,6 @@ BIMANUAL_OBS_KEYS = (
     OBJECT_KEY,
 )
 BIMANUAL_ACTION_LAYOUT = tuple(f"robot{i}_{name}" for i in range(N_GRIPPERS) for name in ACTION_LAYOUT)
-ROW = len(ACTION_LAYOUT)  # absolute action values per gripper
 
 
 def is_bimanual(obs_keys: list[str] | tuple[str, ...]) -> bool:
@@ -303,55 +320,16 @@ class BimanualEefFeatures:
         }
 
 
-class BimanualEefPolicy:
-    """Deploy-contract wrapper for two grippers: absolute window of both TCPs in one frame in, [horizon, 14]
-    absolute rows [tcp0 pos, axis-angle, gripper0, tcp1 pos, axis-angle, gripper1] out, in that frame, each
-    gripper column already an arm command (as EefPolicy)."""
+class BimanualEefPolicy(_EefDeployable):
+    """Two grippers: absolute window of both TCPs in one frame in, [horizon, 14] absolute rows
+    [tcp0 pos, axis-angle, gripper0, tcp1 pos, axis-angle, gripper1] out, in that frame; each gripper's rows go
+    to its own end-effector controller."""
 
-    action_space = "eef"  # each gripper's rows go to its own end-effector controller
     grippers = N_GRIPPERS
+    name = "bimanual eef policy"
 
     def __init__(self, inner: Policy, features: BimanualEefFeatures, gripper_max: float) -> None:
-        self.inner, self.features, self.gripper_max = inner, features, float(gripper_max)
-        self.obs_keys = BIMANUAL_OBS_KEYS
-        self.image_keys: tuple[str, ...] = ()
-        self.n_obs_steps, self.horizon = inner.n_obs_steps, inner.horizon
-        self.n_action_steps = inner.n_action_steps
-        self.action_dim = len(BIMANUAL_ACTION_LAYOUT)
-        self.control_hz = inner.control_hz
-        self.shape_meta = inner.shape_meta
-        self.cfg = inner.cfg
-
-    def predict_raw(
-        self, obs_window: dict[str, np.ndarray], num_inference_steps: int | None = None
-    ) -> np.ndarray:
-        for k in self.obs_keys:
-            if k not in obs_window:
-                raise KeyError(
-                    f"bimanual eef policy: observation key {k!r} missing (have {sorted(obs_window)})"
-                )
-            n = np.asarray(obs_window[k]).shape[0]
-            if n != self.n_obs_steps:
-                raise ValueError(
-                    f"bimanual eef policy: {k!r} has {n} steps, expected n_obs_steps={self.n_obs_steps}"
-                )
-        inner, refs = self.features.encode_obs(obs_window)
-        rel = self.inner.predict(inner, num_inference_steps=num_inference_steps)
-        return self.features.decode_actions(rel, refs)
-
-    def predict(
-        self, obs_window: dict[str, np.ndarray], num_inference_steps: int | None = None
-    ) -> np.ndarray:
-        rows = self.predict_raw(obs_window, num_inference_steps)
-        for i in range(N_GRIPPERS):
-            rows[:, ROW * i + 6] = grasp_command(rows[:, ROW * i + 6], self.gripper_max)
-        return rows
-
-    def reset(self) -> None:
-        self.inner.reset()
-
-    def seed(self, seed: int | None) -> None:
-        self.inner.seed(seed)
+        super().__init__(inner, features, gripper_max, BIMANUAL_OBS_KEYS, len(BIMANUAL_ACTION_LAYOUT))
 
 
 def bimanual_parts(
