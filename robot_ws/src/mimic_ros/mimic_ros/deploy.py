@@ -193,13 +193,15 @@ def controller_mode(action_space: str) -> str:
     return modes[action_space]
 
 
-def bimanual_overrides(args: argparse.Namespace, results_path: str) -> dict[str, object]:
-    """deploy_bimanual_twin's settings: one arm node serving both arms, one eef controller per arm."""
+def common_overrides(
+    args: argparse.Namespace, results_path: str, controllers: list[str]
+) -> dict[str, object]:
+    """The settings every deploy session takes alike: the policy's inference, the evaluator, and each named
+    controller's arm and chunking."""
     _, _, arm = args.arm.partition(":")
     sets: dict[str, object] = {
         "arm.backend": args.arm,
         "arm.seed": args.seed,
-        "arm.start": args.start,
         "policy.checkpoint": args.checkpoint,
         "policy.arm": arm,
         "policy.num_inference_steps": args.num_inference_steps,
@@ -214,13 +216,13 @@ def bimanual_overrides(args: argparse.Namespace, results_path: str) -> dict[str,
         "evaluator.episode_s": args.episode_s,
         "evaluator.results_path": results_path,
     }
-    for i in range(2):
+    for name in controllers:
         sets.update(
             {
-                f"controller{i}.arm": arm,
-                f"controller{i}.chunking": args.chunking,
-                f"controller{i}.blend_s": args.blend_s,
-                f"controller{i}.ensemble_decay": args.ensemble_decay,
+                f"{name}.arm": arm,
+                f"{name}.chunking": args.chunking,
+                f"{name}.blend_s": args.blend_s,
+                f"{name}.ensemble_decay": args.ensemble_decay,
             }
         )
     return sets
@@ -229,48 +231,37 @@ def bimanual_overrides(args: argparse.Namespace, results_path: str) -> dict[str,
 def session_overrides(
     args: argparse.Namespace, results_path: str, action_space: str = "joint", grippers: int = 1
 ) -> list[str]:
-    """The deploy arguments as session overrides (`node.param=value`), their defaults resolved first."""
+    """The deploy arguments as session overrides (`node.param=value`), their defaults resolved first.
+
+    deploy_twin: one arm with injected latencies and its matching; deploy_bimanual_twin: one arm node serving
+    two arms (no latency), one eef controller per arm."""
     resolve_defaults(args, grippers)
     if grippers == 2:
-        return _as_overrides(bimanual_overrides(args, results_path), args.overrides)
-    scheme, _, arm = args.arm.partition(":")
+        sets = common_overrides(args, results_path, ["controller0", "controller1"])
+        sets["arm.start"] = args.start
+        return _as_overrides(sets, args.overrides)
+    _, _, arm = args.arm.partition(":")
     match_cam = args.camera_latency_s if args.match_camera_s is None else args.match_camera_s
     match_arm = args.arm_latency_s if args.match_arm_s is None else args.match_arm_s
     match_obj = args.object_latency_s if args.match_object_s is None else args.match_object_s
     matching = not args.no_matching
-    sets = {
-        "arm.backend": args.arm,
-        "arm.task": args.task,
-        "arm.seed": args.seed,
-        "arm.cameras": args.cameras,
-        "arm.camera_latency_s": args.camera_latency_s,
-        "arm.command_latency_s": args.arm_latency_s,
-        "arm.object_latency_s": args.object_latency_s,
-        "controller.arm": arm,
-        "controller.mode": controller_mode(action_space),
-        "controller.lead_s": match_arm if matching else 0.0,
-        "policy.checkpoint": args.checkpoint,
-        "policy.arm": arm,
-        "policy.cameras": args.cameras,
-        "policy.camera_latency_s": match_cam,
-        "policy.arm_latency_s": match_arm,
-        "policy.object_latency_s": match_obj,
-        "policy.matching": matching,
-        "policy.num_inference_steps": args.num_inference_steps,
-        "policy.chunk_candidates": args.chunk_candidates,
-        "policy.action_steps": args.action_steps,
-        "policy.device": args.device,
-        "policy.engine": args.engine,
-        "policy.chunking": args.chunking,
-        "policy.inference_delay_s": args.inference_delay_s,
-        "policy.max_guidance": args.max_guidance,
-        "controller.chunking": args.chunking,
-        "controller.blend_s": args.blend_s,
-        "controller.ensemble_decay": args.ensemble_decay,
-        "evaluator.episodes": args.episodes,
-        "evaluator.episode_s": args.episode_s,
-        "evaluator.results_path": results_path,
-    }
+    sets = common_overrides(args, results_path, ["controller"])
+    sets.update(
+        {
+            "arm.task": args.task,
+            "arm.cameras": args.cameras,
+            "arm.camera_latency_s": args.camera_latency_s,
+            "arm.command_latency_s": args.arm_latency_s,
+            "arm.object_latency_s": args.object_latency_s,
+            "controller.mode": controller_mode(action_space),
+            "controller.lead_s": match_arm if matching else 0.0,
+            "policy.cameras": args.cameras,
+            "policy.camera_latency_s": match_cam,
+            "policy.arm_latency_s": match_arm,
+            "policy.object_latency_s": match_obj,
+            "policy.matching": matching,
+        }
+    )
     if args.record:
         sets.update(
             {
