@@ -2,13 +2,15 @@
 
 robosuite ships MJCF models of the Panda, UR5e and xArm7 with the makers' visual meshes and colours, and
 grippers for them. Its kinematic chains are not Mimic's: body frames sit elsewhere, joint zeros and signs may
-differ. The DH spec stays the only kinematic truth, so this module does not use robosuite's chain; it measures
-it. For each arm it loads robosuite's robot MJCF with MuJoCo, solves each joint's sign and zero offset
-against Mimic's arm MJCF by forward kinematics, checks that every robosuite link frame then sits at a
-constant pose in the matching Mimic body over random configurations, and writes that pose, composed with
-each visual geom's own placement, into `visuals.json` beside the unpacked files. `mimic.sim.visuals` reads
-that file when it builds a scene; nothing here runs at model build time (solving takes seconds per arm,
-parsing one small JSON takes a millisecond).
+differ, and the UR5e's rounds four of the published lengths. The DH spec stays the only kinematic truth, so
+this module does not use robosuite's chain; it measures it. For each arm it loads robosuite's robot MJCF with
+MuJoCo and sets the lengths it rounds to the spec's (ExactLength: each under a millimetre; a mesh that spans
+one is stretched with it), solves each joint's sign and zero offset against Mimic's arm MJCF by forward
+kinematics, checks that every robosuite link frame then sits at a constant pose in the matching Mimic body
+over random configurations, and writes that pose, composed with each visual geom's own placement, into
+`visuals.json` beside the unpacked files. `mimic.sim.visuals` reads that file when it builds a scene;
+nothing here runs at model build time (solving takes seconds per arm, parsing one small JSON takes a
+millisecond).
 
 Grippers follow Mimic's finger joints, not robosuite's: the gripper is turned about the approach axis so its
 fingers open along the hand's y axis, its fingers ride on Mimic's `finger_left` / `finger_right` slides
@@ -29,6 +31,7 @@ import re
 import shutil
 import sys
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +40,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from mimic.robots.arm_mjcf import FINGER_Z, build_arm_model
+from mimic.robots.spec import ArmSpec
 from mimic.robots.specs import get_spec
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets" / "robosuite"
@@ -46,12 +50,22 @@ _PREFIX = "robosuite/models/assets/"
 # camera, the gripper from centimetres by the wrist camera.
 DECIMATE_CELL_M = {"robots": 0.008, "grippers": 0.003}
 N_SOLVE_CONFIGS = 24  # random configurations each joint's sign/offset is judged on
-SOLVE_TOL = 5e-3  # m + rad: the largest spread a solved joint map may leave (robosuite's UR5e rounds lengths)
+SOLVE_TOL = 5e-3  # m + rad: the search's acceptance; the bound that counts is MAX_DEV_* (link_offsets)
 MAX_DEV_M, MAX_DEV_RAD = 1e-3, np.radians(0.5)  # how far a placed mesh frame may sit from its link frame
-# robosuite's UR5e rounds the published DH lengths (shoulder 0.163 m for 0.1625, wrist 0.134 m for 0.1333, ...),
-# so its own link frames wobble by up to ~1.5 mm about any fixed offset on the exact chain; the meshes sit on
-# Mimic's exact chain, so that wobble is robosuite's, and the bound for this arm says so.
-MAX_DEV_M_ARM = {"ur5e": 1.6e-3}
+
+
+@dataclass(frozen=True)
+class ExactLength:
+    """One length robosuite's MJCF rounds, set to the spec's value before anything is solved (see
+    robot_model): `body`'s position in its parent along the parent's axis `axis` becomes `value(spec)`.
+    `stretch`: the parent's meshes span that length (they reach from the parent's joint to this body's), so
+    they are scaled along that axis about the parent's origin by exact / rounded, which keeps the joint
+    housings they carry on the exact joint."""
+
+    body: str
+    axis: int  # 0, 1, 2: x, y, z of the parent body
+    value: Callable[[ArmSpec], float]
+    stretch: bool = True
 
 
 @dataclass(frozen=True)
@@ -66,6 +80,22 @@ class ArmSource:
     drivers: tuple[
         str, ...
     ]  # bodies whose joints open or close the left side (to find the opening direction)
+    exact: tuple[ExactLength, ...] = ()  # robosuite's rounded lengths, each with the spec's value
+
+
+# robosuite's UR5e (ROS-Industrial's ur_e_description numbers) rounds four of the published UR5e DH lengths:
+# d1 0.163 for 0.1625, a3 0.392 for 0.3922, d5 0.100 for 0.0997, and d4, which it splits into the shoulder,
+# elbow and wrist 1 offsets along the parallel joint axes 2-4, 0.138 - 0.131 + 0.127 = 0.134 for 0.1333.
+# Universal Robots' own ur_description places the same meshes on the exact chain with the d4 difference
+# between the forearm and wrist 1 (wrist 1's mesh 0.127 m short of the joint 5 axis); so does this table.
+# Left rounded, the links wander up to 1.47 mm about any fixed offset on the exact chain.
+_UR5E_SPLIT_D4 = 0.138 - 0.131 + 0.127
+_UR5E_EXACT = (
+    ExactLength("shoulder_link", 2, lambda s: s.dh[0].d),  # d1; the base mesh spans it
+    ExactLength("wrist_1_link", 2, lambda s: -s.dh[2].a),  # a3; the forearm mesh spans it
+    ExactLength("wrist_1_link", 1, lambda s: s.dh[3].d - _UR5E_SPLIT_D4, stretch=False),  # d4; robosuite: 0
+    ExactLength("wrist_3_link", 2, lambda s: s.dh[4].d),  # d5; the wrist 2 mesh spans it
+)
 
 
 SOURCES = {
@@ -92,6 +122,7 @@ SOURCES = {
         (("left_inner_finger",), ("right_inner_finger",)),
         rests_open=True,
         drivers=("left_outer_knuckle", "left_inner_knuckle"),
+        exact=_UR5E_EXACT,
     ),
     "xarm7": ArmSource(
         "xarm7",
@@ -124,9 +155,11 @@ def quat_of(t: np.ndarray) -> np.ndarray:
 
 
 def pose_error(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """(translation m, rotation rad) between two 4x4 poses."""
+    """(translation m, rotation rad) between two 4x4 poses (the angle by atan2, which unlike arccos of the
+    trace stays exact near zero: a 1e-9 rotation reads 1e-9, not 4e-5)."""
     r = a[:3, :3].T @ b[:3, :3]
-    ang = float(np.arccos(np.clip((np.trace(r) - 1) / 2, -1.0, 1.0)))
+    sin = 0.5 * np.linalg.norm([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]])
+    ang = float(np.arctan2(sin, (np.trace(r) - 1) / 2))
     return float(np.linalg.norm(a[:3, 3] - b[:3, 3])), ang
 
 
@@ -144,15 +177,37 @@ def hinge_joints(model: mujoco.MjModel) -> list[int]:
     return [j for j in range(model.njnt) if int(model.jnt_type[j]) == int(mujoco.mjtJoint.mjJNT_HINGE)]
 
 
-class ChainPair:
-    """Mimic's arm model and robosuite's robot model posed together: q_robosuite = sign * q + offset."""
+def robot_model(arm: str, root: Path) -> tuple[mujoco.MjModel, list[dict]]:
+    """robosuite's robot MJCF for `arm`, compiled, with the lengths it rounds (SOURCES[arm].exact) set to the
+    spec's; returns the model and one record per length: the body, the axis, robosuite's value, the exact one
+    and the parent whose meshes stretch with it (None for none) with the ratio. visuals.json keeps the records;
+    the unit test applies them to a fresh load of the same file."""
+    src, spec = SOURCES[arm], get_spec(arm)
+    model = mujoco.MjModel.from_xml_path(str(root / "robots" / src.robot / "robot.xml"))
+    records = []
+    for e in src.exact:
+        b = model.body(e.body).id
+        rounded, exact = float(model.body_pos[b][e.axis]), round(float(e.value(spec)), 12)
+        model.body_pos[b][e.axis] = exact
+        rec = {"body": e.body, "axis": e.axis, "robosuite": rounded, "exact": exact, "stretched": None}
+        if e.stretch:
+            if abs(rounded) < 1e-6:
+                raise ValueError(f"{arm}: {e.body} axis {e.axis} has no robosuite length to stretch")
+            rec.update(stretched=model.body(model.body_parentid[b]).name, ratio=exact / rounded)
+        records.append(rec)
+    return model, records
 
-    def __init__(self, arm: str, robosuite_xml: Path):
+
+class ChainPair:
+    """Mimic's arm model and robosuite's robot model (robot_model) posed together:
+    q_robosuite = sign * q + offset."""
+
+    def __init__(self, arm: str, rs: mujoco.MjModel):
         self.spec = get_spec(arm)
         self.source = SOURCES[arm]
         self.mimic = build_arm_model(self.spec)
         self.mimic_data = mujoco.MjData(self.mimic)
-        self.rs = mujoco.MjModel.from_xml_path(str(robosuite_xml))
+        self.rs = rs
         self.rs_data = mujoco.MjData(self.rs)
         self.rs_joints = hinge_joints(self.rs)[: self.spec.dof]
         self.sign = np.ones(self.spec.dof)
@@ -254,7 +309,7 @@ class ChainPair:
     def link_offsets(self, seed: int = 1) -> list[np.ndarray]:
         """The fixed pose of each robosuite link frame in its Mimic body over random configurations: the
         centre of the smallest ball holding its positions, the rotations' mean projected back onto SO(3).
-        Refuses a link that strays further than MAX_DEV_M (MAX_DEV_M_ARM) / MAX_DEV_RAD from it."""
+        Refuses a link that strays further than MAX_DEV_M / MAX_DEV_RAD from it."""
         qs = self.configs(N_SOLVE_CONFIGS, seed)
         out = []
         for k in range(self.spec.dof + 1):
@@ -267,7 +322,7 @@ class ChainPair:
             u, _, vt = np.linalg.svd(np.sum([r[:3, :3] for r in rels], axis=0))
             t[:3, :3] = u @ np.diag([1, 1, np.linalg.det(u @ vt)]) @ vt
             dev = np.max([pose_error(t, r) for r in rels], axis=0)
-            if dev[0] > MAX_DEV_M_ARM.get(self.spec.name, MAX_DEV_M) or dev[1] > MAX_DEV_RAD:
+            if dev[0] > MAX_DEV_M or dev[1] > MAX_DEV_RAD:
                 raise RuntimeError(
                     f"{self.spec.name}: robosuite body {self.source.bodies[k]!r} strays {dev[0] * 1e3:.2f} mm / "
                     f"{np.degrees(dev[1]):.2f} deg from its fixed offset in {self.mimic_bodies[k]}"
@@ -278,7 +333,8 @@ class ChainPair:
 
 def _centre(points: list[np.ndarray], iters: int = 500) -> np.ndarray:
     """Centre of (nearly) the smallest ball holding `points` (Badoiu-Clarkson): the offset whose worst
-    configuration is best, where robosuite's rounded link lengths leave a sub-millimetre wobble."""
+    configuration is best, should a chain leave any wobble (with robosuite's rounded lengths set exact, none
+    of the three does: the points coincide to 1e-9 m)."""
     pts = np.asarray(points)
     c = pts.mean(axis=0)
     for k in range(1, iters + 1):
@@ -343,10 +399,27 @@ def subtree(model: mujoco.MjModel, roots: tuple[str, ...]) -> set[str]:
     return {model.body(b).name for b in ids}
 
 
+def _stretch(item: dict, in_body: np.ndarray, axis: int, ratio: float) -> dict:
+    """`item` (a visual mesh whose file frame sits at `in_body` in its body) scaled by `ratio` along the body's
+    `axis` about the body's origin: MuJoCo's per-axis mesh scale, so the file frame must have an axis along
+    it and its origin at the body's origin along it (true of every mesh ExactLength stretches)."""
+    if "file" not in item:
+        raise ValueError(f"{item['body']}: only meshes stretch, not a {item['type']}")
+    along = in_body[axis, :3]  # the body axis in the file frame
+    k = int(np.argmax(np.abs(along)))
+    if abs(abs(along[k]) - 1) > 1e-6 or abs(in_body[axis, 3]) > 1e-9:
+        raise ValueError(f"{item['body']}: mesh {item['mesh']} is not aligned with axis {axis} at the origin")
+    scale = list(item["scale"])
+    scale[k] *= ratio
+    return {**item, "scale": scale}
+
+
 def arm_visuals(arm: str, root: Path) -> dict:
     """Solve one arm and return its entry of visuals.json."""
     src = SOURCES[arm]
-    pair = ChainPair(arm, root / "robots" / src.robot / "robot.xml")
+    rs, exact = robot_model(arm, root)
+    stretch = {(r["stretched"], r["axis"]): r["ratio"] for r in exact if r["stretched"]}
+    pair = ChainPair(arm, rs)
     pair.solve()
     offsets = pair.link_offsets()
     pair.set(np.zeros(pair.spec.dof))
@@ -357,11 +430,15 @@ def arm_visuals(arm: str, root: Path) -> dict:
         if k is None:
             continue
         in_rs_body = np.linalg.inv(body_pose(pair.rs, pair.rs_data, item["body"])) @ item["world"]
+        for (parent, axis), ratio in stretch.items():
+            if parent == item["body"]:
+                item = _stretch(item, in_rs_body, axis, ratio)
         bodies[pair.mimic_bodies[k]].append(_placed(item, offsets[k] @ in_rs_body))
     bodies.update(gripper_visuals(arm, root))
     return {
         "robosuite_robot": src.robot,
         "robosuite_gripper": src.gripper,
+        "exact_lengths": exact,
         "joint_sign": pair.sign.tolist(),
         "joint_offset": pair.offset.tolist(),
         "links": {
@@ -578,6 +655,11 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{arm}: {n} visual geoms, joint sign {v['joint_sign']}, offset {np.round(v['joint_offset'], 4).tolist()}"
         )
+        for e in v["exact_lengths"]:
+            how = f", {e['stretched']} meshes x{e['ratio']:.5f}" if e["stretched"] else ""
+            print(
+                f"  {e['body']} {'xyz'[e['axis']]}: robosuite {e['robosuite']:g} m -> {e['exact']:g} m{how}"
+            )
     return 0
 
 

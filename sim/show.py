@@ -77,8 +77,22 @@ def write_twin_pictures(out_dir: Path, size: tuple[int, int] = (240, 320)) -> li
     return written
 
 
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="python -m mimic.sim.show", description="write the twins' look pictures (docs/twins.md)"
+    )
+    p.add_argument(
+        "out_dir", nargs="?", default="docs/twins", help="folder for the PNGs (default docs/twins)"
+    )
+    args = p.parse_args(argv)
+    for path in write_twin_pictures(Path(args.out_dir)):
+        print(f"{path}: {path.stat().st_size // 1024} KB")
+    return 0
+
+
 if __name__ == "__main__":
     import sys
 
-    for p in write_twin_pictures(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/twins")):
-        print(f"{p}: {p.stat().st_size // 1024} KB")
+    sys.exit(main())

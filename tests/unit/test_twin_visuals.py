@@ -13,7 +13,6 @@ from mimic.sim.mjcf import LAB, PLAIN, build_model, scene_xml
 from mimic.sim.robosuite_assets import (
     ASSETS_DIR,
     MAX_DEV_M,
-    MAX_DEV_M_ARM,
     MAX_DEV_RAD,
     SOURCES,
     pose,
@@ -67,22 +66,33 @@ def test_visual_geoms_are_massless_contactless_and_collision_geoms_are_hidden(ar
         assert any(m.geom_bodyid[g] == m.body(name).id for g in visual), name
 
 
+def _robosuite_model(arm: str, entry: dict) -> mujoco.MjModel:
+    """robosuite's robot MJCF as shipped, with the lengths setup recorded as rounded set to their exact values
+    (each record's robosuite value must be the file's)."""
+    rs = mujoco.MjModel.from_xml_path(str(ASSETS_DIR / "robots" / SOURCES[arm].robot / "robot.xml"))
+    for e in entry["exact_lengths"]:
+        b = rs.body(e["body"]).id
+        assert rs.body_pos[b][e["axis"]] == pytest.approx(e["robosuite"], abs=1e-12), e
+        rs.body_pos[b][e["axis"]] = e["exact"]
+    return rs
+
+
 @needs_assets
 @pytest.mark.parametrize("arm", ARM_NAMES)
 def test_each_robosuite_link_sits_at_its_fixed_offset_on_the_mimic_link(arm):
-    """robosuite's own FK (its MJCF, joints mapped by the solved sign/offset) against Mimic's link frame
-    composed with the stored offset, per link, over 25 random configurations."""
+    """robosuite's own FK (its MJCF with the rounded lengths set exact, joints mapped by the solved sign/offset)
+    against Mimic's link frame composed with the stored offset, per link, over 25 random configurations: each
+    mesh frame within 1 mm / 0.5 deg of its link frame, and in fact the two chains coincide."""
     entry = json.loads((ASSETS_DIR / "visuals.json").read_text())[arm]
-    spec, src = get_spec(arm), SOURCES[arm]
+    spec = get_spec(arm)
     mim = build_model(spec, look=LAB)
     md = mujoco.MjData(mim)
-    rs = mujoco.MjModel.from_xml_path(str(ASSETS_DIR / "robots" / src.robot / "robot.xml"))
+    rs = _robosuite_model(arm, entry)
     rd = mujoco.MjData(rs)
     hinges = [j for j in range(rs.njnt) if int(rs.jnt_type[j]) == int(mujoco.mjtJoint.mjJNT_HINGE)][
         : spec.dof
     ]
     sign, offset = np.array(entry["joint_sign"]), np.array(entry["joint_offset"])
-    tol_m = MAX_DEV_M_ARM.get(arm, MAX_DEV_M)
     rng = np.random.default_rng(7)
     worst = np.zeros(2)
     for _ in range(25):
@@ -95,7 +105,37 @@ def test_each_robosuite_link_sits_at_its_fixed_offset_on_the_mimic_link(arm):
         for body, link in entry["links"].items():
             placed = np.linalg.inv(base) @ _body(mim, md, body) @ pose(np.array(link["pos"]), link["quat"])
             worst = np.maximum(worst, pose_error(placed, _body(rs, rd, link["robosuite_body"])))
-    assert worst[0] <= tol_m and worst[1] <= MAX_DEV_RAD, (arm, worst)
+    assert worst[0] <= MAX_DEV_M and worst[1] <= MAX_DEV_RAD, (arm, worst)
+    assert worst[0] < 1e-6 and worst[1] < 1e-6, ("robosuite's exact chain is not Mimic's", arm, worst)
+
+
+@needs_assets
+@pytest.mark.parametrize("arm", ARM_NAMES)
+def test_exact_lengths_move_no_mesh_by_a_millimetre(arm):
+    """Only the UR5e's lengths are rounded in robosuite. Setting one exact moves a body by under 1 mm on its
+    parent, and stretching the parent's meshes with it moves none of their vertices by 1 mm or more."""
+    entry = json.loads((ASSETS_DIR / "visuals.json").read_text())[arm]
+    assert bool(entry["exact_lengths"]) == (arm == "ur5e")
+    rs = mujoco.MjModel.from_xml_path(str(ASSETS_DIR / "robots" / SOURCES[arm].robot / "robot.xml"))
+    moved: dict[str, np.ndarray] = {}
+    for e in entry["exact_lengths"]:
+        moved.setdefault(e["body"], np.zeros(3))[e["axis"]] = e["exact"] - e["robosuite"]
+    assert all(0 < np.linalg.norm(d) < MAX_DEV_M for d in moved.values()), moved
+    for e in entry["exact_lengths"]:
+        if e["stretched"] is None:
+            continue
+        assert e["ratio"] == pytest.approx(e["exact"] / e["robosuite"], rel=1e-12), e
+        parent = rs.body(e["stretched"]).id
+        assert rs.body_parentid[rs.body(e["body"]).id] == parent, e
+        reach = 0.0  # farthest visual-mesh vertex from the parent's origin along the stretched axis
+        for g in range(rs.ngeom):
+            if rs.geom_bodyid[g] != parent or rs.geom_group[g] != 1:
+                continue
+            m = rs.geom_dataid[g]
+            verts = rs.mesh_vert[rs.mesh_vertadr[m] : rs.mesh_vertadr[m] + rs.mesh_vertnum[m]]
+            in_body = pose(rs.geom_pos[g], rs.geom_quat[g])
+            reach = max(reach, np.abs(verts @ in_body[:3, :3].T + in_body[:3, 3])[:, e["axis"]].max())
+        assert 0 < reach * abs(e["ratio"] - 1) < MAX_DEV_M, (e, reach)
 
 
 def test_missing_assets_leave_the_capsules_with_a_one_line_notice(tmp_path, capsys):
