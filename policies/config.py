@@ -296,6 +296,9 @@ class RecordConfig:
     )
     action_noise: float = 0.0  # rad: DART noise on the executed joint targets, clean targets recorded (mimic.workflows.record_expert)
     regrasp_fraction: float = 0.0  # pick_place: share of episodes showing a missed grasp and the regrasp (mimic.workflows.record_expert)
+    approach_error_m: float = (
+        0.0  # handheld_bimanual: hands hover beside the cube by up to this and correct on the way down
+    )
 
 
 @dataclass

@@ -439,17 +439,23 @@ def gripper_obs(obs: dict[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
 
 
 class BimanualHandheldExpert:
-    """Both hands run the single handheld pick-place plan on their own cube, at the same time."""
+    """Both hands run the single handheld pick-place plan on their own cube, at the same time
+    (`approach_error_m`: HandheldExpert's person-like approach, an offset drawn per hand from `reset(seed)`)."""
 
-    def __init__(self, env: BimanualHandheldEnv, speed_m_s: float = 0.3) -> None:
+    def __init__(
+        self, env: BimanualHandheldEnv, speed_m_s: float = 0.3, approach_error_m: float = 0.0
+    ) -> None:
         self.env = env
         self.views = [_GripperView(env, i) for i in range(N_GRIPPERS)]
-        self.experts = [HandheldExpert(v, speed_m_s=speed_m_s) for v in self.views]  # type: ignore[arg-type]
+        self.experts = [
+            HandheldExpert(v, speed_m_s=speed_m_s, approach_error_m=approach_error_m)  # type: ignore[arg-type]
+            for v in self.views
+        ]
 
-    def reset(self) -> None:
+    def reset(self, seed: int | None = None) -> None:
         for v, e in zip(self.views, self.experts, strict=True):
             v.home_rot = self.env.home_rot[v.i]
-            e.reset()
+            e.reset(None if seed is None else np.random.default_rng([seed, 13, v.i]))
 
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         for v in self.views:  # a reset since the last call changed the start rotations

@@ -37,6 +37,7 @@ from mimic.sim.env import CUBE_HALF, PUSH_T_TCP_Z, TRACK_RADIUS_M, TwinEnv
 from mimic.sim.tasks.push_t import PushConfig, PushPlanner
 
 MISS_WIDTH_M = 0.015  # pick_place: fingers closed below this width hold no cube (it is 4 cm wide)
+HOVER_M, GRASP_Z_M, CARRY_M = 0.12, 0.004, 0.15  # pick_place: TCP above the cube / grasp / carry heights
 
 
 class Expert:
@@ -125,10 +126,10 @@ class Expert:
         rot = tool_down(yaw + k * np.pi / 2)
         if self.grasp_attempts == 1 and self.miss_m != 0:  # the deliberate miss: beside the cube, on air
             cube = cube + self.miss_m * rot[:, 0]
-        hover, carry = 0.12, 0.15
+        hover, carry = HOVER_M, CARRY_M
         plan = [
             (cube + [0, 0, hover], gmax, 0),
-            (cube + [0, 0, 0.004], gmax, 2),
+            (cube + [0, 0, GRASP_Z_M], gmax, 2),
             (None, 0.0, 6),
             (cube + [0, 0, carry], 0.0, 0),
             (goal + [0, 0, carry], 0.0, 0),

@@ -728,21 +728,53 @@ class HandheldExpert:
     """The arm twins' scripted pick-place plan (mimic.sim.expert.Expert's waypoints) executed by a hand, no IK.
 
     Position moves at the same bounded speed; orientation turns at most `max_turn_rad_s` like a wrist.
+
+    `approach_error_m` > 0 makes the hand approach as a person does: it hovers beside the cube by a horizontal
+    offset drawn per episode (0.5-1 x approach_error_m, any direction; `reset(rng)`) and takes that offset out
+    while it descends, in proportion to the height still to go, so the grasp itself is exact. The demos then
+    hold states off the straight approach together with the motion that corrects them, which a policy whose
+    own approach ends beside the cube needs to have seen (a perfect approach teaches only to descend straight).
     """
 
-    def __init__(self, env: HandheldEnv, speed_m_s: float = 0.3, max_turn_rad_s: float = 1.5) -> None:
+    def __init__(
+        self,
+        env: HandheldEnv,
+        speed_m_s: float = 0.3,
+        max_turn_rad_s: float = 1.5,
+        approach_error_m: float = 0.0,
+    ) -> None:
         from mimic.sim.expert import Expert
 
-        self.env, self.max_turn = env, max_turn_rad_s
+        if approach_error_m < 0:
+            raise ValueError(f"approach_error_m must be >= 0, got {approach_error_m}")
+        self.env, self.max_turn, self.approach_error_m = env, max_turn_rad_s, float(approach_error_m)
         self._plan = Expert.__new__(
             Expert
         )  # only its waypoint planner (_goal) is used: no arm to solve IK for
         self._plan.env, self._plan.speed = env, speed_m_s
         self.reset()
 
-    def reset(self) -> None:
+    def reset(self, rng: np.random.Generator | None = None) -> None:
+        """A new episode; `rng` draws the approach offset (none without one, or with approach_error_m 0)."""
         self._plan.reset()
         self.r_cmd: np.ndarray | None = None
+        self.approach_offset = np.zeros(3)
+        if rng is not None and self.approach_error_m > 0:
+            angle, size = rng.uniform(0, 2 * np.pi), rng.uniform(0.5, 1.0) * self.approach_error_m
+            self.approach_offset = size * np.array([np.cos(angle), np.sin(angle), 0.0])
+
+    def _approach(self, p_goal: np.ndarray) -> np.ndarray:
+        """The phase goal with the episode's approach offset: whole at the hover, shrinking to none at the
+        grasp height as the hand descends (pick_place phases 0 and 1)."""
+        from mimic.sim.expert import GRASP_Z_M, HOVER_M
+
+        plan = self._plan
+        if plan.phase == 0:
+            return p_goal + self.approach_offset
+        if plan.phase == 1:
+            left = np.clip((plan.p_cmd[2] - p_goal[2]) / (HOVER_M - GRASP_Z_M), 0.0, 1.0)
+            return p_goal + left * self.approach_offset
+        return p_goal
 
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         plan, env = self._plan, self.env
@@ -752,6 +784,8 @@ class HandheldExpert:
             plan._grasp_r = env.home_rot
             self.r_cmd = _rot(obs["robot0_eef_rot_axis_angle"])
         p_goal, rot, grip, dwell = plan._goal(obs)
+        if self.approach_offset.any():
+            p_goal = self._approach(p_goal)
         slow = plan.phase in (1, 5)  # vertical approaches, as the arm expert
         step = (plan.speed / 3 if slow else plan.speed) / env.control_hz
         delta = p_goal - plan.p_cmd

@@ -69,13 +69,15 @@ def record_bimanual_handheld(
     seed: int = 0,
     image_size: tuple[int, int] = (96, 96),
     progress: bool = True,
+    approach_error_m: float = 0.0,
 ) -> dict[str, Any]:
     """Scripted two-gripper demos (seeds seed, seed+1, ...; failures skipped, at most 2x tries) into a UMI-style
-    bimanual store at `out` (`.zarr.zip`, or a directory store); returns counts."""
+    bimanual store at `out` (`.zarr.zip`, or a directory store); returns counts. `approach_error_m`: the hands
+    approach beside their cubes and correct while descending (mimic.sim.handheld.HandheldExpert)."""
     if episodes < 1:
         raise ValueError(f"record_bimanual_handheld: episodes must be >= 1, got {episodes}")
     env = BimanualHandheldEnv(seed=seed, cameras=CAMERA_KEYS, image_size=tuple(image_size))
-    expert = BimanualHandheldExpert(env)
+    expert = BimanualHandheldExpert(env, approach_error_m=approach_error_m)
     attrs = {
         "fps": env.control_hz,
         "robot": "handheld",
@@ -83,6 +85,7 @@ def record_bimanual_handheld(
         "task": f"{TASK} (handheld, two grippers)",
         "source": "mimic.workflows.bimanual_record scripted hands + object tracker",
         "tcp_offset_from_flange_m": env.flange_tcp[:3, 3].tolist(),
+        "approach_error_m": float(approach_error_m),
     }
     seeds: list[int] = []
     attempted = rows = 0
@@ -93,7 +96,7 @@ def record_bimanual_handheld(
                 ep_seed = seed + attempted
                 attempted += 1
                 obs = env.reset(seed=ep_seed)
-                expert.reset()
+                expert.reset(ep_seed)
                 observations, success = [obs], False
                 for _ in range(env.max_steps):
                     obs, _, term, trunc, info = env.step(expert.act(obs))
@@ -118,11 +121,25 @@ def record_bimanual_handheld(
     return {"path": str(out), "episodes": len(seeds), "attempted": attempted, "rows": rows}
 
 
-def record_and_import(dataset: str, episodes: int, seed: int = 0, image_size=(96, 96), progress=True) -> str:
+def record_and_import(
+    dataset: str,
+    episodes: int,
+    seed: int = 0,
+    image_size=(96, 96),
+    progress=True,
+    approach_error_m: float = 0.0,
+) -> str:
     """`record.arm: handheld_bimanual` of a training config: the UMI-style store beside `dataset`
     (`<dataset without .zarr>.umi.zarr.zip`, kept when it exists), imported into `dataset`; returns the store."""
     umi = str(dataset).removesuffix("/").removesuffix(".zarr") + ".umi.zarr.zip"
     if not Path(umi).exists():
-        record_bimanual_handheld(umi, episodes, seed=seed, image_size=image_size, progress=progress)
+        record_bimanual_handheld(
+            umi,
+            episodes,
+            seed=seed,
+            image_size=image_size,
+            progress=progress,
+            approach_error_m=approach_error_m,
+        )
     import_dp(umi, dataset, robot="handheld")
     return umi

@@ -134,7 +134,12 @@ def record_dataset(dataset: str, r: RecordConfig, progress: bool = True, keep_fa
         from mimic.workflows.bimanual_record import record_bimanual_handheld
 
         out = record_bimanual_handheld(
-            dataset, r.episodes, seed=r.seed, image_size=(r.image_size[0], r.image_size[1]), progress=progress
+            dataset,
+            r.episodes,
+            seed=r.seed,
+            image_size=(r.image_size[0], r.image_size[1]),
+            progress=progress,
+            approach_error_m=r.approach_error_m,
         )
         print(f"{dataset}: UMI-style bimanual store, {out['episodes']} episodes, {out['rows']} rows")
         return True
@@ -142,10 +147,17 @@ def record_dataset(dataset: str, r: RecordConfig, progress: bool = True, keep_fa
         from mimic.workflows.bimanual_record import record_and_import
 
         umi = record_and_import(
-            dataset, r.episodes, seed=r.seed, image_size=(r.image_size[0], r.image_size[1]), progress=progress
+            dataset,
+            r.episodes,
+            seed=r.seed,
+            image_size=(r.image_size[0], r.image_size[1]),
+            progress=progress,
+            approach_error_m=r.approach_error_m,
         )
         print(f"{umi}: UMI-style bimanual store; imported into {dataset}")
         return True
+    if r.approach_error_m:
+        raise ConfigError(f"record.approach_error_m: applies to arm {BIMANUAL_ARM}, not {r.arm}")
     if r.arm == "handheld":
         record_handheld(
             dataset, r.episodes, seed=r.seed, image_size=(r.image_size[0], r.image_size[1]), progress=progress
@@ -212,6 +224,12 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="std (rad) of noise on the executed joint targets; the clean target is recorded (DART)",
     )
+    ap.add_argument(
+        "--approach-error-m",
+        type=float,
+        default=0.0,
+        help="handheld_bimanual: the hands hover beside their cubes by up to this (m) and correct on the way down",
+    )
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     try:
@@ -231,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
                 hold_steps=args.hold_steps,
                 action_noise=args.action_noise,
                 regrasp_fraction=args.regrasp_fraction,
+                approach_error_m=args.approach_error_m,
             )
         done = record_dataset(dataset, rec, progress=not args.no_progress, keep_failed=args.keep_failed)
     except (ConfigError, DatasetError, ValueError, KeyError, FileNotFoundError) as e:

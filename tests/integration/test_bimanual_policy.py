@@ -53,6 +53,8 @@ def stores(tmp_path_factory):
         str(SEED),
         "--image-size",
         "48x64",
+        "--approach-error-m",
+        "0.03",
         "--no-progress",
     )
     assert out.returncode == 0, out.stderr
@@ -68,6 +70,7 @@ def test_store_is_umi_bimanual_layout(stores):
     try:
         root = zarr.open_group(zs, mode="r")
         assert root.metadata.zarr_format == 2
+        assert root.attrs["approach_error_m"] == 0.03
         data = root["data"]
         ends = root["meta"]["episode_ends"][:]
         assert ends.dtype == np.int64 and len(ends) == 2
@@ -175,3 +178,9 @@ def test_tiny_train_then_eval_on_two_arms(stores, tmp_path):
     assert res["arm"] == "2x xarm7" and res["task"] == "bimanual_pick_place"
     assert res["episodes"] == 1 and len(res["outcomes"]) == 1 and res["episode_steps"][0] > 0
     assert len(res["per_gripper_placed"]) == 2
+
+
+def test_approach_error_applies_to_the_bimanual_handheld_recorder_only(tmp_path):
+    out = _mimic("record", str(tmp_path / "x.zarr"), "--arm", "franka", "--approach-error-m", "0.03")
+    assert out.returncode == 2 and "record.approach_error_m: applies to arm handheld_bimanual" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "x.zarr").exists()

@@ -86,3 +86,32 @@ def test_two_arm_twin_starts_each_episode_at_the_demo_like_tcp_poses():
         twin.disconnect()
     with pytest.raises(ValueError, match="start 'sideways'"):
         BimanualTwinArms("xarm7", start="sideways")
+
+
+def test_person_like_approach_hovers_beside_the_cube_and_grasps_it_exactly(envs):
+    _, hands = envs
+    expert = BimanualHandheldExpert(hands, approach_error_m=0.03)
+    obs = hands.reset(seed=4)
+    expert.reset(4)
+    offsets = [e.approach_offset.copy() for e in expert.experts]
+    assert all(0.015 - 1e-9 <= np.linalg.norm(o) <= 0.03 + 1e-9 and o[2] == 0 for o in offsets)
+    hover_gap, grasp_gap = [0.0, 0.0], [None, None]
+    for _ in range(hands.max_steps):
+        obs, _, term, trunc, info = hands.step(expert.act(obs))
+        for i, e in enumerate(expert.experts):
+            tcp, cube = obs[f"robot{i}_eef_pos"], obs["object_state"][10 * i : 10 * i + 3]
+            gap = float(np.linalg.norm((tcp - cube)[:2]))
+            if e._plan.phase == 0:
+                hover_gap[i] = gap  # the last one: where the hover ends
+            if e._plan.phase == 2 and grasp_gap[i] is None:
+                grasp_gap[i] = gap  # when the fingers start to close
+        if term or trunc:
+            break
+    assert info["success"]
+    for i in range(2):
+        assert abs(hover_gap[i] - np.linalg.norm(offsets[i])) < 0.004, (hover_gap, offsets)
+        assert grasp_gap[i] is not None and grasp_gap[i] < 0.002, grasp_gap
+    expert.reset(4)
+    assert all(np.array_equal(e.approach_offset, o) for e, o in zip(expert.experts, offsets, strict=True))
+    with pytest.raises(ValueError, match="approach_error_m"):
+        BimanualHandheldExpert(hands, approach_error_m=-0.01)
