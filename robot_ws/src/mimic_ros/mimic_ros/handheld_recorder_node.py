@@ -33,20 +33,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped
-from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import CompressedImage, JointState
-from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
+from mimic_ros.episode_services import MARKS_ATTR, EpisodeServices
 from mimic_ros.msgs import decode_image, stamp_to_s
 from mimic_ros.params import ParamError, declare_config, param
-from mimic_ros.runtime import ManagedNode, run_node
+from mimic_ros.runtime import run_node
 
-LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-MARKS_ATTR = "episode_marks"
+if TYPE_CHECKING:
+    from mimic.data.writer import DatasetWriter
+    from mimic.teleop.handheld import HandheldCapture
+
 STAMPS = ("capture", "arrival", "receipt")
 _ROS_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 KINDS = ("pose", "gripper", "camera")
@@ -171,7 +173,9 @@ def marker_sources(node: str, cfg: HandheldRecorderConfig, n_grippers: int) -> l
     return [MarkerWidthSource(cals[i % len(cals)]) for i in range(n_grippers)]
 
 
-class HandheldRecorderNode(ManagedNode):
+class HandheldRecorderNode(EpisodeServices):
+    STATUS_KEY = "handheld_recorder"
+
     def __init__(self) -> None:
         super().__init__("handheld_recorder")
         cfg = HandheldRecorderConfig()
@@ -257,10 +261,7 @@ class HandheldRecorderNode(ManagedNode):
             self.create_subscription(
                 CompressedImage, f"/cameras/{camera}/image/compressed", self._frame_cb(i), 120
             )
-        self.create_service(Trigger, "~/start", self._on_start)
-        self.create_service(Trigger, "~/stop", self._on_stop)
-        self.create_service(Trigger, "~/discard", self._on_discard)
-        self.status_pub = self.create_publisher(String, "~/status", LATCHED)
+        self._serve_episodes(self._on_start)
         self.create_timer(1.0 / cfg.status_rate_hz, self._publish_status)
         self.get_logger().info(
             f"grippers {[n or 'gripper' for n in names]}: "
@@ -421,19 +422,7 @@ class HandheldRecorderNode(ManagedNode):
         self.cap = cap
         return None
 
-    def _n_episodes(self) -> int:
-        return int(self.cap.writer._ends.shape[0]) if self.cap is not None else 0
-
     # --- services ----------------------------------------------------------------------------------
-    def _reply(self, response: Trigger.Response, ok: bool, message: str) -> Trigger.Response:
-        response.success, response.message = ok, message
-        if ok:  # (rclpy refuses two severities from one call site)
-            self.get_logger().info(message)
-        else:
-            self.get_logger().warning(message)
-        self._publish_status()
-        return response
-
     def _on_start(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         if self.recording:
             return self._reply(response, False, "already recording: call ~/stop or ~/discard first")
@@ -451,71 +440,23 @@ class HandheldRecorderNode(ManagedNode):
         self.last_t, self.taken, self.dropped = {}, {}, {}
         return self._reply(response, True, f"recording episode {self._n_episodes()}")
 
-    def _on_stop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        if not self.recording:
-            return self._reply(response, False, "not recording")
-        self.recording = False
-        if self.failed:
-            self.cap.discard_episode()
-            return self._reply(response, False, f"episode discarded: {self.failed}")
-        index = self._n_episodes()
-        root = self.cap.writer.root
-        marks = dict(root.attrs.get(MARKS_ATTR, {}))
-        if (
-            self.stalled
-        ):  # the mark goes in before the commit, so a committed stalled episode is always marked
-            marks[str(index)] = {"stalled": self.stalled}
-            root.attrs[MARKS_ATTR] = marks
-        try:
-            steps = self.cap.end_episode()
-        except ValueError as e:
-            marks.pop(str(index), None)
-            root.attrs[MARKS_ATTR] = marks
-            return self._reply(response, False, f"episode discarded: {e}")
-        self.last_episode = {
-            "index": index,
-            "steps": steps,
-            "stalled": self.stalled,
-            "taken": dict(self.taken),
-            "dropped": dict(self.dropped),
-        }
-        self.get_logger().info(  # one line per committed episode, worded as the arm recorder's
-            f"episode {index} committed: {steps} steps"
-            + (f" (marked: {self.stalled})" if self.stalled else "")
-        )
-        return self._reply(response, True, json.dumps(self.last_episode))
+    # --- what the episode services commit, mark and report -----------------------------------------
+    def _episode_store(self) -> HandheldCapture | None:
+        return self.cap
 
-    def _on_discard(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        if not self.recording:
-            return self._reply(response, False, "not recording")
-        self.recording = False
-        self.cap.discard_episode()
-        return self._reply(response, True, f"episode {self._n_episodes()} discarded")
+    def _episode_writer(self) -> DatasetWriter | None:
+        return self.cap.writer if self.cap is not None else None
 
-    # --- status ------------------------------------------------------------------------------------
-    def status(self) -> dict:
+    def _episode_fields(self) -> dict:
+        return {"taken": dict(self.taken), "dropped": dict(self.dropped)}
+
+    def _status_fields(self) -> dict:
         return {
-            "path": self.cfg.path,
-            "recording": self.recording,
-            "episodes": self._n_episodes(),
-            "steps": int(getattr(self.cap.writer, "_rows", 0)) if self.recording and self.cap else 0,
-            "received": dict(self.received),
             "taken": dict(self.taken),
             "dropped": dict(self.dropped),
             "stalled": self.stalled,
             "failed": self.failed,
-            "last_episode": self.last_episode,
         }
-
-    def _publish_status(self) -> None:
-        self.status_pub.publish(String(data=json.dumps(self.status())))
-
-    def close(self) -> None:
-        if self.cap is not None:
-            if self.recording:
-                self.get_logger().warning("stopping with an open episode: it is discarded (not committed)")
-            self.cap.close()
-        print(json.dumps({"handheld_recorder": self.status()}), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

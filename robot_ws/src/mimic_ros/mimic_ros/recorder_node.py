@@ -28,20 +28,20 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import CompressedImage, JointState
-from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from mimic.data.storage import StorageError, locate
+from mimic_ros.episode_services import MARKS_ATTR, EpisodeServices
 from mimic_ros.msgs import decode_image, stamp_to_s
 from mimic_ros.params import ParamError, declare_config, param
-from mimic_ros.runtime import ManagedNode, run_node
+from mimic_ros.runtime import run_node
 
-LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-MARKS_ATTR = "episode_marks"
+if TYPE_CHECKING:
+    from mimic.data.writer import DatasetWriter
 
 
 @dataclass
@@ -70,7 +70,9 @@ class RecorderConfig:
     )
 
 
-class RecorderNode(ManagedNode):
+class RecorderNode(EpisodeServices):
+    STATUS_KEY = "recorder"
+
     def __init__(self) -> None:
         super().__init__("recorder")
         cfg = RecorderConfig()
@@ -131,10 +133,7 @@ class RecorderNode(ManagedNode):
             self.create_subscription(
                 CompressedImage, f"/cameras/{name}/image/compressed", self._camera_cb(key), 60
             )
-        self.create_service(Trigger, "~/start", self._on_start)
-        self.create_service(Trigger, "~/stop", self._on_stop)
-        self.create_service(Trigger, "~/discard", self._on_discard)
-        self.status_pub = self.create_publisher(String, "~/status", LATCHED)
+        self._serve_episodes(self._on_start)
         self._last_tick = time.time()
         self.create_timer(1.0 / cfg.status_rate_hz, self._tick)
 
@@ -303,15 +302,6 @@ class RecorderNode(ManagedNode):
         return on_image
 
     # --- services ----------------------------------------------------------------------------------
-    def _reply(self, response: Trigger.Response, ok: bool, message: str) -> Trigger.Response:
-        response.success, response.message = ok, message
-        if ok:  # (rclpy refuses two severities from one call site)
-            self.get_logger().info(message)
-        else:
-            self.get_logger().warning(message)
-        self._publish_status()
-        return response
-
     def _on_start(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         if self.recording:
             return self._reply(response, False, "already recording: call ~/stop or ~/discard first")
@@ -347,52 +337,25 @@ class RecorderNode(ManagedNode):
         keys += ["object_state"] if self.cfg.objects else []
         return keys + list(self.camera_keys.values())
 
-    def _on_stop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        if not self.recording:
-            return self._reply(response, False, "not recording")
-        self.recording = False
-        if self.failed:
-            self.writer.discard_episode()
-            return self._reply(response, False, f"episode discarded: {self.failed}")
-        index = self._n_episodes()
-        marks = dict(self.writer.root.attrs.get(MARKS_ATTR, {}))
-        if (
-            self.stalled
-        ):  # the mark goes in before the commit, so a committed stalled episode is always marked
-            marks[str(index)] = {"stalled": self.stalled, "samples_after_stall": self.after_stall}
-            self.writer.root.attrs[MARKS_ATTR] = marks
-        try:
-            steps = self.writer.end_episode()
-        except ValueError as e:
-            marks.pop(str(index), None)
-            self.writer.root.attrs[MARKS_ATTR] = marks
-            return self._reply(response, False, f"episode discarded: {e}")
-        self.last_episode = {
-            "index": index,
-            "steps": steps,
-            "stalled": self.stalled,
+    # --- what the episode services commit, mark and report -----------------------------------------
+    def _episode_store(self) -> DatasetWriter | None:
+        return self.writer
+
+    def _episode_writer(self) -> DatasetWriter | None:
+        return self.writer
+
+    def _stall_mark(self) -> dict:
+        return {"stalled": self.stalled, "samples_after_stall": self.after_stall}
+
+    def _episode_fields(self) -> dict:
+        return {
             "dropped": dict(self.dropped),
             "samples_after_stall": self.after_stall,
             "action_holds": self.action_holds,
             "late_actions": self.late_actions,
         }
-        self.get_logger().info(
-            f"episode {index} committed: {steps} steps"
-            + (f" (marked: {self.stalled})" if self.stalled else "")
-        )
-        return self._reply(response, True, json.dumps(self.last_episode))
-
-    def _on_discard(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        if not self.recording:
-            return self._reply(response, False, "not recording")
-        self.recording = False
-        self.writer.discard_episode()
-        return self._reply(response, True, f"episode {self._n_episodes()} discarded")
 
     # --- status ------------------------------------------------------------------------------------
-    def _n_episodes(self) -> int:
-        return int(self.writer._ends.shape[0]) if self.writer is not None else 0
-
     def _tick(self) -> None:
         now = time.time()
         # A tick a quarter period late or more means this process was starved (or its executor busy): the samples
@@ -409,13 +372,8 @@ class RecorderNode(ManagedNode):
                     break
         self._publish_status()
 
-    def status(self) -> dict:
+    def _status_fields(self) -> dict:
         return {
-            "path": self.cfg.path,
-            "recording": self.recording,
-            "episodes": self._n_episodes(),
-            "steps": int(getattr(self.writer, "_rows", 0)) if self.recording else 0,
-            "received": dict(self.received),
             "dropped": dict(self.dropped),
             "stalled": self.stalled,
             "samples_after_stall": self.after_stall,
@@ -423,18 +381,7 @@ class RecorderNode(ManagedNode):
             "late_actions": self.late_actions,
             "failed": self.failed,
             "trimmed_steps": self.trimmed_steps,
-            "last_episode": self.last_episode,
         }
-
-    def _publish_status(self) -> None:
-        self.status_pub.publish(String(data=json.dumps(self.status())))
-
-    def close(self) -> None:
-        if self.writer is not None:
-            if self.recording:
-                self.get_logger().warning("stopping with an open episode: it is discarded (not committed)")
-            self.writer.close()
-        print(json.dumps({"recorder": self.status()}), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
