@@ -8,14 +8,29 @@ policy with random weights (latency does not depend on them). For each network e
 on a shared machine falls on every engine alike and the ratios hold; absolute times do not. Accuracy: the largest
 |chunk - fp32 chunk| from the same observations and noise, in normalised action units, over 8 windows.
 torch and ONNX Runtime use 2 threads, as a robot laptop would, then 1.
+
+Those rows encode every frame of the window at every call (the feature cache off). The visuomotor policy is
+also timed with the per-frame feature cache (mimic.policies.feature_cache) in a deployment's steady state: before
+each timed chunk, untimed, `prepare` encodes the frame of step t-1 (as a deploy loop does in the control period
+before a chunk is due), so the chunk at step t encodes one new frame per camera; every call brings new frames.
+Its rows say "+cache"; `cache_dev` is the largest |cached chunk - uncached chunk| of the same engine from the same
+observations and noise (asserted within engines.CACHE_TOLERANCE: float rounding for fp32 trunks), and the "prepare" rows time that untimed step apart.
+
+python -m bench.run inference                       # every network, engine and thread count
+python -m bench.bench_inference --networks visuomotor --engines onnx torch   # a narrower run, same tables
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
+import os
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -24,7 +39,15 @@ from tqdm import tqdm
 from bench.bench_policies import make_policy as bench_policy
 from bench.bench_policies import obs_window
 from bench.common import BenchResult, percentiles
-from mimic.policies.engines import ENGINES, ONNX_ENGINES, apply_engine, chunk_deviation, example_obs
+from mimic.policies.engines import (
+    CACHE_TOLERANCE,
+    ENGINES,
+    ONNX_ENGINES,
+    apply_engine,
+    chunk_deviation,
+    example_obs,
+    normalized_chunk,
+)
 from mimic.policies.export import graph_files, write_graphs
 from mimic.policies.policy import Policy
 
@@ -43,6 +66,8 @@ NETWORKS = {  # name -> (observation shapes, action dim, UNet down dims, time em
 # 2 threads as a robot laptop gives a policy; 1 as a loop sharing its cores should (on a loaded machine 2 OpenMP
 # threads can stall each other far below 1).
 THREADS = (2, 1)
+T = TypeVar("T")
+GOAL_P99_MS = 10.0  # visuomotor 1-step chunk, 2 threads (docs/inference.md)
 
 
 def make_policy(shapes: dict[str, list[int]], action_dim: int, dims: list[int], time_dim: int) -> Policy:
@@ -84,31 +109,74 @@ def build(policy: Policy, engine: str, tmp: Path) -> tuple[Policy, float]:
     return apply_engine(copy.deepcopy(policy), engine, files, check=False), time.perf_counter() - t0
 
 
+class SteadyState:
+    """A cached policy's chunk in a deployment's steady state. Each call: untimed `setup` prepares the frame of step
+    t-1 (new frames each call, as a camera gives them), then the timed call predicts on the window [t-1, t], whose
+    step-t frames are new: one encode per camera on the chunk's path. `prepare_s` keeps setup's own times."""
+
+    def __init__(self, policy: Policy, window: dict[str, np.ndarray], seed: int = 2) -> None:
+        self.policy, self.window = policy, window
+        self.rng = np.random.default_rng(seed)
+        self.prepare_s: list[float] = []
+        self.current = window
+
+    def _frames(self, k: str) -> np.ndarray:
+        return self.rng.integers(0, 255, self.window[k].shape, dtype=np.uint8)
+
+    def setup(self) -> None:
+        win = dict(self.window) | {k: self._frames(k) for k in self.policy.image_keys}
+        t0 = time.perf_counter()
+        self.policy.prepare({k: win[k][:-1] for k in self.policy.image_keys})  # steps up to t-1
+        self.prepare_s.append(time.perf_counter() - t0)
+        self.current = win
+
+    def __call__(self) -> None:
+        self.policy.predict(self.current, 1)
+
+
 def interleaved(timers: dict[str, object], rounds: int, per_round: int) -> dict[str, np.ndarray]:
-    """Every timer's calls in `rounds` alternating rounds (one warm-up call each first)."""
+    """Every timer's calls in `rounds` alternating rounds (one warm-up call each first); a timer with a `setup`
+    method has it run, untimed, before each call."""
     samples: dict[str, list[float]] = {name: [] for name in timers}
     for fn in timers.values():
+        getattr(fn, "setup", lambda: None)()
         fn()
     for _ in range(rounds):
         for name, fn in timers.items():
+            setup = getattr(fn, "setup", None)
             for _ in range(per_round):
+                if setup is not None:
+                    setup()
                 t0 = time.perf_counter()
                 fn()
                 samples[name].append(time.perf_counter() - t0)
     return {k: np.asarray(v) for k, v in samples.items()}
 
 
-def run(quick: bool) -> BenchResult:
+def run(
+    quick: bool,
+    networks: tuple[str, ...] = tuple(NETWORKS),
+    engines: tuple[str, ...] = ENGINES,
+    threads: tuple[int, ...] = THREADS,
+) -> BenchResult:
     res = BenchResult(name="inference")
-    engines = [e for e in ENGINES if not (quick and e == "compiled")]
+    engines = tuple(e for e in engines if not (quick and e == "compiled"))
     rounds, per_round = (4, 3) if quick else (10, 10)
-    bar = tqdm(total=len(THREADS) * len(NETWORKS) * (len(engines) + 1), desc="bench inference", unit="step")
+    bar = tqdm(total=len(threads) * len(networks) * (len(engines) + 1), desc="bench inference", unit="step")
+    load = [os.getloadavg()]
     with tempfile.TemporaryDirectory() as tmp:
-        for threads in THREADS:
-            torch.set_num_threads(threads)  # ONNX Runtime sessions take torch's count when they are built
-            for name, spec in NETWORKS.items():
-                measure(res, name, make_policy(*spec), engines, threads, rounds, per_round, Path(tmp), bar)
+        for n_threads in threads:
+            torch.set_num_threads(n_threads)  # ONNX Runtime sessions take torch's count when they are built
+            for name in networks:
+                policy = make_policy(*NETWORKS[name])
+                measure(res, name, policy, list(engines), n_threads, rounds, per_round, Path(tmp), bar)
     bar.close()
+    load.append(os.getloadavg())
+    res.notes.append(
+        "load average (1/5/15 min) at start {:.2f}/{:.2f}/{:.2f}, at end {:.2f}/{:.2f}/{:.2f} on {} cores".format(
+            *load[0], *load[1], os.cpu_count()
+        )
+    )
     res.notes.append(
         "batch 1, policy.predict (normalise, encode, 1 consistency step, unnormalise); random weights; timers "
         "interleaved in rounds within each network and thread count; torch and ONNX Runtime get the same threads"
@@ -140,9 +208,12 @@ def measure(
     timers = forward_calls(ref)
     built: dict[str, Policy] = {}
     prep: dict[str, float] = {}
+    steady: dict[str, SteadyState] = {}
     for engine in engines:
         built[engine], prep[engine] = build(ref, engine, tmp / f"{name.replace(' ', '_')}_{threads}")
-        timers[engine] = lambda p=built[engine], obs=obs: p.predict(obs, 1)
+        timers[engine] = lambda p=built[engine], obs=obs: uncached(p, lambda: p.predict(obs, 1))
+        if ref.image_keys:
+            steady[engine] = timers[f"{engine} +cache"] = SteadyState(built[engine], obs)
         bar.update(1)
     lat = {k: percentiles(v) for k, v in interleaved(timers, rounds, per_round).items()}
     bar.update(1)
@@ -152,13 +223,58 @@ def measure(
     for key in [k for k in timers if k.startswith("fp32")]:
         res.rows.append(_row(name, threads, key, lat[key], params_M=round(params, 2)))
     for engine in engines:
-        dev = chunk_deviation(ref, built[engine], 1, seeds=range(8), batch=1)
+        dev = uncached(
+            built[engine], lambda e=engine: chunk_deviation(ref, built[e], 1, seeds=range(8), batch=1)
+        )
         extra = {"max_dev": float(f"{dev:.2g}"), "prep_s": round(prep[engine], 1)}
         res.rows.append(_row(name, threads, f"{engine} 1-step chunk", lat[engine], **extra))
         for q in ("p50", "p99"):
             res.ratios[f"{tag}: {engine} 1-step {q} / {floor} {q}"] = lat[engine][q] / lat[floor][q]
-        if ref.image_keys:
-            res.ratios[f"{tag}: {engine} 1-step p99 ms"] = lat[engine]["p99"]
+        if not ref.image_keys:
+            continue
+        res.ratios[f"{tag}: {engine} 1-step p99 ms"] = lat[engine]["p99"]
+        cached = f"{engine} +cache"
+        cache_dev = cached_vs_uncached(built[engine])
+        if cache_dev > CACHE_TOLERANCE[engine]:
+            raise AssertionError(f"{tag}: {cached} chunk differs from uncached by {cache_dev:.3g}")
+        dev = chunk_deviation(ref, built[engine], 1, seeds=range(8), batch=1)
+        row = _row(name, threads, f"{cached} 1-step chunk", lat[cached], max_dev=float(f"{dev:.2g}"))
+        res.rows.append(row | {"cache_dev": cache_dev})
+        res.rows.append(
+            _row(name, threads, f"{engine} prepare (untimed above)", percentiles(steady[engine].prepare_s))
+        )
+        for q in ("p50", "p99"):
+            res.ratios[f"{tag}: {cached} 1-step {q} / {floor} {q}"] = lat[cached][q] / lat[floor][q]
+            res.ratios[f"{tag}: {cached} 1-step {q} / uncached {q}"] = lat[cached][q] / lat[engine][q]
+        res.ratios[f"{tag}: {cached} 1-step p99 ms"] = lat[cached]["p99"]
+        if threads == 2:
+            met = "met" if lat[cached]["p99"] <= GOAL_P99_MS else "not met"
+            res.notes.append(
+                f"{tag}: {cached} p99 {lat[cached]['p99']:.1f} ms: goal <= {GOAL_P99_MS} ms {met}"
+            )
+
+
+def uncached(policy: Policy, fn: Callable[[], T]) -> T:
+    """`fn()` with `policy`'s feature cache off: every frame of the window encoded, as before the cache."""
+    cache, policy.feature_cache = policy.feature_cache, None
+    try:
+        return fn()
+    finally:
+        policy.feature_cache = cache
+
+
+def cached_vs_uncached(policy: Policy, windows: int = 8) -> float:
+    """Largest |chunk with the cache - chunk without| (normalised actions) from the same observations and noise,
+    over `windows` steady-state windows: the step t-1 frames prepared, the step t ones new."""
+    state = SteadyState(policy, obs_window(policy), seed=7)
+    worst = 0.0
+    for seed in range(windows):
+        state.setup()
+        obs = policy.obs_to_tensors(state.current)
+        a = normalized_chunk(policy, obs, 1, seed)
+        b = uncached(policy, lambda obs=obs, seed=seed: normalized_chunk(policy, obs, 1, seed))
+        worst = max(worst, float((a - b).abs().max()))
+    return worst
 
 
 def _row(network: str, threads: int, what: str, p: dict[str, float], **extra: object) -> dict[str, object]:
@@ -170,3 +286,32 @@ def _row(network: str, threads: int, what: str, p: dict[str, float], **extra: ob
         "p99_ms": p["p99"],
         **extra,
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """A narrower run than `python -m bench.run inference`: some networks, engines or thread counts; the same
+    tables, written to bench/results/inference.json as bench.run does."""
+    import dataclasses
+    import json
+
+    from rich.console import Console
+
+    from bench.common import machine_info
+    from bench.run import RESULTS, print_result
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
+    ap.add_argument("--engines", nargs="+", default=list(ENGINES), choices=list(ENGINES))
+    ap.add_argument("--threads", nargs="+", type=int, default=list(THREADS))
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args(argv)
+    res = run(args.quick, tuple(args.networks), tuple(args.engines), tuple(args.threads))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {"machine": machine_info(), "quick": args.quick, "device": "cpu", **dataclasses.asdict(res)}
+    (RESULTS / f"{res.name}.json").write_text(json.dumps(payload, indent=2))
+    print_result(Console(), res)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,12 @@ ONNX_ENGINES = ("onnx", "onnx-int8")  # the ones that need files written by `mim
 # 0.006-0.011, int8 0.018-0.02, onnx ~2e-6, 5x below these bounds. DDIM's epsilon steps amplify a network's
 # error (0.3 with bf16 on a random net), so a reduced engine is refused for such a policy unless it holds.
 TOLERANCE = {"torch": 0.0, "bf16": 0.05, "compiled": 0.05, "onnx": 1e-4, "onnx-int8": 0.1}
+# Largest |chunk with the feature cache - chunk without| on one engine, same observations and noise. A cached frame
+# was encoded at another batch size (its own, or with the frames it arrived with) than the uncached window's: fp32
+# trunks (torch, onnx, onnx-int8, whose encoder stays fp32) give the same features to float rounding (measured 0
+# to 1e-6); bf16 kernels block by batch size, so their features move by bf16 rounding (measured 0.008 at 2
+# threads), which the engine's own tolerance against fp32 already bounds.
+CACHE_TOLERANCE = {"torch": 1e-5, "bf16": 0.05, "compiled": 0.05, "onnx": 1e-5, "onnx-int8": 1e-5}
 DENOISER_INPUTS = ("sample", "time", "obs_features")
 
 
@@ -134,7 +140,9 @@ def ort_session(path: Path, threads: int | None = None) -> Any:
 
 
 def _numpy(x: torch.Tensor) -> np.ndarray:
-    return x.detach().to("cpu", torch.float32).contiguous().numpy()
+    """C-contiguous fp32 numpy; the copy (camera frames arrive channels-last) by numpy on one thread: torch's
+    splits over its intra-op threads, which stalled for milliseconds with another process on a core."""
+    return np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
 
 
 class _NoAutograd:
@@ -169,16 +177,42 @@ class OnnxDenoiser(nn.Module, _NoAutograd):
         return torch.from_numpy(out).to(sample.device, sample.dtype)
 
 
-class OnnxEncoder(nn.Module, _NoAutograd):
-    """ObsEncoder as one ONNX Runtime session over all its inputs; the inference (centre) crop is in the graph,
-    so `augment` passes observations through and refuses the random crops of training."""
+class OnnxImageTrunk(_NoAutograd):
+    """One camera's trunk as an ONNX Runtime session, called as ImageEncoder is: frames [N, 3, H, W] in [0, 1]
+    -> features [N, F]; the inference (centre) crop is in the graph, so frames come uncropped."""
 
-    def __init__(self, path: Path, keys: Sequence[str], feature_dim: int, name: str = "onnx") -> None:
+    def __init__(self, path: Path, name: str = "onnx") -> None:
+        self.name = name
+        self.session = ort_session(path)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self._refuse_grad(x)
+        (out,) = self.session.run(None, {"image": _numpy(x)})
+        return torch.from_numpy(out).to(x.device)
+
+
+class OnnxEncoder(nn.Module, _NoAutograd):
+    """ObsEncoder with each camera's trunk an ONNX Runtime session (`images[key]`, one graph per camera, so the
+    feature cache can encode one frame at a time); low-dim keys are concatenated by torch as ObsEncoder does.
+    `augment` passes observations through (the centre crop is in the graphs) and refuses training's random ones."""
+
+    def __init__(
+        self,
+        images: dict[str, Path],
+        lowdim_keys: Sequence[str],
+        image_keys: Sequence[str],
+        feature_dim: int,
+        name: str = "onnx",
+    ) -> None:
         super().__init__()
         self.name = name
-        self.keys = tuple(keys)
+        self.lowdim_keys, self.image_keys = list(lowdim_keys), list(image_keys)
+        if sorted(images) != sorted(self.image_keys):
+            raise EngineError(
+                f"engine {name}: image graphs for {sorted(images)}, the policy has {self.image_keys}"
+            )
+        self.images = {k: OnnxImageTrunk(images[k], name) for k in self.image_keys}
         self.feature_dim = feature_dim
-        self.session = ort_session(path)
         self.device_anchor = nn.Parameter(torch.empty(0), requires_grad=False)
 
     def augment(self, obs: dict[str, torch.Tensor], train: bool) -> dict[str, torch.Tensor]:
@@ -187,9 +221,12 @@ class OnnxEncoder(nn.Module, _NoAutograd):
         return obs
 
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        self._refuse_grad(*(obs[k] for k in self.keys))
-        (out,) = self.session.run(None, {k: _numpy(obs[k]) for k in self.keys})
-        return torch.from_numpy(out).to(obs[self.keys[0]].device)
+        """ObsEncoder.forward on the sessions: {key: [B, T, ...]} -> [B, T, F]."""
+        feats = [obs[k].flatten(2) for k in self.lowdim_keys]
+        for k in self.image_keys:
+            x = obs[k]
+            feats.append(self.images[k](x.flatten(0, 1)).unflatten(0, tuple(x.shape[:2])))
+        return torch.cat(feats, -1)
 
 
 @dataclass
@@ -197,8 +234,7 @@ class EngineFiles:
     """What `mimic export` wrote for one ONNX engine (mimic.policies.export.engine_files finds and checks it)."""
 
     denoiser: Path
-    encoder: Path | None  # None: a low-dim policy, whose encoder is a concatenation torch does for free
-    encoder_keys: tuple[str, ...] = ()
+    images: dict[str, Path] = field(default_factory=dict)  # camera key -> its trunk's graph; none: low-dim
 
 
 # ---- applying an engine ---------------------------------------------------------------------------
@@ -228,10 +264,12 @@ def apply_engine(
     if engine in ("bf16", "compiled"):
         _reduce_torch(policy, torch.bfloat16, compile_=engine == "compiled")
     else:
-        feature_dim = policy.encoder.feature_dim
+        enc = policy.encoder
         policy.backbone = OnnxDenoiser(files.denoiser, engine)
-        if files.encoder is not None:
-            policy.encoder = OnnxEncoder(files.encoder, files.encoder_keys, feature_dim, engine)
+        if enc.image_keys:
+            policy.encoder = OnnxEncoder(
+                files.images, enc.lowdim_keys, enc.image_keys, enc.feature_dim, engine
+            )
     if warm:
         warm_up(policy)
     if reference is not None:
@@ -260,8 +298,14 @@ def example_obs(policy: Any, batch: int = 1, seed: int = 0) -> dict[str, torch.T
 
 
 def warm_up(policy: Any) -> None:
+    """One chunk, then (with cameras) one whose window slid by a step, the feature cache's steady state: its
+    single new frame per camera is the batch size a compiled or ONNX trunk then sees at every call."""
+    obs = example_obs(policy)
     with torch.inference_mode():
-        policy.sample_actions(example_obs(policy), 1)
+        policy.sample_actions(obs, 1)
+        if policy.image_keys:
+            new = example_obs(policy, seed=1)
+            policy.sample_actions({k: torch.cat([v[:, 1:], new[k][:, -1:]], 1) for k, v in obs.items()}, 1)
 
 
 def normalized_chunk(policy: Any, obs: dict[str, torch.Tensor], steps: int | None, seed: int) -> torch.Tensor:

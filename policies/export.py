@@ -1,7 +1,10 @@
 """ONNX engines on disk: what `mimic export` writes beside a checkpoint's weights, and how a loader finds it.
 
     <ckpt>/engines/<format>/denoiser.onnx   the backbone, net(sample, time, obs_features); batch axis dynamic
-    <ckpt>/engines/<format>/encoder.onnx    policies with cameras: the observation encoder, centre crop included
+    <ckpt>/engines/<format>/image_<i>.onnx  policies with cameras: camera i's trunk (image_keys order), frames
+                                            [N, 3, H, W] in [0, 1] -> features [N, F], centre crop included; one
+                                            graph per camera so each frame can be encoded once and its features
+                                            reused (feature_cache.py)
     <ckpt>/engines/<format>/engine.json     format, graph inputs, the checkpoint's provenance, the fingerprint
                                             (sha256) of the files the graphs were exported from, and the chunk
                                             deviation from fp32 measured at export
@@ -62,28 +65,19 @@ def fingerprint(ckpt: str | Path) -> dict[str, str]:
     return out
 
 
-class _EncoderGraph(nn.Module):
-    """ObsEncoder.forward with positional inputs (ONNX graphs take no dicts), its inference crop, and the batch
-    axis left symbolic: the tracer bakes sizes read from `x.shape` into constants, so where the encoder reshapes
-    by a read batch size this reshapes by -1 (every chunk candidate is one more row of the batch)."""
+class _ImageGraph(nn.Module):
+    """One camera's trunk with its inference (centre) crop: frames [N, 3, H, W] in [0, 1] -> [N, F], the batch
+    axis symbolic (SpatialSoftmax flattens by axis, not by a batch size read at trace time)."""
 
-    def __init__(self, encoder: nn.Module, n_obs_steps: int) -> None:
+    def __init__(self, image_encoder: nn.Module) -> None:
         super().__init__()
-        self.encoder = copy.deepcopy(encoder)
-        self.t = n_obs_steps
-        self.keys = (*encoder.lowdim_keys, *encoder.image_keys)
-        for m in self.encoder.modules():
+        self.cam = copy.deepcopy(image_encoder)
+        for m in self.cam.modules():
             if isinstance(m, SpatialSoftmax):
                 m.forward = types.MethodType(_spatial_softmax, m)
 
-    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        obs = dict(zip(self.keys, xs, strict=True))
-        feats = [obs[k].flatten(2) for k in self.encoder.lowdim_keys]
-        for k in self.encoder.image_keys:
-            cam = self.encoder.images[k]
-            x = cam.crop(obs[k].flatten(0, 1), random=False)
-            feats.append(cam(x).unflatten(0, (-1, self.t)))
-        return torch.cat(feats, -1)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cam(self.cam.crop(x, random=False))
 
 
 def _spatial_softmax(self: SpatialSoftmax, x: torch.Tensor) -> torch.Tensor:
@@ -143,12 +137,11 @@ def write_graphs(policy: Any, out: Path, fmt: str) -> dict[str, Any]:
     if fmt == "onnx-int8":
         _quantize_int8(dn, out / "denoiser.onnx")
         dn.unlink()
-    info: dict[str, Any] = {"denoiser": "denoiser.onnx", "encoder": None, "encoder_keys": []}
-    if policy.image_keys:
-        graph = _EncoderGraph(policy.encoder, policy.n_obs_steps)
-        keys = graph.keys
-        _to_onnx(graph, tuple(nobs[k] for k in keys), keys, out / "encoder.onnx")
-        info |= {"encoder": "encoder.onnx", "encoder_keys": list(keys)}
+    info: dict[str, Any] = {"denoiser": "denoiser.onnx", "images": {}}
+    for i, k in enumerate(policy.encoder.image_keys):
+        frames = obs[k].flatten(0, 1)  # [B * T, 3, H, W], uncropped: the crop is in the graph
+        _to_onnx(_ImageGraph(policy.encoder.images[k]), (frames,), ("image",), out / f"image_{i}.onnx")
+        info["images"][k] = f"image_{i}.onnx"
     return info
 
 
@@ -204,11 +197,9 @@ def _ort_version() -> str:
 
 def graph_files(root: Path, meta: dict[str, Any]) -> EngineFiles:
     """The graphs in directory `root` as `write_graphs` described them (`meta`), unchecked."""
-    enc = meta.get("encoder")
     return EngineFiles(
         denoiser=root / str(meta["denoiser"]),
-        encoder=root / str(enc) if enc else None,
-        encoder_keys=tuple(meta.get("encoder_keys") or ()),
+        images={str(k): root / str(v) for k, v in (meta.get("images") or {}).items()},
     )
 
 
@@ -225,9 +216,11 @@ def engine_files(ckpt: str | Path, fmt: str) -> EngineFiles:
         raise EngineError(f"{root / ENGINE_JSON}: unreadable ({type(e).__name__}: {e})") from None
     if meta.get("format") != fmt:
         raise EngineError(f"{root / ENGINE_JSON}: holds format {meta.get('format')!r}, not {fmt!r}")
+    if meta.get("encoder") and not meta.get("images"):  # one graph over the whole window: cannot reuse frames
+        raise EngineError(f"{root}: exported before per-camera image graphs ({hint})")
     if meta.get("checkpoint") != fingerprint(ckpt):
         raise EngineError(f"{root}: exported from other weights than the checkpoint's current ones ({hint})")
-    for p in (files.denoiser, files.encoder):
-        if p is not None and not p.is_file():
+    for p in (files.denoiser, *files.images.values()):
+        if not p.is_file():
             raise EngineError(f"{p}: missing ({hint})")
     return files

@@ -22,6 +22,7 @@ from mimic.policies.backbones.widen import widen_unet_state
 from mimic.policies.chunk_policy import executed_rows
 from mimic.policies.config import CD_PARAMS, PolicyConfig
 from mimic.policies.encoders import ObsEncoder
+from mimic.policies.feature_cache import FrameFeatureCache, supports_cache
 from mimic.policies.generators import ConsistencyGenerator, make_generator
 from mimic.policies.generators.guidance import Inpaint
 from mimic.policies.generators.prefix import MaskedNet, prefix_flow_loss, prefix_flow_sample
@@ -91,6 +92,9 @@ class Policy(nn.Module):
         self._rng: torch.Generator | None = None
         self.chunk_candidates = cfg.chunk_candidates
         self._last_chunk: torch.Tensor | None = None  # [H, A] normalised, the chunk predict() returned last
+        # Inference reuses each camera frame's features while the frame stays in the window (feature_cache.py);
+        # None turns it off. Training (forward) never uses it.
+        self.feature_cache: FrameFeatureCache | None = FrameFeatureCache()
 
     # ---- consistency distillation ------------------------------------------------------------
     def set_teacher(self, teacher: Policy, init_student: bool = True) -> None:
@@ -193,7 +197,7 @@ class Policy(nn.Module):
         With `prefix` (real-time chunking) the chunk is inpainted towards the prefix's rows by guided sampling
         (mimic.policies.generators.guidance); predict() then replaces its frozen rows exactly."""
         nobs = self.encoder.augment(self.normalize_obs(obs), train=False)
-        cond = self.encoder(nobs)
+        cond = self._encode(nobs)
         b = cond.shape[0]
         ref = self.action_reference(obs)
         guide = None if prefix is None else self._inpaint(prefix, ref, b)
@@ -217,6 +221,17 @@ class Policy(nn.Module):
             x = self.generator.sample(self.backbone, cond, shape, num_inference_steps, generator, guide)
         actions = self.normalizer.unnormalize("action", x)
         return actions if ref is None else actions + ref
+
+    def _cache(self) -> FrameFeatureCache | None:
+        """The feature cache where it applies: inference (eval mode) on the CPU, an encoder with camera trunks."""
+        cache = self.feature_cache
+        if cache is None or self.training or not self.image_keys or not supports_cache(self.encoder):
+            return None
+        return cache if self.device.type == "cpu" else None
+
+    def _encode(self, nobs: dict[str, torch.Tensor]) -> torch.Tensor:
+        cache = self._cache()
+        return self.encoder(nobs) if cache is None else cache.encode(self.encoder, nobs)
 
     def _inpaint(self, prefix: ChunkPrefix, ref: torch.Tensor | None, b: int) -> Inpaint:
         """The prefix as the generator's target: relative to the window's reference where configured, normalised."""
@@ -252,11 +267,48 @@ class Policy(nn.Module):
                     f"(n_obs_steps={self.n_obs_steps})"
                 )
             if k in self.image_keys:
-                t = torch.from_numpy(np.ascontiguousarray(x)).to(dev).permute(0, 3, 1, 2).float().div_(255.0)
+                t = self._image_tensor(x)
             else:
                 t = torch.from_numpy(x.astype(np.float32)).to(dev)
             out[k] = t[None]
         return out
+
+    def _image_tensor(self, frames: np.ndarray) -> torch.Tensor:
+        """Camera frames [T, H, W, 3] uint8 -> [T, 3, H, W] float in [0, 1] (predict's and prepare's conversion).
+        In numpy, one thread: torch splits a window's frames over its intra-op threads, and with another process on
+        a core each such op waited up to 20 ms for its second thread (2 threads, bench_inference); the values are
+        torch's bit for bit (IEEE division)."""
+        x = np.asarray(frames).transpose(0, 3, 1, 2).astype(np.float32)
+        return torch.from_numpy(np.divide(x, np.float32(255.0), out=x)).to(self.device)
+
+    def prepare(self, obs_window: dict[str, np.ndarray]) -> int:
+        """Encode camera frames ahead of the next chunk request; returns how many frames were not yet encoded.
+
+        `obs_window`: every camera key, frames [N, H, W, 3] uint8 for any N >= 1 (the window predict() would get
+        at this step, or only its newest frame); other keys are ignored. Call it once a step's frames have
+        arrived, in the control period before a chunk is due: the chunk then encodes only the frames of its own
+        step (feature_cache.py). Exact: predict() returns the same chunk with or without it. A no-op (0) where
+        the cache does not apply (turned off, training mode, no cameras, off the CPU)."""
+        cache = self._cache()
+        if cache is None:
+            return 0
+        missing = [k for k in self.image_keys if k not in obs_window]
+        if missing:
+            raise KeyError(f"policy.prepare: camera keys {missing} missing (have {sorted(obs_window)})")
+        images = {}
+        for k in self.image_keys:
+            x = np.asarray(obs_window[k])
+            want = tuple(self.shape_meta.obs_shapes[k])
+            if x.ndim != len(want) + 1 or x.shape[1:] != want or x.shape[0] < 1:
+                raise ValueError(
+                    f"policy.prepare: {k!r} has shape {x.shape}, expected (N, {', '.join(map(str, want))})"
+                )
+            images[k] = x
+        with torch.inference_mode():
+            frames = {k: self._image_tensor(x)[None] for k, x in images.items()}
+            # the inference crop, as sample_actions applies it
+            frames = self.encoder.augment(frames, train=False)
+            return cache.encode_frames(self.encoder, {k: v[0] for k, v in frames.items()})
 
     def predict(
         self,

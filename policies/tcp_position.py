@@ -149,6 +149,10 @@ class TcpPositionPolicy:
         joints = self.to_joints(rows, np.asarray(obs_window[JOINT_KEY])[-1])
         return joints if prefix is None else prefix.apply(joints)
 
+    def prepare(self, obs_window: dict[str, np.ndarray]) -> int:
+        """The inner policy's frame-feature warm-up (Policy.prepare): the window reaches it unchanged."""
+        return self.policy.prepare(obs_window)
+
     def reset(self) -> None:
         self.policy.reset()
 

@@ -88,12 +88,14 @@ def test_engine_chunk_matches_fp32_lowdim(engine, generator, backbone, steps, tm
 @pytest.mark.parametrize("engine", ["bf16", "onnx", "onnx-int8"])
 @pytest.mark.parametrize("generator", ["consistency", "flow"])
 def test_engine_chunk_matches_fp32_visuomotor(engine, generator, tmp_path):
-    """2 cameras 96x96 + joints: the image trunks run on the engine too (ONNX: one graph, centre crop inside)."""
+    """2 cameras 96x96 + joints: the image trunks run on the engine too (ONNX: one graph per camera, centre crop
+    inside)."""
     ref = _policy(generator, shapes=VISUOMOTOR)
     fast = _on_engine(ref, engine, tmp_path)
     if engine in engines.ONNX_ENGINES:
         assert isinstance(fast.encoder, engines.OnnxEncoder)
-        assert (tmp_path / "encoder.onnx").is_file()
+        assert sorted(fast.encoder.images) == ["camera0_rgb", "camera1_rgb"]
+        assert (tmp_path / "image_0.onnx").is_file() and (tmp_path / "image_1.onnx").is_file()
     else:
         assert all(isinstance(m, engines.CastImageEncoder) for m in fast.encoder.images.values())
     assert chunk_deviation(ref, fast, seeds=range(2), batch=2) <= TOLERANCE[engine]
@@ -139,7 +141,13 @@ def test_export_round_trips_through_the_checkpoint(tmp_path):
     meta = json.loads((out / "engine.json").read_text())
     assert meta["provenance"]["dataset"] == "demos.zarr" and meta["provenance"]["steps"] == 7
     assert meta["max_deviation"] <= TOLERANCE["onnx"] and set(meta["checkpoint"]) >= {"model.safetensors"}
-    assert sorted(p.name for p in out.iterdir()) == ["denoiser.onnx", "encoder.onnx", "engine.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "denoiser.onnx",
+        "engine.json",
+        "image_0.onnx",
+        "image_1.onnx",
+    ]
+    assert meta["images"] == {"camera0_rgb": "image_0.onnx", "camera1_rgb": "image_1.onnx"}
 
     fp32 = load_deployable(ckpt)
     fast = load_deployable(ckpt, engine="onnx")
@@ -172,6 +180,21 @@ def test_loading_an_engine_that_cannot_run_is_one_line(tmp_path):
     (engine_dir(ckpt, "onnx") / "engine.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="engine.json: unreadable"):
         load_deployable(ckpt, engine="onnx")
+
+
+def test_an_export_with_one_encoder_graph_is_refused_with_the_command_that_replaces_it(tmp_path):
+    """Exports before per-camera image graphs held one encoder.onnx over the whole window, which cannot encode one
+    frame at a time (the feature cache): loading one names `mimic export`."""
+    policy = _policy("consistency", shapes=VISUOMOTOR)
+    ckpt = save_checkpoint(tmp_path / "ckpt", policy)
+    out = export_onnx(policy, ckpt, "onnx", check_seeds=1)
+    meta = json.loads((out / "engine.json").read_text())
+    meta |= {"encoder": "encoder.onnx", "encoder_keys": ["camera0_rgb", "camera1_rgb"]}
+    del meta["images"]
+    (out / "engine.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="exported before per-camera image graphs.*mimic export") as e:
+        load_deployable(ckpt, engine="onnx")
+    assert "\n" not in str(e.value)
 
 
 def test_an_engine_beyond_its_tolerance_is_refused(tmp_path, monkeypatch):
