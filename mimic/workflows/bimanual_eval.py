@@ -8,7 +8,8 @@ the demos' starts (`--start handheld`) or stays at home (`--start home`); every 
 both grippers' last n_obs_steps observations in the table frame and predicts both grippers' absolute TCP
 rows; gripper i's rows go to its own controller, which maps them into arm i's base frame (`base_pose`).
 Success is the twin's own check (both cubes placed, both grippers open); cubes placed per gripper are counted
-too.
+too. `--arm handheld` rolls the policy out on the two handheld grippers the demos were recorded with instead
+(each row executed as it is, from the rig's own start draw): what the policy does without arms, IK or tracking.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ import numpy as np
 
 from mimic.robots.eef_control import EefChunkController
 from mimic.robots.ik import IKSolver
-from mimic.sim.bimanual import TASK, BimanualTwinEnv, start_tcp_rows
+from mimic.sim.bimanual import TASK, BimanualHandheldEnv, BimanualTwinEnv, start_tcp_rows
 from mimic.sim.tasks.bimanual_pick_place import N_GRIPPERS
 from mimic.workflows.eef_rollout import EefEvalResult, rollout_arms, run_episodes
 from mimic.workflows.eval_result import DEFAULT_SEED
 
 CAMERAS = ("scene", "wrist0", "wrist1")  # the videos' views, side by side
+HANDHELD = "handheld"  # --arm naming the two handheld grippers (mimic.sim.bimanual.BimanualHandheldEnv)
 
 
 @dataclass
@@ -101,8 +103,13 @@ def evaluate_bimanual(
 ) -> BimanualEvalResult:
     """Roll a two-gripper eef policy out on two `arm` twins for `episodes` seeds (seed, seed+1, ...); the
     arguments come checked from mimic.workflows.evaluate_eef.evaluate_eef, its only entry."""
-    env = BimanualTwinEnv(arm, seed=seed)
-    ctrls = make_controllers(env)
+    if arm == HANDHELD:  # the two-gripper rig the demos come from: TCP rows executed as they are, no IK
+        env: BimanualTwinEnv | BimanualHandheldEnv = BimanualHandheldEnv(seed=seed, cameras=())
+        ctrls: list[EefChunkController] = []
+        start = "rig"
+    else:
+        env = BimanualTwinEnv(arm, seed=seed)
+        ctrls = make_controllers(env)
     res = BimanualEvalResult(
         f"2x {arm}",
         TASK,
@@ -129,7 +136,7 @@ def evaluate_bimanual(
         ctrls,
         res,
         seed,
-        lambda ep_seed: _starts(start, ep_seed),
+        lambda ep_seed: None if not ctrls else _starts(start, ep_seed),
         CAMERAS,
         lambda ep_seed, ok: f"{TASK}_{arm}_seed{ep_seed}_{'success' if ok else 'fail'}.mp4",
         f"eval bimanual 2x {arm}",

@@ -80,7 +80,13 @@ def rollout_arms(
     """One episode -> (success, control steps, chunk inference times [s], frames if video_size: the
     `cameras` side by side).
 
-    `starts`: one [pos, axis-angle] row per arm (the twin's frame), or None to start at home."""
+    `starts`: one [pos, axis-angle] row per arm (the twin's frame), or None to start at home. With no `ctrls`
+    the twin takes the TCP rows themselves (the handheld twins the demos come from: no arm, no IK), one row
+    per control period, from the start its reset draws."""
+    if starts is not None and not ctrls:
+        raise ValueError(
+            "rollout_arms: start poses are for arms (controllers); a handheld twin draws its own"
+        )
     obs = env.reset(seed=seed)
     policy.reset()
     dt = 1.0 / env.control_hz
@@ -117,9 +123,12 @@ def rollout_arms(
         rows = chunk[first : first + (n_action_steps or policy.n_action_steps)]
         for i, c in enumerate(ctrls):
             c.set_chunk((k + 1) * dt, dt, rows[:, ROW * i : ROW * (i + 1)].copy(), t_now=(k + 1) * dt)
-        for _ in range(len(rows)):
+        for row in rows:
             k += 1
-            obs, term, trunc, info = step_arms(env, ctrls, k * dt)
+            if ctrls:
+                obs, term, trunc, info = step_arms(env, ctrls, k * dt)
+            else:
+                obs, _, term, trunc, info = env.step(row)
             hist.append(obs)
             frame()
             if term or trunc:

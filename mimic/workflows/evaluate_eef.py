@@ -21,7 +21,7 @@ import numpy as np
 from mimic.robots.eef_control import EefChunkController
 from mimic.robots.ik import IKSolver, tool_down
 from mimic.sim.env import TwinEnv, make_env
-from mimic.workflows.bimanual_eval import BimanualEvalResult, evaluate_bimanual
+from mimic.workflows.bimanual_eval import HANDHELD, BimanualEvalResult, evaluate_bimanual
 from mimic.workflows.eef_rollout import EefEvalResult, rollout_arms, run_episodes
 from mimic.workflows.eval_result import DEFAULT_SEED
 
@@ -83,8 +83,10 @@ def evaluate_eef(
 ) -> EefEvalResult | BimanualEvalResult:
     """Roll `policy` (an EefPolicy) out on `arm`'s pick_place for `episodes` seeds (seed, seed+1, ...);
     `n_action_steps` overrides the policy's receding horizon (rows executed per prediction)."""
-    if arm not in ARMS:
-        raise ValueError(f"evaluate_eef: --arm {arm!r} is not one of {ARMS}")
+    grippers = getattr(policy, "grippers", 1)
+    if arm not in ARMS and not (grippers == 2 and arm == HANDHELD):
+        also = f" (or {HANDHELD} for a two-gripper policy)"
+        raise ValueError(f"evaluate_eef: --arm {arm!r} is not one of {ARMS}{also}")
     if start not in STARTS:
         raise ValueError(f"evaluate_eef: --start {start!r} is not one of {STARTS}")
     if episodes < 1:
@@ -95,8 +97,8 @@ def evaluate_eef(
             f"1..{policy.horizon - policy.n_obs_steps}"
         )
     if (
-        getattr(policy, "grippers", 1) == 2
-    ):  # two grippers: two arm twins of `arm` (mimic.workflows.bimanual_eval)
+        grippers == 2
+    ):  # two grippers: two arm twins of `arm`, or the handheld rig (mimic.workflows.bimanual_eval)
         return evaluate_bimanual(
             policy,
             arm,

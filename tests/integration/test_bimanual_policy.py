@@ -21,8 +21,9 @@ import zarr
 from mimic.data.dataset import ReplayDataset
 from mimic.data.relative import RelativeTrajectory, pose_to_matrix
 from mimic.robots.gripper import grasp_command
-from mimic.sim.bimanual import BimanualTwinEnv
+from mimic.sim.bimanual import BimanualHandheldEnv, BimanualTwinEnv
 from mimic.workflows.bimanual_eval import make_controllers, rollout_bimanual
+from mimic.workflows.eef_rollout import rollout_arms
 from tests.tiny import TINY_RUN
 
 pytestmark = pytest.mark.integration
@@ -153,6 +154,21 @@ def test_demos_replayed_through_two_arms_place_both_cubes(stores):
     assert sum(c.eef_counters.unreachable_points for c in ctrls) == 0
 
 
+def test_demos_replayed_on_the_handheld_rig_place_both_cubes(stores):
+    """The same chunks on the two handheld grippers (no controllers): the rig's own start, rows as they are."""
+    _, store = stores
+    ds = ReplayDataset(str(store))
+    env = BimanualHandheldEnv()
+    try:
+        for ep, seed in enumerate((SEED, SEED + 1)):
+            s0 = 0 if ep == 0 else int(ds.episode_ends[ep - 1])
+            actions = ds.read("action")[s0 : int(ds.episode_ends[ep])].astype(np.float64)
+            ok, steps, _, _ = rollout_arms(BimanualReplayOracle(actions), env, [], seed, None)
+            assert ok, f"seed {seed}: failed after {steps} steps"
+    finally:
+        env.close()
+
+
 def test_tiny_train_then_eval_on_two_arms(stores, tmp_path):
     """`mimic train` on the imported store, then `mimic eval` drives two arm twins and writes its JSON."""
     _, store = stores
@@ -178,6 +194,14 @@ def test_tiny_train_then_eval_on_two_arms(stores, tmp_path):
     assert res["arm"] == "2x xarm7" and res["task"] == "bimanual_pick_place"
     assert res["episodes"] == 1 and len(res["outcomes"]) == 1 and res["episode_steps"][0] > 0
     assert len(res["per_gripper_placed"]) == 2
+    # the same checkpoint on the handheld rig its demos come from: rows executed as they are, no IK
+    out = _mimic(
+        "eval", str(run / "checkpoint"), "--arm", "handheld", "--episodes", "1", "--json", str(result)
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(result.read_text())
+    assert res["arm"] == "2x handheld" and res["start"] == "rig" and res["episode_steps"][0] > 0
+    assert res["unreachable_points"] == 0 and len(res["per_gripper_placed"]) == 2
 
 
 def test_approach_error_applies_to_the_bimanual_handheld_recorder_only(tmp_path):
