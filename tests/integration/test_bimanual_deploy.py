@@ -138,6 +138,9 @@ def test_policy_drives_both_arms_through_the_bimanual_session(procs) -> None:
         watcher.wait_for("both arms' joint states", lambda: all(watcher.states), 30)
         starts = [watcher.tcp(i) for i in range(2)]
         ctls = [_start(procs, session.node(f"controller{i}")) for i in range(2)]
+        # a chunk that reaches a controller before its first joint state has no IK seed and is refused: the
+        # controllers publish diagnostics only from their running loops, once seeded
+        watcher.wait_for("both controllers seeded", lambda: all(watcher.diag), 30)
         _start(procs, session.node("policy"))
 
         def arrived() -> bool:
@@ -146,7 +149,7 @@ def test_policy_drives_both_arms_through_the_bimanual_session(procs) -> None:
             )
 
         watcher.wait_for("both TCPs at their goals", arrived, 60)
-        watcher.wait_for("both controllers' diagnostics", lambda: all(watcher.diag), 10)
+        watcher.wait_for("diagnostics since", lambda: all(d.get("commands_sent") for d in watcher.diag), 10)
         for i in range(2):
             turn = Rotation.from_rotvec(watcher.tcp(i)[3:]) * Rotation.from_rotvec(starts[i][3:]).inv()
             rot_err = turn.magnitude()
