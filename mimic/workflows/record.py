@@ -130,31 +130,23 @@ def record_dataset(dataset: str, r: RecordConfig, progress: bool = True, keep_fa
         return False
     if r.episodes <= 0:
         raise ConfigError("record.episodes: must be > 0 to record a dataset")
-    if r.arm == BIMANUAL_ARM and str(dataset).endswith(".zarr.zip"):
-        from mimic.workflows.bimanual_record import record_bimanual_handheld
+    if (
+        r.arm == BIMANUAL_ARM
+    ):  # two handheld grippers: a UMI-style .zarr.zip (imported unless asked for as one)
+        from mimic.workflows.bimanual_record import record_and_import, record_bimanual_handheld
 
-        out = record_bimanual_handheld(
-            dataset,
-            r.episodes,
+        how = dict(
             seed=r.seed,
             image_size=(r.image_size[0], r.image_size[1]),
             progress=progress,
             approach_error_m=r.approach_error_m,
         )
-        print(f"{dataset}: UMI-style bimanual store, {out['episodes']} episodes, {out['rows']} rows")
-        return True
-    if r.arm == BIMANUAL_ARM:  # two handheld grippers: a UMI-style .zarr.zip, imported into `dataset`
-        from mimic.workflows.bimanual_record import record_and_import
-
-        umi = record_and_import(
-            dataset,
-            r.episodes,
-            seed=r.seed,
-            image_size=(r.image_size[0], r.image_size[1]),
-            progress=progress,
-            approach_error_m=r.approach_error_m,
-        )
-        print(f"{umi}: UMI-style bimanual store; imported into {dataset}")
+        if str(dataset).endswith(".zarr.zip"):
+            out = record_bimanual_handheld(dataset, r.episodes, **how)
+            print(f"{dataset}: UMI-style bimanual store, {out['episodes']} episodes, {out['rows']} rows")
+        else:
+            umi = record_and_import(dataset, r.episodes, **how)
+            print(f"{umi}: UMI-style bimanual store; imported into {dataset}")
         return True
     if r.approach_error_m:
         raise ConfigError(f"record.approach_error_m: applies to arm {BIMANUAL_ARM}, not {r.arm}")
