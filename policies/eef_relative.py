@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from mimic.data.normalizer import Normalizer
-from mimic.data.relative import RelativeTrajectory, pose_wrt
+from mimic.data.relative import ROTATIONS, RelativeTrajectory, pose_wrt
 from mimic.data.torch_dataset import WindowDataset
 from mimic.policies.config import PolicyConfig
 from mimic.policies.data import MIN_LOWDIM_RANGE, WindowBatches, widen_small_ranges
@@ -100,6 +100,13 @@ class EefFeatures:
     def decode_actions(self, actions_rel: np.ndarray, ref: np.ndarray) -> np.ndarray:
         """Relative chunk [H, 10] -> absolute rows [H, 7] at the reference pose."""
         return self.relative.decode_actions(actions_rel, ref)
+
+    def action_dim(self, absolute_dim: int) -> int:
+        return self.relative.action_dim(absolute_dim)
+
+    def state(self) -> dict[str, Any]:
+        """What the checkpoint keeps to rebuild these features (eef_deployable)."""
+        return {"relative": self.relative.to_json()}
 
     def encode_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
         """{"obs": raw [B, T, ...], "action": [B, H, 7]} -> float32 torch batch in the inner space."""
@@ -261,6 +268,10 @@ class BimanualEefFeatures:
             )
         return N_GRIPPERS * self.relative(0).action_dim(ROW)
 
+    def state(self) -> dict[str, Any]:
+        """What the checkpoint keeps to rebuild these features (eef_deployable)."""
+        return {"grippers": N_GRIPPERS, "rotation": self.rotation}
+
     def encode_obs(self, obs: dict[str, Any]) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
         """(inner observations, [T_ref per gripper]) for an absolute window ([T, d] or [B, T, d] per key)."""
         o = {k: _np(obs[k]) for k in BIMANUAL_OBS_KEYS}
@@ -332,7 +343,7 @@ class BimanualEefPolicy(_EefDeployable):
         super().__init__(inner, features, gripper_max, BIMANUAL_OBS_KEYS, len(BIMANUAL_ACTION_LAYOUT))
 
 
-def bimanual_parts(
+def eef_parts(
     pc: PolicyConfig,
     meta: ShapeMeta,
     train: WindowDataset,
@@ -340,18 +351,29 @@ def bimanual_parts(
     attrs: dict[str, Any],
     progress: bool,
 ) -> tuple[PolicyConfig, ShapeMeta, EefBatches, EefBatches | None, dict[str, Any]]:
-    """What mimic.policies.processors needs to train a two-gripper eef_relative policy: (network config,
-    network shapes, training batches, validation batches, processor state). ValueError names the field."""
-    if list(pc.obs_keys) != list(BIMANUAL_OBS_KEYS):
-        raise ValueError(
-            f"policy.obs_keys: a two-gripper eef_relative policy observes exactly {list(BIMANUAL_OBS_KEYS)}"
-        )
+    """What mimic.policies.processors needs to train an eef_relative policy, one gripper or two (UMI's
+    robot0_* / robot1_* keys): (network config, network shapes, training batches, validation batches, processor
+    state). ValueError names the field."""
+    two = is_bimanual(pc.obs_keys)
+    raw, what = (
+        (BIMANUAL_OBS_KEYS, "a two-gripper eef_relative policy")
+        if two
+        else (RAW_OBS_KEYS, "an eef_relative policy")
+    )
+    if list(pc.obs_keys) != list(raw):
+        raise ValueError(f"policy.obs_keys: {what} observes exactly {list(raw)}")
+    if pc.eef_rotation not in ROTATIONS:
+        raise ValueError(f"policy.eef_rotation: {pc.eef_rotation!r} is not one of {ROTATIONS}")
     if attrs.get("robot") != "handheld":
         raise ValueError(
             f"policy.action_repr eef_relative: the store's robot attr is {attrs.get('robot')!r}, expected "
             "'handheld' (mimic dataset import-dp --robot handheld)"
         )
-    features = BimanualEefFeatures(rotation=pc.eef_rotation)
+    features: EefFeatures | BimanualEefFeatures = (
+        BimanualEefFeatures(rotation=pc.eef_rotation)
+        if two
+        else EefFeatures(RelativeTrajectory(rotation=pc.eef_rotation))
+    )
     inner = copy.deepcopy(pc)
     inner.obs_keys = features.inner_keys
     inner_meta = ShapeMeta(
@@ -359,12 +381,11 @@ def bimanual_parts(
         action_dim=features.action_dim(meta.action_dim),
         control_hz=meta.control_hz,
         arm="handheld",
-        task="pick_place",  # each gripper's pick_place (object_rel is pick_place's); grippers: 2 in the info
+        task="pick_place",  # object_rel is pick_place's (per gripper with two; their count is in the state)
     )
     info = {
-        "grippers": N_GRIPPERS,
-        "rotation": features.rotation,
-        "raw_obs_keys": list(BIMANUAL_OBS_KEYS),
+        **features.state(),
+        "raw_obs_keys": list(raw),
         "gripper_max": float(attrs.get("gripper_max", 0.08)),
     }
     return (
@@ -376,7 +397,11 @@ def bimanual_parts(
     )
 
 
-def bimanual_deployable(inner: Policy, info: dict[str, Any]) -> BimanualEefPolicy:
-    return BimanualEefPolicy(
-        inner, BimanualEefFeatures(rotation=info["rotation"]), float(info["gripper_max"])
+def eef_deployable(inner: Policy, info: dict[str, Any]) -> EefPolicy | BimanualEefPolicy:
+    """The deploy wrapper of a trained eef_relative network, from the processor state eef_parts wrote."""
+    if info.get("grippers") == N_GRIPPERS:
+        features = BimanualEefFeatures(rotation=info["rotation"])
+        return BimanualEefPolicy(inner, features, float(info["gripper_max"]))
+    return EefPolicy(
+        inner, EefFeatures(RelativeTrajectory.from_json(info["relative"])), float(info["gripper_max"])
     )

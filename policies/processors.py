@@ -16,12 +16,10 @@ or "eef") only to choose the controller mode.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Any
 
 from mimic.data.normalizer import Normalizer
-from mimic.data.relative import ROTATIONS, RelativeTrajectory
 from mimic.data.torch_dataset import WindowDataset
 from mimic.policies.config import ConfigError, DataConfig, PolicyConfig
 from mimic.policies.data import (
@@ -31,15 +29,7 @@ from mimic.policies.data import (
     relative_action_normalizer,
     widen_small_ranges,
 )
-from mimic.policies.eef_relative import (
-    RAW_OBS_KEYS,
-    EefBatches,
-    EefFeatures,
-    EefPolicy,
-    bimanual_deployable,
-    bimanual_parts,
-    is_bimanual,
-)
+from mimic.policies.eef_relative import EefBatches, eef_deployable, eef_parts
 from mimic.policies.policy import Policy, ShapeMeta
 from mimic.policies.streaming import StreamingBatches
 from mimic.policies.tcp_position import TcpPositionPolicy, convert_batches
@@ -124,44 +114,12 @@ def _prepare_eef(
     attrs: dict[str, Any],
     progress: bool,
 ) -> Prepared:
-    if is_bimanual(pc.obs_keys):  # two grippers (UMI's robot0_* / robot1_* layout)
-        try:
-            parts = bimanual_parts(pc, meta, train, val, attrs, progress)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-        return Prepared(*parts, representation="relative eef, two grippers")
-    if list(pc.obs_keys) != list(RAW_OBS_KEYS):
-        raise ConfigError(f"policy.obs_keys: an eef_relative policy observes exactly {list(RAW_OBS_KEYS)}")
-    if pc.eef_rotation not in ROTATIONS:
-        raise ConfigError(f"policy.eef_rotation: {pc.eef_rotation!r} is not one of {ROTATIONS}")
-    if attrs.get("robot") != "handheld":
-        raise ConfigError(
-            f"policy.action_repr eef_relative: the store's robot attr is {attrs.get('robot')!r}, "
-            "expected 'handheld'"
-        )
-    features = EefFeatures(RelativeTrajectory(rotation=pc.eef_rotation))
-    inner = copy.deepcopy(pc)
-    inner.obs_keys = features.inner_keys
-    inner_meta = ShapeMeta(
-        obs_shapes=features.inner_shapes(),
-        action_dim=features.relative.action_dim(meta.action_dim),
-        control_hz=meta.control_hz,
-        arm="handheld",
-        task="pick_place",
-    )  # object_rel is pick_place's
-    info = {
-        "relative": features.relative.to_json(),
-        "raw_obs_keys": list(RAW_OBS_KEYS),
-        "gripper_max": float(attrs.get("gripper_max", 0.08)),
-    }
-    return Prepared(
-        inner,
-        inner_meta,
-        EefBatches(train, features, progress=progress),
-        EefBatches(val, features) if val is not None else None,
-        info,
-        representation="relative eef",
-    )
+    try:
+        parts = eef_parts(pc, meta, train, val, attrs, progress)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    two = parts[4].get("grippers") == 2  # UMI's robot0_* / robot1_* layout
+    return Prepared(*parts, representation="relative eef, two grippers" if two else "relative eef")
 
 
 def deployable(policy: Policy, info: dict[str, Any] | None = None) -> Any:
@@ -174,10 +132,7 @@ def deployable(policy: Policy, info: dict[str, Any] | None = None) -> Any:
             raise ValueError(
                 f"eef_relative policy: no {PROCESSOR_JSON} state (relative encoding, gripper_max)"
             )
-        if info.get("grippers") == 2:
-            return bimanual_deployable(policy, info)
-        features = EefFeatures(RelativeTrajectory.from_json(info["relative"]))
-        return EefPolicy(policy, features, float(info["gripper_max"]))
+        return eef_deployable(policy, info)
     return policy
 
 
