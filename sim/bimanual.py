@@ -46,6 +46,7 @@ from mimic.sim.tasks.bimanual_pick_place import (  # noqa: E402
     objects_xml,
     start_poses,
 )
+from mimic.sim.twin import run_paced  # noqa: E402
 
 TASK = "bimanual_pick_place"
 CAMERA_KEYS = tuple(f"camera{i}_rgb" for i in range(N_GRIPPERS))  # gripper i's wrist camera, UMI's naming
@@ -592,19 +593,13 @@ class BimanualTwinArms:
             return self.sim_time_at, self.env.object_state(), self.env.success()
 
     def _run(self) -> None:
-        dt = self.env.model.opt.timestep
-        t_sim = time.time()
-        while not self._stop.is_set():
-            now = time.time()
-            n = int((now - t_sim) / dt)
-            if n > 50:  # fell behind by > 0.1 s (CPU starved): drop the debt instead of bursting
-                t_sim, n = now - 50 * dt, 50
-            t_sim += n * dt
-            if n > 0:
-                with self._lock:
-                    mujoco.mj_step(self.env.model, self.env.data, nstep=n)
-                    self.sim_time_at = now
-            time.sleep(max(0.0, t_sim + 0.002 - time.time()))
+        run_paced(self._stop, self.env.model.opt.timestep, 0.002, self._simulate)
+
+    def _simulate(self, n: int, now: float) -> None:
+        if n > 0:
+            with self._lock:
+                mujoco.mj_step(self.env.model, self.env.data, nstep=n)
+                self.sim_time_at = now
 
 
 class _ArmView:

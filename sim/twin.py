@@ -14,6 +14,7 @@ import bisect
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import mujoco
@@ -187,16 +188,27 @@ class TwinArm(Arm):
 
     def _run(self) -> None:
         dt = self.env.model.opt.timestep
-        period = max(1.0 / self.spec.control_rate_hz, dt)
-        t_sim = time.time()
-        while not self._stop.is_set():
-            now = time.time()
-            n = int((now - t_sim) / dt)
-            if n > 50:  # fell behind by >0.1 s (CPU starved): drop the debt instead of bursting
-                t_sim, n = now - 50 * dt, 50
-            t_sim += n * dt
-            self._simulate(n, now)
-            time.sleep(max(0.0, t_sim + period - time.time()))
+        run_paced(self._stop, dt, max(1.0 / self.spec.control_rate_hz, dt), self._simulate)
+
+
+MAX_DEBT_STEPS = 50  # physics steps a paced twin may fall behind (0.1 s at 2 ms) before it drops the debt
+
+
+def run_paced(
+    stop: threading.Event, dt: float, period: float, simulate: Callable[[int, float], None]
+) -> None:
+    """Keep simulated time on `time.time()` until `stop` is set: about every `period` s, `simulate(n, now)`
+    with the n physics steps of `dt` due since the last call (n may be 0). A CPU-starved process that fell more
+    than MAX_DEBT_STEPS behind drops the debt instead of bursting, so the twin never jumps ahead of a command."""
+    t_sim = time.time()
+    while not stop.is_set():
+        now = time.time()
+        n = int((now - t_sim) / dt)
+        if n > MAX_DEBT_STEPS:
+            t_sim, n = now - MAX_DEBT_STEPS * dt, MAX_DEBT_STEPS
+        t_sim += n * dt
+        simulate(n, now)
+        time.sleep(max(0.0, t_sim + period - time.time()))
 
 
 def from_uri(target: str, **kwargs: Any) -> TwinArm:
