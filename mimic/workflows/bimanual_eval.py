@@ -23,7 +23,7 @@ from mimic.robots.eef_control import EefChunkController
 from mimic.robots.ik import IKSolver
 from mimic.sim.bimanual import TASK, BimanualHandheldEnv, BimanualTwinEnv, start_tcp_rows
 from mimic.sim.tasks.bimanual_pick_place import N_GRIPPERS
-from mimic.workflows.eef_rollout import EefEvalResult, rollout_arms, run_episodes
+from mimic.workflows.eef_rollout import EefEvalResult, rollout_arms, run_episodes, start_rows
 from mimic.workflows.eval_result import DEFAULT_SEED
 
 CAMERAS = ("scene", "wrist0", "wrist1")  # the videos' views, side by side
@@ -79,9 +79,7 @@ def rollout_bimanual(
 
 
 def _starts(start: str | list[np.ndarray], seed: int) -> list[np.ndarray] | None:
-    if isinstance(start, str):
-        return None if start == "home" else start_tcp_rows(seed)
-    return [np.asarray(r, float) for r in start]
+    return start_rows(start, seed, start_tcp_rows)
 
 
 def _placed(env: BimanualTwinEnv) -> list[bool]:

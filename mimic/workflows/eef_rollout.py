@@ -57,6 +57,16 @@ def step_arms(env: Any, ctrls: Sequence[EefChunkController], t: float) -> tuple[
     return obs, term, trunc, info
 
 
+def start_rows(
+    start: str | np.ndarray | Sequence[np.ndarray], seed: int, draw: Callable[[int], list[np.ndarray]]
+) -> list[np.ndarray] | None:
+    """An episode's start as rollout_arms takes it: None for "home", `draw(seed)` (one [pos, axis-angle] row
+    per arm) for a drawn start, explicit rows (one row, or one per arm) as they are."""
+    if isinstance(start, str):
+        return None if start == "home" else draw(seed)
+    return list(np.atleast_2d(np.asarray(start, float)))
+
+
 def line_rows(here: np.ndarray, goal: np.ndarray, n: int, total: int, width: float) -> np.ndarray:
     """`total` rows: a straight line (slerp) from `here` to `goal` ([pos, axis-angle]) in n rows, then
     holding the goal."""

@@ -22,7 +22,7 @@ from mimic.robots.eef_control import EefChunkController
 from mimic.robots.ik import IKSolver, tool_down
 from mimic.sim.env import TwinEnv, make_env
 from mimic.workflows.bimanual_eval import HANDHELD, BimanualEvalResult, evaluate_bimanual
-from mimic.workflows.eef_rollout import EefEvalResult, rollout_arms, run_episodes
+from mimic.workflows.eef_rollout import EefEvalResult, rollout_arms, run_episodes, start_rows
 from mimic.workflows.eval_result import DEFAULT_SEED
 
 ARMS = ("franka", "ur5e", "xarm7")
@@ -63,9 +63,7 @@ def rollout_eef(
 
 
 def _starts(start: str | np.ndarray, seed: int) -> list[np.ndarray] | None:
-    if isinstance(start, str):
-        return None if start == "home" else [start_pose(seed)]
-    return [np.asarray(start, float)]
+    return start_rows(start, seed, lambda s: [start_pose(s)])
 
 
 def evaluate_eef(
