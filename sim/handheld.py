@@ -743,11 +743,12 @@ class HandheldExpert:
         max_turn_rad_s: float = 1.5,
         approach_error_m: float = 0.0,
     ) -> None:
-        from mimic.sim.expert import Expert
+        from mimic.sim.expert import GRASP_Z_M, HOVER_M, Expert
 
         if approach_error_m < 0:
             raise ValueError(f"approach_error_m must be >= 0, got {approach_error_m}")
         self.env, self.max_turn, self.approach_error_m = env, max_turn_rad_s, float(approach_error_m)
+        self._descent_m = HOVER_M - GRASP_Z_M  # the plan's descent from the hover to the grasp
         self._plan = Expert.__new__(
             Expert
         )  # only its waypoint planner (_goal) is used: no arm to solve IK for
@@ -766,13 +767,11 @@ class HandheldExpert:
     def _approach(self, p_goal: np.ndarray) -> np.ndarray:
         """The phase goal with the episode's approach offset: whole at the hover, shrinking to none at the
         grasp height as the hand descends (pick_place phases 0 and 1)."""
-        from mimic.sim.expert import GRASP_Z_M, HOVER_M
-
         plan = self._plan
         if plan.phase == 0:
             return p_goal + self.approach_offset
         if plan.phase == 1:
-            left = np.clip((plan.p_cmd[2] - p_goal[2]) / (HOVER_M - GRASP_Z_M), 0.0, 1.0)
+            left = np.clip((plan.p_cmd[2] - p_goal[2]) / self._descent_m, 0.0, 1.0)
             return p_goal + left * self.approach_offset
         return p_goal
 
