@@ -30,11 +30,11 @@ import numpy as np
 
 from mimic.data import mcap_topics as mt
 from mimic.data.dataset import DatasetError
+from mimic.data.episode_marks import MARKS_ATTR, commit_marked
 from mimic.data.mcap_bag import Bag, first_messages, iter_bag, open_bag
 from mimic.data.writer import DatasetWriter, StreamSpec
 
 DEFAULT_EPISODE_GAP_S = 1.0
-MARKS_ATTR = "episode_marks"  # as the recorder node writes it
 WRITER_ATTRS = ("schema_version", "fps", "streams", MARKS_ATTR)  # set by the writer/importer, never carried
 
 
@@ -205,15 +205,10 @@ class _Recorder:
             self.report.skipped.append(f"{label}: {self.failed or why}")
             return
         index = int(self.writer._ends.shape[0])
-        marks = dict(self.writer.root.attrs.get(MARKS_ATTR, {}))
-        if self.stalled:  # the mark goes in before the commit, as the recorder does
-            marks[str(index)] = {"stalled": self.stalled, "samples_after_stall": self.after_stall}
-            self.writer.root.attrs[MARKS_ATTR] = marks
+        mark = {"stalled": self.stalled, "samples_after_stall": self.after_stall} if self.stalled else None
         try:
-            rows = self.writer.end_episode()
+            rows = commit_marked(self.writer.root, self.writer.end_episode, index, mark)
         except ValueError as exc:
-            marks.pop(str(index), None)
-            self.writer.root.attrs[MARKS_ATTR] = marks
             self.report.skipped.append(f"{label}: {exc}")
             return
         self.report.episodes += 1

@@ -18,10 +18,10 @@ from rclpy.qos import DurabilityPolicy, QoSProfile
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
+from mimic.data.episode_marks import commit_marked
 from mimic_ros.runtime import ManagedNode
 
 LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-MARKS_ATTR = "episode_marks"
 
 
 class EpisodeStore(Protocol):
@@ -99,18 +99,10 @@ class EpisodeServices(ManagedNode):
             store.discard_episode()
             return self._reply(response, False, f"episode discarded: {self.failed}")
         index = self._n_episodes()
-        root = self._episode_writer().root
-        marks = dict(root.attrs.get(MARKS_ATTR, {}))
-        if (
-            self.stalled
-        ):  # the mark goes in before the commit, so a committed stalled episode is always marked
-            marks[str(index)] = self._stall_mark()
-            root.attrs[MARKS_ATTR] = marks
+        mark = self._stall_mark() if self.stalled else None
         try:
-            steps = store.end_episode()
+            steps = commit_marked(self._episode_writer().root, store.end_episode, index, mark)
         except ValueError as e:
-            marks.pop(str(index), None)
-            root.attrs[MARKS_ATTR] = marks
             return self._reply(response, False, f"episode discarded: {e}")
         self.last_episode = {
             "index": index,

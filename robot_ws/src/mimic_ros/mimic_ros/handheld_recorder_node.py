@@ -40,7 +40,8 @@ from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import CompressedImage, JointState
 from std_srvs.srv import Trigger
 
-from mimic_ros.episode_services import MARKS_ATTR, EpisodeServices
+from mimic.data.episode_marks import MARKS_ATTR
+from mimic_ros.episode_services import EpisodeServices
 from mimic_ros.msgs import decode_image, stamp_to_s
 from mimic_ros.params import ParamError, declare_config, param
 from mimic_ros.runtime import run_node

@@ -34,8 +34,9 @@ import numpy as np
 from sensor_msgs.msg import CompressedImage, JointState
 from std_srvs.srv import Trigger
 
+from mimic.data.episode_marks import MARKS_ATTR
 from mimic.data.storage import StorageError, locate
-from mimic_ros.episode_services import MARKS_ATTR, EpisodeServices
+from mimic_ros.episode_services import EpisodeServices
 from mimic_ros.msgs import decode_image, stamp_to_s
 from mimic_ros.params import ParamError, declare_config, param
 from mimic_ros.runtime import run_node
