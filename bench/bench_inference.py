@@ -15,6 +15,9 @@ each timed chunk, untimed, `prepare` encodes the frame of step t-1 (as a deploy 
 before a chunk is due), so the chunk at step t encodes one new frame per camera; every call brings new frames.
 Its rows say "+cache"; `cache_dev` is the largest |cached chunk - uncached chunk| of the same engine from the same
 observations and noise (asserted within engines.CACHE_TOLERANCE: float rounding for fp32 trunks), and the "prepare" rows time that untimed step apart.
+On 2 or more threads the ONNX engines encode the cameras' new frames side by side (engines.OnnxEncoder, `lanes` in
+the +cache row); the "+cache, trunks in turn" rows time the same steady state with the trunks one after the other
+(each with every thread, as before), built from the same graphs and timed in the same rounds.
 
 python -m bench.run inference                       # every network, engine and thread count
 python -m bench.bench_inference --networks visuomotor --engines onnx torch   # a narrower run, same tables
@@ -99,14 +102,23 @@ def forward_calls(policy: Policy) -> dict[str, object]:
     return {"fp32 forward": bare} | ({"fp32 encoder + forward": with_encoder} if policy.image_keys else {})
 
 
-def build(policy: Policy, engine: str, tmp: Path) -> tuple[Policy, float]:
-    """`policy` on `engine` (ONNX ones exported into `tmp` first) and the seconds that took (export, compile)."""
+def build(policy: Policy, engine: str, tmp: Path, concurrent_trunks: bool = True) -> tuple[Policy, float]:
+    """`policy` on `engine` (ONNX ones exported into `tmp` first) and the seconds that took (export, compile).
+    `concurrent_trunks=False`: an ONNX engine's camera trunks in turn (engines.apply_engine)."""
     t0 = time.perf_counter()
     files = None
     if engine in ONNX_ENGINES:
-        out = tmp / engine
+        out = tmp / (engine if concurrent_trunks else f"{engine}-in-turn")
         files = graph_files(out, write_graphs(policy, out, engine))
-    return apply_engine(copy.deepcopy(policy), engine, files, check=False), time.perf_counter() - t0
+    built = apply_engine(
+        copy.deepcopy(policy), engine, files, check=False, concurrent_trunks=concurrent_trunks
+    )
+    return built, time.perf_counter() - t0
+
+
+def lanes(policy: Policy) -> int:
+    """How many cameras' trunks `policy`'s encoder runs at once (1: in turn; torch engines always)."""
+    return int(getattr(policy.encoder, "lanes", 1))
 
 
 class SteadyState:
@@ -209,11 +221,20 @@ def measure(
     built: dict[str, Policy] = {}
     prep: dict[str, float] = {}
     steady: dict[str, SteadyState] = {}
+    in_turn: dict[
+        str, str
+    ] = {}  # engine -> its timer with the camera trunks in turn, where it has them side by side
     for engine in engines:
-        built[engine], prep[engine] = build(ref, engine, tmp / f"{name.replace(' ', '_')}_{threads}")
+        where = tmp / f"{name.replace(' ', '_')}_{threads}"
+        built[engine], prep[engine] = build(ref, engine, where)
         timers[engine] = lambda p=built[engine], obs=obs: uncached(p, lambda: p.predict(obs, 1))
         if ref.image_keys:
             steady[engine] = timers[f"{engine} +cache"] = SteadyState(built[engine], obs)
+        if ref.image_keys and lanes(built[engine]) > 1:
+            key = in_turn[engine] = f"{engine} +cache, trunks in turn"
+            steady[key] = timers[key] = SteadyState(
+                build(ref, engine, where, concurrent_trunks=False)[0], obs
+            )
         bar.update(1)
     lat = {k: percentiles(v) for k, v in interleaved(timers, rounds, per_round).items()}
     bar.update(1)
@@ -239,10 +260,20 @@ def measure(
             raise AssertionError(f"{tag}: {cached} chunk differs from uncached by {cache_dev:.3g}")
         dev = chunk_deviation(ref, built[engine], 1, seeds=range(8), batch=1)
         row = _row(name, threads, f"{cached} 1-step chunk", lat[cached], max_dev=float(f"{dev:.2g}"))
-        res.rows.append(row | {"cache_dev": cache_dev})
+        res.rows.append(row | {"cache_dev": cache_dev, "lanes": lanes(built[engine])})
         res.rows.append(
             _row(name, threads, f"{engine} prepare (untimed above)", percentiles(steady[engine].prepare_s))
         )
+        if engine in in_turn:
+            turn = in_turn[engine]
+            res.rows.append(_row(name, threads, f"{turn} 1-step chunk", lat[turn], lanes=1))
+            res.rows.append(
+                _row(name, threads, f"{turn}: prepare (untimed above)", percentiles(steady[turn].prepare_s))
+            )
+            for q in ("p50", "p99"):
+                res.ratios[f"{tag}: {cached} 1-step {q}, trunks side by side / in turn"] = (
+                    lat[cached][q] / lat[turn][q]
+                )
         for q in ("p50", "p99"):
             res.ratios[f"{tag}: {cached} 1-step {q} / {floor} {q}"] = lat[cached][q] / lat[floor][q]
             res.ratios[f"{tag}: {cached} 1-step {q} / uncached {q}"] = lat[cached][q] / lat[engine][q]

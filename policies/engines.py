@@ -12,7 +12,8 @@ run unchanged. Engines, measured against each other in bench/bench_inference.py 
   them) and channels-last image trunks; inputs and outputs stay fp32;
 - `compiled`: `bf16` under torch.compile (inductor, C++ codegen); the first call compiles (seconds to a minute);
 - `onnx`: ONNX Runtime on graphs written by `mimic export` (mimic.policies.export): fp32, exact to float
-  rounding, prepacked weights and one call per graph instead of hundreds of torch ops;
+  rounding, prepacked weights and one call per graph instead of hundreds of torch ops; on 2 or more threads the
+  cameras' trunks run side by side (OnnxEncoder);
 - `onnx-int8`: the denoiser with dynamically quantised int8 weights (a quarter of the bytes), the encoder fp32
   (ONNX Runtime's int8 image convolutions measured slower than its fp32 ones).
 
@@ -24,7 +25,8 @@ TOLERANCE. ONNX engines have no autograd, so guided sampling (rtc) refuses them.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -181,9 +183,9 @@ class OnnxImageTrunk(_NoAutograd):
     """One camera's trunk as an ONNX Runtime session, called as ImageEncoder is: frames [N, 3, H, W] in [0, 1]
     -> features [N, F]; the inference (centre) crop is in the graph, so frames come uncropped."""
 
-    def __init__(self, path: Path, name: str = "onnx") -> None:
+    def __init__(self, path: Path, name: str = "onnx", threads: int | None = None) -> None:
         self.name = name
-        self.session = ort_session(path)
+        self.session = ort_session(path, threads)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         self._refuse_grad(x)
@@ -194,7 +196,15 @@ class OnnxImageTrunk(_NoAutograd):
 class OnnxEncoder(nn.Module, _NoAutograd):
     """ObsEncoder with each camera's trunk an ONNX Runtime session (`images[key]`, one graph per camera, so the
     feature cache can encode one frame at a time); low-dim keys are concatenated by torch as ObsEncoder does.
-    `augment` passes observations through (the centre crop is in the graphs) and refuses training's random ones."""
+    `augment` passes observations through (the centre crop is in the graphs) and refuses training's random ones.
+
+    Cameras side by side: with a thread budget of 2 or more (torch's thread count when the engine is built, as
+    the sessions take it) and 2 or more cameras, `encode_cameras` runs the cameras' trunks at once, one on the
+    calling thread and the others on a small pool of its own (ONNX Runtime releases the GIL in `run`), each
+    session with its share of the budget (1 intra-op thread each on 2), so they do not oversubscribe the cores.
+    A steady-state chunk encodes one new frame per camera: on two free cores its trunks then take the time of
+    one (docs/inference.md). The features are those of the sessions run in turn, bit for bit (a session's result
+    does not depend on its thread count here). `concurrent=False` keeps them in turn, each with the whole budget."""
 
     def __init__(
         self,
@@ -203,6 +213,7 @@ class OnnxEncoder(nn.Module, _NoAutograd):
         image_keys: Sequence[str],
         feature_dim: int,
         name: str = "onnx",
+        concurrent: bool = True,
     ) -> None:
         super().__init__()
         self.name = name
@@ -211,7 +222,14 @@ class OnnxEncoder(nn.Module, _NoAutograd):
             raise EngineError(
                 f"engine {name}: image graphs for {sorted(images)}, the policy has {self.image_keys}"
             )
-        self.images = {k: OnnxImageTrunk(images[k], name) for k in self.image_keys}
+        budget = torch.get_num_threads()
+        lanes = min(budget, len(self.image_keys)) if concurrent else 1
+        self.images = {
+            k: OnnxImageTrunk(images[k], name, threads=max(1, budget // lanes)) for k in self.image_keys
+        }
+        self.lanes = lanes  # cameras encoded at once (1: in turn)
+        # lanes - 1 workers: the calling thread runs one camera itself; bounded, idle workers sleep.
+        self._pool = ThreadPoolExecutor(lanes - 1, thread_name_prefix="onnx-trunk") if lanes > 1 else None
         self.feature_dim = feature_dim
         self.device_anchor = nn.Parameter(torch.empty(0), requires_grad=False)
 
@@ -220,13 +238,39 @@ class OnnxEncoder(nn.Module, _NoAutograd):
             raise EngineError(f"engine {self.name}: inference only (training needs engine torch)")
         return obs
 
+    def encode_cameras(self, frames: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """{camera key: frames [N, 3, H, W]} -> {key: features [N, F]}, the cameras side by side where the budget
+        allows (class docstring), else in turn."""
+        keys = list(frames)
+        if self._pool is None or len(keys) < 2:
+            return {k: self.images[k](frames[k]) for k in keys}
+        inference = torch.is_inference_mode_enabled()  # thread-local: the workers take the caller's mode
+        futures = {k: self._pool.submit(_run_trunk, self.images[k], frames[k], inference) for k in keys[1:]}
+        out = {}
+        try:
+            out[keys[0]] = self.images[keys[0]](frames[keys[0]])
+            # A camera no worker has started yet (none got a core: another process holds it) runs here, in turn,
+            # rather than this thread waiting for a worker to be scheduled.
+            for k, f in futures.items():
+                if f.cancel():
+                    out[k] = self.images[k](frames[k])
+        finally:
+            wait(futures.values())  # never leave a trunk running behind an error
+        return {k: out[k] if k in out else futures[k].result() for k in keys}
+
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """ObsEncoder.forward on the sessions: {key: [B, T, ...]} -> [B, T, F]."""
         feats = [obs[k].flatten(2) for k in self.lowdim_keys]
-        for k in self.image_keys:
-            x = obs[k]
-            feats.append(self.images[k](x.flatten(0, 1)).unflatten(0, tuple(x.shape[:2])))
+        images = self.encode_cameras({k: obs[k].flatten(0, 1) for k in self.image_keys})
+        feats += [images[k].unflatten(0, tuple(obs[k].shape[:2])) for k in self.image_keys]
         return torch.cat(feats, -1)
+
+
+def _run_trunk(trunk: OnnxImageTrunk, x: torch.Tensor, inference: bool) -> torch.Tensor:
+    """`trunk(x)` on a pool thread, in the calling thread's inference mode (so its features are the same kind of
+    tensor as the calling thread's)."""
+    with torch.inference_mode(inference):
+        return trunk(x)
 
 
 @dataclass
@@ -241,13 +285,20 @@ class EngineFiles:
 
 
 def apply_engine(
-    policy: Any, engine: str, files: EngineFiles | None = None, check: bool = True, warm: bool = True
+    policy: Any,
+    engine: str,
+    files: EngineFiles | None = None,
+    check: bool = True,
+    warm: bool = True,
+    concurrent_trunks: bool = True,
 ) -> Any:
     """Run `policy` (a mimic.policies.policy.Policy, eval mode) on `engine`, in place, and return it. ONNX engines
     need `files`. `check`: before the fp32 modules are dropped, compare one batch of chunks with theirs
     (chunk_deviation at the policy's own step count) and raise EngineError beyond TOLERANCE[engine], so a
     deployment never runs an engine that changes what this policy does. `warm` runs one chunk, so the first real
-    call pays no compile or allocation (torch.compile compiles here, not in the middle of a control loop)."""
+    call pays no compile or allocation (torch.compile compiles here, not in the middle of a control loop).
+    `concurrent_trunks` (ONNX engines): the cameras' trunks side by side when torch's thread budget is 2 or more
+    (OnnxEncoder); False runs them in turn, each with the whole budget."""
     check_engine(engine)
     if engine == "torch":
         return policy
@@ -268,7 +319,12 @@ def apply_engine(
         policy.backbone = OnnxDenoiser(files.denoiser, engine)
         if enc.image_keys:
             policy.encoder = OnnxEncoder(
-                files.images, enc.lowdim_keys, enc.image_keys, enc.feature_dim, engine
+                files.images,
+                enc.lowdim_keys,
+                enc.image_keys,
+                enc.feature_dim,
+                engine,
+                concurrent=concurrent_trunks,
             )
     if warm:
         warm_up(policy)

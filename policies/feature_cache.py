@@ -19,6 +19,10 @@ Exact and transparent by construction:
 - training never sees it (Policy.forward encodes directly), nor do policies off the CPU (hashing would copy
   every frame to the host).
 
+The missing frames of all cameras of one call go to the encoder together (`encode_cameras`): the ONNX encoder runs
+the cameras' trunks side by side when it has the threads (mimic.policies.engines.OnnxEncoder), so a chunk's
+new frames, one per camera, take the time of one trunk on two free cores.
+
 Bounded: `capacity` frames per camera, least recently used dropped first. A call that brings more frames of
 one camera than `capacity` (batched validation, many environments at once) bypasses the cache for that
 camera: it could not reuse them, and hashing a whole batch would only cost.
@@ -106,66 +110,137 @@ class FrameFeatureCache:
     ) -> torch.Tensor:
         """frames [N, ...] of camera `key`, as its encoder takes them -> features [N, F]: stored ones where the same
         frame was seen, `encode` (one batched call) on the others, which are then stored."""
-        n = frames.shape[0]
-        if n > self.capacity:
+        if frames.shape[0] > self.capacity:
             return encode(frames)
-        keys, blobs = [], []
-        for i in range(n):
-            blob = frames[i].detach().numpy().tobytes()  # C order, whatever the layout of the view
-            keys.append((tuple(frames.shape[1:]), str(frames.dtype), hash(blob)))
-            blobs.append(blob)
-        out: list[torch.Tensor | None] = [None] * n
-        # One encode per distinct missing frame: an episode's first window repeats a frame, candidates a window.
-        todo: dict[tuple, list[int]] = {}
-        with self._lock:
-            store = self._entries.setdefault(key, OrderedDict())
-            for i, (k, blob) in enumerate(zip(keys, blobs, strict=True)):
-                hit = store.get(k)
-                if hit is not None and hit[0] == blob:
-                    store.move_to_end(k)
-                    out[i] = hit[1]
-                    self.hits += 1
-                else:
-                    todo.setdefault(k, []).append(i)
-        if todo:
-            first = [rows[0] for rows in todo.values()]
-            fresh = encode(_rows(frames, first))
-            with self._lock:
-                store = self._entries.setdefault(key, OrderedDict())
-                for j, (k, rows) in enumerate(todo.items()):
-                    feat = fresh[j]
-                    for i in rows:
-                        out[i] = feat
-                    store[k] = (blobs[rows[0]], feat)
-                    store.move_to_end(k)
-                    self.misses += 1
-                while len(store) > self.capacity:
-                    store.popitem(last=False)
-        return torch.stack(out)  # type: ignore[arg-type]
+        look = self._lookup(key, frames)
+        if look.todo:
+            self._store(look, encode(look.missing()))
+        return look.result()
 
     def encode(self, encoder: Any, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """`encoder(obs)` (ObsEncoder.forward: {key: [B, T, ...]} -> [B, T, F], images as its trunks take them)
         with each camera frame's feature from the cache."""
         self.bind(encoder)
         feats = [obs[k].flatten(2) for k in encoder.lowdim_keys]
-        for k in encoder.image_keys:
-            x = obs[k]
-            b, t = x.shape[:2]
-            feats.append(self.features(k, x.flatten(0, 1), encoder.images[k]).unflatten(0, (b, t)))
+        images, _ = self._cameras(encoder, {k: obs[k].flatten(0, 1) for k in encoder.image_keys})
+        feats += [images[k].unflatten(0, tuple(obs[k].shape[:2])) for k in encoder.image_keys]
         return torch.cat(feats, -1)
 
     def encode_frames(self, encoder: Any, images: Mapping[str, torch.Tensor]) -> int:
         """Store the features of camera frames {key: [N, ...]} (as the trunks take them) not yet stored; returns
         how many were encoded."""
         self.bind(encoder)
-        before = self.misses
         for k, x in images.items():
             if x.shape[0] > self.capacity:
                 raise ValueError(
                     f"feature cache: {x.shape[0]} frames of {k!r} at once, more than it holds ({self.capacity})"
                 )
-            self.features(k, x, encoder.images[k])
-        return self.misses - before
+        return self._cameras(encoder, images)[1]
+
+    def _cameras(
+        self, encoder: Any, frames: Mapping[str, torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], int]:
+        """`features` for every camera of one call, and how many frames were encoded: the missing frames of all
+        cameras go to the encoder together (`encode_cameras`), so an encoder that runs its trunks side by side on
+        several cores encodes the cameras' new frames at once. A camera with more frames than the cache holds is
+        encoded whole and nothing of it stored."""
+        looks: dict[str, _Lookup] = {}
+        todo: dict[str, torch.Tensor] = {}
+        for k, x in frames.items():
+            if x.shape[0] > self.capacity:
+                todo[k] = x
+                continue
+            looks[k] = self._lookup(k, x)
+            if looks[k].todo:
+                todo[k] = looks[k].missing()
+        fresh = encode_cameras(encoder, todo) if todo else {}
+        out: dict[str, torch.Tensor] = {}
+        encoded = 0
+        for k in frames:
+            look = looks.get(k)
+            if look is None:
+                out[k] = fresh[k]
+                continue
+            if look.todo:
+                self._store(look, fresh[k])
+                encoded += len(look.todo)
+            out[k] = look.result()
+        return out, encoded
+
+    def _lookup(self, key: str, frames: torch.Tensor) -> _Lookup:
+        """The stored features of `frames` [N, ...] and which distinct frames are missing (under the lock)."""
+        look = _Lookup(key, frames)
+        for i in range(frames.shape[0]):
+            blob = frames[i].detach().numpy().tobytes()  # C order, whatever the layout of the view
+            look.keys.append((tuple(frames.shape[1:]), str(frames.dtype), hash(blob)))
+            look.blobs.append(blob)
+        with self._lock:
+            store = self._entries.setdefault(key, OrderedDict())
+            for i, (k, blob) in enumerate(zip(look.keys, look.blobs, strict=True)):
+                hit = store.get(k)
+                if hit is not None and hit[0] == blob:
+                    store.move_to_end(k)
+                    look.out[i] = hit[1]
+                    self.hits += 1
+                else:
+                    # One encode per distinct missing frame: an episode's first window repeats a frame,
+                    # chunk candidates a window.
+                    look.todo.setdefault(k, []).append(i)
+        return look
+
+    def _store(self, look: _Lookup, fresh: torch.Tensor) -> None:
+        """Fill `look`'s missing rows from `fresh` (the features of `look.missing()`, in order) and store them."""
+        with self._lock:
+            store = self._entries.setdefault(look.key, OrderedDict())
+            for j, (k, rows) in enumerate(look.todo.items()):
+                feat = fresh[j]
+                for i in rows:
+                    look.out[i] = feat
+                store[k] = (look.blobs[rows[0]], feat)
+                store.move_to_end(k)
+                self.misses += 1
+            while len(store) > self.capacity:
+                store.popitem(last=False)
+
+
+class _Lookup:
+    """One camera's frames in one call: their keys and bytes, the features found, the distinct ones missing."""
+
+    def __init__(self, key: str, frames: torch.Tensor) -> None:
+        self.key, self.frames = key, frames
+        self.keys: list[tuple] = []
+        self.blobs: list[bytes] = []
+        self.out: list[torch.Tensor | None] = [None] * frames.shape[0]
+        self.todo: dict[tuple, list[int]] = {}  # frame key -> the rows holding that frame
+
+    def missing(self) -> torch.Tensor:
+        """The distinct missing frames, one row each, in `todo`'s order."""
+        return _rows(self.frames, [rows[0] for rows in self.todo.values()])
+
+    def result(self) -> torch.Tensor:
+        return torch.stack(self.out)  # type: ignore[arg-type]
+
+
+def encode_cameras(encoder: Any, frames: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """{camera key: frames [N, ...]} -> {key: features [N, F]} through the encoder's trunks: its own
+    `encode_cameras` where it has one (the ONNX encoder runs the cameras side by side when it has the threads),
+    else one trunk after the other."""
+    run = getattr(encoder, "encode_cameras", None)
+    if run is not None:
+        return run(frames)
+    return {k: encoder.images[k](x) for k, x in frames.items()}
+
+
+def cache_of(policy: Any) -> FrameFeatureCache | None:
+    """The feature cache behind a deployable policy, for its hit and miss counters: the policy's own, or that of the
+    policy a wrapper holds as `.policy` (the TCP-position wrapper); None for policies without one, or off the CPU
+    (where the cache does not apply, so its counters would say nothing)."""
+    for p in (policy, getattr(policy, "policy", None)):
+        cache = getattr(p, "feature_cache", None)
+        if isinstance(cache, FrameFeatureCache):
+            device = getattr(p, "device", None)
+            return cache if device is None or torch.device(device).type == "cpu" else None
+    return None
 
 
 def _rows(frames: torch.Tensor, rows: list[int]) -> torch.Tensor:

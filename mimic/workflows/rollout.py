@@ -16,6 +16,12 @@ reproducibly, whatever the machine's load. What the policy node does with wall t
 
 The episode records what motion quality needs: the joint positions at every period and the chunk each period's
 target came from (-1 while waiting), see mimic.robots.motion.
+
+A policy with cameras and `prepare` (Policy, the TCP-position wrapper) has each of its camera frames encoded in
+the period before the chunks whose window holds it as an older step are due, as a deployment encodes them while
+the arm runs (docs/inference.md): each chunk then encodes only its own step's frames. Chunks are the same with or
+without it (bit for bit on fp32 ONNX trunks, to float rounding on torch ones); `Episode.encoded_frames` counts
+what each chunk still encoded.
 """
 
 from __future__ import annotations
@@ -53,6 +59,8 @@ class Episode:
     joints: list[np.ndarray] = field(default_factory=list)  # q at every period start, and after the last
     source: list[int] = field(default_factory=list)  # per period: the chunk its target came from, -1 waiting
     idle_steps: int = 0
+    # per chunk, for a policy with cameras and a feature cache: the frames it encoded (the others were cached)
+    encoded_frames: list[int] = field(default_factory=list)
 
 
 def rollout(
@@ -119,6 +127,15 @@ def rollout(
         if ctl.set_chunk(t_start, dt, rows):
             chunk_ids[t_start] = len(chunk_ids)
 
+    def due_at(t_due: float) -> bool:
+        """Whether, as far as is known now, a chunk is triggered at `t_due` (a sync chunk still pending moves the
+        next trigger past its own rows when it arrives)."""
+        if pending is not None and (not cfg.asynchronous or pending[0] > t_due + 1e-9):
+            return False
+        return t_due >= next_trigger - 1e-9
+
+    prepare = _frame_preparer(policy)
+    cache = _feature_cache(policy)
     observe(obs)
     for k in range(env.max_steps):
         t = k * dt
@@ -130,17 +147,23 @@ def rollout(
                 prefix = continuation_prefix(
                     ctl.chunk, t, dt, lo, horizon, t + estimate.value, cfg.max_guidance
                 )
+            misses = cache.misses if cache is not None else 0
             t0 = time.perf_counter()
             if prefix is None:
                 actions = policy.predict(window, num_inference_steps=num_inference_steps)
             else:
                 actions = policy.predict(window, num_inference_steps=num_inference_steps, prefix=prefix)
             ep.inference_s.append(time.perf_counter() - t0)
+            if cache is not None:
+                ep.encoded_frames.append(cache.misses - misses)
             delay = cfg.delay.sample(rng)
             pending = (t + delay, t, np.asarray(actions, float), delay)
             if cfg.asynchronous:
                 next_trigger = t + s * dt
             deliver(t)
+        # This period's frames are an older step of the window of a chunk due within n_obs - 1 periods.
+        if prepare is not None and any(due_at(t + j * dt) for j in range(1, n_obs)):
+            prepare(hist[-1])
         row = ctl.desired(t)
         if row is None:
             ep.idle_steps += 1
@@ -158,3 +181,23 @@ def rollout(
             ep.success = bool(info["success"])
             break
     return ep
+
+
+def _frame_preparer(policy) -> Callable[[dict[str, np.ndarray]], int] | None:
+    """obs -> `policy.prepare` of its camera frames ([1, H, W, 3] each), for a policy with cameras and `prepare`;
+    None for the others (low-dim, scripted, end-effector policies)."""
+    keys = tuple(getattr(policy, "image_keys", ()) or ())
+    prepare = getattr(policy, "prepare", None)
+    if not keys or not callable(prepare):
+        return None
+    return lambda o: prepare({k: np.asarray(o[k])[None] for k in keys})
+
+
+def _feature_cache(policy):
+    """The feature cache of a policy with cameras (its counters say what each chunk encoded); imported only then, so
+    rollouts of scripted policies do not load torch."""
+    if not getattr(policy, "image_keys", ()):
+        return None
+    from mimic.policies.feature_cache import cache_of
+
+    return cache_of(policy)

@@ -223,3 +223,37 @@ def test_prepare_checks_its_frames_and_copies_start_empty():
     assert len(pickle.loads(pickle.dumps(policy.feature_cache))) == 0
     policy.feature_cache = None
     assert policy.prepare(frames) == 0
+
+
+def test_cameras_side_by_side_give_the_features_of_cameras_in_turn(tmp_path):
+    """With a budget of 2 threads the ONNX encoder runs the two cameras' trunks at once (1 intra-op thread each):
+    chunks, cached and uncached, and what prepare encodes equal those of the trunks in turn, bit for bit."""
+    policy = _policy("flow", shapes=VISUOMOTOR)
+    files = graph_files(tmp_path, write_graphs(policy, tmp_path, "onnx"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        side = apply_engine(copy.deepcopy(policy), "onnx", files, check=False, warm=False)
+        turn = apply_engine(
+            copy.deepcopy(policy), "onnx", files, check=False, warm=False, concurrent_trunks=False
+        )
+    finally:
+        torch.set_num_threads(threads)
+    alone = apply_engine(copy.deepcopy(policy), "onnx", files, check=False, warm=False)  # a budget of 1
+    assert (side.encoder.lanes, turn.encoder.lanes, alone.encoder.lanes) == (2, 1, 1)
+    rng = np.random.default_rng(9)
+    prev = _frames(rng)
+    for step in range(3):
+        assert [p.prepare(prev) for p in (side, turn, alone)] == [2 if step == 0 else 0] * 3
+        new = _frames(rng)
+        window = _window(rng, {k: np.concatenate([prev[k], new[k]]) for k in CAMERAS})
+        misses = side.feature_cache.misses
+        chunks = [_chunk(p, window, seed=step) for p in (side, turn, alone)]
+        assert side.feature_cache.misses - misses == 2
+        chunks += [_chunk(p, window, seed=step, cached=False) for p in (side, turn)]
+        assert all(torch.equal(chunks[0], c) for c in chunks[1:])
+        prev = new
+    with torch.inference_mode():
+        frames = {k: torch.rand(3, 3, 96, 96) for k in CAMERAS}
+        a, b = side.encoder.encode_cameras(frames), turn.encoder.encode_cameras(frames)
+    assert all(torch.equal(a[k], b[k]) and a[k].is_inference() for k in CAMERAS)

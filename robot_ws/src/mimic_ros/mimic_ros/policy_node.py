@@ -10,6 +10,16 @@ chunk is stamped with the time of its first kept row.
 With matching off every latency is taken as 0: observations count as current and the chunk starts now.
 Inference runs on a worker thread, never on the ROS callback thread.
 
+A policy with cameras and `prepare` (mimic.policies.policy.Policy, the TCP-position wrapper) has its camera frames
+encoded ahead of the chunk that will hold them as an older window step (docs/inference.md): the inference thread,
+while it waits for the next chunk's time, hands `policy.prepare` each new set of newest aligned frames while they
+can be an older step of that chunk's window (PolicyNode.in_older_step: about a camera period around each whole
+control period before it; 3 frames per camera per chunk at 30 Hz), and only while that call (its slowest recent
+time, twice over) still ends before the chunk is due. It runs between chunks on the chunk's own thread, so it
+never delays one nor races it, and holds nothing but the last frames it prepared. The chunk then encodes only its
+newest step's frames: /policy/diagnostics reports `encoded_frames` (frames the chunk's encoder computed, from the
+policy's feature cache) and `prepared_frames` (encoded ahead since the last chunk).
+
 Two kinds of policy (`action_space`, see mimic.policies.checkpoint.load_deployable, the one loading entry point):
 - joint (default): rows [q, gripper] -> /policy/action_chunk (trajectory_msgs/JointTrajectory), executed by the
   controller in `mode:=chunk`;
@@ -66,6 +76,10 @@ EEF_OBS_KEYS = ("robot0_eef_pos", "robot0_eef_rot_axis_angle")
 JOINT_OBS_KEYS = ("robot0_joint_pos", "robot0_gripper_width", *EEF_OBS_KEYS)
 # chunks published this long with no subscriber -> one warning (a controller in the wrong mode?)
 NO_LISTENER_WARN_S = 5.0
+# control periods a chunk may start late (load, the loop's 5 ms polling) that the prepared frames allow for
+PREPARE_SLACK = 0.25
+PREPARE_FIRST_GUESS_S = 0.02  # what a first prepare is assumed to take, before one was timed
+PREPARE_COST_DECAY = 0.9  # the prepare time kept: the slowest recent one, decaying by this per call
 
 
 @dataclass
@@ -140,6 +154,14 @@ class StreamBuffer:
     def newest(self) -> float | None:
         return self.samples[-1][0] if self.samples else None
 
+    def period(self) -> float | None:
+        """The longest spacing of the held samples' capture times (None with fewer than two): how long a sample can
+        stay the newest."""
+        if len(self.samples) < 2:
+            return None
+        t = [tc for tc, _ in self.samples]
+        return max(b - a for a, b in zip(t, t[1:], strict=False))
+
     def at(self, t: float) -> np.ndarray:
         """The newest sample captured at or before `t` (the oldest one if none is that old)."""
         best = self.samples[0][1]
@@ -151,16 +173,30 @@ class StreamBuffer:
         return best
 
 
+def window_end(buffers: dict[str, StreamBuffer]) -> float | None:
+    """The newest capture time every stream covers (a window's t_obs), or None while a stream is empty."""
+    newest = [b.newest for b in buffers.values()]
+    if any(t is None for t in newest):
+        return None
+    return min(newest)
+
+
 def align_window(
     buffers: dict[str, StreamBuffer], n_obs_steps: int, dt: float
 ) -> tuple[float, dict[str, np.ndarray]] | None:
     """(t_obs, {key: [n_obs_steps, ...]}) ending at the newest time all streams cover, or None if one is empty."""
-    newest = [b.newest for b in buffers.values()]
-    if any(t is None for t in newest):
+    t_obs = window_end(buffers)
+    if t_obs is None:
         return None
-    t_obs = min(newest)
     times = [t_obs - (n_obs_steps - 1 - i) * dt for i in range(n_obs_steps)]
     return t_obs, {k: np.stack([b.at(t) for t in times]) for k, b in buffers.items()}
+
+
+def newest_aligned(buffers: dict[str, StreamBuffer], keys: tuple[str, ...]) -> tuple[np.ndarray, ...] | None:
+    """The samples of `keys` that a window aligned now would hold as its newest step (the stored arrays
+    themselves, so a caller can tell by identity whether they changed), or None while a stream is empty."""
+    t_obs = window_end(buffers)
+    return None if t_obs is None else tuple(buffers[k].at(t_obs) for k in keys)
 
 
 class PolicyNode(ManagedNode):
@@ -239,6 +275,20 @@ class PolicyNode(ManagedNode):
         self.last_chunk: Chunk | None = None  # the last published joint chunk, what an rtc chunk continues
         self.delay_estimate = DelayEstimate()
         self.rng = random.Random(0)
+        self.prepare_keys = self._prepare_keys(policy)
+        self.cache = _feature_cache(policy)
+        self.prepare_cost_s = PREPARE_FIRST_GUESS_S
+        self.sample_period_s = self.dt  # the slowest stream's sample spacing, as last seen
+        self.prepared: tuple[np.ndarray, ...] = ()  # the frames last handed to prepare
+        self.prepared_frames = 0  # frames prepare encoded since the last chunk
+
+    def _prepare_keys(self, policy) -> tuple[str, ...]:
+        """The camera keys to prepare ahead of a chunk; none for a policy without `prepare` or cameras (scripted and
+        end-effector policies), or whose window holds only the newest step (nothing in it is older)."""
+        keys = tuple(getattr(policy, "image_keys", ()) or ())
+        if not callable(getattr(policy, "prepare", None)) or int(policy.n_obs_steps) < 2:
+            return ()
+        return keys if all(k in self.buffers for k in keys) else ()
 
     def _init_two_arms(self, cfg: PolicyNodeConfig, spec: ArmSpec, lat: Callable[[float], float]) -> None:
         """A two-gripper policy (UMI's bimanual layout): per arm, /<ns>/joint_states -> the TCP pose by forward
@@ -346,6 +396,7 @@ class PolicyNode(ManagedNode):
         next_t = time.time()
         while self.running:
             while self.running and time.time() < next_t:
+                self.prepare_ahead(next_t)
                 time.sleep(min(0.005, max(0.0, next_t - time.time())))
             if not self.running:
                 break
@@ -361,6 +412,52 @@ class PolicyNode(ManagedNode):
                 next_t = max(now, t_start + s * self.dt - self.lead_s)
             else:
                 next_t = max(now, next_t + s * self.dt)
+
+    def prepare_ahead(self, next_t: float) -> None:
+        """Encode the newest aligned camera frames if they changed since the last call, they can be an older step of
+        the window of the chunk due at `next_t` (`in_older_step`), and there is time left to encode them before it."""
+        if not self.prepare_keys:
+            return
+        now = time.time()
+        if next_t - now < 2 * self.prepare_cost_s or not self.in_older_step(
+            now, next_t, self.sample_period_s
+        ):
+            return
+        with self.lock:
+            frames = newest_aligned(self.buffers, self.prepare_keys)
+            periods = [p for b in self.buffers.values() if (p := b.period()) is not None]
+        self.sample_period_s = max(periods, default=self.dt)
+        if frames is None:
+            return
+        if len(frames) == len(self.prepared) and all(
+            a is b for a, b in zip(frames, self.prepared, strict=True)
+        ):
+            return
+        self.prepared = frames
+        t0 = time.perf_counter()
+        try:
+            n = self.policy.prepare({k: f[None] for k, f in zip(self.prepare_keys, frames, strict=True)})
+        except (KeyError, ValueError) as e:  # frames the policy cannot take: predict says so, every chunk
+            self.get_logger().warning(f"prepare disabled: {e}")
+            self.prepare_keys = ()
+            return
+        self.prepare_cost_s = max(time.perf_counter() - t0, PREPARE_COST_DECAY * self.prepare_cost_s)
+        self.prepared_frames += int(n)
+
+    def in_older_step(self, now: float, next_t: float, period: float) -> bool:
+        """Whether the samples newest now can be those of an older step of the window of the chunk due at `next_t`.
+
+        Step t - j of that window holds the newest sample captured j control periods before the window's end; that
+        end is the capture time of a stream's newest sample when the chunk starts, at most one sample `period` (the
+        slowest stream's) before it. So step t - j holds the samples newest at some moment of
+        [next_t - j dt - period, next_t - j dt], a window widened on both sides by PREPARE_SLACK control periods for
+        a chunk that starts late and for capture-time jitter."""
+        slack = PREPARE_SLACK * self.dt
+        for j in range(1, int(self.policy.n_obs_steps)):
+            slot = next_t - j * self.dt
+            if slot - period - slack <= now <= slot + slack:
+                return True
+        return False
 
     def infer_and_publish(self, window: tuple[float, dict[str, np.ndarray]], episode: int) -> float | None:
         """One chunk from `window`: predict (with the rtc prefix), inject the configured delay, publish the rows still
@@ -382,11 +479,14 @@ class PolicyNode(ManagedNode):
                 self.chunking.max_guidance,
             )
         steps = self.cfg.num_inference_steps or None
+        misses = self.cache.misses if self.cache is not None else 0
         if prefix is None:
             actions = self.policy.predict(obs, num_inference_steps=steps)
         else:
             actions = self.policy.predict(obs, num_inference_steps=steps, prefix=prefix)
         computed = time.time()
+        encoded = self.cache.misses - misses if self.cache is not None else None
+        prepared, self.prepared_frames = self.prepared_frames, 0
         injected = self.chunking.delay.sample(self.rng)
         if injected > 0:
             time.sleep(injected)
@@ -414,6 +514,8 @@ class PolicyNode(ManagedNode):
                         "obs_age_s": t_ready - t_obs,
                         "chunk_start_in_s": (chunk[0] - t_ready) if chunk else None,
                         "chunks_sent": self.chunks_sent,
+                        "encoded_frames": encoded,
+                        "prepared_frames": prepared if self.prepare_keys else None,
                     }
                 )
             )
@@ -458,6 +560,16 @@ class PolicyNode(ManagedNode):
             )
         self.chunk_pub.publish(msg)
         self.chunks_sent += 1
+
+
+def _feature_cache(policy):
+    """The policy's feature cache (its hit and miss counters), for a policy with cameras; imported only then, so a
+    scripted policy's node does not load torch."""
+    if not getattr(policy, "image_keys", ()):
+        return None
+    from mimic.policies.feature_cache import cache_of
+
+    return cache_of(policy)
 
 
 def inference_overrides(cfg: PolicyNodeConfig) -> list[str]:
