@@ -16,7 +16,7 @@ export PYTHONUNBUFFERED := 1
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 
 .PHONY: setup test test-fast test-integration test-e2e bench lint demo push-t-teacher push-t-consistency push-t-ddpm \
-	push-t-edm pick-place pick-place-image reach track handheld-eef clean
+	push-t-edm pick-place pick-place-image reach track track-rtc handheld-eef clean
 
 setup: $(STAMP) $(MESHES)
 
@@ -134,6 +134,13 @@ pick-place-image: setup
 reach track: setup
 	$(MIMIC) record policies/configs/$@_state_flow.yaml
 	$(MIMIC) train policies/configs/$@_state_flow.yaml $(TRAIN_ARGS)
+
+# track policies that continue a prefix (docs/realtime_chunking.md): the flow teacher, then its 1-step student
+track-rtc: setup
+	$(MIMIC) record policies/configs/track_state_flow.yaml
+	$(MIMIC) train policies/configs/track_state_flow.yaml --set run_dir=runs/track_state_flow_prefix \
+	  --set policy.prefix_rows=8 $(TRAIN_ARGS)
+	$(MIMIC) train policies/configs/track_state_consistency_prefix.yaml $(TRAIN_ARGS)
 
 handheld-eef: setup
 	$(MIMIC) record policies/configs/handheld_pick_place_eef.yaml

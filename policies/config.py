@@ -25,6 +25,7 @@ ODE_SOLVERS = ("euler", "heun")  # gen.sampler (edm, flow) and gen.cd_solver (th
 TIMESTEP_SPACINGS = ("leading", "trailing")
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")  # what the DDPM network predicts (diffusers' names)
 CD_PARAMS = ("edm", "flow")  # a consistency student's parameterisation, which is also its teacher's generator
+PREFIX_GENERATORS = ("flow", "consistency")  # those that can learn to continue a prefix (policy.prefix_rows)
 
 
 class ConfigError(ValueError):
@@ -172,10 +173,11 @@ class PolicyConfig:
     # either-way-round pushes), independent chunks can alternate between them and the arm dithers; a chunk
     # chosen to continue the last one keeps the way it started. 1: one sample, no memory between calls.
     chunk_candidates: int = 1
-    # Training-time real-time chunking (flow + unet): each training chunk gives the network its first
-    # 0..prefix_rows rows clean, marked by a mask channel, and the loss covers the rest; `rtc` then conditions on
-    # the executing chunk's frozen rows instead of guiding towards them (mimic.policies.generators.prefix).
-    # 0: off (rtc guides, training-free).
+    # Training-time real-time chunking (flow or consistency, unet): each training chunk gives the network its
+    # first 0..prefix_rows rows clean, marked by a mask channel, and the loss covers the rest; `rtc` then
+    # conditions on the executing chunk's frozen rows instead of guiding towards them
+    # (mimic.policies.generators.prefix). A consistency student learns it from a prefix-conditioned flow teacher
+    # with at least as many prefix rows. 0: off (rtc guides, training-free).
     prefix_rows: int = 0
     unet: UnetConfig = field(default_factory=UnetConfig)
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
@@ -262,10 +264,20 @@ class PolicyConfig:
         self.angle_dims()
         if not 0 <= self.prefix_rows < self.horizon:
             raise ConfigError(f"policy.prefix_rows: {self.prefix_rows} must be in 0..{self.horizon - 1}")
-        if self.prefix_rows and (self.generator != "flow" or self.backbone != "unet"):
+        if self.prefix_rows and (self.generator not in PREFIX_GENERATORS or self.backbone != "unet"):
             raise ConfigError(
-                f"policy.prefix_rows: prefix conditioning is built for flow + unet, not {self.generator} + "
-                f"{self.backbone}"
+                f"policy.prefix_rows: prefix conditioning is built for flow or consistency + unet, not "
+                f"{self.generator} + {self.backbone}"
+            )
+        if self.prefix_rows and self.generator == "consistency" and self.gen.cd_param != "flow":
+            raise ConfigError(
+                "policy.prefix_rows: a prefix-conditioned consistency student distils a prefix-conditioned flow "
+                f"teacher (gen.cd_param flow), not {self.gen.cd_param!r}"
+            )
+        if self.prefix_rows and self.gen.cd_pool:
+            raise ConfigError(
+                "policy.prefix_rows: gen.cd_pool holds endpoints the teacher computed without a prefix; "
+                "distil a prefix-conditioned student online (cd_pool: 0)"
             )
         if self.chunk_candidates < 1:
             raise ConfigError(f"policy.chunk_candidates: must be >= 1, got {self.chunk_candidates}")

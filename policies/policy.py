@@ -25,7 +25,7 @@ from mimic.policies.encoders import ObsEncoder
 from mimic.policies.feature_cache import FrameFeatureCache, supports_cache
 from mimic.policies.generators import ConsistencyGenerator, make_generator
 from mimic.policies.generators.guidance import Inpaint
-from mimic.policies.generators.prefix import MaskedNet, prefix_flow_loss, prefix_flow_sample
+from mimic.policies.generators.prefix import prefix_distill_loss, prefix_flow_loss, prefix_sample
 from mimic.policies.realtime import ChunkPrefix
 
 
@@ -109,6 +109,12 @@ class Policy(nn.Module):
                 f"consistency teacher must be an {want!r} policy for gen.cd_param {want!r}, "
                 f"got {teacher.cfg.generator!r}"
             )
+        mine, theirs = self.cfg.prefix_rows, teacher.cfg.prefix_rows
+        if bool(mine) != bool(theirs) or mine > theirs:
+            raise ValueError(
+                f"policy.prefix_rows {mine}: a prefix-conditioned student needs a teacher trained on at least as "
+                f"many prefix rows, and an unconditioned one an unconditioned teacher (the teacher's is {theirs})"
+            )
         if init_student:
             self.load_weights_from(teacher)
         teacher.eval().requires_grad_(False)
@@ -177,11 +183,12 @@ class Policy(nn.Module):
             teacher = self._teacher[0]
             with torch.no_grad():
                 teacher_cond = teacher.encoder(nobs)
-            return self.generator.distill_loss(
-                self.backbone, x0, cond, teacher.generator, teacher.backbone, teacher_cond
-            )
+            parts = (self.backbone, x0, cond, teacher.generator, teacher.backbone, teacher_cond)
+            if self.cfg.prefix_rows:
+                return prefix_distill_loss(self.generator, *parts, self.cfg.prefix_rows)
+            return self.generator.distill_loss(*parts)
         if self.cfg.prefix_rows:
-            return prefix_flow_loss(self.generator, MaskedNet(self.backbone), x0, cond, self.cfg.prefix_rows)
+            return prefix_flow_loss(self.generator, self.backbone, x0, cond, self.cfg.prefix_rows)
         return self.generator.loss(self.backbone, x0, cond)
 
     @torch.no_grad()
@@ -203,20 +210,10 @@ class Policy(nn.Module):
         guide = None if prefix is None else self._inpaint(prefix, ref, b)
         shape = (b, self.horizon, self.action_dim)
         if self.cfg.prefix_rows:  # trained to continue a prefix: condition on its frozen rows, no guidance
-            net = MaskedNet(self.backbone)
-            if guide is None:
-                x = self.generator.sample(net, cond, shape, num_inference_steps, generator)
-            else:
-                x = prefix_flow_sample(
-                    self.generator,
-                    net,
-                    cond,
-                    shape,
-                    guide.target,
-                    prefix.frozen,
-                    num_inference_steps,
-                    generator,
-                )
+            target, frozen = (None, 0) if guide is None else (guide.target, prefix.frozen)
+            x = prefix_sample(
+                self.generator, self.backbone, cond, shape, target, frozen, num_inference_steps, generator
+            )
         else:
             x = self.generator.sample(self.backbone, cond, shape, num_inference_steps, generator, guide)
         actions = self.normalizer.unnormalize("action", x)

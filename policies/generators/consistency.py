@@ -59,10 +59,13 @@ class ConsistencyGenerator(Generator):
         teacher: Teacher,
         teacher_net: Net,
         teacher_cond: torch.Tensor,
+        row_weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """The distillation loss of one batch; `row_weights` [B, H] (prefix.py: 0 on a given prefix's rows) scales
+        each row's error on top of cd_unexecuted_weight."""
         c = self.cfg
         if c.cd_target == "ode":
-            return self._ode_loss(net, x0, cond, teacher, teacher_net, teacher_cond)
+            return self._ode_loss(net, x0, cond, teacher, teacher_net, teacher_cond, row_weights)
         if c.cd_target != "self":
             raise ValueError(f"policy.gen.cd_target: {c.cd_target!r} is not self|ode")
         b = x0.shape[0]
@@ -79,9 +82,9 @@ class ConsistencyGenerator(Generator):
                 x_lo = x_hi + dt * 0.5 * (d_hi + d_lo)
             target = self.consistency_fn(net, x_lo, s_lo, cond)  # stop-gradient target (mu = 0, as in iCT)
         pred = self.consistency_fn(net, x_hi, s_hi, cond)
-        loss = self._distance(pred, target)
+        loss = self._distance(pred, target, row_weights)
         if c.cd_dsm_weight > 0:  # anchor f(x, sigma) to the data itself, as CTM / Consistency Policy do
-            dsm = self._row_weighted((pred.float() - x0.float()) ** 2).flatten(1).mean(1)
+            dsm = self._row_weighted((pred.float() - x0.float()) ** 2, row_weights).flatten(1).mean(1)
             if c.cd_dsm_sigma > 0:  # only where x_sigma still tells the modes apart (config.py: cd_dsm_sigma)
                 dsm = dsm / (1 + (s_hi.float() / c.cd_dsm_sigma) ** 2)
             loss = loss + c.cd_dsm_weight * dsm.mean()
@@ -95,12 +98,13 @@ class ConsistencyGenerator(Generator):
         teacher: Teacher,
         teacher_net: Net,
         teacher_cond: torch.Tensor,
+        row_weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """||f(x_sigma, sigma) - ODE_teacher(x_sigma: sigma -> 0)||^2 (cd_target "ode"; config.py says why)."""
         x_hi, s_hi = self.ode_starts(x0)
         with torch.no_grad():
             target = self.teacher_endpoint(teacher, teacher_net, x_hi, s_hi, teacher_cond)
-        return self.endpoint_loss(net, x_hi, s_hi, target, cond)
+        return self.endpoint_loss(net, x_hi, s_hi, target, cond, row_weights)
 
     def ode_starts(
         self, x0: torch.Tensor, generator: torch.Generator | None = None, shuffle: bool = False
@@ -119,24 +123,37 @@ class ConsistencyGenerator(Generator):
         return x0 + s[:, None, None] * z, s
 
     def endpoint_loss(
-        self, net: Net, x: torch.Tensor, sigma: torch.Tensor, target: torch.Tensor, cond: torch.Tensor
+        self,
+        net: Net,
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        target: torch.Tensor,
+        cond: torch.Tensor,
+        row_weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The "ode" loss given the teacher's endpoints: online (`_ode_loss`) or precomputed (gen.cd_pool)."""
-        return self._distance(self.consistency_fn(net, x, sigma, cond), target)
+        return self._distance(self.consistency_fn(net, x, sigma, cond), target, row_weights)
 
-    def _distance(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def _distance(
+        self, pred: torch.Tensor, target: torch.Tensor, row_weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Mean squared error, or with cd_huber_c > 0 iCT's pseudo-Huber sqrt(||d||^2 + c^2) - c per chunk (an L2
         norm for errors far above c: a chunk's gradient no longer grows with its error); rows weighted by
-        cd_unexecuted_weight."""
+        cd_unexecuted_weight and `row_weights`."""
         c = self.cfg.cd_huber_c
-        err = self._row_weighted((pred.float() - target.float()) ** 2)
+        err = self._row_weighted((pred.float() - target.float()) ** 2, row_weights)
         if c > 0:
             return ((err.flatten(1).sum(1) + c**2).sqrt() - c).mean()
+        if row_weights is not None:  # the mean over the rows that count
+            return err.sum() / (row_weights.float().sum() * err.shape[-1]).clamp(min=1)
         return err.mean()
 
-    def _row_weighted(self, err: torch.Tensor) -> torch.Tensor:
+    def _row_weighted(self, err: torch.Tensor, row_weights: torch.Tensor | None = None) -> torch.Tensor:
         """Squared error [B, H, A] with the rows a rollout never executes weighted by cd_unexecuted_weight (weights
-        renormalised to mean 1, so the loss's scale, and the lr tuned for it, keeps its meaning)."""
+        renormalised to mean 1, so the loss's scale, and the lr tuned for it, keeps its meaning), then by
+        `row_weights` [B, H] where given."""
+        if row_weights is not None:
+            err = err * row_weights.to(err.dtype)[..., None]
         u = self.cfg.cd_unexecuted_weight
         if u == 1.0 or self.executed_rows is None:  # config.py: cd_unexecuted_weight
             return err

@@ -167,6 +167,7 @@ def _policy(
     angle_obs=(),
     unet=None,
     prefix_rows=0,
+    gen=None,
 ):
     from mimic.data.torch_dataset import WindowDataset
     from mimic.policies.data import WindowBatches, widen_small_ranges
@@ -188,6 +189,8 @@ def _policy(
     cfg.image.width, cfg.image.feature_dim, cfg.image.num_keypoints = 8, 16, 8
     if generator == "consistency":
         cfg.gen.teacher = "unused-in-unit-tests"
+    for name, value in (gen or {}).items():
+        setattr(cfg.gen, name, value)
     ds = WindowDataset(store, list(obs_keys), n_obs_steps=2, horizon=8, val_ratio=0.34, seed=0)
     lowdim = [k for k in obs_keys if k not in ds.image_keys]
     norm = ds.get_normalizer(

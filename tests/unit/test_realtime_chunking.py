@@ -249,3 +249,93 @@ def test_a_prefix_conditioned_flow_policy_trains_on_the_rows_after_the_prefix_an
     assert np.isfinite(conditioned).all()
     with pytest.raises(ConfigError, match="prefix_rows"):
         _policy(reach_store, "edm", prefix_rows=4)
+
+
+def test_the_prefix_reaches_the_network_whatever_the_sampler_carries_in_its_rows():
+    from mimic.policies.generators.prefix import MaskedNet
+
+    seen = []
+
+    def backbone(x, time, cond):
+        seen.append(x.clone())
+        return x.sum(-1, keepdim=True).expand(-1, -1, 2)
+
+    target = torch.randn(2, 6, 2)
+    mask = (torch.arange(6)[None] < 3).float()
+    net = MaskedNet(backbone, mask, target)
+    a, b = torch.randn(2, 6, 2), torch.randn(2, 6, 2)
+    b[:, 3:] = a[:, 3:]  # the carried frozen rows differ, the free rows agree
+    torch.testing.assert_close(net(a, torch.zeros(2), None), net(b, torch.zeros(2), None), rtol=0, atol=0)
+    torch.testing.assert_close(seen[0][:, :3, :2], target[:, :3])  # frozen rows are the prefix
+    torch.testing.assert_close(seen[0][:, 3:, :2], a[:, 3:])  # free rows are the sampler's
+    assert seen[0][:, :, 2].tolist() == [[1, 1, 1, 0, 0, 0]] * 2  # the mask channel
+
+
+def _prefix_student(store, teacher_rows=4, student_rows=4):
+    """A prefix-conditioned flow teacher (briefly trained) and a consistency student distilling from it."""
+    teacher, batches, _ = _policy(store, "flow", prefix_rows=teacher_rows)
+    train_steps(teacher, batches, 30)
+    student, _, _ = _policy(
+        store,
+        "consistency",
+        prefix_rows=student_rows,
+        gen={"cd_param": "flow", "cd_target": "ode", "cd_ode_steps": 4},
+    )
+    student.normalizer = teacher.normalizer
+    student.set_teacher(teacher)
+    return teacher, student, batches
+
+
+def test_a_prefix_conditioned_consistency_student_distils_its_teachers_continuation_and_keeps_the_prefix(
+    reach_store,  # noqa: F811
+):
+    torch.manual_seed(0)
+    _, student, batches = _prefix_student(reach_store)
+    losses = train_steps(student, batches, 30)
+    assert np.isfinite(losses).all() and np.mean(losses[-5:]) < np.mean(losses[:5])
+    student.eval()
+    window = {k: batches.arrays[k][:2].astype(np.float64) for k in student.obs_keys}
+    free = student.predict(window)
+    old = Chunk(0.0, 0.1, free[1:] + 0.05)
+    prefix = continuation_prefix(old, 0.0, 0.1, 1, student.horizon, t_commit=0.2)
+    conditioned = student.predict(window, prefix=prefix)
+    np.testing.assert_array_equal(conditioned[: prefix.frozen], prefix.rows[: prefix.frozen])
+    assert np.isfinite(conditioned).all()
+
+
+def test_the_distillation_loss_ignores_the_prefix_rows(reach_store):  # noqa: F811
+    """With every row given as prefix but one, only that row's error counts: perturbing the student's output on the
+    prefix rows leaves the loss unchanged."""
+    torch.manual_seed(0)
+    _, student, _ = _prefix_student(reach_store)
+    gen = student.generator
+    target = torch.randn(4, 8, student.action_dim)
+    pred = target.clone()
+    pred[:, 5] += 1.0
+    weights = torch.zeros(4, 8)
+    weights[:, 5] = 1.0
+    moved = pred.clone()
+    moved[:, :5] += 3.0
+    assert gen._distance(pred, target, weights).item() == pytest.approx(1.0)  # the mean over the counted row
+    assert gen._distance(moved, target, weights).item() == pytest.approx(1.0)
+    assert gen._distance(pred, target, 1 - weights).item() == 0.0
+
+
+def test_prefix_conditioning_refuses_a_student_and_teacher_that_do_not_match(reach_store):  # noqa: F811
+    from mimic.policies.config import ConfigError
+
+    with pytest.raises(ConfigError, match="cd_param flow"):
+        _policy(reach_store, "consistency", prefix_rows=4, gen={"cd_param": "edm"})
+    with pytest.raises(ConfigError, match="cd_pool"):
+        _policy(
+            reach_store,
+            "consistency",
+            prefix_rows=4,
+            gen={"cd_param": "flow", "cd_target": "ode", "cd_pool": 2},
+        )
+    with pytest.raises(ValueError, match="prefix rows"):
+        _prefix_student(reach_store, teacher_rows=2, student_rows=4)
+    plain_teacher, _, _ = _policy(reach_store, "flow")
+    student, _, _ = _policy(reach_store, "consistency", prefix_rows=4, gen={"cd_param": "flow"})
+    with pytest.raises(ValueError, match="prefix rows"):
+        student.set_teacher(plain_teacher)
