@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -104,18 +104,6 @@ class FrameFeatureCache:
                 self._stamp = stamp
 
     # ---- lookup --------------------------------------------------------------------------------
-
-    def features(
-        self, key: str, frames: torch.Tensor, encode: Callable[[torch.Tensor], torch.Tensor]
-    ) -> torch.Tensor:
-        """frames [N, ...] of camera `key`, as its encoder takes them -> features [N, F]: stored ones where the same
-        frame was seen, `encode` (one batched call) on the others, which are then stored."""
-        if frames.shape[0] > self.capacity:
-            return encode(frames)
-        look = self._lookup(key, frames)
-        if look.todo:
-            self._store(look, encode(look.missing()))
-        return look.result()
 
     def encode(self, encoder: Any, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """`encoder(obs)` (ObsEncoder.forward: {key: [B, T, ...]} -> [B, T, F], images as its trunks take them)

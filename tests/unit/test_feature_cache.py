@@ -115,11 +115,16 @@ def test_a_hash_collision_is_a_miss_not_a_wrong_feature():
         calls.append(x.shape[0])
         return x.flatten(1).sum(1, keepdim=True)
 
+    class OneCamera(torch.nn.Module):  # what the cache needs of an encoder: its keys and per-camera trunks
+        image_keys, lowdim_keys = ("cam",), ()
+        images = {"cam": encode}
+
+    encoder = OneCamera()
     frame = torch.rand(1, 3, 8, 8)
-    cache.features("cam", frame, encode)
+    cache.encode_frames(encoder, {"cam": frame})
     ((key, (blob, feat)),) = cache._entries["cam"].items()
     cache._entries["cam"][key] = (bytes(len(blob)), feat + 1.0)  # same key, other bytes, a wrong feature
-    torch.testing.assert_close(cache.features("cam", frame, encode), encode(frame))
+    torch.testing.assert_close(cache.encode(encoder, {"cam": frame[None]})[0], encode(frame))
     assert calls == [1, 1, 1]  # encoded again
 
 
