@@ -17,6 +17,7 @@ from std_msgs.msg import String
 
 from mimic.robots.eef_control import tcp_pose_row
 from mimic.robots.ik import IKSolver
+from tests.ros_teardown import close_node
 
 
 class TwinWatcher:
@@ -53,6 +54,4 @@ class TwinWatcher:
         return tcp_pose_row(self.ik.fk(self.states[-1][: self.spec.dof]))
 
     def close(self) -> None:
-        self.ex.remove_node(self.node)
-        self.node.destroy_node()
-        rclpy.shutdown()
+        close_node(self.ex, self.node)

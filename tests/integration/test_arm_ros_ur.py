@@ -19,6 +19,7 @@ from sensor_msgs.msg import JointState
 
 from mimic.robots.specs import get_spec
 from tests.peers.ur_rtde_peer import URPeerClient
+from tests.ros_teardown import close_node
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -103,7 +104,5 @@ def test_arm_node_streams_commands_to_the_ur_controller(procs):
         moving = [m.position[0] for m in states[-200:]]
         assert max(moving) - min(moving) > 0.1  # the measured shoulder really followed the sine
     finally:
-        ex.remove_node(node)
-        node.destroy_node()
-        rclpy.shutdown()
+        close_node(ex, node)
         peer.close()

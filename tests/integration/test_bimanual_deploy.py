@@ -29,6 +29,7 @@ from mimic.robots.ik import IKSolver
 from mimic.sim.tasks.bimanual_pick_place import BASE_POSES
 from mimic_ros.session import load_session
 from tests.conftest import REPO
+from tests.ros_teardown import close_node
 
 pytestmark = pytest.mark.integration
 
@@ -104,9 +105,7 @@ class Watcher:
             self.ex.spin_once(timeout_sec=0.02)
 
     def close(self) -> None:
-        self.ex.remove_node(self.node)
-        self.node.destroy_node()
-        rclpy.shutdown()
+        close_node(self.ex, self.node)
 
 
 def _start(procs, node, timeout: float = 90.0) -> subprocess.Popen:

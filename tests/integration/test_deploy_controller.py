@@ -14,6 +14,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from tests.ros_teardown import close_node
 from tests.unit.test_control_chunk import make_spec
 
 SPEC = make_spec()
@@ -68,9 +69,7 @@ class Peer:
         self.state_pub.publish(msg)
 
     def close(self) -> None:
-        self.ex.remove_node(self.node)
-        self.node.destroy_node()
-        rclpy.shutdown()
+        close_node(self.ex, self.node)
 
 
 def start_controller(procs, tmp_path, *args: str):

@@ -20,6 +20,7 @@ from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import CompressedImage, JointState
 
 from mimic.calibration.latency import CODE_BITS, draw_time_code, read_time_code
+from tests.ros_teardown import close_node
 from tests.unit.test_control_chunk import make_spec
 
 SPEC = make_spec()
@@ -124,9 +125,7 @@ def run_session(procs, matching: bool, seconds: float = 6.0) -> float:
                 cam_pub.publish(msg)
             ex.spin_once(timeout_sec=0.001)
     finally:
-        ex.remove_node(node)
-        node.destroy_node()
-        rclpy.shutdown()
+        close_node(ex, node)
         procs.stop_all()
         procs.procs.clear()
     assert len(errors) > 200, "the arm was not commanded"

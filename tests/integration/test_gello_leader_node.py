@@ -18,6 +18,7 @@ from std_srvs.srv import Trigger
 
 from mimic.teleop.emulated_bus import EmulatedDynamixelBus
 from mimic.teleop.gello_calibration import example_calibration
+from tests.ros_teardown import close_node
 
 READY = "MIMIC_NODE_READY"
 LATCHED = "leader servo alarm, publishing nothing"
@@ -61,9 +62,7 @@ class Watcher:
         return future.result()
 
     def close(self) -> None:
-        self.ex.remove_node(self.node)
-        self.node.destroy_node()
-        rclpy.shutdown()
+        close_node(self.ex, self.node)
 
 
 def start_leader(procs, port: str, calibration: str) -> tuple[subprocess.Popen, list[str]]:

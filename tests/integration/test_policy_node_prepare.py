@@ -17,6 +17,7 @@ from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import CompressedImage, JointState
 from std_msgs.msg import String
 
+from tests.ros_teardown import close_node
 from tests.unit.test_control_chunk import make_spec
 
 SPEC = make_spec()
@@ -70,9 +71,7 @@ def test_chunks_encode_only_their_newest_frames(procs) -> None:
                     pub.publish(msg)
             ex.spin_once(timeout_sec=0.001)
     finally:
-        ex.remove_node(node)
-        node.destroy_node()
-        rclpy.shutdown()
+        close_node(ex, node)
         procs.stop_all()
     encoded = [d["encoded_frames"] for d in diags]
     prepared = [d["prepared_frames"] for d in diags]

@@ -284,6 +284,7 @@ def test_recorder_marks_a_stalled_stream_and_names_bad_parameters(procs, tmp_pat
     from std_srvs.srv import Trigger
 
     from mimic_ros.msgs import jpeg_image, set_stamp
+    from tests.ros_teardown import close_node
 
     node_args = ["-u", "-m", "mimic_ros.handheld_recorder_node", "--ros-args", "-r", "__node:=recorder"]
     for params, says in (
@@ -371,9 +372,7 @@ def test_recorder_marks_a_stalled_stream_and_names_bad_parameters(procs, tmp_pat
         info = json.loads(resp.message)
         assert "pose" in info["stalled"] and info["dropped"].get("pose", 0) >= 1
     finally:
-        ex.remove_node(node)
-        node.destroy_node()
-        rclpy.shutdown()
+        close_node(ex, node)
     ds, _ = validate(path)
     assert ds.n_episodes == 1 and 8 <= ds.n_steps <= 20, ds.n_steps  # the 1.5 s before the gap, not after it
     assert "pose" in ds.attrs["episode_marks"]["0"]["stalled"]

@@ -29,6 +29,7 @@ from std_srvs.srv import Trigger
 from mimic.data.validate import validate
 from mimic_ros.msgs import jpeg_image
 from tests.plain_zarr import read_plain
+from tests.ros_teardown import close_node
 
 READY = "MIMIC_NODE_READY"
 
@@ -96,9 +97,7 @@ class Client:
             self.spin_for(0.3)  # start waits for fresh samples on every stream
 
     def close(self) -> None:
-        self.ex.remove_node(self.node)
-        self.node.destroy_node()
-        rclpy.shutdown()
+        close_node(self.ex, self.node)
 
 
 @pytest.fixture
