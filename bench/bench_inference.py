@@ -46,6 +46,7 @@ from mimic.policies.engines import (
     CACHE_TOLERANCE,
     ENGINES,
     ONNX_ENGINES,
+    EngineFiles,
     apply_engine,
     chunk_deviation,
     example_obs,
@@ -102,18 +103,20 @@ def forward_calls(policy: Policy) -> dict[str, object]:
     return {"fp32 forward": bare} | ({"fp32 encoder + forward": with_encoder} if policy.image_keys else {})
 
 
-def build(policy: Policy, engine: str, tmp: Path, concurrent_trunks: bool = True) -> tuple[Policy, float]:
-    """`policy` on `engine` (ONNX ones exported into `tmp` first) and the seconds that took (export, compile).
+def export(policy: Policy, engine: str, out: Path) -> EngineFiles | None:
+    """`policy`'s graphs for an ONNX `engine`, written into `out` (None for torch engines, which run the modules).
+    Exported once per engine: the trunks side by side or in turn is a choice made when the engine is built."""
+    if engine not in ONNX_ENGINES:
+        return None
+    return graph_files(out, write_graphs(policy, out, engine))
+
+
+def build(policy: Policy, engine: str, files: EngineFiles | None, concurrent_trunks: bool = True) -> Policy:
+    """A copy of `policy` on `engine` (ONNX ones from `files`, as `export` wrote them), warmed up.
     `concurrent_trunks=False`: an ONNX engine's camera trunks in turn (engines.apply_engine)."""
-    t0 = time.perf_counter()
-    files = None
-    if engine in ONNX_ENGINES:
-        out = tmp / (engine if concurrent_trunks else f"{engine}-in-turn")
-        files = graph_files(out, write_graphs(policy, out, engine))
-    built = apply_engine(
+    return apply_engine(
         copy.deepcopy(policy), engine, files, check=False, concurrent_trunks=concurrent_trunks
     )
-    return built, time.perf_counter() - t0
 
 
 def lanes(policy: Policy) -> int:
@@ -225,16 +228,16 @@ def measure(
         str, str
     ] = {}  # engine -> its timer with the camera trunks in turn, where it has them side by side
     for engine in engines:
-        where = tmp / f"{name.replace(' ', '_')}_{threads}"
-        built[engine], prep[engine] = build(ref, engine, where)
+        t0 = time.perf_counter()
+        files = export(ref, engine, tmp / f"{name.replace(' ', '_')}_{threads}" / engine)
+        built[engine] = build(ref, engine, files)
+        prep[engine] = time.perf_counter() - t0
         timers[engine] = lambda p=built[engine], obs=obs: uncached(p, lambda: p.predict(obs, 1))
         if ref.image_keys:
             steady[engine] = timers[f"{engine} +cache"] = SteadyState(built[engine], obs)
         if ref.image_keys and lanes(built[engine]) > 1:
             key = in_turn[engine] = f"{engine} +cache, trunks in turn"
-            steady[key] = timers[key] = SteadyState(
-                build(ref, engine, where, concurrent_trunks=False)[0], obs
-            )
+            steady[key] = timers[key] = SteadyState(build(ref, engine, files, concurrent_trunks=False), obs)
         bar.update(1)
     lat = {k: percentiles(v) for k, v in interleaved(timers, rounds, per_round).items()}
     bar.update(1)

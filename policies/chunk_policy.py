@@ -88,3 +88,14 @@ def scripted_factory(spec: str) -> Callable[[], Any]:
         return getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as e:
         raise ValueError(f"{spec}: {e}") from None
+
+
+def feature_cache_of(policy: Any) -> Any:
+    """The feature cache behind a policy with cameras (mimic.policies.feature_cache.cache_of: its hit and miss
+    counters say what each chunk encoded), else None. The cache module imports torch, so it is imported only for a
+    policy with cameras: a rollout or node running a scripted policy starts without torch."""
+    if not getattr(policy, "image_keys", ()):
+        return None
+    from mimic.policies.feature_cache import cache_of
+
+    return cache_of(policy)

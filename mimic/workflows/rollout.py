@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mimic.policies.chunk_policy import executed_rows
+from mimic.policies.chunk_policy import executed_rows, feature_cache_of
 from mimic.policies.realtime import (
     ChunkingConfig,
     DelayEstimate,
@@ -135,7 +135,7 @@ def rollout(
         return t_due >= next_trigger - 1e-9
 
     prepare = _frame_preparer(policy)
-    cache = _feature_cache(policy)
+    cache = feature_cache_of(policy)
     observe(obs)
     for k in range(env.max_steps):
         t = k * dt
@@ -191,13 +191,3 @@ def _frame_preparer(policy) -> Callable[[dict[str, np.ndarray]], int] | None:
     if not keys or not callable(prepare):
         return None
     return lambda o: prepare({k: np.asarray(o[k])[None] for k in keys})
-
-
-def _feature_cache(policy):
-    """The feature cache of a policy with cameras (its counters say what each chunk encoded); imported only then, so
-    rollouts of scripted policies do not load torch."""
-    if not getattr(policy, "image_keys", ()):
-        return None
-    from mimic.policies.feature_cache import cache_of
-
-    return cache_of(policy)

@@ -231,11 +231,20 @@ def common_overrides(
 def session_overrides(
     args: argparse.Namespace, results_path: str, action_space: str = "joint", grippers: int = 1
 ) -> list[str]:
-    """The deploy arguments as session overrides (`node.param=value`), their defaults resolved first.
+    """The deploy arguments as session overrides (`node.param=value`), their defaults resolved first (in place:
+    `args.session` names the session afterwards). ValueError for options the policy's twin cannot run."""
+    resolve_defaults(args, grippers)
+    return resolved_overrides(args, results_path, action_space, grippers)
+
+
+def resolved_overrides(
+    args: argparse.Namespace, results_path: str, action_space: str = "joint", grippers: int = 1
+) -> list[str]:
+    """`session_overrides` of arguments whose defaults `resolve_defaults` has already filled, for a caller that
+    resolved them itself to report a bad combination before any session starts.
 
     deploy_twin: one arm with injected latencies and its matching; deploy_bimanual_twin: one arm node serving
     two arms (no latency), one eef controller per arm."""
-    resolve_defaults(args, grippers)
     if grippers == 2:
         sets = common_overrides(args, results_path, ["controller0", "controller1"])
         sets["arm.start"] = args.start
@@ -334,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="mimic-deploy-") as tmp:
         results_path = args.results or str(Path(tmp) / "results.json")
         try:
-            session = load_session(args.session, session_overrides(args, results_path, kind, grippers))
+            session = load_session(args.session, resolved_overrides(args, results_path, kind, grippers))
         except SessionError as e:
             print(f"mimic deploy: {e}", file=sys.stderr)
             return EXIT_BAD_SESSION

@@ -55,7 +55,13 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint, MultiDOFJointTrajectory
 
-from mimic.policies.chunk_policy import SCRIPTED_PREFIX, check_chunk_policy, executed_rows, scripted_factory
+from mimic.policies.chunk_policy import (
+    SCRIPTED_PREFIX,
+    check_chunk_policy,
+    executed_rows,
+    feature_cache_of,
+    scripted_factory,
+)
 from mimic.policies.realtime import (
     DEFAULT_MAX_GUIDANCE,
     ChunkingConfig,
@@ -276,7 +282,7 @@ class PolicyNode(ManagedNode):
         self.delay_estimate = DelayEstimate()
         self.rng = random.Random(0)
         self.prepare_keys = self._prepare_keys(policy)
-        self.cache = _feature_cache(policy)
+        self.cache = feature_cache_of(policy)
         self.prepare_cost_s = PREPARE_FIRST_GUESS_S
         self.sample_period_s = self.dt  # the slowest stream's sample spacing, as last seen
         self.prepared: tuple[np.ndarray, ...] = ()  # the frames last handed to prepare
@@ -560,16 +566,6 @@ class PolicyNode(ManagedNode):
             )
         self.chunk_pub.publish(msg)
         self.chunks_sent += 1
-
-
-def _feature_cache(policy):
-    """The policy's feature cache (its hit and miss counters), for a policy with cameras; imported only then, so a
-    scripted policy's node does not load torch."""
-    if not getattr(policy, "image_keys", ()):
-        return None
-    from mimic.policies.feature_cache import cache_of
-
-    return cache_of(policy)
 
 
 def inference_overrides(cfg: PolicyNodeConfig) -> list[str]:
