@@ -328,7 +328,13 @@ class BimanualTwinEnv(_BimanualBase):
 
 class BimanualHandheldEnv(_BimanualBase):
     """Two handheld grippers (UMI's bimanual capture): each hand moves to its TCP target along a straight line
-    (nlerp for rotation) over one control period, as mimic.sim.handheld.HandheldEnv moves one."""
+    (nlerp for rotation) over one control period, as mimic.sim.handheld.HandheldEnv moves one.
+
+    `tracking_lag_s` > 0 makes each hand follow its rows through a first-order lag of that time constant (each
+    period it goes the fraction 1 - exp(-dt / lag) of the way from where it was sent last to the new row), as an
+    arm's servos trail a moving target. A policy rolled out on such a rig meets the arms' lag and nothing else
+    they change (IK, stiff contact, joint limits), which tells the two apart; recording keeps 0.
+    """
 
     def __init__(
         self,
@@ -336,9 +342,13 @@ class BimanualHandheldEnv(_BimanualBase):
         cameras: tuple[str, ...] = CAMERA_KEYS,
         image_size: tuple[int, int] = (96, 96),
         gripper_like: str = "franka",
+        tracking_lag_s: float = 0.0,
     ) -> None:
+        if not np.isfinite(tracking_lag_s) or tracking_lag_s < 0:
+            raise ValueError(f"bimanual handheld: tracking_lag_s must be >= 0, got {tracking_lag_s}")
         self.spec = get_spec(gripper_like)
         self._setup(build_two_handheld_model(gripper_like), seed, cameras, image_size)
+        self.tracking_lag_s = float(tracking_lag_s)
         m = self.model
         self._mocap = [int(m.body_mocapid[m.body(f"robot{i}_hand_target").id]) for i in range(N_GRIPPERS)]
         self._hand_adr = [int(m.joint(f"robot{i}_hand").qposadr[0]) for i in range(N_GRIPPERS)]
@@ -397,10 +407,18 @@ class BimanualHandheldEnv(_BimanualBase):
         for i in range(N_GRIPPERS):
             row = a[7 * i : 7 * (i + 1)]
             p0, r0 = self._target[i]
-            r1 = _rot(row[3:6])
-            self._target[i] = (row[:3].copy(), r1)
+            p1, r1 = row[:3].copy(), _rot(row[3:6])
             q0, q1 = _quat(r0), _quat(r1)
-            moves.append((p0, row[:3], q0, -q1 if np.dot(q0, q1) < 0 else q1))
+            q1 = -q1 if np.dot(q0, q1) < 0 else q1
+            if self.tracking_lag_s > 0:  # the fraction of the way a first-order lag covers in one period
+                frac = 1.0 - np.exp(-1.0 / (self.control_hz * self.tracking_lag_s))
+                p1, q1 = p0 + frac * (p1 - p0), (1 - frac) * q0 + frac * q1
+                q1 = q1 / np.linalg.norm(q1)
+                m1 = np.zeros(9)
+                mujoco.mju_quat2Mat(m1, q1)
+                r1 = m1.reshape(3, 3)
+            self._target[i] = (p1, r1)
+            moves.append((p0, p1, q0, q1))
             width = np.clip(row[6], self.spec.gripper_min, self.spec.gripper_max) / 2
             self.data.ctrl[self.finger_ctrl[i]] = width
         for k in range(1, self.n_substeps + 1):

@@ -34,6 +34,7 @@ HANDHELD = "handheld"  # --arm naming the two handheld grippers (mimic.sim.biman
 class BimanualEvalResult(EefEvalResult):
     # episodes in which gripper i's cube was placed, whatever the other gripper did
     per_gripper_placed: list[int] = field(default_factory=list)
+    rig_lag_s: float = 0.0  # --arm handheld: the hands' first-order tracking lag (BimanualHandheldEnv)
 
 
 def make_controllers(env: BimanualTwinEnv) -> list[EefChunkController]:
@@ -98,11 +99,18 @@ def evaluate_bimanual(
     video_size: tuple[int, int] = (160, 200),
     progress: bool = True,
     n_action_steps: int | None = None,
+    rig_lag_s: float = 0.0,
 ) -> BimanualEvalResult:
     """Roll a two-gripper eef policy out on two `arm` twins for `episodes` seeds (seed, seed+1, ...); the
-    arguments come checked from mimic.workflows.evaluate_eef.evaluate_eef, its only entry."""
+    arguments come checked from mimic.workflows.evaluate_eef.evaluate_eef, its only entry. `rig_lag_s`: on the
+    handheld rig, the hands follow the rows through a first-order lag of this time constant (the arms' servo
+    lag without the rest of what arms change)."""
+    if rig_lag_s and arm != HANDHELD:
+        raise ValueError(f"eval: --rig-lag-s applies to --arm {HANDHELD}, not {arm!r}")
     if arm == HANDHELD:  # the two-gripper rig the demos come from: TCP rows executed as they are, no IK
-        env: BimanualTwinEnv | BimanualHandheldEnv = BimanualHandheldEnv(seed=seed, cameras=())
+        env: BimanualTwinEnv | BimanualHandheldEnv = BimanualHandheldEnv(
+            seed=seed, cameras=(), tracking_lag_s=rig_lag_s
+        )
         ctrls: list[EefChunkController] = []
         start = "rig"
     else:
@@ -121,6 +129,7 @@ def evaluate_bimanual(
         n_action_steps=n_action_steps or policy.n_action_steps,
         control_hz=env.control_hz,
         per_gripper_placed=[0] * N_GRIPPERS,
+        rig_lag_s=rig_lag_s,
     )
 
     def count_placed() -> None:

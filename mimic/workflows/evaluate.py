@@ -140,13 +140,15 @@ def evaluate(
     workers: int = 1,
     start: str = "handheld",
     chunking: ChunkingConfig | None = None,
+    rig_lag_s: float = 0.0,
 ) -> EvalResult:
     """Roll `policy` out for `episodes` seeded episodes (seed, seed+1, ...); MP4s of the first n_videos.
 
     A policy whose `action_space` is "eef" runs through the end-effector controller (mimic.workflows.evaluate_eef,
     pick_place only, from `start`); every other one through joint targets. workers > 1 fans the episodes out over
     forked processes (each with its own env and one torch thread). `chunking`: how chunks continue, with what
-    inference delay (mimic.workflows.rollout; default sync, no delay).
+    inference delay (mimic.workflows.rollout; default sync, no delay). `rig_lag_s`: a two-gripper policy on the
+    handheld rig with its hands lagging the rows (mimic.workflows.bimanual_eval).
     """
     chunking = chunking or ChunkingConfig()
     if getattr(policy, "action_space", "joint") == "eef":
@@ -167,7 +169,10 @@ def evaluate(
             n_videos=n_videos,
             video_size=video_size,
             progress=progress,
+            rig_lag_s=rig_lag_s,
         )
+    if rig_lag_s:
+        raise ValueError("eval: --rig-lag-s applies to a two-gripper end-effector policy on --arm handheld")
     if episodes < 1:
         raise ValueError(f"eval: episodes must be >= 1, got {episodes}")
     if num_inference_steps is not None and num_inference_steps < 1:
@@ -315,6 +320,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--videos", type=int, default=3)
     ap.add_argument(
+        "--rig-lag-s",
+        type=float,
+        default=0.0,
+        help="two-gripper policies on --arm handheld: the hands follow the rows through a first-order lag "
+        "of this time constant, as arm servos do (0: rows executed as they are)",
+    )
+    ap.add_argument(
         "--candidates",
         type=int,
         default=None,
@@ -381,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
                 workers=args.workers,
                 start=args.start,
                 chunking=chunking,
+                rig_lag_s=args.rig_lag_s,
             )
             res.overrides = overrides
             results.append(res)

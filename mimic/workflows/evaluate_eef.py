@@ -78,9 +78,11 @@ def evaluate_eef(
     video_size: tuple[int, int] = (192, 256),
     progress: bool = True,
     n_action_steps: int | None = None,
+    rig_lag_s: float = 0.0,
 ) -> EefEvalResult | BimanualEvalResult:
     """Roll `policy` (an EefPolicy) out on `arm`'s pick_place for `episodes` seeds (seed, seed+1, ...);
-    `n_action_steps` overrides the policy's receding horizon (rows executed per prediction)."""
+    `n_action_steps` overrides the policy's receding horizon (rows executed per prediction); `rig_lag_s`: a
+    two-gripper policy on the handheld rig, its hands lagging the rows (mimic.workflows.bimanual_eval)."""
     grippers = getattr(policy, "grippers", 1)
     if arm not in ARMS and not (grippers == 2 and arm == HANDHELD):
         also = f" (or {HANDHELD} for a two-gripper policy)"
@@ -108,7 +110,10 @@ def evaluate_eef(
             n_videos=n_videos,
             progress=progress,
             n_action_steps=n_action_steps,
+            rig_lag_s=rig_lag_s,
         )
+    if rig_lag_s:
+        raise ValueError("eval: --rig-lag-s applies to a two-gripper policy on --arm handheld")
     env = make_env("pick_place", arm, seed=seed, cameras=())
     ctrl = EefChunkController(IKSolver(env.model, env.spec), env.control_hz, blend_s=0.0, velocity_scale=0.8)
     res = EefEvalResult(

@@ -115,3 +115,33 @@ def test_person_like_approach_hovers_beside_the_cube_and_grasps_it_exactly(envs)
     assert all(np.array_equal(e.approach_offset, o) for e, o in zip(expert.experts, offsets, strict=True))
     with pytest.raises(ValueError, match="approach_error_m"):
         BimanualHandheldExpert(hands, approach_error_m=-0.01)
+
+
+def test_a_lagging_rig_covers_the_first_order_fraction_of_each_step():
+    """tracking_lag_s: each period a hand goes 1 - exp(-dt / lag) of the way to a held row, in position and
+    rotation alike; with 0 it reaches the row within the period."""
+    lag = 0.2
+    for tracking_lag_s, frac in ((lag, 1.0 - np.exp(-0.1 / lag)), (0.0, 1.0)):
+        env = BimanualHandheldEnv(cameras=(), tracking_lag_s=tracking_lag_s)
+        try:
+            obs = env.reset(seed=3)
+            here = [np.r_[obs[f"robot{i}_eef_pos"], obs[f"robot{i}_eef_rot_axis_angle"]] for i in range(2)]
+            turn = Rotation.from_euler("z", 0.3)
+            rows = [
+                np.r_[h[:3] + [0.0, 0.0, -0.05], (turn * Rotation.from_rotvec(h[3:6])).as_rotvec(), 0.08]
+                for h in here
+            ]
+            for _ in range(2):  # two periods towards the same row
+                obs, *_ = env.step(np.concatenate(rows))
+            covered = 1.0 - (1.0 - frac) ** 2
+            for i, h in enumerate(here):
+                assert obs[f"robot{i}_eef_pos"][2] - h[2] == pytest.approx(-0.05 * covered, abs=2e-3)
+                angle = (
+                    Rotation.from_rotvec(obs[f"robot{i}_eef_rot_axis_angle"])
+                    * Rotation.from_rotvec(h[3:6]).inv()
+                ).magnitude()
+                assert angle == pytest.approx(0.3 * covered, abs=0.02)
+        finally:
+            env.close()
+    with pytest.raises(ValueError, match="tracking_lag_s"):
+        BimanualHandheldEnv(cameras=(), tracking_lag_s=-0.1)
