@@ -52,6 +52,11 @@ class WindowBatches:
 
 
 MIN_LOWDIM_RANGE = 0.02  # dataset units: the narrowest range widen_small_ranges lets a key keep
+# Rotation features (rot6d components, unitless in [-1, 1]) of end-effector policies: handheld demos hold the tool
+# exactly down, so their tilt components barely move, while an arm's TCP tilts by a degree or two under IK
+# (accepted within 0.05 rad) and tracking. With the positions' 0.02, a 1-degree tilt (0.017) normalises to 1.7,
+# outside the [-1, 1] the demos fill; with 0.2 it normalises to 0.17.
+MIN_ROTATION_RANGE = 0.2
 
 
 def widen_small_ranges(normalizer: Normalizer, keys: list[str], min_range: float) -> Normalizer:

@@ -26,7 +26,7 @@ from mimic.data.normalizer import Normalizer
 from mimic.data.relative import ROTATIONS, RelativeTrajectory, pose_wrt
 from mimic.data.torch_dataset import WindowDataset
 from mimic.policies.config import PolicyConfig
-from mimic.policies.data import MIN_LOWDIM_RANGE, WindowBatches, widen_small_ranges
+from mimic.policies.data import MIN_LOWDIM_RANGE, MIN_ROTATION_RANGE, WindowBatches, widen_small_ranges
 from mimic.policies.policy import Policy, ShapeMeta
 from mimic.robots.gripper import grasp_command
 
@@ -58,6 +58,11 @@ def object_features(object_state: np.ndarray, ref: np.ndarray) -> np.ndarray:
     tcp_yaw = np.arctan2(rot[..., 1, 0], rot[..., 0, 0])  # heading of the TCP's x axis in the base plane
     d = 4 * (_yaw_of_quat(s[..., 3:7]) - tcp_yaw)
     return np.concatenate([cube, goal, np.cos(d)[..., None], np.sin(d)[..., None]], axis=-1)
+
+
+def rotation_keys(keys: Any) -> list[str]:
+    """The observation keys holding TCP rotations (own history, or relative to the other gripper)."""
+    return [k for k in keys if "_rot_" in k]
 
 
 def _np(x: Any) -> np.ndarray:
@@ -134,14 +139,16 @@ class EefBatches:
         return {"obs": {k: v.to(device) for k, v in b["obs"].items()}, "action": b["action"].to(device)}
 
     def normalizer(self, lowdim_mode: str = "minmax", max_windows: int = 20000, seed: int = 0) -> Normalizer:
-        """Stats of the relative values the network sees (pooled over every step of up to max_windows)."""
+        """Stats of the relative values the network sees (pooled over every step of up to max_windows), every
+        observation key's range at least MIN_LOWDIM_RANGE wide and every rotation key's MIN_ROTATION_RANGE."""
         rng = np.random.default_rng(seed)
         ids = rng.choice(len(self), min(len(self), max_windows), replace=False)
         b = self.batch(ids)
         arrays = {k: v.reshape(-1, v.shape[-1]).numpy() for k, v in b["obs"].items()}
         arrays["action"] = b["action"].reshape(-1, b["action"].shape[-1]).numpy()
         modes = {"action": "minmax", **{k: lowdim_mode for k in b["obs"]}}
-        return widen_small_ranges(Normalizer().fit(arrays, modes), list(b["obs"]), MIN_LOWDIM_RANGE)
+        fitted = widen_small_ranges(Normalizer().fit(arrays, modes), list(b["obs"]), MIN_LOWDIM_RANGE)
+        return widen_small_ranges(fitted, rotation_keys(b["obs"]), MIN_ROTATION_RANGE)
 
 
 class _EefDeployable:

@@ -145,3 +145,49 @@ def test_object_tracker_stream_is_checked_and_aligned(tmp_path):
     ds = ReplayDataset(tmp_path / "h.zarr")
     ep = ds.episode(0)
     np.testing.assert_allclose(ep["object_state"][:, 0], 0.5 + ep["timestamp"], atol=1e-9)  # interpolated
+
+
+class _TiltFreeBatches:
+    """EefBatches' normaliser over windows whose tool always points down: only yaw varies between poses, as in
+    handheld demos, so the rotation features' tilt components are flat."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.windows = [_window(rng) for _ in range(64)]
+        self.actions = []
+        for w in self.windows:  # 8 rows moving away from the newest pose, its tool still down
+            pos = w["robot0_eef_pos"][-1] + rng.uniform(-0.05, 0.05, (8, 3))
+            aa = np.repeat(w["robot0_eef_rot_axis_angle"][-1:], 8, axis=0)
+            self.actions.append(np.concatenate([pos, aa, rng.uniform(0, 0.08, (8, 1))], axis=1))
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def batch(self, ids: np.ndarray) -> dict:
+        obs = {k: np.stack([self.windows[i][k] for i in ids]) for k in RAW_OBS_KEYS}
+        return EefFeatures().encode_batch({"obs": obs, "action": np.stack([self.actions[i] for i in ids])})
+
+
+def test_flat_rotation_features_get_a_gain_an_arm_tilt_cannot_blow_up():
+    """An arm tilts its TCP by a degree or two where tool-down demos never tilt: that must stay a small input."""
+    from mimic.policies.data import MIN_LOWDIM_RANGE, MIN_ROTATION_RANGE
+    from mimic.policies.eef_relative import EefBatches, rotation_keys
+
+    fake = _TiltFreeBatches(np.random.default_rng(5))
+    norm = EefBatches.normalizer(fake)
+    assert rotation_keys(norm.keys) == ["robot0_eef_rot_axis_angle"]
+    rot_scale = norm.state_dict()["robot0_eef_rot_axis_angle.scale"].numpy()
+    assert (
+        rot_scale.max() <= 2.0 / MIN_ROTATION_RANGE + 1e-4
+    )  # flat tilt components capped at the rotation floor
+    pos_scale = norm.state_dict()["robot0_eef_pos.scale"].numpy()
+    assert pos_scale.max() <= 2.0 / MIN_LOWDIM_RANGE + 1e-3  # positions keep their own floor
+    # a 1-degree tilt of the older pose moves its normalised rotation features by at most 0.2
+    w = fake.windows[0]
+    tilted = {**w}
+    tilt = Rotation.from_euler("x", np.radians(1.0)) * Rotation.from_rotvec(w["robot0_eef_rot_axis_angle"][0])
+    tilted["robot0_eef_rot_axis_angle"] = np.stack([tilt.as_rotvec(), w["robot0_eef_rot_axis_angle"][1]])
+    a, _ = EefFeatures().encode_obs(w)
+    b, _ = EefFeatures().encode_obs(tilted)
+    key = "robot0_eef_rot_axis_angle"
+    moved = norm.normalize(key, b[key]) - norm.normalize(key, a[key])
+    assert np.abs(moved).max() < 0.2
