@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 from zarr.errors import ZarrUserWarning
@@ -20,6 +21,8 @@ from mimic.data.dataset import DatasetError
 from mimic.data.staging import staged_output
 from mimic.data.storage import is_url
 from mimic.data.validate import validate
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi")  # containers ffmpeg writes H.264 into
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -59,10 +62,21 @@ def _output(path: str, fn, store: bool = False) -> None:  # noqa: ANN001 - small
         fn(where)
 
 
+def _check_suffix(out: str, allowed: tuple[str, ...], what: str) -> None:
+    """An -o whose file type the writer cannot produce is named as such before anything is written: the
+    writer's own error would otherwise be reported as the input store being unreadable."""
+    if Path(out).suffix.lower() not in allowed:
+        raise DatasetError(f"-o {out}: {what} is written as one of {', '.join(allowed)}")
+
+
 def _plot(args: argparse.Namespace) -> int:
+    from matplotlib.figure import Figure
+
     from mimic.data.export import plot
 
     ds, _ = validate(args.path)
+    kinds = tuple(sorted(f".{k}" for k in Figure().canvas.get_supported_filetypes()))
+    _check_suffix(args.out, kinds, "a plot")
     _output(args.out, lambda p: plot(ds, p, args.episode))
     print(f"wrote {args.out}")
     return 0
@@ -72,6 +86,7 @@ def _video(args: argparse.Namespace) -> int:
     from mimic.data.export import video
 
     ds, _ = validate(args.path)
+    _check_suffix(args.out, VIDEO_SUFFIXES, "an H.264 video")
     _output(args.out, lambda p: print(f"wrote {args.out}: {video(ds, p, args.episode)} frames"))
     return 0
 
@@ -144,6 +159,9 @@ def _export_dp(args: argparse.Namespace) -> int:
 
 def _convert(args: argparse.Namespace) -> int:
     from mimic.data.convert import convert
+
+    if args.quality is not None and not 1 <= args.quality <= 100:
+        raise DatasetError(f"--quality {args.quality}: must be 1..100 (leave it out for lossless)")
 
     def run(p: str) -> None:
         n = convert(args.src, p, args.quality)

@@ -133,8 +133,16 @@ class ReplayDataset:
         return slice(start, int(self.episode_ends[i]))
 
     def episode(self, i: int, keys: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Episode `i`'s rows of `keys` (default all). A chunk that does not decode is a DatasetError naming the
+        store and episode: the codec's own error names neither, and merges and replays read many of them."""
         sl = self.episode_slice(i)
-        return {k: np.asarray(self.array(k)[sl]) for k in (keys or self.keys)}
+        try:
+            return {k: np.asarray(self.array(k)[sl]) for k in (keys or self.keys)}
+        except DatasetError:
+            raise
+        except (RuntimeError, ValueError, TypeError, OSError) as exc:
+            why = str(exc).splitlines()[0] if str(exc) else ""
+            raise DatasetError(f"{self.path}: episode {i} unreadable ({type(exc).__name__}: {why})") from None
 
     def read(self, key: str) -> np.ndarray:
         """All committed rows of one key."""

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mimic.data.dataset import DatasetError
-from mimic.data.storage import locate
+from mimic.data.storage import is_url, locate
 
 
 def staging_sibling(path: Path, pid: int | None = None) -> Path:
@@ -66,6 +66,19 @@ def _renamed(exc: BaseException, tmp: str, final: str) -> BaseException:
         return exc
 
 
+def check_parent(target: str | Path) -> None:
+    """Refuse a local output whose nearest existing ancestor is a file, before anything is computed for it:
+    the write would fail only at the end (results lost), or on a staging sibling whose error a reader's
+    handling would blame on the input instead of the output path the user gave. URLs are not checked here."""
+    if is_url(str(target)):
+        return
+    for parent in Path(target).parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise DatasetError(f"{target}: cannot write here ({parent} is not a directory)")
+            return
+
+
 @contextmanager
 def staged_output(target: str | Path) -> Iterator[str]:
     """Yield where to write the output `target`; it appears at `target` only if the block succeeds.
@@ -85,6 +98,7 @@ def staged_output(target: str | Path) -> Iterator[str]:
             raise
         return
     final = Path(loc.path)
+    check_parent(target)
     tmp = staging_sibling(final)
     for left in [tmp, *stale_siblings(final)]:  # left by killed processes, this one's id included
         _remove(left)

@@ -1,7 +1,7 @@
 """Store-to-store operations: merge and split by episode (diffusion_policy / UMI import: `mimic.data.dp_umi`).
 
-Outputs never share a path with an input or with each other, and split's two outputs are staged
-(mimic.data.staging): each appears whole, and neither does if either write fails.
+Outputs never share a path with an input or with each other, and merge's output and split's two outputs are
+staged (mimic.data.staging): each appears whole, and neither of split's does if either write fails.
 """
 
 from __future__ import annotations
@@ -77,7 +77,8 @@ def merge(inputs: list[str], out: str) -> int:
         for attr in ("fps", "streams"):
             if ds.attrs[attr] != ref.attrs[attr]:
                 raise DatasetError(f"{p}: root attr {attr!r} differs from {inputs[0]}")
-    return _copy([(ds, list(range(ds.n_episodes))) for ds in sets], out)
+    with staged_output(out) as where:  # callers other than the CLI (DAgger) get a whole store or none too
+        return _copy([(ds, list(range(ds.n_episodes))) for ds in sets], where)
 
 
 def split(src: str, out_train: str, out_val: str, val_ratio: float, seed: int) -> tuple[int, int]:

@@ -6,8 +6,11 @@ adds `mimic.data.integrity.deep_check`, which decodes every chunk.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +23,24 @@ class AlignmentStats:
     """Per key: max |capture time used - grid time| over committed rows (s)."""
 
     max_error_s: dict[str, float] = field(default_factory=dict)
+
+
+def _check_root_attrs(path: str | Path, attrs: Any) -> None:
+    """`fps` a positive number and `streams` a mapping of specs with a shape and a tolerance: a hand-edited or
+    foreign value is named here as the attribute it is, not met later as a conversion error of the schema check."""
+    fps = attrs["fps"]
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
+        raise DatasetError(f"{path}: root attr 'fps' is {fps!r}, expected a positive number")
+    streams = attrs["streams"]
+    if not isinstance(streams, Mapping):
+        raise DatasetError(f"{path}: root attr 'streams' is {streams!r}, expected a mapping of stream specs")
+    for key, spec in streams.items():
+        ok = isinstance(spec, Mapping) and isinstance(spec.get("shape"), (list, tuple))
+        tol = spec.get("tolerance_s") if isinstance(spec, Mapping) else None
+        if not ok or isinstance(tol, bool) or not isinstance(tol, (int, float)):
+            raise DatasetError(
+                f"{path}: root attr 'streams.{key}' is {spec!r}, expected a shape and a tolerance_s"
+            )
 
 
 def validate(path: str | Path, deep: bool = False) -> tuple[ReplayDataset, AlignmentStats]:
@@ -37,6 +58,7 @@ def validate(path: str | Path, deep: bool = False) -> tuple[ReplayDataset, Align
         raise DatasetError(
             f"{path}: root attr 'schema_version' is {attrs['schema_version']!r}, expected {SCHEMA_VERSION}"
         )
+    _check_root_attrs(path, attrs)
     if deep:
         deep_check(ds)
     fps = float(attrs["fps"])

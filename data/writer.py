@@ -34,7 +34,7 @@ from mimic.data.codecs import image_chunk_rows, image_codec
 from mimic.data.commit import append_ends
 from mimic.data.dataset import SCHEMA_VERSION, DatasetError, check_layout, open_group
 from mimic.data.image_chunks import ChunkTail
-from mimic.data.storage import StorageError, locate
+from mimic.data.storage import Location, StorageError, locate
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,15 @@ class _Stream:
         return value, t_used
 
 
+def _new_group(path: str | Path, loc: Location) -> zarr.Group:
+    """The new store's root group at `loc`: a folder that cannot be made (a parent that is a file, no
+    permission, a full disk) is the user's path, reported as one line naming it before any episode is recorded."""
+    try:
+        return zarr.open_group(loc.path if loc.local else loc.zarr_store(), mode="w-", zarr_format=2)
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot create the store ({exc.strerror or exc})") from None
+
+
 class DatasetWriter:
     """Use `create()` for a new store or `open()` to append to an existing one."""
 
@@ -180,7 +189,7 @@ class DatasetWriter:
                 raise DatasetError(f"{path}: already exists (use DatasetWriter.open to append)")
         except StorageError as exc:
             raise DatasetError(str(exc)) from None
-        root = zarr.open_group(loc.path if loc.local else loc.zarr_store(), mode="w-", zarr_format=2)
+        root = _new_group(path, loc)
         root.attrs.update(
             {
                 **DEFAULT_ATTRS,

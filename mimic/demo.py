@@ -205,24 +205,48 @@ def record_stage(cfg: DemoConfig) -> dict[str, Any]:
     }
 
 
-def train_stage(cfg: DemoConfig, dataset: str) -> dict[str, Any]:
-    """Train the demo's policy on the recorded store (mimic.workflows.train; loss plot in the run directory)."""
-    from mimic.policies.config import load_train_config
-    from mimic.workflows.train import CHECKPOINT_DIR, train
-
-    run_dir = cfg.run_dir.resolve() / "train"
-    overrides = [
+def train_overrides(cfg: DemoConfig, dataset: str) -> list[str]:
+    """What the demo sets on its training config: its own dataset, run directory, steps and seed; no recording
+    or periodic rollouts (the deploy stage evaluates), and one intra-op thread, since on a shared 2-core
+    machine two threads can run many times slower than one."""
+    return [
         f"dataset={dataset}",
-        f"run_dir={run_dir}",
+        f"run_dir={cfg.run_dir.resolve() / 'train'}",
         f"steps={cfg.train_steps}",
         f"seed={cfg.seed}",
         "record.episodes=0",
         "eval.episodes=0",
         "resume=false",
+        "threads=1",
     ]
-    # One intra-op thread: on a shared 2-core machine two threads can run many times slower than one.
-    overrides.append("threads=1")
-    tcfg = load_train_config(cfg.train_config, overrides)
+
+
+def check_sizes(cfg: DemoConfig) -> None:
+    """--demos and --eval-episodes are read by the record and deploy stages, minutes apart: a count below one is
+    refused before the first stage starts, not after recording and training have run."""
+    for flag, value in (("--demos", cfg.demos), ("--eval-episodes", cfg.eval_episodes)):
+        if value < 1:
+            raise DemoError(f"{flag} {value}: must be at least 1")
+
+
+def check_train_config(cfg: DemoConfig) -> None:
+    """Load the training config, with the demo's overrides, before the record stage: a config that cannot
+    train would otherwise be found only after minutes of teleop recording."""
+    from mimic.policies.config import ConfigError, load_train_config
+
+    try:
+        load_train_config(cfg.train_config, train_overrides(cfg, str(cfg.run_dir / "demos.zarr")))
+    except ConfigError as e:
+        msg = str(e)
+        raise DemoError(msg if cfg.train_config in msg else f"{cfg.train_config}: {msg}") from None
+
+
+def train_stage(cfg: DemoConfig, dataset: str) -> dict[str, Any]:
+    """Train the demo's policy on the recorded store (mimic.workflows.train; loss plot in the run directory)."""
+    from mimic.policies.config import load_train_config
+    from mimic.workflows.train import CHECKPOINT_DIR, train
+
+    tcfg = load_train_config(cfg.train_config, train_overrides(cfg, dataset))
     out = train(tcfg)
     return {
         "run_dir": str(out),
@@ -393,6 +417,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         raise DemoError(
             f"training config {cfg.train_config} not found (pass --train-config for task {cfg.task!r})"
         )
+    check_sizes(cfg)
+    check_train_config(cfg)
     t0 = time.monotonic()
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     say(f"mimic demo: {cfg.arm} twin, task {cfg.task}, run directory {cfg.run_dir}")

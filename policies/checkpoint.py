@@ -43,7 +43,14 @@ from mimic.data.storage import (
     url_key,
     version_tag,
 )
-from mimic.policies.config import ConfigError, PolicyConfig, apply_overrides, policy_config_from_dict, to_dict
+from mimic.policies.config import (
+    ACTION_REPRS,
+    ConfigError,
+    PolicyConfig,
+    apply_overrides,
+    policy_config_from_dict,
+    to_dict,
+)
 from mimic.policies.engines import ONNX_ENGINES, EngineError, apply_engine, check_engine
 from mimic.policies.export import engine_files
 from mimic.policies.policy import Policy, ShapeMeta
@@ -168,11 +175,29 @@ def read_json(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
 
 
+def check_device(device: str) -> None:
+    """Refuse a torch device this machine cannot run before a checkpoint is read: torch itself reports a
+    missing GPU as an assertion deep in its lazy CUDA set-up, only once the weights are moved."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device {device!r}: not a torch device (cpu, cuda or cuda:<index>)") from None
+    if dev.type == "cpu":
+        return
+    if dev.type != "cuda":
+        raise ValueError(f"device {device!r}: only cpu, cuda or cuda:<index> are supported")
+    if not torch.cuda.is_available():
+        raise ValueError(f"device {device}: asked for, but torch sees no CUDA GPU on this machine")
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+
+
 def load_policy(path: str | Path, device: str = "cpu", overrides: Sequence[str] = ()) -> Policy:
     """A ready policy (eval mode, on `device`) from a checkpoint directory. `overrides` (`key=value`, keys from
     INFERENCE_FIELDS, e.g. "policy.gen.sampler=heun" or "policy.n_action_steps=4": a chunk trained at 8 rows can
     be replanned every 4) change the checkpoint's config for this run, checked like its own values.
     A URL is downloaded to the local cache first (local_checkpoint)."""
+    check_device(device)
     path = local_checkpoint(path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: not a checkpoint directory")
@@ -236,12 +261,27 @@ def load_processor(path: str | Path) -> dict[str, Any]:
     if not p.is_dir():
         raise CheckpointError(f"{p}: not a checkpoint directory")
     if (p / PROCESSOR_JSON).is_file():
-        return read_json(p / PROCESSOR_JSON)
+        return _checked_processor(p / PROCESSOR_JSON, read_json(p / PROCESSOR_JSON))
     try:  # written before processors were saved: the config names the action space
         cfg = yaml.safe_load((p / "config.yaml").read_text()) or {}
     except (OSError, ValueError, yaml.YAMLError) as e:
         raise CheckpointError(f"{p / 'config.yaml'}: unreadable ({type(e).__name__})") from None
-    return {"action_repr": (cfg.get("policy") or {}).get("action_repr", "joint")}
+    policy = cfg.get("policy") if isinstance(cfg, dict) else None
+    return _checked_processor(
+        p / "config.yaml",
+        {"action_repr": (policy if isinstance(policy, dict) else {}).get("action_repr", "joint")},
+    )
+
+
+def _checked_processor(where: Path, info: Any) -> dict[str, Any]:
+    """The processor state read from `where`, refused in one line naming it when it is not a mapping or names an
+    action representation no processor has: an unknown one would otherwise be deployed as joint targets."""
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{where}: expected a JSON object, got {type(info).__name__}")
+    action_repr = info.get("action_repr", "joint")
+    if action_repr not in ACTION_REPRS:
+        raise CheckpointError(f"{where}: action_repr {action_repr!r} is not one of {ACTION_REPRS}")
+    return info
 
 
 def action_space(path: str | Path) -> str:

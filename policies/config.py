@@ -312,6 +312,15 @@ class RecordConfig:
         0.0  # handheld_bimanual: hands hover beside the cube by up to this and correct on the way down
     )
 
+    def validate(self) -> None:
+        """The fields a recording reads before its first rollout, checked here so that a bad image size or
+        hold count is a one-line error naming the field rather than a failure deep in the twin or the writer."""
+        size = self.image_size
+        if len(size) != 2 or any(v < 1 for v in size):
+            raise ConfigError(f"record.image_size: {size} is not [H, W] with both >= 1")
+        if self.hold_steps < 0:
+            raise ConfigError(f"record.hold_steps: {self.hold_steps} is outside [0, inf]")
+
 
 @dataclass
 class DaggerConfig:
@@ -385,6 +394,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         self.policy.validate()
+        self.record.validate()
         if not self.dataset:
             raise ConfigError("dataset: path of the training store is required")
         if self.dagger.policy and (not self.dagger.demos or self.record.episodes > 0):
@@ -501,8 +511,19 @@ def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {key}: {p!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw) if raw else ""
+        node[parts[-1]] = _override_value(item, raw)
     return d
+
+
+def _override_value(item: str, raw: str) -> Any:
+    """A `--set` value parsed as YAML, so that lists and numbers keep their types; a value YAML cannot parse is
+    the user's typo, reported against the `--set` it came from rather than as a parser traceback."""
+    if not raw:
+        return ""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {item!r}: not a valid YAML value ({str(e).splitlines()[0]})") from None
 
 
 def read_config_mapping(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -514,6 +535,10 @@ def read_config_mapping(path: str | Path, overrides: list[str] | None = None) ->
         d = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text, so not a YAML config (byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read ({e.strerror})") from None
     if not isinstance(d, dict):
         raise ConfigError(f"{p}: top level must be a mapping")
     return apply_overrides(d, overrides or [])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -135,14 +136,28 @@ def main(argv: list[str] | None = None) -> int:
         print("arms: " + " ".join(ARM_NAMES))
         print("tasks: " + " ".join(TASKS))
         return 0
+    try:
+        return _run(a)
+    except (ValueError, OSError) as e:  # a render size the twin refuses, an --out that cannot be written
+        print(f"mimic sim {a.cmd}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(a: argparse.Namespace) -> int:
+    """The chosen subcommand; bad arguments raise ValueError, and an --out under a file OSError when its folder is
+    made, before any rollout; main prints either as one line."""
     if a.cmd == "paths":
         if a.out.suffix.lower() != ".png" or a.expert_seeds < 1:
-            p.error(f"paths: --out {a.out} must be a .png and --expert-seeds at least 1")
+            raise ValueError(f"--out {a.out} must be a .png and --expert-seeds at least 1")
+        a.out.parent.mkdir(
+            parents=True, exist_ok=True
+        )  # an --out under a file fails here, before the rollouts
         return _paths(a.arm, a.seed, a.expert_seeds, a.out)
     if a.cmd == "experts":
         if a.episodes < 1:
-            p.error(f"--episodes {a.episodes}: need at least 1")
+            raise ValueError(f"--episodes {a.episodes}: need at least 1")
         return _experts(a.arms, a.tasks, a.episodes, a.seed)
     if a.out.suffix.lower() not in (".mp4", ".png"):
-        p.error(f"--out {a.out}: use a .mp4 or .png file name")
+        raise ValueError(f"--out {a.out}: use a .mp4 or .png file name")
+    a.out.parent.mkdir(parents=True, exist_ok=True)  # an --out under a file fails here, before the rollout
     return _show(a.arm, a.task, a.out, a.seed, tuple(a.size))

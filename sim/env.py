@@ -493,6 +493,17 @@ class TwinEnv:
         self._last_q = limited
         return limited
 
+    def _new_renderer(self, h: int, w: int) -> mujoco.Renderer:
+        """A renderer of HxW: a size outside the model's offscreen buffer is refused in one line naming the
+        limits, where MuJoCo would explain the XML clause that enlarges it over several lines, or PIL would
+        fail on an empty image only when the frames are written."""
+        buf = self.model.vis.global_
+        if not (1 <= h <= buf.offheight and 1 <= w <= buf.offwidth):
+            raise ValueError(
+                f"render size {h}x{w}: must be 1..{buf.offheight} x 1..{buf.offwidth} (the twin's offscreen buffer)"
+            )
+        return mujoco.Renderer(self.model, height=h, width=w)
+
     def render(
         self, camera: str, size: tuple[int, int] = (96, 96), data: mujoco.MjData | None = None
     ) -> np.ndarray:
@@ -500,7 +511,7 @@ class TwinEnv:
         h, w = size
         key = (h, w)
         if key not in self._renderers:
-            self._renderers[key] = mujoco.Renderer(self.model, height=h, width=w)
+            self._renderers[key] = self._new_renderer(h, w)
         rend = self._renderers[key]
         if self.task == "track":  # the goal marker where the goal was at the rendered state's moment
             self.model.site_pos[self.goal_site] = self.track_goal((self.data if data is None else data).time)[

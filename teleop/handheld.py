@@ -563,6 +563,8 @@ def record_twin(
 
     if episodes < 1:
         raise ValueError(f"record_twin: episodes must be >= 1, got {episodes}")
+    if len(image_size) != 2 or min(image_size) < 1:
+        raise ValueError(f"record_twin: image_size must be (H, W) with both >= 1, got {tuple(image_size)}")
     inj = injected or TwinStreamLatency()
     config = config or HandheldCaptureConfig(
         image_size=tuple(image_size),

@@ -106,6 +106,18 @@ def table(cells: list[dict], meta: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
+def check_study_out(out: Path) -> None:
+    """Refuse, before any cell runs, an --out that cannot hold the study or already holds one: a study takes
+    up to hours, and writing over an earlier one would lose it without a word."""
+    from mimic.data.staging import check_parent
+
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a directory")
+    if (out / "cells.json").exists():
+        raise ValueError(f"--out {out}: already holds a study (cells.json); name a new folder")
+    check_parent(out)
+
+
 def plot(cells: list[dict], strategies: list[str], out: Path, title: str) -> None:
     """Success (with Wilson intervals) and seam ratio against delay, one line per strategy."""
     import matplotlib
@@ -167,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--delays names no delay")
         if args.episodes < 1 or args.workers < 1:
             raise ValueError("--episodes and --workers must be >= 1")
+        check_study_out(Path(args.out))
         cells = run_study(
             args.checkpoint,
             strategies,

@@ -293,6 +293,21 @@ def load_twin_policy(
     return policy, arm, task
 
 
+def check_outputs(json_path: str | None, video_dir: str | None) -> None:
+    """Check where --json and --video-dir write before any rollout: a path that cannot be written would
+    otherwise fail only after every episode ran, and the results would be lost."""
+    from mimic.data.staging import check_parent
+
+    if json_path:
+        if Path(json_path).is_dir():
+            raise ValueError(f"--json {json_path}: is a directory, not a file")
+        check_parent(json_path)
+    if video_dir:
+        if Path(video_dir).exists() and not Path(video_dir).is_dir():
+            raise ValueError(f"--video-dir {video_dir}: exists and is not a directory")
+        check_parent(video_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="mimic eval", description="roll a checkpoint out on a twin task")
     ap.add_argument("checkpoint", help="checkpoint directory (e.g. <run_dir>/checkpoint)")
@@ -377,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.action_steps is not None:
             overrides.append(f"policy.n_action_steps={args.action_steps}")
         chunking = chunking_from_args(args)
+        check_outputs(args.json, args.video_dir)
         policy, arm, task = load_twin_policy(
             args.checkpoint, args.arm, args.task, args.device, overrides, engine=args.engine
         )

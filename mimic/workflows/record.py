@@ -130,6 +130,7 @@ def record_dataset(dataset: str, r: RecordConfig, progress: bool = True, keep_fa
         return False
     if r.episodes <= 0:
         raise ConfigError("record.episodes: must be > 0 to record a dataset")
+    r.validate()
     if (
         r.arm == BIMANUAL_ARM
     ):  # two handheld grippers: a UMI-style .zarr.zip (imported unless asked for as one)
@@ -174,6 +175,16 @@ def record_dataset(dataset: str, r: RecordConfig, progress: bool = True, keep_fa
         f"{stats.expert_success_rate:.0%} over {stats.attempted} rollouts"
     )
     return True
+
+
+def parse_image_size(text: str) -> tuple[int, int]:
+    """`--image-size HxW` as (H, W): a malformed value names the flag instead of Python's unpacking error."""
+    parts = text.lower().split("x")
+    try:
+        h, w = (int(v) for v in parts)
+    except ValueError:
+        raise ConfigError(f"--image-size {text!r}: expected HxW, e.g. 96x96") from None
+    return h, w
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_train_config(args.target, args.set)
             dataset, rec = cfg.dataset, cfg.record
         else:
-            h, w = (int(v) for v in args.image_size.lower().split("x"))
+            h, w = parse_image_size(args.image_size)
             dataset = args.target
             rec = RecordConfig(
                 arm=args.arm,

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
@@ -259,7 +260,26 @@ def save_state(
 
 
 def load_state(run_dir: Path, policy: Policy, ema: EMA, opt: torch.optim.Optimizer) -> tuple[int, float]:
+    """Resume from <run_dir>/train_state -> (step, wall seconds). A state that cannot be read (truncated,
+    hand-edited) or no longer fits the configured network is refused in one line naming it, before the run
+    directory changes: going on from part of it would mix two runs."""
     d = run_dir / STATE_DIR
+    try:
+        return _read_state(d, policy, ema, opt)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as e:
+        raise CheckpointError(f"{d}: cannot resume from it ({type(e).__name__}: {_reason(e)})") from None
+
+
+def _reason(e: BaseException) -> str:
+    """The line of an error message that says what is wrong: torch's state-dict errors open with a heading
+    ending in ':' and give the first mismatch on the next line."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return lines[1]
+    return lines[0] if lines else ""
+
+
+def _read_state(d: Path, policy: Policy, ema: EMA, opt: torch.optim.Optimizer) -> tuple[int, float]:
     meta = json.loads((d / "state.json").read_text())
     policy.load_state_dict(load_file(str(d / "model.safetensors")))
     ema.model.load_state_dict(load_file(str(d / "ema.safetensors")))
@@ -361,10 +381,26 @@ def validate(
 
 
 # ---- training --------------------------------------------------------------------------------------
+def check_eval_target(cfg: TrainConfig) -> None:
+    """The periodic rollouts' twin (eval.arm, eval.task) must exist: it is first built after training steps
+    have run, so a misspelt name would otherwise crash the run at its first evaluation instead of before its
+    first step."""
+    if cfg.eval.episodes <= 0:
+        return
+    from mimic.robots.specs import ARM_NAMES
+    from mimic.sim.env import TASKS
+
+    if cfg.eval.arm not in ARM_NAMES:
+        raise ConfigError(f"eval.arm: {cfg.eval.arm!r} is not a twin arm ({', '.join(ARM_NAMES)})")
+    if cfg.eval.task not in TASKS:
+        raise ConfigError(f"eval.task: {cfg.eval.task!r} is not a twin task ({', '.join(TASKS)})")
+
+
 def train(cfg: TrainConfig, progress: bool = True) -> Path:
     """Train per `cfg`; returns the run directory (policy at <run_dir>/checkpoint): for a URL run_dir, the local
     staging copy of what was uploaded there."""
     cfg.validate()
+    check_eval_target(cfg)
     rank, world = dist_info()
     device = cfg.device
     if device.startswith("cuda") and not torch.cuda.is_available():

@@ -21,9 +21,10 @@ def test_show_writes_a_viewable_file(tmp_path, suffix):
     assert img.shape[-1] == 3 and img.std() > 0
 
 
-def test_bad_out_suffix_is_one_line_error(tmp_path):
-    with pytest.raises(SystemExit):
-        main(["show", "franka", "reach", "--out", str(tmp_path / "x.gif")])
+def test_bad_out_suffix_is_one_line_error(tmp_path, capsys):
+    assert main(["show", "franka", "reach", "--out", str(tmp_path / "x.gif")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"mimic sim show: error: --out {tmp_path / 'x.gif'}: use a .mp4 or .png file name", err
 
 
 def test_show_push_t_strip_shows_the_block_reaching_the_goal(tmp_path, capsys):

@@ -178,3 +178,62 @@ def test_a_run_dir_that_is_a_file_is_refused_in_one_line(reach_store, tmp_path):
     (tmp_path / "run").write_text("not a directory")
     with pytest.raises(ConfigError, match=r"^run_dir: .*run: exists and is not a directory$"):
         train(config(reach_store, tmp_path / "run"), progress=False)
+
+
+def _damage_state(run, how: str) -> None:
+    state = run / "train_state"
+    if how == "truncated weights":
+        (state / "model.safetensors").write_bytes((state / "model.safetensors").read_bytes()[:50])
+    elif how == "bad state.json":
+        (state / "state.json").write_text("{")
+    elif how == "missing optimiser":
+        (state / "optim.safetensors").unlink()
+
+
+@pytest.mark.parametrize(
+    "how, extra, why",
+    [
+        ("truncated weights", (), "SafetensorError: Error while deserializing header"),
+        ("bad state.json", (), "JSONDecodeError: Expecting property name"),
+        ("missing optimiser", (), "FileNotFoundError: No such file or directory"),
+        ("", ("policy.unet.down_dims=[8,16]",), "RuntimeError: "),
+    ],
+)
+def test_a_train_state_that_cannot_resume_is_one_line_and_changes_nothing(
+    reach_store, tmp_path, capsys, how, extra, why
+):
+    import yaml
+
+    from mimic.workflows.train import main, train
+
+    run = tmp_path / "run"
+    train(config(reach_store, run), progress=False)
+    _damage_state(run, how)
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({"dataset": str(reach_store), "run_dir": str(run)}))
+    argv = [str(cfg), "--no-progress", *(a for s in [*TINY, "steps=4", *extra] for a in ("--set", s))]
+    assert main(argv) == 2
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith(f"mimic train: {run / 'train_state'}: cannot resume from it ({why}"), line
+    assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("arm", "nope", "eval.arm: 'nope' is not a twin arm (franka, ur5e, xarm7)"),
+        ("task", "nope", "eval.task: 'nope' is not a twin task (reach, pick_place, push_t, track)"),
+    ],
+)
+def test_a_misspelt_eval_twin_stops_the_run_before_its_first_step(
+    reach_store, tmp_path, field, value, message
+):
+    from mimic.policies.config import ConfigError
+    from mimic.workflows.train import train
+
+    cfg = config(reach_store, tmp_path / "run", "eval.episodes=1", f"eval.{field}={value}")
+    with pytest.raises(ConfigError) as e:
+        train(cfg, progress=False)
+    assert str(e.value) == message
+    assert list(tmp_path.iterdir()) == []

@@ -131,17 +131,31 @@ def checkpoint_action_space(checkpoint: str) -> str:
     return action_space(checkpoint)  # CheckpointError (a ValueError) names the path
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """--results and --record are written by nodes during or after the episodes: a path that cannot be written
+    is refused here, before any node starts, instead of ending a finished session without its results."""
+    from mimic.data.staging import check_parent
+
+    if args.results:
+        if Path(args.results).is_dir():
+            raise ValueError(f"--results {args.results}: is a directory, not a file")
+        check_parent(args.results)
+    if args.record:
+        check_parent(args.record)
+
+
 def check_checkpoint(args: argparse.Namespace) -> tuple[str, int]:
     """Load the checkpoint as the policy node will, with this run's inference overrides, before any node
     starts: a bad checkpoint is one line here rather than a node's log and a session without results.
     Returns its action space and gripper count; ValueError (CheckpointError) naming the checkpoint otherwise."""
+    from mimic.policies.checkpoint import check_device, load_deployable
+
+    check_device(args.device)
     kind = checkpoint_action_space(args.checkpoint)
     if args.checkpoint.startswith(SCRIPTED_PREFIX):
         if args.engine != "torch":
             raise ValueError(f"--engine {args.engine}: applies to a checkpoint, not to {args.checkpoint}")
         return kind, int(getattr(scripted_factory(args.checkpoint), "grippers", 1))
-    from mimic.policies.checkpoint import load_deployable
-
     overrides = []
     if args.chunk_candidates:
         overrides.append(f"policy.chunk_candidates={args.chunk_candidates}")
@@ -334,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         chunking_from_args(args)
+        check_outputs(args)
         kind, grippers = check_checkpoint(args)
         mode = controller_mode(kind)
         resolve_defaults(args, grippers)
@@ -344,10 +359,10 @@ def main(argv: list[str] | None = None) -> int:
         results_path = args.results or str(Path(tmp) / "results.json")
         try:
             session = load_session(args.session, resolved_overrides(args, results_path, kind, grippers))
+            code = run_session(session)
         except SessionError as e:
             print(f"mimic deploy: {e}", file=sys.stderr)
             return EXIT_BAD_SESSION
-        code = run_session(session)
         if not Path(results_path).exists():
             print(f"mimic deploy: the session ended (status {code}) without results", file=sys.stderr)
             return code or 1

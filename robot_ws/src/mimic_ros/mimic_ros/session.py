@@ -308,6 +308,8 @@ def load_session(name_or_path: str, overrides: list[str] | tuple[str, ...] = ())
         text = path.read_text()
     except OSError as e:
         raise SessionError(f"{path}: cannot read ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise SessionError(f"{path}: not UTF-8 text, so not a session YAML (byte {e.start})") from None
     session = parse_session(text, str(path))
     for o in overrides:
         apply_override(session, o)

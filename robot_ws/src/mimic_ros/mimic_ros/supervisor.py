@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import math
 import os
 import shlex
 import signal
@@ -195,9 +196,17 @@ class Supervisor:
             n.log.close()
         self.log("all nodes stopped")
 
+    def _open_log_dir(self) -> None:
+        """Create the log folder before any node starts: a folder that cannot be made (a parent that is a file,
+        no permission) is the user's path, reported in one line naming it, with nothing started to clean up."""
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SessionError(f"{self.log_dir}: cannot create the log folder ({e.strerror})") from None
+
     def run(self) -> int:
         """Start, watch, stop; returns the session's exit status (see module docstring)."""
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._open_log_dir()
         self._session_log = NodeLog(self.log_dir / f"{SESSION_LOG}.log", stamped=True)
         if self.time_limit_s is not None:
             self._deadline = time.monotonic() + self.time_limit_s
@@ -321,6 +330,13 @@ def run_session(
             signal.signal(s, h)
 
 
+def check_time_limit(seconds: float | None) -> None:
+    """--time-limit-s must be a positive, finite number: zero, a negative or NaN limit would start the first
+    node only to kill it mid-import, and show its interrupted traceback as the session's failure."""
+    if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
+        raise SessionError(f"--time-limit-s {seconds:g}: must be a positive number of seconds")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mimic session", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="action", required=True)
@@ -360,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     args = parser.parse_args(argv)
     try:
+        check_time_limit(getattr(args, "time_limit_s", None))
         session = load_session(args.session, args.overrides)
     except SessionError as e:
         print(f"mimic session: {e}", file=sys.stderr)
@@ -371,7 +388,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"# {n.name} ({flags}){state}\n{shlex.join(node_command(n))}")
         return 0
     view = StreamView() if args.verbose else ProgressView(session.name)
-    return run_session(session, args.log_dir, view, time_limit_s=args.time_limit_s)
+    try:
+        return run_session(session, args.log_dir, view, time_limit_s=args.time_limit_s)
+    except SessionError as e:
+        print(f"mimic session: {e}", file=sys.stderr)
+        return EXIT_BAD_SESSION
 
 
 if __name__ == "__main__":
