@@ -33,6 +33,7 @@ import numpy as np  # noqa: E402
 
 from mimic.robots.arm import ArmState, CommandGuard  # noqa: E402
 from mimic.robots.arm_mjcf import COMPILER, arm_model_xml, gripper_xml  # noqa: E402
+from mimic.robots.eef_control import EefChunkController  # noqa: E402
 from mimic.robots.ik import IKSolver, tool_down  # noqa: E402
 from mimic.robots.specs import get_spec  # noqa: E402
 from mimic.sim.handheld import HandheldExpert, _aa, _quat, _rot, homogeneous  # noqa: E402
@@ -334,6 +335,10 @@ class BimanualHandheldEnv(_BimanualBase):
     period it goes the fraction 1 - exp(-dt / lag) of the way from where it was sent last to the new row), as an
     arm's servos trail a moving target. A policy rolled out on such a rig meets the arms' lag and nothing else
     they change (IK, stiff contact, joint limits), which tells the two apart; recording keeps 0.
+
+    `ik_arm` passes every row through that arm's IK first (arm i at BASE_POSES[i], solved from its last solution
+    with the end-effector controller's acceptance; an unreachable row holds the last reachable pose), and the hand
+    goes to the pose the solution reaches: the arms' IK without their bodies, servos or contacts.
     """
 
     def __init__(
@@ -343,12 +348,19 @@ class BimanualHandheldEnv(_BimanualBase):
         image_size: tuple[int, int] = (96, 96),
         gripper_like: str = "franka",
         tracking_lag_s: float = 0.0,
+        ik_arm: str | None = None,
     ) -> None:
         if not np.isfinite(tracking_lag_s) or tracking_lag_s < 0:
             raise ValueError(f"bimanual handheld: tracking_lag_s must be >= 0, got {tracking_lag_s}")
         self.spec = get_spec(gripper_like)
         self._setup(build_two_handheld_model(gripper_like), seed, cameras, image_size)
         self.tracking_lag_s = float(tracking_lag_s)
+        self._ik = [
+            EefChunkController(IKSolver.for_arm(ik_arm), self.control_hz, base_pose=BASE_POSES[i])
+            for i in range(N_GRIPPERS)
+            if ik_arm is not None
+        ]
+        self._ik_q: list[np.ndarray] = []
         m = self.model
         self._mocap = [int(m.body_mocapid[m.body(f"robot{i}_hand_target").id]) for i in range(N_GRIPPERS)]
         self._hand_adr = [int(m.joint(f"robot{i}_hand").qposadr[0]) for i in range(N_GRIPPERS)]
@@ -391,19 +403,29 @@ class BimanualHandheldEnv(_BimanualBase):
             self._target[i] = (pos.copy(), self.home_rot[i].copy())
             d.qpos[self.finger_qpos[i]] = self.spec.gripper_max / 2
             d.ctrl[self.finger_ctrl[i]] = self.spec.gripper_max / 2
+        self._ik_q = [  # each arm's joints at the start pose, solved from home like a two-arm episode's start
+            c.ik.solve(np.asarray(c.spec.home, float), c.frame_to_base @ homogeneous(*self._target[i])).q
+            for i, c in enumerate(self._ik)
+        ]
         mujoco.mj_forward(m, d)
         self.t = 0
         return self._eef_obs()
 
     def step(self, action: np.ndarray):
         """Move both hands to their TCP targets over one control period; gym's 5-tuple."""
-        a = np.asarray(action, float).reshape(-1)
+        a = np.array(action, float).reshape(-1)  # a copy: rows passed through IK are rewritten
         if a.shape[0] != 7 * N_GRIPPERS or not np.all(np.isfinite(a)):
             raise ValueError(
                 f"bimanual handheld: action must be {7 * N_GRIPPERS} finite values "
                 "(tcp pos, axis-angle, width per gripper)"
             )
         moves = []
+        for i, c in enumerate(self._ik):  # the pose arm i's IK reaches for the row, or its last reachable one
+            q_rows, n_ok = c.solve_chunk(a[None, 7 * i : 7 * (i + 1)], self._ik_q[i])
+            if n_ok:
+                self._ik_q[i] = q_rows[0, :-1]
+            reached = BASE_POSES[i] @ c.ik.fk(self._ik_q[i])
+            a[7 * i : 7 * i + 6] = np.concatenate([reached[:3, 3], _aa(reached[:3, :3])])
         for i in range(N_GRIPPERS):
             row = a[7 * i : 7 * (i + 1)]
             p0, r0 = self._target[i]

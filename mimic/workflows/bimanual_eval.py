@@ -35,6 +35,7 @@ class BimanualEvalResult(EefEvalResult):
     # episodes in which gripper i's cube was placed, whatever the other gripper did
     per_gripper_placed: list[int] = field(default_factory=list)
     rig_lag_s: float = 0.0  # --arm handheld: the hands' first-order tracking lag (BimanualHandheldEnv)
+    rig_ik: str = ""  # --arm handheld: the arm whose IK every row passes through first ("": none)
 
 
 def make_controllers(env: BimanualTwinEnv) -> list[EefChunkController]:
@@ -100,16 +101,18 @@ def evaluate_bimanual(
     progress: bool = True,
     n_action_steps: int | None = None,
     rig_lag_s: float = 0.0,
+    rig_ik: str | None = None,
 ) -> BimanualEvalResult:
     """Roll a two-gripper eef policy out on two `arm` twins for `episodes` seeds (seed, seed+1, ...); the
     arguments come checked from mimic.workflows.evaluate_eef.evaluate_eef, its only entry. `rig_lag_s`: on the
     handheld rig, the hands follow the rows through a first-order lag of this time constant (the arms' servo
-    lag without the rest of what arms change)."""
-    if rig_lag_s and arm != HANDHELD:
-        raise ValueError(f"eval: --rig-lag-s applies to --arm {HANDHELD}, not {arm!r}")
+    lag without the rest of what arms change); `rig_ik`: on the rig, every row first passes through that arm's IK
+    (the arms' IK without their bodies)."""
+    if (rig_lag_s or rig_ik) and arm != HANDHELD:
+        raise ValueError(f"eval: --rig-lag-s and --rig-ik apply to --arm {HANDHELD}, not {arm!r}")
     if arm == HANDHELD:  # the two-gripper rig the demos come from: TCP rows executed as they are, no IK
         env: BimanualTwinEnv | BimanualHandheldEnv = BimanualHandheldEnv(
-            seed=seed, cameras=(), tracking_lag_s=rig_lag_s
+            seed=seed, cameras=(), tracking_lag_s=rig_lag_s, ik_arm=rig_ik
         )
         ctrls: list[EefChunkController] = []
         start = "rig"
@@ -130,6 +133,7 @@ def evaluate_bimanual(
         control_hz=env.control_hz,
         per_gripper_placed=[0] * N_GRIPPERS,
         rig_lag_s=rig_lag_s,
+        rig_ik=rig_ik or "",
     )
 
     def count_placed() -> None:

@@ -141,6 +141,7 @@ def evaluate(
     start: str = "handheld",
     chunking: ChunkingConfig | None = None,
     rig_lag_s: float = 0.0,
+    rig_ik: str | None = None,
 ) -> EvalResult:
     """Roll `policy` out for `episodes` seeded episodes (seed, seed+1, ...); MP4s of the first n_videos.
 
@@ -148,7 +149,8 @@ def evaluate(
     pick_place only, from `start`); every other one through joint targets. workers > 1 fans the episodes out over
     forked processes (each with its own env and one torch thread). `chunking`: how chunks continue, with what
     inference delay (mimic.workflows.rollout; default sync, no delay). `rig_lag_s`: a two-gripper policy on the
-    handheld rig with its hands lagging the rows (mimic.workflows.bimanual_eval).
+    handheld rig with its hands lagging the rows, `rig_ik` with its rows through that arm's IK first
+    (mimic.workflows.bimanual_eval).
     """
     chunking = chunking or ChunkingConfig()
     if getattr(policy, "action_space", "joint") == "eef":
@@ -170,9 +172,12 @@ def evaluate(
             video_size=video_size,
             progress=progress,
             rig_lag_s=rig_lag_s,
+            rig_ik=rig_ik,
         )
-    if rig_lag_s:
-        raise ValueError("eval: --rig-lag-s applies to a two-gripper end-effector policy on --arm handheld")
+    if rig_lag_s or rig_ik:
+        raise ValueError(
+            "eval: --rig-lag-s and --rig-ik apply to a two-gripper end-effector policy on --arm handheld"
+        )
     if episodes < 1:
         raise ValueError(f"eval: episodes must be >= 1, got {episodes}")
     if num_inference_steps is not None and num_inference_steps < 1:
@@ -342,6 +347,13 @@ def main(argv: list[str] | None = None) -> int:
         "of this time constant, as arm servos do (0: rows executed as they are)",
     )
     ap.add_argument(
+        "--rig-ik",
+        default=None,
+        choices=ARMS,
+        help="two-gripper policies on --arm handheld: every row first passes through this arm's IK (arm i at "
+        "its two-arm base) and the hand goes to the pose the solution reaches",
+    )
+    ap.add_argument(
         "--candidates",
         type=int,
         default=None,
@@ -410,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
                 start=args.start,
                 chunking=chunking,
                 rig_lag_s=args.rig_lag_s,
+                rig_ik=args.rig_ik,
             )
             res.overrides = overrides
             results.append(res)

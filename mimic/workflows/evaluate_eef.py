@@ -79,10 +79,12 @@ def evaluate_eef(
     progress: bool = True,
     n_action_steps: int | None = None,
     rig_lag_s: float = 0.0,
+    rig_ik: str | None = None,
 ) -> EefEvalResult | BimanualEvalResult:
     """Roll `policy` (an EefPolicy) out on `arm`'s pick_place for `episodes` seeds (seed, seed+1, ...);
     `n_action_steps` overrides the policy's receding horizon (rows executed per prediction); `rig_lag_s`: a
-    two-gripper policy on the handheld rig, its hands lagging the rows (mimic.workflows.bimanual_eval)."""
+    two-gripper policy on the handheld rig, its hands lagging the rows; `rig_ik`: the rig's rows through that arm's
+    IK first (mimic.workflows.bimanual_eval)."""
     grippers = getattr(policy, "grippers", 1)
     if arm not in ARMS and not (grippers == 2 and arm == HANDHELD):
         also = f" (or {HANDHELD} for a two-gripper policy)"
@@ -111,9 +113,10 @@ def evaluate_eef(
             progress=progress,
             n_action_steps=n_action_steps,
             rig_lag_s=rig_lag_s,
+            rig_ik=rig_ik,
         )
-    if rig_lag_s:
-        raise ValueError("eval: --rig-lag-s applies to a two-gripper policy on --arm handheld")
+    if rig_lag_s or rig_ik:
+        raise ValueError("eval: --rig-lag-s and --rig-ik apply to a two-gripper policy on --arm handheld")
     env = make_env("pick_place", arm, seed=seed, cameras=())
     ctrl = EefChunkController(IKSolver(env.model, env.spec), env.control_hz, blend_s=0.0, velocity_scale=0.8)
     res = EefEvalResult(

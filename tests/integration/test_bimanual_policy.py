@@ -203,13 +203,14 @@ def test_tiny_train_then_eval_on_two_arms(stores, tmp_path):
     assert res["arm"] == "2x handheld" and res["start"] == "rig" and res["episode_steps"][0] > 0
     assert res["unreachable_points"] == 0 and len(res["per_gripper_placed"]) == 2
     assert res["rig_lag_s"] == 0.0
-    # the rig with its hands lagging the rows; a lag for the arms is refused in one line
+    # the rig with its hands lagging the rows, through an arm's IK; either for the arms is refused in one line
     lagged = ["eval", str(run / "checkpoint"), "--episodes", "1", "--rig-lag-s", "0.1", "--json", str(result)]
-    out = _mimic(*lagged, "--arm", "handheld")
+    out = _mimic(*lagged, "--arm", "handheld", "--rig-ik", "xarm7")
     assert out.returncode == 0, out.stderr[-2000:]
-    assert json.loads(result.read_text())["rig_lag_s"] == 0.1
+    res = json.loads(result.read_text())
+    assert res["rig_lag_s"] == 0.1 and res["rig_ik"] == "xarm7"
     out = _mimic(*lagged, "--arm", "xarm7")
-    assert out.returncode == 2 and "--rig-lag-s applies to --arm handheld" in out.stderr
+    assert out.returncode == 2 and "--rig-lag-s and --rig-ik apply to --arm handheld" in out.stderr
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
 
 

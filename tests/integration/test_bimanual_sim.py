@@ -145,3 +145,23 @@ def test_a_lagging_rig_covers_the_first_order_fraction_of_each_step():
             env.close()
     with pytest.raises(ValueError, match="tracking_lag_s"):
         BimanualHandheldEnv(cameras=(), tracking_lag_s=-0.1)
+
+
+def test_a_rig_through_an_arms_ik_goes_where_the_arm_can_and_holds_where_it_cannot():
+    """ik_arm: a reachable row is executed as the pose the arm's IK reaches (within the controller's acceptance);
+    a row out of the arm's reach leaves the hand at its last reachable pose."""
+    env = BimanualHandheldEnv(cameras=(), ik_arm="xarm7")
+    try:
+        obs = env.reset(seed=3)
+        here = [np.r_[obs[f"robot{i}_eef_pos"], obs[f"robot{i}_eef_rot_axis_angle"], 0.08] for i in range(2)]
+        near = [h + np.r_[0.0, 0.0, -0.02, 0, 0, 0, 0] for h in here]
+        obs, *_ = env.step(np.concatenate(near))
+        reached = [obs[f"robot{i}_eef_pos"].copy() for i in range(2)]
+        for i in range(2):
+            assert np.linalg.norm(reached[i] - near[i][:3]) < 0.006
+        far = [np.r_[2.0, 0.0, 0.2, h[3:]] for h in near]  # 2 m out: beyond either arm
+        obs, *_ = env.step(np.concatenate(far))
+        for i in range(2):
+            assert np.linalg.norm(obs[f"robot{i}_eef_pos"] - reached[i]) < 0.003
+    finally:
+        env.close()
