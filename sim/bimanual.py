@@ -33,10 +33,10 @@ import numpy as np  # noqa: E402
 
 from mimic.robots.arm import ArmState, CommandGuard  # noqa: E402
 from mimic.robots.arm_mjcf import COMPILER, arm_model_xml, gripper_xml  # noqa: E402
-from mimic.robots.eef_control import EefChunkController  # noqa: E402
+from mimic.robots.eef_control import EefChunkController, tcp_pose_row  # noqa: E402
 from mimic.robots.ik import IKSolver, tool_down  # noqa: E402
 from mimic.robots.specs import get_spec  # noqa: E402
-from mimic.sim.handheld import HandheldExpert, _aa, _quat, _rot, homogeneous  # noqa: E402
+from mimic.sim.handheld import HandheldExpert, _aa, _quat, _quat_mat, _rot, homogeneous  # noqa: E402
 from mimic.sim.mjcf import actuators_xml  # noqa: E402
 from mimic.sim.tasks.bimanual_pick_place import (  # noqa: E402
     BASE_POSES,
@@ -424,8 +424,7 @@ class BimanualHandheldEnv(_BimanualBase):
             q_rows, n_ok = c.solve_chunk(a[None, 7 * i : 7 * (i + 1)], self._ik_q[i])
             if n_ok:
                 self._ik_q[i] = q_rows[0, :-1]
-            reached = BASE_POSES[i] @ c.ik.fk(self._ik_q[i])
-            a[7 * i : 7 * i + 6] = np.concatenate([reached[:3, 3], _aa(reached[:3, :3])])
+            a[7 * i : 7 * i + 6] = tcp_pose_row(BASE_POSES[i] @ c.ik.fk(self._ik_q[i]))
         for i in range(N_GRIPPERS):
             row = a[7 * i : 7 * (i + 1)]
             p0, r0 = self._target[i]
@@ -436,9 +435,7 @@ class BimanualHandheldEnv(_BimanualBase):
                 frac = 1.0 - np.exp(-1.0 / (self.control_hz * self.tracking_lag_s))
                 p1, q1 = p0 + frac * (p1 - p0), (1 - frac) * q0 + frac * q1
                 q1 = q1 / np.linalg.norm(q1)
-                m1 = np.zeros(9)
-                mujoco.mju_quat2Mat(m1, q1)
-                r1 = m1.reshape(3, 3)
+                r1 = _quat_mat(q1)
             self._target[i] = (p1, r1)
             moves.append((p0, p1, q0, q1))
             width = np.clip(row[6], self.spec.gripper_min, self.spec.gripper_max) / 2
@@ -447,9 +444,7 @@ class BimanualHandheldEnv(_BimanualBase):
             f = k / self.n_substeps
             for i, (p0, p1, q0, q1) in enumerate(moves):
                 q = (1 - f) * q0 + f * q1
-                m = np.zeros(9)
-                mujoco.mju_quat2Mat(m, q / np.linalg.norm(q))
-                self._set_tcp(i, (1 - f) * p0 + f * p1, m.reshape(3, 3))
+                self._set_tcp(i, (1 - f) * p0 + f * p1, _quat_mat(q / np.linalg.norm(q)))
             mujoco.mj_step(self.model, self.data)
         mujoco.mj_forward(self.model, self.data)
         self.t += 1

@@ -41,6 +41,13 @@ def _quat(rot: np.ndarray) -> np.ndarray:
     return q
 
 
+def _quat_mat(q: np.ndarray) -> np.ndarray:
+    """Unit quaternion (w, x, y, z) -> 3x3 rotation matrix."""
+    m = np.zeros(9)
+    mujoco.mju_quat2Mat(m, q)
+    return m.reshape(3, 3)
+
+
 def _pose_attr(t: np.ndarray) -> str:
     p, q = t[:3, 3], _quat(t[:3, :3])
     return f'pos="{p[0]:.9g} {p[1]:.9g} {p[2]:.9g}" quat="{q[0]:.9g} {q[1]:.9g} {q[2]:.9g} {q[3]:.9g}"'
@@ -459,12 +466,11 @@ def _aa(rot: np.ndarray) -> np.ndarray:
 
 
 def _rot(aa: np.ndarray) -> np.ndarray:
-    q, m = np.zeros(4), np.zeros(9)
+    q = np.zeros(4)
     aa = np.asarray(aa, float)
     angle = float(np.linalg.norm(aa))
     mujoco.mju_axisAngle2Quat(q, aa / angle if angle > 1e-12 else np.array([1.0, 0, 0]), angle)
-    mujoco.mju_quat2Mat(m, q)
-    return m.reshape(3, 3)
+    return _quat_mat(q)
 
 
 @dataclass
@@ -668,9 +674,7 @@ class HandheldEnv:
         for i in range(1, self.n_substeps + 1):
             f = i / self.n_substeps
             q = (1 - f) * q0 + f * q1  # nlerp: steps are small, so it matches slerp closely
-            m = np.zeros(9)
-            mujoco.mju_quat2Mat(m, q / np.linalg.norm(q))
-            self._set_tcp((1 - f) * p0 + f * a[:3], m.reshape(3, 3))
+            self._set_tcp((1 - f) * p0 + f * a[:3], _quat_mat(q / np.linalg.norm(q)))
             mujoco.mj_step(self.model, self.data)
             self._substep += 1  # global count: sample rates need not divide the control period
             if self._substep % self.pose_every == 0:

@@ -104,12 +104,11 @@ def evaluate_bimanual(
     rig_ik: str | None = None,
 ) -> BimanualEvalResult:
     """Roll a two-gripper eef policy out on two `arm` twins for `episodes` seeds (seed, seed+1, ...); the
-    arguments come checked from mimic.workflows.evaluate_eef.evaluate_eef, its only entry. `rig_lag_s`: on the
+    arguments come checked from mimic.workflows.evaluate_eef.evaluate_eef, its only entry (the rig options
+    included, which apply to `--arm handheld` only). `rig_lag_s`: on the
     handheld rig, the hands follow the rows through a first-order lag of this time constant (the arms' servo
     lag without the rest of what arms change); `rig_ik`: on the rig, every row first passes through that arm's IK
     (the arms' IK without their bodies)."""
-    if (rig_lag_s or rig_ik) and arm != HANDHELD:
-        raise ValueError(f"eval: --rig-lag-s and --rig-ik apply to --arm {HANDHELD}, not {arm!r}")
     if arm == HANDHELD:  # the two-gripper rig the demos come from: TCP rows executed as they are, no IK
         env: BimanualTwinEnv | BimanualHandheldEnv = BimanualHandheldEnv(
             seed=seed, cameras=(), tracking_lag_s=rig_lag_s, ik_arm=rig_ik

@@ -86,13 +86,19 @@ def evaluate_eef(
     two-gripper policy on the handheld rig, its hands lagging the rows; `rig_ik`: the rig's rows through that arm's
     IK first (mimic.workflows.bimanual_eval)."""
     grippers = getattr(policy, "grippers", 1)
-    if arm not in ARMS and not (grippers == 2 and arm == HANDHELD):
+    on_rig = grippers == 2 and arm == HANDHELD  # the two-gripper rig the demos come from
+    if arm not in ARMS and not on_rig:
         also = f" (or {HANDHELD} for a two-gripper policy)"
         raise ValueError(f"evaluate_eef: --arm {arm!r} is not one of {ARMS}{also}")
     if start not in STARTS:
         raise ValueError(f"evaluate_eef: --start {start!r} is not one of {STARTS}")
     if episodes < 1:
         raise ValueError(f"evaluate_eef: episodes must be >= 1, got {episodes}")
+    if (rig_lag_s or rig_ik) and not on_rig:
+        raise ValueError(
+            f"eval: --rig-lag-s and --rig-ik apply to --arm {HANDHELD} with a two-gripper policy, "
+            f"not --arm {arm} with a {grippers}-gripper one"
+        )
     if n_action_steps is not None and not 1 <= n_action_steps <= policy.horizon - policy.n_obs_steps:
         raise ValueError(
             f"evaluate_eef: --action-steps {n_action_steps} must be in "
@@ -115,8 +121,6 @@ def evaluate_eef(
             rig_lag_s=rig_lag_s,
             rig_ik=rig_ik,
         )
-    if rig_lag_s or rig_ik:
-        raise ValueError("eval: --rig-lag-s and --rig-ik apply to a two-gripper policy on --arm handheld")
     env = make_env("pick_place", arm, seed=seed, cameras=())
     ctrl = EefChunkController(IKSolver(env.model, env.spec), env.control_hz, blend_s=0.0, velocity_scale=0.8)
     res = EefEvalResult(
