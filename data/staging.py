@@ -79,6 +79,22 @@ def check_parent(target: str | Path) -> None:
             return
 
 
+def check_output_file(flag: str, path: str | Path) -> None:
+    """A command's `flag` names a file it writes once its work is done: refuse a directory there, or a parent that
+    is a file, before the work starts."""
+    if Path(path).is_dir():
+        raise ValueError(f"{flag} {path}: is a directory, not a file")
+    check_parent(path)
+
+
+def check_output_dir(flag: str, path: str | Path) -> None:
+    """A command's `flag` names a folder it writes into: refuse a file there, or a parent that is a file, before
+    the work starts."""
+    if Path(path).exists() and not Path(path).is_dir():
+        raise ValueError(f"{flag} {path}: exists and is not a directory")
+    check_parent(path)
+
+
 @contextmanager
 def staged_output(target: str | Path) -> Iterator[str]:
     """Yield where to write the output `target`; it appears at `target` only if the block succeeds.

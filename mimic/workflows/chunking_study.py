@@ -109,13 +109,11 @@ def table(cells: list[dict], meta: dict) -> str:
 def check_study_out(out: Path) -> None:
     """Refuse, before any cell runs, an --out that cannot hold the study or already holds one: a study takes
     up to hours, and writing over an earlier one would lose it without a word."""
-    from mimic.data.staging import check_parent
+    from mimic.data.staging import check_output_dir
 
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out}: exists and is not a directory")
+    check_output_dir("--out", out)
     if (out / "cells.json").exists():
         raise ValueError(f"--out {out}: already holds a study (cells.json); name a new folder")
-    check_parent(out)
 
 
 def plot(cells: list[dict], strategies: list[str], out: Path, title: str) -> None:

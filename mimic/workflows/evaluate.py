@@ -301,16 +301,12 @@ def load_twin_policy(
 def check_outputs(json_path: str | None, video_dir: str | None) -> None:
     """Check where --json and --video-dir write before any rollout: a path that cannot be written would
     otherwise fail only after every episode ran, and the results would be lost."""
-    from mimic.data.staging import check_parent
+    from mimic.data.staging import check_output_dir, check_output_file
 
     if json_path:
-        if Path(json_path).is_dir():
-            raise ValueError(f"--json {json_path}: is a directory, not a file")
-        check_parent(json_path)
+        check_output_file("--json", json_path)
     if video_dir:
-        if Path(video_dir).exists() and not Path(video_dir).is_dir():
-            raise ValueError(f"--video-dir {video_dir}: exists and is not a directory")
-        check_parent(video_dir)
+        check_output_dir("--video-dir", video_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

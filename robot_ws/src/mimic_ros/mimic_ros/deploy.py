@@ -134,12 +134,10 @@ def checkpoint_action_space(checkpoint: str) -> str:
 def check_outputs(args: argparse.Namespace) -> None:
     """--results and --record are written by nodes during or after the episodes: a path that cannot be written
     is refused here, before any node starts, instead of ending a finished session without its results."""
-    from mimic.data.staging import check_parent
+    from mimic.data.staging import check_output_file, check_parent
 
     if args.results:
-        if Path(args.results).is_dir():
-            raise ValueError(f"--results {args.results}: is a directory, not a file")
-        check_parent(args.results)
+        check_output_file("--results", args.results)
     if args.record:
         check_parent(args.record)
 
